@@ -1,1 +1,2 @@
+//! `weir`: thin entry point; args, shards and the network live in the library.
 fn main() {}

@@ -1,0 +1,1 @@
+//! Consumer group coordinator (classic protocol): see groups/ for the contract.
