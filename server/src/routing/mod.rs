@@ -12,4 +12,7 @@
 //! - [`records`]: splitting produced batches per destination partition.
 //! - [`store`]: persisting declarations across restarts.
 
+pub mod exchange;
+pub mod headers_matcher;
+pub mod table;
 pub mod topic_matcher;

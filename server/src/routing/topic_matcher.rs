@@ -105,7 +105,10 @@ impl<V> Default for Node<V> {
 
 impl<V> Node<V> {
     fn is_empty(&self) -> bool {
-        self.values.is_empty() && self.literal.is_empty() && self.star.is_none() && self.hash.is_none()
+        self.values.is_empty()
+            && self.literal.is_empty()
+            && self.star.is_none()
+            && self.hash.is_none()
     }
 }
 
@@ -147,10 +150,9 @@ impl<V: Clone + Eq + Ord> TopicMatcher<V> {
         let mut node = &mut self.root;
         for word in pattern_words(pattern) {
             node = match word {
-                PatternWord::Literal(literal) => node
-                    .literal
-                    .entry(literal.as_bytes().into())
-                    .or_default(),
+                PatternWord::Literal(literal) => {
+                    node.literal.entry(literal.as_bytes().into()).or_default()
+                }
                 PatternWord::Star => node.star.get_or_insert_with(Box::default),
                 PatternWord::Hash => node.hash.get_or_insert_with(Box::default),
             };
@@ -175,14 +177,24 @@ impl<V: Clone + Eq + Ord> TopicMatcher<V> {
 
     /// Every value whose pattern matches `key`, each once, in `Ord` order.
     pub fn matches(&self, key: &[u8]) -> BTreeSet<V> {
+        let mut found = BTreeSet::new();
+        self.for_each_match(key, |value| {
+            found.insert(value.clone());
+        });
+        found
+    }
+
+    /// Calls `found` for every value whose pattern matches `key`, without cloning values. A value
+    /// bound with several matching patterns is reported once per pattern; callers deduplicate.
+    pub fn for_each_match<'a>(&'a self, key: &[u8], mut found: impl FnMut(&'a V)) {
         let words = split_key(key);
         let mut walk = Walk {
             words: &words,
-            found: BTreeSet::new(),
+            found: &mut found,
             hash_visited: HashSet::new(),
+            _values: std::marker::PhantomData,
         };
         walk.visit(&self.root, 0);
-        walk.found
     }
 
     /// True if every key matches every pattern held (all patterns are `#`, `#.#`, ...) or there are
@@ -219,7 +231,11 @@ fn remove_from<V: Eq>(node: &mut Node<V>, words: &[PatternWord<'_>], value: &V) 
     }
 }
 
-fn prune_boxed<V: Eq>(slot: &mut Option<Box<Node<V>>>, rest: &[PatternWord<'_>], value: &V) -> bool {
+fn prune_boxed<V: Eq>(
+    slot: &mut Option<Box<Node<V>>>,
+    rest: &[PatternWord<'_>],
+    value: &V,
+) -> bool {
     let Some(child) = slot.as_deref_mut() else {
         return false;
     };
@@ -232,17 +248,19 @@ fn prune_boxed<V: Eq>(slot: &mut Option<Box<Node<V>>>, rest: &[PatternWord<'_>],
 
 /// One match of one key: the key's words, what was found, and which `#` nodes were already
 /// expanded at which key position.
-struct Walk<'k, V> {
+struct Walk<'k, 'a, V, F> {
     words: &'k [&'k [u8]],
-    found: BTreeSet<V>,
+    found: &'k mut F,
     hash_visited: HashSet<(*const (), usize)>,
+    _values: std::marker::PhantomData<&'a V>,
 }
 
-impl<V: Clone + Ord> Walk<'_, V> {
-    /// Matches `node`'s subtree against the key words from `position` on.
-    fn visit(&mut self, node: &Node<V>, position: usize) {
+impl<'a, V, F: FnMut(&'a V)> Walk<'_, 'a, V, F> {
+    /// Matches `node`'s subtree against the key words from `position` on. Each (node, position)
+    /// is visited at most once: a node has one parent, and `#` children are memoised.
+    fn visit(&mut self, node: &'a Node<V>, position: usize) {
         if position == self.words.len() {
-            self.found.extend(node.values.iter().cloned());
+            node.values.iter().for_each(&mut *self.found);
         } else {
             let word = self.words[position];
             if let Some(child) = node.literal.get(word) {
@@ -258,7 +276,7 @@ impl<V: Clone + Ord> Walk<'_, V> {
     }
 
     /// `child` sits below a `#`: the `#` may swallow any number of words from `position` on.
-    fn visit_hash(&mut self, child: &Node<V>, position: usize) {
+    fn visit_hash(&mut self, child: &'a Node<V>, position: usize) {
         let identity = (child as *const Node<V>).cast::<()>();
         // Every expansion visits `child` from its start position to the end of the key, so the
         // positions already visited below this `#` always form a suffix: the first one found
