@@ -310,7 +310,7 @@ mod tests {
     fn binding_validation() {
         let topic = |key: &str| Binding::new("app", Destination::Topic("audit".into()), key);
         assert_eq!(topic("#.a.#").validate_for(ExchangeType::Topic), Ok(()));
-        let hashes = vec!["#"; BINDING_HASH_WORDS_MAX + 1].join(".");
+        let hashes = ["#"; BINDING_HASH_WORDS_MAX + 1].join(".");
         let error = topic(&hashes)
             .validate_for(ExchangeType::Topic)
             .unwrap_err();

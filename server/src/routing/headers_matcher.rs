@@ -121,7 +121,9 @@ mod tests {
             .collect()
     }
 
-    fn check(binding: &[(&str, &str)], headers: &[(&str, Option<&[u8]>)], expected: bool) {
+    type Headers<'a> = &'a [(&'a str, Option<&'a [u8]>)];
+
+    fn check(binding: &[(&str, &str)], headers: Headers<'_>, expected: bool) {
         let matcher = HeadersMatcher::new(&arguments(binding)).expect("valid x-match");
         assert_eq!(
             matcher.matches(headers),
@@ -138,7 +140,7 @@ mod tests {
         let with_x: &[(&str, Option<&[u8]>)] =
             &[("format", Some(b"pdf")), ("x-tenant", Some(b"7"))];
         let none: &[(&str, Option<&[u8]>)] = &[];
-        let cases: &[(&[(&str, &str)], &[(&str, Option<&[u8]>)], bool)] = &[
+        let cases: &[(&[(&str, &str)], Headers<'_>, bool)] = &[
             // all (explicit and default)
             (&[("format", "pdf"), ("type", "report")], pdf_report, true),
             (&[("format", "pdf"), ("type", "report")], pdf_only, false),

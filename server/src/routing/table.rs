@@ -772,7 +772,7 @@ mod tests {
             // binding from a missing exchange
             (vec![bind("missing", topic("x"), "")], 3),
             // too many `#`
-            (vec![bind("app", topic("x"), &vec!["#"; 9].join("."))], 40),
+            (vec![bind("app", topic("x"), &["#"; 9].join("."))], 40),
             // bad x-match
             (
                 vec![
