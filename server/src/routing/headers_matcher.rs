@@ -122,6 +122,7 @@ mod tests {
     }
 
     type Headers<'a> = &'a [(&'a str, Option<&'a [u8]>)];
+    type Case<'a> = (&'a [(&'a str, &'a str)], Headers<'a>, bool);
 
     fn check(binding: &[(&str, &str)], headers: Headers<'_>, expected: bool) {
         let matcher = HeadersMatcher::new(&arguments(binding)).expect("valid x-match");
@@ -140,7 +141,7 @@ mod tests {
         let with_x: &[(&str, Option<&[u8]>)] =
             &[("format", Some(b"pdf")), ("x-tenant", Some(b"7"))];
         let none: &[(&str, Option<&[u8]>)] = &[];
-        let cases: &[(&[(&str, &str)], Headers<'_>, bool)] = &[
+        let cases: &[Case<'_>] = &[
             // all (explicit and default)
             (&[("format", "pdf"), ("type", "report")], pdf_report, true),
             (&[("format", "pdf"), ("type", "report")], pdf_only, false),
