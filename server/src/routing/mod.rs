@@ -14,5 +14,7 @@
 
 pub mod exchange;
 pub mod headers_matcher;
+pub mod partitioner;
+pub mod records;
 pub mod table;
 pub mod topic_matcher;
