@@ -16,5 +16,6 @@ pub mod exchange;
 pub mod headers_matcher;
 pub mod partitioner;
 pub mod records;
+pub mod store;
 pub mod table;
 pub mod topic_matcher;
