@@ -241,6 +241,8 @@ pub enum RoutingError {
     TableFull { what: &'static str, max: usize },
     #[error("invalid config {name:?}: {reason}")]
     InvalidConfig { name: String, reason: String },
+    #[error("invalid request: {reason}")]
+    InvalidRequest { reason: String },
     #[error("{name:?} is an exchange: produce to it, consume from the topics bound to it")]
     FetchFromExchange { name: String },
 }
@@ -259,7 +261,9 @@ impl RoutingError {
             RoutingError::UnknownExchange { .. } => ResponseError::UnknownTopicOrPartition,
             RoutingError::ExchangeExists { .. } => ResponseError::TopicAlreadyExists,
             RoutingError::TableFull { .. } => ResponseError::PolicyViolation,
-            RoutingError::FetchFromExchange { .. } => ResponseError::InvalidRequest,
+            RoutingError::InvalidRequest { .. } | RoutingError::FetchFromExchange { .. } => {
+                ResponseError::InvalidRequest
+            }
         }
     }
 

@@ -482,7 +482,7 @@ impl RoutingTable {
     /// Validates a binding against its source's type and drops what that type ignores, so that
     /// binding identity is what routing sees: direct and topic bindings are (key, destination),
     /// fanout bindings are (destination), headers bindings are (arguments, destination).
-    fn normalise(&self, binding: &Binding) -> Result<Binding, RoutingError> {
+    pub fn normalise(&self, binding: &Binding) -> Result<Binding, RoutingError> {
         let kind = self.entry(&binding.source)?.exchange.kind;
         binding.validate_for(kind)?;
         let mut binding = binding.clone();
