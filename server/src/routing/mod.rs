@@ -17,6 +17,7 @@ pub mod exchange;
 pub mod headers_matcher;
 pub mod partitioner;
 pub mod records;
+pub mod router;
 pub mod store;
 pub mod table;
 pub mod topic_matcher;

@@ -129,7 +129,7 @@ where
 }
 
 /// Checks the header of the batch starting at `at` and returns its total length in bytes.
-fn check_batch_header(records: &[u8], at: usize) -> Result<usize, RecordsError> {
+pub(crate) fn check_batch_header(records: &[u8], at: usize) -> Result<usize, RecordsError> {
     let malformed = |reason: String| RecordsError::Malformed { at, reason };
     let header = records
         .get(at..at + BATCH_HEADER_BYTES)
