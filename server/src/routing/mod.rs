@@ -12,6 +12,7 @@
 //! - [`records`]: splitting produced batches per destination partition.
 //! - [`store`]: persisting declarations across restarts.
 
+pub mod cli;
 pub mod config;
 pub mod exchange;
 pub mod headers_matcher;
