@@ -196,6 +196,20 @@ enum Undo {
     RemoveBinding(Binding),
 }
 
+/// How to take back one applied change list.
+#[must_use = "dropping a Reversal makes the changes permanent; that is fine once persisted"]
+pub struct Reversal {
+    steps: Vec<Undo>,
+    version_before: u64,
+}
+
+impl Reversal {
+    /// True if the change list changed nothing (so there is nothing to persist or broadcast).
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
 /// Exchanges and bindings, with matchers compiled for `route()`.
 #[derive(Debug, Clone, Default)]
 pub struct RoutingTable {
@@ -331,19 +345,39 @@ impl RoutingTable {
     /// Applies `changes` in order, all or nothing. On success the version is bumped if anything
     /// changed and the new version returned; on failure the table is exactly as before.
     pub fn apply(&mut self, changes: &[Change]) -> Result<u64, ApplyError> {
+        self.apply_reversible(changes).map(|_| self.version)
+    }
+
+    /// As [`apply`](Self::apply), and returns what [`revert`](Self::revert) needs to take the
+    /// changes back (the controller reverts when persisting them fails).
+    pub fn apply_reversible(&mut self, changes: &[Change]) -> Result<Reversal, ApplyError> {
         let mut undo: Vec<Undo> = Vec::new();
         for (index, change) in changes.iter().enumerate() {
             if let Err(error) = self.apply_one(change, &mut undo) {
-                while let Some(step) = undo.pop() {
-                    self.undo(step);
-                }
+                self.undo_all(undo);
                 return Err(ApplyError { index, error });
             }
         }
-        if !undo.is_empty() {
+        let changed = !undo.is_empty();
+        if changed {
             self.version += 1;
         }
-        Ok(self.version)
+        Ok(Reversal {
+            steps: undo,
+            version_before: self.version - u64::from(changed),
+        })
+    }
+
+    /// Takes back the changes of the last `apply_reversible`; nothing may have been applied since.
+    pub fn revert(&mut self, reversal: Reversal) {
+        self.undo_all(reversal.steps);
+        self.version = reversal.version_before;
+    }
+
+    fn undo_all(&mut self, mut steps: Vec<Undo>) {
+        while let Some(step) = steps.pop() {
+            self.undo(step);
+        }
     }
 
     fn apply_one(&mut self, change: &Change, undo: &mut Vec<Undo>) -> Result<(), RoutingError> {
@@ -898,6 +932,27 @@ mod tests {
             restored.route("app", Some(b"user.x"), headers).unwrap(),
             ["email_queue", "x"]
         );
+    }
+
+    #[test]
+    fn revert_restores_the_table_and_version() {
+        let mut table = table(&[
+            declare("app", ExchangeType::Topic),
+            bind("app", topic("audit"), "#"),
+        ]);
+        let before = table.declarations();
+        let reversal = table
+            .apply_reversible(&[
+                bind("app", topic("x"), "a.*"),
+                Change::DeleteExchange { name: "app".into() },
+                declare("app", ExchangeType::Fanout),
+            ])
+            .unwrap();
+        assert!(!reversal.is_empty());
+        assert_eq!(table.exchange("app").unwrap().kind, ExchangeType::Fanout);
+        table.revert(reversal);
+        assert_eq!(table.declarations(), before);
+        check(&table, "app", Some("a.b"), &["audit"]);
     }
 
     #[test]
