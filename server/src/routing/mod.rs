@@ -11,7 +11,7 @@
 //! - [`table`]: the routing table and `route()` (e2e bindings, cycles, alternate exchanges).
 //! - [`config`]: the `weir.*` Kafka configs that declare exchanges and bindings.
 //! - [`partitioner`]: Kafka's default partitioner (murmur2) for destination partitions.
-//! - [`records`]: splitting produced batches per destination partition.
+//! - [`records`], [`decompress`]: splitting produced batches per destination partition.
 //! - [`router`]: one produce to an exchange → batches per destination partition.
 //! - [`store`], [`controller`]: durability, the single writer, snapshots for the shards.
 //! - [`cli`]: `weir exchange …` / `weir binding …`.
@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod decompress;
 pub mod exchange;
 pub mod headers_matcher;
 pub mod partitioner;

@@ -21,6 +21,8 @@
 use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
+
+use super::decompress;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
     NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
@@ -84,11 +86,14 @@ where
     while at < records.len() {
         let batch_bytes = check_batch_header(records, at)?;
         let mut batch = records.slice(at..at + batch_bytes);
-        let decoded =
-            RecordBatchDecoder::decode(&mut batch).map_err(|error| RecordsError::Malformed {
-                at,
-                reason: format!("{error:#}"),
-            })?;
+        let decoded = RecordBatchDecoder::decode_with_custom_compression(
+            &mut batch,
+            Some(decompress::decompress_bounded),
+        )
+        .map_err(|error| RecordsError::Malformed {
+            at,
+            reason: format!("{error:#}"),
+        })?;
         for mut record in decoded.records {
             if record.control {
                 continue;
