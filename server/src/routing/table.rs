@@ -955,6 +955,154 @@ mod tests {
         check(&table, "app", Some("a.b"), &["audit"]);
     }
 
+    /// The whole table against a naive model: every binding checked linearly with the reference
+    /// matchers, RabbitMQ's work-list algorithm written out plainly.
+    mod model {
+        use super::*;
+        use crate::routing::topic_matcher::reference_match;
+        use proptest::prelude::*;
+
+        const EXCHANGES: [&str; 4] = ["e0", "e1", "e2", "e3"];
+        const TOPICS: [&str; 3] = ["t0", "t1", "t2"];
+        const KINDS: [ExchangeType; 4] = [
+            ExchangeType::Direct,
+            ExchangeType::Fanout,
+            ExchangeType::Topic,
+            ExchangeType::Headers,
+        ];
+
+        fn binding_matches(kind: ExchangeType, binding: &Binding, key: &str, header: &str) -> bool {
+            match kind {
+                ExchangeType::Direct => binding.key == key,
+                ExchangeType::Fanout => true,
+                ExchangeType::Topic => reference_match(&binding.key, key.as_bytes()),
+                ExchangeType::Headers => {
+                    let any = binding.arguments.get("x-match").map(String::as_str) == Some("any");
+                    let mut criteria = binding
+                        .arguments
+                        .iter()
+                        .filter(|(name, _)| !name.starts_with("x-"));
+                    let satisfied =
+                        |(name, value): (&String, &String)| name == "h" && value == header;
+                    if any {
+                        criteria.any(satisfied)
+                    } else {
+                        criteria.all(satisfied)
+                    }
+                }
+            }
+        }
+
+        fn model_route(
+            exchanges: &[(ExchangeType, Option<usize>)],
+            bindings: &[Binding],
+            start: usize,
+            key: &str,
+            header: &str,
+        ) -> Vec<String> {
+            let mut seen = vec![EXCHANGES[start].to_string()];
+            let mut topics = BTreeSet::new();
+            let mut next = 0;
+            while next < seen.len() {
+                let current = seen[next].clone();
+                next += 1;
+                let index = EXCHANGES.iter().position(|name| *name == current).unwrap();
+                let (kind, alternate) = exchanges[index];
+                let mut matched: Vec<Destination> = bindings
+                    .iter()
+                    .filter(|binding| binding.source == current)
+                    .filter(|binding| binding_matches(kind, binding, key, header))
+                    .map(|binding| binding.destination.clone())
+                    .collect();
+                if matched.is_empty() {
+                    if let Some(alternate) = alternate {
+                        matched.push(Destination::Exchange(EXCHANGES[alternate].to_string()));
+                    }
+                }
+                for destination in matched {
+                    match destination {
+                        Destination::Topic(topic) => {
+                            topics.insert(topic);
+                        }
+                        Destination::Exchange(name) => {
+                            if !seen.contains(&name) {
+                                seen.push(name);
+                            }
+                        }
+                    }
+                }
+            }
+            topics.into_iter().collect()
+        }
+
+        fn word() -> impl Strategy<Value = &'static str> {
+            prop::sample::select(vec!["a", "b", "", "*", "#"])
+        }
+
+        fn binding() -> impl Strategy<Value = Binding> {
+            (
+                0..EXCHANGES.len(),
+                prop::bool::ANY,
+                0..4usize,
+                prop::collection::vec(word(), 0..3),
+                prop::option::of(prop::sample::select(vec!["1", "2"])),
+                prop::bool::ANY,
+            )
+                .prop_map(|(source, to_exchange, destination, words, header, any)| {
+                    let destination = if to_exchange {
+                        Destination::Exchange(EXCHANGES[destination % EXCHANGES.len()].to_string())
+                    } else {
+                        Destination::Topic(TOPICS[destination % TOPICS.len()].to_string())
+                    };
+                    let mut binding =
+                        Binding::new(EXCHANGES[source], destination, &words.join("."));
+                    if let Some(header) = header {
+                        binding.arguments.insert("h".into(), header.into());
+                    }
+                    if any {
+                        binding.arguments.insert("x-match".into(), "any".into());
+                    }
+                    binding
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn table_agrees_with_model(
+                exchanges in prop::collection::vec(
+                    (0..KINDS.len(), prop::option::of(0..EXCHANGES.len())), EXCHANGES.len()),
+                bindings in prop::collection::vec(binding(), 0..16),
+                keys in prop::collection::vec(
+                    (prop::collection::vec(prop::sample::select(vec!["a", "b", ""]), 0..3),
+                     prop::sample::select(vec!["1", "2", "3"])), 1..8),
+            ) {
+                let exchanges: Vec<(ExchangeType, Option<usize>)> =
+                    exchanges.into_iter().map(|(kind, alternate)| (KINDS[kind], alternate)).collect();
+                let mut changes = Vec::new();
+                for (index, (kind, alternate)) in exchanges.iter().enumerate() {
+                    let mut exchange = Exchange::new(EXCHANGES[index], *kind);
+                    exchange.alternate = alternate.map(|alternate| EXCHANGES[alternate].to_string());
+                    changes.push(Change::DeclareExchange(exchange));
+                }
+                changes.extend(bindings.iter().cloned().map(Change::AddBinding));
+                let mut table = RoutingTable::new();
+                table.apply(&changes).unwrap();
+                for (words, header) in &keys {
+                    let key = words.join(".");
+                    let headers: &[(&str, Option<&[u8]>)] = &[("h", Some(header.as_bytes()))];
+                    for start in 0..EXCHANGES.len() {
+                        let routed = table.route(EXCHANGES[start], Some(key.as_bytes()), headers).unwrap();
+                        let expected = model_route(&exchanges, &bindings, start, &key, header);
+                        prop_assert_eq!(&routed, &expected, "from {} key {:?} h={}", EXCHANGES[start], key, header);
+                        if let Some(constant) = table.key_independent_route(EXCHANGES[start]) {
+                            prop_assert_eq!(&constant, &expected, "key-independent route of {}", EXCHANGES[start]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn table_is_send_and_clone() {
         fn assert_send_clone<T: Send + Clone + 'static>() {}

@@ -200,12 +200,14 @@ impl<V: Clone + Eq + Ord> TopicMatcher<V> {
     /// True if every key matches every pattern held (all patterns are `#`, `#.#`, ...) or there are
     /// no patterns at all: then matching needs no key and whole batches can be routed untouched.
     pub fn is_key_independent(&self) -> bool {
+        // Below a `#`, every node of a `#`-only chain matches every key; the root itself holds
+        // the empty pattern, which matches only the empty key.
         fn only_hashes<V>(node: &Node<V>) -> bool {
             node.literal.is_empty()
                 && node.star.is_none()
                 && node.hash.as_deref().is_none_or(only_hashes)
         }
-        only_hashes(&self.root)
+        self.root.values.is_empty() && only_hashes(&self.root)
     }
 }
 
@@ -413,6 +415,12 @@ mod tests {
         assert!(matcher.is_key_independent());
         matcher.insert("a.#", 3);
         assert!(!matcher.is_key_independent());
+        let mut empty_pattern = TopicMatcher::new();
+        empty_pattern.insert("", 1);
+        assert!(
+            !empty_pattern.is_key_independent(),
+            "'' matches only the empty key"
+        );
     }
 
     #[test]
