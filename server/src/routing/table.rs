@@ -1090,12 +1090,12 @@ mod tests {
                 for (words, header) in &keys {
                     let key = words.join(".");
                     let headers: &[(&str, Option<&[u8]>)] = &[("h", Some(header.as_bytes()))];
-                    for start in 0..EXCHANGES.len() {
-                        let routed = table.route(EXCHANGES[start], Some(key.as_bytes()), headers).unwrap();
+                    for (start, name) in EXCHANGES.iter().enumerate() {
+                        let routed = table.route(name, Some(key.as_bytes()), headers).unwrap();
                         let expected = model_route(&exchanges, &bindings, start, &key, header);
-                        prop_assert_eq!(&routed, &expected, "from {} key {:?} h={}", EXCHANGES[start], key, header);
-                        if let Some(constant) = table.key_independent_route(EXCHANGES[start]) {
-                            prop_assert_eq!(&constant, &expected, "key-independent route of {}", EXCHANGES[start]);
+                        prop_assert_eq!(&routed, &expected, "from {} key {:?} h={}", name, key, header);
+                        if let Some(constant) = table.key_independent_route(name) {
+                            prop_assert_eq!(&constant, &expected, "key-independent route of {}", name);
                         }
                     }
                 }
