@@ -741,4 +741,79 @@ mod tests {
                 .is_empty()
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            // The characters the syntax uses, plus ordinary and non-ASCII ones.
+            prop::collection::vec(
+                prop::sample::select(vec![
+                    'a', 'b', '.', '*', '#', ',', '=', '&', '%', ' ', ':', 'é',
+                ]),
+                0..8,
+            )
+            .prop_map(|characters| characters.into_iter().collect())
+        }
+
+        proptest! {
+            #[test]
+            fn rendered_lists_parse_back(
+                kind in prop::sample::select(vec![
+                    ExchangeType::Direct, ExchangeType::Fanout, ExchangeType::Topic, ExchangeType::Headers,
+                ]),
+                entries in prop::collection::vec((text(), text(), text(), 0..3usize), 0..6),
+            ) {
+                let mut table = RoutingTable::new();
+                table.apply(&[
+                    Change::DeclareExchange(Exchange::new("src", kind)),
+                    Change::DeclareExchange(Exchange::new("other", ExchangeType::Fanout)),
+                ]).unwrap();
+                let mut changes = Vec::new();
+                for (key, name, value, destination) in entries {
+                    let destination = match destination {
+                        0 => Destination::Topic("t0".into()),
+                        1 => Destination::Topic("t1".into()),
+                        _ => Destination::Exchange("other".into()),
+                    };
+                    let mut binding = Binding::new("src", destination, &key);
+                    if !name.is_empty() {
+                        binding.arguments.insert(name, value);
+                    }
+                    changes.push(Change::AddBinding(binding));
+                }
+                // Some random bindings are invalid (e.g. too long or with many `#`): skip those.
+                if table.apply(&changes).is_err() {
+                    return Ok(());
+                }
+                let current: Vec<Binding> = table.bindings_from("src").cloned().collect();
+                let rendered = render_outgoing(kind, current.iter());
+                let parsed = parse_outgoing("src", kind, &rendered).unwrap();
+                let normalised: Vec<Binding> =
+                    parsed.iter().map(|binding| table.normalise(binding).unwrap()).collect();
+                prop_assert_eq!(&normalised, &current, "rendered {:?}", rendered);
+                for destination in ["t0", "t1"] {
+                    let destination = Destination::Topic(destination.into());
+                    let incoming: Vec<Binding> = table.bindings_to(&destination).cloned().collect();
+                    let rendered = render_incoming(&table, incoming.iter());
+                    let kind_of = |source: &str| table.exchange(source).map(|exchange| exchange.kind);
+                    let parsed = parse_incoming(&destination, &rendered, kind_of).unwrap();
+                    let normalised: Vec<Binding> =
+                        parsed.iter().map(|binding| table.normalise(binding).unwrap()).collect();
+                    prop_assert_eq!(&normalised, &incoming, "rendered {:?}", rendered);
+                }
+            }
+
+            #[test]
+            fn any_config_text_is_handled_without_panics(list in text(), name in text()) {
+                let table = RoutingTable::new();
+                for config in ROUTING_CONFIGS {
+                    let _ = plan_create("x", &[(config, Some(&list))], &table);
+                    let _ = plan_alter("x", &[(config, ConfigOperation::Set(list.clone()))], &table);
+                }
+                let _ = plan_create(&name, &[(EXCHANGE_TYPE, Some("topic")), (BINDINGS, Some(&list))], &table);
+            }
+        }
+    }
 }
