@@ -7,7 +7,13 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use weir_server::routing::exchange::{Binding, Destination, Exchange, ExchangeType};
+use weir_server::routing::partitioner::Partitioner;
+use weir_server::routing::router::route_produce;
 use weir_server::routing::table::{Change, RoutingTable};
 
 /// A deterministic xorshift, so that runs are comparable without a rand dependency.
@@ -46,6 +52,12 @@ fn key(random: &mut Random, tenants: usize) -> String {
 }
 
 fn main() {
+    route_keys();
+    route_batches();
+}
+
+/// `route()` alone, as the number of topic bindings grows.
+fn route_keys() {
     println!("bindings  build_ms  route_ns_per_key  destinations_per_key");
     for bindings in [10usize, 1_000, 10_000, 100_000] {
         let mut random = Random(0x9e37_79b9_7f4a_7c15);
@@ -92,4 +104,85 @@ fn main() {
             destinations as f64 / routes
         );
     }
+}
+
+/// The whole exchange produce path for one batch (decode, route, partition, re-encode): the issue's
+/// `app` exchange, 1,000 records of 100 bytes per batch.
+fn route_batches() {
+    let mut table = RoutingTable::new();
+    let declared = table.apply(&[
+        Change::DeclareExchange(Exchange::new("app", ExchangeType::Topic)),
+        Change::AddBinding(Binding::new(
+            "app",
+            Destination::Topic("email_queue".into()),
+            "user.*",
+        )),
+        Change::AddBinding(Binding::new("app", Destination::Topic("audit".into()), "#")),
+    ]);
+    if let Err(error) = declared {
+        eprintln!("declaring failed: {error}");
+        std::process::exit(1);
+    }
+    let partitions = |topic: &str| match topic {
+        "email_queue" => Some(4),
+        "audit" => Some(1),
+        _ => None,
+    };
+    println!();
+    println!("compression  records_per_s  batch_us  output_batches");
+    for compression in [Compression::None, Compression::Lz4, Compression::Zstd] {
+        let records = batch(1_000, compression);
+        let mut partitioner = Partitioner::new();
+        let rounds = 200;
+        let mut outputs = 0;
+        let started = Instant::now();
+        for _ in 0..rounds {
+            match route_produce(&table, "app", &records, partitions, &mut partitioner) {
+                Ok(routed) => outputs = black_box(routed).batches.len(),
+                Err(error) => {
+                    eprintln!("routing failed: {error}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "{:<11}  {:>13.0}  {:>8.1}  {:>14}",
+            format!("{compression:?}"),
+            (rounds * 1_000) as f64 / seconds,
+            seconds * 1e6 / rounds as f64,
+            outputs
+        );
+    }
+}
+
+fn batch(count: usize, compression: Compression) -> Bytes {
+    let keys = ["user.registered", "user.deleted", "order.created", ""];
+    let records: Vec<Record> = (0..count)
+        .map(|index| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: index as i64,
+            sequence: index as i32 - 1,
+            timestamp: 1_700_000_000_000,
+            key: Some(Bytes::from_static(keys[index % keys.len()].as_bytes())),
+            value: Some(Bytes::from(vec![b'x'; 100])),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buffer = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression,
+    };
+    if let Err(error) = RecordBatchEncoder::encode(&mut buffer, records.iter(), &options) {
+        eprintln!("encoding failed: {error}");
+        std::process::exit(1);
+    }
+    buffer.freeze()
 }
