@@ -8,3 +8,7 @@ pub fn owner_shard(group_id: &str, shard_count: usize) -> usize {
     assert!(shard_count > 0);
     (crc32c::crc32c(group_id.as_bytes()) as usize) % shard_count
 }
+
+mod coordinator;
+
+pub use coordinator::GroupCoordinator;
