@@ -2,85 +2,1219 @@
 //!
 //! Runs on one glommio shard; it is `!Send` and is only touched from that shard's executor.
 //! The broker forwards every request for group G to `owner_shard(G, shards)`, so no state is
-//! shared between shards. All state sits behind `RefCell`s that are never held across an `.await`.
+//! shared between shards. State sits in `RefCell`s that are never borrowed across an `.await`:
+//! each handler does its bookkeeping synchronously, and if it must long-poll (JoinGroup during a
+//! rebalance, a follower's SyncGroup) it parks a one-shot channel in the group and awaits it with
+//! no borrow held. One sweeper task per shard (every `sweep_interval`) expires sessions and
+//! pending member ids, and ends rebalances whose timeout or initial delay has passed.
+//!
+//! Deliberate simplifications, documented for the Kafka-compat notes:
+//! - Group membership is in memory only; committed offsets are durable. After a broker restart
+//!   members get UNKNOWN_MEMBER_ID / ILLEGAL_GENERATION and rejoin, as after a coordinator move.
+//! - `group.initial.rebalance.delay.ms` is `GroupConfig::initial_rebalance_delay` (200 ms, not
+//!   Kafka's 3 s), extended by each new joiner up to the rebalance timeout, as Kafka does.
+//! - Static membership (group.instance.id): a rejoining static member takes over its old
+//!   member's place and fences the old id (FENCED_INSTANCE_ID), but it triggers a rebalance
+//!   (Kafka skips that rebalance when nothing changed).
+//! - Offsets are not expired (Kafka's offsets.retention.minutes) and topics are not checked
+//!   against metadata: the broker may filter unknown topics before calling.
 
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context;
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
-use kafka_protocol::messages::{
-    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-    LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
-    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+    LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::group::{select_protocol, Group, GroupState, JoinOutcome, Member, SyncOutcome};
+use super::offset_store::{CommittedOffset, OffsetRecord, OffsetStore};
+
+const NONE: i16 = 0;
+const COORDINATOR_NOT_AVAILABLE: i16 = ResponseError::CoordinatorNotAvailable.code();
+const INVALID_GROUP_ID: i16 = ResponseError::InvalidGroupId.code();
+const INVALID_SESSION_TIMEOUT: i16 = ResponseError::InvalidSessionTimeout.code();
+const INCONSISTENT_GROUP_PROTOCOL: i16 = ResponseError::InconsistentGroupProtocol.code();
+const UNKNOWN_MEMBER_ID: i16 = ResponseError::UnknownMemberId.code();
+const ILLEGAL_GENERATION: i16 = ResponseError::IllegalGeneration.code();
+const REBALANCE_IN_PROGRESS: i16 = ResponseError::RebalanceInProgress.code();
+const MEMBER_ID_REQUIRED: i16 = ResponseError::MemberIdRequired.code();
+const FENCED_INSTANCE_ID: i16 = ResponseError::FencedInstanceId.code();
+const OFFSET_METADATA_TOO_LARGE: i16 = ResponseError::OffsetMetadataTooLarge.code();
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartition.code();
+
+/// Tunables; `Default` is what the broker runs with.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// Kafka's group.initial.rebalance.delay.ms (3000 there); short here so that tests and the
+    /// classic one-consumer examples start fast.
+    pub initial_rebalance_delay: Duration,
+    /// Kafka's group.min.session.timeout.ms (6000 there); lower so that test suites can use
+    /// short sessions.
+    pub session_timeout_min: Duration,
+    /// Kafka's group.max.session.timeout.ms.
+    pub session_timeout_max: Duration,
+    /// How often sessions and rebalance deadlines are checked.
+    pub sweep_interval: Duration,
+    /// Kafka's offset.metadata.max.bytes.
+    pub offset_metadata_bytes_max: usize,
+    /// The offset log is compacted when it grows past this (and twice its live size).
+    pub offset_log_compact_bytes: u64,
+}
+
+impl Default for GroupConfig {
+    fn default() -> GroupConfig {
+        GroupConfig {
+            initial_rebalance_delay: Duration::from_millis(200),
+            session_timeout_min: Duration::from_millis(1_000),
+            session_timeout_max: Duration::from_millis(1_800_000),
+            sweep_interval: Duration::from_millis(50),
+            offset_metadata_bytes_max: 4096,
+            offset_log_compact_bytes: 4 << 20,
+        }
+    }
+}
+
+/// Who sent a JoinGroup (from the request header and the socket); shown by DescribeGroups and
+/// used as the member id prefix, as Kafka does.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub client_id: String,
+    pub client_host: String,
+}
+
+enum Step<T> {
+    Done(T),
+    Wait(flume::Receiver<T>),
+}
 
 /// One shard's consumer group coordinator.
 pub struct GroupCoordinator {
     shard: usize,
+    config: GroupConfig,
+    groups: RefCell<HashMap<String, Group>>,
+    offsets: Rc<OffsetStore>,
+    closed: Cell<bool>,
+    member_id_counter: Cell<u64>,
 }
 
 impl GroupCoordinator {
-    /// Opens (or creates) this shard's group state under `groups_dir`.
+    /// Opens (or creates) this shard's group state under `groups_dir`: replays the shard's offset
+    /// log and starts the sweeper. Must run on the shard's executor.
     pub async fn open(groups_dir: &Path, shard: usize) -> anyhow::Result<Rc<GroupCoordinator>> {
-        let _ = groups_dir;
-        Ok(Rc::new(GroupCoordinator { shard }))
+        Self::open_with_config(groups_dir, shard, GroupConfig::default()).await
     }
+
+    pub async fn open_with_config(
+        groups_dir: &Path,
+        shard: usize,
+        config: GroupConfig,
+    ) -> anyhow::Result<Rc<GroupCoordinator>> {
+        let offsets = OffsetStore::open(groups_dir, shard, config.offset_log_compact_bytes)
+            .await
+            .with_context(|| format!("opening shard {shard}'s committed offsets"))?;
+        let coordinator = Rc::new(GroupCoordinator {
+            shard,
+            config,
+            groups: RefCell::new(HashMap::new()),
+            offsets,
+            closed: Cell::new(false),
+            member_id_counter: Cell::new(0),
+        });
+        let weak = Rc::downgrade(&coordinator);
+        let interval = coordinator.config.sweep_interval;
+        glommio::spawn_local(sweep_loop(weak, interval)).detach();
+        Ok(coordinator)
+    }
+
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    // ---------------------------------------------------------------- JoinGroup
 
     pub async fn join_group(&self, version: i16, req: JoinGroupRequest) -> JoinGroupResponse {
-        let _ = (version, req, self.shard);
-        let mut response = JoinGroupResponse::default();
-        response.error_code = ResponseError::CoordinatorNotAvailable.code();
-        response
+        self.join_group_from(version, &ClientInfo::default(), req)
+            .await
     }
+
+    /// JoinGroup with the caller's client id and host (preferred by the broker when it has them).
+    pub async fn join_group_from(
+        &self,
+        version: i16,
+        client: &ClientInfo,
+        req: JoinGroupRequest,
+    ) -> JoinGroupResponse {
+        let member_id = req.member_id.to_string();
+        let outcome = match self.join_begin(version, client, &req) {
+            Step::Done(outcome) => outcome,
+            Step::Wait(receiver) => match receiver.recv_async().await {
+                Ok(outcome) => outcome,
+                // The waiter was replaced by a newer JoinGroup from the same member.
+                Err(_) => JoinOutcome::error(REBALANCE_IN_PROGRESS, &member_id),
+            },
+        };
+        join_response(version, outcome)
+    }
+
+    fn join_begin(
+        &self,
+        version: i16,
+        client: &ClientInfo,
+        req: &JoinGroupRequest,
+    ) -> Step<JoinOutcome> {
+        let member_id = req.member_id.to_string();
+        let error = |code| Step::Done(JoinOutcome::error(code, &member_id));
+        if self.closed.get() {
+            return error(COORDINATOR_NOT_AVAILABLE);
+        }
+        let group_id = req.group_id.to_string();
+        if !valid_name(&group_id) {
+            return error(INVALID_GROUP_ID);
+        }
+        let session_timeout = match u64::try_from(req.session_timeout_ms) {
+            Ok(ms) => Duration::from_millis(ms),
+            Err(_) => return error(INVALID_SESSION_TIMEOUT),
+        };
+        if session_timeout < self.config.session_timeout_min
+            || session_timeout > self.config.session_timeout_max
+        {
+            return error(INVALID_SESSION_TIMEOUT);
+        }
+        // v0 has no rebalance timeout: Kafka uses the session timeout.
+        let rebalance_timeout = match u64::try_from(req.rebalance_timeout_ms) {
+            Ok(ms) if version >= 1 && ms > 0 => Duration::from_millis(ms),
+            _ => session_timeout,
+        };
+        let protocol_type = req.protocol_type.to_string();
+        let protocols: Vec<(String, Bytes)> = req
+            .protocols
+            .iter()
+            .map(|protocol| (protocol.name.to_string(), protocol.metadata.clone()))
+            .collect();
+        if protocol_type.is_empty() || protocols.is_empty() {
+            return error(INCONSISTENT_GROUP_PROTOCOL);
+        }
+        let instance_id = if version >= 5 {
+            req.group_instance_id
+                .as_ref()
+                .map(|id| id.to_string())
+                .filter(|id| !id.is_empty())
+        } else {
+            None
+        };
+
+        let now = Instant::now();
+        let mut groups = self.groups.borrow_mut();
+        let group = groups.entry(group_id).or_insert_with(Group::new);
+        if group.state == GroupState::Dead {
+            return error(COORDINATOR_NOT_AVAILABLE);
+        }
+        if !group.accepts(&member_id, &protocol_type, &protocols) {
+            return error(INCONSISTENT_GROUP_PROTOCOL);
+        }
+
+        let (sender, receiver) = flume::bounded(1);
+        let mut joiner = Member {
+            id: member_id.clone(),
+            instance_id: instance_id.clone(),
+            client_id: client.client_id.clone(),
+            client_host: client.client_host.clone(),
+            session_timeout,
+            rebalance_timeout,
+            protocol_type,
+            protocols,
+            assignment: Bytes::new(),
+            session_deadline: now + session_timeout,
+            join_waiter: Some(sender),
+            sync_waiter: None,
+        };
+
+        if member_id.is_empty() {
+            joiner.id = self.new_member_id(&client.client_id);
+            if let Some(instance) = &instance_id {
+                // A static member restarting: take over the old member's place; the old id is
+                // fenced from now on.
+                if let Some(old_id) = group.static_members.get(instance).cloned() {
+                    if let Some(old) = group.remove_member(&old_id, FENCED_INSTANCE_ID) {
+                        joiner.assignment = old.assignment;
+                    }
+                }
+                group
+                    .static_members
+                    .insert(instance.clone(), joiner.id.clone());
+            } else if version >= 4 {
+                // KIP-394: hand out the id first, so a client that dies before its real join
+                // leaves no ghost member behind.
+                group
+                    .pending_members
+                    .insert(joiner.id.clone(), now + session_timeout);
+                return Step::Done(JoinOutcome::error(MEMBER_ID_REQUIRED, &joiner.id));
+            }
+            self.add_member(group, joiner, now);
+            return Step::Wait(receiver);
+        }
+
+        if group.is_fenced(instance_id.as_deref(), &member_id) {
+            return error(FENCED_INSTANCE_ID);
+        }
+        if group.pending_members.remove(&member_id).is_some() {
+            if let Some(instance) = &instance_id {
+                group
+                    .static_members
+                    .insert(instance.clone(), member_id.clone());
+            }
+            self.add_member(group, joiner, now);
+            return Step::Wait(receiver);
+        }
+        let Some(existing) = group.member(&member_id) else {
+            return error(UNKNOWN_MEMBER_ID);
+        };
+        let unchanged = existing.protocols == joiner.protocols;
+        match group.state {
+            GroupState::PreparingRebalance => {
+                self.update_member(group, joiner);
+                try_complete_join(group, now);
+                Step::Wait(receiver)
+            }
+            // A follower that lost its JoinGroup response, or whose metadata has not changed:
+            // give it the current generation again instead of starting over.
+            GroupState::CompletingRebalance | GroupState::Stable
+                if unchanged
+                    && (group.state == GroupState::CompletingRebalance
+                        || !group.is_leader(&member_id)) =>
+            {
+                let outcome = current_join_outcome(group, &member_id);
+                if let Some(member) = group.member_mut(&member_id) {
+                    member.session_deadline = now + member.session_timeout;
+                }
+                Step::Done(outcome)
+            }
+            _ => {
+                self.update_member(group, joiner);
+                prepare_rebalance(group, now, self.config.initial_rebalance_delay);
+                try_complete_join(group, now);
+                Step::Wait(receiver)
+            }
+        }
+    }
+
+    fn add_member(&self, group: &mut Group, joiner: Member, now: Instant) {
+        group.members.push(joiner);
+        match group.state {
+            GroupState::PreparingRebalance => {
+                // Kafka's InitialDelayedJoin: every newcomer during the initial delay extends it,
+                // bounded by the rebalance timeout.
+                if let (Some(until), Some(started)) =
+                    (group.initial_delay_until, group.rebalance_started)
+                {
+                    if now < until {
+                        let cap = started + group.max_rebalance_timeout();
+                        group.initial_delay_until =
+                            Some((now + self.config.initial_rebalance_delay).min(cap));
+                    }
+                }
+                group.rebalance_deadline = group
+                    .rebalance_started
+                    .map(|started| started + group.max_rebalance_timeout());
+            }
+            _ => prepare_rebalance(group, now, self.config.initial_rebalance_delay),
+        }
+        try_complete_join(group, now);
+    }
+
+    fn update_member(&self, group: &mut Group, joiner: Member) {
+        if let Some(member) = group.member_mut(&joiner.id) {
+            member.session_timeout = joiner.session_timeout;
+            member.rebalance_timeout = joiner.rebalance_timeout;
+            member.protocol_type = joiner.protocol_type;
+            member.protocols = joiner.protocols;
+            member.session_deadline = joiner.session_deadline;
+            member.client_id = joiner.client_id;
+            member.client_host = joiner.client_host;
+            // Replacing a parked waiter drops its sender: that older request gets
+            // REBALANCE_IN_PROGRESS and the client follows the newer one.
+            member.join_waiter = joiner.join_waiter;
+        }
+    }
+
+    fn new_member_id(&self, client_id: &str) -> String {
+        use std::hash::{BuildHasher, Hasher};
+        let counter = self.member_id_counter.get().wrapping_add(1);
+        self.member_id_counter.set(counter);
+        // RandomState is seeded from the OS once per thread and stepped per instance: two
+        // draws give 128 unpredictable bits without another dependency.
+        let draw = |salt: u64| {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u64(counter ^ salt);
+            hasher.write_usize(self.shard);
+            hasher.write_u128(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0),
+            );
+            hasher.finish()
+        };
+        let high = draw(0x9e37_79b9_7f4a_7c15);
+        let low = draw(0xc2b2_ae3d_27d4_eb4f);
+        let prefix = if client_id.is_empty() {
+            "member"
+        } else {
+            client_id
+        };
+        format!(
+            "{prefix}-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            high >> 32,
+            (high >> 16) & 0xffff,
+            high & 0xffff,
+            low >> 48,
+            low & 0xffff_ffff_ffff
+        )
+    }
+
+    // ---------------------------------------------------------------- SyncGroup
 
     pub async fn sync_group(&self, version: i16, req: SyncGroupRequest) -> SyncGroupResponse {
-        let _ = (version, req);
+        let (outcome, protocol_type, protocol_name) = match self.sync_begin(version, &req) {
+            (Step::Done(outcome), protocol_type, protocol_name) => {
+                (outcome, protocol_type, protocol_name)
+            }
+            (Step::Wait(receiver), protocol_type, protocol_name) => (
+                receiver
+                    .recv_async()
+                    .await
+                    .unwrap_or(Err(REBALANCE_IN_PROGRESS)),
+                protocol_type,
+                protocol_name,
+            ),
+        };
         let mut response = SyncGroupResponse::default();
-        response.error_code = ResponseError::CoordinatorNotAvailable.code();
+        match outcome {
+            Ok(assignment) => {
+                response.assignment = assignment;
+                if version >= 5 {
+                    response.protocol_type = protocol_type.map(StrBytes::from_string);
+                    response.protocol_name = protocol_name.map(StrBytes::from_string);
+                }
+            }
+            Err(code) => response.error_code = code,
+        }
         response
     }
+
+    fn sync_begin(
+        &self,
+        version: i16,
+        req: &SyncGroupRequest,
+    ) -> (Step<SyncOutcome>, Option<String>, Option<String>) {
+        let done = |code| (Step::Done(Err(code)), None, None);
+        if self.closed.get() {
+            return done(COORDINATOR_NOT_AVAILABLE);
+        }
+        let member_id = req.member_id.to_string();
+        let mut groups = self.groups.borrow_mut();
+        let Some(group) = groups.get_mut(req.group_id.as_str()) else {
+            return done(UNKNOWN_MEMBER_ID);
+        };
+        let instance_id = instance_id(version >= 3, &req.group_instance_id);
+        if group.is_fenced(instance_id.as_deref(), &member_id) {
+            return done(FENCED_INSTANCE_ID);
+        }
+        if group.member(&member_id).is_none() {
+            return done(UNKNOWN_MEMBER_ID);
+        }
+        if req.generation_id != group.generation_id {
+            return done(ILLEGAL_GENERATION);
+        }
+        if version >= 5 {
+            let mismatch = |asked: &Option<StrBytes>, current: &Option<String>| {
+                asked
+                    .as_ref()
+                    .is_some_and(|asked| current.as_deref() != Some(asked.as_str()))
+            };
+            if mismatch(&req.protocol_type, &group.protocol_type)
+                || mismatch(&req.protocol_name, &group.protocol_name)
+            {
+                return done(INCONSISTENT_GROUP_PROTOCOL);
+            }
+        }
+        let protocol_type = group.protocol_type.clone();
+        let protocol_name = group.protocol_name.clone();
+        let now = Instant::now();
+        match group.state {
+            GroupState::Empty | GroupState::Dead => done(UNKNOWN_MEMBER_ID),
+            GroupState::PreparingRebalance => done(REBALANCE_IN_PROGRESS),
+            GroupState::Stable => {
+                let Some(member) = group.member_mut(&member_id) else {
+                    return done(UNKNOWN_MEMBER_ID);
+                };
+                member.session_deadline = now + member.session_timeout;
+                (
+                    Step::Done(Ok(member.assignment.clone())),
+                    protocol_type,
+                    protocol_name,
+                )
+            }
+            GroupState::CompletingRebalance => {
+                let (sender, receiver) = flume::bounded(1);
+                if let Some(member) = group.member_mut(&member_id) {
+                    member.session_deadline = now + member.session_timeout;
+                    member.sync_waiter = Some(sender);
+                }
+                if group.is_leader(&member_id) {
+                    let mut assignments: HashMap<&str, &Bytes> = HashMap::new();
+                    for assignment in &req.assignments {
+                        assignments.insert(assignment.member_id.as_str(), &assignment.assignment);
+                    }
+                    for member in &mut group.members {
+                        member.assignment = assignments
+                            .get(member.id.as_str())
+                            .map(|bytes| (*bytes).clone())
+                            .unwrap_or_default();
+                        if let Some(waiter) = member.sync_waiter.take() {
+                            let _ = waiter.send(Ok(member.assignment.clone()));
+                        }
+                    }
+                    group.state = GroupState::Stable;
+                }
+                (Step::Wait(receiver), protocol_type, protocol_name)
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- Heartbeat
 
     pub async fn heartbeat(&self, version: i16, req: HeartbeatRequest) -> HeartbeatResponse {
-        let _ = (version, req);
         let mut response = HeartbeatResponse::default();
-        response.error_code = ResponseError::CoordinatorNotAvailable.code();
+        response.error_code = self.heartbeat_error(version, &req);
         response
     }
 
+    fn heartbeat_error(&self, version: i16, req: &HeartbeatRequest) -> i16 {
+        if self.closed.get() {
+            return COORDINATOR_NOT_AVAILABLE;
+        }
+        let member_id = req.member_id.as_str();
+        let mut groups = self.groups.borrow_mut();
+        let Some(group) = groups.get_mut(req.group_id.as_str()) else {
+            return UNKNOWN_MEMBER_ID;
+        };
+        let instance_id = instance_id(version >= 3, &req.group_instance_id);
+        if group.is_fenced(instance_id.as_deref(), member_id) {
+            return FENCED_INSTANCE_ID;
+        }
+        let generation_id = group.generation_id;
+        let state = group.state;
+        let Some(member) = group.member_mut(member_id) else {
+            return UNKNOWN_MEMBER_ID;
+        };
+        if req.generation_id != generation_id {
+            return ILLEGAL_GENERATION;
+        }
+        member.session_deadline = Instant::now() + member.session_timeout;
+        match state {
+            GroupState::Empty | GroupState::Dead => UNKNOWN_MEMBER_ID,
+            GroupState::PreparingRebalance => REBALANCE_IN_PROGRESS,
+            GroupState::CompletingRebalance | GroupState::Stable => NONE,
+        }
+    }
+
+    // ---------------------------------------------------------------- LeaveGroup
+
     pub async fn leave_group(&self, version: i16, req: LeaveGroupRequest) -> LeaveGroupResponse {
-        let _ = (version, req);
+        let leaving: Vec<(String, Option<String>)> = if version >= 3 {
+            req.members
+                .iter()
+                .map(|member| {
+                    (
+                        member.member_id.to_string(),
+                        member
+                            .group_instance_id
+                            .as_ref()
+                            .map(|id| id.to_string())
+                            .filter(|id| !id.is_empty()),
+                    )
+                })
+                .collect()
+        } else {
+            vec![(req.member_id.to_string(), None)]
+        };
+        let errors = self.leave(req.group_id.as_str(), &leaving);
         let mut response = LeaveGroupResponse::default();
-        response.error_code = ResponseError::CoordinatorNotAvailable.code();
+        if version >= 3 {
+            if self.closed.get() {
+                response.error_code = COORDINATOR_NOT_AVAILABLE;
+            }
+            response.members = leaving
+                .into_iter()
+                .zip(errors)
+                .map(|((member_id, instance_id), error_code)| {
+                    let mut member = MemberResponse::default();
+                    member.member_id = StrBytes::from_string(member_id);
+                    member.group_instance_id = instance_id.map(StrBytes::from_string);
+                    member.error_code = error_code;
+                    member
+                })
+                .collect();
+        } else {
+            response.error_code = errors.first().copied().unwrap_or(NONE);
+        }
         response
     }
+
+    fn leave(&self, group_id: &str, leaving: &[(String, Option<String>)]) -> Vec<i16> {
+        if self.closed.get() {
+            return vec![COORDINATOR_NOT_AVAILABLE; leaving.len()];
+        }
+        let mut groups = self.groups.borrow_mut();
+        let Some(group) = groups.get_mut(group_id) else {
+            return vec![UNKNOWN_MEMBER_ID; leaving.len()];
+        };
+        let mut removed_any = false;
+        let errors = leaving
+            .iter()
+            .map(|(member_id, instance_id)| {
+                let target = match instance_id {
+                    Some(instance) => match group.static_members.get(instance) {
+                        Some(current) if member_id.is_empty() || current == member_id => {
+                            current.clone()
+                        }
+                        Some(_) => return FENCED_INSTANCE_ID,
+                        None => return UNKNOWN_MEMBER_ID,
+                    },
+                    None => member_id.clone(),
+                };
+                if group.remove_member(&target, UNKNOWN_MEMBER_ID).is_some() {
+                    removed_any = true;
+                    NONE
+                } else if group.pending_members.remove(&target).is_some() {
+                    NONE
+                } else {
+                    UNKNOWN_MEMBER_ID
+                }
+            })
+            .collect();
+        if removed_any {
+            after_members_removed(group, Instant::now(), self.config.initial_rebalance_delay);
+        } else {
+            try_complete_join(group, Instant::now());
+        }
+        errors
+    }
+
+    // ---------------------------------------------------------------- OffsetCommit
 
     pub async fn offset_commit(
         &self,
         version: i16,
         req: OffsetCommitRequest,
     ) -> OffsetCommitResponse {
-        let _ = (version, req);
-        OffsetCommitResponse::default()
+        let group_error = self.commit_error(version, &req);
+        let timestamp_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let group_id = req.group_id.to_string();
+        // (topic index, partition index, error) for every partition; NONE ones are written.
+        let mut errors: Vec<Vec<i16>> = Vec::with_capacity(req.topics.len());
+        let mut records = Vec::new();
+        for topic in &req.topics {
+            let mut topic_errors = Vec::with_capacity(topic.partitions.len());
+            for partition in &topic.partitions {
+                let metadata_bytes = partition
+                    .committed_metadata
+                    .as_ref()
+                    .map_or(0, |metadata| metadata.len());
+                let error = if group_error != NONE {
+                    group_error
+                } else if !valid_name(topic.name.as_str()) || partition.partition_index < 0 {
+                    UNKNOWN_TOPIC_OR_PARTITION
+                } else if metadata_bytes > self.config.offset_metadata_bytes_max {
+                    OFFSET_METADATA_TOO_LARGE
+                } else {
+                    records.push(OffsetRecord {
+                        group: group_id.clone(),
+                        topic: topic.name.to_string(),
+                        partition: partition.partition_index,
+                        value: CommittedOffset {
+                            offset: partition.committed_offset,
+                            leader_epoch: if version >= 6 {
+                                partition.committed_leader_epoch
+                            } else {
+                                -1
+                            },
+                            metadata: partition
+                                .committed_metadata
+                                .as_ref()
+                                .map(|metadata| metadata.to_string()),
+                            commit_timestamp_ms: timestamp_ms,
+                        },
+                    });
+                    NONE
+                };
+                topic_errors.push(error);
+            }
+            errors.push(topic_errors);
+        }
+        let write_error = match self.offsets.commit(records).await {
+            Ok(()) => NONE,
+            Err(error) => {
+                tracing::warn!(shard = self.shard, %error, "offset commit not durable");
+                COORDINATOR_NOT_AVAILABLE
+            }
+        };
+        let mut response = OffsetCommitResponse::default();
+        response.topics = req
+            .topics
+            .iter()
+            .zip(errors)
+            .map(|(topic, topic_errors)| {
+                let mut out = OffsetCommitResponseTopic::default();
+                out.name = topic.name.clone();
+                out.partitions = topic
+                    .partitions
+                    .iter()
+                    .zip(topic_errors)
+                    .map(|(partition, error)| {
+                        let mut out = OffsetCommitResponsePartition::default();
+                        out.partition_index = partition.partition_index;
+                        out.error_code = if error == NONE { write_error } else { error };
+                        out
+                    })
+                    .collect();
+                out
+            })
+            .collect();
+        response
     }
 
-    pub async fn offset_fetch(&self, version: i16, req: OffsetFetchRequest) -> OffsetFetchResponse {
-        let _ = (version, req);
-        OffsetFetchResponse::default()
+    /// Kafka's fencing for OffsetCommit: who may commit for this group right now.
+    fn commit_error(&self, version: i16, req: &OffsetCommitRequest) -> i16 {
+        if self.closed.get() {
+            return COORDINATOR_NOT_AVAILABLE;
+        }
+        if !valid_name(req.group_id.as_str()) {
+            return INVALID_GROUP_ID;
+        }
+        let generation_id = req.generation_id_or_member_epoch;
+        let member_id = req.member_id.as_str();
+        let mut groups = self.groups.borrow_mut();
+        let Some(group) = groups.get_mut(req.group_id.as_str()) else {
+            // A group that only uses Kafka to store offsets (generation -1, no member).
+            return if generation_id < 0 {
+                NONE
+            } else {
+                ILLEGAL_GENERATION
+            };
+        };
+        let instance_id = instance_id(version >= 7, &req.group_instance_id);
+        if group.is_fenced(instance_id.as_deref(), member_id) {
+            return FENCED_INSTANCE_ID;
+        }
+        if generation_id < 0 && group.state == GroupState::Empty {
+            return NONE;
+        }
+        let group_generation = group.generation_id;
+        let state = group.state;
+        let Some(member) = group.member_mut(member_id) else {
+            return UNKNOWN_MEMBER_ID;
+        };
+        if generation_id != group_generation {
+            return ILLEGAL_GENERATION;
+        }
+        match state {
+            GroupState::Stable | GroupState::PreparingRebalance => {
+                member.session_deadline = Instant::now() + member.session_timeout;
+                NONE
+            }
+            GroupState::CompletingRebalance => REBALANCE_IN_PROGRESS,
+            GroupState::Empty => UNKNOWN_MEMBER_ID,
+            GroupState::Dead => COORDINATOR_NOT_AVAILABLE,
+        }
     }
+
+    // ---------------------------------------------------------------- OffsetFetch
+
+    pub async fn offset_fetch(&self, version: i16, req: OffsetFetchRequest) -> OffsetFetchResponse {
+        let mut response = OffsetFetchResponse::default();
+        let closed = self.closed.get();
+        if version >= 8 {
+            // Every group of the request is answered from this shard; the broker sends each
+            // group to its owner (splitting multi-group requests) before calling.
+            response.groups = req
+                .groups
+                .iter()
+                .map(|group| {
+                    let mut out = OffsetFetchResponseGroup::default();
+                    out.group_id = group.group_id.clone();
+                    if closed {
+                        out.error_code = COORDINATOR_NOT_AVAILABLE;
+                        return out;
+                    }
+                    let wanted = group.topics.as_ref().map(|topics| {
+                        topics
+                            .iter()
+                            .map(|topic| (topic.name.clone(), topic.partition_indexes.clone()))
+                            .collect::<Vec<_>>()
+                    });
+                    out.topics = self
+                        .fetch_offsets(group.group_id.as_str(), wanted)
+                        .into_iter()
+                        .map(|(name, partitions)| {
+                            let mut topic = OffsetFetchResponseTopics::default();
+                            topic.name = name;
+                            topic.partitions = partitions
+                                .into_iter()
+                                .map(|(index, value)| {
+                                    let mut partition = OffsetFetchResponsePartitions::default();
+                                    partition.partition_index = index;
+                                    fill_v8_partition(&mut partition, value);
+                                    partition
+                                })
+                                .collect();
+                            topic
+                        })
+                        .collect();
+                    out
+                })
+                .collect();
+            return response;
+        }
+        if closed {
+            if version >= 2 {
+                response.error_code = COORDINATOR_NOT_AVAILABLE;
+            }
+            return response;
+        }
+        let wanted = req.topics.as_ref().map(|topics| {
+            topics
+                .iter()
+                .map(|topic| (topic.name.clone(), topic.partition_indexes.clone()))
+                .collect::<Vec<_>>()
+        });
+        response.topics = self
+            .fetch_offsets(req.group_id.as_str(), wanted)
+            .into_iter()
+            .map(|(name, partitions)| {
+                let mut topic = OffsetFetchResponseTopic::default();
+                topic.name = name;
+                topic.partitions = partitions
+                    .into_iter()
+                    .map(|(index, value)| {
+                        let mut partition = OffsetFetchResponsePartition::default();
+                        partition.partition_index = index;
+                        partition.committed_offset = value.as_ref().map_or(-1, |v| v.offset);
+                        partition.committed_leader_epoch = if version >= 5 {
+                            value.as_ref().map_or(-1, |v| v.leader_epoch)
+                        } else {
+                            -1
+                        };
+                        partition.metadata = Some(StrBytes::from_string(
+                            value.and_then(|v| v.metadata).unwrap_or_default(),
+                        ));
+                        partition
+                    })
+                    .collect();
+                topic
+            })
+            .collect();
+        response
+    }
+
+    /// The requested partitions' offsets (None = not committed), or all of the group's when
+    /// `wanted` is None.
+    #[allow(clippy::type_complexity)]
+    fn fetch_offsets(
+        &self,
+        group_id: &str,
+        wanted: Option<Vec<(TopicName, Vec<i32>)>>,
+    ) -> Vec<(TopicName, Vec<(i32, Option<CommittedOffset>)>)> {
+        match wanted {
+            Some(topics) => topics
+                .into_iter()
+                .map(|(name, partitions)| {
+                    let offsets = partitions
+                        .into_iter()
+                        .map(|partition| (partition, self.offsets.get(group_id, &name, partition)))
+                        .collect();
+                    (name, offsets)
+                })
+                .collect(),
+            None => {
+                let mut topics: Vec<(TopicName, Vec<(i32, Option<CommittedOffset>)>)> = Vec::new();
+                for (topic, partition, value) in self.offsets.group_offsets(group_id) {
+                    match topics.last_mut() {
+                        Some((name, partitions)) if name.as_str() == topic => {
+                            partitions.push((partition, Some(value)))
+                        }
+                        _ => topics.push((
+                            TopicName(StrBytes::from_string(topic)),
+                            vec![(partition, Some(value))],
+                        )),
+                    }
+                }
+                topics
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- DescribeGroups
 
     /// One group of a DescribeGroups request (the broker splits and merges by owner).
     pub async fn describe_group(&self, version: i16, group_id: &str) -> DescribedGroup {
-        let _ = (version, group_id);
-        DescribedGroup::default()
+        let mut described = DescribedGroup::default();
+        described.group_id = GroupId(StrBytes::from_string(group_id.to_string()));
+        if self.closed.get() {
+            described.error_code = COORDINATOR_NOT_AVAILABLE;
+            return described;
+        }
+        if group_id.is_empty() {
+            described.error_code = INVALID_GROUP_ID;
+            return described;
+        }
+        let groups = self.groups.borrow();
+        let state = self.state_of(&groups, group_id);
+        described.group_state = StrBytes::from_static_str(state.name());
+        let Some(group) = groups.get(group_id) else {
+            return described;
+        };
+        described.protocol_type =
+            StrBytes::from_string(group.protocol_type.clone().unwrap_or_default());
+        // Kafka shows the protocol, member metadata and assignments only once Stable.
+        let stable_protocol = (group.state == GroupState::Stable)
+            .then(|| group.protocol_name.clone())
+            .flatten();
+        described.protocol_data =
+            StrBytes::from_string(stable_protocol.clone().unwrap_or_default());
+        described.members = group
+            .members
+            .iter()
+            .map(|member| {
+                let mut out = DescribedGroupMember::default();
+                out.member_id = StrBytes::from_string(member.id.clone());
+                if version >= 4 {
+                    out.group_instance_id = member.instance_id.clone().map(StrBytes::from_string);
+                }
+                out.client_id = StrBytes::from_string(member.client_id.clone());
+                out.client_host = StrBytes::from_string(member.client_host.clone());
+                if let Some(protocol) = &stable_protocol {
+                    out.member_metadata = member.metadata(protocol);
+                    out.member_assignment = member.assignment.clone();
+                }
+                out
+            })
+            .collect();
+        described
     }
+
+    // ---------------------------------------------------------------- ListGroups
 
     /// This shard's groups (the broker fans ListGroups out to every shard and merges).
+    /// `states_filter` matches state names case-insensitively; empty means all.
     pub async fn list_groups(&self, version: i16, states_filter: &[String]) -> Vec<ListedGroup> {
-        let _ = (version, states_filter);
-        Vec::new()
+        if self.closed.get() {
+            return Vec::new();
+        }
+        let groups = self.groups.borrow();
+        let mut ids: BTreeSet<String> = groups.keys().cloned().collect();
+        ids.extend(self.offsets.groups());
+        ids.into_iter()
+            .filter_map(|group_id| {
+                let state = self.state_of(&groups, &group_id);
+                if state == GroupState::Dead {
+                    return None;
+                }
+                if !states_filter.is_empty()
+                    && !states_filter
+                        .iter()
+                        .any(|wanted| wanted.eq_ignore_ascii_case(state.name()))
+                {
+                    return None;
+                }
+                let mut listed = ListedGroup::default();
+                listed.protocol_type = StrBytes::from_string(
+                    groups
+                        .get(&group_id)
+                        .and_then(|group| group.protocol_type.clone())
+                        .unwrap_or_default(),
+                );
+                listed.group_id = GroupId(StrBytes::from_string(group_id));
+                if version >= 4 {
+                    listed.group_state = StrBytes::from_static_str(state.name());
+                }
+                if version >= 5 {
+                    listed.group_type = StrBytes::from_static_str("classic");
+                }
+                Some(listed)
+            })
+            .collect()
     }
 
-    pub async fn close(&self) {}
+    fn state_of(&self, groups: &HashMap<String, Group>, group_id: &str) -> GroupState {
+        match groups.get(group_id) {
+            Some(group) => group.state,
+            None if self.offsets.has_group(group_id) => GroupState::Empty,
+            None => GroupState::Dead,
+        }
+    }
+
+    // ---------------------------------------------------------------- lifecycle
+
+    /// Answers every parked request with COORDINATOR_NOT_AVAILABLE (clients go find the
+    /// coordinator again), refuses new ones, and waits for queued offset commits to be durable.
+    pub async fn close(&self) {
+        self.closed.set(true);
+        {
+            let mut groups = self.groups.borrow_mut();
+            for group in groups.values_mut() {
+                for member in &mut group.members {
+                    if let Some(waiter) = member.join_waiter.take() {
+                        let _ =
+                            waiter.send(JoinOutcome::error(COORDINATOR_NOT_AVAILABLE, &member.id));
+                    }
+                    if let Some(waiter) = member.sync_waiter.take() {
+                        let _ = waiter.send(Err(COORDINATOR_NOT_AVAILABLE));
+                    }
+                }
+            }
+            groups.clear();
+        }
+        self.offsets.close().await;
+    }
+
+    /// Expires sessions and pending member ids, and completes rebalances whose time is up.
+    fn sweep(&self, now: Instant) {
+        let mut groups = self.groups.borrow_mut();
+        for group in groups.values_mut() {
+            group.pending_members.retain(|_, expiry| *expiry > now);
+            let expired: Vec<String> = group
+                .members
+                .iter()
+                .filter(|member| !member.is_parked() && member.session_deadline <= now)
+                .map(|member| member.id.clone())
+                .collect();
+            for member_id in &expired {
+                tracing::debug!(
+                    shard = self.shard,
+                    member_id,
+                    "group member session expired"
+                );
+                group.remove_member(member_id, UNKNOWN_MEMBER_ID);
+            }
+            if expired.is_empty() {
+                try_complete_join(group, now);
+            } else {
+                after_members_removed(group, now, self.config.initial_rebalance_delay);
+            }
+        }
+        // Forget groups with nothing left to remember: committed offsets keep a group listed.
+        groups.retain(|_, group| {
+            group.state != GroupState::Empty
+                || !group.members.is_empty()
+                || !group.pending_members.is_empty()
+        });
+    }
+
+    /// The offset store, for tests and diagnostics.
+    pub fn offset_log_bytes(&self) -> u64 {
+        self.offsets.file_bytes()
+    }
+}
+
+async fn sweep_loop(coordinator: Weak<GroupCoordinator>, interval: Duration) {
+    loop {
+        glommio::timer::sleep(interval).await;
+        let Some(coordinator) = coordinator.upgrade() else {
+            break;
+        };
+        if coordinator.closed.get() {
+            break;
+        }
+        coordinator.sweep(Instant::now());
+    }
+}
+
+/// Starts a rebalance: members must rejoin within the rebalance timeout. Followers parked in
+/// SyncGroup are told REBALANCE_IN_PROGRESS.
+fn prepare_rebalance(group: &mut Group, now: Instant, initial_delay: Duration) {
+    if group.state == GroupState::CompletingRebalance {
+        for member in &mut group.members {
+            if let Some(waiter) = member.sync_waiter.take() {
+                let _ = waiter.send(Err(REBALANCE_IN_PROGRESS));
+            }
+        }
+    }
+    let rebalance_timeout = group.max_rebalance_timeout();
+    group.initial_delay_until =
+        (group.state == GroupState::Empty).then(|| now + initial_delay.min(rebalance_timeout));
+    group.state = GroupState::PreparingRebalance;
+    group.rebalance_started = Some(now);
+    group.rebalance_deadline = Some(now + rebalance_timeout);
+}
+
+fn after_members_removed(group: &mut Group, now: Instant, initial_delay: Duration) {
+    match group.state {
+        GroupState::Stable | GroupState::CompletingRebalance => {
+            prepare_rebalance(group, now, initial_delay)
+        }
+        _ => {}
+    }
+    try_complete_join(group, now);
+}
+
+/// Ends the join phase when every member has rejoined (after the initial delay), or when the
+/// rebalance timeout has passed (members that did not rejoin are dropped).
+fn try_complete_join(group: &mut Group, now: Instant) {
+    if group.state != GroupState::PreparingRebalance {
+        return;
+    }
+    let delay_over = group.initial_delay_until.is_none_or(|until| now >= until);
+    let timed_out = group
+        .rebalance_deadline
+        .is_some_and(|deadline| now >= deadline);
+    if !(timed_out || (delay_over && group.all_joined())) {
+        return;
+    }
+    let missing: Vec<String> = group
+        .members
+        .iter()
+        .filter(|member| member.join_waiter.is_none())
+        .map(|member| member.id.clone())
+        .collect();
+    for member_id in &missing {
+        group.remove_member(member_id, UNKNOWN_MEMBER_ID);
+    }
+    group.generation_id = group.generation_id.wrapping_add(1);
+    group.rebalance_started = None;
+    group.rebalance_deadline = None;
+    group.initial_delay_until = None;
+    if group.members.is_empty() {
+        group.state = GroupState::Empty;
+        group.protocol_name = None;
+        group.leader = None;
+        return;
+    }
+    group.protocol_type = group.members.first().map(|m| m.protocol_type.clone());
+    group.protocol_name = select_protocol(&group.members);
+    assert!(
+        group.protocol_name.is_some(),
+        "joins are refused unless every member shares a protocol"
+    );
+    if group
+        .leader
+        .as_ref()
+        .is_none_or(|leader| group.member(leader).is_none())
+    {
+        group.leader = group.members.first().map(|m| m.id.clone());
+    }
+    group.state = GroupState::CompletingRebalance;
+    let member_ids: Vec<String> = group.members.iter().map(|m| m.id.clone()).collect();
+    for member_id in member_ids {
+        let outcome = current_join_outcome(group, &member_id);
+        if let Some(member) = group.member_mut(&member_id) {
+            member.session_deadline = now + member.session_timeout;
+            if let Some(waiter) = member.join_waiter.take() {
+                let _ = waiter.send(outcome);
+            }
+        }
+    }
+}
+
+fn current_join_outcome(group: &Group, member_id: &str) -> JoinOutcome {
+    let protocol = group.protocol_name.clone().unwrap_or_default();
+    let members = if group.is_leader(member_id) {
+        group
+            .members
+            .iter()
+            .map(|m| (m.id.clone(), m.instance_id.clone(), m.metadata(&protocol)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    JoinOutcome {
+        error_code: NONE,
+        generation_id: group.generation_id,
+        protocol_type: group.protocol_type.clone(),
+        protocol_name: group.protocol_name.clone(),
+        leader: group.leader.clone().unwrap_or_default(),
+        member_id: member_id.to_string(),
+        members,
+    }
+}
+
+fn join_response(version: i16, outcome: JoinOutcome) -> JoinGroupResponse {
+    let mut response = JoinGroupResponse::default();
+    response.error_code = outcome.error_code;
+    response.generation_id = outcome.generation_id;
+    if version >= 7 {
+        response.protocol_type = outcome.protocol_type.map(StrBytes::from_string);
+        response.protocol_name = outcome.protocol_name.map(StrBytes::from_string);
+    } else {
+        // Not nullable before v7.
+        response.protocol_name = Some(StrBytes::from_string(
+            outcome.protocol_name.unwrap_or_default(),
+        ));
+    }
+    response.leader = StrBytes::from_string(outcome.leader);
+    response.member_id = StrBytes::from_string(outcome.member_id);
+    response.members = outcome
+        .members
+        .into_iter()
+        .map(|(member_id, instance_id, metadata)| {
+            let mut member = JoinGroupResponseMember::default();
+            member.member_id = StrBytes::from_string(member_id);
+            if version >= 5 {
+                member.group_instance_id = instance_id.map(StrBytes::from_string);
+            }
+            member.metadata = metadata;
+            member
+        })
+        .collect();
+    response
+}
+
+fn fill_v8_partition(
+    partition: &mut OffsetFetchResponsePartitions,
+    value: Option<CommittedOffset>,
+) {
+    partition.committed_offset = value.as_ref().map_or(-1, |v| v.offset);
+    partition.committed_leader_epoch = value.as_ref().map_or(-1, |v| v.leader_epoch);
+    partition.metadata = Some(StrBytes::from_string(
+        value.and_then(|v| v.metadata).unwrap_or_default(),
+    ));
+}
+
+fn instance_id(supported: bool, field: &Option<StrBytes>) -> Option<String> {
+    if !supported {
+        return None;
+    }
+    field
+        .as_ref()
+        .map(|id| id.to_string())
+        .filter(|id| !id.is_empty())
+}
+
+/// Group ids and topic names are stored with u16 lengths; Kafka strings cannot be longer anyway.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= u16::MAX as usize
 }
