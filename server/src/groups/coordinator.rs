@@ -1218,3 +1218,765 @@ fn instance_id(supported: bool, field: &Option<StrBytes>) -> Option<String> {
 fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= u16::MAX as usize
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::path::PathBuf;
+
+    use futures_lite::future::zip;
+    use glommio::{LocalExecutorBuilder, Placement};
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::leave_group_request::MemberIdentity;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopic,
+    };
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::protocol::Encodable;
+
+    use super::*;
+
+    /// A directory under the system temp dir, removed on drop.
+    struct TestDir(PathBuf);
+
+    impl TestDir {
+        fn new(name: &str) -> TestDir {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let path = std::env::temp_dir()
+                .join(format!("weir-groups-{name}-{}-{nanos}", std::process::id()));
+            std::fs::create_dir_all(&path).unwrap();
+            TestDir(path)
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn test_config() -> GroupConfig {
+        GroupConfig {
+            initial_rebalance_delay: Duration::from_millis(30),
+            session_timeout_min: Duration::from_millis(10),
+            sweep_interval: Duration::from_millis(10),
+            ..GroupConfig::default()
+        }
+    }
+
+    /// Runs `body` on a real glommio executor with a fresh groups dir.
+    fn run<F, Fut>(name: &str, body: F)
+    where
+        F: FnOnce(PathBuf) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let dir = TestDir::new(name);
+        let data_dir = dir.0.clone();
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(512 << 10)
+            .spawn(move || async move {
+                weir_engine::io::prepare_data_dir(&data_dir).await.unwrap();
+                body(data_dir.join("groups")).await
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    async fn open(groups_dir: &Path) -> Rc<GroupCoordinator> {
+        GroupCoordinator::open_with_config(groups_dir, 0, test_config())
+            .await
+            .unwrap()
+    }
+
+    fn join_request(
+        group: &str,
+        member_id: &str,
+        session_ms: i32,
+        protocols: &[&str],
+    ) -> JoinGroupRequest {
+        let mut req = JoinGroupRequest::default();
+        req.group_id = GroupId(StrBytes::from_string(group.to_string()));
+        req.member_id = StrBytes::from_string(member_id.to_string());
+        req.session_timeout_ms = session_ms;
+        req.rebalance_timeout_ms = 2_000;
+        req.protocol_type = StrBytes::from_static_str("consumer");
+        req.protocols = protocols
+            .iter()
+            .map(|name| {
+                let mut protocol = JoinGroupRequestProtocol::default();
+                protocol.name = StrBytes::from_string(name.to_string());
+                protocol.metadata = Bytes::from(format!("meta-{name}"));
+                protocol
+            })
+            .collect();
+        req
+    }
+
+    /// Joins like a v5 client: an empty member id gets MEMBER_ID_REQUIRED, then joins with it.
+    async fn join(
+        coordinator: &GroupCoordinator,
+        group: &str,
+        member_id: &str,
+        session_ms: i32,
+    ) -> JoinGroupResponse {
+        let response = coordinator
+            .join_group(
+                5,
+                join_request(group, member_id, session_ms, &["range", "roundrobin"]),
+            )
+            .await;
+        if response.error_code != MEMBER_ID_REQUIRED {
+            return response;
+        }
+        assert!(!response.member_id.is_empty());
+        coordinator
+            .join_group(
+                5,
+                join_request(
+                    group,
+                    response.member_id.as_str(),
+                    session_ms,
+                    &["range", "roundrobin"],
+                ),
+            )
+            .await
+    }
+
+    async fn sync(
+        coordinator: &GroupCoordinator,
+        group: &str,
+        generation_id: i32,
+        member_id: &str,
+        assignments: &[(&str, &str)],
+    ) -> SyncGroupResponse {
+        let mut req = SyncGroupRequest::default();
+        req.group_id = GroupId(StrBytes::from_string(group.to_string()));
+        req.generation_id = generation_id;
+        req.member_id = StrBytes::from_string(member_id.to_string());
+        req.protocol_type = Some(StrBytes::from_static_str("consumer"));
+        req.protocol_name = Some(StrBytes::from_static_str("range"));
+        req.assignments = assignments
+            .iter()
+            .map(|(member, assignment)| {
+                let mut out = SyncGroupRequestAssignment::default();
+                out.member_id = StrBytes::from_string(member.to_string());
+                out.assignment = Bytes::from(assignment.to_string());
+                out
+            })
+            .collect();
+        coordinator.sync_group(5, req).await
+    }
+
+    async fn heartbeat(
+        coordinator: &GroupCoordinator,
+        group: &str,
+        generation_id: i32,
+        member_id: &str,
+    ) -> i16 {
+        let mut req = HeartbeatRequest::default();
+        req.group_id = GroupId(StrBytes::from_string(group.to_string()));
+        req.generation_id = generation_id;
+        req.member_id = StrBytes::from_string(member_id.to_string());
+        coordinator.heartbeat(4, req).await.error_code
+    }
+
+    fn commit_request(
+        group: &str,
+        generation_id: i32,
+        member_id: &str,
+        offsets: &[(&str, i32, i64)],
+    ) -> OffsetCommitRequest {
+        let mut req = OffsetCommitRequest::default();
+        req.group_id = GroupId(StrBytes::from_string(group.to_string()));
+        req.generation_id_or_member_epoch = generation_id;
+        req.member_id = StrBytes::from_string(member_id.to_string());
+        for (topic, partition, offset) in offsets {
+            let mut part = OffsetCommitRequestPartition::default();
+            part.partition_index = *partition;
+            part.committed_offset = *offset;
+            part.committed_leader_epoch = 3;
+            part.committed_metadata = Some(StrBytes::from_string(format!("m{offset}")));
+            match req.topics.iter_mut().find(|t| t.name.as_str() == *topic) {
+                Some(existing) => existing.partitions.push(part),
+                None => {
+                    let mut out = OffsetCommitRequestTopic::default();
+                    out.name = TopicName(StrBytes::from_string(topic.to_string()));
+                    out.partitions.push(part);
+                    req.topics.push(out);
+                }
+            }
+        }
+        req
+    }
+
+    fn commit_errors(response: &OffsetCommitResponse) -> Vec<i16> {
+        response
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect()
+    }
+
+    /// (topic, partition, offset, leader epoch, metadata) as OffsetFetch v6 reports them.
+    async fn fetch(
+        coordinator: &GroupCoordinator,
+        group: &str,
+        topics: Option<&[(&str, &[i32])]>,
+    ) -> Vec<(String, i32, i64, i32, String)> {
+        let mut req = OffsetFetchRequest::default();
+        req.group_id = GroupId(StrBytes::from_string(group.to_string()));
+        req.topics = topics.map(|topics| {
+            topics
+                .iter()
+                .map(|(name, partitions)| {
+                    let mut topic = OffsetFetchRequestTopic::default();
+                    topic.name = TopicName(StrBytes::from_string(name.to_string()));
+                    topic.partition_indexes = partitions.to_vec();
+                    topic
+                })
+                .collect()
+        });
+        let response = coordinator.offset_fetch(6, req).await;
+        assert_eq!(response.error_code, NONE);
+        response
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| {
+                    assert_eq!(p.error_code, NONE);
+                    (
+                        t.name.to_string(),
+                        p.partition_index,
+                        p.committed_offset,
+                        p.committed_leader_epoch,
+                        p.metadata
+                            .as_ref()
+                            .map(|m| m.to_string())
+                            .unwrap_or_default(),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Two members joined and synced: (coordinator, generation, leader id, follower id).
+    async fn stable_pair(
+        groups_dir: &Path,
+        session_ms: i32,
+    ) -> (Rc<GroupCoordinator>, i32, String, String) {
+        let coordinator = open(groups_dir).await;
+        let (a, b) = zip(
+            join(&coordinator, "g", "", session_ms),
+            join(&coordinator, "g", "", session_ms),
+        )
+        .await;
+        let (leader, follower) = if a.member_id == a.leader {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        let generation = leader.generation_id;
+        let leader_id = leader.member_id.to_string();
+        let follower_id = follower.member_id.to_string();
+        let assignments = [
+            (leader_id.as_str(), "to-leader"),
+            (follower_id.as_str(), "to-follower"),
+        ];
+        let (leader_sync, follower_sync) = zip(
+            sync(&coordinator, "g", generation, &leader_id, &assignments),
+            sync(&coordinator, "g", generation, &follower_id, &[]),
+        )
+        .await;
+        assert_eq!(leader_sync.error_code, NONE);
+        assert_eq!(follower_sync.error_code, NONE);
+        (coordinator, generation, leader_id, follower_id)
+    }
+
+    #[test]
+    fn two_members_join_the_same_generation_with_one_leader() {
+        run("join", |dir| async move {
+            let coordinator = open(&dir).await;
+            let (a, b) = zip(
+                join(&coordinator, "g", "", 5_000),
+                join(&coordinator, "g", "", 5_000),
+            )
+            .await;
+            assert_eq!((a.error_code, b.error_code), (NONE, NONE));
+            assert_eq!(a.generation_id, 1);
+            assert_eq!(b.generation_id, 1);
+            assert_ne!(a.member_id, b.member_id);
+            assert_eq!(a.leader, b.leader);
+            assert_eq!(
+                a.protocol_name.as_deref().map(|s| s.to_string()),
+                Some("range".to_string())
+            );
+            let (leader, follower) = if a.member_id == a.leader {
+                (&a, &b)
+            } else {
+                (&b, &a)
+            };
+            assert_eq!(leader.members.len(), 2);
+            assert!(leader.members.iter().all(|m| m.metadata == "meta-range"));
+            assert!(follower.members.is_empty());
+            assert!(a.member_id.starts_with("member-"), "{:?}", a.member_id);
+            coordinator.close().await;
+        });
+    }
+
+    #[test]
+    fn sync_distributes_the_leaders_assignments() {
+        run("sync", |dir| async move {
+            let coordinator = open(&dir).await;
+            let (a, b) = zip(
+                join(&coordinator, "g", "", 5_000),
+                join(&coordinator, "g", "", 5_000),
+            )
+            .await;
+            let (leader, follower) = if a.member_id == a.leader {
+                (a, b)
+            } else {
+                (b, a)
+            };
+            let generation = leader.generation_id;
+            let leader_id = leader.member_id.to_string();
+            let follower_id = follower.member_id.to_string();
+            // The follower syncs first and waits for the leader.
+            let assignments = [(leader_id.as_str(), "p0"), (follower_id.as_str(), "p1")];
+            let (follower_sync, leader_sync) = zip(
+                sync(&coordinator, "g", generation, &follower_id, &[]),
+                async {
+                    glommio::timer::sleep(Duration::from_millis(20)).await;
+                    sync(&coordinator, "g", generation, &leader_id, &assignments).await
+                },
+            )
+            .await;
+            assert_eq!(follower_sync.error_code, NONE);
+            assert_eq!(follower_sync.assignment, Bytes::from("p1"));
+            assert_eq!(leader_sync.assignment, Bytes::from("p0"));
+            assert_eq!(
+                leader_sync.protocol_name.as_deref().map(|s| s.to_string()),
+                Some("range".into())
+            );
+            assert_eq!(
+                heartbeat(&coordinator, "g", generation, &follower_id).await,
+                NONE
+            );
+            // A late sync in Stable gets the same assignment again.
+            let again = sync(&coordinator, "g", generation, &follower_id, &[]).await;
+            assert_eq!(again.assignment, Bytes::from("p1"));
+            let described = coordinator.describe_group(5, "g").await;
+            assert_eq!(described.group_state.as_str(), "Stable");
+            assert_eq!(described.protocol_type.as_str(), "consumer");
+            assert_eq!(described.protocol_data.as_str(), "range");
+            assert_eq!(described.members.len(), 2);
+            assert!(described
+                .members
+                .iter()
+                .any(|m| m.member_assignment == "p1"));
+            let listed = coordinator.list_groups(4, &["stable".to_string()]).await;
+            assert_eq!(listed.len(), 1);
+            assert_eq!(listed[0].group_state.as_str(), "Stable");
+            assert!(coordinator
+                .list_groups(4, &["Empty".to_string()])
+                .await
+                .is_empty());
+            coordinator.close().await;
+        });
+    }
+
+    #[test]
+    fn an_expired_session_starts_a_rebalance() {
+        run("expiry", |dir| async move {
+            let (coordinator, generation, leader_id, follower_id) = stable_pair(&dir, 300).await;
+            // Only the leader keeps heartbeating; the follower goes silent.
+            let mut error = NONE;
+            for _ in 0..100 {
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+                error = heartbeat(&coordinator, "g", generation, &leader_id).await;
+                if error != NONE {
+                    break;
+                }
+            }
+            assert_eq!(error, REBALANCE_IN_PROGRESS);
+            assert_eq!(
+                heartbeat(&coordinator, "g", generation, &follower_id).await,
+                UNKNOWN_MEMBER_ID
+            );
+            let rejoined = join(&coordinator, "g", &leader_id, 300).await;
+            assert_eq!(rejoined.error_code, NONE);
+            assert_eq!(rejoined.generation_id, generation + 1);
+            assert_eq!(rejoined.leader, rejoined.member_id);
+            assert_eq!(rejoined.members.len(), 1);
+            coordinator.close().await;
+        });
+    }
+
+    #[test]
+    fn leaving_starts_a_rebalance_and_the_last_leave_empties_the_group() {
+        run("leave", |dir| async move {
+            let (coordinator, generation, leader_id, follower_id) = stable_pair(&dir, 5_000).await;
+            let mut req = LeaveGroupRequest::default();
+            req.group_id = GroupId(StrBytes::from_static_str("g"));
+            let mut identity = MemberIdentity::default();
+            identity.member_id = StrBytes::from_string(leader_id.clone());
+            req.members = vec![identity];
+            let response = coordinator.leave_group(3, req).await;
+            assert_eq!(response.error_code, NONE);
+            assert_eq!(response.members[0].error_code, NONE);
+            assert_eq!(
+                heartbeat(&coordinator, "g", generation, &follower_id).await,
+                REBALANCE_IN_PROGRESS
+            );
+            let rejoined = join(&coordinator, "g", &follower_id, 5_000).await;
+            assert_eq!(rejoined.generation_id, generation + 1);
+            assert_eq!(
+                rejoined.leader, rejoined.member_id,
+                "the follower becomes leader"
+            );
+            // v0 leave of the last member: the group empties with a new generation.
+            let mut req = LeaveGroupRequest::default();
+            req.group_id = GroupId(StrBytes::from_static_str("g"));
+            req.member_id = StrBytes::from_string(follower_id.clone());
+            assert_eq!(
+                coordinator.leave_group(0, req.clone()).await.error_code,
+                NONE
+            );
+            assert_eq!(
+                coordinator.leave_group(0, req).await.error_code,
+                UNKNOWN_MEMBER_ID
+            );
+            let described = coordinator.describe_group(0, "g").await;
+            assert_eq!(described.group_state.as_str(), "Empty");
+            assert!(described.members.is_empty());
+            coordinator.close().await;
+        });
+    }
+
+    #[test]
+    fn committed_offsets_survive_reopening_the_coordinator() {
+        run("durable", |dir| async move {
+            let coordinator = open(&dir).await;
+            let offsets = [("t", 0, 10), ("t", 1, 20), ("u", 0, 5)];
+            let response = coordinator
+                .offset_commit(7, commit_request("simple", -1, "", &offsets))
+                .await;
+            assert_eq!(commit_errors(&response), vec![NONE; 3]);
+            // A later commit overwrites one partition.
+            let response = coordinator
+                .offset_commit(7, commit_request("simple", -1, "", &[("t", 1, 25)]))
+                .await;
+            assert_eq!(commit_errors(&response), vec![NONE]);
+            coordinator.close().await;
+            drop(coordinator);
+
+            let coordinator = open(&dir).await;
+            let all = fetch(&coordinator, "simple", None).await;
+            assert_eq!(
+                all,
+                vec![
+                    ("t".to_string(), 0, 10, 3, "m10".to_string()),
+                    ("t".to_string(), 1, 25, 3, "m25".to_string()),
+                    ("u".to_string(), 0, 5, 3, "m5".to_string()),
+                ]
+            );
+            let some = fetch(&coordinator, "simple", Some(&[("t", &[1, 7])])).await;
+            assert_eq!(
+                some,
+                vec![
+                    ("t".to_string(), 1, 25, 3, "m25".to_string()),
+                    ("t".to_string(), 7, -1, -1, String::new())
+                ]
+            );
+            assert!(fetch(&coordinator, "nobody", None).await.is_empty());
+            // An offsets-only group is listed as Empty.
+            let listed = coordinator.list_groups(4, &[]).await;
+            assert_eq!(listed.len(), 1);
+            assert_eq!(listed[0].group_state.as_str(), "Empty");
+            // v8: the groups array.
+            let mut req = OffsetFetchRequest::default();
+            let mut group = OffsetFetchRequestGroup::default();
+            group.group_id = GroupId(StrBytes::from_static_str("simple"));
+            group.topics = None;
+            req.groups = vec![group];
+            let response = coordinator.offset_fetch(8, req).await;
+            assert_eq!(response.groups[0].topics.len(), 2);
+            assert_eq!(
+                response.groups[0].topics[0].partitions[1].committed_offset,
+                25
+            );
+            coordinator.close().await;
+        });
+    }
+
+    #[test]
+    fn commits_are_fenced_by_generation_and_membership() {
+        run("fencing", |dir| async move {
+            let (coordinator, generation, leader_id, follower_id) = stable_pair(&dir, 5_000).await;
+            let check = |request: OffsetCommitRequest, expected: i16| {
+                let coordinator = coordinator.clone();
+                async move {
+                    let response = coordinator.offset_commit(7, request).await;
+                    assert_eq!(commit_errors(&response), vec![expected]);
+                }
+            };
+            check(
+                commit_request("g", generation, &leader_id, &[("t", 0, 1)]),
+                NONE,
+            )
+            .await;
+            check(
+                commit_request("g", generation + 1, &leader_id, &[("t", 0, 2)]),
+                ILLEGAL_GENERATION,
+            )
+            .await;
+            check(
+                commit_request("g", generation, "stranger", &[("t", 0, 3)]),
+                UNKNOWN_MEMBER_ID,
+            )
+            .await;
+            // A simple commit is refused while the group has members.
+            check(
+                commit_request("g", -1, "", &[("t", 0, 4)]),
+                UNKNOWN_MEMBER_ID,
+            )
+            .await;
+            check(commit_request("", -1, "", &[("t", 0, 5)]), INVALID_GROUP_ID).await;
+            check(
+                commit_request("other", 3, "m", &[("t", 0, 6)]),
+                ILLEGAL_GENERATION,
+            )
+            .await;
+            let mut big = commit_request("g", generation, &leader_id, &[("t", 1, 7)]);
+            big.topics[0].partitions[0].committed_metadata =
+                Some(StrBytes::from_string("x".repeat(5000)));
+            check(big, OFFSET_METADATA_TOO_LARGE).await;
+            assert_eq!(
+                fetch(&coordinator, "g", None).await,
+                vec![("t".to_string(), 0, 1, 3, "m1".to_string())]
+            );
+
+            // Sync and heartbeat fencing.
+            assert_eq!(
+                sync(&coordinator, "g", generation + 5, &follower_id, &[])
+                    .await
+                    .error_code,
+                ILLEGAL_GENERATION
+            );
+            assert_eq!(
+                sync(&coordinator, "g", generation, "stranger", &[])
+                    .await
+                    .error_code,
+                UNKNOWN_MEMBER_ID
+            );
+            assert_eq!(
+                heartbeat(&coordinator, "g", generation - 1, &follower_id).await,
+                ILLEGAL_GENERATION
+            );
+            assert_eq!(
+                heartbeat(&coordinator, "nope", generation, &follower_id).await,
+                UNKNOWN_MEMBER_ID
+            );
+
+            // The leader rejoins: a rebalance starts, sync and commits see it.
+            let coordinator2 = coordinator.clone();
+            let leader2 = leader_id.clone();
+            let rejoin =
+                glommio::spawn_local(
+                    async move { join(&coordinator2, "g", &leader2, 5_000).await },
+                );
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+            assert_eq!(
+                sync(&coordinator, "g", generation, &follower_id, &[])
+                    .await
+                    .error_code,
+                REBALANCE_IN_PROGRESS
+            );
+            assert_eq!(
+                heartbeat(&coordinator, "g", generation, &follower_id).await,
+                REBALANCE_IN_PROGRESS
+            );
+            // Commits during PreparingRebalance are still accepted for the current generation.
+            check(
+                commit_request("g", generation, &follower_id, &[("t", 0, 8)]),
+                NONE,
+            )
+            .await;
+            let follower_join = join(&coordinator, "g", &follower_id, 5_000).await;
+            let leader_join = rejoin.await;
+            assert_eq!(follower_join.generation_id, generation + 1);
+            assert_eq!(leader_join.generation_id, generation + 1);
+            // CompletingRebalance: commits wait for the assignment.
+            check(
+                commit_request("g", generation + 1, &follower_id, &[("t", 0, 9)]),
+                REBALANCE_IN_PROGRESS,
+            )
+            .await;
+            coordinator.close().await;
+        });
+    }
+
+    #[test]
+    fn bad_joins_get_errors_not_panics() {
+        run("bad-join", |dir| async move {
+            let coordinator = open(&dir).await;
+            let cases: Vec<(i16, JoinGroupRequest, i16)> = vec![
+                (5, join_request("", "", 5_000, &["range"]), INVALID_GROUP_ID),
+                (
+                    5,
+                    join_request("g", "", 5_000, &[]),
+                    INCONSISTENT_GROUP_PROTOCOL,
+                ),
+                (
+                    5,
+                    join_request("g", "", -1, &["range"]),
+                    INVALID_SESSION_TIMEOUT,
+                ),
+                (
+                    5,
+                    join_request("g", "", 1, &["range"]),
+                    INVALID_SESSION_TIMEOUT,
+                ),
+                (
+                    5,
+                    join_request("g", "", i32::MAX, &["range"]),
+                    INVALID_SESSION_TIMEOUT,
+                ),
+                (
+                    5,
+                    join_request("g", "ghost", 5_000, &["range"]),
+                    UNKNOWN_MEMBER_ID,
+                ),
+            ];
+            for (version, request, expected) in cases {
+                let response = coordinator.join_group(version, request).await;
+                assert_eq!(response.error_code, expected);
+                assert!(response
+                    .encode(&mut bytes::BytesMut::new(), version)
+                    .is_ok());
+            }
+            // v0 clients get their id directly (no MEMBER_ID_REQUIRED round trip).
+            let first = coordinator
+                .join_group(0, join_request("old", "", 5_000, &["range"]))
+                .await;
+            assert_eq!(first.error_code, NONE);
+            assert_eq!(first.generation_id, 1);
+            // A member with no protocol in common is refused.
+            let mut other = join_request("old", "", 5_000, &["sticky"]);
+            other.protocol_type = StrBytes::from_static_str("consumer");
+            assert_eq!(
+                coordinator.join_group(0, other).await.error_code,
+                INCONSISTENT_GROUP_PROTOCOL
+            );
+            coordinator.close().await;
+        });
+    }
+
+    #[test]
+    fn static_members_fence_their_old_id() {
+        run("static", |dir| async move {
+            let coordinator = open(&dir).await;
+            let mut request = join_request("s", "", 5_000, &["range"]);
+            request.group_instance_id = Some(StrBytes::from_static_str("instance-1"));
+            let first = coordinator.join_group(5, request.clone()).await;
+            assert_eq!(
+                first.error_code, NONE,
+                "static members skip MEMBER_ID_REQUIRED"
+            );
+            let second = coordinator.join_group(5, request).await;
+            assert_eq!(second.error_code, NONE);
+            assert_ne!(first.member_id, second.member_id);
+            let mut heartbeat = HeartbeatRequest::default();
+            heartbeat.group_id = GroupId(StrBytes::from_static_str("s"));
+            heartbeat.generation_id = second.generation_id;
+            heartbeat.member_id = first.member_id.clone();
+            heartbeat.group_instance_id = Some(StrBytes::from_static_str("instance-1"));
+            assert_eq!(
+                coordinator.heartbeat(4, heartbeat).await.error_code,
+                FENCED_INSTANCE_ID
+            );
+            coordinator.close().await;
+        });
+    }
+
+    /// Every response shape encodes in every version the broker may negotiate: a field set in a
+    /// version that lacks it would make the codec refuse the response.
+    #[test]
+    fn responses_encode_in_every_version() {
+        run("encode", |dir| async move {
+            let (coordinator, generation, leader_id, _) = stable_pair(&dir, 5_000).await;
+            let mut buffer = bytes::BytesMut::new();
+            for version in 0..=9 {
+                let response = coordinator
+                    .join_group(version, join_request("g", &leader_id, 5_000, &["range"]))
+                    .await;
+                response.encode(&mut buffer, version).unwrap();
+            }
+            for version in 0..=5 {
+                let mut request = SyncGroupRequest::default();
+                request.group_id = GroupId(StrBytes::from_static_str("g"));
+                request.generation_id = generation;
+                request.member_id = StrBytes::from_string(leader_id.clone());
+                coordinator
+                    .sync_group(version, request)
+                    .await
+                    .encode(&mut buffer, version)
+                    .unwrap();
+                let mut request = LeaveGroupRequest::default();
+                request.group_id = GroupId(StrBytes::from_static_str("g"));
+                coordinator
+                    .leave_group(version, request)
+                    .await
+                    .encode(&mut buffer, version)
+                    .unwrap();
+            }
+            for version in 0..=4 {
+                coordinator
+                    .heartbeat(version, HeartbeatRequest::default())
+                    .await
+                    .encode(&mut buffer, version)
+                    .unwrap();
+            }
+            for version in 2..=9 {
+                let response = coordinator
+                    .offset_commit(version, commit_request("z", -1, "", &[("t", 0, 1)]))
+                    .await;
+                response.encode(&mut buffer, version).unwrap();
+            }
+            for version in 1..=7 {
+                let mut request = OffsetFetchRequest::default();
+                request.group_id = GroupId(StrBytes::from_static_str("z"));
+                request.topics = Some(Vec::new());
+                let mut topic = OffsetFetchRequestTopic::default();
+                topic.name = TopicName(StrBytes::from_static_str("t"));
+                topic.partition_indexes = vec![0, 1];
+                request.topics.as_mut().unwrap().push(topic);
+                coordinator
+                    .offset_fetch(version, request)
+                    .await
+                    .encode(&mut buffer, version)
+                    .unwrap();
+            }
+            for version in 0..=6 {
+                let mut response = kafka_protocol::messages::DescribeGroupsResponse::default();
+                response.groups = vec![
+                    coordinator.describe_group(version, "g").await,
+                    coordinator.describe_group(version, "none").await,
+                ];
+                response.encode(&mut buffer, version).unwrap();
+            }
+            for version in 0..=5 {
+                let mut response = kafka_protocol::messages::ListGroupsResponse::default();
+                response.groups = coordinator.list_groups(version, &[]).await;
+                response.encode(&mut buffer, version).unwrap();
+            }
+            coordinator.close().await;
+        });
+    }
+}
