@@ -61,6 +61,7 @@ const MEMBER_ID_REQUIRED: i16 = ResponseError::MemberIdRequired.code();
 const FENCED_INSTANCE_ID: i16 = ResponseError::FencedInstanceId.code();
 const OFFSET_METADATA_TOO_LARGE: i16 = ResponseError::OffsetMetadataTooLarge.code();
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartition.code();
+const GROUP_ID_NOT_FOUND: i16 = ResponseError::GroupIdNotFound.code();
 
 /// Tunables; `Default` is what the broker runs with.
 #[derive(Debug, Clone)]
@@ -895,6 +896,13 @@ impl GroupCoordinator {
         let groups = self.groups.borrow();
         let state = self.state_of(&groups, group_id);
         described.group_state = StrBytes::from_static_str(state.name());
+        if state == GroupState::Dead && version >= 6 {
+            // KIP-1043: v6 reports unknown groups as an error instead of a Dead group.
+            described.error_code = GROUP_ID_NOT_FOUND;
+            described.error_message = Some(StrBytes::from_string(format!(
+                "Group {group_id} not found."
+            )));
+        }
         let Some(group) = groups.get(group_id) else {
             return described;
         };
@@ -1027,11 +1035,13 @@ impl GroupCoordinator {
                 after_members_removed(group, now, self.config.initial_rebalance_delay);
             }
         }
-        // Forget groups with nothing left to remember: committed offsets keep a group listed.
-        groups.retain(|_, group| {
+        // Forget groups with nothing left to remember. A group with committed offsets stays (it
+        // keeps its protocol type for ListGroups); without offsets it is listed nowhere anyway.
+        groups.retain(|group_id, group| {
             group.state != GroupState::Empty
                 || !group.members.is_empty()
                 || !group.pending_members.is_empty()
+                || self.offsets.has_group(group_id)
         });
     }
 

@@ -101,9 +101,19 @@ impl Member {
             .unwrap_or_default()
     }
 
-    /// A member that is long-polling is alive even if it sends no heartbeats meanwhile.
+    /// A member that is long-polling is alive even if it sends no heartbeats meanwhile; one whose
+    /// request was dropped (client gone) is not, so its session can expire.
     pub fn is_parked(&self) -> bool {
-        self.join_waiter.is_some() || self.sync_waiter.is_some()
+        let waiting = |disconnected: Option<bool>| disconnected == Some(false);
+        waiting(
+            self.join_waiter
+                .as_ref()
+                .map(flume::Sender::is_disconnected),
+        ) || waiting(
+            self.sync_waiter
+                .as_ref()
+                .map(flume::Sender::is_disconnected),
+        )
     }
 }
 
