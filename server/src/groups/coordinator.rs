@@ -62,6 +62,7 @@ const FENCED_INSTANCE_ID: i16 = ResponseError::FencedInstanceId.code();
 const OFFSET_METADATA_TOO_LARGE: i16 = ResponseError::OffsetMetadataTooLarge.code();
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartition.code();
 const GROUP_ID_NOT_FOUND: i16 = ResponseError::GroupIdNotFound.code();
+const GROUP_MAX_SIZE_REACHED: i16 = ResponseError::GroupMaxSizeReached.code();
 
 /// Tunables; `Default` is what the broker runs with.
 #[derive(Debug, Clone)]
@@ -80,6 +81,9 @@ pub struct GroupConfig {
     pub offset_metadata_bytes_max: usize,
     /// The offset log is compacted when it grows past this (and twice its live size).
     pub offset_log_compact_bytes: u64,
+    /// Kafka's group.max.size: members plus handed-out ids not yet joined. Bounds what one
+    /// hostile client can make a group hold.
+    pub group_members_max: usize,
 }
 
 impl Default for GroupConfig {
@@ -91,6 +95,7 @@ impl Default for GroupConfig {
             sweep_interval: Duration::from_millis(50),
             offset_metadata_bytes_max: 4096,
             offset_log_compact_bytes: 4 << 20,
+            group_members_max: 10_000,
         }
     }
 }
@@ -130,6 +135,9 @@ impl GroupCoordinator {
         shard: usize,
         config: GroupConfig,
     ) -> anyhow::Result<Rc<GroupCoordinator>> {
+        // Offset log records must stay far below its per-record cap (names are u16-sized).
+        assert!(config.offset_metadata_bytes_max <= 64 << 10);
+        assert!(config.group_members_max > 0);
         let offsets = OffsetStore::open(groups_dir, shard, config.offset_log_compact_bytes)
             .await
             .with_context(|| format!("opening shard {shard}'s committed offsets"))?;
@@ -249,6 +257,15 @@ impl GroupCoordinator {
             join_waiter: Some(sender),
             sync_waiter: None,
         };
+
+        let is_new = member_id.is_empty()
+            || (group.member(&member_id).is_none()
+                && !group.pending_members.contains_key(&member_id));
+        if is_new
+            && group.members.len() + group.pending_members.len() >= self.config.group_members_max
+        {
+            return error(GROUP_MAX_SIZE_REACHED);
+        }
 
         if member_id.is_empty() {
             joiner.id = self.new_member_id(&client.client_id);
@@ -1884,6 +1901,36 @@ mod tests {
                 coordinator.join_group(0, other).await.error_code,
                 INCONSISTENT_GROUP_PROTOCOL
             );
+            coordinator.close().await;
+        });
+    }
+
+    #[test]
+    fn a_full_group_refuses_new_members() {
+        run("full", |dir| async move {
+            let config = GroupConfig {
+                group_members_max: 2,
+                ..test_config()
+            };
+            let coordinator = GroupCoordinator::open_with_config(&dir, 0, config)
+                .await
+                .unwrap();
+            let request = || join_request("g", "", 5_000, &["range"]);
+            let first = coordinator.join_group(5, request()).await;
+            let second = coordinator.join_group(5, request()).await;
+            assert_eq!(first.error_code, MEMBER_ID_REQUIRED);
+            assert_eq!(second.error_code, MEMBER_ID_REQUIRED);
+            assert_eq!(
+                coordinator.join_group(5, request()).await.error_code,
+                GROUP_MAX_SIZE_REACHED
+            );
+            // Ids already handed out still get in.
+            let (a, b) = zip(
+                join(&coordinator, "g", first.member_id.as_str(), 5_000),
+                join(&coordinator, "g", second.member_id.as_str(), 5_000),
+            )
+            .await;
+            assert_eq!((a.error_code, b.error_code), (NONE, NONE));
             coordinator.close().await;
         });
     }
