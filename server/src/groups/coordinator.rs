@@ -1906,6 +1906,50 @@ mod tests {
     }
 
     #[test]
+    fn a_newcomer_rebalances_a_stable_group_and_the_leader_stays() {
+        run("newcomer", |dir| async move {
+            let (coordinator, generation, leader_id, follower_id) = stable_pair(&dir, 5_000).await;
+            let newcomer = {
+                let coordinator = coordinator.clone();
+                glommio::spawn_local(async move { join(&coordinator, "g", "", 5_000).await })
+            };
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+            assert_eq!(
+                heartbeat(&coordinator, "g", generation, &leader_id).await,
+                REBALANCE_IN_PROGRESS
+            );
+            let (leader, follower) = zip(
+                join(&coordinator, "g", &leader_id, 5_000),
+                join(&coordinator, "g", &follower_id, 5_000),
+            )
+            .await;
+            let newcomer = newcomer.await;
+            for response in [&leader, &follower, &newcomer] {
+                assert_eq!(response.error_code, NONE);
+                assert_eq!(response.generation_id, generation + 1);
+                assert_eq!(response.leader.as_str(), leader_id);
+            }
+            assert_eq!(leader.members.len(), 3);
+
+            // A follower parked in SyncGroup is released when another rebalance starts.
+            let parked = {
+                let coordinator = coordinator.clone();
+                let follower_id = follower_id.clone();
+                glommio::spawn_local(async move {
+                    sync(&coordinator, "g", generation + 1, &follower_id, &[]).await
+                })
+            };
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+            let mut leave = LeaveGroupRequest::default();
+            leave.group_id = GroupId(StrBytes::from_static_str("g"));
+            leave.member_id = newcomer.member_id.clone();
+            assert_eq!(coordinator.leave_group(1, leave).await.error_code, NONE);
+            assert_eq!(parked.await.error_code, REBALANCE_IN_PROGRESS);
+            coordinator.close().await;
+        });
+    }
+
+    #[test]
     fn a_full_group_refuses_new_members() {
         run("full", |dir| async move {
             let config = GroupConfig {
