@@ -789,6 +789,10 @@ impl GroupCoordinator {
                         out.error_code = COORDINATOR_NOT_AVAILABLE;
                         return out;
                     }
+                    if group.group_id.is_empty() {
+                        out.error_code = INVALID_GROUP_ID;
+                        return out;
+                    }
                     let wanted = group.topics.as_ref().map(|topics| {
                         topics
                             .iter()
@@ -818,10 +822,40 @@ impl GroupCoordinator {
                 .collect();
             return response;
         }
-        if closed {
+        let group_error = if closed {
+            COORDINATOR_NOT_AVAILABLE
+        } else if req.group_id.is_empty() {
+            INVALID_GROUP_ID
+        } else {
+            NONE
+        };
+        if group_error != NONE {
             if version >= 2 {
-                response.error_code = COORDINATOR_NOT_AVAILABLE;
+                response.error_code = group_error;
+                return response;
             }
+            // v1 has no top-level error: it goes on every requested partition.
+            response.topics = req
+                .topics
+                .iter()
+                .flatten()
+                .map(|topic| {
+                    let mut out = OffsetFetchResponseTopic::default();
+                    out.name = topic.name.clone();
+                    out.partitions = topic
+                        .partition_indexes
+                        .iter()
+                        .map(|index| {
+                            let mut partition = OffsetFetchResponsePartition::default();
+                            partition.partition_index = *index;
+                            partition.committed_offset = -1;
+                            partition.error_code = group_error;
+                            partition
+                        })
+                        .collect();
+                    out
+                })
+                .collect();
             return response;
         }
         let wanted = req.topics.as_ref().map(|topics| {
@@ -1621,7 +1655,7 @@ mod tests {
     #[test]
     fn an_expired_session_starts_a_rebalance() {
         run("expiry", |dir| async move {
-            let (coordinator, generation, leader_id, follower_id) = stable_pair(&dir, 300).await;
+            let (coordinator, generation, leader_id, follower_id) = stable_pair(&dir, 500).await;
             // Only the leader keeps heartbeating; the follower goes silent.
             let mut error = NONE;
             for _ in 0..100 {
@@ -1636,7 +1670,7 @@ mod tests {
                 heartbeat(&coordinator, "g", generation, &follower_id).await,
                 UNKNOWN_MEMBER_ID
             );
-            let rejoined = join(&coordinator, "g", &leader_id, 300).await;
+            let rejoined = join(&coordinator, "g", &leader_id, 500).await;
             assert_eq!(rejoined.error_code, NONE);
             assert_eq!(rejoined.generation_id, generation + 1);
             assert_eq!(rejoined.leader, rejoined.member_id);
@@ -2058,11 +2092,18 @@ mod tests {
                 topic.name = TopicName(StrBytes::from_static_str("t"));
                 topic.partition_indexes = vec![0, 1];
                 request.topics.as_mut().unwrap().push(topic);
-                coordinator
-                    .offset_fetch(version, request)
-                    .await
-                    .encode(&mut buffer, version)
-                    .unwrap();
+                let response = coordinator.offset_fetch(version, request.clone()).await;
+                response.encode(&mut buffer, version).unwrap();
+                // An empty group id is an error, in the shape this version has for it.
+                request.group_id = GroupId(StrBytes::from_static_str(""));
+                let response = coordinator.offset_fetch(version, request).await;
+                response.encode(&mut buffer, version).unwrap();
+                let error = if version >= 2 {
+                    response.error_code
+                } else {
+                    response.topics[0].partitions[0].error_code
+                };
+                assert_eq!(error, INVALID_GROUP_ID);
             }
             for version in 0..=6 {
                 let mut response = kafka_protocol::messages::DescribeGroupsResponse::default();
