@@ -14,8 +14,10 @@
 //! - `group.initial.rebalance.delay.ms` is `GroupConfig::initial_rebalance_delay` (200 ms, not
 //!   Kafka's 3 s), extended by each new joiner up to the rebalance timeout, as Kafka does.
 //! - Static membership (group.instance.id): a rejoining static member takes over its old
-//!   member's place and fences the old id (FENCED_INSTANCE_ID), but it triggers a rebalance
-//!   (Kafka skips that rebalance when nothing changed).
+//!   member's place and fences the old id (FENCED_INSTANCE_ID). In a Stable group with unchanged
+//!   protocols it keeps its assignment without a rebalance (KIP-345); otherwise it rebalances.
+//!   JoinGroup v9's skip_assignment is never set: a rejoining static leader gets the member list
+//!   and its SyncGroup in Stable just returns the current assignment (pre-v9 Kafka behaviour).
 //! - Offsets are not expired (Kafka's offsets.retention.minutes) and topics are not checked
 //!   against metadata: the broker may filter unknown topics before calling.
 
@@ -271,7 +273,11 @@ impl GroupCoordinator {
             joiner.id = self.new_member_id(&client.client_id);
             if let Some(instance) = &instance_id {
                 // A static member restarting: take over the old member's place; the old id is
-                // fenced from now on.
+                // fenced from now on. In a Stable group with unchanged protocols it keeps its
+                // assignment and no rebalance happens (KIP-345).
+                if let Some(outcome) = replace_static_member(group, instance, &joiner, now) {
+                    return Step::Done(outcome);
+                }
                 if let Some(old_id) = group.static_members.get(instance).cloned() {
                     if let Some(old) = group.remove_member(&old_id, FENCED_INSTANCE_ID) {
                         joiner.assignment = old.assignment;
@@ -1113,6 +1119,44 @@ async fn sweep_loop(coordinator: Weak<GroupCoordinator>, interval: Duration) {
         }
         coordinator.sweep(Instant::now());
     }
+}
+
+/// A known static member rejoining a Stable group with the same protocols takes over its old
+/// entry under `joiner.id` (new id, same place and assignment). None when a rebalance is needed.
+fn replace_static_member(
+    group: &mut Group,
+    instance: &str,
+    joiner: &Member,
+    now: Instant,
+) -> Option<JoinOutcome> {
+    if group.state != GroupState::Stable {
+        return None;
+    }
+    let old_id = group.static_members.get(instance)?.clone();
+    let old = group.member_mut(&old_id)?;
+    if old.protocols != joiner.protocols || old.protocol_type != joiner.protocol_type {
+        return None;
+    }
+    // Anything the old incarnation still has parked is answered as fenced.
+    if let Some(waiter) = old.join_waiter.take() {
+        let _ = waiter.send(JoinOutcome::error(FENCED_INSTANCE_ID, &old_id));
+    }
+    if let Some(waiter) = old.sync_waiter.take() {
+        let _ = waiter.send(Err(FENCED_INSTANCE_ID));
+    }
+    old.id = joiner.id.clone();
+    old.client_id = joiner.client_id.clone();
+    old.client_host = joiner.client_host.clone();
+    old.session_timeout = joiner.session_timeout;
+    old.rebalance_timeout = joiner.rebalance_timeout;
+    old.session_deadline = now + joiner.session_timeout;
+    group
+        .static_members
+        .insert(instance.to_string(), joiner.id.clone());
+    if group.is_leader(&old_id) {
+        group.leader = Some(joiner.id.clone());
+    }
+    Some(current_join_outcome(group, &joiner.id))
 }
 
 /// Starts a rebalance: members must rejoin within the rebalance timeout. Followers parked in
@@ -2027,14 +2071,47 @@ mod tests {
             let second = coordinator.join_group(5, request).await;
             assert_eq!(second.error_code, NONE);
             assert_ne!(first.member_id, second.member_id);
-            let mut heartbeat = HeartbeatRequest::default();
-            heartbeat.group_id = GroupId(StrBytes::from_static_str("s"));
-            heartbeat.generation_id = second.generation_id;
-            heartbeat.member_id = first.member_id.clone();
-            heartbeat.group_instance_id = Some(StrBytes::from_static_str("instance-1"));
+            let mut fenced = HeartbeatRequest::default();
+            fenced.group_id = GroupId(StrBytes::from_static_str("s"));
+            fenced.generation_id = second.generation_id;
+            fenced.member_id = first.member_id.clone();
+            fenced.group_instance_id = Some(StrBytes::from_static_str("instance-1"));
             assert_eq!(
-                coordinator.heartbeat(4, heartbeat).await.error_code,
+                coordinator.heartbeat(4, fenced).await.error_code,
                 FENCED_INSTANCE_ID
+            );
+            // Once Stable, a restart with the same protocols keeps the assignment, no rebalance.
+            let generation = second.generation_id;
+            let second_id = second.member_id.to_string();
+            let synced = sync(
+                &coordinator,
+                "s",
+                generation,
+                &second_id,
+                &[(second_id.as_str(), "mine")],
+            )
+            .await;
+            assert_eq!(synced.assignment, Bytes::from("mine"));
+            let mut request = join_request("s", "", 5_000, &["range"]);
+            request.group_instance_id = Some(StrBytes::from_static_str("instance-1"));
+            let third = coordinator.join_group(5, request).await;
+            assert_eq!(third.error_code, NONE);
+            assert_eq!(third.generation_id, generation);
+            assert_eq!(third.leader, third.member_id);
+            let third_id = third.member_id.to_string();
+            let synced = sync(&coordinator, "s", generation, &third_id, &[]).await;
+            assert_eq!(synced.assignment, Bytes::from("mine"));
+            assert_eq!(
+                heartbeat(&coordinator, "s", generation, &second_id).await,
+                UNKNOWN_MEMBER_ID
+            );
+            assert_eq!(
+                coordinator
+                    .describe_group(5, "s")
+                    .await
+                    .group_state
+                    .as_str(),
+                "Stable"
             );
             coordinator.close().await;
         });
