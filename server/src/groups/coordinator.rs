@@ -2117,6 +2117,181 @@ mod tests {
         });
     }
 
+    fn check_invariants(coordinator: &GroupCoordinator) {
+        for (group_id, group) in coordinator.groups.borrow().iter() {
+            let ids: BTreeSet<&str> = group.members.iter().map(|m| m.id.as_str()).collect();
+            assert_eq!(
+                ids.len(),
+                group.members.len(),
+                "{group_id}: duplicate member ids"
+            );
+            match group.state {
+                GroupState::Empty => assert!(group.members.is_empty(), "{group_id}"),
+                GroupState::CompletingRebalance | GroupState::Stable => {
+                    let leader = group.leader.as_deref().expect("a leader");
+                    assert!(ids.contains(leader), "{group_id}: leader is a member");
+                    assert!(group.protocol_name.is_some());
+                    assert!(group.members.iter().all(|m| m.join_waiter.is_none()));
+                }
+                GroupState::PreparingRebalance => {
+                    assert!(group.rebalance_deadline.is_some())
+                }
+                GroupState::Dead => panic!("no group is kept Dead"),
+            }
+            if group.state == GroupState::Stable {
+                assert!(group.members.iter().all(|m| m.sync_waiter.is_none()));
+            }
+            for member_id in group.static_members.values() {
+                assert!(
+                    ids.contains(member_id.as_str()),
+                    "{group_id}: static map is current"
+                );
+            }
+        }
+    }
+
+    /// Random interleavings of every request, with stale, foreign and garbage ids, generations
+    /// and versions: nothing panics, invariants hold after every step, and every parked request
+    /// is answered by the end.
+    #[test]
+    fn random_request_storms_keep_the_invariants() {
+        run("storm", |dir| async move {
+            let coordinator = open(&dir).await;
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            let mut next = move |bound: u64| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed % bound
+            };
+            let mut known_ids: Vec<String> = vec![String::new(), "garbage".to_string()];
+            // Spawned (possibly parked) requests report the member ids they were given here.
+            let given_ids: Rc<RefCell<Vec<String>>> = Rc::new(RefCell::new(Vec::new()));
+            let parked = Rc::new(Cell::new(0usize));
+            let spawn = |request: std::pin::Pin<Box<dyn Future<Output = String>>>| {
+                let given_ids = given_ids.clone();
+                let parked = parked.clone();
+                parked.set(parked.get() + 1);
+                glommio::spawn_local(async move {
+                    let id = request.await;
+                    given_ids.borrow_mut().push(id);
+                    parked.set(parked.get() - 1);
+                })
+                .detach();
+            };
+            for step in 0..600 {
+                let group = ["a", "b", ""][next(3) as usize];
+                let mut member = known_ids[next(known_ids.len() as u64) as usize].clone();
+                let mut generation = next(6) as i32 - 1;
+                // Half the time, act as a well-behaved member (often the leader) would.
+                if next(2) == 0 {
+                    if let Some(current) = coordinator.groups.borrow().get(group) {
+                        generation = current.generation_id;
+                        let pick = next(current.members.len() as u64 + 1) as usize;
+                        member = match (pick, current.members.get(pick)) {
+                            (_, Some(m)) if next(2) == 0 => m.id.clone(),
+                            _ => current.leader.clone().unwrap_or(member),
+                        };
+                    }
+                }
+                let coordinator2 = coordinator.clone();
+                match next(20) {
+                    0..=6 => {
+                        let version = next(10) as i16;
+                        let protocols: &[&str] =
+                            [&["range"][..], &["range", "roundrobin"], &["sticky"], &[]]
+                                [next(4) as usize];
+                        let mut request = join_request(group, &member, 1_000, protocols);
+                        request.rebalance_timeout_ms = 100 + next(200) as i32;
+                        if next(4) == 0 {
+                            request.group_instance_id =
+                                Some(StrBytes::from_string(format!("i{}", next(3))));
+                        }
+                        spawn(Box::pin(async move {
+                            let response = coordinator2.join_group(version, request).await;
+                            response
+                                .encode(&mut bytes::BytesMut::new(), version)
+                                .unwrap();
+                            response.member_id.to_string()
+                        }));
+                    }
+                    7..=10 => {
+                        let assignments = [(member.as_str(), "x")];
+                        let version = next(6) as i16;
+                        let mut request = SyncGroupRequest::default();
+                        request.group_id = GroupId(StrBytes::from_string(group.to_string()));
+                        request.generation_id = generation;
+                        request.member_id = StrBytes::from_string(member.clone());
+                        request.assignments = assignments
+                            .iter()
+                            .map(|(id, a)| {
+                                let mut out = SyncGroupRequestAssignment::default();
+                                out.member_id = StrBytes::from_string(id.to_string());
+                                out.assignment = Bytes::from(a.to_string());
+                                out
+                            })
+                            .collect();
+                        spawn(Box::pin(async move {
+                            let response = coordinator2.sync_group(version, request).await;
+                            response
+                                .encode(&mut bytes::BytesMut::new(), version)
+                                .unwrap();
+                            String::new()
+                        }));
+                    }
+                    11..=13 => {
+                        heartbeat(&coordinator, group, generation, &member).await;
+                    }
+                    14 => {
+                        let mut request = LeaveGroupRequest::default();
+                        request.group_id = GroupId(StrBytes::from_string(group.to_string()));
+                        request.member_id = StrBytes::from_string(member.clone());
+                        let mut identity = MemberIdentity::default();
+                        identity.member_id = StrBytes::from_string(member.clone());
+                        request.members = vec![identity];
+                        let version = next(6) as i16;
+                        coordinator.leave_group(version, request).await;
+                    }
+                    15 | 16 => {
+                        let request = commit_request(
+                            group,
+                            generation,
+                            &member,
+                            &[("t", next(3) as i32, step)],
+                        );
+                        let response = coordinator.offset_commit(2 + next(8) as i16, request).await;
+                        assert_eq!(commit_errors(&response).len(), 1);
+                    }
+                    17 => {
+                        coordinator.describe_group(next(7) as i16, group).await;
+                        coordinator.list_groups(next(6) as i16, &[]).await;
+                    }
+                    _ => glommio::timer::sleep(Duration::from_millis(next(40))).await,
+                }
+                // Let spawned requests run, then learn the ids they were given.
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+                for id in given_ids.borrow_mut().drain(..) {
+                    if !id.is_empty() && !known_ids.contains(&id) {
+                        // Keep "" and "garbage", and the most recent ids.
+                        if known_ids.len() >= 10 {
+                            known_ids.remove(2);
+                        }
+                        known_ids.push(id);
+                    }
+                }
+                check_invariants(&coordinator);
+            }
+            coordinator.close().await;
+            for _ in 0..1000 {
+                if parked.get() == 0 {
+                    break;
+                }
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            assert_eq!(parked.get(), 0, "close answers every parked request");
+        });
+    }
+
     /// Every response shape encodes in every version the broker may negotiate: a field set in a
     /// version that lacks it would make the codec refuse the response.
     #[test]
