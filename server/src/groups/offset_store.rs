@@ -347,7 +347,8 @@ impl OffsetStore {
             .await
             .map_err(|error| self.io(error.into()))?;
         std::fs::rename(&self.compacting_path, &self.log_path).map_err(|source| self.io(source))?;
-        // The rename is durable only once the directory is synced.
+        // The rename is durable only once the directory is synced. This one blocking call runs
+        // only on compaction (every few MiB of commits), never per commit.
         std::fs::File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
             .map_err(|source| self.io(source))?;
