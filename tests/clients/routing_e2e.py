@@ -13,7 +13,7 @@ Run (builds nothing; build first with `cargo build --release`):
 
 Installs kafka-python 3.0.12 into a private venv if it is missing. The broker it starts listens on
 port 19310 (override with --port) with a temporary data directory; WEIR_ARGS overrides how the
-binary is started (`{port}` and `{data_dir}` are substituted).
+binary is started (`{port}` and `{data_dir}` are substituted; shard i also listens on port+1+i).
 """
 
 import argparse
@@ -28,7 +28,7 @@ import time
 
 VENV = os.path.join(tempfile.gettempdir(), "weir-tests-venv")
 KAFKA_PYTHON = "kafka-python==3.0.12"
-DEFAULT_WEIR_ARGS = "--port {port} --data-dir {data_dir}"
+DEFAULT_WEIR_ARGS = "--listen 127.0.0.1:{port} --data-dir {data_dir} --cpus 0-1"
 
 
 def ensure_kafka_python():
