@@ -35,6 +35,6 @@ pub const POOL_BUFFERS_PER_SIZE_MAX: usize = 4;
 pub const POOL_BYTES_MAX: usize = 32 << 20;
 
 const _: () = assert!(BLOCK_BYTES.is_power_of_two());
-const _: () = assert!(PREALLOCATE_STEP_BYTES % BLOCK_BYTES as u64 == 0);
+const _: () = assert!(PREALLOCATE_STEP_BYTES.is_multiple_of(BLOCK_BYTES as u64));
 const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64);
 const _: () = assert!(BATCH_BYTES_MAX as u64 <= SEGMENT_BYTES_MAX);

@@ -176,6 +176,11 @@ enum Job {
     Roll,
 }
 
+struct WriteJobResult {
+    /// Blocks now reserved in the file, when pre-allocation ran.
+    allocated: Option<u64>,
+}
+
 struct WriteJob {
     file: Rc<DmaFile>,
     path: PathBuf,
@@ -246,12 +251,40 @@ fn plan_write(inner: &mut Inner) -> WriteJob {
     }
 }
 
-async fn run_write(job: WriteJob) -> (Result<(), LogError>, Option<DmaBuffer>) {
+/// Reserves blocks up to `step_end` (a 32 MiB step) or, when the device cannot hold that much,
+/// just up to `write_end`, so that pre-allocation alone never makes a near-full disk refuse writes.
+async fn preallocate(
+    file: &DmaFile,
+    path: &Path,
+    step_end: u64,
+    write_end: u64,
+) -> Result<u64, LogError> {
+    match file
+        .pre_allocate(step_end, false)
+        .await
+        .map_err(|e| log_error(path, e))
+    {
+        Err(LogError::StorageFull) => {
+            file.pre_allocate(write_end, false)
+                .await
+                .map_err(|e| log_error(path, e))?;
+            Ok(write_end)
+        }
+        other => other.map(|()| step_end),
+    }
+}
+
+async fn run_write(mut job: WriteJob) -> (Result<(), LogError>, Option<DmaBuffer>, WriteJobResult) {
+    let write_end = job.aligned_start + job.buffer.len() as u64;
     if let Some(size) = job.allocate_to {
-        if let Err(e) = job.file.pre_allocate(size, false).await {
-            return (Err(log_error(&job.path, e)), Some(job.buffer));
+        match preallocate(&job.file, &job.path, size, write_end).await {
+            Ok(allocated) => job.allocate_to = Some(allocated),
+            Err(e) => return (Err(e), Some(job.buffer), WriteJobResult { allocated: None }),
         }
     }
+    let allocated = WriteJobResult {
+        allocated: job.allocate_to,
+    };
     let buffer = Rc::new(job.buffer);
     let expected = buffer.len();
     let result = job
@@ -260,7 +293,7 @@ async fn run_write(job: WriteJob) -> (Result<(), LogError>, Option<DmaBuffer>) {
         .await;
     let buffer = Rc::try_unwrap(buffer).ok();
     match result {
-        Ok(written) if written == expected => (Ok(()), buffer),
+        Ok(written) if written == expected => (Ok(()), buffer, allocated),
         Ok(written) => {
             let source =
                 std::io::Error::other(format!("short write: {written} of {expected} bytes"));
@@ -270,9 +303,10 @@ async fn run_write(job: WriteJob) -> (Result<(), LogError>, Option<DmaBuffer>) {
                     source,
                 }),
                 buffer,
+                allocated,
             )
         }
-        Err(e) => (Err(log_error(&job.path, e)), buffer),
+        Err(e) => (Err(log_error(&job.path, e)), buffer, allocated),
     }
 }
 
@@ -403,12 +437,12 @@ async fn run_writer(weak: Weak<RefCell<Inner>>) {
                     job.path.clone(),
                 );
                 let new_tail = job.new_tail.clone();
-                let allocate_to = job.allocate_to;
                 let file = job.file.clone();
-                let (result, buffer) = run_write(job).await;
+                let (result, buffer, done) = run_write(job).await;
                 if let Some(buffer) = buffer {
                     give_buffer(buffer);
                 }
+                let allocate_to = done.allocated;
                 match result {
                     Ok(()) => {
                         let Some(log) = weak.upgrade() else { return };

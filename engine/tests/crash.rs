@@ -22,7 +22,8 @@ fn fill(root: &Path, config: LogConfig, count: usize) -> Vec<(i64, Vec<u8>)> {
     run(root, move |dir| async move {
         let log = Log::open(&dir, config).await.unwrap();
         for i in 0..count {
-            log.append(values(1 + i % 4, 20 + (i * 37) % 400, i as u8 + 1)).unwrap();
+            log.append(values(1 + i % 4, 20 + (i * 37) % 400, i as u8 + 1))
+                .unwrap();
         }
         log.close().await.unwrap();
         let log = Log::open(&dir, LogConfig::default()).await.unwrap();
@@ -33,17 +34,31 @@ fn fill(root: &Path, config: LogConfig, count: usize) -> Vec<(i64, Vec<u8>)> {
 }
 
 fn last_offset(batch: &(i64, Vec<u8>)) -> i64 {
-    batch.0 + weir_engine::batch::validate(&batch.1).unwrap().last_offset_delta as i64
+    batch.0
+        + weir_engine::batch::validate(&batch.1)
+            .unwrap()
+            .last_offset_delta as i64
 }
 
 #[test]
 fn kill_without_close_keeps_every_durable_batch() {
     let tmp = tempfile::tempdir().unwrap();
     let durable = run(tmp.path(), |dir| async move {
-        let log = Log::open(&dir, LogConfig { segment_bytes: 16 << 10, ..always() }).await.unwrap();
+        let log = Log::open(
+            &dir,
+            LogConfig {
+                segment_bytes: 16 << 10,
+                ..always()
+            },
+        )
+        .await
+        .unwrap();
         let mut last = 0;
         for i in 0..80 {
-            last = log.append(values(2, 100 + i * 3, i as u8)).unwrap().last_offset;
+            last = log
+                .append(values(2, 100 + i * 3, i as u8))
+                .unwrap()
+                .last_offset;
             if i % 7 == 0 {
                 log.wait_durable(last).await.unwrap();
             }
@@ -90,9 +105,17 @@ fn cut_active_segment_at_random_positions() {
     for (i, cut) in cuts.into_iter().enumerate() {
         let root = tmp.path().join(format!("cut-{i}"));
         copy_dir(&tmp.path().join("topic-0"), &root.join("topic-0"));
-        let file = std::fs::OpenOptions::new().write(true).open(root.join("topic-0/00000000000000000000.log")).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(root.join("topic-0/00000000000000000000.log"))
+            .unwrap();
         file.set_len(cut).unwrap();
-        let kept: Vec<(i64, Vec<u8>)> = batches.iter().zip(&ends).filter(|(_, e)| **e <= cut).map(|(b, _)| b.clone()).collect();
+        let kept: Vec<(i64, Vec<u8>)> = batches
+            .iter()
+            .zip(&ends)
+            .filter(|(_, e)| **e <= cut)
+            .map(|(b, _)| b.clone())
+            .collect();
         let next = kept.last().map_or(0, |b| last_offset(b) + 1);
         run(&root, move |dir| async move {
             let log = Log::open(&dir, LogConfig::default()).await.unwrap();
@@ -101,7 +124,11 @@ fn cut_active_segment_at_random_positions() {
             assert_eq!(log.append(values(1, 5, 9)).unwrap().base_offset, next);
             log.close().await.unwrap();
             let log = Log::open(&dir, LogConfig::default()).await.unwrap();
-            assert_eq!(log.high_watermark(), next + 1, "cut at {cut}, after a new append");
+            assert_eq!(
+                log.high_watermark(),
+                next + 1,
+                "cut at {cut}, after a new append"
+            );
             log.close().await.unwrap();
         });
     }
@@ -113,12 +140,17 @@ fn garbage_after_the_tail_is_truncated() {
     let batches = fill(tmp.path(), LogConfig::default(), 25);
     let segment = tmp.path().join("topic-0").join("00000000000000000000.log");
     let data_bytes = std::fs::metadata(&segment).unwrap().len();
-    for (i, garbage) in [vec![0xffu8; 3], vec![0x42; 5000], (0..700u32).map(|i| (i * 31 + 7) as u8).collect::<Vec<_>>(), {
-        // a plausible header: a length that fits, but a wrong CRC
-        let mut fake = batches[0].1.clone();
-        fake[40] ^= 1;
-        fake
-    }]
+    for (i, garbage) in [
+        vec![0xffu8; 3],
+        vec![0x42; 5000],
+        (0..700u32).map(|i| (i * 31 + 7) as u8).collect::<Vec<_>>(),
+        {
+            // a plausible header: a length that fits, but a wrong CRC
+            let mut fake = batches[0].1.clone();
+            fake[40] ^= 1;
+            fake
+        },
+    ]
     .into_iter()
     .enumerate()
     {
@@ -134,7 +166,11 @@ fn garbage_after_the_tail_is_truncated() {
             assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
             log.close().await.unwrap();
         });
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), data_bytes, "garbage case {i}");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            data_bytes,
+            "garbage case {i}"
+        );
     }
 }
 
@@ -154,12 +190,27 @@ fn flipped_byte_in_sealed_segment_refuses_to_open_then_repairs() {
     let flip_at = bytes.len() / 2;
     bytes[flip_at] ^= 0x10;
     std::fs::write(&victim, &bytes).unwrap();
-    let victim_base: i64 = victim.file_stem().unwrap().to_string_lossy().parse().unwrap();
-    let error = run(tmp.path(), |dir| async move { Log::open(&dir, LogConfig::default()).await.err().map(|e| e.to_string()) });
+    let victim_base: i64 = victim
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .parse()
+        .unwrap();
+    let error = run(tmp.path(), |dir| async move {
+        Log::open(&dir, LogConfig::default())
+            .await
+            .err()
+            .map(|e| e.to_string())
+    });
     let message = error.expect("a flipped byte in sealed data must stop the open");
     assert!(message.contains(&victim.display().to_string()), "{message}");
     assert!(message.contains("crc"), "{message}");
-    let typed = run(tmp.path(), |dir| async move { matches!(Log::open(&dir, LogConfig::default()).await, Err(LogError::Corrupt { .. })) });
+    let typed = run(tmp.path(), |dir| async move {
+        matches!(
+            Log::open(&dir, LogConfig::default()).await,
+            Err(LogError::Corrupt { .. })
+        )
+    });
     assert!(typed);
     // Repair keeps every batch before the damaged one and continues from there.
     let mut position = 0usize;
@@ -171,10 +222,23 @@ fn flipped_byte_in_sealed_segment_refuses_to_open_then_repairs() {
         position += batch.1.len();
         kept.push(batch.clone());
     }
-    let expected: Vec<(i64, Vec<u8>)> = batches.iter().filter(|b| b.0 < victim_base).cloned().chain(kept).collect();
+    let expected: Vec<(i64, Vec<u8>)> = batches
+        .iter()
+        .filter(|b| b.0 < victim_base)
+        .cloned()
+        .chain(kept)
+        .collect();
     let next = expected.last().map_or(0, |b| last_offset(b) + 1);
     run(tmp.path(), move |dir| async move {
-        let log = Log::open(&dir, LogConfig { repair: true, ..LogConfig::default() }).await.unwrap();
+        let log = Log::open(
+            &dir,
+            LogConfig {
+                repair: true,
+                ..LogConfig::default()
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(log.high_watermark(), next);
         assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
         assert_eq!(log.append(values(1, 5, 9)).unwrap().base_offset, next);
@@ -183,7 +247,10 @@ fn flipped_byte_in_sealed_segment_refuses_to_open_then_repairs() {
         assert_eq!(log.high_watermark(), next + 1);
         log.close().await.unwrap();
     });
-    assert!(files(&tmp.path().join("topic-0"), ".log").last().unwrap() <= &victim, "later segments were deleted");
+    assert!(
+        files(&tmp.path().join("topic-0"), ".log").last().unwrap() <= &victim,
+        "later segments were deleted"
+    );
 }
 
 #[test]

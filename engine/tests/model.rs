@@ -30,11 +30,18 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn config() -> LogConfig {
     // Records carry timestamp 0 (1970): time retention would delete every sealed segment.
-    LogConfig { tail_cache_bytes: 3000, retention_ms: -1, ..small_segments(3000) }
+    LogConfig {
+        tail_cache_bytes: 3000,
+        retention_ms: -1,
+        ..small_segments(3000)
+    }
 }
 
 fn last_of(batch: &(i64, Vec<u8>)) -> i64 {
-    batch.0 + weir_engine::batch::validate(&batch.1).unwrap().last_offset_delta as i64
+    batch.0
+        + weir_engine::batch::validate(&batch.1)
+            .unwrap()
+            .last_offset_delta as i64
 }
 
 async fn check_case(dir: std::path::PathBuf, ops: Vec<Op>) {
@@ -69,12 +76,18 @@ async fn check_case(dir: std::path::PathBuf, ops: Vec<Op>) {
                             assert_eq!(*batch, model[first + i], "batch {i} of read at {offset}");
                             total += batch.1.len();
                         }
-                        assert!(got.len() == 1 || total <= max_bytes, "{total} > {max_bytes}");
+                        assert!(
+                            got.len() == 1 || total <= max_bytes,
+                            "{total} > {max_bytes}"
+                        );
                     }
                 }
             }
             Op::Roll => {
-                log.set_config(LogConfig { segment_ms: 0, ..config() });
+                log.set_config(LogConfig {
+                    segment_ms: 0,
+                    ..config()
+                });
                 let mut batch = values(1, 10, 0);
                 log.append(batch.clone()).unwrap();
                 weir_engine::batch::set_base_offset(&mut batch, end);
@@ -87,17 +100,26 @@ async fn check_case(dir: std::path::PathBuf, ops: Vec<Op>) {
                     log.wait_written(end - 1).await.unwrap();
                 }
                 let start_before = log.log_start_offset();
-                log.set_config(LogConfig { retention_bytes: keep_bytes, ..config() });
+                log.set_config(LogConfig {
+                    retention_bytes: keep_bytes,
+                    ..config()
+                });
                 log.enforce_retention().await.unwrap();
                 log.set_config(config());
                 let start = log.log_start_offset();
                 model.retain(|b| b.0 >= start);
-                assert!(model.first().is_none_or(|b| b.0 == start), "log start {start} is a batch boundary");
+                assert!(
+                    model.first().is_none_or(|b| b.0 == start),
+                    "log start {start} is a batch boundary"
+                );
                 let kept: usize = model.iter().map(|b| b.1.len()).sum();
                 if start != start_before {
                     // Whole segments of at most ~3000 bytes go, oldest first, only while the rest
                     // still holds retention.bytes.
-                    assert!(kept as i64 + 6000 >= keep_bytes, "kept {kept} of retention {keep_bytes}");
+                    assert!(
+                        kept as i64 + 6000 >= keep_bytes,
+                        "kept {kept} of retention {keep_bytes}"
+                    );
                 }
             }
             Op::Reopen => {

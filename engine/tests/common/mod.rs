@@ -34,22 +34,43 @@ pub fn values(count: usize, value_bytes: usize, fill: u8) -> BytesMut {
 }
 
 pub fn timed(count: usize, first_timestamp_ms: i64) -> BytesMut {
-    let spec = BatchSpec { first_timestamp_ms, ..BatchSpec::default() };
-    let records: Vec<RecordSpec> = (0..count).map(|i| RecordSpec { value: Some(b"t"), timestamp_delta_ms: i as i64, ..RecordSpec::default() }).collect();
+    let spec = BatchSpec {
+        first_timestamp_ms,
+        ..BatchSpec::default()
+    };
+    let records: Vec<RecordSpec> = (0..count)
+        .map(|i| RecordSpec {
+            value: Some(b"t"),
+            timestamp_delta_ms: i as i64,
+            ..RecordSpec::default()
+        })
+        .collect();
     build_batch(&spec, &records)
 }
 
 pub fn idempotent(producer_id: i64, epoch: i16, first_sequence: i32, count: usize) -> BytesMut {
-    let spec = BatchSpec { producer_id, producer_epoch: epoch, base_sequence: first_sequence, ..BatchSpec::default() };
+    let spec = BatchSpec {
+        producer_id,
+        producer_epoch: epoch,
+        base_sequence: first_sequence,
+        ..BatchSpec::default()
+    };
     build_value_batch(&spec, b"idem", count)
 }
 
 pub fn small_segments(segment_bytes: u64) -> LogConfig {
-    LogConfig { segment_bytes, index_interval_bytes: 256, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes,
+        index_interval_bytes: 256,
+        ..LogConfig::default()
+    }
 }
 
 pub fn always() -> LogConfig {
-    LogConfig { durability: Durability::Always, ..LogConfig::default() }
+    LogConfig {
+        durability: Durability::Always,
+        ..LogConfig::default()
+    }
 }
 
 /// The bytes of a read, concatenated.
@@ -68,7 +89,10 @@ pub fn split_batches(mut bytes: &[u8]) -> Vec<(i64, Vec<u8>)> {
     while !bytes.is_empty() {
         let size = weir_engine::batch::claimed_size(bytes).expect("whole batches");
         weir_engine::batch::validate(&bytes[..size]).expect("valid batch");
-        out.push((weir_engine::batch::base_offset(bytes), bytes[..size].to_vec()));
+        out.push((
+            weir_engine::batch::base_offset(bytes),
+            bytes[..size].to_vec(),
+        ));
         bytes = &bytes[size..];
     }
     out
@@ -80,7 +104,10 @@ pub async fn read_all(log: &Log, mut offset: i64, max_bytes: usize) -> Vec<(i64,
     while offset < log.high_watermark() {
         let read = log.read(offset, max_bytes).await.unwrap();
         let batches = split_batches(&bytes_of(&read));
-        assert!(!batches.is_empty(), "read at {offset} below the high watermark returned nothing");
+        assert!(
+            !batches.is_empty(),
+            "read at {offset} below the high watermark returned nothing"
+        );
         let last = batches.last().unwrap();
         let info = weir_engine::batch::validate(&last.1).unwrap();
         offset = last.0 + info.last_offset_delta as i64 + 1;
