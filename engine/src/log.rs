@@ -852,9 +852,16 @@ fn wait_until(
         if let Some(failure) = &inner.failure {
             return Poll::Ready(Err(failure.to_error()));
         }
-        if inner.closed || offset >= inner.next_offset {
-            // Closed, or an offset that was never assigned: nothing will ever complete it.
+        if inner.closed {
             return Poll::Ready(Err(LogError::Closed));
+        }
+        if offset >= inner.next_offset {
+            // Never assigned: waiting could hang forever, so it is an error, not a wait.
+            return Poll::Ready(Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: inner.start_offset,
+                log_end_offset: inner.next_offset,
+            }));
         }
         inner.waiters.push(cx.waker().clone());
         Poll::Pending
