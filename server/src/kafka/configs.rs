@@ -56,12 +56,10 @@ pub async fn describe(
     let metadata = shard.metadata();
     let mut response = DescribeConfigsResponse::default();
     for resource in request.resources {
-        let wanted = |name: &str| {
-            resource
-                .configuration_keys
-                .as_ref()
-                .map(|keys| keys.iter().any(|k| k.as_str() == name))
-                .unwrap_or(true)
+        // Null or empty keys: every config (as Kafka does).
+        let wanted = |name: &str| match &resource.configuration_keys {
+            Some(keys) if !keys.is_empty() => keys.iter().any(|k| k.as_str() == name),
+            _ => true,
         };
         let mut result = DescribeConfigsResult::default();
         result.resource_type = resource.resource_type;

@@ -18,7 +18,11 @@ pub async fn handle(
     let mut response = InitProducerIdResponse::default();
     response.producer_id = ProducerId(-1);
     response.producer_epoch = -1;
-    if request.transactional_id.is_some() {
+    if request
+        .transactional_id
+        .as_ref()
+        .is_some_and(|id| !id.0.is_empty())
+    {
         response.error_code = code::INVALID_REQUEST;
         return response;
     }

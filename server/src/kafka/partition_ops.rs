@@ -56,6 +56,14 @@ pub fn append(shard: &Shard, topic: &str, partition: i32, records: Option<&[u8]>
         .ok_or_else(|| missing(shard, topic, partition))?;
     let records = records.ok_or(code::CORRUPT_MESSAGE)?;
     let bounds = batch_bounds(records).ok_or(code::CORRUPT_MESSAGE)?;
+    if bounds.len() > 1 {
+        // All or nothing, as in Kafka: check every batch before appending the first. (A single
+        // batch is checked once, by the engine.)
+        for (start, end) in &bounds {
+            weir_engine::batch::validate(&records[*start..*end])
+                .map_err(|error| from_log_error(&error.into()))?;
+        }
+    }
     let mut first = None;
     let mut last = (0, 0);
     for (start, end) in bounds {
