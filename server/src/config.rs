@@ -40,6 +40,10 @@ pub struct Args {
     /// Host name put in Metadata responses (default: the --listen host).
     #[arg(long, value_name = "HOST")]
     pub advertised_host: Option<String>,
+    /// Advertise every broker at the bootstrap port instead of its own port: clients then reach
+    /// partitions through forwarding (single-port deployments, and measuring that path).
+    #[arg(long)]
+    pub advertise_bootstrap: bool,
     /// CPUs to run shards on, one pinned glommio executor each: `0-3`, `0,2,5` (default: all).
     #[arg(long, value_name = "LIST")]
     pub cpus: Option<String>,
@@ -58,6 +62,7 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     pub advertised_host: String,
     pub cpus: Vec<usize>,
+    pub advertise_bootstrap: bool,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
     pub socket_request_max_bytes: usize,
@@ -112,6 +117,11 @@ impl BrokerConfig {
         let listen_text = take(args.listen, "listen").unwrap_or_else(|| "127.0.0.1:9092".into());
         let advertised = take(args.advertised_host, "advertised-host");
         let cpus_text = take(args.cpus, "cpus");
+        let advertise_bootstrap = args.advertise_bootstrap
+            || values
+                .remove("advertise-bootstrap")
+                .map(|v| v == "true")
+                .unwrap_or(false);
 
         let listen = listen_text
             .to_socket_addrs()
@@ -149,6 +159,7 @@ impl BrokerConfig {
             listen,
             advertised_host,
             cpus,
+            advertise_bootstrap,
             num_partitions: 1,
             auto_create_topics: true,
             socket_request_max_bytes: 100 << 20,

@@ -21,7 +21,7 @@ fn locate(shard: &Shard, key: &str, key_type: i8) -> (i16, i32, StrBytes, i32) {
         code::NONE,
         owner as i32,
         StrBytes::from_string(shard.config.advertised_host.clone()),
-        shard.broker_port(owner) as i32,
+        shard.advertised_port(owner) as i32,
     )
 }
 

@@ -68,7 +68,7 @@ pub fn brokers(shard: &Shard) -> Vec<MetadataResponseBroker> {
             let mut broker = MetadataResponseBroker::default();
             broker.node_id = BrokerId(id as i32);
             broker.host = StrBytes::from_string(shard.config.advertised_host.clone());
-            broker.port = shard.broker_port(id) as i32;
+            broker.port = shard.advertised_port(id) as i32;
             broker
         })
         .collect()

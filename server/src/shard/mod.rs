@@ -61,6 +61,15 @@ impl Shard {
         self.config.listen.port() + 1 + shard as u16
     }
 
+    /// The port Metadata and FindCoordinator give for broker `shard`.
+    pub fn advertised_port(&self, shard: usize) -> u16 {
+        if self.config.advertise_bootstrap {
+            self.config.listen.port()
+        } else {
+            self.broker_port(shard)
+        }
+    }
+
     /// Installs a newer metadata snapshot: deletes the logs of topics that are gone, opens the
     /// logs this shard now owns, applies changed topic configs. Older snapshots are ignored.
     pub async fn apply_metadata(&self, next: Arc<Metadata>) {
