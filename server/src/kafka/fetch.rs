@@ -69,7 +69,7 @@ pub async fn handle(
             .flat_map(|(_, parts)| parts.iter())
             .any(|p| p.error_code != code::NONE);
         let now = Instant::now();
-        if total >= min_bytes.max(1)
+        if total >= min_bytes
             || any_error
             || now >= deadline
             || shard.shutdown.is_fired()
