@@ -30,6 +30,35 @@ const RESOURCE_TOPIC: i8 = 2;
 const RESPONSE_BYTES_MAX: usize = 64 << 20;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The admin subcommands of `weir` (without one, `weir` runs the broker).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Declare, delete and list exchanges on a running broker.
+    Exchange {
+        /// The broker to talk to.
+        #[arg(long, default_value = "127.0.0.1:9092", value_name = "HOST:PORT")]
+        bootstrap: String,
+        #[command(subcommand)]
+        command: ExchangeCommand,
+    },
+    /// Add, remove and list bindings on a running broker.
+    Binding {
+        /// The broker to talk to.
+        #[arg(long, default_value = "127.0.0.1:9092", value_name = "HOST:PORT")]
+        bootstrap: String,
+        #[command(subcommand)]
+        command: BindingCommand,
+    },
+}
+
+/// Runs an admin subcommand to completion.
+pub fn run(command: &Command) -> Result<()> {
+    match command {
+        Command::Exchange { bootstrap, command } => run_exchange(bootstrap, command),
+        Command::Binding { bootstrap, command } => run_binding(bootstrap, command),
+    }
+}
+
 /// `weir exchange …`
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ExchangeCommand {

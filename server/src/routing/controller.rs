@@ -66,6 +66,16 @@ impl RoutingController {
         })
     }
 
+    /// Takes over a table already loaded from `data_dir` (by `open`, at broker start) and
+    /// published as `snapshot`.
+    pub fn from_snapshot(data_dir: &Path, snapshot: Arc<RoutingTable>) -> RoutingController {
+        RoutingController {
+            table: (*snapshot).clone(),
+            store: RoutingStore::new(data_dir),
+            published: snapshot,
+        }
+    }
+
     /// Applies `changes` all or nothing, persists them, and returns the snapshot to broadcast
     /// (the current one, unchanged, if the changes were no-ops).
     pub fn apply(&mut self, changes: &[Change]) -> Result<Arc<RoutingTable>, ControllerError> {

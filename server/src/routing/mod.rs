@@ -14,8 +14,10 @@
 //! - [`records`], [`decompress`]: splitting produced batches per destination partition.
 //! - [`router`]: one produce to an exchange → batches per destination partition.
 //! - [`store`], [`controller`]: durability, the single writer, snapshots for the shards.
+//! - [`broker`]: the calls the broker core makes (produce diversion, controller, Metadata).
 //! - [`cli`]: `weir exchange …` / `weir binding …`.
 
+pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod controller;
