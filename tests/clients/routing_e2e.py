@@ -119,6 +119,44 @@ def declare(bootstrap):
         admin.close()
 
 
+def declare_more(bootstrap):
+    """A headers exchange and a direct exchange with an alternate exchange."""
+    admin = admin_client(bootstrap)
+    try:
+        admin.create_topics([NewTopic("unrouted", 1, 1, topic_configs={"weir.exchange.type": "fanout"})])
+        admin.create_topics([
+            NewTopic("docs", 1, 1, topic_configs={
+                "weir.exchange.type": "headers",
+                "weir.exchange.bindings": "topic:reports=x-match=any&format=pdf&type=report",
+            }),
+            NewTopic("orders", 1, 1, topic_configs={
+                "weir.exchange.type": "direct",
+                "weir.exchange.alternate": "unrouted",
+            }),
+        ])
+        admin.create_topics([
+            NewTopic("reports", 1, 1),
+            NewTopic("paid", 1, 1, topic_configs={"weir.bindings": "orders=paid"}),
+            NewTopic("dead", 1, 1, topic_configs={"weir.bindings": "unrouted"}),
+        ])
+    finally:
+        admin.close()
+
+
+def produce_more(bootstrap):
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    sends = [
+        ("docs", None, b"pdf", [("format", b"pdf")]),
+        ("docs", None, b"report", [("type", b"report"), ("format", b"zip")]),
+        ("docs", None, b"zip", [("format", b"zip")]),
+        ("orders", b"paid", b"order-1", []),
+        ("orders", b"refunded", b"order-2", []),
+    ]
+    for topic, key, value, headers in sends:
+        producer.send(topic, key=key, value=value, headers=headers).get(timeout=30)
+    producer.close()
+
+
 def describe(bootstrap):
     admin = admin_client(bootstrap)
     try:
@@ -197,6 +235,12 @@ def main():
                [b"first:user.registered", b"first:user."], "email_queue got the user.* records")
         expect(consume(bootstrap, "audit", 4), [b"first:" + key for key in KEYS],
                "audit got every record once")
+
+        declare_more(bootstrap)
+        produce_more(bootstrap)
+        expect(consume(bootstrap, "reports", 2), [b"pdf", b"report"], "headers exchange (x-match=any)")
+        expect(consume(bootstrap, "paid", 1), [b"order-1"], "direct exchange")
+        expect(consume(bootstrap, "dead", 1), [b"order-2"], "alternate exchange took the unmatched key")
 
         if broker is not None:
             broker.stop()
