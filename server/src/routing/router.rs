@@ -26,7 +26,7 @@ use bytes::{Bytes, BytesMut};
 use super::exchange::RoutingError;
 use super::partitioner::Partitioner;
 use super::records::{self, RecordsError};
-use super::table::RoutingTable;
+use super::table::{RouteScratch, RoutingTable};
 
 /// A destination partition.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -90,29 +90,39 @@ pub fn route_produce(
             return forward_whole(records, &known);
         }
     }
-    let split = records::split_records(records, |record, destinations| {
+    let mut scratch = RouteScratch::default();
+    // Destinations borrow topic names from the table: no allocation per routed record.
+    let split = records::split_records(records, |record, destinations: &mut Vec<(&str, u32)>| {
         let key = record.key.as_deref();
+        // Allocates only for records that carry headers.
         let headers: Vec<(&str, Option<&[u8]>)> = record
             .headers
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_deref()))
             .collect();
         // The exchange was checked above and the table does not change during this call.
-        let Ok(topics) = table.route(exchange, key, &headers) else {
+        let Ok(topics) = table.route_with(exchange, key, &headers, &mut scratch) else {
             return;
         };
         for topic in topics {
             if let Some(count) = partition_count(topic).filter(|count| *count > 0) {
-                let partition = partitioner.partition(topic, key, count);
-                destinations.push(TopicPartition {
-                    topic: topic.to_string(),
-                    partition,
-                });
+                destinations.push((*topic, partitioner.partition(topic, key, count)));
             }
         }
     })?;
+    let batches = split
+        .batches
+        .into_iter()
+        .map(|((topic, partition), batch)| {
+            let destination = TopicPartition {
+                topic: topic.to_string(),
+                partition,
+            };
+            (destination, batch)
+        })
+        .collect();
     Ok(RoutedProduce {
-        batches: split.batches,
+        batches,
         routed_records: split.routed,
         unroutable_records: split.unroutable,
         decoded: true,

@@ -196,6 +196,14 @@ enum Undo {
     RemoveBinding(Binding),
 }
 
+/// Buffers `route_with` reuses between calls; borrows names from the table it routes with.
+#[derive(Debug, Default)]
+pub struct RouteScratch<'a> {
+    seen: Vec<&'a str>,
+    found: Vec<&'a Destination>,
+    topics: Vec<&'a str>,
+}
+
 /// How to take back one applied change list.
 #[must_use = "dropping a Reversal makes the changes permanent; that is fine once persisted"]
 pub struct Reversal {
@@ -268,16 +276,35 @@ impl RoutingTable {
         key: Option<&[u8]>,
         headers: &[(&str, Option<&[u8]>)],
     ) -> Result<Vec<&str>, RoutingError> {
+        let mut scratch = RouteScratch::default();
+        self.route_with(exchange, key, headers, &mut scratch)
+            .map(<[&str]>::to_vec)
+    }
+
+    /// As [`route`](Self::route), reusing `scratch`'s buffers so that routing a batch of records
+    /// allocates nothing per record once the buffers have grown.
+    pub fn route_with<'a, 's>(
+        &'a self,
+        exchange: &str,
+        key: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+        scratch: &'s mut RouteScratch<'a>,
+    ) -> Result<&'s [&'a str], RoutingError> {
         let (start, _) = self.exchanges.get_key_value(exchange).ok_or_else(|| {
             RoutingError::UnknownExchange {
                 name: exchange.to_string(),
             }
         })?;
         let key = key.unwrap_or_default();
-        let mut seen: Vec<&str> = vec![start.as_str()];
+        let RouteScratch {
+            seen,
+            found,
+            topics,
+        } = scratch;
+        seen.clear();
+        topics.clear();
+        seen.push(start.as_str());
         let mut next = 0;
-        let mut topics: Vec<&str> = Vec::new();
-        let mut found: Vec<&Destination> = Vec::new();
         while next < seen.len() {
             let current = seen[next];
             next += 1;
@@ -286,7 +313,7 @@ impl RoutingTable {
                 continue;
             };
             found.clear();
-            entry.matches(key, headers, &mut found);
+            entry.matches(key, headers, found);
             if found.is_empty() {
                 if let Some(alternate) = &entry.exchange.alternate {
                     if !seen.contains(&alternate.as_str()) {
@@ -294,7 +321,7 @@ impl RoutingTable {
                     }
                 }
             }
-            for destination in &found {
+            for destination in found.iter() {
                 match destination {
                     Destination::Topic(topic) => topics.push(topic),
                     Destination::Exchange(name) => {
