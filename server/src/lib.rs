@@ -189,14 +189,23 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 }
 
 /// Every shard binds its ports with SO_REUSEPORT, which would let a second broker share them
-/// silently; a plain bind first makes a port in use an error.
+/// silently. A test bind cannot tell (our own TIME_WAIT sockets from a previous run make a plain
+/// bind fail, and a SO_REUSEPORT bind succeeds next to a live broker), so probe with a connect:
+/// anything that accepts means the port is taken.
 fn check_ports_free(config: &BrokerConfig) -> anyhow::Result<()> {
     let ports = std::iter::once(config.listen.port())
         .chain((0..config.cpus.len()).map(|i| config.listen.port() + 1 + i as u16));
     for port in ports {
         let mut address = config.listen;
         address.set_port(port);
-        std::net::TcpListener::bind(address).with_context(|| format!("port {port} is in use"))?;
+        if address.ip().is_unspecified() {
+            address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        if std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_millis(200))
+            .is_ok()
+        {
+            bail!("port {port} is in use (another broker is listening on {address})");
+        }
     }
     Ok(())
 }

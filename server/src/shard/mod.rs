@@ -252,9 +252,13 @@ async fn serve(
     let accept_bootstrap = glommio::spawn_local(crate::kafka::connection::accept_loop(
         shard.clone(),
         bootstrap,
+        true,
     ));
-    let accept_broker =
-        glommio::spawn_local(crate::kafka::connection::accept_loop(shard.clone(), broker));
+    let accept_broker = glommio::spawn_local(crate::kafka::connection::accept_loop(
+        shard.clone(),
+        broker,
+        false,
+    ));
     let _ = ready.send(Ok(id));
 
     // Belt and braces for the glommio wake-up race (see `run`): a slow tick bounds any stall.
@@ -381,7 +385,7 @@ async fn job_loop(shard: Rc<Shard>, jobs: flume::Receiver<Job>) {
             Job::Group(job) => {
                 let shard = shard.clone();
                 glommio::spawn_local(
-                    async move { crate::kafka::group_apis::serve(&shard, job).await },
+                    async move { crate::kafka::group_apis::serve(&shard, *job).await },
                 )
                 .detach();
             }
