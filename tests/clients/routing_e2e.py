@@ -202,6 +202,18 @@ def consume(bootstrap, topic, expected_count, timeout_s=20):
     return sorted(values)
 
 
+def consume_as_group(bootstrap, topic, group, expected_count, timeout_s=30):
+    """The classic example's consumer: subscribe with a group id, read from the earliest offset."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
+                             auto_offset_reset="earliest", consumer_timeout_ms=1000)
+    values = []
+    deadline = time.monotonic() + timeout_s
+    while len(values) < expected_count and time.monotonic() < deadline:
+        values.extend(message.value for message in consumer)
+    consumer.close()
+    return sorted(values)
+
+
 def expect(actual, expected, what):
     if actual != sorted(expected):
         raise AssertionError(f"{what}: expected {sorted(expected)!r}, got {actual!r}")
@@ -235,6 +247,8 @@ def main():
                [b"first:user.registered", b"first:user."], "email_queue got the user.* records")
         expect(consume(bootstrap, "audit", 4), [b"first:" + key for key in KEYS],
                "audit got every record once")
+        expect(consume_as_group(bootstrap, "email_queue", "email-service", 2),
+               [b"first:user.registered", b"first:user."], "consumer group email-service read email_queue")
 
         declare_more(bootstrap)
         produce_more(bootstrap)
