@@ -36,7 +36,12 @@ pub enum Command {
     /// Declare, delete and list exchanges on a running broker.
     Exchange {
         /// The broker to talk to.
-        #[arg(long, default_value = "127.0.0.1:9092", value_name = "HOST:PORT")]
+        #[arg(
+            long,
+            global = true,
+            default_value = "127.0.0.1:9092",
+            value_name = "HOST:PORT"
+        )]
         bootstrap: String,
         #[command(subcommand)]
         command: ExchangeCommand,
@@ -44,7 +49,12 @@ pub enum Command {
     /// Add, remove and list bindings on a running broker.
     Binding {
         /// The broker to talk to.
-        #[arg(long, default_value = "127.0.0.1:9092", value_name = "HOST:PORT")]
+        #[arg(
+            long,
+            global = true,
+            default_value = "127.0.0.1:9092",
+            value_name = "HOST:PORT"
+        )]
         bootstrap: String,
         #[command(subcommand)]
         command: BindingCommand,
@@ -510,5 +520,29 @@ mod tests {
         assert_eq!(table.route("x", None, header).unwrap(), ["r"]);
 
         assert!(arguments("r", "", &["no-equals"], false).element().is_err());
+    }
+
+    #[test]
+    fn bootstrap_goes_anywhere_on_the_command_line() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            command: Command,
+        }
+        for line in [
+            "weir binding --bootstrap h:1 add app q --key a.*",
+            "weir binding add app q --key a.* --bootstrap h:1",
+        ] {
+            let parsed = Cli::try_parse_from(line.split(' ')).unwrap();
+            let Command::Binding { bootstrap, command } = parsed.command else {
+                panic!("{line}: not a binding command");
+            };
+            assert_eq!(bootstrap, "h:1", "{line}");
+            let BindingCommand::Add(arguments) = command else {
+                panic!("{line}: not add");
+            };
+            assert_eq!(arguments.element().unwrap(), "topic:q=a.*");
+        }
     }
 }
