@@ -314,6 +314,31 @@ fn api_versions_fallback_and_bad_frames() {
     old.send_raw(ApiKey::Produce, 2, &ApiVersionsRequest::default());
     assert!(old.is_closed());
 
+    // Tiny frames whose arrays claim billions of elements (the decoder reserves before it
+    // reads): the connection closes, the broker lives.
+    let huge_arrays: [&[u8]; 3] = [
+        // Metadata v1, topics: i32 0x7fffffff
+        &[0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff],
+        // Produce v7: transactional id null, acks 1, timeout 0, topics: i32 0x7fffffff
+        &[
+            0, 0, 0, 7, 0, 0, 0, 2, 0xff, 0xff, 0xff, 0xff, 0, 1, 0, 0, 0, 0, 0x7f, 0xff, 0xff,
+            0xff,
+        ],
+        // Metadata v9 (flexible): client id null, no tags, topics: uvarint 0xffffffff
+        &[
+            0, 3, 0, 9, 0, 0, 0, 3, 0xff, 0xff, 0, 0xff, 0xff, 0xff, 0xff, 0x0f,
+        ],
+    ];
+    for body in huge_arrays {
+        let mut hostile = broker.connect(0);
+        hostile
+            .stream
+            .write_all(&(body.len() as i32).to_be_bytes())
+            .unwrap();
+        hostile.stream.write_all(body).unwrap();
+        assert!(hostile.is_closed(), "{body:?}");
+    }
+
     // The first connection is unaffected.
     let response = client.call(12, &MetadataRequest::default());
     assert_eq!(response.brokers.len(), 2);
