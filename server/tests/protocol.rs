@@ -610,3 +610,55 @@ fn topics_configs_and_producer_ids_survive_restart() {
     create_topic(&mut client, "kept", 2);
     assert_eq!(broker.stop().code(), Some(0));
 }
+
+#[test]
+fn retention_runs_on_every_shard() {
+    let broker = Broker::start(19160, &["--set", "log.retention.check.interval.ms=100"]);
+    let mut client = broker.connect(0);
+    let mut topic = CreatableTopic::default();
+    topic.name = TopicName(text("short"));
+    topic.num_partitions = 2;
+    topic.replication_factor = 1;
+    for (name, value) in [("retention.ms", "500"), ("segment.bytes", "1024")] {
+        let mut config =
+            kafka_protocol::messages::create_topics_request::CreatableTopicConfig::default();
+        config.name = text(name);
+        config.value = Some(text(value));
+        topic.configs.push(config);
+    }
+    let mut request = CreateTopicsRequest::default();
+    request.topics.push(topic);
+    assert_eq!(client.call(5, &request).topics[0].error_code, 0);
+    let value = "v".repeat(300);
+    for partition in 0..2 {
+        for _ in 0..20 {
+            assert_eq!(
+                produce(&mut client, "short", partition, batch(&[&value])).0,
+                0
+            );
+        }
+    }
+    // Old segments go once they are older than retention.ms (record timestamps are from 2023).
+    let earliest = |client: &mut Client, partition: i32| {
+        let mut request = ListOffsetsRequest::default();
+        let mut topic = kafka_protocol::messages::list_offsets_request::ListOffsetsTopic::default();
+        topic.name = TopicName(text("short"));
+        let mut p = kafka_protocol::messages::list_offsets_request::ListOffsetsPartition::default();
+        p.partition_index = partition;
+        p.timestamp = -2;
+        topic.partitions.push(p);
+        request.topics.push(topic);
+        client.call(5, &request).topics[0].partitions[0].offset
+    };
+    for partition in 0..2 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while earliest(&mut client, partition) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "partition {partition}: retention never ran"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert_eq!(broker.stop().code(), Some(0));
+}

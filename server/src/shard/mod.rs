@@ -137,6 +137,22 @@ impl Shard {
         *self.metadata.borrow_mut() = next;
     }
 
+    /// Applies `retention.ms` / `retention.bytes` to every log of this shard, one at a time.
+    async fn enforce_retention(&self) {
+        let logs: Vec<Log> = self
+            .logs
+            .borrow()
+            .values()
+            .flat_map(|partitions| partitions.iter().flatten().cloned())
+            .collect();
+        for log in logs {
+            if let Err(error) = log.enforce_retention().await {
+                tracing::warn!(shard = self.id, dir = %log.dir().display(), %error, "retention failed");
+            }
+            glommio::yield_if_needed().await;
+        }
+    }
+
     async fn close_logs(&self) {
         let logs: Vec<Log> = self
             .logs
@@ -266,6 +282,19 @@ async fn serve(
     glommio::spawn_local(async move {
         while !ticker.shutdown.is_fired() {
             glommio::timer::sleep(TICK).await;
+        }
+    })
+    .detach();
+    let retention = shard.clone();
+    glommio::spawn_local(async move {
+        let interval = Duration::from_millis(retention.config.retention_check_interval_ms);
+        loop {
+            futures_lite::future::or(glommio::timer::sleep(interval), retention.shutdown.wait())
+                .await;
+            if retention.shutdown.is_fired() {
+                return;
+            }
+            retention.enforce_retention().await;
         }
     })
     .detach();
