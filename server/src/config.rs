@@ -29,7 +29,13 @@ const SET_HELP: &str = "Broker and topic defaults with Kafka's names (repeatable
 
 /// `weir`: a thread-per-core Kafka-compatible log broker.
 #[derive(Parser, Debug, Clone, Default)]
-#[command(name = "weir", version, about, long_about = None)]
+#[command(
+    name = "weir",
+    version,
+    about,
+    long_about = None,
+    after_help = "Logging: set RUST_LOG (tracing filter syntax, e.g. RUST_LOG=debug); default info.\nSIGINT/SIGTERM stop accepting, finish in-flight requests, close the logs and exit 0."
+)]
 pub struct Args {
     /// Directory holding topic logs, metadata.json and consumer group state.
     #[arg(long, value_name = "DIR")]
