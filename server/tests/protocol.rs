@@ -662,3 +662,100 @@ fn retention_runs_on_every_shard() {
     }
     assert_eq!(broker.stop().code(), Some(0));
 }
+
+#[test]
+fn group_requests_reach_the_coordinator_shard_from_any_port() {
+    let broker = Broker::start(19170, &[]);
+    let group = "forwarded-group";
+    let mut bootstrap = broker.connect(0);
+    let mut find = FindCoordinatorRequest::default();
+    find.key = text(group);
+    let found = bootstrap.call(3, &find);
+    assert_eq!(found.error_code, 0);
+    let owner = found.node_id.0 as u16;
+    assert_eq!(found.port, (broker.port + 1 + owner) as i32);
+    let other = 1 - owner;
+
+    // JoinGroup through the shard that does NOT coordinate the group: forwarded, so the
+    // coordinator's answer (MEMBER_ID_REQUIRED with an id, KIP-394), not COORDINATOR_NOT_AVAILABLE.
+    let mut wrong = broker.connect(1 + other);
+    let mut join = JoinGroupRequest::default();
+    join.group_id = GroupId(text(group));
+    join.session_timeout_ms = 10_000;
+    join.rebalance_timeout_ms = 10_000;
+    join.member_id = text("");
+    join.group_instance_id = None;
+    join.protocol_type = text("consumer");
+    let mut protocol =
+        kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol::default();
+    protocol.name = text("range");
+    protocol.metadata = Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0]);
+    join.protocols.push(protocol);
+    let joined = wrong.call(5, &join);
+    assert_eq!(joined.error_code, 79, "MEMBER_ID_REQUIRED");
+    assert!(!joined.member_id.is_empty());
+
+    // OffsetCommit / OffsetFetch through the wrong shard too (simple commit, generation -1).
+    let mut commit = OffsetCommitRequest::default();
+    commit.group_id = GroupId(text("committer"));
+    commit.generation_id_or_member_epoch = -1;
+    commit.member_id = text("");
+    commit.group_instance_id = None;
+    let mut topic =
+        kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic::default();
+    topic.name = TopicName(text("some-topic"));
+    let mut partition =
+        kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition::default();
+    partition.partition_index = 0;
+    partition.committed_offset = 42;
+    partition.committed_metadata = None;
+    topic.partitions.push(partition);
+    commit.topics.push(topic);
+    for port_offset in [0u16, 1, 2] {
+        let mut client = broker.connect(port_offset);
+        let committed = client.call(7, &commit);
+        assert_eq!(
+            committed.topics[0].partitions[0].error_code, 0,
+            "port +{port_offset}"
+        );
+        let mut fetch = OffsetFetchRequest::default();
+        fetch.group_id = GroupId(text("committer"));
+        let mut wanted =
+            kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic::default();
+        wanted.name = TopicName(text("some-topic"));
+        wanted.partition_indexes = vec![0];
+        fetch.topics = Some(vec![wanted]);
+        let fetched = client.call(7, &fetch);
+        assert_eq!(
+            fetched.topics[0].partitions[0].committed_offset, 42,
+            "port +{port_offset}"
+        );
+    }
+
+    // ListGroups: a broker port lists its own groups; the bootstrap port lists every shard's.
+    let listed = |client: &mut Client| -> Vec<String> {
+        let mut names: Vec<String> = client
+            .call(3, &ListGroupsRequest::default())
+            .groups
+            .iter()
+            .map(|g| g.group_id.0.to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    let all = listed(&mut bootstrap);
+    assert!(
+        all.contains(&group.to_string()) && all.contains(&"committer".to_string()),
+        "{all:?}"
+    );
+    let mut per_broker: Vec<String> = Vec::new();
+    for port_offset in [1u16, 2] {
+        per_broker.extend(listed(&mut broker.connect(port_offset)));
+    }
+    per_broker.sort();
+    assert_eq!(
+        per_broker, all,
+        "each group is listed by exactly one broker"
+    );
+    assert_eq!(broker.stop().code(), Some(0));
+}
