@@ -47,8 +47,8 @@ pub struct Args {
     /// Host name put in Metadata responses (default: the --listen host).
     #[arg(long, value_name = "HOST")]
     pub advertised_host: Option<String>,
-    /// Advertise every broker at the bootstrap port instead of its own port: clients then reach
-    /// partitions through forwarding (single-port deployments, and measuring that path).
+    /// Advertise one broker (id 0) at the bootstrap port instead of one per shard: clients then
+    /// reach every partition through forwarding (single-port deployments, and measuring that path).
     #[arg(long)]
     pub advertise_bootstrap: bool,
     /// CPUs to run shards on, one pinned glommio executor each: `0-3`, `0,2,5` (default: all).

@@ -52,18 +52,18 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: MetadataRequest) -
         None => metadata
             .topics
             .keys()
-            .map(|name| topic(&metadata, name, version))
+            .map(|name| topic(shard, &metadata, name, version))
             .collect(),
         Some(names) => names
             .iter()
-            .map(|name| topic(&metadata, name, version))
+            .map(|name| topic(shard, &metadata, name, version))
             .collect(),
     };
     response
 }
 
 pub fn brokers(shard: &Shard) -> Vec<MetadataResponseBroker> {
-    (0..shard.count)
+    (0..shard.advertised_broker_count())
         .map(|id| {
             let mut broker = MetadataResponseBroker::default();
             broker.node_id = BrokerId(id as i32);
@@ -74,7 +74,7 @@ pub fn brokers(shard: &Shard) -> Vec<MetadataResponseBroker> {
         .collect()
 }
 
-fn topic(metadata: &Metadata, name: &str, version: i16) -> MetadataResponseTopic {
+fn topic(shard: &Shard, metadata: &Metadata, name: &str, version: i16) -> MetadataResponseTopic {
     let mut out = MetadataResponseTopic::default();
     out.name = Some(TopicName(StrBytes::from_string(name.to_string())));
     let Some(meta) = metadata.topics.get(name) else {
@@ -93,7 +93,7 @@ fn topic(metadata: &Metadata, name: &str, version: i16) -> MetadataResponseTopic
         .iter()
         .enumerate()
         .map(|(index, owner)| {
-            let leader = BrokerId(*owner as i32);
+            let leader = BrokerId(shard.advertised_broker(*owner) as i32);
             let mut partition = MetadataResponsePartition::default();
             partition.partition_index = index as i32;
             partition.leader_id = leader;

@@ -63,12 +63,32 @@ impl Shard {
         self.config.listen.port() + 1 + shard as u16
     }
 
-    /// The port Metadata and FindCoordinator give for broker `shard`.
-    pub fn advertised_port(&self, shard: usize) -> u16 {
+    /// The brokers Metadata advertises: one per shard; with `--advertise-bootstrap` a single
+    /// broker 0 at the bootstrap port (clients key brokers by address too, and librdkafka 2.0
+    /// merges brokers that share one, so several ids at one port would strand partitions).
+    pub fn advertised_broker_count(&self) -> usize {
+        if self.config.advertise_bootstrap {
+            1
+        } else {
+            self.count
+        }
+    }
+
+    /// The broker id Metadata and FindCoordinator give for what shard `shard` owns.
+    pub fn advertised_broker(&self, shard: usize) -> usize {
+        if self.config.advertise_bootstrap {
+            0
+        } else {
+            shard
+        }
+    }
+
+    /// The port of advertised broker `broker`.
+    pub fn advertised_port(&self, broker: usize) -> u16 {
         if self.config.advertise_bootstrap {
             self.config.listen.port()
         } else {
-            self.broker_port(shard)
+            self.broker_port(broker)
         }
     }
 
