@@ -759,3 +759,31 @@ fn group_requests_reach_the_coordinator_shard_from_any_port() {
     );
     assert_eq!(broker.stop().code(), Some(0));
 }
+
+#[test]
+fn advertise_bootstrap_is_one_broker_reached_by_forwarding() {
+    let broker = Broker::start(19180, &["--advertise-bootstrap"]);
+    let mut client = broker.connect(0);
+    create_topic(&mut client, "single", 4);
+    let metadata = client.call(9, &MetadataRequest::default().with_topics(None));
+    assert_eq!(metadata.brokers.len(), 1);
+    assert_eq!(
+        (metadata.brokers[0].node_id.0, metadata.brokers[0].port),
+        (0, broker.port as i32)
+    );
+    assert!(metadata.topics[0]
+        .partitions
+        .iter()
+        .all(|p| p.leader_id.0 == 0));
+    for partition in 0..4 {
+        assert_eq!(
+            produce(&mut client, "single", partition, batch(&["one"])).0,
+            0
+        );
+        assert_eq!(
+            fetch(&mut client, 11, "single", partition, 0, 0).2,
+            vec!["one".to_string()]
+        );
+    }
+    assert_eq!(broker.stop().code(), Some(0));
+}
