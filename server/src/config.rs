@@ -24,11 +24,18 @@ const SET_HELP: &str = "Broker and topic defaults with Kafka's names (repeatable
   flush.ms=N                    group commit: fsync at most every N ms (Durability::Interval)
   message.max.bytes=N           largest record batch accepted (topic: max.message.bytes)
   socket.request.max.bytes=N    largest request frame; larger closes the connection (100 MiB)
-  max.connections=N             connections accepted across all shards (default 65536)";
+  max.connections=N             connections accepted across all shards (default 65536)
+  log.retention.check.interval.ms=N  how often each shard applies retention (default 300000)";
 
 /// `weir`: a thread-per-core Kafka-compatible log broker.
 #[derive(Parser, Debug, Clone, Default)]
-#[command(name = "weir", version, about, long_about = None)]
+#[command(
+    name = "weir",
+    version,
+    about,
+    long_about = None,
+    after_help = "Logging: set RUST_LOG (tracing filter syntax, e.g. RUST_LOG=debug); default info.\nSIGINT/SIGTERM stop accepting, finish in-flight requests, close the logs and exit 0."
+)]
 pub struct Args {
     /// Directory holding topic logs, metadata.json and consumer group state.
     #[arg(long, value_name = "DIR")]
@@ -40,8 +47,8 @@ pub struct Args {
     /// Host name put in Metadata responses (default: the --listen host).
     #[arg(long, value_name = "HOST")]
     pub advertised_host: Option<String>,
-    /// Advertise every broker at the bootstrap port instead of its own port: clients then reach
-    /// partitions through forwarding (single-port deployments, and measuring that path).
+    /// Advertise one broker (id 0) at the bootstrap port instead of one per shard: clients then
+    /// reach every partition through forwarding (single-port deployments, and measuring that path).
     #[arg(long)]
     pub advertise_bootstrap: bool,
     /// CPUs to run shards on, one pinned glommio executor each: `0-3`, `0,2,5` (default: all).
@@ -71,6 +78,7 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub socket_request_max_bytes: usize,
     pub max_connections: usize,
+    pub retention_check_interval_ms: u64,
     /// Topic-level defaults (topic config names) applied under every topic's own configs.
     pub topic_defaults: BTreeMap<String, String>,
 }
@@ -168,6 +176,7 @@ impl BrokerConfig {
             auto_create_topics: true,
             socket_request_max_bytes: 100 << 20,
             max_connections: 65536,
+            retention_check_interval_ms: 300_000,
             topic_defaults: BTreeMap::new(),
         };
         for (key, value) in values {
@@ -199,6 +208,12 @@ impl BrokerConfig {
                     .ok()
                     .filter(|n| *n >= 64)
                     .with_context(|| format!("{key}={value}: must be >= 64"))?
+            }
+            "log.retention.check.interval.ms" => {
+                self.retention_check_interval_ms = u64::try_from(number()?)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .with_context(|| format!("{key}={value}: must be > 0"))?
             }
             "max.connections" => {
                 self.max_connections = usize::try_from(number()?)

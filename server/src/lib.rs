@@ -10,6 +10,7 @@
 //! starts one pinned glommio executor per CPU, prints the ready line, and turns SIGINT/SIGTERM
 //! into a shutdown message to every shard.
 
+pub mod alloc;
 pub mod config;
 pub mod groups;
 pub mod kafka;

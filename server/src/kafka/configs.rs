@@ -132,6 +132,10 @@ pub async fn describe(
                     config.socket_request_max_bytes.to_string(),
                 );
                 values.insert("max.connections".into(), config.max_connections.to_string());
+                values.insert(
+                    "log.retention.check.interval.ms".into(),
+                    config.retention_check_interval_ms.to_string(),
+                );
                 for name in TOPIC_CONFIG_NAMES {
                     if let Some((value, _)) = config.effective(&BTreeMap::new(), name) {
                         values.insert(name.to_string(), value);

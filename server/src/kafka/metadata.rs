@@ -68,7 +68,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: MetadataRequest) -
 }
 
 pub fn brokers(shard: &Shard) -> Vec<MetadataResponseBroker> {
-    (0..shard.count)
+    (0..shard.advertised_broker_count())
         .map(|id| {
             let mut broker = MetadataResponseBroker::default();
             broker.node_id = BrokerId(id as i32);
@@ -86,7 +86,10 @@ fn topic(shard: &Shard, metadata: &Metadata, name: &str, version: i16) -> Metada
         // An exchange looks like a topic with one partition per shard, each led by its shard,
         // so that producers spread over the cores; each shard routes what it receives.
         out.partitions = crate::routing::broker::exchange_partition_leaders(shard.count)
-            .map(|(index, leader)| partition(index, BrokerId(leader), version))
+            .map(|(index, leader)| {
+                let leader = BrokerId(shard.advertised_broker(leader as usize) as i32);
+                partition(index, leader, version)
+            })
             .collect();
         return out;
     }
@@ -105,7 +108,10 @@ fn topic(shard: &Shard, metadata: &Metadata, name: &str, version: i16) -> Metada
         .partitions
         .iter()
         .enumerate()
-        .map(|(index, owner)| partition(index as i32, BrokerId(*owner as i32), version))
+        .map(|(index, owner)| {
+            let leader = BrokerId(shard.advertised_broker(*owner) as i32);
+            partition(index as i32, leader, version)
+        })
         .collect();
     out
 }
