@@ -1,7 +1,8 @@
 //! `weir-bench engine`: the in-process storage benchmark. Appends real RecordBatch v2 batches to
 //! `weir_engine::Log`s on one executor pinned to one core, for 1 and 1,000 partitions, 100-byte
 //! and 1 KiB records, `os` and `always` durability. In the same run it measures the raw sequential
-//! O_DIRECT write bandwidth of the same disk with the same write size (1 MiB, one write in flight,
+//! O_DIRECT write bandwidth of the same disk with the same write size (the engine's largest write,
+//! `WRITE_BYTES_MAX` = 4 MiB, one write in flight,
 //! as one partition's writer issues them; with an fdatasync after each write for `always`), and
 //! the read-back rate from the tail cache.
 //!
@@ -41,6 +42,9 @@ pub struct EngineArgs {
     /// Appended-but-unacknowledged bytes kept in flight (a pipelining producer).
     #[arg(long, default_value_t = 32 << 20)]
     window_bytes: usize,
+    /// segment.bytes of every partition (Kafka's default 1 GiB; a roll fdatasyncs the sealed segment).
+    #[arg(long, default_value_t = 1 << 30)]
+    segment_bytes: u64,
     /// io_uring depth of the executor (glommio's default is 128).
     #[arg(long, default_value_t = 128)]
     ring_depth: usize,
@@ -80,7 +84,8 @@ struct CaseResult {
 }
 
 const MB: f64 = 1e6;
-const RAW_WRITE_BYTES: usize = 1 << 20;
+/// The raw baseline writes exactly as large as the engine's largest write.
+const RAW_WRITE_BYTES: usize = weir_engine::limits::WRITE_BYTES_MAX;
 const SLICE: Duration = Duration::from_millis(500);
 const SLICE_BYTES_MAX: u64 = 512 << 20;
 
@@ -107,7 +112,7 @@ async fn run_cases(args: EngineArgs) -> Result<()> {
         .await
         .context("preparing the data dir")?;
     println!(
-        "raw = sequential 1 MiB O_DIRECT writes, one in flight (+ fdatasync each for always), \
+        "raw = sequential 4 MiB O_DIRECT writes, one in flight (+ fdatasync each for always), \
          interleaved with the case in {} ms slices",
         SLICE.as_millis()
     );
@@ -234,6 +239,7 @@ async fn run_case(dir: &Path, raw_dir: &Path, case: &Case, args: &EngineArgs) ->
         durability: case.durability,
         tail_cache_bytes,
         retention_ms: -1,
+        segment_bytes: args.segment_bytes,
         ..LogConfig::default()
     };
     let mut logs = Vec::with_capacity(case.partitions);
@@ -326,7 +332,8 @@ async fn append_slice(
         }
         // Let the executor reach its reactor: glommio submits queued writes (SQEs) only when the
         // task queues run dry, as they do in the server when connection tasks await their sockets.
-        glommio::timer::sleep(Duration::from_nanos(1)).await;
+        // (A 1 ns sleep does not park: glommio completes an expired timer without polling.)
+        glommio::timer::sleep(Duration::from_micros(10)).await;
     }
     while let Some((p, offset, _)) = outstanding.pop_front() {
         logs[p]
@@ -389,7 +396,7 @@ async fn read_back(log: &Log, copy: bool) -> Result<f64> {
     Ok(bytes as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Sequential 1 MiB O_DIRECT writes, one in flight, into a file pre-allocated in 32 MiB steps
+/// Sequential `WRITE_BYTES_MAX` O_DIRECT writes, one in flight, into a file pre-allocated in 32 MiB steps
 /// (the pattern of one partition's writer); with `sync`, fdatasync after each write.
 struct RawWriter {
     file: DmaFile,

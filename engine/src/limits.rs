@@ -12,9 +12,10 @@ pub const BLOCK_BYTES: usize = 4096;
 pub const PREALLOCATE_STEP_BYTES: u64 = 32 << 20;
 pub const PREALLOCATE_STEP_MIN_BYTES: u64 = 1 << 20;
 
-/// One write of a partition carries at most this many bytes of batches (more than one batch is
-/// always allowed when the first is larger). Larger writes do not raise the device's bandwidth.
-pub const WRITE_BYTES_MAX: usize = 1 << 20;
+/// One write of a partition carries at most this many bytes of batches (one batch is always
+/// allowed even when larger). Measured here (weir-bench engine): 4 MiB writes reach ~1.9 GB/s raw
+/// against ~1.2-1.6 GB/s for 1 MiB, one write in flight.
+pub const WRITE_BYTES_MAX: usize = 4 << 20;
 
 /// Window of one read during recovery and timestamp lookups.
 pub const SCAN_WINDOW_BYTES: usize = 1 << 20;

@@ -8,7 +8,7 @@
 //! ```text
 //! append(batch) ── sync: validate, idempotence check, assign offsets, queue ──► pending
 //!                  └─ wakes this log's writer task (if idle)
-//! writer task  ── takes ALL pending batches (≤ 1 MiB), copies them after the partial last block
+//! writer task  ── takes ALL pending batches (≤ 4 MiB), copies them after the partial last block
 //!                 into one aligned pooled buffer, fallocates ahead in 32 MiB steps, issues ONE
 //!                 write; appends arriving meanwhile wait for the next write (group commit).
 //!              ── on completion: batches become visible (high watermark), move to the tail
@@ -469,7 +469,11 @@ async fn run_writer(weak: Weak<RefCell<Inner>>) {
     let mut staged: Option<WriteJob> = None;
     loop {
         let job = match staged.take() {
-            Some(job) => Some(Job::Write(job)),
+            Some(job) => {
+                let Some(log) = weak.upgrade() else { return };
+                log.borrow_mut().writing = true;
+                Some(Job::Write(job))
+            }
             None => next_job(&weak).await,
         };
         let Some(job) = job else { return };
