@@ -79,7 +79,13 @@ fn offsets_out_of_range_and_empty_reads() {
         log.append(values(3, 10, 0)).unwrap();
         log.wait_written(2).await.unwrap();
         assert_eq!(log.read(3, 100).await.unwrap().total_bytes, 0);
-        assert!(matches!(log.wait_written(3).await, Err(LogError::OffsetOutOfRange { .. })), "never assigned");
+        assert!(
+            matches!(
+                log.wait_written(3).await,
+                Err(LogError::OffsetOutOfRange { .. })
+            ),
+            "never assigned"
+        );
         log.wait_durable(-1).await.unwrap();
         assert!(matches!(
             log.read(4, 100).await,
@@ -350,5 +356,42 @@ fn delete_removes_the_directory() {
         log.append(values(1, 10, 0)).unwrap();
         log.delete().await.unwrap();
         assert!(!dir.exists());
+    });
+}
+
+#[test]
+fn bursts_larger_than_one_write_stage_the_next_write_across_rolls() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(tmp.path(), |dir| async move {
+        for (i, durability) in [Durability::Os, Durability::Always].into_iter().enumerate() {
+            let config = LogConfig {
+                durability,
+                segment_bytes: 3 << 20,
+                ..LogConfig::default()
+            };
+            let dir = dir.join(i.to_string());
+            let log = Log::open(&dir, config.clone()).await.unwrap();
+            let mut sent = Vec::new();
+            let mut last = 0;
+            // 12 MiB of uneven batches queued at once: several 1 MiB writes, staged while the
+            // previous one is in flight, and rolls every 3 MiB.
+            for i in 0..700usize {
+                let mut batch = values(1 + i % 5, 3000 + (i * 7919) % 9000, i as u8);
+                let appended = log.append(batch.clone()).unwrap();
+                weir_engine::batch::set_base_offset(&mut batch, appended.base_offset);
+                sent.push((appended.base_offset, batch.to_vec()));
+                last = appended.last_offset;
+                if i % 250 == 0 {
+                    glommio::yield_if_needed().await;
+                }
+            }
+            log.wait_durable(last).await.unwrap();
+            assert!(files(&dir, ".log").len() >= 3, "rolled");
+            assert_eq!(read_all(&log, 0, 1 << 20).await, sent);
+            log.close().await.unwrap();
+            let log = Log::open(&dir, config).await.unwrap();
+            assert_eq!(read_all(&log, 0, 1 << 20).await, sent);
+            log.close().await.unwrap();
+        }
     });
 }
