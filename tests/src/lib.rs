@@ -100,9 +100,7 @@ impl Broker {
             .prefix("weir-test-")
             .tempdir()
             .context("creating the broker's temp dir")?;
-        let data_dir = options
-            .data_dir
-            .unwrap_or_else(|| temp.path().join("data"));
+        let data_dir = options.data_dir.unwrap_or_else(|| temp.path().join("data"));
         let port = free_port_range(shards + 1)?;
         let log_path = temp.path().join("broker.log");
         let mut broker = Broker {
@@ -364,8 +362,12 @@ pub fn count_cpus(list: &str) -> Result<usize> {
         let part = part.trim();
         count += match part.split_once('-') {
             Some((first, last)) => {
-                let first: usize = first.parse().with_context(|| format!("bad cpu list {list}"))?;
-                let last: usize = last.parse().with_context(|| format!("bad cpu list {list}"))?;
+                let first: usize = first
+                    .parse()
+                    .with_context(|| format!("bad cpu list {list}"))?;
+                let last: usize = last
+                    .parse()
+                    .with_context(|| format!("bad cpu list {list}"))?;
                 ensure!(first <= last, "bad cpu range {part}");
                 last - first + 1
             }
