@@ -9,6 +9,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A bare machine lacks the toolchain: a C compiler (glommio builds liburing) and Rust (rustup; the
+# version itself comes from rust-toolchain.toml on the first cargo call).
+sudo=""
+if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+if ! command -v cc >/dev/null; then
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends build-essential
+fi
+if ! command -v cargo >/dev/null; then
+    if [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+        if ! command -v curl >/dev/null; then
+            $sudo apt-get update -qq
+            $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl ca-certificates
+        fi
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain none
+    fi
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
 ./tests/install-clients.sh
 
 cargo build --release --workspace --all-targets
