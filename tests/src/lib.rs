@@ -50,6 +50,8 @@ pub struct BrokerOptions {
     pub sets: Vec<(String, String)>,
     /// Data dir to use (kept by the test); `None` = a temporary dir removed at the end.
     pub data_dir: Option<PathBuf>,
+    /// Broker executable; `None` = `broker_binary()` (the harness's own tests use a stand-in).
+    pub binary: Option<PathBuf>,
 }
 
 impl BrokerOptions {
@@ -86,7 +88,10 @@ impl Broker {
     /// connections.
     pub fn start(options: BrokerOptions) -> Result<Broker> {
         let slot = BROKER_SLOT.lock().unwrap_or_else(PoisonError::into_inner);
-        let binary = broker_binary()?;
+        let binary = match options.binary {
+            Some(binary) => binary,
+            None => broker_binary()?,
+        };
         let cpus = match options.cpus {
             Some(cpus) => cpus,
             None => default_cpus()?,
@@ -616,6 +621,71 @@ mod tests {
         let message = format!("{error:#}");
         assert!(message.contains("timed out"), "{message}");
         assert!(message.contains("partial"), "{message}");
+    }
+
+    /// A stand-in broker with weir's command line and port scheme, to test the harness alone.
+    const FAKE_BROKER: &str = r#"#!/usr/bin/env python3
+import signal, socket, sys, time
+args = sys.argv[1:]
+host, port = args[args.index("--listen") + 1].rsplit(":", 1)
+shards = len(args[args.index("--cpus") + 1].split(","))
+listeners = []
+for p in [int(port)] + [int(port) + 1 + i for i in range(shards)]:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, p))
+    s.listen()
+    listeners.append(s)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+print("fake ready", args, flush=True)
+while True:
+    time.sleep(1)
+"#;
+
+    #[test]
+    fn broker_starts_restarts_survives_kill9_and_frees_its_ports() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("fake-weir");
+        std::fs::write(&fake, FAKE_BROKER).unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let options = BrokerOptions {
+            binary: Some(fake),
+            ..BrokerOptions::default()
+        };
+        let mut broker = Broker::start(options.cpus("0,1").set("num.partitions", "3")).unwrap();
+        assert_eq!(broker.shards(), 2);
+        let port = broker.port();
+        assert_eq!(broker.shard_ports(), vec![port + 1, port + 2]);
+        assert_eq!(broker.bootstrap(), format!("127.0.0.1:{port}"));
+        assert!(accepts(port) && accepts(port + 1) && accepts(port + 2));
+
+        broker.restart().unwrap();
+        assert!(accepts(port + 2));
+        broker.kill9().unwrap();
+        assert!(!accepts(port));
+        broker.start_again().unwrap();
+        let log = broker.log();
+        assert_eq!(log.matches("fake ready").count(), 3, "{log}");
+        assert!(log.contains("num.partitions=3"), "{log}");
+        assert!(
+            log.contains(&broker.data_dir().display().to_string()),
+            "{log}"
+        );
+
+        drop(broker);
+        assert!(!accepts(port), "drop must kill the broker");
+    }
+
+    #[test]
+    fn a_broker_that_exits_at_start_is_an_error_with_its_output() {
+        let options = BrokerOptions {
+            binary: Some(PathBuf::from("/bin/false")),
+            ..BrokerOptions::default()
+        };
+        let error = Broker::start(options).err().expect("must fail");
+        let message = format!("{error:#}");
+        assert!(message.contains("exited"), "{message}");
     }
 
     #[test]
