@@ -5,14 +5,16 @@
   consume: prints the group's committed offsets as they are BEFORE consuming (OffsetFetch), then
            consumes exactly --count records as group --group, committing each one synchronously,
            and prints every (partition, offset, n) in consumption order.
+  read:    reads --count records from the beginning of every partition without a group (assign),
+           and prints every (partition, offset, n).
 """
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from common import Deadline, check, done, fail, parser
 
 args_parser = parser(__doc__)
-args_parser.add_argument("phase", choices=["produce", "consume"])
+args_parser.add_argument("phase", choices=["produce", "consume", "read"])
 args_parser.add_argument("--topic", required=True)
 args_parser.add_argument("--group", default="resume-group")
 args_parser.add_argument("--first", type=int, default=0)
@@ -78,4 +80,28 @@ def consume():
     done(committed_before=committed_before, partitions=partitions, consumed=consumed)
 
 
-produce() if args.phase == "produce" else consume()
+def read():
+    consumer = Consumer(
+        {"bootstrap.servers": args.bootstrap, "group.id": "unused-by-assign", "enable.auto.commit": False}
+    )
+    topic = consumer.list_topics(args.topic, timeout=10).topics.get(args.topic)
+    check(topic is not None and topic.error is None, f"topic {args.topic} missing", error=topic and topic.error)
+    partitions = sorted(topic.partitions)
+    # Fail fast, with the numbers, when the log itself is short (ListOffsets earliest/latest).
+    marks = {p: consumer.get_watermark_offsets(TopicPartition(args.topic, p), timeout=10) for p in partitions}
+    available = sum(high - low for low, high in marks.values())
+    check(available >= args.count, f"the log holds {available} records, expected {args.count}", watermarks=marks)
+    consumer.assign([TopicPartition(args.topic, p, OFFSET_BEGINNING) for p in partitions])
+    records = []
+    deadline = Deadline(90, f"reading {args.count} records")
+    while len(records) < args.count:
+        deadline.check(read=len(records))
+        for message in consumer.consume(num_messages=1000, timeout=0.5):
+            if message.error() is not None:
+                fail(f"consumer error: {message.error()}")
+            records.append([message.partition(), message.offset(), int(message.value())])
+    consumer.close()
+    done(consumed=records)
+
+
+{"produce": produce, "consume": consume, "read": read}[args.phase]()

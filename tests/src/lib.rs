@@ -525,8 +525,8 @@ pub fn run(command: &mut Command, input: Option<&[u8]>, timeout: Duration) -> Re
         }),
         None => bail!(
             "{description} timed out after {timeout:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            String::from_utf8_lossy(&stdout),
-            String::from_utf8_lossy(&stderr)
+            tail(&stdout),
+            tail(&stderr)
         ),
     }
 }
@@ -543,15 +543,31 @@ fn join_drain(handle: thread::JoinHandle<Vec<u8>>) -> Vec<u8> {
     handle.join().unwrap_or_default()
 }
 
+/// The last 8 KiB of a client's output: the end says why it failed; chatty clients (kafkajs
+/// retrying) would otherwise bury it.
+pub fn tail(bytes: &[u8]) -> String {
+    const KEEP_BYTES: usize = 8 * 1024;
+    let text = String::from_utf8_lossy(bytes);
+    if text.len() <= KEEP_BYTES {
+        return text.into_owned();
+    }
+    let start = (text.len() - KEEP_BYTES..text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(text.len());
+    format!("[... {start} bytes cut ...]\n{}", &text[start..])
+}
+
 /// Requires a successful exit and returns the JSON summary: the last non-empty stdout line.
 pub fn summary(output: &Output) -> Result<serde_json::Value> {
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
     ensure!(
         output.status.success(),
-        "client failed with {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
-        output.status
+        "client failed with {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        tail(&output.stdout),
+        tail(&output.stderr)
     );
+    let stderr = tail(&output.stderr);
     let line = stdout
         .lines()
         .rev()
@@ -566,8 +582,8 @@ pub fn stdout_of(output: &Output) -> Result<String> {
         output.status.success(),
         "command failed with {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
         output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        tail(&output.stdout),
+        tail(&output.stderr)
     );
     String::from_utf8(output.stdout.clone()).context("stdout is not UTF-8")
 }

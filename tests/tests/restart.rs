@@ -47,13 +47,14 @@ fn produce(
     records(&summary(&output)?, "acknowledged")
 }
 
-fn consume(broker: &Broker, topic: &str, group: &str, count: usize) -> Result<Value> {
+/// `phase` = "consume" (as group `group`, committing) or "read" (no group, from the beginning).
+fn consume(broker: &Broker, phase: &str, topic: &str, group: &str, count: usize) -> Result<Value> {
     let output = python(
         "offsets_resume.py",
         &[
             "--bootstrap",
             &broker.bootstrap(),
-            "consume",
+            phase,
             "--topic",
             topic,
             "--group",
@@ -78,7 +79,7 @@ fn last_offsets(records: &[(i64, i64, i64)]) -> BTreeMap<i64, i64> {
 fn committed_offsets_resume_exactly_after_a_restart() -> Result<()> {
     let mut broker = Broker::start(BrokerOptions::default().set("num.partitions", "3"))?;
     let before = produce(&broker, "resume", 0, 1000)?;
-    let first = consume(&broker, "resume", "resume-group", 400)?;
+    let first = consume(&broker, "consume", "resume", "resume-group", 400)?;
     let first_records = records(&first, "consumed")?;
     assert_eq!(first_records.len(), 400);
 
@@ -92,7 +93,7 @@ fn committed_offsets_resume_exactly_after_a_restart() -> Result<()> {
         assert!(offset > old_end, "record {n} appended at {partition}/{offset}, at or below the pre-restart end {old_end}");
     }
 
-    let second = consume(&broker, "resume", "resume-group", 800)?;
+    let second = consume(&broker, "consume", "resume", "resume-group", 800)?;
     let second_records = records(&second, "consumed")?;
 
     // OffsetFetch after the restart returns exactly what was committed before it.
@@ -159,7 +160,7 @@ fn acknowledged_records_survive_kill_9_with_flush_messages_1() -> Result<()> {
     let acknowledged = produce(&broker, "durable", 0, 2000)?;
     broker.kill9()?;
     broker.start_again()?;
-    let read = consume(&broker, "durable", "after-crash", 2000)?;
+    let read = consume(&broker, "read", "durable", "", 2000)?;
     let consumed: BTreeSet<_> = records(&read, "consumed")?.into_iter().collect();
     let acknowledged: BTreeSet<_> = acknowledged.into_iter().collect();
     assert_eq!(
