@@ -5,7 +5,10 @@ use clap::{Parser, Subcommand};
 mod engine_bench;
 
 #[derive(Parser)]
-#[command(name = "weir-bench", about = "Benchmarks for Weir and any Kafka-compatible broker")]
+#[command(
+    name = "weir-bench",
+    about = "Benchmarks for Weir and any Kafka-compatible broker"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
