@@ -79,7 +79,7 @@ consumer = Consumer(
 consumer.subscribe([args.topic])
 received = []
 started = time.monotonic()
-deadline = Deadline(120, f"consuming {args.count} records")
+deadline = Deadline(60 + args.count / 2000, f"consuming {args.count} records")
 while len(received) < args.count:
     deadline.check(received=len(received))
     for message in consumer.consume(num_messages=5000, timeout=1.0):

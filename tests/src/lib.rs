@@ -66,8 +66,8 @@ impl BrokerOptions {
     }
 }
 
-/// A running `weir` process. Killed (SIGKILL) on drop; if the test is failing at that point, the
-/// broker's captured stdout+stderr is printed so that the failure explains itself.
+/// A running `weir` process. Killed (SIGKILL) on drop, which also prints the broker's captured
+/// stdout+stderr (libtest shows it only for failing tests) so that a failure explains itself.
 pub struct Broker {
     child: Option<Child>,
     binary: PathBuf,
@@ -78,6 +78,8 @@ pub struct Broker {
     port: u16,
     log_path: PathBuf,
     launches: u32,
+    /// Where the current launch's output starts in the log file.
+    launch_log_offset: u64,
     // Field order matters for drop: the temp dir goes after the child is dead, the slot last.
     _temp: tempfile::TempDir,
     _slot: MutexGuard<'static, ()>,
@@ -118,6 +120,7 @@ impl Broker {
             port,
             log_path,
             launches: 0,
+            launch_log_offset: 0,
             _temp: temp,
             _slot: slot,
         };
@@ -161,7 +164,10 @@ impl Broker {
         };
         signal(child.id() as i32, libc::SIGTERM);
         match wait_until(&mut child, Instant::now() + BROKER_STOP_TIMEOUT)? {
-            Some(status) => Ok(status),
+            Some(status) => {
+                self.wait_ports_closed()?;
+                Ok(status)
+            }
             None => {
                 signal(child.id() as i32, libc::SIGKILL);
                 let _ = child.wait();
@@ -191,6 +197,23 @@ impl Broker {
         };
         signal(child.id() as i32, libc::SIGKILL);
         child.wait().context("waiting for the killed broker")?;
+        self.wait_ports_closed()
+    }
+
+    /// A reaped broker's listening sockets keep accepting for a few milliseconds (measured 5-8 ms
+    /// here): io_uring tears a dead process's ring, and the sockets it holds, down asynchronously.
+    /// The next launch must not mistake them for a live broker, so wait until every port refuses.
+    fn wait_ports_closed(&self) -> Result<()> {
+        let deadline = Instant::now() + BROKER_STOP_TIMEOUT;
+        let mut ports = vec![self.port];
+        ports.extend(self.shard_ports());
+        while ports.iter().any(|&port| accepts(port)) {
+            ensure!(
+                Instant::now() < deadline,
+                "ports {ports:?} still accept {BROKER_STOP_TIMEOUT:?} after the broker exited"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
         Ok(())
     }
 
@@ -204,6 +227,7 @@ impl Broker {
             .open(&self.log_path)
             .with_context(|| format!("opening {}", self.log_path.display()))?;
         writeln!(log, "=== harness: launch {} ===", self.launches)?;
+        self.launch_log_offset = log.metadata()?.len();
         let mut command = Command::new(&self.binary);
         command
             .arg("--data-dir")
@@ -242,8 +266,10 @@ impl Broker {
                     self.log_tail()
                 );
             }
-            let listening = ports.iter().all(|&port| accepts(port));
-            if listening {
+            // The broker's own word (`weir ready: ...`, printed once every shard listens) and
+            // then the ports: either alone could be fooled (a stale listener, a log line format).
+            let ready = self.log_since_launch().contains("weir ready");
+            if ready && ports.iter().all(|&port| accepts(port)) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -254,6 +280,12 @@ impl Broker {
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    fn log_since_launch(&self) -> String {
+        let log = std::fs::read(&self.log_path).unwrap_or_default();
+        let start = (self.launch_log_offset as usize).min(log.len());
+        String::from_utf8_lossy(&log[start..]).into_owned()
     }
 
     /// The last part of the log, for error messages.
@@ -279,16 +311,16 @@ impl Drop for Broker {
             signal(child.id() as i32, libc::SIGKILL);
             let _ = child.wait();
         }
-        if thread::panicking() {
-            eprintln!(
-                "broker: {} --cpus {} {:?}, data dir {}\n{}",
-                self.bootstrap(),
-                self.cpus,
-                self.sets,
-                self.data_dir.display(),
-                self.log_tail()
-            );
-        }
+        // Always printed: libtest captures a test's output and shows it only when the test fails
+        // (a test returning `Err` has already dropped its broker, so `panicking()` cannot tell).
+        eprintln!(
+            "broker: {} --cpus {} {:?}, data dir {}\n{}",
+            self.bootstrap(),
+            self.cpus,
+            self.sets,
+            self.data_dir.display(),
+            self.log_tail()
+        );
     }
 }
 
@@ -653,7 +685,7 @@ for p in [int(port)] + [int(port) + 1 + i for i in range(shards)]:
     s.listen()
     listeners.append(s)
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-print("fake ready", args, flush=True)
+print("weir ready: fake", args, flush=True)
 while True:
     time.sleep(1)
 "#;
@@ -682,7 +714,7 @@ while True:
         assert!(!accepts(port));
         broker.start_again().unwrap();
         let log = broker.log();
-        assert_eq!(log.matches("fake ready").count(), 3, "{log}");
+        assert_eq!(log.matches("weir ready: fake").count(), 3, "{log}");
         assert!(log.contains("num.partitions=3"), "{log}");
         assert!(
             log.contains(&broker.data_dir().display().to_string()),
