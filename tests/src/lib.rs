@@ -420,7 +420,7 @@ pub fn count_cpus(list: &str) -> Result<usize> {
 
 /// A run of `count` consecutive free ports in 20000..=29999, starting from a pid-derived slot so
 /// that test binaries running at the same time (other worktrees) rarely try the same ports.
-fn free_port_range(count: usize) -> Result<u16> {
+pub fn free_port_range(count: usize) -> Result<u16> {
     let slots = (PORT_LAST + 1 - PORT_FIRST) / PORT_STEP;
     let _ = NEXT_PORT_SLOT.compare_exchange(
         0,
