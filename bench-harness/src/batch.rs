@@ -396,6 +396,81 @@ mod tests {
         }
     }
 
+    /// Cross-check against an independent implementation (the `kafka-protocol` crate).
+    #[test]
+    fn independent_decoder_reads_our_batches() {
+        use kafka_protocol::records::RecordBatchDecoder;
+        let keys: Vec<Option<&[u8]>> = vec![None, Some(b"key"), None];
+        let filler = [9u8; 30];
+        let mut bytes = build(&keys, &filler);
+        bytes[..8].copy_from_slice(&500i64.to_be_bytes()); // as a broker assigns it
+        let set = RecordBatchDecoder::decode(&mut bytes::Bytes::from(bytes)).unwrap();
+        assert_eq!(set.version, 2);
+        assert_eq!(set.records.len(), 3);
+        for (index, record) in set.records.iter().enumerate() {
+            assert_eq!(record.offset, 500 + index as i64);
+            assert_eq!(record.timestamp, 1_700_000_000_000);
+            assert_eq!(record.producer_id, -1);
+            assert_eq!(record.key.as_deref(), keys[index]);
+            let value = record.value.as_deref().unwrap();
+            assert_eq!(value_send_time_ns(value), Some(1000 + index as u64));
+            assert_eq!(&value[8..], &filler);
+            assert!(record.headers.is_empty());
+        }
+    }
+
+    #[test]
+    fn we_read_independently_encoded_batches() {
+        use kafka_protocol::protocol::StrBytes;
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let records: Vec<Record> = (0..5i64)
+            .map(|index| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: 70 + index,
+                sequence: -1,
+                timestamp: 1_000 + index,
+                key: (index % 2 == 0).then(|| bytes::Bytes::from(vec![index as u8; 3])),
+                value: Some(bytes::Bytes::from(
+                    (index as u64 * 7).to_le_bytes().to_vec(),
+                )),
+                headers: [(StrBytes::from_static_str("h"), None)]
+                    .into_iter()
+                    .collect(),
+            })
+            .collect();
+        let mut encoded = bytes::BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut encoded, &records, &options).unwrap();
+        // The crate may split records over several batches; read them all.
+        let mut seen = Vec::new();
+        let rest = parse_batches(&encoded, |batch| {
+            parse_records(batch.records, batch.record_count, |record| {
+                seen.push((batch.base_offset + i64::from(record.offset_delta), record));
+            })
+        })
+        .unwrap();
+        assert_eq!((rest, seen.len()), (0, 5));
+        for (index, (offset, record)) in seen.iter().enumerate() {
+            assert_eq!(*offset, 70 + index as i64);
+            assert_eq!(record.key, records[index].key.as_deref());
+            assert_eq!(
+                record.value.and_then(value_send_time_ns),
+                Some(index as u64 * 7)
+            );
+        }
+    }
+
     #[test]
     fn varints_round_trip() {
         for value in [

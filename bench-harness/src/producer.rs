@@ -335,57 +335,41 @@ impl Producer {
         let targets = &self.plan.targets;
         link.pending
             .sort_unstable_by_key(|&target| (targets[target].topic, targets[target].partition));
-        let topic_count = 1 + link
-            .pending
-            .windows(2)
-            .filter(|pair| targets[pair[0]].topic != targets[pair[1]].topic)
-            .count();
         link.correlation_id = link.correlation_id.wrapping_add(1);
-        let workload = &self.plan.workload;
-        wire::begin_produce(
-            &mut self.framing,
-            self.plan.produce_version,
-            link.correlation_id,
-            workload.acks,
-            PRODUCE_TIMEOUT_MS,
-            topic_count,
-        );
-        // Framing pieces end where a batch goes: (framing end offset, target).
-        let mut cuts: Vec<(usize, usize)> = Vec::with_capacity(link.pending.len());
-        let mut batch_bytes_total = 0;
-        let mut index = 0;
         let mut in_flight = InFlight {
             correlation_id: link.correlation_id,
             messages: 0,
             batches: Vec::with_capacity(link.pending.len()),
         };
-        while index < link.pending.len() {
-            let topic = targets[link.pending[index]].topic;
-            let group_end = link.pending[index..]
-                .iter()
-                .position(|&target| targets[target].topic != topic)
-                .map_or(link.pending.len(), |offset| index + offset);
-            wire::put_string(&mut self.framing, &self.topic_names[topic]);
-            self.framing
-                .extend_from_slice(&((group_end - index) as i32).to_be_bytes());
-            for &target in &link.pending[index..group_end] {
-                let staging = &self.stagings[target];
-                self.framing
-                    .extend_from_slice(&targets[target].partition.to_be_bytes());
-                self.framing
-                    .extend_from_slice(&(staging.buf.len() as i32).to_be_bytes());
-                cuts.push((self.framing.len(), target));
-                batch_bytes_total += staging.buf.len();
-                let records = staging
-                    .builder
-                    .as_ref()
-                    .map_or(0, |builder| builder.record_count() as u64);
-                in_flight.messages += records;
-                in_flight.batches.push((staging.first_append_ns, records));
-            }
-            index = group_end;
+        let mut entries = Vec::with_capacity(link.pending.len());
+        for &target in &link.pending {
+            let staging = &self.stagings[target];
+            let records = staging
+                .builder
+                .as_ref()
+                .map_or(0, |builder| builder.record_count() as u64);
+            in_flight.messages += records;
+            in_flight.batches.push((staging.first_append_ns, records));
+            entries.push(wire::ProduceEntry {
+                topic: targets[target].topic,
+                partition: targets[target].partition,
+                batch_bytes: staging.buf.len(),
+            });
         }
-        wire::finish_request(&mut self.framing, batch_bytes_total);
+        // Framing pieces end where a batch goes.
+        let mut cuts = Vec::with_capacity(entries.len());
+        wire::encode_produce_framing(
+            &mut self.framing,
+            &mut cuts,
+            &wire::ProduceHeader {
+                version: self.plan.produce_version,
+                correlation_id: link.correlation_id,
+                acks: self.plan.workload.acks,
+                timeout_ms: PRODUCE_TIMEOUT_MS,
+            },
+            &self.topic_names,
+            &entries,
+        );
         let messages = in_flight.messages;
         let acked_by_reader = link.in_flight.is_some();
         if let Some(sender) = &link.in_flight {
@@ -395,7 +379,7 @@ impl Producer {
         }
         let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(cuts.len() * 2);
         let mut framing_start = 0;
-        for &(framing_end, target) in &cuts {
+        for (&framing_end, &target) in cuts.iter().zip(&link.pending) {
             slices.push(IoSlice::new(&self.framing[framing_start..framing_end]));
             slices.push(IoSlice::new(&self.stagings[target].buf));
             framing_start = framing_end;

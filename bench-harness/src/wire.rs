@@ -145,20 +145,64 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Produce request (v3..=8 share one schema) up to the topic array; the caller appends topics.
-pub fn begin_produce(
-    buf: &mut Vec<u8>,
-    version: i16,
-    correlation_id: i32,
-    acks: i16,
-    timeout_ms: i32,
-    topic_count: usize,
+/// The fixed part of a Produce request (v3..=8 share one schema).
+pub struct ProduceHeader {
+    pub version: i16,
+    pub correlation_id: i32,
+    pub acks: i16,
+    pub timeout_ms: i32,
+}
+
+/// One batch of a Produce request; its bytes travel separately (writev).
+#[derive(Debug, Clone, Copy)]
+pub struct ProduceEntry {
+    pub topic: usize,
+    pub partition: i32,
+    pub batch_bytes: usize,
+}
+
+/// Writes a Produce request's framing into `framing` (cleared): everything but the batch bytes.
+/// `entries` must be sorted by topic, a partition at most once. `cuts[i]` is where batch `i` goes:
+/// the request is `framing[..cuts[0]] batch0 framing[cuts[0]..cuts[1]] batch1 ...`.
+pub fn encode_produce_framing(
+    framing: &mut Vec<u8>,
+    cuts: &mut Vec<usize>,
+    header: &ProduceHeader,
+    topic_names: &[String],
+    entries: &[ProduceEntry],
 ) {
-    begin_request(buf, API_PRODUCE, version, correlation_id);
-    buf.extend_from_slice(&(-1i16).to_be_bytes()); // transactional_id: null
-    buf.extend_from_slice(&acks.to_be_bytes());
-    buf.extend_from_slice(&timeout_ms.to_be_bytes());
-    buf.extend_from_slice(&(topic_count as i32).to_be_bytes());
+    assert!(
+        entries
+            .windows(2)
+            .all(|pair| pair[0].topic <= pair[1].topic),
+        "produce entries are grouped by topic"
+    );
+    let topic_count = if entries.is_empty() {
+        0
+    } else {
+        1 + entries
+            .windows(2)
+            .filter(|pair| pair[0].topic != pair[1].topic)
+            .count()
+    };
+    begin_request(framing, API_PRODUCE, header.version, header.correlation_id);
+    framing.extend_from_slice(&(-1i16).to_be_bytes()); // transactional_id: null
+    framing.extend_from_slice(&header.acks.to_be_bytes());
+    framing.extend_from_slice(&header.timeout_ms.to_be_bytes());
+    framing.extend_from_slice(&(topic_count as i32).to_be_bytes());
+    cuts.clear();
+    let mut batch_bytes_total = 0;
+    for group in entries.chunk_by(|left, right| left.topic == right.topic) {
+        put_string(framing, &topic_names[group[0].topic]);
+        framing.extend_from_slice(&(group.len() as i32).to_be_bytes());
+        for entry in group {
+            framing.extend_from_slice(&entry.partition.to_be_bytes());
+            framing.extend_from_slice(&(entry.batch_bytes as i32).to_be_bytes());
+            cuts.push(framing.len());
+            batch_bytes_total += entry.batch_bytes;
+        }
+    }
+    finish_request(framing, batch_bytes_total);
 }
 
 /// One partition of a produce response.
@@ -428,6 +472,191 @@ mod tests {
             assert_eq!(results.len(), 2);
             assert_eq!(results[1].error_code, 6);
             assert!(parse_produce_response(&body[..body.len() - 1], version, |_, _| {}).is_err());
+        }
+    }
+
+    /// Splits a request frame into its header and body with the independent codec.
+    fn decode_header(frame: &[u8]) -> (kafka_protocol::messages::RequestHeader, bytes::Bytes) {
+        use kafka_protocol::protocol::Decodable;
+        let size = i32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(size, frame.len() - 4);
+        let mut body = bytes::Bytes::copy_from_slice(&frame[4..]);
+        let header = kafka_protocol::messages::RequestHeader::decode(&mut body, 1).unwrap();
+        (header, body)
+    }
+
+    #[test]
+    fn independent_codec_reads_our_produce_requests() {
+        use kafka_protocol::messages::ProduceRequest;
+        use kafka_protocol::protocol::Decodable;
+        let names = vec!["alpha".to_owned(), "beta".to_owned()];
+        let entries = [
+            ProduceEntry {
+                topic: 0,
+                partition: 0,
+                batch_bytes: 3,
+            },
+            ProduceEntry {
+                topic: 0,
+                partition: 4,
+                batch_bytes: 5,
+            },
+            ProduceEntry {
+                topic: 1,
+                partition: 2,
+                batch_bytes: 1,
+            },
+        ];
+        let batches: [&[u8]; 3] = [b"abc", b"defgh", b"i"];
+        for version in PRODUCE_VERSIONS.0..=PRODUCE_VERSIONS.1 {
+            let header = ProduceHeader {
+                version,
+                correlation_id: 9,
+                acks: -1,
+                timeout_ms: 1234,
+            };
+            let (mut framing, mut cuts) = (Vec::new(), Vec::new());
+            encode_produce_framing(&mut framing, &mut cuts, &header, &names, &entries);
+            let mut frame = Vec::new();
+            let mut start = 0;
+            for (cut, batch) in cuts.iter().zip(batches) {
+                frame.extend_from_slice(&framing[start..*cut]);
+                frame.extend_from_slice(batch);
+                start = *cut;
+            }
+            frame.extend_from_slice(&framing[start..]);
+            let (request_header, mut body) = decode_header(&frame);
+            assert_eq!(request_header.request_api_key, API_PRODUCE);
+            assert_eq!(request_header.request_api_version, version);
+            assert_eq!(request_header.correlation_id, 9);
+            let request = ProduceRequest::decode(&mut body, version).unwrap();
+            assert!(body.is_empty());
+            assert_eq!((request.acks, request.timeout_ms), (-1, 1234));
+            assert!(request.transactional_id.is_none());
+            let mut seen = Vec::new();
+            for topic in &request.topic_data {
+                for partition in &topic.partition_data {
+                    let records = partition.records.clone().unwrap();
+                    seen.push((topic.name.0.to_string(), partition.index, records.to_vec()));
+                }
+            }
+            assert_eq!(
+                seen,
+                vec![
+                    ("alpha".to_owned(), 0, b"abc".to_vec()),
+                    ("alpha".to_owned(), 4, b"defgh".to_vec()),
+                    ("beta".to_owned(), 2, b"i".to_vec()),
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn independent_codec_reads_our_fetch_requests() {
+        use kafka_protocol::messages::FetchRequest;
+        use kafka_protocol::protocol::Decodable;
+        let limits = FetchLimits {
+            max_wait_ms: 250,
+            min_bytes: 1,
+            max_bytes: 1 << 24,
+            partition_max_bytes: 1 << 20,
+        };
+        let positions = [
+            FetchPosition {
+                partition: 0,
+                offset: 17,
+            },
+            FetchPosition {
+                partition: 3,
+                offset: 0,
+            },
+        ];
+        for version in FETCH_VERSIONS.0..=FETCH_VERSIONS.1 {
+            let mut frame = Vec::new();
+            encode_fetch(&mut frame, version, 5, &limits, "topic-a", &positions);
+            let (header, mut body) = decode_header(&frame);
+            assert_eq!(
+                (header.request_api_key, header.correlation_id),
+                (API_FETCH, 5)
+            );
+            let request = FetchRequest::decode(&mut body, version).unwrap();
+            assert!(body.is_empty(), "v{version} left {} bytes", body.len());
+            assert_eq!((request.max_wait_ms, request.max_bytes), (250, 1 << 24));
+            assert_eq!(request.replica_id.0, -1);
+            assert_eq!(request.topics.len(), 1);
+            assert_eq!(&*request.topics[0].topic.0, "topic-a");
+            let partitions: Vec<(i32, i64, i32)> = request.topics[0]
+                .partitions
+                .iter()
+                .map(|p| (p.partition, p.fetch_offset, p.partition_max_bytes))
+                .collect();
+            assert_eq!(partitions, vec![(0, 17, 1 << 20), (3, 0, 1 << 20)]);
+        }
+    }
+
+    #[test]
+    fn we_read_independently_encoded_responses() {
+        use kafka_protocol::messages::{fetch_response, produce_response, TopicName};
+        use kafka_protocol::messages::{FetchResponse, ProduceResponse};
+        use kafka_protocol::protocol::{Encodable, StrBytes};
+        let name = TopicName(StrBytes::from_static_str("t"));
+        for version in FETCH_VERSIONS.0..=FETCH_VERSIONS.1 {
+            let response = FetchResponse::default().with_responses(vec![
+                fetch_response::FetchableTopicResponse::default()
+                    .with_topic(name.clone())
+                    .with_partitions(vec![
+                        fetch_response::PartitionData::default()
+                            .with_partition_index(2)
+                            .with_high_watermark(10)
+                            .with_records(Some(bytes::Bytes::from_static(b"xyz"))),
+                        fetch_response::PartitionData::default()
+                            .with_partition_index(3)
+                            .with_error_code(1)
+                            .with_records(None),
+                    ]),
+            ]);
+            let mut body = bytes::BytesMut::new();
+            response.encode(&mut body, version).unwrap();
+            let mut seen = Vec::new();
+            parse_fetch_response(&body, version, |topic, data| {
+                seen.push((
+                    topic.to_vec(),
+                    data.partition,
+                    data.error_code,
+                    data.records.to_vec(),
+                ));
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(
+                seen,
+                vec![
+                    (b"t".to_vec(), 2, 0, b"xyz".to_vec()),
+                    (b"t".to_vec(), 3, 1, Vec::new())
+                ]
+            );
+        }
+        for version in PRODUCE_VERSIONS.0..=PRODUCE_VERSIONS.1 {
+            let response = ProduceResponse::default().with_responses(vec![
+                produce_response::TopicProduceResponse::default()
+                    .with_name(name.clone())
+                    .with_partition_responses(vec![
+                        produce_response::PartitionProduceResponse::default()
+                            .with_index(1)
+                            .with_base_offset(77),
+                        produce_response::PartitionProduceResponse::default()
+                            .with_index(2)
+                            .with_error_code(6)
+                            .with_error_message(Some(StrBytes::from_static_str("not leader"))),
+                    ]),
+            ]);
+            let mut body = bytes::BytesMut::new();
+            response.encode(&mut body, version).unwrap();
+            let mut seen = Vec::new();
+            parse_produce_response(&body, version, |_, result| seen.push(result)).unwrap();
+            assert_eq!(seen.len(), 2);
+            assert_eq!((seen[0].partition, seen[0].base_offset), (1, 77));
+            assert_eq!((seen[1].partition, seen[1].error_code), (2, 6));
         }
     }
 
