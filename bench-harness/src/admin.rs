@@ -136,7 +136,8 @@ pub fn metadata(
                 })
                 .collect(),
         ))
-        .with_allow_auto_topic_creation(false);
+        // The field exists from v4; older versions never auto-create on Metadata.
+        .with_allow_auto_topic_creation(version < 4);
     let response: MetadataResponse = connection.call(API_METADATA, version, &request)?;
     let mut cluster = Cluster {
         controller: Some(response.controller_id.0).filter(|&id| id >= 0),

@@ -391,6 +391,9 @@ impl Producer {
         shared.sent.add(messages, payload);
         if !acked_by_reader {
             shared.produced.add(messages, payload);
+            shared
+                .produce_end_ns
+                .fetch_max(shared.clock.now_ns(), std::sync::atomic::Ordering::Relaxed);
         }
         for &target in &link.pending {
             let staging = &mut self.stagings[target];
@@ -470,6 +473,9 @@ fn read_acks(
         shared
             .produced
             .add(in_flight.messages, in_flight.messages * payload_bytes);
+        shared
+            .produce_end_ns
+            .fetch_max(now_ns, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(histogram)
 }

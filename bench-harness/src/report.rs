@@ -41,10 +41,12 @@ impl Latency {
         let at = |quantile: f64| Some(histogram.value_at_quantile(quantile) as f64 / 1e3);
         // Points evenly spaced in log10(1 / (1 - p)): 0%, 20.6%, ..., 90%, ..., 99.9999%, capped
         // where the sample count makes a percentile meaningless.
+        // The maximum closes the curve one step further.
         let mut curve = Vec::new();
         for step in 0..=60 {
             let quantile = 1.0 - 10f64.powf(-f64::from(step) / 10.0);
             if step > 0 && (1.0 - quantile) * (histogram.len() as f64) < 1.0 {
+                curve.push((quantile * 100.0, histogram.max() as f64 / 1e3));
                 break;
             }
             curve.push((
@@ -52,7 +54,6 @@ impl Latency {
                 histogram.value_at_quantile(quantile) as f64 / 1e3,
             ));
         }
-        curve.push((100.0, histogram.max() as f64 / 1e3));
         Latency {
             samples: histogram.len(),
             p50_ms: at(0.5),

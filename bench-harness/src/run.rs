@@ -399,17 +399,20 @@ fn monitor(
     let mut last_ns = 0u64;
     let mut last_produced = shared.produced.snapshot();
     let mut last_consumed = consumed_total(shared);
-    let mut measure_start = None;
+    // Without warm-up the window starts at the clock origin, before the first message.
+    let mut measure_start = (shared.measure_from_ns == 0)
+        .then(|| (0, FlowSnapshot::default(), FlowSnapshot::default()));
     let planned_s = match workload.stop {
         Stop::Duration { seconds } => Some(workload.warmup_s + seconds),
         Stop::Messages { .. } => None,
     };
-    let mut tick = |producing: bool, series: &mut Vec<SeriesPoint>| {
+    let mut tick = |producing: bool, force: bool, series: &mut Vec<SeriesPoint>| {
         let now_ns = clock.now_ns();
         if measure_start.is_none() && now_ns >= shared.measure_from_ns {
             measure_start = Some((now_ns, shared.produced.snapshot(), consumed_total(shared)));
         }
-        if now_ns - last_ns < SERIES_INTERVAL_NS {
+        let interval_ns = now_ns.saturating_sub(last_ns);
+        if interval_ns == 0 || (!force && interval_ns < SERIES_INTERVAL_NS) {
             return;
         }
         let produced = shared.produced.snapshot();
@@ -453,7 +456,7 @@ fn monitor(
     };
 
     while producers.iter().any(|handle| !handle.is_finished()) {
-        tick(true, &mut series);
+        tick(true, false, &mut series);
         std::thread::sleep(TICK);
     }
     let mut produce_histogram = stats::new_histogram();
@@ -463,18 +466,20 @@ fn monitor(
             produce_histogram.add(part).context("merging histograms")?;
         }
     }
-    let produce_end_ns = clock.now_ns();
+    let produce_end_ns = shared.produce_end_ns.load(Relaxed);
     let produced_at_end = shared.produced.snapshot();
     shared.producers_done.store(true, Relaxed);
 
-    let drain_deadline_ns = produce_end_ns + args.drain_timeout_s * 1_000_000_000;
+    let drain_deadline_ns = clock.now_ns() + args.drain_timeout_s * 1_000_000_000;
     while fetchers.iter().any(|handle| !handle.is_finished()) {
         if clock.now_ns() >= drain_deadline_ns {
             stop_consumers.store(true, Relaxed);
         }
-        tick(false, &mut series);
+        tick(false, false, &mut series);
         std::thread::sleep(TICK);
     }
+    // The last, possibly partial, interval.
+    tick(false, true, &mut series);
     if live {
         eprintln!();
     }

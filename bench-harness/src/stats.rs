@@ -116,6 +116,8 @@ pub struct Shared {
     pub producers_done: AtomicBool,
     /// Set when anything fails: every loop stops.
     pub abort: AtomicBool,
+    /// Clock time of the last acknowledgement (acks=0: the last write).
+    pub produce_end_ns: AtomicU64,
     /// Clock time of the last consumed message of each group.
     pub consume_end_ns: Vec<AtomicU64>,
     first_error: Mutex<Option<String>>,
@@ -132,6 +134,7 @@ impl Shared {
             produce_errors: AtomicU64::new(0),
             producers_done: AtomicBool::new(false),
             abort: AtomicBool::new(false),
+            produce_end_ns: AtomicU64::new(0),
             consume_end_ns: (0..groups).map(|_| AtomicU64::new(0)).collect(),
             first_error: Mutex::new(None),
         }
