@@ -1,5 +1,6 @@
 //! `weir-bench encode`: the harness's raw batch-building rate on one thread (records encoded into
-//! RecordBatch v2, CRC32C included), to show that the client is not the bottleneck.
+//! RecordBatch v2, CRC32C included), and the consumer's matching parse rate (CRC check, every
+//! record walked, its end-to-end latency recorded), to show that the client is not the bottleneck.
 //! Runs on the calling thread only; touches no network.
 
 use std::time::{Duration, Instant};
@@ -39,6 +40,9 @@ pub struct EncodeResults {
     pub batches_per_s: f64,
     pub records_per_s: f64,
     pub gb_per_s: f64,
+    /// The consumer side: records parsed and latency-recorded per second.
+    pub decode_records_per_s: f64,
+    pub decode_gb_per_s: f64,
 }
 
 /// Builds full batches for `duration`, reusing one buffer, as the producer does.
@@ -81,7 +85,30 @@ pub fn measure(
         bytes += buf.len() as u64;
     }
     let seconds = start.elapsed().as_secs_f64();
+
+    // Decode the last batch over and over, as a fetcher does with every fetched batch.
+    let mut histogram = crate::stats::new_histogram();
+    let decode_start = Instant::now();
+    let (mut decoded_records, mut decoded_bytes) = (0u64, 0u64);
+    while decode_start.elapsed() < duration / 2 {
+        crate::batch::parse_batches(&buf, |batch| {
+            crate::batch::parse_records(batch.records, batch.record_count, |record| {
+                if let Some(send_ns) = record.value.and_then(crate::batch::value_send_time_ns) {
+                    crate::stats::record(
+                        &mut histogram,
+                        send_ns.wrapping_mul(1000) & 0xffff_ffff,
+                        1,
+                    );
+                }
+                decoded_records += 1;
+            })
+        })?;
+        decoded_bytes += buf.len() as u64;
+    }
+    let decode_seconds = decode_start.elapsed().as_secs_f64();
     Ok(EncodeResults {
+        decode_records_per_s: decoded_records as f64 / decode_seconds,
+        decode_gb_per_s: decoded_bytes as f64 / decode_seconds / 1e9,
         message_bytes,
         batch_bytes,
         records_per_batch: records / batches.max(1),
@@ -98,14 +125,17 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     let duration = crate::workload::parse_duration(&args.duration)?;
     let results = measure(args.message_bytes, args.batch_bytes, args.keyed, duration)?;
     println!(
-        "encode: {} B records, {} B batches ({} records each), keyed={}: {:.0} batches/s, {} records/s, {:.2} GB/s (CRC32C included)",
+        "encode: {} B records, {} B batches ({} records each), keyed={}: {:.0} batches/s, {} records/s, {:.2} GB/s (CRC32C included); \
+         decode: {} records/s, {:.2} GB/s (CRC check, latency recorded)",
         results.message_bytes,
         results.batch_bytes,
         results.records_per_batch,
         args.keyed,
         results.batches_per_s,
         crate::report::human_rate(results.records_per_s),
-        results.gb_per_s
+        results.gb_per_s,
+        crate::report::human_rate(results.decode_records_per_s),
+        results.decode_gb_per_s
     );
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
