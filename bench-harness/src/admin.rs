@@ -66,8 +66,8 @@ impl Connection {
         wire::finish_request(&mut header, body.len());
         self.stream.write_all(&header)?;
         self.stream.write_all(&body)?;
-        wire::read_frame(&mut self.stream, &mut self.frame)?;
-        let mut response = Bytes::copy_from_slice(&self.frame);
+        let frame = wire::read_frame(&mut self.stream, &mut self.frame)?;
+        let mut response = Bytes::copy_from_slice(frame);
         ensure!(response.len() >= 4, "response without a correlation id");
         let correlation_id = response.get_i32();
         ensure!(

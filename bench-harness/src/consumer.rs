@@ -64,7 +64,7 @@ fn fetch_loop(mut plan: FetcherPlan) -> Result<Histogram<u64>> {
     let mut stream = crate::admin::connect(&plan.address)?;
     let mut histogram = stats::new_histogram();
     let mut request = Vec::new();
-    let mut frame = Vec::new();
+    let mut frame_buf = Vec::new();
     let mut correlation_id = 0i32;
     let index_of: HashMap<i32, usize> = plan
         .positions
@@ -88,9 +88,9 @@ fn fetch_loop(mut plan: FetcherPlan) -> Result<Histogram<u64>> {
         stream
             .write_all(&request)
             .with_context(|| format!("fetching from {}", plan.address))?;
-        wire::read_frame(&mut stream, &mut frame)
+        let frame = wire::read_frame(&mut stream, &mut frame_buf)
             .with_context(|| format!("fetching from {}", plan.address))?;
-        let mut cursor = wire::Cursor::new(&frame);
+        let mut cursor = wire::Cursor::new(frame);
         let answered = cursor.i32()?;
         ensure!(
             answered == correlation_id,

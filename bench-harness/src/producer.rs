@@ -435,10 +435,10 @@ fn read_acks(
     shared: &Shared,
 ) -> Result<Histogram<u64>> {
     let mut histogram = stats::new_histogram();
-    let mut frame = Vec::new();
+    let mut frame_buf = Vec::new();
     while let Ok(in_flight) = receiver.recv() {
-        wire::read_frame(&mut stream, &mut frame)?;
-        let mut cursor = wire::Cursor::new(&frame);
+        let frame = wire::read_frame(&mut stream, &mut frame_buf)?;
+        let mut cursor = wire::Cursor::new(frame);
         let correlation_id = cursor.i32()?;
         ensure!(
             correlation_id == in_flight.correlation_id,

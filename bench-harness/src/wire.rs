@@ -47,8 +47,9 @@ pub fn put_string(buf: &mut Vec<u8>, value: &str) {
     buf.extend_from_slice(value.as_bytes());
 }
 
-/// Reads one response frame (size prefix stripped) into `buf`.
-pub fn read_frame(stream: &mut impl Read, buf: &mut Vec<u8>) -> Result<()> {
+/// Reads one response frame (size prefix stripped) into the front of `buf` and returns it. The
+/// buffer only grows, so that steady-state fetches never zero-fill megabytes before reading them.
+pub fn read_frame<'a>(stream: &mut impl Read, buf: &'a mut Vec<u8>) -> Result<&'a [u8]> {
     let mut size = [0u8; 4];
     stream
         .read_exact(&mut size)
@@ -58,10 +59,14 @@ pub fn read_frame(stream: &mut impl Read, buf: &mut Vec<u8>) -> Result<()> {
         size >= 4 && size as usize <= FRAME_BYTES_MAX,
         "response frame of {size} bytes is out of range"
     );
-    buf.clear();
-    buf.resize(size as usize, 0);
-    stream.read_exact(buf).context("reading a response body")?;
-    Ok(())
+    let size = size as usize;
+    if buf.len() < size {
+        buf.resize(size, 0);
+    }
+    stream
+        .read_exact(&mut buf[..size])
+        .context("reading a response body")?;
+    Ok(&buf[..size])
 }
 
 /// Writes every slice completely (std's `write_all_vectored` is not stable).
