@@ -13,8 +13,12 @@ use crate::batch::VALUE_TIMESTAMP_BYTES;
 pub enum Preset {
     /// Kafka's 2014 "2 million writes per second" shape: 100-byte records, one producer, one
     /// partition, acks=1.
+    #[value(name = "kafka-2014")]
+    #[serde(rename = "kafka-2014")]
     Kafka2014,
     /// OpenMessaging Benchmark's 1 KiB workload: 1 KiB records, 16 partitions.
+    #[value(name = "omb-1kb")]
+    #[serde(rename = "omb-1kb")]
     Omb1kb,
     /// 1,000 partitions, 100-byte records, keyed round-robin across partitions.
     ManyPartitions,
@@ -363,6 +367,22 @@ mod tests {
         assert!(parse_rate("0").is_err());
         assert_eq!(parse_cpus("0-2,5").unwrap(), vec![0, 1, 2, 5]);
         assert!(parse_cpus("3-1").is_err());
+    }
+
+    #[test]
+    fn preset_names_are_the_documented_ones() {
+        use clap::ValueEnum;
+        for (name, preset) in [
+            ("kafka-2014", Preset::Kafka2014),
+            ("omb-1kb", Preset::Omb1kb),
+            ("many-partitions", Preset::ManyPartitions),
+        ] {
+            assert_eq!(Preset::from_str(name, false), Ok(preset));
+            assert_eq!(
+                serde_json::to_string(&preset).unwrap(),
+                format!("\"{name}\"")
+            );
+        }
     }
 
     #[test]
