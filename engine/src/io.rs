@@ -1,11 +1,22 @@
-//! The glommio seam: the only module that touches O_DIRECT files and executor set-up facts.
-//! Runs on whichever shard calls it; holds no state.
+//! The glommio seam: the only module that touches O_DIRECT files, DMA buffers and executor set-up
+//! facts. Runs on whichever shard calls it; the buffer pool is per thread (per shard), so nothing
+//! here is shared between shards.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
+
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
+
+use crate::limits::{BLOCK_BYTES, POOL_BUFFERS_PER_SIZE_MAX, POOL_BYTES_MAX};
+use crate::LogError;
 
 /// glommio's io memory per executor: small enough that every shard fits in a default
 /// RLIMIT_MEMLOCK of 8 MiB (glommio's own default of 10 MiB does not).
 pub const IO_MEMORY_BYTES: usize = 512 << 10;
+
+/// Name of the probe file that `prepare_data_dir` keeps in the data directory.
+pub const PROBE_FILE_NAME: &str = ".weir-probe";
 
 /// Works around glommio 0.9's poll-ring probe: it reads the first `DmaFile` opened on a device, and
 /// when that file is new and empty it wrongly marks the device pollable, so every later read fails
@@ -13,24 +24,33 @@ pub const IO_MEMORY_BYTES: usize = 512 << 10;
 /// Call once per executor, before any other file of `dir` is opened.
 pub async fn prepare_data_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let probe = dir.join(".weir-probe");
-    let block = vec![0u8; 4096];
-    if std::fs::metadata(&probe).map(|m| m.len() < 4096).unwrap_or(true) {
+    let probe = dir.join(PROBE_FILE_NAME);
+    let block = vec![0x5au8; BLOCK_BYTES];
+    if std::fs::metadata(&probe)
+        .map(|m| m.len() < BLOCK_BYTES as u64)
+        .unwrap_or(true)
+    {
         std::fs::write(&probe, &block)?;
     }
-    let file = glommio::io::OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .dma_open(&probe)
         .await
         .map_err(std::io::Error::from)?;
-    let read = file.read_at_aligned(0, 4096).await.map_err(std::io::Error::from);
+    let read = file
+        .read_at_aligned(0, BLOCK_BYTES)
+        .await
+        .map_err(std::io::Error::from);
     let _ = file.close().await;
     read.map(|_| ())
 }
 
 /// glommio needs RLIMIT_MEMLOCK of at least 512 KiB per executor; explains how to raise it.
 pub fn check_memlock(executors: usize, io_memory_bytes: usize) -> Result<(), String> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes into the struct we own.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
     if rc != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
@@ -47,4 +67,148 @@ pub fn check_memlock(executors: usize, io_memory_bytes: usize) -> Result<(), Str
         executors,
         needed / 1024
     ))
+}
+
+/// Maps a glommio error on `path` to the engine's error; ENOSPC becomes `StorageFull`.
+pub(crate) fn log_error(path: &Path, err: glommio::GlommioError<()>) -> LogError {
+    let source = std::io::Error::from(err);
+    if source.kind() == std::io::ErrorKind::StorageFull
+        || source.raw_os_error() == Some(libc::ENOSPC)
+    {
+        return LogError::StorageFull;
+    }
+    LogError::Io {
+        path: path.into(),
+        source,
+    }
+}
+
+pub(crate) fn std_error(path: &Path, source: std::io::Error) -> LogError {
+    if source.kind() == std::io::ErrorKind::StorageFull {
+        return LogError::StorageFull;
+    }
+    LogError::Io {
+        path: path.into(),
+        source,
+    }
+}
+
+/// Opens a segment file for O_DIRECT reads and writes (glommio's `create`/`open` are one-way).
+pub(crate) async fn open_segment_file(path: &Path, create: bool) -> Result<DmaFile, LogError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .dma_open(path)
+        .await
+        .map_err(|e| log_error(path, e))
+}
+
+pub(crate) fn align_down(v: u64) -> u64 {
+    v & !(BLOCK_BYTES as u64 - 1)
+}
+
+pub(crate) fn align_up(v: u64) -> u64 {
+    align_down(v + BLOCK_BYTES as u64 - 1)
+}
+
+thread_local! {
+    /// Per-shard pool of aligned write buffers keyed by exact length (glommio cannot grow a
+    /// trimmed `DmaBuffer` back, so a buffer is reused only for a write of the same block count;
+    /// steady workloads repeat their sizes). Bounded by `POOL_BYTES_MAX`.
+    static POOL: RefCell<BufferPool> = RefCell::new(BufferPool::default());
+}
+
+#[derive(Default)]
+struct BufferPool {
+    by_len: HashMap<usize, Vec<DmaBuffer>>,
+    bytes: usize,
+}
+
+/// An aligned buffer of `align_up(len)` bytes, from the pool when one of that size is free.
+pub(crate) fn take_buffer(len: usize) -> DmaBuffer {
+    let len = align_up(len as u64) as usize;
+    let pooled = POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let buffer = pool.by_len.get_mut(&len).and_then(Vec::pop);
+        if buffer.is_some() {
+            pool.bytes -= len;
+        }
+        buffer
+    });
+    pooled.unwrap_or_else(|| glommio::allocate_dma_buffer_global(len))
+}
+
+/// Returns a buffer to the pool (dropped when the pool is full).
+pub(crate) fn give_buffer(buffer: DmaBuffer) {
+    let len = buffer.len();
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.bytes + len > POOL_BYTES_MAX {
+            return;
+        }
+        let list = pool.by_len.entry(len).or_default();
+        if list.len() < POOL_BUFFERS_PER_SIZE_MAX {
+            list.push(buffer);
+            pool.bytes += len;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glommio::{LocalExecutorBuilder, Placement};
+
+    fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(IO_MEMORY_BYTES)
+            .spawn(move || async move { f().await })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn fresh_empty_data_dir_reads_after_probe() {
+        // Without the probe, the first DmaFile opened here would be new and empty and later reads
+        // would fail with EOPNOTSUPP. With it, a new empty segment file can be written and read.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        run(move || async move {
+            prepare_data_dir(&path).await.unwrap();
+            let file = open_segment_file(&path.join("new.log"), true)
+                .await
+                .unwrap();
+            let read = file.read_at(0, 10).await.unwrap();
+            assert_eq!(read.len(), 0);
+            let mut buffer = take_buffer(BLOCK_BYTES);
+            buffer.as_bytes_mut().fill(7);
+            file.write_at(buffer, 0).await.unwrap();
+            let read = file.read_at_aligned(0, BLOCK_BYTES).await.unwrap();
+            assert_eq!(&read[..4], &[7, 7, 7, 7]);
+            file.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn alignment_and_pool() {
+        run(|| async {
+            let buffer = take_buffer(5000);
+            assert_eq!(buffer.len(), 8192);
+            let address = buffer.as_ptr() as usize;
+            give_buffer(buffer);
+            let again = take_buffer(8000);
+            assert_eq!(again.as_ptr() as usize, address, "reused from the pool");
+        });
+        assert_eq!(align_up(1), 4096);
+        assert_eq!(align_down(8191), 4096);
+    }
+
+    #[test]
+    fn memlock_check_explains() {
+        assert!(check_memlock(1, IO_MEMORY_BYTES).is_ok());
+        let err = check_memlock(1 << 30, IO_MEMORY_BYTES).unwrap_err();
+        assert!(err.contains("ulimit -l"), "{err}");
+    }
 }

@@ -1,10 +1,17 @@
-//! weir-engine: partition logs of Kafka RecordBatch v2 bytes.
+//! weir-engine: partition logs of Kafka RecordBatch v2 bytes on O_DIRECT files.
 //!
-//! PUBLIC API CONTRACT (fixed; the server codes against it). The bodies in this first commit are an
-//! in-memory stand-in so that the server can be built in parallel; the real direct-I/O engine
-//! replaces them without changing any signature.
+//! Scope: a `Log` stores and serves batches of one partition by offset; it knows nothing of sockets
+//! or Kafka requests. Batches are validated (header + CRC32C) and stored exactly as received, with
+//! `baseOffset` written in place; records are never decoded.
 //!
-//! Every type here lives on one glommio executor (one shard) and is `!Send`.
+//! Shards: every type here lives on one glommio executor (the shard that owns the partition) and is
+//! `!Send`; a log's state is borrowed only between awaits. Crossing shards means copying a chunk
+//! with [`Chunk::to_bytes`].
+//!
+//! Guarantees: offsets are assigned at `append` in call order and only grow; readers see a batch
+//! only after its write completed (high watermark); `wait_durable` follows [`Durability`]; on open
+//! the log continues exactly where the valid data ends (see `docs/storage-format.md`).
+//! Limits: `limits.rs`.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -13,7 +20,12 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 
 pub mod batch;
+pub mod index;
 pub mod io;
+pub mod limits;
+mod log;
+pub mod producer;
+mod segment;
 
 /// How durable an append is before `wait_durable` returns (Kafka's `flush.messages` / `flush.ms`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +53,11 @@ pub struct LogConfig {
     pub index_interval_bytes: u32,
     /// `max.message.bytes`: the largest batch accepted.
     pub max_message_bytes: u32,
+    /// Bytes of recently written batches kept in memory per partition for readers at the head.
+    pub tail_cache_bytes: usize,
+    /// On open, truncate at a CRC failure inside a sealed segment (and delete the segments after
+    /// it) instead of refusing to open with `LogError::Corrupt`.
+    pub repair: bool,
 }
 
 impl Default for LogConfig {
@@ -53,6 +70,8 @@ impl Default for LogConfig {
             durability: Durability::Os,
             index_interval_bytes: 4096,
             max_message_bytes: 1024 * 1024 + 12,
+            tail_cache_bytes: 1 << 20,
+            repair: false,
         }
     }
 }
@@ -64,11 +83,23 @@ pub enum LogError {
     #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
     BatchTooLarge { size: usize, max: u32 },
     #[error("offset {offset} out of range [{log_start_offset}, {log_end_offset}]")]
-    OffsetOutOfRange { offset: i64, log_start_offset: i64, log_end_offset: i64 },
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
     #[error("out of order sequence: producer {producer_id} expected {expected}, got {got}")]
-    OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
     #[error("producer {producer_id} epoch {epoch} is fenced by epoch {current}")]
-    InvalidProducerEpoch { producer_id: i64, epoch: i16, current: i16 },
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
     #[error("corrupt data in sealed segment {path}: {reason} (start with repair to truncate)")]
     Corrupt { path: PathBuf, reason: String },
     #[error("no space left on the data device")]
@@ -76,7 +107,10 @@ pub enum LogError {
     #[error("log is closed")]
     Closed,
     #[error("i/o error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The outcome of an append; offsets are assigned before `append` returns.
@@ -92,19 +126,24 @@ pub struct Appended {
 
 /// A piece of a read: whole batches, refcounted, never copied.
 pub enum Chunk {
+    /// From the tail cache: the very buffer that `append` stored.
     Memory(Bytes),
+    /// A `read_at_aligned` result sliced to whole batches (not `Send`).
+    Disk(glommio::io::ReadResult),
 }
 
 impl Chunk {
     pub fn as_slice(&self) -> &[u8] {
         match self {
             Chunk::Memory(bytes) => bytes,
+            Chunk::Disk(read) => read,
         }
     }
-    /// A `Send` copy for crossing shards (disk chunks are not `Send`).
+    /// A `Send` copy for crossing shards (disk chunks are not `Send`; memory chunks are not copied).
     pub fn to_bytes(&self) -> Bytes {
         match self {
             Chunk::Memory(bytes) => bytes.clone(),
+            Chunk::Disk(read) => Bytes::copy_from_slice(read),
         }
     }
 }
@@ -119,147 +158,95 @@ pub struct ReadBatches {
 /// One partition's log. Cheap to clone (shared handle on the owning shard).
 #[derive(Clone)]
 pub struct Log {
-    inner: Rc<RefCell<Inner>>,
-}
-
-struct Inner {
-    dir: PathBuf,
-    config: LogConfig,
-    batches: Vec<(i64, i64, i64, Bytes)>, // base, last, max_timestamp, bytes
-    next_offset: i64,
-    start_offset: i64,
-    waiters: Vec<std::task::Waker>,
+    inner: Rc<RefCell<log::Inner>>,
 }
 
 impl Log {
-    /// Opens (recovering) or creates the partition directory `dir`.
+    /// Opens (recovering) or creates the partition directory `dir`. Call
+    /// [`io::prepare_data_dir`] on the data directory first on every executor.
     pub async fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
-        std::fs::create_dir_all(dir).map_err(|source| LogError::Io { path: dir.into(), source })?;
         Ok(Log {
-            inner: Rc::new(RefCell::new(Inner {
-                dir: dir.into(),
-                config,
-                batches: Vec::new(),
-                next_offset: 0,
-                start_offset: 0,
-                waiters: Vec::new(),
-            })),
+            inner: log::open(dir, config).await?,
         })
     }
 
     pub fn dir(&self) -> PathBuf {
-        self.inner.borrow().dir.clone()
+        log::dir(&self.inner)
     }
 
     pub fn config(&self) -> LogConfig {
-        self.inner.borrow().config.clone()
+        log::config(&self.inner)
     }
 
     pub fn set_config(&self, config: LogConfig) {
-        self.inner.borrow_mut().config = config;
+        log::set_config(&self.inner, config)
     }
 
     /// Validates the batch (header + CRC), applies idempotent-producer checks, assigns offsets by
     /// writing `baseOffset` in place, and queues it for writing. Synchronous: offsets are ordered
     /// by call order.
-    pub fn append(&self, mut batch: BytesMut) -> Result<Appended, LogError> {
-        let mut inner = self.inner.borrow_mut();
-        if batch.len() > inner.config.max_message_bytes as usize {
-            return Err(LogError::BatchTooLarge { size: batch.len(), max: inner.config.max_message_bytes });
-        }
-        let info = batch::validate(&batch)?;
-        let base = inner.next_offset;
-        batch::set_base_offset(&mut batch, base);
-        let last = base + info.last_offset_delta as i64;
-        inner.batches.push((base, last, info.max_timestamp, batch.freeze()));
-        inner.next_offset = last + 1;
-        for w in inner.waiters.drain(..) {
-            w.wake();
-        }
-        Ok(Appended { base_offset: base, last_offset: last, duplicate: false, log_start_offset: inner.start_offset })
+    pub fn append(&self, batch: BytesMut) -> Result<Appended, LogError> {
+        log::append(&self.inner, batch)
     }
 
     /// Resolves once every offset ≤ `offset` is written to the device (and visible to readers).
-    pub async fn wait_written(&self, _offset: i64) -> Result<(), LogError> {
-        Ok(())
+    pub async fn wait_written(&self, offset: i64) -> Result<(), LogError> {
+        log::wait_written(&self.inner, offset).await
     }
 
-    /// Resolves once every offset ≤ `offset` is durable under the log's durability policy.
-    pub async fn wait_durable(&self, _offset: i64) -> Result<(), LogError> {
-        Ok(())
+    /// Resolves once every offset ≤ `offset` is durable under the log's durability policy
+    /// (`Always`: after fdatasync; `Interval`/`Os`: once written).
+    pub async fn wait_durable(&self, offset: i64) -> Result<(), LogError> {
+        log::wait_durable(&self.inner, offset).await
     }
 
     pub fn log_start_offset(&self) -> i64 {
-        self.inner.borrow().start_offset
+        log::offsets(&self.inner).0
     }
 
     /// The next offset not yet visible to readers (Kafka's high watermark; no replication).
     pub fn high_watermark(&self) -> i64 {
-        self.inner.borrow().next_offset
+        log::offsets(&self.inner).1
     }
 
     /// The next offset to be assigned.
     pub fn log_end_offset(&self) -> i64 {
-        self.inner.borrow().next_offset
+        log::offsets(&self.inner).2
     }
 
     /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one batch).
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadBatches, LogError> {
-        let inner = self.inner.borrow();
-        if offset < inner.start_offset || offset > inner.next_offset {
-            return Err(LogError::OffsetOutOfRange {
-                offset,
-                log_start_offset: inner.start_offset,
-                log_end_offset: inner.next_offset,
-            });
-        }
-        let mut chunks = Vec::new();
-        let mut total = 0;
-        for (_, last, _, bytes) in inner.batches.iter().filter(|b| b.1 >= offset) {
-            let _ = last;
-            if total > 0 && total + bytes.len() > max_bytes {
-                break;
-            }
-            total += bytes.len();
-            chunks.push(Chunk::Memory(bytes.clone()));
-        }
-        Ok(ReadBatches { chunks, high_watermark: inner.next_offset, log_start_offset: inner.start_offset, total_bytes: total })
+        log::read(&self.inner, offset, max_bytes).await
     }
 
-    /// Resolves when the high watermark moves above `offset` (for Fetch long-polls).
+    /// Resolves when the high watermark moves above `offset` (for Fetch long-polls), or the log
+    /// closes.
     pub async fn wait_for_data(&self, offset: i64) {
-        futures_lite::future::poll_fn(|cx| {
-            let mut inner = self.inner.borrow_mut();
-            if inner.next_offset > offset {
-                std::task::Poll::Ready(())
-            } else {
-                inner.waiters.push(cx.waker().clone());
-                std::task::Poll::Pending
-            }
-        })
-        .await
+        log::wait_for_data(&self.inner, offset).await
     }
 
     /// The first offset whose batch max timestamp is ≥ `timestamp_ms`, with that timestamp.
-    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
-        let inner = self.inner.borrow();
-        Ok(inner.batches.iter().find(|b| b.2 >= timestamp_ms).map(|b| (b.0, b.2)))
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<(i64, i64)>, LogError> {
+        log::offset_for_timestamp(&self.inner, timestamp_ms).await
     }
 
     /// Deletes whole segments past `retention.bytes` / `retention.ms`; never blocks appends.
     pub async fn enforce_retention(&self) -> Result<(), LogError> {
-        Ok(())
+        log::enforce_retention(&self.inner).await
     }
 
     /// Flushes, syncs and closes the files.
     pub async fn close(&self) -> Result<(), LogError> {
-        Ok(())
+        log::close(&self.inner).await
     }
 
     /// Closes and deletes the partition directory (DeleteTopics).
     pub async fn delete(self) -> Result<(), LogError> {
         let dir = self.dir();
+        let _ = self.close().await;
         std::fs::remove_dir_all(&dir).map_err(|source| LogError::Io { path: dir, source })
     }
 }
-

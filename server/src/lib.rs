@@ -3,7 +3,181 @@
 //! Module ownership (each a separate piece of work; see docs/architecture.md):
 //! - `groups`: the consumer group coordinator (classic protocol) and committed offsets.
 //! - `routing`: exchanges and bindings (RabbitMQ semantics) over topics.
-//! - everything else: config, shards, network, Kafka codec and handlers.
+//! - `config`, `metadata`, `shard` (executors, mesh, controller), `kafka` (codec, connections,
+//!   one handler per API): the broker core.
+//!
+//! `run` is the whole program: the main thread parses the configuration, loads the metadata,
+//! starts one pinned glommio executor per CPU, prints the ready line, and turns SIGINT/SIGTERM
+//! into a shutdown message to every shard.
 
+pub mod config;
 pub mod groups;
+pub mod kafka;
+pub mod metadata;
 pub mod routing;
+pub mod shard;
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use glommio::{LocalExecutorBuilder, Placement};
+use weir_engine::io::{check_memlock, IO_MEMORY_BYTES};
+
+pub use config::{Args, BrokerConfig};
+
+/// Parses the command line and runs the broker until SIGINT/SIGTERM.
+pub fn main_with_args() -> anyhow::Result<()> {
+    use clap::Parser;
+    let args = Args::parse();
+    init_tracing();
+    run(BrokerConfig::from_args(args)?)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}
+
+pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let count = config.cpus.len();
+    check_memlock(count, IO_MEMORY_BYTES).map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    // Write glommio's probe file once, before shards race to create it (see engine::io).
+    let probe = config.data_dir.join(".weir-probe");
+    if std::fs::metadata(&probe)
+        .map(|m| m.len() < 4096)
+        .unwrap_or(true)
+    {
+        std::fs::write(&probe, vec![0u8; 4096])
+            .with_context(|| format!("writing {}", probe.display()))?;
+    }
+    let mut metadata = metadata::load(&config.data_dir).context("loading metadata")?;
+    if reassign_missing_shards(&mut metadata, count) {
+        metadata::store(&config.data_dir, &metadata).context("storing metadata")?;
+    }
+    let metadata = Arc::new(metadata);
+
+    let (mesh, inboxes) = shard::mesh::build(count);
+    let connections_total = Arc::new(AtomicUsize::new(0));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("installing signal handlers")?;
+
+    let mut handles = Vec::with_capacity(count);
+    for (id, (cpu, inbox)) in config.cpus.iter().copied().zip(inboxes).enumerate() {
+        let start = shard::ShardStart {
+            id,
+            config: config.clone(),
+            mesh: mesh.clone(),
+            inbox,
+            metadata: metadata.clone(),
+            connections_total: connections_total.clone(),
+            ready: ready_tx.clone(),
+        };
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("weir-shard-{id}"))
+            .io_memory(IO_MEMORY_BYTES)
+            .spawn(move || async move { shard::run(start).await })
+            .map_err(|error| anyhow::anyhow!("{error}"))
+            .with_context(|| format!("starting shard {id} on cpu {cpu}"))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+
+    let stop_all = {
+        let mesh = mesh.clone();
+        move || {
+            for inbox in &mesh.shards {
+                let _ = inbox.send(shard::mesh::Job::Shutdown);
+            }
+        }
+    };
+    let mut failure = None;
+    for _ in 0..count {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(message)) => {
+                failure = Some(message);
+                break;
+            }
+            Err(_) => {
+                failure = Some("a shard stopped during start".to_string());
+                break;
+            }
+        }
+    }
+    if let Some(message) = failure {
+        stop_all();
+        for handle in handles {
+            let _ = handle.join();
+        }
+        bail!("{message}");
+    }
+    let port = config.listen.port();
+    tracing::info!(
+        "weir ready: bootstrap {}:{}, shards {}, broker ports {}-{}",
+        config.advertised_host,
+        port,
+        count,
+        port + 1,
+        port + count as u16
+    );
+
+    let mut signals = signals;
+    std::thread::spawn(move || {
+        let mut received = signals.forever();
+        if let Some(signal) = received.next() {
+            tracing::info!(
+                signal,
+                "shutting down: no new connections, finishing in-flight requests"
+            );
+            stop_all();
+        }
+        if received.next().is_some() {
+            tracing::warn!("second signal: exiting at once");
+            std::process::exit(1);
+        }
+    });
+
+    let mut errors = Vec::new();
+    for (id, handle) in handles.into_iter().enumerate() {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => errors.push(format!("shard {id}: {error:#}")),
+            Err(error) => errors.push(format!("shard {id}: {error}")),
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("; "));
+    }
+    tracing::info!("weir stopped");
+    Ok(())
+}
+
+/// After a restart with fewer shards, partitions of shards that no longer exist move to one that
+/// does (every shard reads the same data dir). Returns whether anything moved.
+fn reassign_missing_shards(metadata: &mut metadata::Metadata, count: usize) -> bool {
+    let mut moved = false;
+    for (name, topic) in metadata.topics.iter_mut() {
+        for (index, owner) in topic.partitions.iter_mut().enumerate() {
+            if *owner >= count {
+                *owner = metadata::assign_shard(name, index, count);
+                moved = true;
+            }
+        }
+    }
+    if moved {
+        metadata.version += 1;
+    }
+    moved
+}

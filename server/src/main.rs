@@ -1,2 +1,4 @@
 //! `weir`: thin entry point; args, shards and the network live in the library.
-fn main() {}
+fn main() -> anyhow::Result<()> {
+    weir_server::main_with_args()
+}

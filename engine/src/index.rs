@@ -1,0 +1,116 @@
+//! The sparse offset index and the time index of one segment: in-memory vectors, saved as
+//! fixed-width big-endian files (`.index`, `.timeindex`) when a segment is sealed or the log is
+//! closed, and rebuilt from the log file whenever missing or different. Lives on the log's shard.
+//!
+//! ```text
+//! .index      entry = relative offset u32 | position u32            (8 bytes)
+//! .timeindex  entry = timestamp i64       | relative offset u32     (12 bytes)
+//! ```
+//! An offset-index entry (R, P) says the batch with base offset `segment_base + R` starts at byte P.
+//! A time-index entry (T, R): T is the largest max timestamp among the batches of the segment before
+//! `segment_base + R`, so a search for the first batch with max timestamp ≥ X may start at the last
+//! entry with T < X (every batch before it is older than X).
+
+pub const OFFSET_ENTRY_BYTES: usize = 8;
+pub const TIME_ENTRY_BYTES: usize = 12;
+
+/// Offset index and time index, built together at the same batch boundaries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SegmentIndex {
+    /// (relative offset, byte position), both strictly increasing.
+    pub offsets: Vec<(u32, u32)>,
+    /// (largest max timestamp of the batches before, relative offset), timestamps increasing.
+    pub times: Vec<(i64, u32)>,
+    bytes_since_entry: u64,
+    max_timestamp_so_far: Option<i64>,
+}
+
+impl SegmentIndex {
+    /// Records a batch appended at `position`; adds entries every `interval_bytes` of log.
+    pub fn note_batch(
+        &mut self,
+        relative_offset: u32,
+        position: u32,
+        size: u32,
+        max_timestamp: i64,
+        interval_bytes: u32,
+    ) {
+        if self.offsets.is_empty() || self.bytes_since_entry >= interval_bytes as u64 {
+            self.offsets.push((relative_offset, position));
+            self.bytes_since_entry = 0;
+            if let Some(before) = self.max_timestamp_so_far {
+                if self.times.last().is_none_or(|last| before > last.0) {
+                    self.times.push((before, relative_offset));
+                }
+            }
+        }
+        self.bytes_since_entry += size as u64;
+        self.max_timestamp_so_far = Some(
+            self.max_timestamp_so_far
+                .map_or(max_timestamp, |m| m.max(max_timestamp)),
+        );
+    }
+
+    /// The indexed position at or before `relative_offset` (0 when none).
+    pub fn position_for(&self, relative_offset: u32) -> u32 {
+        let at = self.offsets.partition_point(|e| e.0 <= relative_offset);
+        if at == 0 {
+            0
+        } else {
+            self.offsets[at - 1].1
+        }
+    }
+
+    /// A relative offset from which a scan finds the first batch with max timestamp ≥ `timestamp`.
+    pub fn scan_start_for(&self, timestamp: i64) -> u32 {
+        let at = self.times.partition_point(|e| e.0 < timestamp);
+        if at == 0 {
+            0
+        } else {
+            self.times[at - 1].1
+        }
+    }
+
+    pub fn encode_offsets(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.offsets.len() * OFFSET_ENTRY_BYTES);
+        for (relative, position) in &self.offsets {
+            out.extend_from_slice(&relative.to_be_bytes());
+            out.extend_from_slice(&position.to_be_bytes());
+        }
+        out
+    }
+
+    pub fn encode_times(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.times.len() * TIME_ENTRY_BYTES);
+        for (timestamp, relative) in &self.times {
+            out.extend_from_slice(&timestamp.to_be_bytes());
+            out.extend_from_slice(&relative.to_be_bytes());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_every_interval_and_lookups() {
+        let mut index = SegmentIndex::default();
+        // ten batches of 100 bytes, interval 250 bytes, timestamps 10, 20, ...
+        for i in 0..10u32 {
+            index.note_batch(i, i * 100, 100, (i as i64 + 1) * 10, 250);
+        }
+        assert_eq!(index.offsets, vec![(0, 0), (3, 300), (6, 600), (9, 900)]);
+        assert_eq!(index.times, vec![(30, 3), (60, 6), (90, 9)]);
+        assert_eq!(index.position_for(0), 0);
+        assert_eq!(index.position_for(5), 300);
+        assert_eq!(index.position_for(100), 900);
+        // first batch with max ts >= 45 is batch 4 (ts 50): start at 3 is safe.
+        assert_eq!(index.scan_start_for(45), 3);
+        assert_eq!(index.scan_start_for(5), 0);
+        assert_eq!(index.scan_start_for(1000), 9);
+        assert_eq!(index.encode_offsets().len(), 4 * OFFSET_ENTRY_BYTES);
+        assert_eq!(index.encode_times().len(), 3 * TIME_ENTRY_BYTES);
+    }
+}

@@ -1,0 +1,1123 @@
+//! One partition's log: the segments, the append path (validation, idempotence, offsets), the
+//! per-log writer task (group commit over O_DIRECT), reads, retention, recovery and close.
+//!
+//! Shard and concurrency: a `Log` lives on the shard that owns the partition and is `!Send`; its
+//! state sits in one `Rc<RefCell<..>>`, borrowed only between awaits (never across one).
+//!
+//! Write path, and how appends of many partitions are coalesced:
+//! ```text
+//! append(batch) ── sync: validate, idempotence check, assign offsets, queue ──► pending
+//!                  └─ wakes this log's writer task (if idle)
+//! writer task  ── takes ALL pending batches (≤ 1 MiB), copies them after the partial last block
+//!                 into one aligned pooled buffer, fallocates ahead in 32 MiB steps, issues ONE
+//!                 write; appends arriving meanwhile wait for the next write (group commit).
+//!              ── on completion: batches become visible (high watermark), move to the tail
+//!                 cache, waiters wake; `Always` then fdatasyncs before `wait_durable` resolves.
+//! many logs    ── a produce request appending to N partitions wakes N writer tasks in the same
+//!                 executor tick; each queues its write SQE and glommio submits all of them in
+//!                 the next single io_uring_enter, so N partitions cost one system call.
+//! ```
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use glommio::io::{DmaBuffer, DmaFile};
+
+use crate::batch;
+use crate::io::{
+    align_down, align_up, give_buffer, log_error, open_segment_file, std_error, take_buffer,
+};
+use crate::limits::{
+    BATCH_BYTES_MAX, PREALLOCATE_STEP_BYTES, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, WRITE_BYTES_MAX,
+};
+use crate::producer::{last_sequence, ProducerBatch, ProducerCheck, ProducerTable};
+use crate::segment::{
+    self, file_stem, parse_stem, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+};
+use crate::{Appended, Chunk, Durability, LogConfig, LogError, ReadBatches};
+
+/// Pause before a failed write (ENOSPC, EIO) is retried.
+const WRITE_RETRY_MS: u64 = 100;
+
+struct PendingBatch {
+    base: i64,
+    last: i64,
+    max_timestamp: i64,
+    bytes: Bytes,
+}
+
+enum Pending {
+    Batch(PendingBatch),
+    /// Seal the active segment and start a new one before the batches that follow.
+    Roll,
+}
+
+struct CachedBatch {
+    base: i64,
+    last: i64,
+    bytes: Bytes,
+}
+
+/// A failed write, kept so that every waiter and append sees it until a retry succeeds.
+#[derive(Clone)]
+struct WriteFailure {
+    storage_full: bool,
+    path: PathBuf,
+    kind: std::io::ErrorKind,
+    message: String,
+}
+
+impl WriteFailure {
+    fn from_error(error: &LogError, path: &Path) -> WriteFailure {
+        match error {
+            LogError::StorageFull => WriteFailure {
+                storage_full: true,
+                path: path.into(),
+                kind: std::io::ErrorKind::StorageFull,
+                message: String::new(),
+            },
+            LogError::Io { path, source } => WriteFailure {
+                storage_full: false,
+                path: path.clone(),
+                kind: source.kind(),
+                message: source.to_string(),
+            },
+            other => WriteFailure {
+                storage_full: false,
+                path: path.into(),
+                kind: std::io::ErrorKind::Other,
+                message: other.to_string(),
+            },
+        }
+    }
+
+    fn to_error(&self) -> LogError {
+        if self.storage_full {
+            return LogError::StorageFull;
+        }
+        LogError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::new(self.kind, self.message.clone()),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment>,
+    pending: VecDeque<Pending>,
+    /// Bytes of the active segment including pending batches (roll decisions happen at append).
+    planned_segment_bytes: u64,
+    planned_segment_base: i64,
+    planned_segment_opened_ms: i64,
+    /// Bytes of the active file from the last block boundary to the written end.
+    tail_block: Vec<u8>,
+    next_offset: i64,
+    high_watermark: i64,
+    durable_offset: i64,
+    start_offset: i64,
+    cache: VecDeque<CachedBatch>,
+    cache_bytes: usize,
+    producers: ProducerTable,
+    failure: Option<WriteFailure>,
+    writing: bool,
+    closing: bool,
+    closed: bool,
+    sync_timer_running: bool,
+    writer_waker: Option<Waker>,
+    waiters: Vec<Waker>,
+}
+
+impl Inner {
+    fn active(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn wake_all(&mut self) {
+        for waker in self.waiters.drain(..) {
+            waker.wake();
+        }
+    }
+
+    fn wake_writer(&mut self) {
+        if let Some(waker) = self.writer_waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn evict_cache(&mut self) {
+        while self.cache_bytes > self.config.tail_cache_bytes
+            || self
+                .cache
+                .front()
+                .is_some_and(|c| c.base < self.start_offset)
+        {
+            let Some(front) = self.cache.pop_front() else {
+                break;
+            };
+            self.cache_bytes -= front.bytes.len();
+        }
+    }
+}
+
+/// What the writer does next.
+enum Job {
+    Write(WriteJob),
+    Roll,
+}
+
+struct WriteJobResult {
+    /// Blocks now reserved in the file, when pre-allocation ran.
+    allocated: Option<u64>,
+}
+
+struct WriteJob {
+    file: Rc<DmaFile>,
+    path: PathBuf,
+    segment_base: i64,
+    buffer: DmaBuffer,
+    aligned_start: u64,
+    batches: usize,
+    batch_bytes: usize,
+    new_tail: Vec<u8>,
+    allocate_to: Option<u64>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn plan_write(inner: &mut Inner) -> WriteJob {
+    let active = inner.active();
+    let aligned_start = align_down(active.size_bytes);
+    assert_eq!(
+        inner.tail_block.len() as u64,
+        active.size_bytes - aligned_start
+    );
+    let mut batches = 0;
+    let mut batch_bytes = 0;
+    for pending in &inner.pending {
+        let Pending::Batch(b) = pending else { break };
+        if batches > 0 && batch_bytes + b.bytes.len() > WRITE_BYTES_MAX {
+            break;
+        }
+        batches += 1;
+        batch_bytes += b.bytes.len();
+    }
+    assert!(batches > 0, "plan_write runs with a batch at the front");
+    let data_bytes = inner.tail_block.len() + batch_bytes;
+    let mut buffer = take_buffer(data_bytes);
+    let out = buffer.as_bytes_mut();
+    out[..inner.tail_block.len()].copy_from_slice(&inner.tail_block);
+    let mut at = inner.tail_block.len();
+    for pending in inner.pending.iter().take(batches) {
+        if let Pending::Batch(b) = pending {
+            out[at..at + b.bytes.len()].copy_from_slice(&b.bytes);
+            at += b.bytes.len();
+        }
+    }
+    // Zero padding: recovery reads zeros after the last batch as "end of data".
+    out[at..].fill(0);
+    let new_end = active.size_bytes + batch_bytes as u64;
+    let new_tail = out
+        [(align_down(new_end) - aligned_start) as usize..(new_end - aligned_start) as usize]
+        .to_vec();
+    let write_end = aligned_start + buffer.len() as u64;
+    let allocate_to = (write_end > active.allocated_bytes)
+        .then(|| write_end.div_ceil(PREALLOCATE_STEP_BYTES) * PREALLOCATE_STEP_BYTES);
+    WriteJob {
+        file: active.file.clone(),
+        path: active.path.clone(),
+        segment_base: active.base_offset,
+        buffer,
+        aligned_start,
+        batches,
+        batch_bytes,
+        new_tail,
+        allocate_to,
+    }
+}
+
+/// Reserves blocks up to `step_end` (a 32 MiB step) or, when the device cannot hold that much,
+/// just up to `write_end`, so that pre-allocation alone never makes a near-full disk refuse writes.
+async fn preallocate(
+    file: &DmaFile,
+    path: &Path,
+    step_end: u64,
+    write_end: u64,
+) -> Result<u64, LogError> {
+    match file
+        .pre_allocate(step_end, false)
+        .await
+        .map_err(|e| log_error(path, e))
+    {
+        Err(LogError::StorageFull) => {
+            file.pre_allocate(write_end, false)
+                .await
+                .map_err(|e| log_error(path, e))?;
+            Ok(write_end)
+        }
+        other => other.map(|()| step_end),
+    }
+}
+
+async fn run_write(mut job: WriteJob) -> (Result<(), LogError>, Option<DmaBuffer>, WriteJobResult) {
+    let write_end = job.aligned_start + job.buffer.len() as u64;
+    if let Some(size) = job.allocate_to {
+        match preallocate(&job.file, &job.path, size, write_end).await {
+            Ok(allocated) => job.allocate_to = Some(allocated),
+            Err(e) => return (Err(e), Some(job.buffer), WriteJobResult { allocated: None }),
+        }
+    }
+    let allocated = WriteJobResult {
+        allocated: job.allocate_to,
+    };
+    let buffer = Rc::new(job.buffer);
+    let expected = buffer.len();
+    let result = job
+        .file
+        .write_rc_at(buffer.clone(), job.aligned_start)
+        .await;
+    let buffer = Rc::try_unwrap(buffer).ok();
+    match result {
+        Ok(written) if written == expected => (Ok(()), buffer, allocated),
+        Ok(written) => {
+            let source =
+                std::io::Error::other(format!("short write: {written} of {expected} bytes"));
+            (
+                Err(LogError::Io {
+                    path: job.path,
+                    source,
+                }),
+                buffer,
+                allocated,
+            )
+        }
+        Err(e) => (Err(log_error(&job.path, e)), buffer, allocated),
+    }
+}
+
+/// Applies a completed write: batches become visible and move to the tail cache.
+fn complete_write(
+    inner: &mut Inner,
+    segment_base: i64,
+    batches: usize,
+    batch_bytes: usize,
+    new_tail: Vec<u8>,
+    allocate_to: Option<u64>,
+) {
+    let interval = inner.config.index_interval_bytes;
+    let mut written = 0;
+    for _ in 0..batches {
+        let Some(Pending::Batch(b)) = inner.pending.pop_front() else {
+            unreachable!("the written batches are at the front of the queue")
+        };
+        let segment = inner
+            .segments
+            .get_mut(&segment_base)
+            .expect("the written segment exists");
+        segment.note_written(b.base, b.last, b.max_timestamp, b.bytes.len(), interval);
+        written += b.bytes.len();
+        assert!(
+            b.last >= inner.high_watermark,
+            "the high watermark only grows"
+        );
+        inner.high_watermark = b.last + 1;
+        inner.cache_bytes += b.bytes.len();
+        inner.cache.push_back(CachedBatch {
+            base: b.base,
+            last: b.last,
+            bytes: b.bytes,
+        });
+    }
+    assert_eq!(written, batch_bytes);
+    inner.tail_block = new_tail;
+    if let Some(size) = allocate_to {
+        if let Some(segment) = inner.segments.get_mut(&segment_base) {
+            segment.allocated_bytes = size;
+        }
+    }
+    inner.evict_cache();
+}
+
+/// Seals the active segment (sync, trim the pre-allocated tail, save indexes) and opens the next.
+async fn run_roll(log: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
+    let (file, path, size, new_base, dir) = {
+        let inner = log.borrow();
+        let active = inner.active();
+        assert_eq!(
+            active.next_offset, inner.high_watermark,
+            "a roll runs after every batch before it is written"
+        );
+        (
+            active.file.clone(),
+            active.path.clone(),
+            active.size_bytes,
+            active.next_offset,
+            inner.dir.clone(),
+        )
+    };
+    file.fdatasync().await.map_err(|e| log_error(&path, e))?;
+    file.truncate(size).await.map_err(|e| log_error(&path, e))?;
+    log.borrow().active().save_indexes()?;
+    let new_path = dir.join(format!("{}{LOG_SUFFIX}", file_stem(new_base)));
+    let new_file = open_segment_file(&new_path, true).await?;
+    sync_dir(&dir)?;
+    let mut inner = log.borrow_mut();
+    inner.durable_offset = inner.durable_offset.max(new_base);
+    inner
+        .segments
+        .insert(new_base, Segment::new(&dir, new_base, new_file));
+    inner.tail_block.clear();
+    let Some(Pending::Roll) = inner.pending.pop_front() else {
+        unreachable!("roll marker at the front")
+    };
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| std_error(dir, e))
+}
+
+/// The per-log writer task: one write (or roll) in flight at a time, everything queued meanwhile
+/// goes in the next one.
+async fn run_writer(weak: Weak<RefCell<Inner>>) {
+    loop {
+        let job = futures_lite::future::poll_fn(|cx| {
+            let Some(log) = weak.upgrade() else {
+                return Poll::Ready(None);
+            };
+            let mut inner = log.borrow_mut();
+            if inner.closed {
+                return Poll::Ready(None);
+            }
+            match inner.pending.front() {
+                Some(Pending::Roll) => {
+                    inner.writing = true;
+                    Poll::Ready(Some(Job::Roll))
+                }
+                Some(Pending::Batch(_)) => {
+                    inner.writing = true;
+                    Poll::Ready(Some(Job::Write(plan_write(&mut inner))))
+                }
+                None => {
+                    inner.writer_waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await;
+        let Some(job) = job else { return };
+        let outcome = match job {
+            Job::Roll => {
+                let Some(log) = weak.upgrade() else { return };
+                let path = log.borrow().active().path.clone();
+                run_roll(&log).await.map_err(|e| (e, path))
+            }
+            Job::Write(job) => {
+                let (segment_base, batches, batch_bytes, path) = (
+                    job.segment_base,
+                    job.batches,
+                    job.batch_bytes,
+                    job.path.clone(),
+                );
+                let new_tail = job.new_tail.clone();
+                let file = job.file.clone();
+                let (result, buffer, done) = run_write(job).await;
+                if let Some(buffer) = buffer {
+                    give_buffer(buffer);
+                }
+                let allocate_to = done.allocated;
+                match result {
+                    Ok(()) => {
+                        let Some(log) = weak.upgrade() else { return };
+                        let (always, target) = {
+                            let mut inner = log.borrow_mut();
+                            complete_write(
+                                &mut inner,
+                                segment_base,
+                                batches,
+                                batch_bytes,
+                                new_tail,
+                                allocate_to,
+                            );
+                            inner.wake_all();
+                            (
+                                inner.config.durability == Durability::Always,
+                                inner.high_watermark,
+                            )
+                        };
+                        if always {
+                            match file.fdatasync().await {
+                                Ok(()) => {
+                                    let mut inner = log.borrow_mut();
+                                    inner.durable_offset = inner.durable_offset.max(target);
+                                    Ok(())
+                                }
+                                Err(e) => Err((log_error(&path, e), path)),
+                            }
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    Err(e) => Err((e, path)),
+                }
+            }
+        };
+        let Some(log) = weak.upgrade() else { return };
+        let failed = {
+            let mut inner = log.borrow_mut();
+            inner.writing = false;
+            let failed = match outcome {
+                Ok(()) => {
+                    inner.failure = None;
+                    false
+                }
+                Err((error, path)) => {
+                    tracing::warn!(dir = %inner.dir.display(), %error, "log write failed; retrying");
+                    inner.failure = Some(WriteFailure::from_error(&error, &path));
+                    true
+                }
+            };
+            inner.wake_all();
+            failed
+        };
+        drop(log);
+        if failed {
+            glommio::timer::sleep(Duration::from_millis(WRITE_RETRY_MS)).await;
+        }
+    }
+}
+
+/// Background fdatasync for `Durability::Interval`: at most one sync per interval, only when
+/// something was written since the last one.
+async fn run_sync_timer(weak: Weak<RefCell<Inner>>) {
+    loop {
+        let interval_ms = {
+            let Some(log) = weak.upgrade() else { return };
+            let mut inner = log.borrow_mut();
+            match inner.config.durability {
+                Durability::Interval { ms } if !inner.closed => ms.max(1),
+                _ => {
+                    inner.sync_timer_running = false;
+                    return;
+                }
+            }
+        };
+        glommio::timer::sleep(Duration::from_millis(interval_ms)).await;
+        let (file, path, target) = {
+            let Some(log) = weak.upgrade() else { return };
+            let inner = log.borrow();
+            if inner.closed || inner.high_watermark <= inner.durable_offset {
+                continue;
+            }
+            let active = inner.active();
+            // Every segment before the active one was synced when it was sealed.
+            (
+                active.file.clone(),
+                active.path.clone(),
+                inner.high_watermark,
+            )
+        };
+        match file.fdatasync().await {
+            Ok(()) => {
+                let Some(log) = weak.upgrade() else { return };
+                let mut inner = log.borrow_mut();
+                inner.durable_offset = inner.durable_offset.max(target);
+                inner.wake_all();
+            }
+            Err(e) => tracing::warn!(error = %log_error(&path, e), "interval fdatasync failed"),
+        }
+    }
+}
+
+fn clamp_config(mut config: LogConfig) -> LogConfig {
+    config.segment_bytes = config
+        .segment_bytes
+        .clamp(SEGMENT_BYTES_MIN, SEGMENT_BYTES_MAX);
+    config.index_interval_bytes = config.index_interval_bytes.max(1);
+    config
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
+    move |e| std_error(path, e)
+}
+
+/// Opens (recovering) or creates the partition directory.
+pub(crate) async fn open(dir: &Path, config: LogConfig) -> Result<Rc<RefCell<Inner>>, LogError> {
+    let config = clamp_config(config);
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        if let Some(base) = entry.file_name().to_str().and_then(parse_stem) {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    let mut producers = ProducerTable::default();
+    let mut segments = BTreeMap::new();
+    let mut expected_base: Option<i64> = None;
+    let mut index = 0;
+    while index < bases.len() {
+        let base = bases[index];
+        let sealed = index + 1 < bases.len();
+        let path = dir.join(format!("{}{LOG_SUFFIX}", file_stem(base)));
+        if let Some(expected) = expected_base {
+            if base != expected {
+                let reason = format!(
+                    "segment starts at offset {base} but the previous one ends at {expected}"
+                );
+                if !config.repair {
+                    return Err(LogError::Corrupt { path, reason });
+                }
+                tracing::warn!(path = %path.display(), %reason, "repair: deleting this and later segments");
+                delete_segments(dir, &bases[index..])?;
+                break;
+            }
+        }
+        let file = open_segment_file(&path, false).await?;
+        let file_bytes = file.file_size().await.map_err(|e| log_error(&path, e))?;
+        let mut segment = Segment::new(dir, base, file);
+        let stop = segment::recover(
+            &mut segment,
+            file_bytes,
+            config.index_interval_bytes,
+            |info, base| {
+                if info.producer_id >= 0 {
+                    let last = base + info.last_offset_delta as i64;
+                    let batch = ProducerBatch {
+                        first_sequence: info.base_sequence,
+                        last_sequence: last_sequence(info.base_sequence, info.last_offset_delta),
+                        base_offset: base,
+                        last_offset: last,
+                    };
+                    producers.record(info.producer_id, info.producer_epoch, batch);
+                }
+            },
+        )
+        .await?;
+        let mut last_segment = !sealed;
+        if let Some(stop) = stop {
+            let zeros = segment::all_zero(&segment.file, &path, stop.position, file_bytes).await?;
+            if sealed && !zeros {
+                let reason = format!("{} (byte {} of {})", stop.reason, stop.position, file_bytes);
+                if !config.repair {
+                    return Err(LogError::Corrupt { path, reason });
+                }
+                tracing::warn!(path = %path.display(), %reason, "repair: truncating here and deleting later segments");
+                delete_segments(dir, &bases[index + 1..])?;
+                last_segment = true;
+            } else if !sealed {
+                tracing::info!(path = %path.display(), reason = %stop.reason, position = stop.position, "truncating torn tail");
+            }
+        }
+        if file_bytes != segment.size_bytes {
+            segment
+                .file
+                .truncate(segment.size_bytes)
+                .await
+                .map_err(|e| log_error(&path, e))?;
+        }
+        segment.allocated_bytes = align_up(segment.size_bytes);
+        if !last_segment {
+            segment.save_indexes()?;
+        }
+        expected_base = Some(segment.next_offset);
+        segments.insert(base, segment);
+        if last_segment {
+            break;
+        }
+        index += 1;
+    }
+    if segments.is_empty() {
+        let file =
+            open_segment_file(&dir.join(format!("{}{LOG_SUFFIX}", file_stem(0))), true).await?;
+        sync_dir(dir)?;
+        segments.insert(0, Segment::new(dir, 0, file));
+    }
+    let (active_base, active_size, active_next, file, path) = {
+        let active = segments.values().next_back().expect("inserted above");
+        (
+            active.base_offset,
+            active.size_bytes,
+            active.next_offset,
+            active.file.clone(),
+            active.path.clone(),
+        )
+    };
+    file.fdatasync().await.map_err(|e| log_error(&path, e))?;
+    let tail_start = align_down(active_size);
+    let tail_block = if tail_start < active_size {
+        let read = file
+            .read_at_aligned(tail_start, crate::limits::BLOCK_BYTES)
+            .await
+            .map_err(|e| log_error(&path, e))?;
+        let len = (active_size - tail_start) as usize;
+        if read.len() < len {
+            let source = std::io::Error::other("short read of the last block");
+            return Err(LogError::Io { path, source });
+        }
+        read[..len].to_vec()
+    } else {
+        Vec::new()
+    };
+    let start_offset = *segments.keys().next().expect("inserted above");
+    let interval = matches!(config.durability, Durability::Interval { .. });
+    let inner = Rc::new(RefCell::new(Inner {
+        dir: dir.into(),
+        config,
+        segments,
+        pending: VecDeque::new(),
+        planned_segment_bytes: active_size,
+        planned_segment_base: active_base,
+        planned_segment_opened_ms: now_ms(),
+        tail_block,
+        next_offset: active_next,
+        high_watermark: active_next,
+        durable_offset: active_next,
+        start_offset,
+        cache: VecDeque::new(),
+        cache_bytes: 0,
+        producers,
+        failure: None,
+        writing: false,
+        closing: false,
+        closed: false,
+        sync_timer_running: interval,
+        writer_waker: None,
+        waiters: Vec::new(),
+    }));
+    glommio::spawn_local(run_writer(Rc::downgrade(&inner))).detach();
+    if interval {
+        glommio::spawn_local(run_sync_timer(Rc::downgrade(&inner))).detach();
+    }
+    Ok(inner)
+}
+
+fn delete_segments(dir: &Path, bases: &[i64]) -> Result<(), LogError> {
+    for base in bases {
+        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            let path = dir.join(format!("{}{suffix}", file_stem(*base)));
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(std_error(&path, e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn set_config(log: &Rc<RefCell<Inner>>, config: LogConfig) {
+    let mut inner = log.borrow_mut();
+    inner.config = clamp_config(config);
+    if matches!(inner.config.durability, Durability::Interval { .. })
+        && !inner.sync_timer_running
+        && !inner.closed
+    {
+        inner.sync_timer_running = true;
+        glommio::spawn_local(run_sync_timer(Rc::downgrade(log))).detach();
+    }
+    inner.evict_cache();
+}
+
+pub(crate) fn append(log: &Rc<RefCell<Inner>>, mut batch: BytesMut) -> Result<Appended, LogError> {
+    let mut inner = log.borrow_mut();
+    if inner.closing || inner.closed {
+        return Err(LogError::Closed);
+    }
+    if let Some(failure) = &inner.failure {
+        return Err(failure.to_error());
+    }
+    let max = inner.config.max_message_bytes;
+    if batch.len() > max as usize || batch.len() > BATCH_BYTES_MAX {
+        return Err(LogError::BatchTooLarge {
+            size: batch.len(),
+            max,
+        });
+    }
+    let info = batch::validate(&batch)?;
+    let idempotent = info.producer_id >= 0;
+    let last_sequence = last_sequence(info.base_sequence, info.last_offset_delta);
+    if idempotent {
+        match inner.producers.check(
+            info.producer_id,
+            info.producer_epoch,
+            info.base_sequence,
+            last_sequence,
+        ) {
+            ProducerCheck::Append => {}
+            ProducerCheck::Duplicate(original) => {
+                return Ok(Appended {
+                    base_offset: original.base_offset,
+                    last_offset: original.last_offset,
+                    duplicate: true,
+                    log_start_offset: inner.start_offset,
+                });
+            }
+            ProducerCheck::OutOfOrder { expected } => {
+                return Err(LogError::OutOfOrderSequence {
+                    producer_id: info.producer_id,
+                    expected,
+                    got: info.base_sequence,
+                });
+            }
+            ProducerCheck::Fenced { current } => {
+                return Err(LogError::InvalidProducerEpoch {
+                    producer_id: info.producer_id,
+                    epoch: info.producer_epoch,
+                    current,
+                });
+            }
+        }
+    }
+    let base = inner.next_offset;
+    let last = base + info.last_offset_delta as i64;
+    let now = now_ms();
+    let size = batch.len() as u64;
+    if inner.planned_segment_bytes > 0 {
+        let full = inner.planned_segment_bytes + size > inner.config.segment_bytes;
+        let old = now - inner.planned_segment_opened_ms >= inner.config.segment_ms as i64;
+        let far = last - inner.planned_segment_base > i32::MAX as i64;
+        if full || old || far {
+            inner.pending.push_back(Pending::Roll);
+            inner.planned_segment_bytes = 0;
+            inner.planned_segment_base = base;
+        }
+    }
+    if inner.planned_segment_bytes == 0 {
+        inner.planned_segment_opened_ms = now;
+    }
+    batch::set_base_offset(&mut batch, base);
+    if idempotent {
+        let record = ProducerBatch {
+            first_sequence: info.base_sequence,
+            last_sequence,
+            base_offset: base,
+            last_offset: last,
+        };
+        inner
+            .producers
+            .record(info.producer_id, info.producer_epoch, record);
+    }
+    inner.planned_segment_bytes += size;
+    inner.next_offset = last + 1;
+    inner.pending.push_back(Pending::Batch(PendingBatch {
+        base,
+        last,
+        max_timestamp: info.max_timestamp,
+        bytes: batch.freeze(),
+    }));
+    inner.wake_writer();
+    Ok(Appended {
+        base_offset: base,
+        last_offset: last,
+        duplicate: false,
+        log_start_offset: inner.start_offset,
+    })
+}
+
+/// Waits until `done` holds; fails with the write failure or `Closed` while offsets are missing.
+fn wait_until(
+    log: &Rc<RefCell<Inner>>,
+    offset: i64,
+    durable: bool,
+) -> impl Future<Output = Result<(), LogError>> + '_ {
+    futures_lite::future::poll_fn(move |cx| {
+        let mut inner = log.borrow_mut();
+        let reached = if durable && inner.config.durability == Durability::Always {
+            inner.durable_offset > offset
+        } else {
+            inner.high_watermark > offset
+        };
+        if reached {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(failure) = &inner.failure {
+            return Poll::Ready(Err(failure.to_error()));
+        }
+        if inner.closed {
+            return Poll::Ready(Err(LogError::Closed));
+        }
+        if offset >= inner.next_offset {
+            // Never assigned: waiting could hang forever, so it is an error, not a wait.
+            return Poll::Ready(Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: inner.start_offset,
+                log_end_offset: inner.next_offset,
+            }));
+        }
+        inner.waiters.push(cx.waker().clone());
+        Poll::Pending
+    })
+}
+
+pub(crate) async fn wait_written(log: &Rc<RefCell<Inner>>, offset: i64) -> Result<(), LogError> {
+    wait_until(log, offset, false).await
+}
+
+pub(crate) async fn wait_durable(log: &Rc<RefCell<Inner>>, offset: i64) -> Result<(), LogError> {
+    wait_until(log, offset, true).await
+}
+
+pub(crate) fn offsets(log: &Rc<RefCell<Inner>>) -> (i64, i64, i64) {
+    let inner = log.borrow();
+    (inner.start_offset, inner.high_watermark, inner.next_offset)
+}
+
+pub(crate) fn dir(log: &Rc<RefCell<Inner>>) -> PathBuf {
+    log.borrow().dir.clone()
+}
+
+pub(crate) fn config(log: &Rc<RefCell<Inner>>) -> LogConfig {
+    log.borrow().config.clone()
+}
+
+pub(crate) async fn read(
+    log: &Rc<RefCell<Inner>>,
+    offset: i64,
+    max_bytes: usize,
+) -> Result<ReadBatches, LogError> {
+    let (file, path, from, to, window, high_watermark, log_start_offset) = {
+        let inner = log.borrow();
+        if inner.closed {
+            return Err(LogError::Closed);
+        }
+        let (start, hwm) = (inner.start_offset, inner.high_watermark);
+        if offset < start || offset > inner.next_offset {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: start,
+                log_end_offset: inner.next_offset,
+            });
+        }
+        let empty = ReadBatches {
+            chunks: Vec::new(),
+            high_watermark: hwm,
+            log_start_offset: start,
+            total_bytes: 0,
+        };
+        if offset >= hwm {
+            return Ok(empty);
+        }
+        if inner.cache.front().is_some_and(|c| c.base <= offset) {
+            let first = inner.cache.partition_point(|c| c.last < offset);
+            let mut chunks = Vec::new();
+            let mut total = 0;
+            for cached in inner.cache.iter().skip(first) {
+                if total > 0 && total + cached.bytes.len() > max_bytes {
+                    break;
+                }
+                total += cached.bytes.len();
+                chunks.push(Chunk::Memory(cached.bytes.clone()));
+            }
+            return Ok(ReadBatches {
+                chunks,
+                high_watermark: hwm,
+                log_start_offset: start,
+                total_bytes: total,
+            });
+        }
+        let Some(segment) = inner
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map(|(_, s)| s)
+            .filter(|s| offset < s.next_offset)
+        else {
+            return Ok(empty);
+        };
+        let relative = (offset - segment.base_offset) as u32;
+        let from = segment.index.position_for(relative) as u64;
+        let window = inner.config.index_interval_bytes as usize
+            + max_bytes.min(WRITE_BYTES_MAX * 8)
+            + 2 * crate::limits::BLOCK_BYTES;
+        (
+            segment.file.clone(),
+            segment.path.clone(),
+            from,
+            segment.size_bytes,
+            window,
+            hwm,
+            start,
+        )
+    };
+    let read = segment::read_batches(&file, &path, from, to, offset, max_bytes, window).await?;
+    let (chunks, total_bytes) = match read {
+        Some(read) => {
+            let len = read.len();
+            (vec![Chunk::Disk(read)], len)
+        }
+        None => (Vec::new(), 0),
+    };
+    Ok(ReadBatches {
+        chunks,
+        high_watermark,
+        log_start_offset,
+        total_bytes,
+    })
+}
+
+pub(crate) async fn wait_for_data(log: &Rc<RefCell<Inner>>, offset: i64) {
+    futures_lite::future::poll_fn(|cx| {
+        let mut inner = log.borrow_mut();
+        if inner.high_watermark > offset || inner.closed {
+            Poll::Ready(())
+        } else {
+            inner.waiters.push(cx.waker().clone());
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+pub(crate) async fn offset_for_timestamp(
+    log: &Rc<RefCell<Inner>>,
+    timestamp_ms: i64,
+) -> Result<Option<(i64, i64)>, LogError> {
+    let (file, path, from, to) = {
+        let inner = log.borrow();
+        if inner.closed {
+            return Err(LogError::Closed);
+        }
+        let Some(segment) = inner
+            .segments
+            .values()
+            .find(|s| s.max_timestamp >= timestamp_ms)
+        else {
+            return Ok(None);
+        };
+        let relative = segment.index.scan_start_for(timestamp_ms);
+        (
+            segment.file.clone(),
+            segment.path.clone(),
+            segment.index.position_for(relative) as u64,
+            segment.size_bytes,
+        )
+    };
+    segment::find_timestamp(&file, &path, from, to, timestamp_ms).await
+}
+
+pub(crate) async fn enforce_retention(log: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
+    let victims: Vec<Segment> = {
+        let mut inner = log.borrow_mut();
+        if inner.closed {
+            return Err(LogError::Closed);
+        }
+        let now = now_ms();
+        let (retention_bytes, retention_ms) =
+            (inner.config.retention_bytes, inner.config.retention_ms);
+        let mut total: u64 = inner.segments.values().map(|s| s.size_bytes).sum();
+        let mut bases = Vec::new();
+        // Oldest first, never the active segment, stop at the first one that must stay.
+        for segment in inner.segments.values().take(inner.segments.len() - 1) {
+            let over_size =
+                retention_bytes >= 0 && total - segment.size_bytes >= retention_bytes as u64;
+            let too_old = retention_ms >= 0 && segment.max_timestamp < now - retention_ms;
+            if !(over_size || too_old) {
+                break;
+            }
+            total -= segment.size_bytes;
+            bases.push(segment.base_offset);
+        }
+        let victims: Vec<Segment> = bases
+            .iter()
+            .filter_map(|b| inner.segments.remove(b))
+            .collect();
+        if let Some(first) = inner.segments.keys().next() {
+            inner.start_offset = *first;
+        }
+        inner.evict_cache();
+        victims
+    };
+    // The segments are gone for readers already; unlinking happens off the append path (reads in
+    // flight keep their file open).
+    for segment in victims {
+        segment
+            .file
+            .remove()
+            .await
+            .map_err(|e| log_error(&segment.path, e))?;
+        for path in [segment.index_path(), segment.time_index_path()] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(std_error(&path, e)),
+            }
+        }
+        glommio::yield_if_needed().await;
+    }
+    Ok(())
+}
+
+pub(crate) async fn close(log: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
+    {
+        let mut inner = log.borrow_mut();
+        if inner.closed {
+            return Ok(());
+        }
+        inner.closing = true;
+        inner.wake_writer();
+    }
+    // Drain: everything appended gets written (or the write keeps failing).
+    let drained = futures_lite::future::poll_fn(|cx| {
+        let mut inner = log.borrow_mut();
+        if inner.pending.is_empty() && !inner.writing {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(failure) = &inner.failure {
+            return Poll::Ready(Err(failure.to_error()));
+        }
+        inner.waiters.push(cx.waker().clone());
+        Poll::Pending
+    })
+    .await;
+    let (file, path, size) = {
+        let inner = log.borrow();
+        let active = inner.active();
+        (active.file.clone(), active.path.clone(), active.size_bytes)
+    };
+    let finish = async {
+        drained?;
+        file.fdatasync().await.map_err(|e| log_error(&path, e))?;
+        file.truncate(size).await.map_err(|e| log_error(&path, e))?;
+        log.borrow().active().save_indexes()
+    }
+    .await;
+    let segments = {
+        let mut inner = log.borrow_mut();
+        inner.closed = true;
+        if finish.is_ok() {
+            inner.durable_offset = inner.high_watermark;
+        }
+        inner.pending.clear();
+        inner.cache.clear();
+        inner.cache_bytes = 0;
+        inner.wake_writer();
+        inner.wake_all();
+        std::mem::take(&mut inner.segments)
+    };
+    drop(file);
+    for (_, segment) in segments {
+        if let Ok(file) = Rc::try_unwrap(segment.file) {
+            let _ = file.close().await;
+        }
+    }
+    finish
+}

@@ -1,0 +1,401 @@
+//! One segment of a partition: its O_DIRECT file, the in-memory sparse indexes, and the two ways
+//! of walking it (recovery scan, reads by offset and by timestamp). Lives on the log's shard; the
+//! file handle is an `Rc` so that reads in flight keep a segment readable while retention deletes it.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::io::{DmaFile, ReadResult};
+
+use crate::batch::{self, BatchInfo, LOG_OVERHEAD_BYTES};
+use crate::index::SegmentIndex;
+use crate::io::{align_down, align_up, log_error, std_error};
+use crate::limits::{BATCH_BYTES_MAX, SCAN_WINDOW_BYTES};
+use crate::LogError;
+
+pub(crate) const LOG_SUFFIX: &str = ".log";
+pub(crate) const INDEX_SUFFIX: &str = ".index";
+pub(crate) const TIME_INDEX_SUFFIX: &str = ".timeindex";
+
+/// `<base_offset>` zero-padded to 20 digits, as Kafka names segment files.
+pub(crate) fn file_stem(base_offset: i64) -> String {
+    format!("{base_offset:020}")
+}
+
+pub(crate) fn parse_stem(name: &str) -> Option<i64> {
+    let stem = name.strip_suffix(LOG_SUFFIX)?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+pub(crate) struct Segment {
+    pub base_offset: i64,
+    pub path: PathBuf,
+    pub file: Rc<DmaFile>,
+    /// Bytes of whole batches written (the file may be longer: pre-allocation, padding).
+    pub size_bytes: u64,
+    /// One past the last written offset.
+    pub next_offset: i64,
+    /// Largest max timestamp of the written batches; `i64::MIN` when empty.
+    pub max_timestamp: i64,
+    pub index: SegmentIndex,
+    /// Bytes reserved with fallocate (or known to be allocated).
+    pub allocated_bytes: u64,
+}
+
+impl Segment {
+    pub fn new(dir: &Path, base_offset: i64, file: DmaFile) -> Segment {
+        Segment {
+            base_offset,
+            path: dir.join(format!("{}{LOG_SUFFIX}", file_stem(base_offset))),
+            file: Rc::new(file),
+            size_bytes: 0,
+            next_offset: base_offset,
+            max_timestamp: i64::MIN,
+            index: SegmentIndex::default(),
+            allocated_bytes: 0,
+        }
+    }
+
+    pub fn index_path(&self) -> PathBuf {
+        self.path.with_extension(&INDEX_SUFFIX[1..])
+    }
+
+    pub fn time_index_path(&self) -> PathBuf {
+        self.path.with_extension(&TIME_INDEX_SUFFIX[1..])
+    }
+
+    /// Accounts for a batch written at the current end.
+    pub fn note_written(
+        &mut self,
+        base: i64,
+        last: i64,
+        max_timestamp: i64,
+        size: usize,
+        interval_bytes: u32,
+    ) {
+        assert_eq!(base, self.next_offset, "offsets only grow, without gaps");
+        let relative =
+            u32::try_from(base - self.base_offset).expect("roll keeps relative offsets in u32");
+        self.index.note_batch(
+            relative,
+            self.size_bytes as u32,
+            size as u32,
+            max_timestamp,
+            interval_bytes,
+        );
+        self.size_bytes += size as u64;
+        self.next_offset = last + 1;
+        self.max_timestamp = self.max_timestamp.max(max_timestamp);
+    }
+
+    /// Writes the index files unless they already hold exactly the in-memory indexes (so a missing
+    /// or damaged index is rebuilt). Small files, written with std::fs.
+    pub fn save_indexes(&self) -> Result<(), LogError> {
+        for (path, bytes) in [
+            (self.index_path(), self.index.encode_offsets()),
+            (self.time_index_path(), self.index.encode_times()),
+        ] {
+            if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+                std::fs::write(&path, &bytes).map_err(|e| std_error(&path, e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a walk over a segment stopped before the end of its file.
+#[derive(Debug)]
+pub(crate) struct ScanStop {
+    pub position: u64,
+    pub reason: String,
+}
+
+/// Makes `window` hold `[position, position + need)`, reading a new window (at least
+/// `SCAN_WINDOW_BYTES`, never past `align_up(to)`) when it does not. False when the file is shorter.
+async fn cover(
+    file: &DmaFile,
+    path: &Path,
+    window: &mut Option<(u64, ReadResult)>,
+    position: u64,
+    need: u64,
+    to: u64,
+) -> Result<bool, LogError> {
+    let covered = |window: &Option<(u64, ReadResult)>| {
+        window.as_ref().is_some_and(|(start, w)| {
+            *start <= position && position + need <= start + w.len() as u64
+        })
+    };
+    if covered(window) {
+        return Ok(true);
+    }
+    let start = align_down(position);
+    let len = (align_up(position + need) - start)
+        .max(SCAN_WINDOW_BYTES as u64)
+        .min(align_up(to) - start);
+    let read = file
+        .read_at_aligned(start, len as usize)
+        .await
+        .map_err(|e| log_error(path, e))?;
+    *window = Some((start, read));
+    Ok(covered(window))
+}
+
+/// Reads `[from, to)` of a file in windows and hands every whole batch (position, bytes) to `f`.
+/// Stops at the first bytes that are not a plausible batch. `f` returns false to stop early.
+async fn walk(
+    file: &DmaFile,
+    path: &Path,
+    from: u64,
+    to: u64,
+    mut f: impl FnMut(u64, &[u8]) -> Result<bool, ScanStop>,
+) -> Result<Option<ScanStop>, LogError> {
+    let mut position = from;
+    let mut window: Option<(u64, ReadResult)> = None;
+    let short = |position| {
+        Ok(Some(ScanStop {
+            position,
+            reason: "file shorter than expected".into(),
+        }))
+    };
+    while position < to {
+        glommio::yield_if_needed().await;
+        if to - position < LOG_OVERHEAD_BYTES as u64 {
+            let reason = format!("{} stray bytes after the last batch", to - position);
+            return Ok(Some(ScanStop { position, reason }));
+        }
+        if !cover(
+            file,
+            path,
+            &mut window,
+            position,
+            LOG_OVERHEAD_BYTES as u64,
+            to,
+        )
+        .await?
+        {
+            return short(position);
+        }
+        let (start, w) = window.as_ref().expect("covered");
+        let Some(size) = batch::claimed_size(&w[(position - start) as usize..]) else {
+            return Ok(Some(ScanStop {
+                position,
+                reason: "invalid batch length".into(),
+            }));
+        };
+        if size > BATCH_BYTES_MAX || position + size as u64 > to {
+            let reason = format!("batch of {size} bytes runs past the end of the data");
+            return Ok(Some(ScanStop { position, reason }));
+        }
+        if !cover(file, path, &mut window, position, size as u64, to).await? {
+            return short(position);
+        }
+        let (start, w) = window.as_ref().expect("covered");
+        let at = (position - start) as usize;
+        match f(position, &w[at..at + size]) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(stop) => return Ok(Some(stop)),
+        }
+        position += size as u64;
+    }
+    Ok(None)
+}
+
+/// Scans a segment from its start on open: checks every header and CRC and that offsets follow on,
+/// rebuilds the indexes, and calls `on_batch` for every valid batch. Returns where and why the
+/// valid data ends, if before `file_bytes`.
+pub(crate) async fn recover(
+    segment: &mut Segment,
+    file_bytes: u64,
+    interval_bytes: u32,
+    mut on_batch: impl FnMut(&BatchInfo, i64),
+) -> Result<Option<ScanStop>, LogError> {
+    let file = segment.file.clone();
+    let path = segment.path.clone();
+    let mut expected = segment.base_offset;
+    let mut found: Vec<(u64, i64, i64, i64, usize)> = Vec::new();
+    let stop = walk(&file, &path, 0, file_bytes, |position, bytes| {
+        let info = batch::validate(bytes).map_err(|e| ScanStop {
+            position,
+            reason: format!("batch at byte {position}: {e}"),
+        })?;
+        let base = batch::base_offset(bytes);
+        if base != expected {
+            return Err(ScanStop {
+                position,
+                reason: format!(
+                    "batch at byte {position} has base offset {base}, expected {expected}"
+                ),
+            });
+        }
+        if base - segment.base_offset + info.last_offset_delta as i64 > u32::MAX as i64 {
+            return Err(ScanStop {
+                position,
+                reason: format!("offset {base} too far from segment base"),
+            });
+        }
+        on_batch(&info, base);
+        expected = base + info.last_offset_delta as i64 + 1;
+        found.push((
+            position,
+            base,
+            expected - 1,
+            info.max_timestamp,
+            bytes.len(),
+        ));
+        Ok(true)
+    })
+    .await?;
+    for (position, base, last, max_timestamp, size) in found {
+        assert_eq!(position, segment.size_bytes);
+        segment.note_written(base, last, max_timestamp, size, interval_bytes);
+    }
+    Ok(stop)
+}
+
+/// True when `[from, to)` of the file holds only zero bytes (padding, never written blocks).
+pub(crate) async fn all_zero(
+    file: &DmaFile,
+    path: &Path,
+    from: u64,
+    to: u64,
+) -> Result<bool, LogError> {
+    let mut position = from;
+    while position < to {
+        let start = align_down(position);
+        let len = (align_up(to) - start).min(SCAN_WINDOW_BYTES as u64);
+        let read = file
+            .read_at_aligned(start, len as usize)
+            .await
+            .map_err(|e| log_error(path, e))?;
+        if read.is_empty() {
+            return Ok(true);
+        }
+        let end = (start + read.len() as u64).min(to);
+        if read[(position - start) as usize..(end - start) as usize]
+            .iter()
+            .any(|b| *b != 0)
+        {
+            return Ok(false);
+        }
+        position = end;
+        glommio::yield_if_needed().await;
+    }
+    Ok(true)
+}
+
+/// First batch in `[from, to)` whose max timestamp is ≥ `timestamp`: (base offset, max timestamp).
+pub(crate) async fn find_timestamp(
+    file: &DmaFile,
+    path: &Path,
+    from: u64,
+    to: u64,
+    timestamp: i64,
+) -> Result<Option<(i64, i64)>, LogError> {
+    let mut found = None;
+    let stop = walk(file, path, from, to, |position, bytes| {
+        let info = batch::validate(bytes).map_err(|e| ScanStop {
+            position,
+            reason: e.to_string(),
+        })?;
+        if info.max_timestamp >= timestamp {
+            found = Some((batch::base_offset(bytes), info.max_timestamp));
+            return Ok(false);
+        }
+        Ok(true)
+    })
+    .await?;
+    if let Some(stop) = stop {
+        return Err(LogError::Corrupt {
+            path: path.into(),
+            reason: stop.reason,
+        });
+    }
+    Ok(found)
+}
+
+/// Whole batches from the one holding `offset`, starting the search at the indexed `from`, never
+/// past `to` (the written end): one `read_at_aligned` result sliced to the batches, no copy. The CRC
+/// of every returned batch is checked after the read. At least one batch; at most `max_bytes` more.
+pub(crate) async fn read_batches(
+    file: &DmaFile,
+    path: &Path,
+    from: u64,
+    to: u64,
+    offset: i64,
+    max_bytes: usize,
+    window_bytes: usize,
+) -> Result<Option<ReadResult>, LogError> {
+    let corrupt = |reason: String| LogError::Corrupt {
+        path: path.into(),
+        reason,
+    };
+    let mut position = from;
+    let mut want = window_bytes as u64;
+    loop {
+        if position >= to {
+            return Ok(None);
+        }
+        let start = align_down(position);
+        let len = align_up((position + want).min(to)) - start;
+        let read = file
+            .read_at_aligned(start, len as usize)
+            .await
+            .map_err(|e| log_error(path, e))?;
+        let window_end = (start + read.len() as u64).min(to);
+        let mut at = position;
+        let mut first: Option<u64> = None;
+        let mut end = at;
+        let mut more = want;
+        while at < to {
+            if at + LOG_OVERHEAD_BYTES as u64 > window_end {
+                break;
+            }
+            let slice = &read[(at - start) as usize..];
+            let size = batch::claimed_size(slice)
+                .ok_or_else(|| corrupt(format!("invalid batch length at byte {at}")))?
+                as u64;
+            if at + size > to {
+                return Err(corrupt(format!(
+                    "batch at byte {at} runs past the written end"
+                )));
+            }
+            if at + size > window_end {
+                more = more.max(size);
+                break;
+            }
+            let bytes = &slice[..size as usize];
+            let last = batch::base_offset(bytes)
+                + i32::from_be_bytes([bytes[23], bytes[24], bytes[25], bytes[26]]) as i64;
+            if first.is_none() && last < offset {
+                at += size;
+                continue;
+            }
+            if let Some(first) = first {
+                if at + size - first > max_bytes as u64 {
+                    break;
+                }
+            }
+            batch::validate(bytes)
+                .map_err(|e| corrupt(format!("batch at byte {at} read back: {e}")))?;
+            first.get_or_insert(at);
+            at += size;
+            end = at;
+        }
+        if let Some(first) = first {
+            return Ok(ReadResult::slice(
+                &read,
+                (first - start) as usize,
+                (end - first) as usize,
+            ));
+        }
+        if at >= to {
+            return Ok(None);
+        }
+        position = at;
+        want = more.max(window_bytes as u64);
+    }
+}

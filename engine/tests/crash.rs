@@ -1,0 +1,279 @@
+//! Crash and corruption outcomes on real files: a torn active tail is truncated, garbage after the
+//! tail is dropped, a flipped byte in sealed data stops the open (or is truncated with `repair`),
+//! a lost index is rebuilt, and nothing reported durable under `Always` is lost by a kill.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use weir_engine::{Log, LogConfig, LogError};
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// Writes `count` batches of varied sizes and closes; returns the batches as stored.
+fn fill(root: &Path, config: LogConfig, count: usize) -> Vec<(i64, Vec<u8>)> {
+    run(root, move |dir| async move {
+        let log = Log::open(&dir, config).await.unwrap();
+        for i in 0..count {
+            log.append(values(1 + i % 4, 20 + (i * 37) % 400, i as u8 + 1))
+                .unwrap();
+        }
+        log.close().await.unwrap();
+        let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+        let all = read_all(&log, 0, 1 << 20).await;
+        log.close().await.unwrap();
+        all
+    })
+}
+
+fn last_offset(batch: &(i64, Vec<u8>)) -> i64 {
+    batch.0
+        + weir_engine::batch::validate(&batch.1)
+            .unwrap()
+            .last_offset_delta as i64
+}
+
+#[test]
+fn kill_without_close_keeps_every_durable_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let durable = run(tmp.path(), |dir| async move {
+        let log = Log::open(
+            &dir,
+            LogConfig {
+                segment_bytes: 16 << 10,
+                ..always()
+            },
+        )
+        .await
+        .unwrap();
+        let mut last = 0;
+        for i in 0..80 {
+            last = log
+                .append(values(2, 100 + i * 3, i as u8))
+                .unwrap()
+                .last_offset;
+            if i % 7 == 0 {
+                log.wait_durable(last).await.unwrap();
+            }
+        }
+        log.wait_durable(last).await.unwrap();
+        let all = read_all(&log, 0, 1 << 20).await;
+        // No close: the executor ends as a killed process would (files keep their
+        // pre-allocated zeros, indexes of the active segment are not saved).
+        all
+    });
+    let tmp_path = tmp.path().to_path_buf();
+    run(&tmp_path, move |dir| async move {
+        let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+        assert_eq!(log.high_watermark(), 160);
+        assert_eq!(read_all(&log, 0, 1 << 20).await, durable);
+        assert_eq!(log.append(values(1, 1, 0)).unwrap().base_offset, 160);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn cut_active_segment_at_random_positions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let batches = fill(tmp.path(), LogConfig::default(), 40);
+    let segment = tmp.path().join("topic-0").join("00000000000000000000.log");
+    let file_bytes = std::fs::metadata(&segment).unwrap().len();
+    let mut ends = Vec::new();
+    let mut end = 0u64;
+    for batch in &batches {
+        end += batch.1.len() as u64;
+        ends.push(end);
+    }
+    assert_eq!(end, file_bytes);
+    // Every batch boundary ±1 and pseudo-random positions.
+    let mut cuts: Vec<u64> = vec![0, 1, 11, 12, 61, file_bytes - 1, file_bytes];
+    cuts.extend(ends.iter().take(5).flat_map(|e| [e - 1, *e, e + 1]));
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..12 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        cuts.push(seed % file_bytes);
+    }
+    for (i, cut) in cuts.into_iter().enumerate() {
+        let root = tmp.path().join(format!("cut-{i}"));
+        copy_dir(&tmp.path().join("topic-0"), &root.join("topic-0"));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(root.join("topic-0/00000000000000000000.log"))
+            .unwrap();
+        file.set_len(cut).unwrap();
+        let kept: Vec<(i64, Vec<u8>)> = batches
+            .iter()
+            .zip(&ends)
+            .filter(|(_, e)| **e <= cut)
+            .map(|(b, _)| b.clone())
+            .collect();
+        let next = kept.last().map_or(0, |b| last_offset(b) + 1);
+        run(&root, move |dir| async move {
+            let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+            assert_eq!(log.high_watermark(), next, "cut at {cut}");
+            assert_eq!(read_all(&log, 0, 1 << 20).await, kept);
+            assert_eq!(log.append(values(1, 5, 9)).unwrap().base_offset, next);
+            log.close().await.unwrap();
+            let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+            assert_eq!(
+                log.high_watermark(),
+                next + 1,
+                "cut at {cut}, after a new append"
+            );
+            log.close().await.unwrap();
+        });
+    }
+}
+
+#[test]
+fn garbage_after_the_tail_is_truncated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let batches = fill(tmp.path(), LogConfig::default(), 25);
+    let segment = tmp.path().join("topic-0").join("00000000000000000000.log");
+    let data_bytes = std::fs::metadata(&segment).unwrap().len();
+    for (i, garbage) in [
+        vec![0xffu8; 3],
+        vec![0x42; 5000],
+        (0..700u32).map(|i| (i * 31 + 7) as u8).collect::<Vec<_>>(),
+        {
+            // a plausible header: a length that fits, but a wrong CRC
+            let mut fake = batches[0].1.clone();
+            fake[40] ^= 1;
+            fake
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let root = tmp.path().join(format!("garbage-{i}"));
+        copy_dir(&tmp.path().join("topic-0"), &root.join("topic-0"));
+        let path = root.join("topic-0/00000000000000000000.log");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&garbage);
+        std::fs::write(&path, &bytes).unwrap();
+        let expected = batches.clone();
+        run(&root, move |dir| async move {
+            let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+            assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+            log.close().await.unwrap();
+        });
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            data_bytes,
+            "garbage case {i}"
+        );
+    }
+}
+
+fn sealed_segments(root: &Path) -> Vec<PathBuf> {
+    let logs = files(&root.join("topic-0"), ".log");
+    logs[..logs.len() - 1].to_vec()
+}
+
+#[test]
+fn flipped_byte_in_sealed_segment_refuses_to_open_then_repairs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let batches = fill(tmp.path(), small_segments(2048), 60);
+    let sealed = sealed_segments(tmp.path());
+    assert!(sealed.len() >= 4);
+    let victim = sealed[1].clone();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let flip_at = bytes.len() / 2;
+    bytes[flip_at] ^= 0x10;
+    std::fs::write(&victim, &bytes).unwrap();
+    let victim_base: i64 = victim
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .parse()
+        .unwrap();
+    let error = run(tmp.path(), |dir| async move {
+        Log::open(&dir, LogConfig::default())
+            .await
+            .err()
+            .map(|e| e.to_string())
+    });
+    let message = error.expect("a flipped byte in sealed data must stop the open");
+    assert!(message.contains(&victim.display().to_string()), "{message}");
+    assert!(message.contains("crc"), "{message}");
+    let typed = run(tmp.path(), |dir| async move {
+        matches!(
+            Log::open(&dir, LogConfig::default()).await,
+            Err(LogError::Corrupt { .. })
+        )
+    });
+    assert!(typed);
+    // Repair keeps every batch before the damaged one and continues from there.
+    let mut position = 0usize;
+    let mut kept = Vec::new();
+    for batch in batches.iter().filter(|b| b.0 >= victim_base) {
+        if position + batch.1.len() > flip_at {
+            break;
+        }
+        position += batch.1.len();
+        kept.push(batch.clone());
+    }
+    let expected: Vec<(i64, Vec<u8>)> = batches
+        .iter()
+        .filter(|b| b.0 < victim_base)
+        .cloned()
+        .chain(kept)
+        .collect();
+    let next = expected.last().map_or(0, |b| last_offset(b) + 1);
+    run(tmp.path(), move |dir| async move {
+        let log = Log::open(
+            &dir,
+            LogConfig {
+                repair: true,
+                ..LogConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(log.high_watermark(), next);
+        assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+        assert_eq!(log.append(values(1, 5, 9)).unwrap().base_offset, next);
+        log.close().await.unwrap();
+        let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+        assert_eq!(log.high_watermark(), next + 1);
+        log.close().await.unwrap();
+    });
+    assert!(
+        files(&tmp.path().join("topic-0"), ".log").last().unwrap() <= &victim,
+        "later segments were deleted"
+    );
+}
+
+#[test]
+fn deleted_or_damaged_index_is_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let batches = fill(tmp.path(), small_segments(4096), 60);
+    let sealed = sealed_segments(tmp.path());
+    let index = sealed[0].with_extension("index");
+    let time_index = sealed[1].with_extension("timeindex");
+    let original_index = std::fs::read(&index).unwrap();
+    let original_time_index = std::fs::read(&time_index).unwrap();
+    assert!(!original_index.is_empty());
+    std::fs::remove_file(&index).unwrap();
+    std::fs::write(&time_index, b"garbage!").unwrap();
+    run(tmp.path(), move |dir| async move {
+        let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+        assert_eq!(read_all(&log, 0, 1000).await, batches);
+        for batch in &batches {
+            let read = log.read(batch.0, 1).await.unwrap();
+            assert_eq!(split_batches(&bytes_of(&read))[0], *batch);
+        }
+        log.close().await.unwrap();
+    });
+    assert_eq!(std::fs::read(&index).unwrap(), original_index);
+    assert_eq!(std::fs::read(&time_index).unwrap(), original_time_index);
+}

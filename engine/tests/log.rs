@@ -1,0 +1,354 @@
+//! Behaviour of one partition log on real files under real glommio executors.
+
+mod common;
+
+use common::*;
+use weir_engine::{Chunk, Durability, Log, LogConfig, LogError};
+
+#[test]
+fn append_assigns_offsets_and_reads_back_from_cache_and_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let expected = run(tmp.path(), |dir| async move {
+        let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+        let mut sent = Vec::new();
+        for i in 0..20 {
+            let batch = values(1 + i % 3, 50 + i * 10, i as u8);
+            let appended = log.append(batch.clone()).unwrap();
+            assert_eq!(
+                appended.base_offset,
+                sent.iter().map(|(_, n)| *n as i64).sum::<i64>()
+            );
+            assert!(!appended.duplicate);
+            sent.push((batch, 1 + i % 3));
+        }
+        let total: i64 = sent.iter().map(|(_, n)| *n as i64).sum();
+        assert_eq!(total, 39);
+        assert_eq!(log.log_end_offset(), 39);
+        log.wait_written(38).await.unwrap();
+        assert_eq!(log.high_watermark(), 39);
+        let read = log.read(0, usize::MAX).await.unwrap();
+        assert!(
+            read.chunks.iter().all(|c| matches!(c, Chunk::Memory(_))),
+            "head reads come from the tail cache"
+        );
+        let batches = split_batches(&bytes_of(&read));
+        assert_eq!(batches.len(), 20);
+        log.close().await.unwrap();
+        batches
+    });
+    let tmp_path = tmp.path().to_path_buf();
+    run(&tmp_path, move |dir| async move {
+        let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+        assert_eq!(log.high_watermark(), 39);
+        let read = log.read(0, usize::MAX).await.unwrap();
+        assert!(
+            read.chunks.iter().all(|c| matches!(c, Chunk::Disk(_))),
+            "after reopen reads come from disk"
+        );
+        assert_eq!(split_batches(&bytes_of(&read)), expected);
+        // A read in the middle of a batch starts at that batch.
+        let read = log.read(5, 1).await.unwrap();
+        let batches = split_batches(&bytes_of(&read));
+        assert_eq!(
+            batches.len(),
+            1,
+            "at least one batch even when larger than max_bytes"
+        );
+        assert!(batches[0].0 <= 5);
+        assert_eq!(read_all(&log, 0, 300).await, expected);
+        let appended = log.append(values(1, 10, 1)).unwrap();
+        assert_eq!(appended.base_offset, 39, "offsets continue after reopen");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn offsets_out_of_range_and_empty_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(tmp.path(), |dir| async move {
+        let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+        assert_eq!(log.read(0, 100).await.unwrap().total_bytes, 0);
+        assert!(matches!(
+            log.read(1, 100).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        assert!(matches!(
+            log.read(-1, 100).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        log.append(values(3, 10, 0)).unwrap();
+        log.wait_written(2).await.unwrap();
+        assert_eq!(log.read(3, 100).await.unwrap().total_bytes, 0);
+        assert!(matches!(log.wait_written(3).await, Err(LogError::OffsetOutOfRange { .. })), "never assigned");
+        log.wait_durable(-1).await.unwrap();
+        assert!(matches!(
+            log.read(4, 100).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        log.close().await.unwrap();
+        assert!(matches!(log.append(values(1, 1, 0)), Err(LogError::Closed)));
+        assert!(matches!(log.read(0, 1).await, Err(LogError::Closed)));
+    });
+}
+
+#[test]
+fn rejects_bad_and_oversized_batches() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(tmp.path(), |dir| async move {
+        let config = LogConfig {
+            max_message_bytes: 1000,
+            ..LogConfig::default()
+        };
+        let log = Log::open(&dir, config).await.unwrap();
+        let mut bad = values(2, 10, 0);
+        let n = bad.len() - 1;
+        bad[n] ^= 1;
+        assert!(matches!(log.append(bad), Err(LogError::InvalidBatch(_))));
+        assert!(matches!(
+            log.append(values(1, 2000, 0)),
+            Err(LogError::BatchTooLarge { .. })
+        ));
+        assert!(matches!(
+            log.append(bytes::BytesMut::from(&b"short"[..])),
+            Err(LogError::InvalidBatch(_))
+        ));
+        assert_eq!(log.log_end_offset(), 0, "nothing was appended");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn idempotent_producers_and_rebuild_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(tmp.path(), |dir| async move {
+        let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+        let first = log.append(idempotent(7, 0, 0, 3)).unwrap();
+        let second = log.append(idempotent(7, 0, 3, 2)).unwrap();
+        assert_eq!(
+            (first.base_offset, first.last_offset, second.base_offset),
+            (0, 2, 3)
+        );
+        let again = log.append(idempotent(7, 0, 0, 3)).unwrap();
+        assert!(again.duplicate);
+        assert_eq!((again.base_offset, again.last_offset), (0, 2));
+        assert_eq!(log.log_end_offset(), 5, "a duplicate is not appended");
+        assert!(matches!(
+            log.append(idempotent(7, 0, 9, 1)),
+            Err(LogError::OutOfOrderSequence {
+                producer_id: 7,
+                expected: 5,
+                got: 9
+            })
+        ));
+        assert!(matches!(
+            log.append(idempotent(7, 1, 5, 1)),
+            Err(LogError::OutOfOrderSequence { expected: 0, .. })
+        ));
+        log.append(idempotent(7, 1, 0, 1)).unwrap();
+        assert!(matches!(
+            log.append(idempotent(7, 0, 5, 1)),
+            Err(LogError::InvalidProducerEpoch {
+                epoch: 0,
+                current: 1,
+                ..
+            })
+        ));
+        // Non-idempotent batches are never deduplicated.
+        log.append(values(1, 1, 0)).unwrap();
+        log.append(values(1, 1, 0)).unwrap();
+        log.close().await.unwrap();
+        let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+        let again = log.append(idempotent(7, 1, 0, 1)).unwrap();
+        assert!(
+            again.duplicate,
+            "producer state is rebuilt from batch headers"
+        );
+        assert_eq!(again.base_offset, 5);
+        assert!(matches!(
+            log.append(idempotent(7, 0, 5, 1)),
+            Err(LogError::InvalidProducerEpoch { .. })
+        ));
+        assert_eq!(log.append(idempotent(7, 1, 1, 1)).unwrap().base_offset, 8);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn segments_roll_by_size_and_age_with_index_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(tmp.path(), |dir| async move {
+        let log = Log::open(&dir, small_segments(4096)).await.unwrap();
+        for i in 0..60 {
+            log.append(values(2, 200, i)).unwrap();
+        }
+        log.wait_written(119).await.unwrap();
+        let logs = files(&dir, ".log");
+        assert!(logs.len() >= 5, "rolled by size: {logs:?}");
+        let first = logs[0].file_name().unwrap().to_string_lossy().to_string();
+        assert_eq!(first, "00000000000000000000.log");
+        for sealed in &logs[..logs.len() - 1] {
+            assert!(std::fs::metadata(sealed).unwrap().len() <= 4096);
+            assert!(sealed.with_extension("index").exists());
+            assert!(sealed.with_extension("timeindex").exists());
+        }
+        let all = read_all(&log, 0, 1000).await;
+        assert_eq!(all.len(), 60);
+        // Age: with segment.ms = 0 every append after the first in a segment rolls.
+        log.set_config(LogConfig {
+            segment_ms: 0,
+            ..small_segments(1 << 20)
+        });
+        let before = files(&dir, ".log").len();
+        log.append(values(1, 10, 0)).unwrap();
+        log.append(values(1, 10, 0)).unwrap();
+        log.wait_written(121).await.unwrap();
+        assert!(files(&dir, ".log").len() > before);
+        log.close().await.unwrap();
+        let log = Log::open(&dir, small_segments(4096)).await.unwrap();
+        assert_eq!(log.high_watermark(), 122);
+        assert_eq!(read_all(&log, 0, 1000).await.len(), 62);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn retention_by_size_and_age_deletes_whole_old_segments() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(tmp.path(), |dir| async move {
+        let log = Log::open(&dir, small_segments(4096)).await.unwrap();
+        for i in 0..100 {
+            log.append(values(1, 300, i)).unwrap();
+        }
+        log.wait_written(99).await.unwrap();
+        let segments_before = files(&dir, ".log").len();
+        log.set_config(LogConfig {
+            retention_bytes: 10_000,
+            retention_ms: -1,
+            ..small_segments(4096)
+        });
+        log.enforce_retention().await.unwrap();
+        let start = log.log_start_offset();
+        assert!(start > 0);
+        let remaining = files(&dir, ".log");
+        assert!(remaining.len() < segments_before);
+        let total: u64 = remaining
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum();
+        assert!(
+            total >= 10_000 - 4096,
+            "keeps at least retention.bytes minus one segment: {total}"
+        );
+        assert!(matches!(
+            log.read(0, 100).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        let after = read_all(&log, start, 10_000).await;
+        assert_eq!(after.first().unwrap().0, start);
+        assert_eq!(after.len() as i64, 100 - start);
+        // Age: all batches have timestamp 0 (1970): everything but the active segment goes.
+        log.set_config(LogConfig {
+            retention_ms: 1000,
+            ..small_segments(4096)
+        });
+        log.enforce_retention().await.unwrap();
+        assert_eq!(
+            files(&dir, ".log").len(),
+            1,
+            "the active segment is never deleted"
+        );
+        assert_eq!(log.append(values(1, 1, 0)).unwrap().base_offset, 100);
+        log.close().await.unwrap();
+        let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+        assert!(log.log_start_offset() > start);
+        assert_eq!(log.high_watermark(), 101);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn lookup_by_timestamp() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(tmp.path(), |dir| async move {
+        let log = Log::open(&dir, small_segments(2048)).await.unwrap();
+        for i in 0..50i64 {
+            log.append(timed(2, 1000 + i * 10)).unwrap();
+        }
+        log.wait_written(99).await.unwrap();
+        for (target, expected) in [
+            (0, Some((0, 1001))),
+            (1001, Some((0, 1001))),
+            (1002, Some((2, 1011))),
+            (1255, Some((52, 1261))),
+            (1491, Some((98, 1491))),
+            (1492, None),
+        ] {
+            assert_eq!(
+                log.offset_for_timestamp(target).await.unwrap(),
+                expected,
+                "timestamp {target}"
+            );
+        }
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn wait_for_data_wakes_on_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(tmp.path(), |dir| async move {
+        let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+        let reader = log.clone();
+        let waiting = glommio::spawn_local(async move {
+            reader.wait_for_data(0).await;
+            reader.high_watermark()
+        });
+        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+        log.append(values(1, 10, 0)).unwrap();
+        assert_eq!(waiting.await, 1);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn durability_policies_resolve() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(tmp.path(), |dir| async move {
+        for (i, durability) in [
+            Durability::Always,
+            Durability::Interval { ms: 5 },
+            Durability::Os,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let log = Log::open(
+                &dir.join(i.to_string()),
+                LogConfig {
+                    durability,
+                    ..LogConfig::default()
+                },
+            )
+            .await
+            .unwrap();
+            let mut last = 0;
+            for _ in 0..10 {
+                last = log.append(values(5, 100, 1)).unwrap().last_offset;
+            }
+            log.wait_durable(last).await.unwrap();
+            assert_eq!(log.high_watermark(), last + 1);
+            log.close().await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn delete_removes_the_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(tmp.path(), |dir| async move {
+        let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+        log.append(values(1, 10, 0)).unwrap();
+        log.delete().await.unwrap();
+        assert!(!dir.exists());
+    });
+}

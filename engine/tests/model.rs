@@ -1,0 +1,159 @@
+//! Model test: random sequences of append / read / roll / retention / close-and-reopen / drop-and-
+//! reopen on a real directory, compared with an in-memory list of batches.
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use weir_engine::{Log, LogConfig};
+
+#[derive(Clone, Debug)]
+enum Op {
+    Append { count: usize, value_bytes: usize },
+    Read { pick: u64, max_bytes: usize },
+    Roll,
+    Retention { keep_bytes: i64 },
+    Reopen,
+    DropAndReopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (1usize..5, 0usize..700).prop_map(|(count, value_bytes)| Op::Append { count, value_bytes }),
+        4 => (any::<u64>(), 1usize..4000).prop_map(|(pick, max_bytes)| Op::Read { pick, max_bytes }),
+        1 => Just(Op::Roll),
+        1 => (0i64..10_000).prop_map(|keep_bytes| Op::Retention { keep_bytes }),
+        1 => Just(Op::Reopen),
+        1 => Just(Op::DropAndReopen),
+    ]
+}
+
+fn config() -> LogConfig {
+    // Records carry timestamp 0 (1970): time retention would delete every sealed segment.
+    LogConfig {
+        tail_cache_bytes: 3000,
+        retention_ms: -1,
+        ..small_segments(3000)
+    }
+}
+
+fn last_of(batch: &(i64, Vec<u8>)) -> i64 {
+    batch.0
+        + weir_engine::batch::validate(&batch.1)
+            .unwrap()
+            .last_offset_delta as i64
+}
+
+async fn check_case(dir: std::path::PathBuf, ops: Vec<Op>) {
+    let mut log = Log::open(&dir, config()).await.unwrap();
+    let mut model: Vec<(i64, Vec<u8>)> = Vec::new();
+    let mut end = 0i64;
+    for (step, op) in ops.into_iter().enumerate() {
+        match op {
+            Op::Append { count, value_bytes } => {
+                let mut batch = values(count, value_bytes, step as u8);
+                let appended = log.append(batch.clone()).unwrap();
+                assert_eq!(appended.base_offset, end);
+                weir_engine::batch::set_base_offset(&mut batch, end);
+                model.push((end, batch.to_vec()));
+                end = appended.last_offset + 1;
+            }
+            Op::Read { pick, max_bytes } => {
+                if end > 0 {
+                    log.wait_written(end - 1).await.unwrap();
+                }
+                let start = log.log_start_offset();
+                let offset = start + (pick % (end - start + 1) as u64) as i64;
+                let read = log.read(offset, max_bytes).await.unwrap();
+                let got = split_batches(&bytes_of(&read));
+                let first = model.iter().position(|b| last_of(b) >= offset);
+                match first {
+                    None => assert!(got.is_empty(), "read at the end returns nothing"),
+                    Some(first) => {
+                        assert!(!got.is_empty(), "at least one batch at {offset}");
+                        let mut total = 0;
+                        for (i, batch) in got.iter().enumerate() {
+                            assert_eq!(*batch, model[first + i], "batch {i} of read at {offset}");
+                            total += batch.1.len();
+                        }
+                        assert!(
+                            got.len() == 1 || total <= max_bytes,
+                            "{total} > {max_bytes}"
+                        );
+                    }
+                }
+            }
+            Op::Roll => {
+                log.set_config(LogConfig {
+                    segment_ms: 0,
+                    ..config()
+                });
+                let mut batch = values(1, 10, 0);
+                log.append(batch.clone()).unwrap();
+                weir_engine::batch::set_base_offset(&mut batch, end);
+                model.push((end, batch.to_vec()));
+                end += 1;
+                log.set_config(config());
+            }
+            Op::Retention { keep_bytes } => {
+                if end > 0 {
+                    log.wait_written(end - 1).await.unwrap();
+                }
+                let start_before = log.log_start_offset();
+                log.set_config(LogConfig {
+                    retention_bytes: keep_bytes,
+                    ..config()
+                });
+                log.enforce_retention().await.unwrap();
+                log.set_config(config());
+                let start = log.log_start_offset();
+                model.retain(|b| b.0 >= start);
+                assert!(
+                    model.first().is_none_or(|b| b.0 == start),
+                    "log start {start} is a batch boundary"
+                );
+                let kept: usize = model.iter().map(|b| b.1.len()).sum();
+                if start != start_before {
+                    // Whole segments of at most ~3000 bytes go, oldest first, only while the rest
+                    // still holds retention.bytes.
+                    assert!(
+                        kept as i64 + 6000 >= keep_bytes,
+                        "kept {kept} of retention {keep_bytes}"
+                    );
+                }
+            }
+            Op::Reopen => {
+                log.close().await.unwrap();
+                log = Log::open(&dir, config()).await.unwrap();
+            }
+            Op::DropAndReopen => {
+                if end > 0 {
+                    log.wait_written(end - 1).await.unwrap();
+                }
+                drop(log);
+                log = Log::open(&dir, config()).await.unwrap();
+            }
+        }
+        assert_eq!(log.log_end_offset(), end, "step {step}");
+    }
+    if end > 0 {
+        log.wait_written(end - 1).await.unwrap();
+    }
+    let start = log.log_start_offset();
+    assert_eq!(read_all(&log, start, 5000).await, model);
+    log.close().await.unwrap();
+    let log = Log::open(&dir, config()).await.unwrap();
+    assert_eq!(log.log_start_offset(), start);
+    assert_eq!(read_all(&log, start, 5000).await, model);
+    log.close().await.unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, max_shrink_iters: 200, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn log_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let tmp = tempfile::tempdir().unwrap();
+        run(tmp.path(), move |dir| check_case(dir, ops));
+    }
+}

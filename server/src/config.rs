@@ -1,0 +1,413 @@
+//! Broker configuration: command-line flags, the optional TOML file, and `--set key=value`
+//! defaults with Kafka's names. Built once on the main thread before any shard starts; every shard
+//! then holds a read-only `Arc<BrokerConfig>`.
+//!
+//! Per-topic configs use the same names and are interpreted here (`log_config`), so that the
+//! broker defaults and the CreateTopics / AlterConfigs paths agree on one meaning.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use weir_engine::{Durability, LogConfig};
+
+const SET_HELP: &str = "Broker and topic defaults with Kafka's names (repeatable):
+  num.partitions=N              partitions of an auto-created topic (default 1)
+  auto.create.topics.enable=B   create unknown topics on first Metadata request (default true)
+  log.segment.bytes=N           roll a segment at this size (topic: segment.bytes, default 1 GiB)
+  segment.ms=N                  roll a segment at this age (default 7 days)
+  retention.ms=N                delete segments older than this, -1 = forever (default 7 days)
+  retention.bytes=N             keep at most this many bytes per partition, -1 = unlimited
+  flush.messages=N              1 = fsync every batch before acks=all answers (Durability::Always)
+  flush.ms=N                    group commit: fsync at most every N ms (Durability::Interval)
+  message.max.bytes=N           largest record batch accepted (topic: max.message.bytes)
+  socket.request.max.bytes=N    largest request frame; larger closes the connection (100 MiB)
+  max.connections=N             connections accepted across all shards (default 65536)";
+
+/// `weir`: a thread-per-core Kafka-compatible log broker.
+#[derive(Parser, Debug, Clone, Default)]
+#[command(name = "weir", version, about, long_about = None)]
+pub struct Args {
+    /// Directory holding topic logs, metadata.json and consumer group state.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Bootstrap address every shard listens on (SO_REUSEPORT); shard i also listens on
+    /// port+1+i and is advertised as broker id i there. Default 127.0.0.1:9092.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Host name put in Metadata responses (default: the --listen host).
+    #[arg(long, value_name = "HOST")]
+    pub advertised_host: Option<String>,
+    /// Advertise every broker at the bootstrap port instead of its own port: clients then reach
+    /// partitions through forwarding (single-port deployments, and measuring that path).
+    #[arg(long)]
+    pub advertise_bootstrap: bool,
+    /// CPUs to run shards on, one pinned glommio executor each: `0-3`, `0,2,5` (default: all).
+    #[arg(long, value_name = "LIST")]
+    pub cpus: Option<String>,
+    /// TOML file: `data-dir`, `listen`, `advertised-host`, `cpus`, and any `--set` name as a key
+    /// (dotted keys such as `num.partitions = 3` work as written). Flags override the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[arg(long = "set", value_name = "KEY=VALUE", long_help = SET_HELP, help = "Broker/topic default with Kafka's name, e.g. num.partitions=3 (see --help)")]
+    pub set: Vec<String>,
+}
+
+/// Everything the broker reads at start; immutable afterwards.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub advertised_host: String,
+    pub cpus: Vec<usize>,
+    pub advertise_bootstrap: bool,
+    pub num_partitions: i32,
+    pub auto_create_topics: bool,
+    pub socket_request_max_bytes: usize,
+    pub max_connections: usize,
+    /// Topic-level defaults (topic config names) applied under every topic's own configs.
+    pub topic_defaults: BTreeMap<String, String>,
+}
+
+/// Broker-level names that map to a topic-level name.
+const BROKER_ALIASES: &[(&str, &str)] = &[
+    ("log.segment.bytes", "segment.bytes"),
+    ("log.roll.ms", "segment.ms"),
+    ("log.retention.ms", "retention.ms"),
+    ("log.retention.bytes", "retention.bytes"),
+    ("log.flush.interval.messages", "flush.messages"),
+    ("log.flush.interval.ms", "flush.ms"),
+    ("message.max.bytes", "max.message.bytes"),
+];
+
+/// Topic configs Weir interprets; others are stored and echoed back (see docs/kafka-compat.md).
+pub const TOPIC_CONFIG_NAMES: &[&str] = &[
+    "segment.bytes",
+    "segment.ms",
+    "retention.ms",
+    "retention.bytes",
+    "flush.messages",
+    "flush.ms",
+    "max.message.bytes",
+    "cleanup.policy",
+];
+
+impl BrokerConfig {
+    pub fn from_args(args: Args) -> anyhow::Result<BrokerConfig> {
+        let mut values: BTreeMap<String, String> = BTreeMap::new();
+        if let Some(path) = &args.config {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            let table: toml::Table = text
+                .parse()
+                .with_context(|| format!("parsing TOML config {}", path.display()))?;
+            flatten_toml("", &toml::Value::Table(table), &mut values);
+        }
+        for item in &args.set {
+            let (key, value) = item
+                .split_once('=')
+                .with_context(|| format!("--set {item}: expected key=value"))?;
+            values.insert(key.trim().to_string(), value.trim().to_string());
+        }
+        let mut take = |flag: Option<String>, key: &str| flag.or_else(|| values.remove(key));
+        let data_dir = take(args.data_dir.map(|d| d.display().to_string()), "data-dir")
+            .unwrap_or_else(|| "./data".into());
+        let listen_text = take(args.listen, "listen").unwrap_or_else(|| "127.0.0.1:9092".into());
+        let advertised = take(args.advertised_host, "advertised-host");
+        let cpus_text = take(args.cpus, "cpus");
+        let advertise_bootstrap = args.advertise_bootstrap
+            || values
+                .remove("advertise-bootstrap")
+                .map(|v| v == "true")
+                .unwrap_or(false);
+
+        let listen = listen_text
+            .to_socket_addrs()
+            .with_context(|| format!("--listen {listen_text}"))?
+            .next()
+            .with_context(|| format!("--listen {listen_text} resolves to no address"))?;
+        let advertised_host = match advertised {
+            Some(host) => host,
+            None => match listen_text.rsplit_once(':') {
+                Some((host, _)) if host != "0.0.0.0" && host != "[::]" => host.to_string(),
+                _ => "127.0.0.1".to_string(),
+            },
+        };
+        let cpus = match cpus_text {
+            Some(text) => parse_cpus(&text)?,
+            None => (0..std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1))
+                .collect(),
+        };
+        if cpus.is_empty() {
+            bail!("--cpus selects no CPU");
+        }
+        let shards = cpus.len();
+        if listen.port() as usize + shards >= u16::MAX as usize {
+            bail!(
+                "--listen port {} leaves no room for {} broker ports",
+                listen.port(),
+                shards
+            );
+        }
+
+        let mut config = BrokerConfig {
+            data_dir: PathBuf::from(data_dir),
+            listen,
+            advertised_host,
+            cpus,
+            advertise_bootstrap,
+            num_partitions: 1,
+            auto_create_topics: true,
+            socket_request_max_bytes: 100 << 20,
+            max_connections: 65536,
+            topic_defaults: BTreeMap::new(),
+        };
+        for (key, value) in values {
+            config.set(&key, &value)?;
+        }
+        Ok(config)
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
+        let number = || -> anyhow::Result<i64> {
+            value
+                .parse::<i64>()
+                .with_context(|| format!("{key}={value}: not an integer"))
+        };
+        match key {
+            "num.partitions" => {
+                self.num_partitions = i32::try_from(number()?)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .with_context(|| format!("{key}={value}: must be 1..2^31"))?
+            }
+            "auto.create.topics.enable" => {
+                self.auto_create_topics = value
+                    .parse()
+                    .with_context(|| format!("{key}={value}: not true/false"))?
+            }
+            "socket.request.max.bytes" => {
+                self.socket_request_max_bytes = usize::try_from(number()?)
+                    .ok()
+                    .filter(|n| *n >= 64)
+                    .with_context(|| format!("{key}={value}: must be >= 64"))?
+            }
+            "max.connections" => {
+                self.max_connections = usize::try_from(number()?)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .with_context(|| format!("{key}={value}: must be > 0"))?
+            }
+            _ => {
+                let topic_key = BROKER_ALIASES
+                    .iter()
+                    .find(|(broker, _)| *broker == key)
+                    .map(|(_, topic)| *topic)
+                    .unwrap_or(key);
+                if !TOPIC_CONFIG_NAMES.contains(&topic_key) {
+                    bail!("unknown setting {key} (see weir --help)");
+                }
+                validate_topic_config(topic_key, value).map_err(anyhow::Error::msg)?;
+                self.topic_defaults
+                    .insert(topic_key.to_string(), value.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// The value in effect for a topic config name: the topic's own, else the broker default,
+    /// else Weir's built-in default. `None` for names Weir has no default for.
+    pub fn effective(&self, topic: &BTreeMap<String, String>, key: &str) -> Option<(String, bool)> {
+        if let Some(value) = topic.get(key) {
+            return Some((value.clone(), false));
+        }
+        if let Some(value) = self.topic_defaults.get(key) {
+            return Some((value.clone(), true));
+        }
+        let built_in = LogConfig::default();
+        let value = match key {
+            "segment.bytes" => built_in.segment_bytes.to_string(),
+            "segment.ms" => built_in.segment_ms.to_string(),
+            "retention.ms" => built_in.retention_ms.to_string(),
+            "retention.bytes" => built_in.retention_bytes.to_string(),
+            "flush.messages" => i64::MAX.to_string(),
+            "flush.ms" => i64::MAX.to_string(),
+            "max.message.bytes" => built_in.max_message_bytes.to_string(),
+            "cleanup.policy" => "delete".to_string(),
+            _ => return None,
+        };
+        Some((value, true))
+    }
+
+    /// The engine configuration of a topic with these per-topic configs.
+    pub fn log_config(&self, topic: &BTreeMap<String, String>) -> LogConfig {
+        let mut config = LogConfig::default();
+        let number = |key: &str| -> Option<i64> {
+            self.effective(topic, key).and_then(|(v, _)| v.parse().ok())
+        };
+        if let Some(n) = number("segment.bytes") {
+            config.segment_bytes = n.max(1) as u64;
+        }
+        if let Some(n) = number("segment.ms") {
+            config.segment_ms = n.max(1) as u64;
+        }
+        if let Some(n) = number("retention.ms") {
+            config.retention_ms = n;
+        }
+        if let Some(n) = number("retention.bytes") {
+            config.retention_bytes = n;
+        }
+        if let Some(n) = number("max.message.bytes") {
+            config.max_message_bytes = n.clamp(0, u32::MAX as i64) as u32;
+        }
+        config.durability = durability(number("flush.messages"), number("flush.ms"));
+        config
+    }
+}
+
+/// Kafka's flush settings as an engine durability policy: `flush.messages=1` syncs every batch;
+/// a finite `flush.ms` is a group-commit interval; anything else leaves flushing to the OS.
+fn durability(flush_messages: Option<i64>, flush_ms: Option<i64>) -> Durability {
+    match (flush_messages, flush_ms) {
+        (Some(n), _) if n <= 1 => Durability::Always,
+        (_, Some(ms)) if (0..i64::MAX).contains(&ms) => Durability::Interval { ms: ms as u64 },
+        _ => Durability::Os,
+    }
+}
+
+/// Checks the value of a topic config Weir interprets; unknown names pass (stored as given).
+pub fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {
+    let numeric = matches!(
+        key,
+        "segment.bytes"
+            | "segment.ms"
+            | "retention.ms"
+            | "retention.bytes"
+            | "flush.messages"
+            | "flush.ms"
+            | "max.message.bytes"
+    );
+    if numeric {
+        let n: i64 = value
+            .parse()
+            .map_err(|_| format!("{key}={value}: not an integer"))?;
+        let ok = match key {
+            "retention.ms" | "retention.bytes" => n >= -1,
+            "segment.bytes" => n >= 14,
+            "max.message.bytes" => n >= 0,
+            _ => n >= 0,
+        };
+        if !ok {
+            return Err(format!("{key}={value}: out of range"));
+        }
+    }
+    Ok(())
+}
+
+fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, inner) in table {
+                // A `[set]` table holds the same names as top-level keys do.
+                let name = if prefix.is_empty() && key == "set" {
+                    String::new()
+                } else if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten_toml(&name, inner, out);
+            }
+        }
+        toml::Value::String(text) => {
+            out.insert(prefix.to_string(), text.clone());
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+/// `0-3`, `0,2,5`, `0-1,4` -> sorted, deduplicated CPU list.
+pub fn parse_cpus(text: &str) -> anyhow::Result<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<usize>()
+                .with_context(|| format!("--cpus {text}: bad CPU {s:?}"))
+        };
+        match part.split_once('-') {
+            Some((low, high)) => {
+                let (low, high) = (parse(low)?, parse(high)?);
+                if low > high || high - low > 4096 {
+                    bail!("--cpus {text}: bad range {part}");
+                }
+                cpus.extend(low..=high);
+            }
+            None => cpus.push(parse(part)?),
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        let check =
+            |text: &str, want: &[usize]| assert_eq!(parse_cpus(text).unwrap(), want, "{text}");
+        check("0-3", &[0, 1, 2, 3]);
+        check("0,2,5", &[0, 2, 5]);
+        check("0-1,4,1", &[0, 1, 4]);
+        assert!(parse_cpus("3-1").is_err());
+        assert!(parse_cpus("x").is_err());
+    }
+
+    #[test]
+    fn set_and_toml_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("weir.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:19150\"\nnum.partitions = 3\n[set]\n\"flush.ms\" = 50\n",
+        )
+        .unwrap();
+        let args = Args {
+            config: Some(file),
+            set: vec![
+                "log.segment.bytes=1048576".into(),
+                "num.partitions=4".into(),
+            ],
+            cpus: Some("0".into()),
+            ..Args::default()
+        };
+        let config = BrokerConfig::from_args(args).unwrap();
+        assert_eq!(config.listen.port(), 19150);
+        assert_eq!(config.num_partitions, 4);
+        let log = config.log_config(&BTreeMap::new());
+        assert_eq!(log.segment_bytes, 1 << 20);
+        assert_eq!(log.durability, Durability::Interval { ms: 50 });
+        let mut topic = BTreeMap::new();
+        topic.insert("flush.messages".to_string(), "1".to_string());
+        assert_eq!(config.log_config(&topic).durability, Durability::Always);
+    }
+
+    #[test]
+    fn unknown_setting_is_an_error() {
+        let args = Args {
+            set: vec!["no.such=1".into()],
+            cpus: Some("0".into()),
+            ..Args::default()
+        };
+        assert!(BrokerConfig::from_args(args).is_err());
+    }
+}

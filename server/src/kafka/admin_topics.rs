@@ -1,0 +1,224 @@
+//! CreateTopics, DeleteTopics, CreatePartitions and Metadata's auto-create: decoded here, applied
+//! by the controller (shard 0), which answers once every shard has the new metadata.
+//! Replication factor and manual assignments are accepted and ignored (one copy, Weir places
+//! partitions on shards itself).
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::error_codes as code;
+use crate::config::TOPIC_CONFIG_NAMES;
+use crate::shard::mesh::{reply_channel, ControlJob, ItemResults, NewTopic, Reply};
+use crate::shard::Shard;
+
+/// Sends a change to the controller and waits for its per-item results.
+pub async fn controller_call(
+    shard: &Shard,
+    names: &[String],
+    job: impl FnOnce(Reply<ItemResults>) -> ControlJob,
+) -> ItemResults {
+    let (reply, answer) = reply_channel();
+    let unavailable = || {
+        names
+            .iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    code::UNKNOWN_SERVER_ERROR,
+                    Some("controller unavailable".to_string()),
+                )
+            })
+            .collect()
+    };
+    if shard.mesh.controller.send_async(job(reply)).await.is_err() {
+        return unavailable();
+    }
+    answer.recv_async().await.unwrap_or_else(|_| unavailable())
+}
+
+/// Creates topics with the broker defaults (Metadata auto-create). Races with other creators are
+/// harmless: TOPIC_ALREADY_EXISTS just means someone else won.
+pub async fn auto_create(shard: &Shard, names: Vec<String>) {
+    let topics = names
+        .iter()
+        .map(|name| NewTopic {
+            name: name.clone(),
+            partitions: -1,
+            configs: BTreeMap::new(),
+        })
+        .collect();
+    controller_call(shard, &names, |reply| ControlJob::CreateTopics {
+        topics,
+        validate_only: false,
+        reply,
+    })
+    .await;
+}
+
+fn text(value: &str) -> StrBytes {
+    StrBytes::from_string(value.to_string())
+}
+
+pub async fn create_topics(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    let names: Vec<String> = request
+        .topics
+        .iter()
+        .map(|t| t.name.0.to_string())
+        .collect();
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| NewTopic {
+            name: topic.name.0.to_string(),
+            partitions: topic.num_partitions,
+            configs: topic
+                .configs
+                .into_iter()
+                .filter_map(|c| c.value.map(|v| (c.name.to_string(), v.to_string())))
+                .collect(),
+        })
+        .collect();
+    let validate_only = request.validate_only;
+    let results = controller_call(shard, &names, |reply| ControlJob::CreateTopics {
+        topics,
+        validate_only,
+        reply,
+    })
+    .await;
+    let metadata = shard.metadata();
+    let mut response = CreateTopicsResponse::default();
+    for (name, error_code, message) in results {
+        let mut out = CreatableTopicResult::default();
+        out.error_code = error_code;
+        if version >= 1 {
+            out.error_message = message.map(StrBytes::from_string);
+        }
+        if let (Some(topic), true, true) = (
+            metadata.topics.get(&name),
+            version >= 5,
+            error_code == code::NONE,
+        ) {
+            if version >= 7 {
+                out.topic_id = topic.uuid();
+            }
+            out.num_partitions = topic.partitions.len() as i32;
+            out.replication_factor = 1;
+            let configs = TOPIC_CONFIG_NAMES
+                .iter()
+                .filter_map(|key| {
+                    shard
+                        .config
+                        .effective(&topic.configs, key)
+                        .map(|(value, default)| (key, value, default))
+                })
+                .map(|(key, value, default)| {
+                    let mut config = CreatableTopicConfigs::default();
+                    config.name = text(key);
+                    config.value = Some(text(&value));
+                    config.config_source = if default { 5 } else { 1 };
+                    config
+                })
+                .collect();
+            out.configs = Some(configs);
+        }
+        out.name = TopicName(text(&name));
+        response.topics.push(out);
+    }
+    response
+}
+
+pub async fn delete_topics(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
+    let names: Vec<String> = if version >= 6 {
+        let metadata = shard.metadata();
+        request
+            .topics
+            .iter()
+            .filter_map(|t| match &t.name {
+                Some(name) => Some(name.0.to_string()),
+                None => metadata
+                    .topics
+                    .iter()
+                    .find(|(_, m)| m.uuid() == t.topic_id)
+                    .map(|(n, _)| n.clone()),
+            })
+            .collect()
+    } else {
+        request
+            .topic_names
+            .iter()
+            .map(|n| n.0.to_string())
+            .collect()
+    };
+    let before = shard.metadata();
+    let job_names = names.clone();
+    let results = controller_call(shard, &names, |reply| ControlJob::DeleteTopics {
+        names: job_names,
+        reply,
+    })
+    .await;
+    let mut response = DeleteTopicsResponse::default();
+    for (name, error_code, _) in results {
+        let mut out = DeletableTopicResult::default();
+        if version >= 6 {
+            if let Some(topic) = before.topics.get(&name) {
+                out.topic_id = topic.uuid();
+            }
+        }
+        out.name = Some(TopicName(text(&name)));
+        out.error_code = error_code;
+        response.responses.push(out);
+    }
+    response
+}
+
+pub async fn create_partitions(
+    shard: &Rc<Shard>,
+    _version: i16,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let names: Vec<String> = request
+        .topics
+        .iter()
+        .map(|t| t.name.0.to_string())
+        .collect();
+    let items = request
+        .topics
+        .iter()
+        .map(|t| (t.name.0.to_string(), t.count))
+        .collect();
+    let validate_only = request.validate_only;
+    let results = controller_call(shard, &names, |reply| ControlJob::CreatePartitions {
+        items,
+        validate_only,
+        reply,
+    })
+    .await;
+    let mut response = CreatePartitionsResponse::default();
+    for (name, error_code, message) in results {
+        let mut out = CreatePartitionsTopicResult::default();
+        out.name = TopicName(text(&name));
+        out.error_code = error_code;
+        out.error_message = message.map(StrBytes::from_string);
+        response.results.push(out);
+    }
+    response
+}

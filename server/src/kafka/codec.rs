@@ -1,0 +1,274 @@
+//! Kafka wire framing: request header parsing, the supported version table, and response
+//! encoding. Pure functions over bytes (no I/O, no shard state), so they can be fuzzed.
+//!
+//! Runs on whichever shard owns the connection. Decoding is zero-copy: the frame is one `Bytes`
+//! and every `Bytes` field of a decoded request (record batches) is a slice of it.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+use weir_engine::Chunk;
+
+/// The API versions Weir answers. Ranges keep the old non-flexible versions (KafkaJS speaks no
+/// flexible versions) and stop before versions that need features Weir lacks (topic ids in
+/// Produce/Fetch, batched OffsetFetch).
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("frame of {0} bytes is shorter than a request header")]
+    Short(usize),
+    #[error("unknown api key {0}")]
+    UnknownApiKey(i16),
+    #[error("{key:?} version {version} is not supported")]
+    UnsupportedVersion { key: ApiKey, version: i16 },
+    #[error("malformed {key:?} v{version}: {reason}")]
+    Malformed {
+        key: ApiKey,
+        version: i16,
+        reason: String,
+    },
+    #[error("encoding {key:?} v{version} failed: {reason}")]
+    Encode {
+        key: ApiKey,
+        version: i16,
+        reason: String,
+    },
+}
+
+/// A request whose header is parsed; `body` is the rest of the frame.
+pub struct Request {
+    pub key: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub header: RequestHeader,
+    pub body: Bytes,
+}
+
+/// What `parse_request` found.
+pub enum Parsed {
+    Request(Request),
+    /// An ApiVersions request of a version Weir does not know: answered in the v0 schema.
+    UnsupportedApiVersions {
+        correlation_id: i32,
+    },
+}
+
+fn be_i16(frame: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([frame[at], frame[at + 1]])
+}
+
+/// Parses the request header of one frame (without its 4-byte size prefix).
+pub fn parse_request(mut frame: Bytes) -> Result<Parsed, CodecError> {
+    if frame.len() < 8 {
+        return Err(CodecError::Short(frame.len()));
+    }
+    let key_code = be_i16(&frame, 0);
+    let version = be_i16(&frame, 2);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let key = ApiKey::try_from(key_code).map_err(|_| CodecError::UnknownApiKey(key_code))?;
+    let Some((min, max)) = supported_range(key) else {
+        return Err(CodecError::UnknownApiKey(key_code));
+    };
+    if version < min || version > max {
+        if key == ApiKey::ApiVersions {
+            return Ok(Parsed::UnsupportedApiVersions { correlation_id });
+        }
+        return Err(CodecError::UnsupportedVersion { key, version });
+    }
+    let header = decode_guarded(key, version, || {
+        RequestHeader::decode(&mut frame, key.request_header_version(version))
+    })?;
+    Ok(Parsed::Request(Request {
+        key,
+        version,
+        correlation_id,
+        header,
+        body: frame,
+    }))
+}
+
+/// Runs a kafka-protocol decoder, turning both its errors and any panic on hostile input into a
+/// `CodecError`, so that bad bytes close one connection and nothing else.
+fn decode_guarded<T>(
+    key: ApiKey,
+    version: i16,
+    decode: impl FnOnce() -> anyhow::Result<T>,
+) -> Result<T, CodecError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(CodecError::Malformed {
+            key,
+            version,
+            reason: error.to_string(),
+        }),
+        Err(_) => Err(CodecError::Malformed {
+            key,
+            version,
+            reason: "decoder panicked".into(),
+        }),
+    }
+}
+
+/// Decodes a request body of type `T`; trailing bytes are tolerated as Kafka does.
+pub fn decode_body<T: Decodable>(request: &Request) -> Result<T, CodecError> {
+    let mut body = request.body.clone();
+    decode_guarded(request.key, request.version, || {
+        T::decode(&mut body, request.version)
+    })
+}
+
+/// Encodes a complete response frame: size prefix, response header, body.
+pub fn encode_response<T: Encodable + HeaderVersion>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Result<Bytes, CodecError> {
+    // ApiVersions answers always carry header v0 so that a client that sent a version we do not
+    // know can still read the correlation id.
+    let header_version = if key == ApiKey::ApiVersions {
+        0
+    } else {
+        T::header_version(version)
+    };
+    let fail = |error: anyhow::Error| CodecError::Encode {
+        key,
+        version,
+        reason: error.to_string(),
+    };
+    let size = body.compute_size(version).map_err(fail)?;
+    let mut out = BytesMut::with_capacity(4 + 5 + size);
+    out.put_i32(0);
+    write_response_header(&mut out, correlation_id, header_version);
+    body.encode(&mut out, version).map_err(fail)?;
+    let length = (out.len() - 4) as i32;
+    out[0..4].copy_from_slice(&length.to_be_bytes());
+    Ok(out.freeze())
+}
+
+/// Response header v0 is the correlation id; v1 adds an (empty) tagged-field section.
+pub fn write_response_header(out: &mut BytesMut, correlation_id: i32, header_version: i16) {
+    out.put_i32(correlation_id);
+    if header_version >= 1 {
+        out.put_u8(0);
+    }
+}
+
+/// One part of a response frame: encoded bytes, or a chunk of a partition log written to the
+/// socket as it is (the zero-copy fetch path).
+pub enum Piece {
+    Bytes(Bytes),
+    Chunk(Chunk),
+}
+
+impl Piece {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Piece::Bytes(bytes) => bytes,
+            Piece::Chunk(chunk) => chunk.as_slice(),
+        }
+    }
+}
+
+/// A complete response frame, size prefix included, as a list of pieces.
+pub struct Response {
+    pub pieces: Vec<Piece>,
+}
+
+impl Response {
+    pub fn single(bytes: Bytes) -> Response {
+        Response {
+            pieces: vec![Piece::Bytes(bytes)],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::ApiVersionsResponse;
+
+    fn frame(key: i16, version: i16, tail: &[u8]) -> Bytes {
+        let mut out = BytesMut::new();
+        out.put_i16(key);
+        out.put_i16(version);
+        out.put_i32(77);
+        out.put_slice(tail);
+        out.freeze()
+    }
+
+    #[test]
+    fn bad_frames_are_errors_not_panics() {
+        let check = |bytes: Bytes| match parse_request(bytes) {
+            Err(_) => {}
+            Ok(Parsed::UnsupportedApiVersions { .. }) => {}
+            Ok(Parsed::Request(request)) => {
+                let _ = decode_body::<kafka_protocol::messages::ProduceRequest>(&request);
+            }
+        };
+        check(Bytes::new());
+        check(Bytes::from_static(&[0, 0, 0]));
+        check(frame(999, 0, &[]));
+        check(frame(0, 3, &[0xff, 0xff]));
+        check(frame(0, 3, &[0x00, 0x05, b'a']));
+        check(frame(0, 200, &[]));
+        for length in 0..64 {
+            check(frame(0, 9, &vec![0xff; length]));
+        }
+    }
+
+    #[test]
+    fn unknown_api_versions_version_is_flagged() {
+        assert!(matches!(
+            parse_request(frame(18, 99, &[])),
+            Ok(Parsed::UnsupportedApiVersions { correlation_id: 77 })
+        ));
+        assert!(matches!(
+            parse_request(frame(0, 2, &[])),
+            Err(CodecError::UnsupportedVersion { .. })
+        ));
+    }
+
+    #[test]
+    fn api_versions_header_is_v0() {
+        let response = ApiVersionsResponse::default();
+        let bytes = encode_response(ApiKey::ApiVersions, 3, 5, &response).unwrap();
+        assert_eq!(&bytes[4..8], &5i32.to_be_bytes());
+        assert_eq!(
+            i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize,
+            bytes.len() - 4
+        );
+    }
+}

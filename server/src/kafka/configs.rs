@@ -1,0 +1,256 @@
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics (resource type 2), with
+//! Kafka's config names; broker resources (type 4) can be described, not altered at run time.
+//! Changes go through the controller and reach the owning shards' logs with the next metadata.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::{
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
+    AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::admin_topics::controller_call;
+use super::error_codes as code;
+use crate::config::TOPIC_CONFIG_NAMES;
+use crate::shard::mesh::{ConfigChange, ControlJob, ItemResults};
+use crate::shard::Shard;
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+const TYPE_STRING: i8 = 2;
+const TYPE_LONG: i8 = 5;
+
+fn text(value: &str) -> StrBytes {
+    StrBytes::from_string(value.to_string())
+}
+
+fn entry(version: i16, name: &str, value: &str, source: i8) -> DescribeConfigsResourceResult {
+    let mut out = DescribeConfigsResourceResult::default();
+    out.name = text(name);
+    out.value = Some(text(value));
+    out.config_source = source;
+    if version >= 3 {
+        out.config_type = if value.parse::<i64>().is_ok() {
+            TYPE_LONG
+        } else {
+            TYPE_STRING
+        };
+    }
+    out
+}
+
+pub async fn describe(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let metadata = shard.metadata();
+    let mut response = DescribeConfigsResponse::default();
+    for resource in request.resources {
+        // Null or empty keys: every config (as Kafka does).
+        let wanted = |name: &str| match &resource.configuration_keys {
+            Some(keys) if !keys.is_empty() => keys.iter().any(|k| k.as_str() == name),
+            _ => true,
+        };
+        let mut result = DescribeConfigsResult::default();
+        result.resource_type = resource.resource_type;
+        match resource.resource_type {
+            RESOURCE_TOPIC => match metadata.topics.get(resource.resource_name.as_str()) {
+                None => result.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(topic) => {
+                    let mut names: Vec<&str> = TOPIC_CONFIG_NAMES.to_vec();
+                    names.extend(
+                        topic
+                            .configs
+                            .keys()
+                            .map(String::as_str)
+                            .filter(|k| !TOPIC_CONFIG_NAMES.contains(k)),
+                    );
+                    for name in names.into_iter().filter(|n| wanted(n)) {
+                        if let Some((value, default)) = shard.config.effective(&topic.configs, name)
+                        {
+                            result.configs.push(entry(
+                                version,
+                                name,
+                                &value,
+                                if default {
+                                    SOURCE_DEFAULT
+                                } else {
+                                    SOURCE_TOPIC
+                                },
+                            ));
+                        }
+                    }
+                }
+            },
+            RESOURCE_BROKER => {
+                let config = &shard.config;
+                let mut values: BTreeMap<String, String> = BTreeMap::new();
+                values.insert("num.partitions".into(), config.num_partitions.to_string());
+                values.insert(
+                    "auto.create.topics.enable".into(),
+                    config.auto_create_topics.to_string(),
+                );
+                values.insert(
+                    "socket.request.max.bytes".into(),
+                    config.socket_request_max_bytes.to_string(),
+                );
+                values.insert("max.connections".into(), config.max_connections.to_string());
+                for name in TOPIC_CONFIG_NAMES {
+                    if let Some((value, _)) = config.effective(&BTreeMap::new(), name) {
+                        values.insert(name.to_string(), value);
+                    }
+                }
+                for (name, value) in values.iter().filter(|(n, _)| wanted(n)) {
+                    result
+                        .configs
+                        .push(entry(version, name, value, SOURCE_STATIC_BROKER));
+                }
+            }
+            _ => {
+                result.error_code = code::INVALID_REQUEST;
+                result.error_message = Some(text("only topic (2) and broker (4) resources"));
+            }
+        }
+        result.resource_name = resource.resource_name;
+        response.results.push(result);
+    }
+    response
+}
+
+/// Applies topic config changes through the controller; other resource types get an error.
+async fn apply(
+    shard: &Shard,
+    resources: Vec<(i8, String, Result<ConfigChange, String>)>,
+    validate_only: bool,
+) -> Vec<(i8, String, i16, Option<String>)> {
+    let mut answers: Vec<(i8, String, i16, Option<String>)> = Vec::new();
+    let mut changes = Vec::new();
+    for (kind, name, change) in resources {
+        match (kind, change) {
+            (RESOURCE_TOPIC, Ok(change)) => changes.push(change),
+            (RESOURCE_TOPIC, Err(message)) => {
+                answers.push((kind, name, code::INVALID_CONFIG, Some(message)))
+            }
+            _ => answers.push((
+                kind,
+                name,
+                code::INVALID_REQUEST,
+                Some("only topic configs can be altered".into()),
+            )),
+        }
+    }
+    if !changes.is_empty() {
+        let names: Vec<String> = changes.iter().map(|c| c.topic.clone()).collect();
+        let results: ItemResults =
+            controller_call(shard, &names, |reply| ControlJob::AlterConfigs {
+                changes,
+                validate_only,
+                reply,
+            })
+            .await;
+        answers.extend(
+            results
+                .into_iter()
+                .map(|(name, error, message)| (RESOURCE_TOPIC, name, error, message)),
+        );
+    }
+    answers
+}
+
+pub async fn alter(
+    shard: &Rc<Shard>,
+    _version: i16,
+    request: AlterConfigsRequest,
+) -> AlterConfigsResponse {
+    let resources = request
+        .resources
+        .into_iter()
+        .map(|r| {
+            let topic = r.resource_name.to_string();
+            let edits = r
+                .configs
+                .into_iter()
+                .map(|c| (c.name.to_string(), c.value.map(|v| v.to_string())))
+                .collect();
+            (
+                r.resource_type,
+                topic.clone(),
+                Ok(ConfigChange {
+                    topic,
+                    replace_all: true,
+                    edits,
+                }),
+            )
+        })
+        .collect();
+    let mut response = AlterConfigsResponse::default();
+    for (kind, name, error_code, message) in apply(shard, resources, request.validate_only).await {
+        let mut out = alter_configs_response::AlterConfigsResourceResponse::default();
+        out.resource_type = kind;
+        out.resource_name = text(&name);
+        out.error_code = error_code;
+        out.error_message = message.map(StrBytes::from_string);
+        response.responses.push(out);
+    }
+    response
+}
+
+pub async fn incremental_alter(
+    shard: &Rc<Shard>,
+    _version: i16,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let resources = request
+        .resources
+        .into_iter()
+        .map(|r| {
+            let topic = r.resource_name.to_string();
+            let mut edits = Vec::new();
+            let mut error = None;
+            for config in r.configs {
+                match config.config_operation {
+                    0 => edits.push((
+                        config.name.to_string(),
+                        Some(config.value.map(|v| v.to_string()).unwrap_or_default()),
+                    )),
+                    1 => edits.push((config.name.to_string(), None)),
+                    op => {
+                        error = Some(format!(
+                            "{}: operation {op} (APPEND/SUBTRACT) is not supported",
+                            config.name.as_str()
+                        ))
+                    }
+                }
+            }
+            let change = match error {
+                Some(message) => Err(message),
+                None => Ok(ConfigChange {
+                    topic: topic.clone(),
+                    replace_all: false,
+                    edits,
+                }),
+            };
+            (r.resource_type, topic, change)
+        })
+        .collect();
+    let mut response = IncrementalAlterConfigsResponse::default();
+    for (kind, name, error_code, message) in apply(shard, resources, request.validate_only).await {
+        let mut out = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
+        out.resource_type = kind;
+        out.resource_name = text(&name);
+        out.error_code = error_code;
+        out.error_message = message.map(StrBytes::from_string);
+        response.responses.push(out);
+    }
+    response
+}

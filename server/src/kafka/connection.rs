@@ -1,0 +1,223 @@
+//! One client connection on the shard that accepted it: read frames ahead (pipelining), dispatch
+//! each in arrival order, write answers in the same order.
+//!
+//! Two tasks per connection share the socket through `RefCell` halves (borrowed only inside one
+//! poll, never across an await): the reader parses and dispatches, the writer awaits each
+//! request's completion in order and writes it. The queue between them is bounded by
+//! `IN_FLIGHT_MAX`: a client that pipelines more waits (backpressure).
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use glommio::channels::local_channel;
+use glommio::net::{TcpListener, TcpStream};
+
+use super::codec::{Piece, Response};
+use super::dispatch::{dispatch, Pending};
+use crate::shard::{admit_connection, release_connection, Shard};
+
+/// Requests read ahead of the one being answered, per connection.
+pub const IN_FLIGHT_MAX: usize = 64;
+/// Pieces smaller than this are copied into one staging buffer to save system calls; larger
+/// ones (log chunks) go to the socket as they are.
+const COALESCE_BYTES_MAX: usize = 32 << 10;
+
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.shutdown.wait().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok(stream)) => {
+                if !admit_connection(&shard) {
+                    tracing::warn!(
+                        shard = shard.id,
+                        max = shard.config.max_connections,
+                        "max.connections reached; refusing a connection"
+                    );
+                    continue;
+                }
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let peer = stream.peer_addr().ok();
+                    if let Err(error) = serve(&shard, stream).await {
+                        tracing::info!(shard = shard.id, ?peer, %error, "closing connection");
+                    }
+                    release_connection(&shard);
+                })
+                .detach();
+            }
+            Some(Err(error)) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(shard = shard.id, %error, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("socket: {0}")]
+    Io(#[from] io::Error),
+    #[error("frame of {size} bytes exceeds socket.request.max.bytes {max}")]
+    FrameTooLarge { size: i64, max: usize },
+    #[error(transparent)]
+    Codec(#[from] super::codec::CodecError),
+}
+
+async fn serve(shard: &Rc<Shard>, stream: TcpStream) -> Result<(), ConnectionError> {
+    let _ = stream.set_nodelay(true);
+    let stream = Rc::new(RefCell::new(stream));
+    let mut reader = BufReader::with_capacity(64 << 10, ReadHalf(stream.clone()));
+    let writer = WriteHalf(stream.clone());
+    let (queue, answers) = local_channel::new_bounded::<Pending>(IN_FLIGHT_MAX);
+    let write_task = glommio::spawn_local(write_loop(writer, answers));
+
+    let read_result: Result<(), ConnectionError> = async {
+        loop {
+            let frame = futures_lite::future::or(
+                read_frame(&mut reader, shard.config.socket_request_max_bytes),
+                async {
+                    shard.shutdown.wait().await;
+                    Ok(None)
+                },
+            )
+            .await?;
+            let Some(frame) = frame else { return Ok(()) };
+            let pending = dispatch(shard, frame).await?;
+            if queue.send(pending).await.is_err() {
+                return Ok(()); // the writer stopped: the socket is gone
+            }
+        }
+    }
+    .await;
+    drop(queue);
+    // In-flight requests are answered before the socket closes, also on shutdown.
+    let write_result = write_task.await;
+    drop(reader);
+    drop(stream); // closes the socket
+    read_result?;
+    write_result
+}
+
+/// Reads one size-prefixed frame; `None` on a clean end of stream.
+async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_bytes: usize,
+) -> Result<Option<Bytes>, ConnectionError> {
+    let mut size = [0u8; 4];
+    match reader.read_exact(&mut size).await {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(error) => return Err(error.into()),
+    }
+    let size = i32::from_be_bytes(size) as i64;
+    if size < 0 || size as u64 > max_bytes as u64 {
+        return Err(ConnectionError::FrameTooLarge {
+            size,
+            max: max_bytes,
+        });
+    }
+    // Grow with the bytes that actually arrive, so a client announcing a large frame and sending
+    // nothing does not make us allocate it.
+    let mut body = Vec::with_capacity((size as usize).min(1 << 20));
+    let read = reader.take(size as u64).read_to_end(&mut body).await?;
+    if read as i64 != size {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed inside a frame",
+        )
+        .into());
+    }
+    Ok(Some(Bytes::from(body)))
+}
+
+async fn write_loop(
+    mut writer: WriteHalf,
+    answers: local_channel::LocalReceiver<Pending>,
+) -> Result<(), ConnectionError> {
+    let mut staging = BytesMut::with_capacity(COALESCE_BYTES_MAX);
+    while let Some(pending) = answers.recv().await {
+        let Some(response) = pending.await? else {
+            continue;
+        };
+        write_response(&mut writer, &mut staging, response).await?;
+    }
+    Ok(())
+}
+
+async fn write_response(
+    writer: &mut WriteHalf,
+    staging: &mut BytesMut,
+    response: Response,
+) -> io::Result<()> {
+    for piece in &response.pieces {
+        let bytes = piece.as_slice();
+        if bytes.len() < COALESCE_BYTES_MAX {
+            staging.extend_from_slice(bytes);
+            if staging.len() >= COALESCE_BYTES_MAX {
+                writer.write_all(staging).await?;
+                staging.clear();
+            }
+            continue;
+        }
+        if !staging.is_empty() {
+            writer.write_all(staging).await?;
+            staging.clear();
+        }
+        match piece {
+            Piece::Bytes(bytes) => writer.write_all(bytes).await?,
+            Piece::Chunk(chunk) => writer.write_all(chunk.as_slice()).await?,
+        }
+    }
+    if !staging.is_empty() {
+        writer.write_all(staging).await?;
+        staging.clear();
+    }
+    Ok(())
+}
+
+/// The read side of a socket shared with its writer on the same shard.
+struct ReadHalf(Rc<RefCell<TcpStream>>);
+/// The write side of a socket shared with its reader on the same shard.
+struct WriteHalf(Rc<RefCell<TcpStream>>);
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut stream = self.0.borrow_mut();
+        Pin::new(&mut *stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut stream = self.0.borrow_mut();
+        Pin::new(&mut *stream).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut stream = self.0.borrow_mut();
+        Pin::new(&mut *stream).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut stream = self.0.borrow_mut();
+        Pin::new(&mut *stream).poll_close(cx)
+    }
+}

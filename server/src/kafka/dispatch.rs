@@ -1,0 +1,146 @@
+//! Request dispatch: parse the header, decode the body, route to one handler per API.
+//!
+//! Runs on the connection's shard. Each request is handled in two phases:
+//! - `dispatch` (awaited by the reader, one request at a time): decodes, and does the work whose
+//!   ORDER matters, i.e. produce appends (or sending them to the owner shard, in order);
+//! - the returned `Pending` future (awaited by the writer, one at a time, in request order):
+//!   everything else, and the encoded answer (`None` = no answer, for acks=0).
+//!
+//! So requests of a connection take effect and are answered in order, as in Kafka, while the
+//! reader keeps reading ahead.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Encodable, HeaderVersion};
+
+use super::codec::{decode_body, encode_response, parse_request, CodecError, Parsed, Response};
+use super::{
+    admin_topics, api_versions, configs, describe_cluster, fetch, find_coordinator, group_apis,
+    init_producer_id, list_offsets, metadata, offset_for_leader_epoch, produce,
+};
+use crate::shard::Shard;
+
+pub type Pending = Pin<Box<dyn Future<Output = Result<Option<Response>, CodecError>>>>;
+
+/// A completion that computes a typed response and encodes it.
+pub fn later<T, F>(key: ApiKey, version: i16, correlation_id: i32, body: F) -> Pending
+where
+    T: Encodable + HeaderVersion + 'static,
+    F: Future<Output = T> + 'static,
+{
+    Box::pin(async move {
+        let body = body.await;
+        encode_response(key, version, correlation_id, &body)
+            .map(|bytes| Some(Response::single(bytes)))
+    })
+}
+
+/// Decodes `$request` as `$type` and answers it later with `$handler(shard, version, body)`.
+macro_rules! answer {
+    ($shard:expr, $request:expr, $type:ty, $handler:path) => {{
+        let body: $type = decode_body(&$request)?;
+        let shard = $shard.clone();
+        let version = $request.version;
+        later($request.key, version, $request.correlation_id, async move {
+            $handler(&shard, version, body).await
+        })
+    }};
+}
+
+pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes) -> Result<Pending, CodecError> {
+    use kafka_protocol::messages as m;
+    let request = match parse_request(frame)? {
+        Parsed::UnsupportedApiVersions { correlation_id } => {
+            let bytes = api_versions::unsupported(correlation_id)?;
+            return Ok(Box::pin(async move { Ok(Some(Response::single(bytes))) }));
+        }
+        Parsed::Request(request) => request,
+    };
+    let pending = match request.key {
+        ApiKey::Produce => produce::dispatch(shard, request).await?,
+        ApiKey::Fetch => {
+            let body: m::FetchRequest = decode_body(&request)?;
+            let shard = shard.clone();
+            Box::pin(async move {
+                fetch::handle(&shard, request.version, request.correlation_id, body)
+                    .await
+                    .map(Some)
+            })
+        }
+        ApiKey::ApiVersions => answer!(shard, request, m::ApiVersionsRequest, api_versions::handle),
+        ApiKey::Metadata => answer!(shard, request, m::MetadataRequest, metadata::handle),
+        ApiKey::ListOffsets => answer!(shard, request, m::ListOffsetsRequest, list_offsets::handle),
+        ApiKey::CreateTopics => answer!(
+            shard,
+            request,
+            m::CreateTopicsRequest,
+            admin_topics::create_topics
+        ),
+        ApiKey::DeleteTopics => answer!(
+            shard,
+            request,
+            m::DeleteTopicsRequest,
+            admin_topics::delete_topics
+        ),
+        ApiKey::CreatePartitions => answer!(
+            shard,
+            request,
+            m::CreatePartitionsRequest,
+            admin_topics::create_partitions
+        ),
+        ApiKey::DescribeConfigs => {
+            answer!(shard, request, m::DescribeConfigsRequest, configs::describe)
+        }
+        ApiKey::AlterConfigs => answer!(shard, request, m::AlterConfigsRequest, configs::alter),
+        ApiKey::IncrementalAlterConfigs => answer!(
+            shard,
+            request,
+            m::IncrementalAlterConfigsRequest,
+            configs::incremental_alter
+        ),
+        ApiKey::InitProducerId => answer!(
+            shard,
+            request,
+            m::InitProducerIdRequest,
+            init_producer_id::handle
+        ),
+        ApiKey::FindCoordinator => answer!(
+            shard,
+            request,
+            m::FindCoordinatorRequest,
+            find_coordinator::handle
+        ),
+        ApiKey::OffsetForLeaderEpoch => answer!(
+            shard,
+            request,
+            m::OffsetForLeaderEpochRequest,
+            offset_for_leader_epoch::handle
+        ),
+        ApiKey::DescribeCluster => answer!(
+            shard,
+            request,
+            m::DescribeClusterRequest,
+            describe_cluster::handle
+        ),
+        ApiKey::JoinGroup
+        | ApiKey::SyncGroup
+        | ApiKey::Heartbeat
+        | ApiKey::LeaveGroup
+        | ApiKey::OffsetCommit
+        | ApiKey::OffsetFetch
+        | ApiKey::DescribeGroups
+        | ApiKey::ListGroups => group_apis::dispatch(shard, request)?,
+        // parse_request only lets through the keys of codec::SUPPORTED.
+        other => {
+            return Err(CodecError::UnsupportedVersion {
+                key: other,
+                version: request.version,
+            })
+        }
+    };
+    Ok(pending)
+}

@@ -1,0 +1,53 @@
+//! FindCoordinator (v0-v4): a group's coordinator is the broker (shard) `groups::owner_shard`.
+//! Transaction coordinators do not exist in Weir (COORDINATOR_NOT_AVAILABLE).
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::error_codes as code;
+use crate::groups::owner_shard;
+use crate::shard::Shard;
+
+/// (error, node id, host, port) for one key.
+fn locate(shard: &Shard, key: &str, key_type: i8) -> (i16, i32, StrBytes, i32) {
+    if key_type != 0 {
+        return (code::COORDINATOR_NOT_AVAILABLE, -1, StrBytes::default(), -1);
+    }
+    let owner = owner_shard(key, shard.count);
+    (
+        code::NONE,
+        owner as i32,
+        StrBytes::from_string(shard.config.advertised_host.clone()),
+        shard.advertised_port(owner) as i32,
+    )
+}
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let mut response = FindCoordinatorResponse::default();
+    if version >= 4 {
+        for key in request.coordinator_keys {
+            let (error_code, node, host, port) = locate(shard, key.as_str(), request.key_type);
+            let mut coordinator = Coordinator::default();
+            coordinator.key = key;
+            coordinator.node_id = BrokerId(node);
+            coordinator.host = host;
+            coordinator.port = port;
+            coordinator.error_code = error_code;
+            response.coordinators.push(coordinator);
+        }
+        return response;
+    }
+    let (error_code, node, host, port) = locate(shard, request.key.as_str(), request.key_type);
+    response.error_code = error_code;
+    response.node_id = BrokerId(node);
+    response.host = host;
+    response.port = port;
+    response
+}

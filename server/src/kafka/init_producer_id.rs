@@ -1,0 +1,55 @@
+//! InitProducerId (v0-v4): unique producer ids from a persistent counter on the controller.
+//! Idempotent dedup itself is done by the engine per partition. A producer that asks to bump its
+//! epoch (v3+, KIP-360) keeps its id with epoch+1. Transactions are not supported.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+
+use super::error_codes as code;
+use crate::shard::mesh::{reply_channel, ControlJob};
+use crate::shard::Shard;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _version: i16,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let mut response = InitProducerIdResponse::default();
+    response.producer_id = ProducerId(-1);
+    response.producer_epoch = -1;
+    if request
+        .transactional_id
+        .as_ref()
+        .is_some_and(|id| !id.0.is_empty())
+    {
+        response.error_code = code::INVALID_REQUEST;
+        return response;
+    }
+    if request.producer_id.0 >= 0 && (0..i16::MAX - 1).contains(&request.producer_epoch) {
+        response.producer_id = request.producer_id;
+        response.producer_epoch = request.producer_epoch + 1;
+        return response;
+    }
+    let (reply, answer) = reply_channel();
+    let allocated = match shard
+        .mesh
+        .controller
+        .send_async(ControlJob::AllocateProducerId { reply })
+        .await
+    {
+        Ok(()) => answer
+            .recv_async()
+            .await
+            .unwrap_or(Err(code::COORDINATOR_NOT_AVAILABLE)),
+        Err(_) => Err(code::COORDINATOR_NOT_AVAILABLE),
+    };
+    match allocated {
+        Ok(id) => {
+            response.producer_id = ProducerId(id);
+            response.producer_epoch = 0;
+        }
+        Err(error_code) => response.error_code = error_code,
+    }
+    response
+}

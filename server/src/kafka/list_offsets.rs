@@ -1,0 +1,77 @@
+//! ListOffsets (v1-v7): earliest (-2), latest (-1), by timestamp; answered by the owning shard.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use super::error_codes as code;
+use super::partition_ops;
+use crate::shard::mesh::{reply_channel, Job, OffsetOutcome};
+use crate::shard::Shard;
+
+/// One partition's offset lookup on its owner, wherever that is.
+pub async fn lookup(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> OffsetOutcome {
+    let failed = |error_code| OffsetOutcome {
+        error_code,
+        offset: -1,
+        timestamp: -1,
+    };
+    match shard.metadata().owner(topic, partition) {
+        None => failed(code::UNKNOWN_TOPIC_OR_PARTITION),
+        Some(owner) if owner == shard.id => {
+            partition_ops::list_offset(shard, topic, partition, timestamp).await
+        }
+        Some(owner) => {
+            let (reply, answer) = reply_channel();
+            let job = Job::ListOffsets {
+                topic: topic.to_string(),
+                partition,
+                timestamp,
+                reply,
+            };
+            if shard.mesh.shards[owner].send_async(job).await.is_err() {
+                return failed(code::NOT_LEADER_OR_FOLLOWER);
+            }
+            answer
+                .recv_async()
+                .await
+                .unwrap_or_else(|_| failed(code::NOT_LEADER_OR_FOLLOWER))
+        }
+    }
+}
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    let mut response = ListOffsetsResponse::default();
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let mut out = ListOffsetsTopicResponse::default();
+        for partition in topic.partitions {
+            let outcome =
+                lookup(shard, &name, partition.partition_index, partition.timestamp).await;
+            let mut answer = ListOffsetsPartitionResponse::default();
+            answer.partition_index = partition.partition_index;
+            answer.error_code = outcome.error_code;
+            answer.timestamp = outcome.timestamp;
+            answer.offset = outcome.offset;
+            if version >= 4 {
+                answer.leader_epoch = 0;
+            }
+            out.partitions.push(answer);
+        }
+        out.name = topic.name;
+        response.topics.push(out);
+    }
+    response
+}

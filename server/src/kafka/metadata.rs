@@ -1,0 +1,109 @@
+//! Metadata: brokers are the shards (broker id i at port listen+1+i), each partition's leader is
+//! its owning shard. Unknown topics are created on first use when `auto.create.topics.enable`
+//! (and the request allows it), as the classic client examples assume.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::admin_topics::auto_create;
+use super::error_codes as code;
+use crate::metadata::{valid_topic_name, Metadata};
+use crate::shard::Shard;
+
+pub const CLUSTER_ID: &str = "weir";
+
+pub async fn handle(shard: &Rc<Shard>, version: i16, request: MetadataRequest) -> MetadataResponse {
+    // v0: an empty list means all topics; v1+: null means all, empty means none.
+    let wanted: Option<Vec<String>> = match request.topics {
+        None => None,
+        Some(topics) if topics.is_empty() && version == 0 => None,
+        Some(topics) => Some(
+            topics
+                .into_iter()
+                .filter_map(|t| t.name.map(|n| n.0.to_string()))
+                .collect(),
+        ),
+    };
+    let allow_create = version < 4 || request.allow_auto_topic_creation;
+    let mut metadata = shard.metadata();
+    if let Some(names) = &wanted {
+        let missing: Vec<String> = names
+            .iter()
+            .filter(|n| !metadata.topics.contains_key(*n) && valid_topic_name(n))
+            .cloned()
+            .collect();
+        if !missing.is_empty() && allow_create && shard.config.auto_create_topics {
+            auto_create(shard, missing).await;
+            metadata = shard.metadata();
+        }
+    }
+    let mut response = MetadataResponse::default();
+    response.brokers = brokers(shard);
+    if version >= 2 {
+        response.cluster_id = Some(StrBytes::from_static_str(CLUSTER_ID));
+    }
+    response.controller_id = BrokerId(0);
+    response.topics = match wanted {
+        None => metadata
+            .topics
+            .keys()
+            .map(|name| topic(&metadata, name, version))
+            .collect(),
+        Some(names) => names
+            .iter()
+            .map(|name| topic(&metadata, name, version))
+            .collect(),
+    };
+    response
+}
+
+pub fn brokers(shard: &Shard) -> Vec<MetadataResponseBroker> {
+    (0..shard.count)
+        .map(|id| {
+            let mut broker = MetadataResponseBroker::default();
+            broker.node_id = BrokerId(id as i32);
+            broker.host = StrBytes::from_string(shard.config.advertised_host.clone());
+            broker.port = shard.advertised_port(id) as i32;
+            broker
+        })
+        .collect()
+}
+
+fn topic(metadata: &Metadata, name: &str, version: i16) -> MetadataResponseTopic {
+    let mut out = MetadataResponseTopic::default();
+    out.name = Some(TopicName(StrBytes::from_string(name.to_string())));
+    let Some(meta) = metadata.topics.get(name) else {
+        out.error_code = if valid_topic_name(name) {
+            code::UNKNOWN_TOPIC_OR_PARTITION
+        } else {
+            code::INVALID_TOPIC_EXCEPTION
+        };
+        return out;
+    };
+    if version >= 10 {
+        out.topic_id = meta.uuid();
+    }
+    out.partitions = meta
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(index, owner)| {
+            let leader = BrokerId(*owner as i32);
+            let mut partition = MetadataResponsePartition::default();
+            partition.partition_index = index as i32;
+            partition.leader_id = leader;
+            if version >= 7 {
+                partition.leader_epoch = 0;
+            }
+            partition.replica_nodes = vec![leader];
+            partition.isr_nodes = vec![leader];
+            partition
+        })
+        .collect();
+    out
+}

@@ -1,0 +1,21 @@
+//! The Kafka protocol layer: framing and codecs (`codec`), connections, dispatch, and one handler
+//! file per API. Runs on every shard; handlers touch only their shard's state and reach other
+//! shards through the mesh.
+
+pub mod admin_topics;
+pub mod api_versions;
+pub mod codec;
+pub mod configs;
+pub mod connection;
+pub mod describe_cluster;
+pub mod dispatch;
+pub mod error_codes;
+pub mod fetch;
+pub mod find_coordinator;
+pub mod group_apis;
+pub mod init_producer_id;
+pub mod list_offsets;
+pub mod metadata;
+pub mod offset_for_leader_epoch;
+pub mod partition_ops;
+pub mod produce;

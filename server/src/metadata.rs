@@ -1,0 +1,160 @@
+//! Cluster metadata: topics, their partitions' owning shards, per-topic configs, and the producer
+//! id counter. The controller shard (shard 0) owns the only mutable copy and persists it; every
+//! shard holds a read-only `Arc<Metadata>` replaced by versioned broadcasts, so lookups on the data
+//! path take no lock.
+//!
+//! On disk: `<data-dir>/metadata.json` (serde JSON, see docs/kafka-compat.md), replaced by
+//! write-to-`metadata.json.tmp`, fsync, rename, fsync of the directory.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const METADATA_FILE: &str = "metadata.json";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Metadata {
+    /// Bumped by every change; shards ignore broadcasts older than what they hold.
+    pub version: u64,
+    pub topics: BTreeMap<String, TopicMeta>,
+    /// The next producer id InitProducerId hands out; persisted before it is used.
+    pub next_producer_id: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopicMeta {
+    /// Topic id (Kafka's UUID), as 32 hex digits.
+    pub id: String,
+    /// `partitions[p]` is the shard that owns partition p, chosen at creation.
+    pub partitions: Vec<usize>,
+    /// Per-topic configs as given (Kafka names).
+    pub configs: BTreeMap<String, String>,
+}
+
+impl TopicMeta {
+    pub fn uuid(&self) -> uuid::Uuid {
+        uuid::Uuid::parse_str(&self.id).unwrap_or(uuid::Uuid::nil())
+    }
+}
+
+impl Metadata {
+    pub fn owner(&self, topic: &str, partition: i32) -> Option<usize> {
+        let meta = self.topics.get(topic)?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| meta.partitions.get(p).copied())
+    }
+}
+
+/// The stable shard for a new partition: spreads a topic's partitions round-robin from a start
+/// chosen by the topic name, so that single-partition topics do not all land on shard 0.
+pub fn assign_shard(topic: &str, partition: usize, shard_count: usize) -> usize {
+    assert!(shard_count > 0);
+    (crc32c::crc32c(topic.as_bytes()) as usize + partition) % shard_count
+}
+
+/// A fresh random topic id.
+pub fn new_topic_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut value: u128 = 0;
+    for _ in 0..2 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(value);
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        value = (value << 64) | hasher.finish() as u128;
+    }
+    uuid::Uuid::from_u128(value).simple().to_string()
+}
+
+/// Kafka's topic name rule: 1..=249 chars of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir.join("topics").join(format!("{topic}-{partition}"))
+}
+
+/// Loads the metadata, or an empty one when the file does not exist yet.
+pub fn load(data_dir: &Path) -> std::io::Result<Metadata> {
+    let path = data_dir.join(METADATA_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {error}", path.display()),
+            )
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Metadata {
+            next_producer_id: 1000,
+            ..Metadata::default()
+        }),
+        Err(error) => Err(error),
+    }
+}
+
+/// Replaces the metadata file atomically. Blocking std I/O: it runs on the controller shard only
+/// for admin changes (create/delete/alter, producer id allocation), never on the data path.
+pub fn store(data_dir: &Path, metadata: &Metadata) -> std::io::Result<()> {
+    let path = data_dir.join(METADATA_FILE);
+    let temporary = data_dir.join(format!("{METADATA_FILE}.tmp"));
+    let bytes = serde_json::to_vec_pretty(metadata).map_err(std::io::Error::other)?;
+    {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&temporary, &path)?;
+    std::fs::File::open(data_dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_then_load_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut metadata = load(dir.path()).unwrap();
+        assert_eq!(metadata.next_producer_id, 1000);
+        metadata.version = 7;
+        metadata.topics.insert(
+            "t".into(),
+            TopicMeta {
+                id: new_topic_id(),
+                partitions: vec![0, 1],
+                configs: BTreeMap::from([("flush.ms".into(), "5".into())]),
+            },
+        );
+        store(dir.path(), &metadata).unwrap();
+        let loaded = load(dir.path()).unwrap();
+        assert_eq!(loaded.version, 7);
+        assert_eq!(loaded.owner("t", 1), Some(1));
+        assert_eq!(loaded.owner("t", 2), None);
+        assert_eq!(loaded.topics["t"].configs["flush.ms"], "5");
+        assert_ne!(loaded.topics["t"].uuid(), uuid::Uuid::nil());
+    }
+
+    #[test]
+    fn topic_names() {
+        for good in ["a", "my_topic", "a.b-c", "X9"] {
+            assert!(valid_topic_name(good), "{good}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(250)] {
+            assert!(!valid_topic_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The channel mesh between shards: one bounded MPSC inbox per shard for partition work and
+//! metadata broadcasts, plus the controller inbox on shard 0. Every message is `Send` (payloads as
+//! `Bytes`); replies travel on a one-slot channel created per request.
+//!
+//! Ordering: messages from one sender to one inbox arrive in send order, and the owner applies
+//! produce appends in arrival order, so one connection's pipelined produce requests stay ordered.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::kafka::group_apis::GroupJob;
+use crate::metadata::Metadata;
+
+/// Bound of each shard inbox: a full inbox is backpressure on the sending connection.
+pub const INBOX_CAPACITY: usize = 4096;
+
+pub type Reply<T> = flume::Sender<T>;
+
+pub fn reply_channel<T>() -> (flume::Sender<T>, flume::Receiver<T>) {
+    flume::bounded(1)
+}
+
+/// The outcome of appending one partition's records.
+#[derive(Debug, Clone, Copy)]
+pub struct ProduceOutcome {
+    pub error_code: i16,
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+}
+
+/// The outcome of reading one partition; `P` is a local chunk or a `Bytes` copy.
+pub struct FetchOutcome<P> {
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub payload: Vec<P>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct OffsetOutcome {
+    pub error_code: i16,
+    pub offset: i64,
+    pub timestamp: i64,
+}
+
+/// Work a shard does for another shard.
+pub enum Job {
+    Metadata {
+        metadata: Arc<Metadata>,
+        done: Reply<()>,
+    },
+    Produce {
+        topic: String,
+        partition: i32,
+        records: Option<Bytes>,
+        acks: i16,
+        reply: Reply<ProduceOutcome>,
+    },
+    Fetch {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+        reply: Reply<FetchOutcome<Bytes>>,
+    },
+    WaitForData {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        wait: Duration,
+        reply: Reply<()>,
+    },
+    ListOffsets {
+        topic: String,
+        partition: i32,
+        timestamp: i64,
+        reply: Reply<OffsetOutcome>,
+    },
+    Group(GroupJob),
+    Shutdown,
+}
+
+/// A topic to create, as the controller receives it.
+pub struct NewTopic {
+    pub name: String,
+    /// -1 = the broker default `num.partitions`.
+    pub partitions: i32,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// One config change of an AlterConfigs / IncrementalAlterConfigs resource.
+pub struct ConfigChange {
+    pub topic: String,
+    /// AlterConfigs replaces the whole set; IncrementalAlterConfigs edits it.
+    pub replace_all: bool,
+    /// (name, Some(value) = set, None = delete)
+    pub edits: Vec<(String, Option<String>)>,
+}
+
+/// Per-item result of a controller change: (name, error code, message).
+pub type ItemResults = Vec<(String, i16, Option<String>)>;
+
+/// Work for the controller (shard 0): every metadata change goes through here, one at a time.
+pub enum ControlJob {
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+        reply: Reply<ItemResults>,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+        reply: Reply<ItemResults>,
+    },
+    CreatePartitions {
+        items: Vec<(String, i32)>,
+        validate_only: bool,
+        reply: Reply<ItemResults>,
+    },
+    AlterConfigs {
+        changes: Vec<ConfigChange>,
+        validate_only: bool,
+        reply: Reply<ItemResults>,
+    },
+    AllocateProducerId {
+        reply: Reply<Result<i64, i16>>,
+    },
+}
+
+/// Senders to every shard's inbox and to the controller; cloned into every shard.
+#[derive(Clone)]
+pub struct Mesh {
+    pub shards: Vec<flume::Sender<Job>>,
+    pub controller: flume::Sender<ControlJob>,
+}
+
+/// Receivers of one shard, handed to it at start.
+pub struct Inbox {
+    pub jobs: flume::Receiver<Job>,
+    pub control: Option<flume::Receiver<ControlJob>>,
+}
+
+/// Builds the mesh for `count` shards: the senders every shard shares, and each shard's inbox.
+pub fn build(count: usize) -> (Mesh, Vec<Inbox>) {
+    let (control_tx, control_rx) = flume::bounded(INBOX_CAPACITY);
+    let mut senders = Vec::with_capacity(count);
+    let mut inboxes = Vec::with_capacity(count);
+    let mut control_rx = Some(control_rx);
+    for _ in 0..count {
+        let (tx, rx) = flume::bounded(INBOX_CAPACITY);
+        senders.push(tx);
+        inboxes.push(Inbox {
+            jobs: rx,
+            control: control_rx.take(),
+        });
+    }
+    (
+        Mesh {
+            shards: senders,
+            controller: control_tx,
+        },
+        inboxes,
+    )
+}

@@ -1,0 +1,369 @@
+//! Shards: one pinned glommio executor per configured CPU. Each shard owns the logs of its
+//! partitions, a read-only copy of the metadata, its listeners and connections. Nothing mutable is
+//! shared between shards; cross-shard work is a `Job` on the mesh (`mesh.rs`).
+//!
+//! Everything in `Shard` is `!Send` and lives on its own executor; `RefCell` borrows are never
+//! held across an `.await`.
+
+pub mod controller;
+pub mod mesh;
+pub mod signal;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use glommio::net::TcpListener;
+use weir_engine::Log;
+
+use crate::config::BrokerConfig;
+use crate::metadata::{partition_dir, Metadata};
+use mesh::{Inbox, Job, Mesh};
+use signal::Signal;
+
+/// How long shutdown waits for connections to finish their in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Shard {
+    pub id: usize,
+    pub count: usize,
+    pub config: Arc<BrokerConfig>,
+    pub mesh: Mesh,
+    metadata: RefCell<Arc<Metadata>>,
+    /// Open logs of the partitions this shard owns: topic -> partition index -> log.
+    logs: RefCell<HashMap<String, Vec<Option<Log>>>>,
+    pub shutdown: Signal,
+    /// Live connections on this shard (for the shutdown drain).
+    pub connections: Cell<usize>,
+    /// Live connections on all shards (for `max.connections`); an atomic counter, not a lock.
+    pub connections_total: Arc<AtomicUsize>,
+    pub groups: RefCell<Option<Rc<crate::kafka::group_apis::Coordinator>>>,
+}
+
+impl Shard {
+    pub fn metadata(&self) -> Arc<Metadata> {
+        self.metadata.borrow().clone()
+    }
+
+    /// The log of a partition this shard owns.
+    pub fn log(&self, topic: &str, partition: i32) -> Option<Log> {
+        let logs = self.logs.borrow();
+        let index = usize::try_from(partition).ok()?;
+        logs.get(topic)?.get(index)?.clone()
+    }
+
+    /// Broker id = shard id; broker port = bootstrap port + 1 + shard.
+    pub fn broker_port(&self, shard: usize) -> u16 {
+        self.config.listen.port() + 1 + shard as u16
+    }
+
+    /// The port Metadata and FindCoordinator give for broker `shard`.
+    pub fn advertised_port(&self, shard: usize) -> u16 {
+        if self.config.advertise_bootstrap {
+            self.config.listen.port()
+        } else {
+            self.broker_port(shard)
+        }
+    }
+
+    /// Installs a newer metadata snapshot: deletes the logs of topics that are gone, opens the
+    /// logs this shard now owns, applies changed topic configs. Older snapshots are ignored.
+    pub async fn apply_metadata(&self, next: Arc<Metadata>) {
+        let previous = self.metadata();
+        if next.version < previous.version {
+            return;
+        }
+        let mut doomed = Vec::new();
+        {
+            let mut logs = self.logs.borrow_mut();
+            for (name, old) in &previous.topics {
+                if next
+                    .topics
+                    .get(name)
+                    .map(|topic| topic.id != old.id)
+                    .unwrap_or(true)
+                {
+                    if let Some(partitions) = logs.remove(name) {
+                        doomed.extend(partitions.into_iter().flatten());
+                    }
+                }
+            }
+        }
+        for log in doomed {
+            if let Err(error) = log.delete().await {
+                tracing::warn!(shard = self.id, %error, "deleting a partition log failed");
+            }
+        }
+        for (name, topic) in &next.topics {
+            let config = self.config.log_config(&topic.configs);
+            let configs_changed = previous
+                .topics
+                .get(name)
+                .map(|old| old.configs != topic.configs)
+                .unwrap_or(false);
+            for (index, owner) in topic.partitions.iter().enumerate() {
+                if *owner != self.id {
+                    continue;
+                }
+                let partition = index as i32;
+                if let Some(log) = self.log(name, partition) {
+                    if configs_changed {
+                        log.set_config(config.clone());
+                    }
+                    continue;
+                }
+                let dir = partition_dir(&self.config.data_dir, name, partition);
+                match Log::open(&dir, config.clone()).await {
+                    Ok(log) => {
+                        let mut logs = self.logs.borrow_mut();
+                        let slots = logs.entry(name.clone()).or_default();
+                        if slots.len() <= index {
+                            slots.resize(index + 1, None);
+                        }
+                        slots[index] = Some(log);
+                    }
+                    Err(error) => {
+                        tracing::error!(shard = self.id, topic = %name, partition, %error, "opening a partition log failed")
+                    }
+                }
+            }
+        }
+        *self.metadata.borrow_mut() = next;
+    }
+
+    async fn close_logs(&self) {
+        let logs: Vec<Log> = self
+            .logs
+            .borrow_mut()
+            .drain()
+            .flat_map(|(_, partitions)| partitions.into_iter().flatten())
+            .collect();
+        for log in logs {
+            if let Err(error) = log.close().await {
+                tracing::warn!(shard = self.id, %error, "closing a partition log failed");
+            }
+        }
+    }
+}
+
+/// What the main thread hands each shard.
+pub struct ShardStart {
+    pub id: usize,
+    pub config: Arc<BrokerConfig>,
+    pub mesh: Mesh,
+    pub inbox: Inbox,
+    pub metadata: Arc<Metadata>,
+    pub connections_total: Arc<AtomicUsize>,
+    pub ready: std::sync::mpsc::Sender<Result<usize, String>>,
+}
+
+/// The body of one shard's executor: prepare storage, open logs, listen, serve until shutdown.
+pub async fn run(start: ShardStart) -> anyhow::Result<()> {
+    let ShardStart {
+        id,
+        config,
+        mesh,
+        inbox,
+        metadata,
+        connections_total,
+        ready,
+    } = start;
+    let result = serve(id, config, mesh, inbox, metadata, connections_total, &ready).await;
+    if let Err(error) = &result {
+        let _ = ready.send(Err(format!("shard {id}: {error:#}")));
+    }
+    result
+}
+
+async fn serve(
+    id: usize,
+    config: Arc<BrokerConfig>,
+    mesh: Mesh,
+    inbox: Inbox,
+    metadata: Arc<Metadata>,
+    connections_total: Arc<AtomicUsize>,
+    ready: &std::sync::mpsc::Sender<Result<usize, String>>,
+) -> anyhow::Result<()> {
+    weir_engine::io::prepare_data_dir(&config.data_dir)
+        .await
+        .with_context(|| format!("preparing data dir {}", config.data_dir.display()))?;
+    let count = mesh.shards.len();
+    let shard = Rc::new(Shard {
+        id,
+        count,
+        config: config.clone(),
+        mesh,
+        metadata: RefCell::new(Arc::new(Metadata::default())),
+        logs: RefCell::new(HashMap::new()),
+        shutdown: Signal::default(),
+        connections: Cell::new(0),
+        connections_total,
+        groups: RefCell::new(None),
+    });
+    shard.apply_metadata(metadata.clone()).await;
+    crate::kafka::group_apis::open(&shard).await?;
+
+    glommio::spawn_local(job_loop(shard.clone(), inbox.jobs)).detach();
+    if let Some(control) = inbox.control {
+        glommio::spawn_local(controller::run(shard.clone(), control, (*metadata).clone())).detach();
+    }
+
+    let bootstrap = TcpListener::bind(config.listen)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("binding bootstrap {}", config.listen))?;
+    let mut broker_address = config.listen;
+    broker_address.set_port(shard.broker_port(id));
+    let broker = TcpListener::bind(broker_address)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("binding broker port {broker_address}"))?;
+    let accept_bootstrap = glommio::spawn_local(crate::kafka::connection::accept_loop(
+        shard.clone(),
+        bootstrap,
+    ));
+    let accept_broker =
+        glommio::spawn_local(crate::kafka::connection::accept_loop(shard.clone(), broker));
+    let _ = ready.send(Ok(id));
+
+    shard.shutdown.wait().await;
+    accept_bootstrap.await;
+    accept_broker.await;
+    let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
+    while shard.connections.get() > 0 && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    if shard.connections.get() > 0 {
+        tracing::warn!(
+            shard = id,
+            connections = shard.connections.get(),
+            "shutdown drain timed out"
+        );
+    }
+    let groups = shard.groups.borrow_mut().take();
+    if let Some(groups) = groups {
+        crate::kafka::group_apis::close(&groups).await;
+    }
+    shard.close_logs().await;
+    tracing::debug!(shard = id, "shard stopped");
+    Ok(())
+}
+
+/// Serves this shard's inbox. Produce appends happen here, in arrival order; anything that waits
+/// (durability, long polls, reads) runs as its own task so the inbox keeps moving.
+async fn job_loop(shard: Rc<Shard>, jobs: flume::Receiver<Job>) {
+    while let Ok(job) = jobs.recv_async().await {
+        match job {
+            Job::Shutdown => shard.shutdown.fire(),
+            Job::Metadata { metadata, done } => {
+                shard.apply_metadata(metadata).await;
+                let _ = done.send(());
+            }
+            Job::Produce {
+                topic,
+                partition,
+                records,
+                acks,
+                reply,
+            } => {
+                let appended = crate::kafka::partition_ops::append(
+                    &shard,
+                    &topic,
+                    partition,
+                    records.as_deref(),
+                );
+                glommio::spawn_local(async move {
+                    let outcome = crate::kafka::partition_ops::finish_append(appended, acks).await;
+                    let _ = reply.send_async(outcome).await;
+                })
+                .detach();
+            }
+            Job::Fetch {
+                topic,
+                partition,
+                offset,
+                max_bytes,
+                reply,
+            } => {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let outcome = crate::kafka::partition_ops::read(
+                        &shard, &topic, partition, offset, max_bytes,
+                    )
+                    .await;
+                    let copied = mesh::FetchOutcome {
+                        error_code: outcome.error_code,
+                        high_watermark: outcome.high_watermark,
+                        log_start_offset: outcome.log_start_offset,
+                        // The forwarded path is the one place chunks are copied: they cross shards.
+                        payload: outcome
+                            .payload
+                            .iter()
+                            .map(|chunk| chunk.to_bytes())
+                            .collect(),
+                    };
+                    let _ = reply.send_async(copied).await;
+                })
+                .detach();
+            }
+            Job::WaitForData {
+                topic,
+                partition,
+                offset,
+                wait,
+                reply,
+            } => {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    crate::kafka::partition_ops::wait_for_data(
+                        &shard, &topic, partition, offset, wait,
+                    )
+                    .await;
+                    let _ = reply.send_async(()).await;
+                })
+                .detach();
+            }
+            Job::ListOffsets {
+                topic,
+                partition,
+                timestamp,
+                reply,
+            } => {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let outcome = crate::kafka::partition_ops::list_offset(
+                        &shard, &topic, partition, timestamp,
+                    )
+                    .await;
+                    let _ = reply.send_async(outcome).await;
+                })
+                .detach();
+            }
+            Job::Group(job) => {
+                let shard = shard.clone();
+                glommio::spawn_local(
+                    async move { crate::kafka::group_apis::serve(&shard, job).await },
+                )
+                .detach();
+            }
+        }
+    }
+}
+
+/// Counts a connection against `max.connections`; false when the broker is full.
+pub fn admit_connection(shard: &Shard) -> bool {
+    let previous = shard.connections_total.fetch_add(1, Ordering::AcqRel);
+    if previous >= shard.config.max_connections {
+        shard.connections_total.fetch_sub(1, Ordering::AcqRel);
+        return false;
+    }
+    shard.connections.set(shard.connections.get() + 1);
+    true
+}
+
+pub fn release_connection(shard: &Shard) {
+    shard.connections_total.fetch_sub(1, Ordering::AcqRel);
+    shard.connections.set(shard.connections.get() - 1);
+}
