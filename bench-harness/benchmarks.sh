@@ -4,15 +4,16 @@
 #
 #   bench-harness/benchmarks.sh [OUT_DIR]
 #
-# Environment: DURATION (default 20s), WARMUP (5s), SERVER_CPUS (0,1), BENCH_CPUS (unset: the
-# harness's threads float), PORT (19400), WEIR_BIN (target/release/weir).
+# Environment: DURATION (default 20s), WARMUP (5s), BENCH_CPUS (unset: the harness's threads
+# float), PORT (19400), WEIR_BIN (target/release/weir). Single-partition runs give the broker one
+# shard (CPU 0: the partition lives on one shard anyway and the other core serves the client);
+# multi-partition runs give it two (CPUs 0,1), shared with the client.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 OUT=${1:-target/benchmarks}
 DURATION=${DURATION:-20s}
 WARMUP=${WARMUP:-5s}
-SERVER_CPUS=${SERVER_CPUS:-0,1}
 PORT=${PORT:-19400}
 WEIR_BIN=${WEIR_BIN:-target/release/weir}
 BENCH=target/release/weir-bench
@@ -20,30 +21,30 @@ mkdir -p "$OUT"
 
 cargo build --release -j2 --bin weir --bin weir-bench >&2
 
-common=(--spawn-server --weir-bin "$WEIR_BIN" --server-cpus "$SERVER_CPUS" --bootstrap "127.0.0.1:$PORT"
+common=(--spawn-server --weir-bin "$WEIR_BIN" --bootstrap "127.0.0.1:$PORT"
         --duration "$DURATION" --warmup "$WARMUP")
 if [[ -n "${BENCH_CPUS:-}" ]]; then common+=(--cpus "$BENCH_CPUS"); fi
 
-run() { # name, flags...
-    local name=$1; shift
+run() { # name, server cpus, flags...
+    local name=$1 cpus=$2; shift 2
     echo "== $name: weir-bench ${*}" >&2
-    if ! "$BENCH" "${common[@]}" --json "$OUT/$name.json" --plot "$OUT/$name.svg" "$@" >"$OUT/$name.txt" 2>&1; then
+    if ! "$BENCH" "${common[@]}" --server-cpus "$cpus" --json "$OUT/$name.json" --plot "$OUT/$name.svg" "$@" >"$OUT/$name.txt" 2>&1; then
         echo "   FAILED (see $OUT/$name.txt)" >&2
     fi
     tail -n 6 "$OUT/$name.txt" >&2
 }
 
-run kafka-2014        --preset kafka-2014
-run 2p2c-100b         --message-bytes 100 --partitions 2 --producers 2 --consumers 2 --topic p2c2
-run omb-1kb-2p        --preset omb-1kb --producers 2 --consumers 2 --topic omb2
-run acks1-16p         --partitions 16 --topic acks1 --message-bytes 1024
-run acks-all-fsync    --partitions 16 --topic acksall --message-bytes 1024 --acks -1 --server-set flush.messages=1
-run keyed-16p         --partitions 16 --keys round-robin --topic keyed16
-run many-partitions   --preset many-partitions --topic many
+run kafka-2014        0   --preset kafka-2014
+run 2p2c-100b         0,1 --message-bytes 100 --partitions 2 --producers 2 --consumers 2 --topic p2c2
+run omb-1kb-2p        0,1 --preset omb-1kb --producers 2 --consumers 2 --topic omb2
+run acks1-16p         0,1 --partitions 16 --topic acks1 --message-bytes 1024
+run acks-all-fsync    0,1 --partitions 16 --topic acksall --message-bytes 1024 --acks -1 --server-set flush.messages=1
+run keyed-16p         0,1 --partitions 16 --keys round-robin --topic keyed16
+run many-partitions   0,1 --preset many-partitions --topic many
 # Latency at half the peak rate of kafka-2014.
 peak=$(python3 -c "import json;print(int(json.load(open('$OUT/kafka-2014.json'))['produce_msgs_per_s']))" 2>/dev/null || echo 0)
 if [[ "$peak" -gt 0 ]]; then
-    run half-peak-latency --preset kafka-2014 --topic halfpeak --rate $((peak / 2))
+    run half-peak-latency 0 --preset kafka-2014 --topic halfpeak --rate $((peak / 2))
 fi
 "$BENCH" encode --duration 3s --json "$OUT/encode.json" >&2 || true
 

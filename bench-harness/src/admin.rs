@@ -34,6 +34,21 @@ pub fn connect(address: &str) -> Result<TcpStream> {
     Ok(stream)
 }
 
+/// Waits until `address` accepts connections: a broker may open its per-shard ports a moment after
+/// its bootstrap port.
+pub fn wait_connectable(address: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match TcpStream::connect(address) {
+            Ok(_) => return Ok(()),
+            Err(error) if Instant::now() >= deadline => {
+                return Err(error).with_context(|| format!("connecting to {address}"));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 /// A request/response connection for admin calls.
 pub struct Connection {
     stream: TcpStream,

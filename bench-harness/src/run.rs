@@ -25,6 +25,7 @@ use crate::wire::{self, FetchLimits, FetchPosition, API_FETCH, API_PRODUCE};
 use crate::workload::{parse_cpus, RunArgs, Stop, Workload};
 
 type Worker = JoinHandle<Result<Histogram<u64>>>;
+type LateFetchers = Box<dyn FnOnce() -> Result<Vec<Worker>>>;
 
 /// Runs the benchmark; `Ok(results)` may still carry errors (a count mismatch, a failed thread),
 /// which make the process exit non-zero after the report is written.
@@ -82,6 +83,9 @@ fn run_against_broker(args: &RunArgs, workload: Arc<Workload>) -> Result<Results
         .iter()
         .map(|id| cluster.brokers[id].clone())
         .collect();
+    for address in &broker_addresses {
+        admin::wait_connectable(address, Duration::from_secs(10))?;
+    }
     let producer_targets: Vec<Target> = targets
         .iter()
         .map(|&((topic, partition), leader)| Target {
@@ -107,44 +111,60 @@ fn run_against_broker(args: &RunArgs, workload: Arc<Workload>) -> Result<Results
     ));
     let stop_consumers = Arc::new(AtomicBool::new(false));
 
-    let mut fetchers: Vec<Worker> = Vec::new();
-    for group in 0..workload.consumer_groups as usize {
-        for consumer in 0..workload.consumers as usize {
-            // (leader, topic) -> positions
-            let mut assigned: BTreeMap<(i32, usize), Vec<FetchPosition>> = BTreeMap::new();
-            for (index, &((topic, partition), leader)) in targets.iter().enumerate() {
-                if index % workload.consumers as usize == consumer {
-                    assigned
-                        .entry((leader, topic))
-                        .or_default()
-                        .push(FetchPosition {
-                            partition,
-                            offset: start_offsets[index],
-                        });
+    // Fetchers start before the first message, or (with --backlog) once producing is over.
+    let spawn_fetchers = {
+        let workload = workload.clone();
+        let shared = shared.clone();
+        let cpus = cpus.clone();
+        let stop_consumers = stop_consumers.clone();
+        let brokers = cluster.brokers.clone();
+        move || -> Result<Vec<Worker>> {
+            let mut fetchers: Vec<Worker> = Vec::new();
+            for group in 0..workload.consumer_groups as usize {
+                for consumer in 0..workload.consumers as usize {
+                    // (leader, topic) -> positions
+                    let mut assigned: BTreeMap<(i32, usize), Vec<FetchPosition>> = BTreeMap::new();
+                    for (index, &((topic, partition), leader)) in targets.iter().enumerate() {
+                        if index % workload.consumers as usize == consumer {
+                            assigned
+                                .entry((leader, topic))
+                                .or_default()
+                                .push(FetchPosition {
+                                    partition,
+                                    offset: start_offsets[index],
+                                });
+                        }
+                    }
+                    for ((leader, topic), positions) in assigned {
+                        fetchers.push(consumer::spawn(FetcherPlan {
+                            group,
+                            name: format!("fetch-g{group}-c{consumer}-b{leader}"),
+                            address: brokers[&leader].clone(),
+                            topic: workload.topics[topic].clone(),
+                            positions,
+                            fetch_version,
+                            limits: FetchLimits {
+                                max_wait_ms: 100,
+                                min_bytes: 1,
+                                max_bytes: workload.fetch_max_bytes,
+                                partition_max_bytes: workload.fetch_partition_max_bytes,
+                            },
+                            payload_bytes: workload.payload_bytes(),
+                            shared: shared.clone(),
+                            cpus: cpus.clone(),
+                            stop: stop_consumers.clone(),
+                        })?);
+                    }
                 }
             }
-            for ((leader, topic), positions) in assigned {
-                fetchers.push(consumer::spawn(FetcherPlan {
-                    group,
-                    name: format!("fetch-g{group}-c{consumer}-b{leader}"),
-                    address: cluster.brokers[&leader].clone(),
-                    topic: workload.topics[topic].clone(),
-                    positions,
-                    fetch_version,
-                    limits: FetchLimits {
-                        max_wait_ms: 100,
-                        min_bytes: 1,
-                        max_bytes: workload.fetch_max_bytes,
-                        partition_max_bytes: workload.fetch_partition_max_bytes,
-                    },
-                    payload_bytes: workload.payload_bytes(),
-                    shared: shared.clone(),
-                    cpus: cpus.clone(),
-                    stop: stop_consumers.clone(),
-                })?);
-            }
+            Ok(fetchers)
         }
-    }
+    };
+    let (fetchers, late_fetchers): (Vec<Worker>, Option<LateFetchers>) = if args.backlog {
+        (Vec::new(), Some(Box::new(spawn_fetchers)))
+    } else {
+        (spawn_fetchers()?, None)
+    };
 
     let producers = start_producers(
         &workload,
@@ -159,6 +179,7 @@ fn run_against_broker(args: &RunArgs, workload: Arc<Workload>) -> Result<Results
         &shared,
         producers,
         fetchers,
+        late_fetchers,
         &stop_consumers,
         args,
     );
@@ -314,6 +335,8 @@ fn start_producers(
 /// What the monitor saw: the snapshots that bound the measured windows, the time series, and the
 /// merged histograms.
 struct Outcome {
+    /// Backlog mode: when consuming started, and the counts then.
+    consume_start: Option<(u64, FlowSnapshot)>,
     measure_start: Option<(u64, FlowSnapshot, FlowSnapshot)>,
     produce_end_ns: u64,
     produced_at_end: FlowSnapshot,
@@ -342,7 +365,9 @@ impl Outcome {
             .map(|end| end.load(Relaxed))
             .max()
             .unwrap_or(0);
-        let consume_s = consume_end_ns.saturating_sub(start_ns) as f64 / 1e9;
+        let (consume_start_ns, consumed_start) =
+            self.consume_start.unwrap_or((start_ns, consumed_start));
+        let consume_s = consume_end_ns.saturating_sub(consume_start_ns) as f64 / 1e9;
         let rate = |messages: u64, seconds: f64| {
             if seconds > 0.0 {
                 messages as f64 / seconds
@@ -388,7 +413,8 @@ fn monitor(
     workload: &Workload,
     shared: &Arc<Shared>,
     producers: Vec<Worker>,
-    fetchers: Vec<Worker>,
+    mut fetchers: Vec<Worker>,
+    late_fetchers: Option<LateFetchers>,
     stop_consumers: &AtomicBool,
     args: &RunArgs,
 ) -> Result<Outcome> {
@@ -469,6 +495,12 @@ fn monitor(
     let produce_end_ns = shared.produce_end_ns.load(Relaxed);
     let produced_at_end = shared.produced.snapshot();
     shared.producers_done.store(true, Relaxed);
+    let mut consume_start = None;
+    if let Some(spawn) = late_fetchers {
+        // Backlog mode: consumption is measured alone, from now to the last message read.
+        consume_start = Some((clock.now_ns(), consumed_total(shared)));
+        fetchers = spawn()?;
+    }
 
     let drain_deadline_ns = clock.now_ns() + args.drain_timeout_s * 1_000_000_000;
     while fetchers.iter().any(|handle| !handle.is_finished()) {
@@ -493,6 +525,7 @@ fn monitor(
         eprintln!("weir-bench: the run ended before the warm-up did; measuring the whole run");
     }
     Ok(Outcome {
+        consume_start,
         measure_start,
         produce_end_ns,
         produced_at_end,

@@ -4,7 +4,7 @@
 //! Owned by the main thread; the child is killed and reaped on drop, so a failed run leaves no
 //! broker behind.
 
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,6 +35,8 @@ pub fn default_weir_bin() -> Result<PathBuf> {
 
 impl SpawnedServer {
     pub fn start(weir_bin: &Path, listen: &str, cpus: &str, settings: &[String]) -> Result<Self> {
+        let shards = crate::workload::parse_cpus(cpus)?.len();
+        check_ports_free(listen, shards)?;
         let data_dir = tempfile::Builder::new()
             .prefix("weir-bench-")
             .tempdir()
@@ -97,6 +99,27 @@ impl SpawnedServer {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+}
+
+/// weir binds its ports with SO_REUSEPORT, so a second broker (or anything else) on the same
+/// ports would silently share the connections: refuse to start unless the bootstrap port and the
+/// shard ports after it are free. A plain bind (no SO_REUSEPORT) fails on any listener.
+fn check_ports_free(listen: &str, shards: usize) -> Result<()> {
+    let address: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("--bootstrap {listen} is not an IP:PORT address"))?;
+    for offset in 0..=shards {
+        let mut port_address = address;
+        let port = u16::try_from(usize::from(address.port()) + offset)
+            .with_context(|| format!("shard port {offset} past {listen} overflows"))?;
+        port_address.set_port(port);
+        if let Err(error) = TcpListener::bind(port_address) {
+            bail!(
+                "port {port} is in use ({error}): pick another --bootstrap port for --spawn-server"
+            );
+        }
+    }
+    Ok(())
 }
 
 impl Drop for SpawnedServer {

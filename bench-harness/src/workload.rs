@@ -122,6 +122,10 @@ pub struct RunArgs {
     /// Write throughput over time and the latency percentile curves as SVG.
     #[arg(long)]
     pub plot: Option<std::path::PathBuf>,
+    /// Produce first, then consume the backlog: consume throughput measured alone (end-to-end
+    /// latency then includes the wait).
+    #[arg(long)]
+    pub backlog: bool,
     /// Skip consuming (produce-only run).
     #[arg(long)]
     pub no_consume: bool,
