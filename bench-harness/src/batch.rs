@@ -50,8 +50,21 @@ pub fn put_varint(buf: &mut Vec<u8>, value: i64) {
 
 /// Reads a zigzag varint at `*position`, advancing it. Fetched bytes are untrusted: overlong or
 /// truncated varints are errors.
-#[inline]
+#[inline(always)]
 pub fn get_varint(bytes: &[u8], position: &mut usize) -> Result<i64> {
+    // Fast path: most record fields (attributes, deltas, lengths < 64) are one byte.
+    if let Some(&byte) = bytes.get(*position) {
+        if byte < 0x80 {
+            *position += 1;
+            let zigzag = u64::from(byte);
+            return Ok(((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64));
+        }
+    }
+    get_varint_slow(bytes, position)
+}
+
+#[inline(never)]
+fn get_varint_slow(bytes: &[u8], position: &mut usize) -> Result<i64> {
     let mut zigzag: u64 = 0;
     let mut shift = 0;
     loop {

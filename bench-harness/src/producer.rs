@@ -107,6 +107,10 @@ struct Producer {
     filler: Vec<u8>,
     timestamp_ms: i64,
     now_ns: u64,
+    /// The send time stamped on the next record: now, or with `--rate` the record's intended
+    /// send time, so that a producer that falls behind its schedule shows up in the latencies
+    /// instead of hiding (no coordinated omission).
+    record_time_ns: u64,
 }
 
 impl Producer {
@@ -142,6 +146,7 @@ impl Producer {
             filler: vec![b'w'; plan.workload.message_bytes - VALUE_TIMESTAMP_BYTES],
             timestamp_ms: 0,
             now_ns: 0,
+            record_time_ns: 0,
             plan,
         })
     }
@@ -182,7 +187,7 @@ impl Producer {
             Keys::None => None,
             Keys::RoundRobin | Keys::Random => Some(8),
         };
-        let linger_ns = workload.linger_ms * 1_000_000;
+        let linger_ns = (workload.linger_ms * 1e6) as u64;
         loop {
             if shared.aborted() {
                 bail!("stopped: another thread failed");
@@ -222,7 +227,14 @@ impl Producer {
                 continue;
             }
             self.timestamp_ms = wall_clock_ms();
-            for _ in 0..due {
+            for index in 0..due {
+                self.record_time_ns = match self.plan.rate_msgs_per_s {
+                    None => self.now_ns,
+                    Some(rate) => {
+                        let intended = start_ns + ((sent + index) as f64 * 1e9 / rate) as u64;
+                        intended.min(self.now_ns)
+                    }
+                };
                 let (target, key) = match workload.keys {
                     Keys::None => (sticky, 0u64),
                     Keys::RoundRobin => {
@@ -275,7 +287,7 @@ impl Producer {
             let broker = self.plan.targets[target].broker;
             self.flush(broker)?;
         }
-        let now_ns = self.now_ns;
+        let now_ns = self.record_time_ns;
         let timestamp_ms = self.timestamp_ms;
         let staging = &mut self.stagings[target];
         if staging.builder.is_none() {

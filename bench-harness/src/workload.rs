@@ -69,9 +69,10 @@ pub struct RunArgs {
     /// Maximum bytes of one record batch.
     #[arg(long)]
     pub batch_bytes: Option<usize>,
-    /// How long a non-full batch may wait for more records.
+    /// How long a non-full batch may wait for more records, in ms (fractions allowed; 0 sends
+    /// what each pass of the producer loop appended, at most 1,024 records).
     #[arg(long)]
-    pub linger_ms: Option<u64>,
+    pub linger_ms: Option<f64>,
     /// 0, 1 or -1 (all).
     #[arg(long, allow_hyphen_values = true)]
     pub acks: Option<i16>,
@@ -152,7 +153,7 @@ pub struct Workload {
     pub consumers: u32,
     pub consumer_groups: u32,
     pub batch_bytes: usize,
-    pub linger_ms: u64,
+    pub linger_ms: f64,
     pub acks: i16,
     pub keys: Keys,
     /// None = as fast as possible.
@@ -304,7 +305,7 @@ impl Workload {
                 args.consumer_groups.unwrap_or(1)
             },
             batch_bytes: args.batch_bytes.unwrap_or(512 << 10),
-            linger_ms: args.linger_ms.unwrap_or(1),
+            linger_ms: args.linger_ms.unwrap_or(1.0),
             acks,
             keys: args.keys.unwrap_or(defaults.keys),
             rate_msgs_per_s: parse_rate(args.rate.as_deref().unwrap_or("max"))?,
