@@ -37,14 +37,17 @@ run() { # name, server cpus, flags...
 run kafka-2014        0   --preset kafka-2014
 run 2p2c-100b         0,1 --message-bytes 100 --partitions 2 --producers 2 --consumers 2 --topic p2c2
 run omb-1kb-2p        0,1 --preset omb-1kb --producers 2 --consumers 2 --topic omb2
+run omb-1kb-2p-2groups 0,1 --preset omb-1kb --producers 2 --consumers 1 --consumer-groups 2 --topic omb2g
+run omb-1kb-backlog   0,1 --preset omb-1kb --producers 2 --consumers 2 --topic ombbl --backlog --messages 4000000
 run acks1-16p         0,1 --partitions 16 --topic acks1 --message-bytes 1024
 run acks-all-fsync    0,1 --partitions 16 --topic acksall --message-bytes 1024 --acks -1 --server-set flush.messages=1
 run keyed-16p         0,1 --partitions 16 --keys round-robin --topic keyed16
-run many-partitions   0,1 --preset many-partitions --topic many
+run many-partitions   0,1 --preset many-partitions --topic many --consumers 4
 # Latency at half the peak rate of kafka-2014.
 peak=$(python3 -c "import json;print(int(json.load(open('$OUT/kafka-2014.json'))['produce_msgs_per_s']))" 2>/dev/null || echo 0)
 if [[ "$peak" -gt 0 ]]; then
-    run half-peak-latency 0 --preset kafka-2014 --topic halfpeak --rate $((peak / 2))
+    run half-peak-latency 0 --preset kafka-2014 --topic halfpeak --rate $((peak / 2)) --linger-ms 0
+    run half-peak-latency-linger1 0 --preset kafka-2014 --topic halfpeak1 --rate $((peak / 2))
 fi
 "$BENCH" encode --duration 3s --json "$OUT/encode.json" >&2 || true
 
@@ -53,18 +56,20 @@ import json, os, sys
 out = sys.argv[1]
 def f(value, digits=2):
     return "-" if value is None else f"{value:,.{digits}f}"
-print("| run | msg B | partitions | producers | acks | produce msgs/s | produce MB/s | consume msgs/s | consume MB/s | ack p50 / p99 / p99.9 ms | e2e p50 / p99 / p99.9 ms | counted |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-for name in ["kafka-2014", "2p2c-100b", "omb-1kb-2p", "acks1-16p", "acks-all-fsync", "keyed-16p", "many-partitions", "half-peak-latency"]:
+print("| run | msg B | partitions | producers | groups x consumers | acks | produce msgs/s | produce MB/s | consume msgs/s | consume MB/s | ack p50 / p99 / p99.9 ms | e2e p50 / p99 / p99.9 ms | counted |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+names = ["kafka-2014", "2p2c-100b", "omb-1kb-2p", "omb-1kb-2p-2groups", "omb-1kb-backlog", "acks1-16p",
+         "acks-all-fsync", "keyed-16p", "many-partitions", "half-peak-latency", "half-peak-latency-linger1"]
+for name in names:
     path = os.path.join(out, name + ".json")
     if not os.path.exists(path):
-        print(f"| {name} | failed or not run | | | | | | | | | | |")
+        print(f"| {name} | failed or not run | | | | | | | | | | | |")
         continue
     r = json.load(open(path))
     w = r["workload"]
     p, e = r["produce_latency"], r["e2e_latency"]
-    ok = "yes" if not r["errors"] else "NO: " + "; ".join(r["errors"])
-    print(f"| {name} | {w['message_bytes']} | {w['partitions']} | {w['producers']} | {w['acks']} | "
+    ok = "yes" if not r["errors"] else "NO: " + "; ".join(r["errors"])[:200]
+    print(f"| {name} | {w['message_bytes']} | {w['partitions']} | {w['producers']} | {w['consumer_groups']} x {w['consumers']} | {w['acks']} | "
           f"{f(r['produce_msgs_per_s'], 0)} | {f(r['produce_mb_per_s'], 1)} | {f(r['consume_msgs_per_s'], 0)} | "
           f"{f(r['consume_mb_per_s'], 1)} | {f(p['p50_ms'])} / {f(p['p99_ms'])} / {f(p['p999_ms'])} | "
           f"{f(e['p50_ms'])} / {f(e['p99_ms'])} / {f(e['p999_ms'])} | {ok} |")

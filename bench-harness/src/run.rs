@@ -354,9 +354,13 @@ struct Measured {
 
 impl Outcome {
     fn measured(&self, shared: &Shared) -> Measured {
-        let (start_ns, produced_start, consumed_start) =
-            self.measure_start
-                .unwrap_or((0, FlowSnapshot::default(), FlowSnapshot::default()));
+        let whole_run = (0, FlowSnapshot::default(), FlowSnapshot::default());
+        let (start_ns, produced_start, consumed_start) = match self.measure_start {
+            // Producing ended before the warm-up did (a short --messages run): measure it all.
+            Some((start_ns, ..)) if start_ns >= self.produce_end_ns => whole_run,
+            Some(start) => start,
+            None => whole_run,
+        };
         let produce_s = (self.produce_end_ns.saturating_sub(start_ns)) as f64 / 1e9;
         let consumed_now = consumed_total(shared);
         let consume_end_ns = shared

@@ -4,7 +4,7 @@
 //! Owned by the main thread; the child is killed and reaped on drop, so a failed run leaves no
 //! broker behind.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -101,9 +101,10 @@ impl SpawnedServer {
     }
 }
 
-/// weir binds its ports with SO_REUSEPORT, so a second broker (or anything else) on the same
-/// ports would silently share the connections: refuse to start unless the bootstrap port and the
-/// shard ports after it are free. A plain bind (no SO_REUSEPORT) fails on any listener.
+/// weir binds its ports with SO_REUSEPORT, so a second broker on the same ports would silently
+/// share the connections: refuse to start when anything accepts connections on the bootstrap port
+/// or the shard ports after it. (A trial bind is no test: connections a previous weir closed linger
+/// in TIME-WAIT without SO_REUSEADDR and make any plain bind fail for a minute.)
 fn check_ports_free(listen: &str, shards: usize) -> Result<()> {
     let address: SocketAddr = listen
         .parse()
@@ -113,10 +114,8 @@ fn check_ports_free(listen: &str, shards: usize) -> Result<()> {
         let port = u16::try_from(usize::from(address.port()) + offset)
             .with_context(|| format!("shard port {offset} past {listen} overflows"))?;
         port_address.set_port(port);
-        if let Err(error) = TcpListener::bind(port_address) {
-            bail!(
-                "port {port} is in use ({error}): pick another --bootstrap port for --spawn-server"
-            );
+        if TcpStream::connect_timeout(&port_address, Duration::from_millis(200)).is_ok() {
+            bail!("port {port} already has a listener: pick another --bootstrap port for --spawn-server");
         }
     }
     Ok(())

@@ -87,7 +87,8 @@ pub struct RunArgs {
     /// Produce exactly N messages in total instead of running for a duration.
     #[arg(long)]
     pub messages: Option<u64>,
-    /// Warm-up before measuring (e.g. 5s); warm-up messages are counted but not measured.
+    /// Warm-up before measuring (default 5s, or 0s with --messages); warm-up messages are counted
+    /// but not measured.
     #[arg(long)]
     pub warmup: Option<String>,
     /// Produce requests in flight per connection.
@@ -310,7 +311,13 @@ impl Workload {
             keys: args.keys.unwrap_or(defaults.keys),
             rate_msgs_per_s: parse_rate(args.rate.as_deref().unwrap_or("max"))?,
             stop,
-            warmup_s: parse_duration(args.warmup.as_deref().unwrap_or("5s"))?.as_secs_f64(),
+            // A --messages run measures every message unless told otherwise.
+            warmup_s: parse_duration(
+                args.warmup
+                    .as_deref()
+                    .unwrap_or(if args.messages.is_some() { "0s" } else { "5s" }),
+            )?
+            .as_secs_f64(),
             max_in_flight: args.max_in_flight.unwrap_or(8),
             fetch_max_bytes: args.fetch_max_bytes.unwrap_or(32 << 20),
             fetch_partition_max_bytes: args.fetch_partition_max_bytes.unwrap_or(8 << 20),
