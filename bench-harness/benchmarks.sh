@@ -4,7 +4,7 @@
 #
 #   bench-harness/benchmarks.sh [OUT_DIR]
 #
-# Environment: DURATION (default 20s), WARMUP (5s), BENCH_CPUS (unset: the harness's threads
+# Environment: ONLY (space-separated run names: run just those), DURATION (default 20s), WARMUP (5s), BENCH_CPUS (unset: the harness's threads
 # float), PORT (19400), WEIR_BIN (target/release/weir). Single-partition runs give the broker one
 # shard (CPU 0: the partition lives on one shard anyway and the other core serves the client);
 # multi-partition runs give it two (CPUs 0,1), shared with the client.
@@ -27,6 +27,7 @@ if [[ -n "${BENCH_CPUS:-}" ]]; then common+=(--cpus "$BENCH_CPUS"); fi
 
 run() { # name, server cpus, flags...
     local name=$1 cpus=$2; shift 2
+    if [[ -n "${ONLY:-}" && " $ONLY " != *" $name "* ]]; then return 0; fi
     echo "== $name: weir-bench ${*}" >&2
     if ! "$BENCH" "${common[@]}" --server-cpus "$cpus" --json "$OUT/$name.json" --plot "$OUT/$name.svg" "$@" >"$OUT/$name.txt" 2>&1; then
         echo "   FAILED (see $OUT/$name.txt)" >&2
@@ -38,7 +39,7 @@ run kafka-2014        0   --preset kafka-2014
 run 2p2c-100b         0,1 --message-bytes 100 --partitions 2 --producers 2 --consumers 2 --topic p2c2
 run omb-1kb-2p        0,1 --preset omb-1kb --producers 2 --consumers 2 --topic omb2
 run omb-1kb-2p-2groups 0,1 --preset omb-1kb --producers 2 --consumers 1 --consumer-groups 2 --topic omb2g
-run omb-1kb-backlog   0,1 --preset omb-1kb --producers 2 --consumers 2 --topic ombbl --backlog --messages 4000000
+run omb-1kb-backlog   0,1 --preset omb-1kb --producers 2 --consumers 2 --topic ombbl --backlog --messages 4000000 --warmup 0s
 run acks1-16p         0,1 --partitions 16 --topic acks1 --message-bytes 1024
 run acks-all-fsync    0,1 --partitions 16 --topic acksall --message-bytes 1024 --acks -1 --server-set flush.messages=1
 run keyed-16p         0,1 --partitions 16 --keys round-robin --topic keyed16
@@ -49,7 +50,7 @@ if [[ "$peak" -gt 0 ]]; then
     run half-peak-latency 0 --preset kafka-2014 --topic halfpeak --rate $((peak / 2)) --linger-ms 0
     run half-peak-latency-linger1 0 --preset kafka-2014 --topic halfpeak1 --rate $((peak / 2))
 fi
-"$BENCH" encode --duration 3s --json "$OUT/encode.json" >&2 || true
+if [[ -z "${ONLY:-}" ]]; then "$BENCH" encode --duration 3s --json "$OUT/encode.json" >&2 || true; fi
 
 python3 - "$OUT" <<'EOF'
 import json, os, sys

@@ -26,7 +26,9 @@ mod workload;
 #[command(
     name = "weir-bench",
     about = "Benchmarks for Weir and any Kafka-compatible broker",
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    // Scripts append to a common flag list: the last occurrence of a flag wins.
+    args_override_self = true
 )]
 struct Cli {
     #[command(subcommand)]

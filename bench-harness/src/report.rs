@@ -268,7 +268,7 @@ fn axis_label(value: f64) -> String {
         format!("{}M", value / 1e6)
     } else if value >= 1e3 {
         format!("{}k", value / 1e3)
-    } else if value >= 10.0 {
+    } else if value >= 10.0 || value.fract() == 0.0 {
         format!("{value:.0}")
     } else {
         format!("{value:.2}")
