@@ -248,10 +248,14 @@ impl Producer {
                 };
                 let key_buf = key.to_be_bytes();
                 let key = key_bytes.map(|_| &key_buf[..]);
-                let switched = self.append(target, key, linger_ns)?;
-                if switched && workload.keys == Keys::None {
-                    // Sticky partitioning: a full batch moves the producer to the next partition.
-                    sticky = (sticky + 1) % target_count;
+                if workload.keys == Keys::None {
+                    // Sticky partitioning: a full batch moves the producer to the next partition,
+                    // and the record goes there (not into a one-record batch on the old one).
+                    while !self.append(sticky, key, linger_ns, true)? {
+                        sticky = (sticky + 1) % target_count;
+                    }
+                } else {
+                    self.append(target, key, linger_ns, false)?;
                 }
             }
             sent += due;
@@ -266,19 +270,28 @@ impl Producer {
         self.flush_all()
     }
 
-    /// Appends one record to `target`'s batch; returns true when the previous batch was full and
-    /// got closed (the record then went into a fresh batch).
-    fn append(&mut self, target: usize, key: Option<&[u8]>, linger_ns: u64) -> Result<bool> {
+    /// Appends one record to `target`'s batch, closing the batch first if the record does not
+    /// fit. With `move_on_full`, a full batch is closed and the record is *not* appended (returns
+    /// false) so that the caller can move on to another partition; asking again for the same
+    /// partition then appends to a fresh batch.
+    fn append(
+        &mut self,
+        target: usize,
+        key: Option<&[u8]>,
+        linger_ns: u64,
+        move_on_full: bool,
+    ) -> Result<bool> {
         let batch_bytes_max = self.plan.workload.batch_bytes;
         let value_bytes = self.plan.workload.message_bytes;
-        let mut closed_full = false;
         if let Some(builder) = &self.stagings[target].builder {
             let staging = &self.stagings[target];
             if !staging.closed {
                 let next = record_bytes(builder.record_count(), key.map(<[u8]>::len), value_bytes);
                 if builder.batch_bytes(&staging.buf) + next > batch_bytes_max {
                     self.close(target);
-                    closed_full = true;
+                    if move_on_full {
+                        return Ok(false);
+                    }
                 }
             }
         }
@@ -301,7 +314,7 @@ impl Producer {
         if let Some(builder) = &mut staging.builder {
             builder.append(&mut staging.buf, key, now_ns, &self.filler);
         }
-        Ok(closed_full)
+        Ok(true)
     }
 
     fn close(&mut self, target: usize) {
