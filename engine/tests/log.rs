@@ -79,7 +79,13 @@ fn offsets_out_of_range_and_empty_reads() {
         log.append(values(3, 10, 0)).unwrap();
         log.wait_written(2).await.unwrap();
         assert_eq!(log.read(3, 100).await.unwrap().total_bytes, 0);
-        assert!(matches!(log.wait_written(3).await, Err(LogError::OffsetOutOfRange { .. })), "never assigned");
+        assert!(
+            matches!(
+                log.wait_written(3).await,
+                Err(LogError::OffsetOutOfRange { .. })
+            ),
+            "never assigned"
+        );
         log.wait_durable(-1).await.unwrap();
         assert!(matches!(
             log.read(4, 100).await,
