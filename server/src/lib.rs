@@ -49,6 +49,8 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     check_memlock(count, IO_MEMORY_BYTES).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+    check_ports_free(&config)?;
     // Write glommio's probe file once, before shards race to create it (see engine::io).
     let probe = config.data_dir.join(".weir-probe");
     if std::fs::metadata(&probe)
@@ -161,6 +163,50 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         bail!("{}", errors.join("; "));
     }
     tracing::info!("weir stopped");
+    Ok(())
+}
+
+/// Holds an exclusive `flock` on `<data-dir>/.lock` for the life of the process, so that two
+/// brokers never share a data directory.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        bail!(
+            "data dir {} is in use by another weir process",
+            dir.display()
+        );
+    }
+    Ok(file)
+}
+
+/// Every shard binds its ports with SO_REUSEPORT, which would let a second broker share them
+/// silently. A test bind cannot tell (our own TIME_WAIT sockets from a previous run make a plain
+/// bind fail, and a SO_REUSEPORT bind succeeds next to a live broker), so probe with a connect:
+/// anything that accepts means the port is taken.
+fn check_ports_free(config: &BrokerConfig) -> anyhow::Result<()> {
+    let ports = std::iter::once(config.listen.port())
+        .chain((0..config.cpus.len()).map(|i| config.listen.port() + 1 + i as u16));
+    for port in ports {
+        let mut address = config.listen;
+        address.set_port(port);
+        if address.ip().is_unspecified() {
+            address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        if std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_millis(200))
+            .is_ok()
+        {
+            bail!("port {port} is in use (another broker is listening on {address})");
+        }
+    }
     Ok(())
 }
 

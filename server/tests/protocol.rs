@@ -418,7 +418,8 @@ fn acks_zero_gets_no_answer_and_errors_have_codes() {
     );
     let response = client.call(1, &MetadataRequest::default().with_topics(None));
     assert_eq!(response.topics.len(), 1);
-    let (_, high_watermark, values) = fetch(&mut client, 11, "t", 0, 0, 0);
+    // acks=0 promises nothing about visibility: long-poll until the write lands.
+    let (_, high_watermark, values) = fetch(&mut client, 11, "t", 0, 0, 10_000);
     assert_eq!((high_watermark, values), (1, vec!["quiet".to_string()]));
 
     // Unknown topic / partition.

@@ -19,7 +19,7 @@ use glommio::channels::local_channel;
 use glommio::net::{TcpListener, TcpStream};
 
 use super::codec::{Piece, Response};
-use super::dispatch::{dispatch, Pending};
+use super::dispatch::{dispatch, Peer, Pending};
 use crate::shard::{admit_connection, release_connection, Shard};
 
 /// Requests read ahead of the one being answered, per connection.
@@ -28,7 +28,8 @@ pub const IN_FLIGHT_MAX: usize = 64;
 /// ones (log chunks) go to the socket as they are.
 const COALESCE_BYTES_MAX: usize = 32 << 10;
 
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+/// `bootstrap`: whether this is the shared bootstrap listener (vs this shard's broker port).
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, bootstrap: bool) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shard.shutdown.wait().await;
@@ -49,7 +50,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
                     let peer = stream.peer_addr().ok();
-                    if let Err(error) = serve(&shard, stream).await {
+                    if let Err(error) = serve(&shard, stream, bootstrap).await {
                         tracing::info!(shard = shard.id, ?peer, %error, "closing connection");
                     }
                     release_connection(&shard);
@@ -75,8 +76,16 @@ pub enum ConnectionError {
     Codec(#[from] super::codec::CodecError),
 }
 
-async fn serve(shard: &Rc<Shard>, stream: TcpStream) -> Result<(), ConnectionError> {
+async fn serve(
+    shard: &Rc<Shard>,
+    stream: TcpStream,
+    bootstrap: bool,
+) -> Result<(), ConnectionError> {
     let _ = stream.set_nodelay(true);
+    let client_host = stream
+        .peer_addr()
+        .map(|peer| format!("/{}", peer.ip()))
+        .unwrap_or_default();
     let stream = Rc::new(RefCell::new(stream));
     let mut reader = BufReader::with_capacity(64 << 10, ReadHalf(stream.clone()));
     let writer = WriteHalf(stream.clone());
@@ -94,7 +103,11 @@ async fn serve(shard: &Rc<Shard>, stream: TcpStream) -> Result<(), ConnectionErr
             )
             .await?;
             let Some(frame) = frame else { return Ok(()) };
-            let pending = dispatch(shard, frame).await?;
+            let peer = Peer {
+                client_host: &client_host,
+                bootstrap,
+            };
+            let pending = dispatch(shard, frame, &peer).await?;
             if queue.send(pending).await.is_err() {
                 return Ok(()); // the writer stopped: the socket is gone
             }

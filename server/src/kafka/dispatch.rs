@@ -51,7 +51,19 @@ macro_rules! answer {
     }};
 }
 
-pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes) -> Result<Pending, CodecError> {
+/// Who is on the other end of a connection.
+pub struct Peer<'a> {
+    /// As Kafka shows it (`/127.0.0.1`), for DescribeGroups.
+    pub client_host: &'a str,
+    /// Connected to the shared bootstrap port rather than a shard's own broker port.
+    pub bootstrap: bool,
+}
+
+pub async fn dispatch(
+    shard: &Rc<Shard>,
+    frame: Bytes,
+    peer: &Peer<'_>,
+) -> Result<Pending, CodecError> {
     use kafka_protocol::messages as m;
     let request = match parse_request(frame)? {
         Parsed::UnsupportedApiVersions { correlation_id } => {
@@ -133,7 +145,7 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes) -> Result<Pending, CodecE
         | ApiKey::OffsetCommit
         | ApiKey::OffsetFetch
         | ApiKey::DescribeGroups
-        | ApiKey::ListGroups => group_apis::dispatch(shard, request)?,
+        | ApiKey::ListGroups => group_apis::dispatch(shard, request, peer)?,
         // parse_request only lets through the keys of codec::SUPPORTED.
         other => {
             return Err(CodecError::UnsupportedVersion {

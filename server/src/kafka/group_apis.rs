@@ -3,8 +3,8 @@
 //! `groups::owner_shard(group, shards)` and served there by that shard's coordinator.
 //! DescribeGroups is split by owner and merged; ListGroups fans out to every shard.
 //!
-//! The coordinator is reached through `GroupService`, so that the broker builds before the group
-//! coordinator lands; `Unavailable` answers COORDINATOR_NOT_AVAILABLE meanwhile.
+//! The coordinator (`groups::GroupCoordinator`, one per shard) is reached through `GroupService`;
+//! `Unavailable` answers COORDINATOR_NOT_AVAILABLE when the owner shard cannot be reached.
 
 use std::rc::Rc;
 
@@ -24,9 +24,9 @@ use kafka_protocol::messages::{
 };
 
 use super::codec::{decode_body, CodecError, Request};
-use super::dispatch::{later, Pending};
+use super::dispatch::{later, Peer, Pending};
 use super::error_codes as code;
-use crate::groups::owner_shard;
+use crate::groups::{owner_shard, ClientInfo, GroupCoordinator};
 use crate::shard::mesh::{reply_channel, Job, Reply};
 use crate::shard::Shard;
 
@@ -47,19 +47,54 @@ pub trait GroupService {
     async fn list_groups(&self, version: i16, states_filter: &[String]) -> Vec<ListedGroup>;
 }
 
-/// Stand-in until the group coordinator is merged: every group request is answered with
-/// COORDINATOR_NOT_AVAILABLE (clients retry).
+/// The answer when the owner shard cannot be reached: COORDINATOR_NOT_AVAILABLE (clients retry).
 pub struct Unavailable;
 
 /// This shard's coordinator.
-pub type Coordinator = Unavailable;
+pub type Coordinator = GroupCoordinator;
 
+/// Opens this shard's coordinator on `<data-dir>/groups`.
 pub async fn open(shard: &Rc<Shard>) -> anyhow::Result<()> {
-    *shard.groups.borrow_mut() = Some(Rc::new(Unavailable));
+    let coordinator =
+        GroupCoordinator::open(&shard.config.data_dir.join("groups"), shard.id).await?;
+    *shard.groups.borrow_mut() = Some(coordinator);
     Ok(())
 }
 
-pub async fn close(_coordinator: &Coordinator) {}
+pub async fn close(coordinator: &Coordinator) {
+    coordinator.close().await;
+}
+
+impl GroupService for GroupCoordinator {
+    async fn join_group(&self, version: i16, request: JoinGroupRequest) -> JoinGroupResponse {
+        GroupCoordinator::join_group(self, version, request).await
+    }
+    async fn sync_group(&self, version: i16, request: SyncGroupRequest) -> SyncGroupResponse {
+        GroupCoordinator::sync_group(self, version, request).await
+    }
+    async fn heartbeat(&self, version: i16, request: HeartbeatRequest) -> HeartbeatResponse {
+        GroupCoordinator::heartbeat(self, version, request).await
+    }
+    async fn leave_group(&self, version: i16, request: LeaveGroupRequest) -> LeaveGroupResponse {
+        GroupCoordinator::leave_group(self, version, request).await
+    }
+    async fn offset_commit(
+        &self,
+        version: i16,
+        request: OffsetCommitRequest,
+    ) -> OffsetCommitResponse {
+        GroupCoordinator::offset_commit(self, version, request).await
+    }
+    async fn offset_fetch(&self, version: i16, request: OffsetFetchRequest) -> OffsetFetchResponse {
+        GroupCoordinator::offset_fetch(self, version, request).await
+    }
+    async fn describe_group(&self, version: i16, group_id: &str) -> DescribedGroup {
+        GroupCoordinator::describe_group(self, version, group_id).await
+    }
+    async fn list_groups(&self, version: i16, states_filter: &[String]) -> Vec<ListedGroup> {
+        GroupCoordinator::list_groups(self, version, states_filter).await
+    }
+}
 
 impl GroupService for Unavailable {
     async fn join_group(&self, _version: i16, _request: JoinGroupRequest) -> JoinGroupResponse {
@@ -135,7 +170,7 @@ impl GroupService for Unavailable {
 
 /// A group request as it travels to the owner shard.
 pub enum GroupRequest {
-    Join(JoinGroupRequest),
+    Join(JoinGroupRequest, ClientInfo),
     Sync(SyncGroupRequest),
     Heartbeat(HeartbeatRequest),
     Leave(LeaveGroupRequest),
@@ -166,7 +201,9 @@ pub struct GroupJob {
 async fn run_local(shard: &Shard, version: i16, request: GroupRequest) -> Option<GroupResponse> {
     let coordinator = shard.groups.borrow().clone()?;
     Some(match request {
-        GroupRequest::Join(r) => GroupResponse::Join(coordinator.join_group(version, r).await),
+        GroupRequest::Join(r, client) => {
+            GroupResponse::Join(coordinator.join_group_from(version, &client, r).await)
+        }
         GroupRequest::Sync(r) => GroupResponse::Sync(coordinator.sync_group(version, r).await),
         GroupRequest::Heartbeat(r) => {
             GroupResponse::Heartbeat(coordinator.heartbeat(version, r).await)
@@ -206,24 +243,24 @@ async fn call(
     }
     let (reply, answer) = reply_channel();
     shard.mesh.shards[owner]
-        .send_async(Job::Group(GroupJob {
+        .send_async(Job::Group(Box::new(GroupJob {
             version,
             request,
             reply,
-        }))
+        })))
         .await
         .ok()?;
     answer.recv_async().await.ok()
 }
 
 macro_rules! single_group {
-    ($shard:expr, $request:expr, $type:ty, $variant:ident, $response:ty) => {{
+    ($shard:expr, $request:expr, $type:ty, $variant:ident, $response:ty $(, $extra:expr)?) => {{
         let body: $type = decode_body(&$request)?;
         let shard = $shard.clone();
         let version = $request.version;
         let owner = owner_shard(body.group_id.0.as_str(), shard.count);
         later($request.key, version, $request.correlation_id, async move {
-            match call(&shard, owner, version, GroupRequest::$variant(body)).await {
+            match call(&shard, owner, version, GroupRequest::$variant(body $(, $extra)?)).await {
                 Some(GroupResponse::$variant(response)) => response,
                 _ => <$response>::default().with_error_code(code::COORDINATOR_NOT_AVAILABLE),
             }
@@ -231,10 +268,30 @@ macro_rules! single_group {
     }};
 }
 
-pub fn dispatch(shard: &Rc<Shard>, request: Request) -> Result<Pending, CodecError> {
+pub fn dispatch(
+    shard: &Rc<Shard>,
+    request: Request,
+    peer: &Peer<'_>,
+) -> Result<Pending, CodecError> {
     Ok(match request.key {
         ApiKey::JoinGroup => {
-            single_group!(shard, request, JoinGroupRequest, Join, JoinGroupResponse)
+            let client = ClientInfo {
+                client_id: request
+                    .header
+                    .client_id
+                    .as_ref()
+                    .map(|id| id.to_string())
+                    .unwrap_or_default(),
+                client_host: peer.client_host.to_string(),
+            };
+            single_group!(
+                shard,
+                request,
+                JoinGroupRequest,
+                Join,
+                JoinGroupResponse,
+                client
+            )
         }
         ApiKey::SyncGroup => {
             single_group!(shard, request, SyncGroupRequest, Sync, SyncGroupResponse)
@@ -299,12 +356,20 @@ pub fn dispatch(shard: &Rc<Shard>, request: Request) -> Result<Pending, CodecErr
         ApiKey::ListGroups => {
             let body: ListGroupsRequest = decode_body(&request)?;
             let shard = shard.clone();
+            let bootstrap = peer.bootstrap;
             let version = request.version;
             later(request.key, version, request.correlation_id, async move {
                 let states: Vec<String> =
                     body.states_filter.iter().map(|s| s.to_string()).collect();
                 let mut response = ListGroupsResponse::default();
-                for owner in 0..shard.count {
+                // A broker lists the groups it coordinates (clients ask every broker and merge);
+                // the bootstrap port stands for the whole cluster, so it asks every shard.
+                let owners = if bootstrap {
+                    0..shard.count
+                } else {
+                    shard.id..shard.id + 1
+                };
+                for owner in owners {
                     match call(&shard, owner, version, GroupRequest::List(states.clone())).await {
                         Some(GroupResponse::List(groups)) => response.groups.extend(groups),
                         _ => response.error_code = code::COORDINATOR_NOT_AVAILABLE,

@@ -79,7 +79,7 @@ pub enum Job {
         timestamp: i64,
         reply: Reply<OffsetOutcome>,
     },
-    Group(GroupJob),
+    Group(Box<GroupJob>),
     Shutdown,
 }
 

@@ -27,6 +27,8 @@ use signal::Signal;
 
 /// How long shutdown waits for connections to finish their in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound on how long a lost cross-thread wake-up can stall a shard.
+const TICK: Duration = Duration::from_millis(50);
 
 pub struct Shard {
     pub id: usize,
@@ -172,7 +174,34 @@ pub async fn run(start: ShardStart) -> anyhow::Result<()> {
         connections_total,
         ready,
     } = start;
-    let result = serve(id, config, mesh, inbox, metadata, connections_total, &ready).await;
+    // Every task of the shard runs in a latency-sensitive queue (tasks inherit the queue of the
+    // task that spawns them). glommio 0.9 can lose a wake-up coming from another thread (flume
+    // channels of the mesh, the signal thread) when it races with the reactor going to sleep: it
+    // does not re-check its foreign-wake queue after announcing sleep. For tasks of a
+    // latency-sensitive queue it always signals the eventfd, which closes that window.
+    let queue = glommio::executor().create_task_queue(
+        glommio::Shares::default(),
+        glommio::Latency::Matters(Duration::from_millis(10)),
+        "weir-shard",
+    );
+    let ready_for_body = ready.clone();
+    let body = glommio::spawn_local_into(
+        async move {
+            serve(
+                id,
+                config,
+                mesh,
+                inbox,
+                metadata,
+                connections_total,
+                &ready_for_body,
+            )
+            .await
+        },
+        queue,
+    )
+    .map_err(|error| anyhow::anyhow!("spawning the shard task: {error}"))?;
+    let result = body.await;
     if let Err(error) = &result {
         let _ = ready.send(Err(format!("shard {id}: {error:#}")));
     }
@@ -223,11 +252,23 @@ async fn serve(
     let accept_bootstrap = glommio::spawn_local(crate::kafka::connection::accept_loop(
         shard.clone(),
         bootstrap,
+        true,
     ));
-    let accept_broker =
-        glommio::spawn_local(crate::kafka::connection::accept_loop(shard.clone(), broker));
+    let accept_broker = glommio::spawn_local(crate::kafka::connection::accept_loop(
+        shard.clone(),
+        broker,
+        false,
+    ));
     let _ = ready.send(Ok(id));
 
+    // Belt and braces for the glommio wake-up race (see `run`): a slow tick bounds any stall.
+    let ticker = shard.clone();
+    glommio::spawn_local(async move {
+        while !ticker.shutdown.is_fired() {
+            glommio::timer::sleep(TICK).await;
+        }
+    })
+    .detach();
     shard.shutdown.wait().await;
     accept_bootstrap.await;
     accept_broker.await;
@@ -344,7 +385,7 @@ async fn job_loop(shard: Rc<Shard>, jobs: flume::Receiver<Job>) {
             Job::Group(job) => {
                 let shard = shard.clone();
                 glommio::spawn_local(
-                    async move { crate::kafka::group_apis::serve(&shard, job).await },
+                    async move { crate::kafka::group_apis::serve(&shard, *job).await },
                 )
                 .detach();
             }
