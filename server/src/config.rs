@@ -24,7 +24,8 @@ const SET_HELP: &str = "Broker and topic defaults with Kafka's names (repeatable
   flush.ms=N                    group commit: fsync at most every N ms (Durability::Interval)
   message.max.bytes=N           largest record batch accepted (topic: max.message.bytes)
   socket.request.max.bytes=N    largest request frame; larger closes the connection (100 MiB)
-  max.connections=N             connections accepted across all shards (default 65536)";
+  max.connections=N             connections accepted across all shards (default 65536)
+  log.retention.check.interval.ms=N  how often each shard applies retention (default 300000)";
 
 /// `weir`: a thread-per-core Kafka-compatible log broker.
 #[derive(Parser, Debug, Clone, Default)]
@@ -67,6 +68,8 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub socket_request_max_bytes: usize,
     pub max_connections: usize,
+    /// How often each shard deletes segments past retention (`log.retention.check.interval.ms`).
+    pub retention_check_interval_ms: u64,
     /// Topic-level defaults (topic config names) applied under every topic's own configs.
     pub topic_defaults: BTreeMap<String, String>,
 }
@@ -164,6 +167,7 @@ impl BrokerConfig {
             auto_create_topics: true,
             socket_request_max_bytes: 100 << 20,
             max_connections: 65536,
+            retention_check_interval_ms: 300_000,
             topic_defaults: BTreeMap::new(),
         };
         for (key, value) in values {
@@ -198,6 +202,12 @@ impl BrokerConfig {
             }
             "max.connections" => {
                 self.max_connections = usize::try_from(number()?)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .with_context(|| format!("{key}={value}: must be > 0"))?
+            }
+            "log.retention.check.interval.ms" => {
+                self.retention_check_interval_ms = u64::try_from(number()?)
                     .ok()
                     .filter(|n| *n > 0)
                     .with_context(|| format!("{key}={value}: must be > 0"))?
