@@ -50,9 +50,16 @@ struct Broker {
     _dir: tempfile::TempDir,
 }
 
+/// Both tests use the same ports: one at a time.
+static PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl Broker {
     fn start(extra: &[&str]) -> Broker {
         let dir = tempfile::tempdir().unwrap();
+        Broker::start_in(dir, extra)
+    }
+
+    fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Broker {
         let mut child = Command::new(weir_binary())
             .args(["--data-dir", dir.path().to_str().unwrap()])
             .args(["--listen", &format!("127.0.0.1:{PORT}"), "--cpus", "0-1"])
@@ -495,6 +502,7 @@ fn million_tiny_records() {
 
 #[test]
 fn bad_clients_leave_the_broker_serving_with_bounded_memory() {
+    let _ports = PORTS.lock().unwrap_or_else(|e| e.into_inner());
     let mut broker = Broker::start(&["--set", "socket.request.max.bytes=33554432"]);
     create_topic("well-behaved", &[]);
     assert_serves_kcat(&mut broker, "baseline", 0);
@@ -523,4 +531,150 @@ fn bad_clients_leave_the_broker_serving_with_bounded_memory() {
         peak_kib < PEAK_RSS_KIB_MAX,
         "peak RSS {peak_kib} KiB is not bounded"
     );
+}
+
+struct Mount(PathBuf);
+
+impl Mount {
+    /// A size-limited tmpfs at `path`; `None` where mounting is not permitted (not root).
+    fn tmpfs(path: &Path, size: &str) -> Option<Mount> {
+        std::fs::create_dir_all(path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .ok()?;
+        status.success().then(|| Mount(path.into()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn fetch_values(stream: &mut TcpStream, topic: &str) -> Vec<Bytes> {
+    let mut values = Vec::new();
+    let mut offset = 0;
+    loop {
+        let mut partition = fetch_request::FetchPartition::default();
+        partition.fetch_offset = offset;
+        partition.partition_max_bytes = 4 << 20;
+        let mut fetch_topic = fetch_request::FetchTopic::default();
+        fetch_topic.topic = TopicName(text(topic));
+        fetch_topic.partitions.push(partition);
+        let mut request = FetchRequest::default();
+        request.max_bytes = 4 << 20;
+        request.session_epoch = -1;
+        request.topics.push(fetch_topic);
+        let response = call(stream, 11, &request);
+        let data = &response.responses[0].partitions[0];
+        assert_eq!(data.error_code, 0);
+        let mut records = data.records.clone().unwrap_or_default();
+        let before = values.len();
+        while bytes::Buf::has_remaining(&records) {
+            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut records).unwrap();
+            for record in set.records {
+                assert_eq!(record.offset, values.len() as i64);
+                values.push(record.value.unwrap());
+            }
+        }
+        offset = values.len() as i64;
+        if offset >= data.high_watermark || values.len() == before {
+            return values;
+        }
+    }
+}
+
+/// Disk full: on a 64 MiB tmpfs, produces get KAFKA_STORAGE_ERROR (56), everything acknowledged
+/// before reads back intact, and writes are accepted again (at the next offset) once space returns.
+#[test]
+fn disk_full_gives_storage_error_and_recovers() {
+    let _ports = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    let outer = tempfile::tempdir().unwrap();
+    let Some(mount) = Mount::tmpfs(&outer.path().join("mnt"), "64m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    // Space that is given back later.
+    let filler = mount.0.join("filler");
+    std::fs::write(&filler, vec![7u8; 16 << 20]).unwrap();
+    let data = tempfile::tempdir_in(&mount.0).unwrap();
+    let mut broker = Broker::start_in(data, &[]);
+    create_topic(
+        "full",
+        &[("flush.messages", "1"), ("segment.bytes", "8388608")],
+    );
+    let mut stream = connect();
+    let mut acked: Vec<Bytes> = Vec::new();
+    let mut storage_error = None;
+    for round in 0..400u32 {
+        let value = vec![(round % 251) as u8; 256 << 10];
+        let record = RecordSpec {
+            value: Some(&value),
+            ..RecordSpec::default()
+        };
+        let batch = build_batch(&BatchSpec::default(), &[record]).freeze();
+        let response = call(&mut stream, 7, &produce_request("full", batch));
+        let answer = &response.responses[0].partition_responses[0];
+        if answer.error_code != 0 {
+            storage_error = Some(answer.error_code);
+            break;
+        }
+        assert_eq!(answer.base_offset, acked.len() as i64);
+        acked.push(Bytes::from(value));
+    }
+    println!(
+        "disk full after {} acknowledged 256 KiB records",
+        acked.len()
+    );
+    assert_eq!(
+        storage_error,
+        Some(56),
+        "KAFKA_STORAGE_ERROR once the disk is full"
+    );
+    // Still full: still an error, not a hang or a crash.
+    let small = build_batch(
+        &BatchSpec::default(),
+        &[RecordSpec {
+            value: Some(b"x"),
+            ..RecordSpec::default()
+        }],
+    )
+    .freeze();
+    let response = call(&mut stream, 7, &produce_request("full", small.clone()));
+    let still_full = response.responses[0].partition_responses[0].error_code;
+    println!("produce while still full: error {still_full}");
+    broker.assert_alive("disk-full");
+    assert_eq!(
+        fetch_values(&mut stream, "full"),
+        acked,
+        "acknowledged records intact"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let mut resumed = None;
+    for _ in 0..50 {
+        let response = call(&mut stream, 7, &produce_request("full", small.clone()));
+        let answer = &response.responses[0].partition_responses[0];
+        if answer.error_code == 0 {
+            resumed = Some(answer.base_offset);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let resumed = resumed.expect("writes resume once space returns");
+    assert!(
+        resumed >= acked.len() as i64,
+        "the log continues after the acknowledged records"
+    );
+    let values = fetch_values(&mut stream, "full");
+    assert_eq!(
+        &values[..acked.len()],
+        &acked[..],
+        "acknowledged records intact after resuming"
+    );
+    assert_eq!(values.last().map(|v| &v[..]), Some(&b"x"[..]));
+    drop(broker);
 }
