@@ -27,6 +27,8 @@ mod log;
 pub mod producer;
 mod segment;
 
+pub use segment::{scan_segment_bytes, SegmentScan};
+
 /// How durable an append is before `wait_durable` returns (Kafka's `flush.messages` / `flush.ms`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {

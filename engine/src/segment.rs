@@ -204,6 +204,90 @@ async fn walk(
     Ok(None)
 }
 
+/// Checks one whole batch met by recovery at byte `position`: header and CRC, that its base offset
+/// is the `expected` one, and that its offsets stay within `u32` of the segment base (the index
+/// stores relative offsets). Returns the header and the next expected offset. Pure, so the same
+/// rule is fuzzed through [`scan_segment_bytes`].
+pub(crate) fn check_recovered_batch(
+    position: u64,
+    bytes: &[u8],
+    expected: i64,
+    segment_base: i64,
+) -> Result<(BatchInfo, i64), ScanStop> {
+    let info = batch::validate(bytes).map_err(|e| ScanStop {
+        position,
+        reason: format!("batch at byte {position}: {e}"),
+    })?;
+    let base = batch::base_offset(bytes);
+    if base != expected {
+        return Err(ScanStop {
+            position,
+            reason: format!("batch at byte {position} has base offset {base}, expected {expected}"),
+        });
+    }
+    // Checked: a hostile file may put the base offset anywhere, up to i64::MAX.
+    let next = base
+        .checked_add(info.last_offset_delta as i64 + 1)
+        .filter(|next| next - 1 - segment_base <= u32::MAX as i64);
+    let Some(next) = next else {
+        return Err(ScanStop {
+            position,
+            reason: format!("offset {base} too far from segment base"),
+        });
+    };
+    Ok((info, next))
+}
+
+/// What [`scan_segment_bytes`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentScan {
+    /// Bytes of whole valid batches from the start (where recovery would truncate).
+    pub valid_bytes: u64,
+    /// One past the last valid offset (`base_offset` when none).
+    pub next_offset: i64,
+    pub batches: usize,
+    /// Why the valid data ends before the end of `bytes`, if it does.
+    pub stop_reason: Option<String>,
+}
+
+/// Recovery's scan over an in-memory copy of a segment file whose first offset is `base_offset`:
+/// the same per-batch rule as opening a log (`check_recovered_batch`), and the same length
+/// checks as the windowed walk. Pure, for fuzzing and offline inspection.
+pub fn scan_segment_bytes(bytes: &[u8], base_offset: i64) -> SegmentScan {
+    let mut position = 0usize;
+    let mut expected = base_offset;
+    let mut batches = 0;
+    let mut stop_reason = None;
+    while position < bytes.len() {
+        let rest = &bytes[position..];
+        let Some(size) = batch::claimed_size(rest) else {
+            stop_reason = Some(format!("invalid batch length at byte {position}"));
+            break;
+        };
+        if size > BATCH_BYTES_MAX || size > rest.len() {
+            stop_reason = Some(format!(
+                "batch of {size} bytes runs past the end of the data"
+            ));
+            break;
+        }
+        match check_recovered_batch(position as u64, &rest[..size], expected, base_offset) {
+            Ok((_, next)) => expected = next,
+            Err(stop) => {
+                stop_reason = Some(stop.reason);
+                break;
+            }
+        }
+        batches += 1;
+        position += size;
+    }
+    SegmentScan {
+        valid_bytes: position as u64,
+        next_offset: expected,
+        batches,
+        stop_reason,
+    }
+}
+
 /// Scans a segment from its start on open: checks every header and CRC and that offsets follow on,
 /// rebuilds the indexes, and calls `on_batch` for every valid batch. Returns where and why the
 /// valid data ends, if before `file_bytes`.
@@ -218,34 +302,11 @@ pub(crate) async fn recover(
     let mut expected = segment.base_offset;
     let mut found: Vec<(u64, i64, i64, i64, usize)> = Vec::new();
     let stop = walk(&file, &path, 0, file_bytes, |position, bytes| {
-        let info = batch::validate(bytes).map_err(|e| ScanStop {
-            position,
-            reason: format!("batch at byte {position}: {e}"),
-        })?;
-        let base = batch::base_offset(bytes);
-        if base != expected {
-            return Err(ScanStop {
-                position,
-                reason: format!(
-                    "batch at byte {position} has base offset {base}, expected {expected}"
-                ),
-            });
-        }
-        if base - segment.base_offset + info.last_offset_delta as i64 > u32::MAX as i64 {
-            return Err(ScanStop {
-                position,
-                reason: format!("offset {base} too far from segment base"),
-            });
-        }
+        let (info, next) = check_recovered_batch(position, bytes, expected, segment.base_offset)?;
+        let base = expected;
         on_batch(&info, base);
-        expected = base + info.last_offset_delta as i64 + 1;
-        found.push((
-            position,
-            base,
-            expected - 1,
-            info.max_timestamp,
-            bytes.len(),
-        ));
+        expected = next;
+        found.push((position, base, next - 1, info.max_timestamp, bytes.len()));
         Ok(true)
     })
     .await?;
@@ -397,5 +458,49 @@ pub(crate) async fn read_batches(
         }
         position = at;
         want = more.max(window_bytes as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{build_value_batch, set_base_offset, BatchSpec};
+
+    fn batch_at(base: i64, count: usize) -> Vec<u8> {
+        let mut batch = build_value_batch(&BatchSpec::default(), b"value", count);
+        set_base_offset(&mut batch, base);
+        batch.to_vec()
+    }
+
+    #[test]
+    fn scan_stops_at_torn_tail_and_garbage() {
+        let mut bytes = batch_at(100, 3);
+        bytes.extend(batch_at(103, 2));
+        let whole = bytes.len() as u64;
+        let scan = scan_segment_bytes(&bytes, 100);
+        assert_eq!(
+            (scan.valid_bytes, scan.next_offset, scan.batches),
+            (whole, 105, 2)
+        );
+        assert_eq!(scan.stop_reason, None);
+
+        let mut torn = bytes.clone();
+        torn.extend(&batch_at(105, 1)[..30]);
+        let scan = scan_segment_bytes(&torn, 100);
+        assert_eq!((scan.valid_bytes, scan.next_offset), (whole, 105));
+        assert!(scan.stop_reason.is_some());
+
+        let scan = scan_segment_bytes(&bytes, 99);
+        assert_eq!((scan.valid_bytes, scan.batches), (0, 0));
+    }
+
+    #[test]
+    fn scan_survives_offsets_at_the_edge_of_i64() {
+        // Found by reasoning about the fuzz target: a base offset near i64::MAX must stop the
+        // scan, not overflow.
+        let base = i64::MAX - 1;
+        let scan = scan_segment_bytes(&batch_at(base, 5), base);
+        assert_eq!(scan.batches, 0);
+        assert!(scan.stop_reason.is_some());
     }
 }

@@ -78,6 +78,7 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub socket_request_max_bytes: usize,
     pub max_connections: usize,
+    /// How often each shard deletes segments past retention (`log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
     /// Topic-level defaults (topic config names) applied under every topic's own configs.
     pub topic_defaults: BTreeMap<String, String>,
