@@ -12,9 +12,10 @@
 //!   the unchanged record bytes, after the original CRC was checked: a destination partition
 //!   receives routed batches from many producers through one router, so the producer's
 //!   sequence numbers for the exchange mean nothing there.
-//! - **regrouped records** otherwise: `records::split_records` decodes, assigns each record its
-//!   topics (`RoutingTable::route`) and partition (murmur2 of the key, round-robin without one)
-//!   and re-encodes one batch per destination partition.
+//! - **regrouped records** otherwise: `records::split_records` scans the records in place (or
+//!   decodes them, for compressed batches), assigns each record its topics
+//!   (`RoutingTable::route_with`, memoized per distinct key) and partition (murmur2 of the key,
+//!   round-robin without one) and builds one batch per destination partition.
 //!
 //! A destination topic that `partition_count` does not know (deleted, or never created) takes no
 //! records; if it was a record's only destination the record counts as unroutable.
@@ -25,7 +26,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::exchange::RoutingError;
 use super::partitioner::Partitioner;
-use super::records::{self, RecordsError};
+use super::records::{self, RecordsError, Reuse};
 use super::table::{RouteScratch, RoutingTable};
 
 /// A destination partition.
@@ -92,24 +93,26 @@ pub fn route_produce(
     }
     let mut scratch = RouteScratch::default();
     // Destinations borrow topic names from the table: no allocation per routed record.
-    let split = records::split_records(records, |record, destinations: &mut Vec<(&str, u32)>| {
-        let key = record.key.as_deref();
-        // Allocates only for records that carry headers.
-        let headers: Vec<(&str, Option<&[u8]>)> = record
-            .headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_deref()))
-            .collect();
-        // The exchange was checked above and the table does not change during this call.
-        let Ok(topics) = table.route_with(exchange, key, &headers, &mut scratch) else {
-            return;
-        };
-        for topic in topics {
-            if let Some(count) = partition_count(topic).filter(|count| *count > 0) {
-                destinations.push((*topic, partitioner.partition(topic, key, count)));
+    let split = records::split_records(
+        records,
+        |key, headers, destinations: &mut Vec<(&str, u32)>| {
+            // The exchange was checked above and the table does not change during this call.
+            let Ok(topics) = table.route_with(exchange, key, headers, &mut scratch) else {
+                return Reuse::ByKey;
+            };
+            for topic in topics {
+                if let Some(count) = partition_count(topic).filter(|count| *count > 0) {
+                    destinations.push((*topic, partitioner.partition(topic, key, count)));
+                }
             }
-        }
-    })?;
+            // A keyed record's partition is murmur2 of its key; a keyless one's is round-robin.
+            if key.is_some() {
+                Reuse::ByKey
+            } else {
+                Reuse::Never
+            }
+        },
+    )?;
     let batches = split
         .batches
         .into_iter()
