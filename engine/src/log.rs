@@ -146,6 +146,16 @@ impl Inner {
             .expect("a log always has an active segment")
     }
 
+    /// Registers the polling task once: a long-poll over many partitions re-polls every one of
+    /// them on each wake-up, and glommio's task refcount is an i16, so pushing a clone per poll
+    /// overflowed it ("Waker invariant broken", seen with 1,000 partitions). Dedup also bounds the
+    /// list to the tasks actually waiting.
+    fn register_waiter(&mut self, waker: &Waker) {
+        if !self.waiters.iter().any(|w| w.will_wake(waker)) {
+            self.waiters.push(waker.clone());
+        }
+    }
+
     fn wake_all(&mut self) {
         for waker in self.waiters.drain(..) {
             waker.wake();
@@ -961,7 +971,7 @@ fn wait_until(
                 log_end_offset: inner.next_offset,
             }));
         }
-        inner.waiters.push(cx.waker().clone());
+        inner.register_waiter(cx.waker());
         Poll::Pending
     })
 }
@@ -1078,7 +1088,7 @@ pub(crate) async fn wait_for_data(log: &Rc<RefCell<Inner>>, offset: i64) {
         if inner.high_watermark > offset || inner.closed {
             Poll::Ready(())
         } else {
-            inner.waiters.push(cx.waker().clone());
+            inner.register_waiter(cx.waker());
             Poll::Pending
         }
     })
@@ -1182,7 +1192,7 @@ pub(crate) async fn close(log: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
         if let Some(failure) = &inner.failure {
             return Poll::Ready(Err(failure.to_error()));
         }
-        inner.waiters.push(cx.waker().clone());
+        inner.register_waiter(cx.waker());
         Poll::Pending
     })
     .await;
