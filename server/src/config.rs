@@ -60,6 +60,10 @@ pub struct Args {
     pub config: Option<PathBuf>,
     #[arg(long = "set", value_name = "KEY=VALUE", long_help = SET_HELP, help = "Broker/topic default with Kafka's name, e.g. num.partitions=3 (see --help)")]
     pub set: Vec<String>,
+    /// Admin commands against a running broker (`weir exchange …`, `weir binding …`); without
+    /// one, `weir` runs the broker.
+    #[command(subcommand)]
+    pub command: Option<crate::routing::cli::Command>,
 }
 
 /// Everything the broker reads at start; immutable afterwards.
