@@ -92,6 +92,7 @@ pub fn route_produce(
         }
     }
     let mut scratch = RouteScratch::default();
+    let mut counts: Vec<(&str, Option<u32>)> = Vec::new();
     // Destinations borrow topic names from the table: no allocation per routed record.
     let split = records::split_records(
         records,
@@ -101,7 +102,21 @@ pub fn route_produce(
                 return Reuse::ByKey;
             };
             for topic in topics {
-                if let Some(count) = partition_count(topic).filter(|count| *count > 0) {
+                // Topic names borrowed from the table: a pointer comparison finds the cached
+                // count, sparing a metadata lookup (string hash) per routed record.
+                let cached = counts
+                    .iter()
+                    .find(|(name, _)| std::ptr::eq(*name, *topic))
+                    .map(|(_, count)| *count);
+                let count = match cached {
+                    Some(count) => count,
+                    None => {
+                        let count = partition_count(topic).filter(|count| *count > 0);
+                        counts.push((*topic, count));
+                        count
+                    }
+                };
+                if let Some(count) = count {
                     destinations.push((*topic, partitioner.partition(topic, key, count)));
                 }
             }
