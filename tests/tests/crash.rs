@@ -379,7 +379,7 @@ fn producer(acked: Arc<Mutex<Acked>>, stop: Arc<AtomicBool>) {
                     );
                 }
                 drop(state);
-                if topic == "crash-always" && sequence % 4 == 0 {
+                if topic == "crash-always" && sequence.is_multiple_of(4) {
                     let offset = base + count as i64;
                     acked
                         .lock()
