@@ -1,7 +1,46 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh Linux machine: installs what the tests need, builds once
-# (release), then runs every test against the real binary.
+# The whole test suite, from a fresh Linux machine (Debian 12, root, Rust toolchain installed):
+#   1. installs the real Kafka clients the suites drive (idempotent: tests/install-clients.sh),
+#   2. builds the workspace ONCE, in release, with every test target,
+#   3. runs every test of every crate against that build (the client suites start the release
+#      `weir` binary themselves), without stopping at the first failing test binary,
+#   4. prints one line `weir test suite: N passed, N failed` and exits non-zero if anything failed.
+# CI (.ci/run) calls exactly this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# A bare machine lacks the toolchain: a C compiler (glommio builds liburing) and Rust (rustup; the
+# version itself comes from rust-toolchain.toml on the first cargo call).
+sudo=""
+if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+if ! command -v cc >/dev/null; then
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends build-essential
+fi
+if ! command -v cargo >/dev/null; then
+    if [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+        if ! command -v curl >/dev/null; then
+            $sudo apt-get update -qq
+            $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl ca-certificates
+        fi
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain none
+    fi
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+./tests/install-clients.sh
+
 cargo build --release --workspace --all-targets
-cargo test --release --workspace
+
+# The release binary that the suites start (see tests/src/lib.rs: broker_binary).
+export WEIR_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/weir"
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --release --workspace --no-fail-fast 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { passed += $4; failed += $6 }
+     END { printf "weir test suite: %d passed, %d failed\n", passed, failed }' "$log"
+exit "$status"

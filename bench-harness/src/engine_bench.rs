@@ -1,18 +1,22 @@
 //! `weir-bench engine`: the in-process storage benchmark. Appends real RecordBatch v2 batches to
 //! `weir_engine::Log`s on one executor pinned to one core, for 1 and 1,000 partitions, 100-byte
-//! and 1 KiB records, `os` and `always` durability; measures in the same run the raw sequential
-//! O_DIRECT write bandwidth of the same disk with the same write size (1 MiB, one write in flight,
-//! as one partition's writer issues them), and the read-back rate from the tail cache.
+//! and 1 KiB records, `os` and `always` durability. In the same run it measures the raw sequential
+//! O_DIRECT write bandwidth of the same disk with the same write size (the engine's largest write,
+//! `WRITE_BYTES_MAX` = 4 MiB, one write in flight,
+//! as one partition's writer issues them; with an fdatasync after each write for `always`), and
+//! the read-back rate from the tail cache.
+//!
+//! The disk of a shared machine drifts by 2x within seconds, so each case alternates short slices
+//! of engine appends and raw writes (0.5 s each) and compares the sums: both see the same disk.
 //!
 //! Runs everything on one glommio executor (one shard); single-threaded by construction.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use bytes::BytesMut;
+use glommio::io::DmaFile;
 use glommio::{LocalExecutorBuilder, Placement};
 use serde::Serialize;
 use weir_engine::batch::{build_value_batch, BatchSpec};
@@ -23,8 +27,8 @@ pub struct EngineArgs {
     /// Directory for the benchmark's files (on the disk to measure); emptied per case.
     #[arg(long, default_value = "/tmp/weir-bench-engine")]
     dir: PathBuf,
-    /// Seconds per case (ignored when --bytes is given).
-    #[arg(long, default_value_t = 3.0)]
+    /// Seconds of appends per case (as many of raw writes; ignored when --bytes is given).
+    #[arg(long, default_value_t = 4.0)]
     seconds: f64,
     /// Bytes of batches to append per case instead of a duration.
     #[arg(long)]
@@ -38,6 +42,12 @@ pub struct EngineArgs {
     /// Appended-but-unacknowledged bytes kept in flight (a pipelining producer).
     #[arg(long, default_value_t = 32 << 20)]
     window_bytes: usize,
+    /// segment.bytes of every partition (Kafka's default 1 GiB; a roll fdatasyncs the sealed segment).
+    #[arg(long, default_value_t = 1 << 30)]
+    segment_bytes: u64,
+    /// io_uring depth of the executor (glommio's default is 128).
+    #[arg(long, default_value_t = 128)]
+    ring_depth: usize,
     /// Only these partition counts (comma separated).
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 1000])]
     partitions: Vec<usize>,
@@ -58,12 +68,15 @@ struct CaseResult {
     record_bytes: usize,
     durability: String,
     batch_bytes: usize,
+    /// Seconds of engine appends measured (raw writes got as long, interleaved).
     seconds: f64,
     msgs_per_s: f64,
     mb_per_s: f64,
     raw_mb_per_s: f64,
     /// mb_per_s / raw_mb_per_s
     fraction_of_raw: f64,
+    /// CPU time of the executor thread during the appends / their wall time (1.0 = one core).
+    cpu_busy: f64,
     /// Tail-cache read-back rate (1-partition cases only): refcounted chunks handed out, no copy.
     read_mb_per_s: Option<f64>,
     /// The same with one memcpy of every byte (what a socket write costs at least).
@@ -71,41 +84,40 @@ struct CaseResult {
 }
 
 const MB: f64 = 1e6;
-const RAW_WRITE_BYTES: usize = 1 << 20;
+/// The raw baseline writes exactly as large as the engine's largest write.
+const RAW_WRITE_BYTES: usize = weir_engine::limits::WRITE_BYTES_MAX;
+const SLICE: Duration = Duration::from_millis(500);
+const SLICE_BYTES_MAX: u64 = 512 << 20;
 
 pub fn run(args: EngineArgs) -> Result<()> {
     weir_engine::io::check_memlock(1, weir_engine::io::IO_MEMORY_BYTES)
         .map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
-    let cpu = args.cpu;
-    let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+    let handle = LocalExecutorBuilder::new(Placement::Fixed(args.cpu))
         .io_memory(weir_engine::io::IO_MEMORY_BYTES)
+        .ring_depth(args.ring_depth)
         .name("weir-bench-engine")
         .spawn(move || async move { run_cases(args).await })
         .map_err(std::io::Error::from)
         .context("starting the executor")?;
-    let results = handle
+    handle
         .join()
         .map_err(|e| anyhow::anyhow!("executor failed: {e:?}"))??;
-    let _ = results;
     Ok(())
 }
 
-async fn run_cases(args: EngineArgs) -> Result<Vec<CaseResult>> {
+async fn run_cases(args: EngineArgs) -> Result<()> {
     weir_engine::io::prepare_data_dir(&args.dir)
         .await
         .context("preparing the data dir")?;
-    let budget = Budget {
-        seconds: args.seconds,
-        bytes: args.bytes,
-    };
     println!(
-        "raw = sequential 1 MiB O_DIRECT writes, one in flight (with fdatasync after each for \
-         always), measured on the same disk right before each case"
+        "raw = sequential 4 MiB O_DIRECT writes, one in flight (+ fdatasync each for always), \
+         interleaved with the case in {} ms slices",
+        SLICE.as_millis()
     );
     println!(
-        "{:>10} {:>7} {:>10} {:>12} {:>9} {:>9} {:>7} {:>10} {:>10}",
+        "{:>10} {:>7} {:>10} {:>12} {:>9} {:>9} {:>7} {:>5} {:>10} {:>10}",
         "partitions",
         "record",
         "durability",
@@ -113,6 +125,7 @@ async fn run_cases(args: EngineArgs) -> Result<Vec<CaseResult>> {
         "MB/s",
         "raw MB/s",
         "of raw",
+        "cpu",
         "read MB/s",
         "read+copy"
     );
@@ -132,32 +145,14 @@ async fn run_cases(args: EngineArgs) -> Result<Vec<CaseResult>> {
                     batch_bytes: args.batch_bytes,
                     window_bytes: args.window_bytes,
                 };
-                let raw = raw_write_bandwidth(
-                    &args.dir.join("raw"),
-                    budget,
-                    policy == Durability::Always,
-                )
-                .await?;
                 let dir = args.dir.join("case");
                 let _ = std::fs::remove_dir_all(&dir);
-                let outcome = run_case(&dir, &case, budget).await?;
+                let outcome = run_case(&dir, &args.dir.join("raw"), &case, &args).await?;
                 let _ = std::fs::remove_dir_all(&dir);
-                let mb_per_s = outcome.bytes as f64 / outcome.seconds / MB;
-                let result = CaseResult {
-                    partitions,
-                    record_bytes,
-                    durability: durability.clone(),
-                    batch_bytes: args.batch_bytes,
-                    seconds: outcome.seconds,
-                    msgs_per_s: outcome.records as f64 / outcome.seconds,
-                    mb_per_s,
-                    raw_mb_per_s: raw / MB,
-                    fraction_of_raw: mb_per_s / (raw / MB),
-                    read_mb_per_s: outcome.read_bytes_per_s.map(|r| r.0 / MB),
-                    read_copy_mb_per_s: outcome.read_bytes_per_s.map(|r| r.1 / MB),
-                };
+                let _ = std::fs::remove_dir_all(args.dir.join("raw"));
+                let result = outcome.result(&case, durability);
                 println!(
-                    "{:>10} {:>7} {:>10} {:>12.0} {:>9.0} {:>9.0} {:>6.0}% {:>10} {:>10}",
+                    "{:>10} {:>7} {:>10} {:>12.0} {:>9.0} {:>9.0} {:>6.0}% {:>4.0}% {:>10} {:>10}",
                     partitions,
                     record_bytes,
                     durability,
@@ -165,6 +160,7 @@ async fn run_cases(args: EngineArgs) -> Result<Vec<CaseResult>> {
                     result.mb_per_s,
                     result.raw_mb_per_s,
                     result.fraction_of_raw * 100.0,
+                    result.cpu_busy * 100.0,
                     result
                         .read_mb_per_s
                         .map_or(String::from("-"), |r| format!("{r:.0}")),
@@ -176,27 +172,11 @@ async fn run_cases(args: EngineArgs) -> Result<Vec<CaseResult>> {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(args.dir.join("raw"));
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&results)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(results)
-}
-
-#[derive(Clone, Copy)]
-struct Budget {
-    seconds: f64,
-    bytes: Option<u64>,
-}
-
-impl Budget {
-    fn done(&self, started: Instant, bytes: u64) -> bool {
-        match self.bytes {
-            Some(limit) => bytes >= limit,
-            None => started.elapsed().as_secs_f64() >= self.seconds,
-        }
-    }
+    Ok(())
 }
 
 struct Case {
@@ -207,15 +187,41 @@ struct Case {
     window_bytes: usize,
 }
 
+#[derive(Default)]
 struct Outcome {
     bytes: u64,
     records: u64,
     seconds: f64,
+    cpu_seconds: f64,
+    raw_bytes: u64,
+    raw_seconds: f64,
     /// (zero-copy, with one copy) bytes per second
     read_bytes_per_s: Option<(f64, f64)>,
 }
 
-async fn run_case(dir: &Path, case: &Case, budget: Budget) -> Result<Outcome> {
+impl Outcome {
+    fn result(&self, case: &Case, durability: &str) -> CaseResult {
+        let mb_per_s = self.bytes as f64 / self.seconds / MB;
+        let raw_mb_per_s = self.raw_bytes as f64 / self.raw_seconds / MB;
+        CaseResult {
+            partitions: case.partitions,
+            record_bytes: case.record_bytes,
+            durability: durability.into(),
+            batch_bytes: case.batch_bytes,
+            seconds: self.seconds,
+            msgs_per_s: self.records as f64 / self.seconds,
+            mb_per_s,
+            raw_mb_per_s,
+            fraction_of_raw: mb_per_s / raw_mb_per_s,
+            cpu_busy: self.cpu_seconds / self.seconds,
+            read_mb_per_s: self.read_bytes_per_s.map(|r| r.0 / MB),
+            read_copy_mb_per_s: self.read_bytes_per_s.map(|r| r.1 / MB),
+        }
+    }
+}
+
+/// Runs one case: alternating slices of appends and raw writes until the budget is spent.
+async fn run_case(dir: &Path, raw_dir: &Path, case: &Case, args: &EngineArgs) -> Result<Outcome> {
     let records_per_batch = (case.batch_bytes / (case.record_bytes + 8)).max(1);
     let template = build_value_batch(
         &BatchSpec::default(),
@@ -233,88 +239,121 @@ async fn run_case(dir: &Path, case: &Case, budget: Budget) -> Result<Outcome> {
         durability: case.durability,
         tail_cache_bytes,
         retention_ms: -1,
+        segment_bytes: args.segment_bytes,
         ..LogConfig::default()
     };
     let mut logs = Vec::with_capacity(case.partitions);
     for p in 0..case.partitions {
-        logs.push(
-            Log::open(&dir.join(format!("p-{p}")), config.clone())
-                .await
-                .context("opening a partition")?,
-        );
+        let log = Log::open(&dir.join(format!("p-{p}")), config.clone()).await;
+        logs.push(log.context("opening a partition")?);
     }
-    let logs = Rc::new(logs);
+    let mut raw = RawWriter::open(raw_dir, case.durability == Durability::Always).await?;
+    let mut outcome = Outcome::default();
+    let mut next = 0usize;
+    loop {
+        let done = match args.bytes {
+            Some(limit) => outcome.bytes >= limit,
+            None => outcome.seconds >= args.seconds,
+        };
+        if done {
+            break;
+        }
+        let slice_bytes = args.bytes.map(|b| (b - outcome.bytes).min(SLICE_BYTES_MAX));
+        append_slice(
+            &logs,
+            &template,
+            records_per_batch,
+            case,
+            slice_bytes,
+            &mut next,
+            &mut outcome,
+        )
+        .await?;
+        let (bytes, seconds) = raw.write_slice(slice_bytes).await?;
+        outcome.raw_bytes += bytes;
+        outcome.raw_seconds += seconds;
+    }
+    raw.close().await?;
+    if case.partitions == 1 {
+        outcome.read_bytes_per_s = Some((
+            read_back(&logs[0], false).await?,
+            read_back(&logs[0], true).await?,
+        ));
+    }
+    for log in logs.iter() {
+        log.close().await.context("closing")?;
+    }
+    Ok(outcome)
+}
+
+/// Appends round-robin for one slice, keeping `window_bytes` unacknowledged, then drains.
+async fn append_slice(
+    logs: &[Log],
+    template: &bytes::BytesMut,
+    records_per_batch: usize,
+    case: &Case,
+    slice_bytes: Option<u64>,
+    next: &mut usize,
+    outcome: &mut Outcome,
+) -> Result<()> {
     let mut outstanding: VecDeque<(usize, i64, usize)> = VecDeque::new();
     let mut outstanding_bytes = 0usize;
-    let (mut bytes, mut records) = (0u64, 0u64);
+    let mut bytes = 0u64;
     let started = Instant::now();
-    let mut next = 0usize;
-    while !budget.done(started, bytes) {
-        // A round of appends (a producer's batch for every partition, or 1 MiB for one).
-        let round = if case.partitions == 1 {
-            (1 << 20) / template.len() + 1
-        } else {
-            case.partitions
+    let cpu_started = thread_cpu_seconds();
+    let round = if logs.len() == 1 {
+        (1 << 20) / template.len() + 1
+    } else {
+        logs.len()
+    };
+    loop {
+        let done = match slice_bytes {
+            Some(limit) => bytes >= limit,
+            None => started.elapsed() >= SLICE,
         };
+        if done {
+            break;
+        }
         for _ in 0..round {
-            let p = next % case.partitions;
-            next += 1;
-            let batch: BytesMut = template.clone();
-            let appended = logs[p].append(batch).context("append")?;
+            let p = *next % logs.len();
+            *next += 1;
+            let appended = logs[p].append(template.clone()).context("append")?;
             outstanding.push_back((p, appended.last_offset, template.len()));
             outstanding_bytes += template.len();
+            bytes += template.len() as u64;
         }
         while outstanding_bytes > case.window_bytes {
-            let (p, offset, size) = outstanding
-                .pop_front()
-                .expect("outstanding bytes imply entries");
+            let (p, offset, size) = outstanding.pop_front().expect("bytes imply entries");
             logs[p]
                 .wait_durable(offset)
                 .await
                 .context("waiting for a write")?;
             outstanding_bytes -= size;
-            bytes += size as u64;
-            records += records_per_batch as u64;
         }
         // Let the executor reach its reactor: glommio submits queued writes (SQEs) only when the
         // task queues run dry, as they do in the server when connection tasks await their sockets.
-        // Without this the next write would wait for the whole next round of appends.
-        glommio::timer::sleep(Duration::from_nanos(1)).await;
+        // (A 1 ns sleep does not park: glommio completes an expired timer without polling.)
+        glommio::timer::sleep(Duration::from_micros(10)).await;
     }
-    while let Some((p, offset, size)) = outstanding.pop_front() {
+    while let Some((p, offset, _)) = outstanding.pop_front() {
         logs[p]
             .wait_durable(offset)
             .await
             .context("waiting for a write")?;
-        bytes += size as u64;
-        records += records_per_batch as u64;
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let read_bytes_per_s = if case.partitions == 1 {
-        Some((
-            read_back(&logs[0], false).await?,
-            read_back(&logs[0], true).await?,
-        ))
-    } else {
-        None
-    };
-    for log in logs.iter() {
-        log.close().await.context("closing")?;
-    }
-    Ok(Outcome {
-        bytes,
-        records,
-        seconds,
-        read_bytes_per_s,
-    })
+    outcome.bytes += bytes;
+    outcome.records += bytes / template.len() as u64 * records_per_batch as u64;
+    outcome.seconds += started.elapsed().as_secs_f64();
+    outcome.cpu_seconds += thread_cpu_seconds() - cpu_started;
+    Ok(())
 }
 
 /// Reads the tail cache from its oldest offset to the head, 1 MiB per read, repeatedly for ~1 s;
-/// with `copy`, copies every returned byte once into a 1 MiB buffer.
+/// with `copy`, copies every returned byte once into a buffer.
 async fn read_back(log: &Log, copy: bool) -> Result<f64> {
     let mut sink = vec![0u8; 2 << 20];
     let high = log.high_watermark();
-    // The oldest offset still in the cache: read backwards in coarse steps until a memory chunk.
+    // The oldest offset still in the cache: step back while reads are served from memory.
     let mut start = high - 1;
     let mut step = 1i64;
     while start - step >= log.log_start_offset() {
@@ -343,8 +382,8 @@ async fn read_back(log: &Log, copy: bool) -> Result<f64> {
                     sink[at..end].copy_from_slice(&slice[..end - at]);
                     at = end;
                 }
-                last = weir_engine::batch::base_offset(slice)
-                    + i32::from_be_bytes([slice[23], slice[24], slice[25], slice[26]]) as i64;
+                let delta = i32::from_be_bytes([slice[23], slice[24], slice[25], slice[26]]);
+                last = weir_engine::batch::base_offset(slice) + delta as i64;
             }
             bytes += read.total_bytes as u64;
             if read.chunks.is_empty() {
@@ -357,50 +396,105 @@ async fn read_back(log: &Log, copy: bool) -> Result<f64> {
     Ok(bytes as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Sequential 1 MiB O_DIRECT writes, one in flight, into a file pre-allocated in 32 MiB steps
+/// Sequential `WRITE_BYTES_MAX` O_DIRECT writes, one in flight, into a file pre-allocated in 32 MiB steps
 /// (the pattern of one partition's writer); with `sync`, fdatasync after each write.
-async fn raw_write_bandwidth(dir: &Path, budget: Budget, sync: bool) -> Result<f64> {
-    std::fs::create_dir_all(dir)?;
-    let path = dir.join("raw.bin");
-    let _ = std::fs::remove_file(&path);
-    let file = glommio::io::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .dma_open(&path)
-        .await
-        .map_err(std::io::Error::from)
-        .context("raw file")?;
-    let mut position = 0u64;
-    let mut allocated = 0u64;
-    let started = Instant::now();
-    while !budget.done(started, position) {
-        if position + RAW_WRITE_BYTES as u64 > allocated {
-            allocated += weir_engine::limits::PREALLOCATE_STEP_BYTES;
-            file.pre_allocate(allocated, false)
-                .await
-                .map_err(std::io::Error::from)
-                .context("fallocate")?;
-        }
-        let mut buffer = file.alloc_dma_buffer(RAW_WRITE_BYTES);
-        buffer.as_bytes_mut().fill(0x61);
-        file.write_at(buffer, position)
+struct RawWriter {
+    file: DmaFile,
+    path: PathBuf,
+    sync: bool,
+    position: u64,
+    allocated: u64,
+}
+
+impl RawWriter {
+    async fn open(dir: &Path, sync: bool) -> Result<RawWriter> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("raw.bin");
+        let _ = std::fs::remove_file(&path);
+        let file = glommio::io::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .dma_open(&path)
             .await
             .map_err(std::io::Error::from)
-            .context("raw write")?;
-        if sync {
-            file.fdatasync()
-                .await
-                .map_err(std::io::Error::from)
-                .context("fdatasync")?;
-        }
-        position += RAW_WRITE_BYTES as u64;
+            .context("raw file")?;
+        Ok(RawWriter {
+            file,
+            path,
+            sync,
+            position: 0,
+            allocated: 0,
+        })
     }
-    let rate = position as f64 / started.elapsed().as_secs_f64();
-    file.close()
-        .await
-        .map_err(std::io::Error::from)
-        .context("close")?;
-    std::fs::remove_file(&path)?;
-    Ok(rate)
+
+    async fn write_slice(&mut self, slice_bytes: Option<u64>) -> Result<(u64, f64)> {
+        let started = Instant::now();
+        let from = self.position;
+        loop {
+            let done = match slice_bytes {
+                Some(limit) => self.position - from >= limit,
+                None => started.elapsed() >= SLICE,
+            };
+            if done {
+                break;
+            }
+            if self.position >= 8 << 30 {
+                // Keep the file bounded: start over (the blocks stay allocated).
+                self.position = 0;
+            }
+            if self.position + RAW_WRITE_BYTES as u64 > self.allocated {
+                self.allocated += weir_engine::limits::PREALLOCATE_STEP_BYTES;
+                let reserved = self.file.pre_allocate(self.allocated, false).await;
+                reserved
+                    .map_err(std::io::Error::from)
+                    .context("fallocate")?;
+            }
+            let mut buffer = self.file.alloc_dma_buffer(RAW_WRITE_BYTES);
+            buffer.as_bytes_mut().fill(0x61);
+            let written = self.file.write_at(buffer, self.position).await;
+            written.map_err(std::io::Error::from).context("raw write")?;
+            if self.sync {
+                let synced = self.file.fdatasync().await;
+                synced.map_err(std::io::Error::from).context("fdatasync")?;
+            }
+            self.position += RAW_WRITE_BYTES as u64;
+        }
+        let bytes = if self.position >= from {
+            self.position - from
+        } else {
+            self.position
+        };
+        Ok((bytes, started.elapsed().as_secs_f64()))
+    }
+
+    async fn close(self) -> Result<()> {
+        self.file
+            .close()
+            .await
+            .map_err(std::io::Error::from)
+            .context("close")?;
+        std::fs::remove_file(&self.path)?;
+        Ok(())
+    }
+}
+
+/// User + system CPU seconds of the calling thread (from /proc/thread-self/stat; 0 if unreadable).
+fn thread_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Linux reports these in USER_HZ, which is 100 on every supported architecture.
+    (ticks(11) + ticks(12)) / 100.0
 }

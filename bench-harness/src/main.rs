@@ -1,27 +1,72 @@
 //! weir-bench: Kafka-protocol load generator and in-process storage benchmark.
+//!
+//! `weir-bench [flags]` runs the load generator (see `workload.rs` for the flags);
+//! `weir-bench engine` runs the storage benchmark; `weir-bench encode` measures the client's own
+//! batch-building rate. Threads: the main thread orchestrates and reports; producers, their ack
+//! readers and fetchers are plain OS threads with blocking sockets (see `producer.rs`,
+//! `consumer.rs`).
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod admin;
+mod batch;
+mod consumer;
+mod encode_bench;
 mod engine_bench;
+mod producer;
+mod report;
+mod run;
+mod server;
+mod stats;
+mod wire;
+mod workload;
 
 #[derive(Parser)]
 #[command(
     name = "weir-bench",
-    about = "Benchmarks for Weir and any Kafka-compatible broker"
+    about = "Benchmarks for Weir and any Kafka-compatible broker",
+    args_conflicts_with_subcommands = true,
+    // Scripts append to a common flag list: the last occurrence of a flag wins.
+    args_override_self = true
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    run: workload::RunArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// In-process storage benchmark: appends RecordBatch v2 batches to the engine, pinned to one core.
     Engine(engine_bench::EngineArgs),
+    /// The load generator's raw batch-encoding rate (RecordBatch v2 + CRC32C), one thread.
+    Encode(encode_bench::EncodeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Engine(args) => engine_bench::run(args),
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Engine(args)) => engine_bench::run(args),
+        Some(Command::Encode(args)) => encode_bench::run(args),
+        None => load(&cli.run),
     }
+}
+
+fn load(args: &workload::RunArgs) -> anyhow::Result<()> {
+    let results = run::run(args)?;
+    print!("{}", report::table(&results));
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&results)?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        std::fs::write(path, report::svg(&results))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !results.errors.is_empty() {
+        anyhow::bail!("the run failed: {}", results.errors.join("; "));
+    }
+    Ok(())
 }

@@ -5,13 +5,17 @@
 /// partial last block of a segment is rewritten as the log grows.
 pub const BLOCK_BYTES: usize = 4096;
 
-/// Segment files grow by `fallocate` in steps of this size (as Redpanda does), so that appends
-/// rarely allocate blocks on the write path.
+/// Segment files grow by `fallocate` ahead of the writes, in steps of up to this size (as Redpanda
+/// does), so that appends rarely allocate blocks on the write path. The step doubles from
+/// `PREALLOCATE_STEP_MIN_BYTES` with the segment's size, so that a shard with 1,000 quiet partitions
+/// does not reserve 32 GiB of disk.
 pub const PREALLOCATE_STEP_BYTES: u64 = 32 << 20;
+pub const PREALLOCATE_STEP_MIN_BYTES: u64 = 1 << 20;
 
-/// One write of a partition carries at most this many bytes of batches (more than one batch is
-/// always allowed when the first is larger). Larger writes do not raise the device's bandwidth.
-pub const WRITE_BYTES_MAX: usize = 1 << 20;
+/// One write of a partition carries at most this many bytes of batches (one batch is always
+/// allowed even when larger). Measured here (weir-bench engine): 4 MiB writes reach ~1.9 GB/s raw
+/// against ~1.2-1.6 GB/s for 1 MiB, one write in flight.
+pub const WRITE_BYTES_MAX: usize = 4 << 20;
 
 /// Window of one read during recovery and timestamp lookups.
 pub const SCAN_WINDOW_BYTES: usize = 1 << 20;
@@ -36,5 +40,7 @@ pub const POOL_BYTES_MAX: usize = 32 << 20;
 
 const _: () = assert!(BLOCK_BYTES.is_power_of_two());
 const _: () = assert!(PREALLOCATE_STEP_BYTES.is_multiple_of(BLOCK_BYTES as u64));
+const _: () = assert!(PREALLOCATE_STEP_BYTES.is_multiple_of(PREALLOCATE_STEP_MIN_BYTES));
+const _: () = assert!(PREALLOCATE_STEP_MIN_BYTES.is_power_of_two());
 const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64);
 const _: () = assert!(BATCH_BYTES_MAX as u64 <= SEGMENT_BYTES_MAX);

@@ -8,7 +8,7 @@
 //! ```text
 //! append(batch) ── sync: validate, idempotence check, assign offsets, queue ──► pending
 //!                  └─ wakes this log's writer task (if idle)
-//! writer task  ── takes ALL pending batches (≤ 1 MiB), copies them after the partial last block
+//! writer task  ── takes ALL pending batches (≤ 4 MiB), copies them after the partial last block
 //!                 into one aligned pooled buffer, fallocates ahead in 32 MiB steps, issues ONE
 //!                 write; appends arriving meanwhile wait for the next write (group commit).
 //!              ── on completion: batches become visible (high watermark), move to the tail
@@ -34,7 +34,8 @@ use crate::io::{
     align_down, align_up, give_buffer, log_error, open_segment_file, std_error, take_buffer,
 };
 use crate::limits::{
-    BATCH_BYTES_MAX, PREALLOCATE_STEP_BYTES, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, WRITE_BYTES_MAX,
+    BATCH_BYTES_MAX, PREALLOCATE_STEP_BYTES, PREALLOCATE_STEP_MIN_BYTES, SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN, WRITE_BYTES_MAX,
 };
 use crate::producer::{last_sequence, ProducerBatch, ProducerCheck, ProducerTable};
 use crate::segment::{
@@ -113,6 +114,8 @@ pub(crate) struct Inner {
     config: LogConfig,
     segments: BTreeMap<i64, Segment>,
     pending: VecDeque<Pending>,
+    /// Bytes of the batches in `pending`.
+    pending_bytes: usize,
     /// Bytes of the active segment including pending batches (roll decisions happen at append).
     planned_segment_bytes: u64,
     planned_segment_base: i64,
@@ -189,8 +192,12 @@ struct WriteJob {
     aligned_start: u64,
     batches: usize,
     batch_bytes: usize,
+    /// Data end of the segment once this write completes.
+    new_end: u64,
     new_tail: Vec<u8>,
     allocate_to: Option<u64>,
+    /// Reserved bytes of the file once this write's pre-allocation ran.
+    allocated_after: u64,
 }
 
 fn now_ms() -> i64 {
@@ -200,16 +207,44 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn plan_write(inner: &mut Inner) -> WriteJob {
+/// Where the file's reservation should end once a write reaching `write_end` is issued: the next
+/// multiple of a step that doubles with the file (1 MiB, 2 MiB, ... 32 MiB).
+fn preallocation_end(write_end: u64) -> u64 {
+    let step = write_end
+        .next_power_of_two()
+        .clamp(PREALLOCATE_STEP_MIN_BYTES, PREALLOCATE_STEP_BYTES);
+    write_end.div_ceil(step) * step + step
+}
+
+/// Where the next write starts: after the written data, or after a write still in flight (whose
+/// batches, the first `skip` of the queue, it must not repeat).
+struct WriteStart {
+    skip: usize,
+    size_bytes: u64,
+    tail: Vec<u8>,
+    allocated_bytes: u64,
+}
+
+fn current_start(inner: &Inner) -> WriteStart {
     let active = inner.active();
-    let aligned_start = align_down(active.size_bytes);
-    assert_eq!(
-        inner.tail_block.len() as u64,
-        active.size_bytes - aligned_start
-    );
+    WriteStart {
+        skip: 0,
+        size_bytes: active.size_bytes,
+        tail: inner.tail_block.clone(),
+        allocated_bytes: active.allocated_bytes,
+    }
+}
+
+/// Builds the next write from the queued batches after `start.skip`: the partial last block, then
+/// whole batches up to `WRITE_BYTES_MAX`, never past a roll marker, zero-padded to the block size.
+/// `None` when fewer than `min_bytes` of batches are queued there.
+fn plan_write(inner: &Inner, start: &WriteStart, min_bytes: usize) -> Option<WriteJob> {
+    let active = inner.active();
+    let aligned_start = align_down(start.size_bytes);
+    assert_eq!(start.tail.len() as u64, start.size_bytes - aligned_start);
     let mut batches = 0;
     let mut batch_bytes = 0;
-    for pending in &inner.pending {
+    for pending in inner.pending.iter().skip(start.skip) {
         let Pending::Batch(b) = pending else { break };
         if batches > 0 && batch_bytes + b.bytes.len() > WRITE_BYTES_MAX {
             break;
@@ -217,13 +252,15 @@ fn plan_write(inner: &mut Inner) -> WriteJob {
         batches += 1;
         batch_bytes += b.bytes.len();
     }
-    assert!(batches > 0, "plan_write runs with a batch at the front");
-    let data_bytes = inner.tail_block.len() + batch_bytes;
+    if batches == 0 || batch_bytes < min_bytes {
+        return None;
+    }
+    let data_bytes = start.tail.len() + batch_bytes;
     let mut buffer = take_buffer(data_bytes);
     let out = buffer.as_bytes_mut();
-    out[..inner.tail_block.len()].copy_from_slice(&inner.tail_block);
-    let mut at = inner.tail_block.len();
-    for pending in inner.pending.iter().take(batches) {
+    out[..start.tail.len()].copy_from_slice(&start.tail);
+    let mut at = start.tail.len();
+    for pending in inner.pending.iter().skip(start.skip).take(batches) {
         if let Pending::Batch(b) = pending {
             out[at..at + b.bytes.len()].copy_from_slice(&b.bytes);
             at += b.bytes.len();
@@ -231,14 +268,12 @@ fn plan_write(inner: &mut Inner) -> WriteJob {
     }
     // Zero padding: recovery reads zeros after the last batch as "end of data".
     out[at..].fill(0);
-    let new_end = active.size_bytes + batch_bytes as u64;
-    let new_tail = out
-        [(align_down(new_end) - aligned_start) as usize..(new_end - aligned_start) as usize]
-        .to_vec();
+    let new_end = start.size_bytes + batch_bytes as u64;
+    let tail_from = (align_down(new_end) - aligned_start) as usize;
+    let new_tail = out[tail_from..(new_end - aligned_start) as usize].to_vec();
     let write_end = aligned_start + buffer.len() as u64;
-    let allocate_to = (write_end > active.allocated_bytes)
-        .then(|| write_end.div_ceil(PREALLOCATE_STEP_BYTES) * PREALLOCATE_STEP_BYTES);
-    WriteJob {
+    let allocate_to = (write_end > start.allocated_bytes).then(|| preallocation_end(write_end));
+    Some(WriteJob {
         file: active.file.clone(),
         path: active.path.clone(),
         segment_base: active.base_offset,
@@ -246,9 +281,42 @@ fn plan_write(inner: &mut Inner) -> WriteJob {
         aligned_start,
         batches,
         batch_bytes,
+        new_end,
         new_tail,
         allocate_to,
-    }
+        allocated_after: allocate_to.unwrap_or(start.allocated_bytes),
+    })
+}
+
+/// Awaits `operation` (a write or an fdatasync) and meanwhile, when at least half a write's worth
+/// of batches is queued after `start`, copies them into the next write's buffer (`staged`), so the
+/// copy overlaps the device's work and the next write goes out as soon as this one completes.
+async fn drive<T>(
+    weak: &Weak<RefCell<Inner>>,
+    operation: impl Future<Output = T>,
+    start: WriteStart,
+    staged: &mut Option<WriteJob>,
+) -> T {
+    let mut operation = std::pin::pin!(operation);
+    futures_lite::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = operation.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        if staged.is_none() {
+            if let Some(log) = weak.upgrade() {
+                let mut inner = log.borrow_mut();
+                let threshold = WRITE_BYTES_MAX / 2;
+                if inner.pending_bytes >= threshold {
+                    *staged = plan_write(&inner, &start, threshold);
+                }
+                if staged.is_none() {
+                    inner.writer_waker = Some(cx.waker().clone());
+                }
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Reserves blocks up to `step_end` (a 32 MiB step) or, when the device cannot hold that much,
@@ -331,6 +399,7 @@ fn complete_write(
             .expect("the written segment exists");
         segment.note_written(b.base, b.last, b.max_timestamp, b.bytes.len(), interval);
         written += b.bytes.len();
+        inner.pending_bytes -= b.bytes.len();
         assert!(
             b.last >= inner.high_watermark,
             "the high watermark only grows"
@@ -397,31 +466,16 @@ fn sync_dir(dir: &Path) -> Result<(), LogError> {
 /// The per-log writer task: one write (or roll) in flight at a time, everything queued meanwhile
 /// goes in the next one.
 async fn run_writer(weak: Weak<RefCell<Inner>>) {
+    let mut staged: Option<WriteJob> = None;
     loop {
-        let job = futures_lite::future::poll_fn(|cx| {
-            let Some(log) = weak.upgrade() else {
-                return Poll::Ready(None);
-            };
-            let mut inner = log.borrow_mut();
-            if inner.closed {
-                return Poll::Ready(None);
+        let job = match staged.take() {
+            Some(job) => {
+                let Some(log) = weak.upgrade() else { return };
+                log.borrow_mut().writing = true;
+                Some(Job::Write(job))
             }
-            match inner.pending.front() {
-                Some(Pending::Roll) => {
-                    inner.writing = true;
-                    Poll::Ready(Some(Job::Roll))
-                }
-                Some(Pending::Batch(_)) => {
-                    inner.writing = true;
-                    Poll::Ready(Some(Job::Write(plan_write(&mut inner))))
-                }
-                None => {
-                    inner.writer_waker = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            }
-        })
-        .await;
+            None => next_job(&weak).await,
+        };
         let Some(job) = job else { return };
         let outcome = match job {
             Job::Roll => {
@@ -429,55 +483,7 @@ async fn run_writer(weak: Weak<RefCell<Inner>>) {
                 let path = log.borrow().active().path.clone();
                 run_roll(&log).await.map_err(|e| (e, path))
             }
-            Job::Write(job) => {
-                let (segment_base, batches, batch_bytes, path) = (
-                    job.segment_base,
-                    job.batches,
-                    job.batch_bytes,
-                    job.path.clone(),
-                );
-                let new_tail = job.new_tail.clone();
-                let file = job.file.clone();
-                let (result, buffer, done) = run_write(job).await;
-                if let Some(buffer) = buffer {
-                    give_buffer(buffer);
-                }
-                let allocate_to = done.allocated;
-                match result {
-                    Ok(()) => {
-                        let Some(log) = weak.upgrade() else { return };
-                        let (always, target) = {
-                            let mut inner = log.borrow_mut();
-                            complete_write(
-                                &mut inner,
-                                segment_base,
-                                batches,
-                                batch_bytes,
-                                new_tail,
-                                allocate_to,
-                            );
-                            inner.wake_all();
-                            (
-                                inner.config.durability == Durability::Always,
-                                inner.high_watermark,
-                            )
-                        };
-                        if always {
-                            match file.fdatasync().await {
-                                Ok(()) => {
-                                    let mut inner = log.borrow_mut();
-                                    inner.durable_offset = inner.durable_offset.max(target);
-                                    Ok(())
-                                }
-                                Err(e) => Err((log_error(&path, e), path)),
-                            }
-                        } else {
-                            Ok(())
-                        }
-                    }
-                    Err(e) => Err((e, path)),
-                }
-            }
+            Job::Write(job) => write_and_sync(&weak, job, &mut staged).await,
         };
         let Some(log) = weak.upgrade() else { return };
         let failed = {
@@ -499,9 +505,99 @@ async fn run_writer(weak: Weak<RefCell<Inner>>) {
         };
         drop(log);
         if failed {
+            // The staged write was built on top of the failed one: rebuild it after the retry.
+            if let Some(job) = staged.take() {
+                give_buffer(job.buffer);
+            }
             glommio::timer::sleep(Duration::from_millis(WRITE_RETRY_MS)).await;
         }
     }
+}
+
+/// Waits for queued work; `None` when the log is closed or dropped.
+async fn next_job(weak: &Weak<RefCell<Inner>>) -> Option<Job> {
+    futures_lite::future::poll_fn(|cx| {
+        let Some(log) = weak.upgrade() else {
+            return Poll::Ready(None);
+        };
+        let mut inner = log.borrow_mut();
+        if inner.closed {
+            return Poll::Ready(None);
+        }
+        match inner.pending.front() {
+            Some(Pending::Roll) => {
+                inner.writing = true;
+                Poll::Ready(Some(Job::Roll))
+            }
+            Some(Pending::Batch(_)) => {
+                inner.writing = true;
+                let start = current_start(&inner);
+                let job = plan_write(&inner, &start, 0).expect("a batch is at the front");
+                Poll::Ready(Some(Job::Write(job)))
+            }
+            None => {
+                inner.writer_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
+/// One write; on success its batches become visible, and under `Always` the segment is synced
+/// before they count as durable. The next write may be staged meanwhile.
+async fn write_and_sync(
+    weak: &Weak<RefCell<Inner>>,
+    job: WriteJob,
+    staged: &mut Option<WriteJob>,
+) -> Result<(), (LogError, PathBuf)> {
+    let (segment_base, batches, batch_bytes, path) = (
+        job.segment_base,
+        job.batches,
+        job.batch_bytes,
+        job.path.clone(),
+    );
+    let new_tail = job.new_tail.clone();
+    let file = job.file.clone();
+    let after = WriteStart {
+        skip: job.batches,
+        size_bytes: job.new_end,
+        tail: job.new_tail.clone(),
+        allocated_bytes: job.allocated_after,
+    };
+    let (result, buffer, done) = drive(weak, run_write(job), after, staged).await;
+    if let Some(buffer) = buffer {
+        give_buffer(buffer);
+    }
+    result.map_err(|e| (e, path.clone()))?;
+    let Some(log) = weak.upgrade() else {
+        return Ok(());
+    };
+    let (always, target, start) = {
+        let mut inner = log.borrow_mut();
+        complete_write(
+            &mut inner,
+            segment_base,
+            batches,
+            batch_bytes,
+            new_tail,
+            done.allocated,
+        );
+        inner.wake_all();
+        let always = inner.config.durability == Durability::Always;
+        (always, inner.high_watermark, current_start(&inner))
+    };
+    drop(log);
+    if !always {
+        return Ok(());
+    }
+    let synced = drive(weak, file.fdatasync(), start, staged).await;
+    synced.map_err(|e| (log_error(&path, e), path.clone()))?;
+    if let Some(log) = weak.upgrade() {
+        let mut inner = log.borrow_mut();
+        inner.durable_offset = inner.durable_offset.max(target);
+    }
+    Ok(())
 }
 
 /// Background fdatasync for `Durability::Interval`: at most one sync per interval, only when
@@ -684,6 +780,7 @@ pub(crate) async fn open(dir: &Path, config: LogConfig) -> Result<Rc<RefCell<Inn
         config,
         segments,
         pending: VecDeque::new(),
+        pending_bytes: 0,
         planned_segment_bytes: active_size,
         planned_segment_base: active_base,
         planned_segment_opened_ms: now_ms(),
@@ -817,6 +914,7 @@ pub(crate) fn append(log: &Rc<RefCell<Inner>>, mut batch: BytesMut) -> Result<Ap
             .record(info.producer_id, info.producer_epoch, record);
     }
     inner.planned_segment_bytes += size;
+    inner.pending_bytes += batch.len();
     inner.next_offset = last + 1;
     inner.pending.push_back(Pending::Batch(PendingBatch {
         base,
@@ -1107,6 +1205,7 @@ pub(crate) async fn close(log: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
             inner.durable_offset = inner.high_watermark;
         }
         inner.pending.clear();
+        inner.pending_bytes = 0;
         inner.cache.clear();
         inner.cache_bytes = 0;
         inner.wake_writer();
@@ -1120,4 +1219,21 @@ pub(crate) async fn close(log: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
         }
     }
     finish
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preallocation_steps_double_up_to_32_mib() {
+        assert_eq!(preallocation_end(4096), 2 << 20);
+        assert_eq!(preallocation_end((1 << 20) + 1), 4 << 20);
+        assert_eq!(preallocation_end(3 << 20), 8 << 20);
+        assert_eq!(preallocation_end(100 << 20), 160 << 20);
+        for end in [1u64, 4096, 5 << 20, 1 << 30] {
+            let reserved = preallocation_end(end);
+            assert!(reserved > end && reserved - end <= 2 * PREALLOCATE_STEP_BYTES);
+        }
+    }
 }

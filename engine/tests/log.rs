@@ -358,3 +358,40 @@ fn delete_removes_the_directory() {
         assert!(!dir.exists());
     });
 }
+
+#[test]
+fn bursts_larger_than_one_write_stage_the_next_write_across_rolls() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(tmp.path(), |dir| async move {
+        for (i, durability) in [Durability::Os, Durability::Always].into_iter().enumerate() {
+            let config = LogConfig {
+                durability,
+                segment_bytes: 3 << 20,
+                ..LogConfig::default()
+            };
+            let dir = dir.join(i.to_string());
+            let log = Log::open(&dir, config.clone()).await.unwrap();
+            let mut sent = Vec::new();
+            let mut last = 0;
+            // 12 MiB of uneven batches queued at once: several 1 MiB writes, staged while the
+            // previous one is in flight, and rolls every 3 MiB.
+            for i in 0..700usize {
+                let mut batch = values(1 + i % 5, 3000 + (i * 7919) % 9000, i as u8);
+                let appended = log.append(batch.clone()).unwrap();
+                weir_engine::batch::set_base_offset(&mut batch, appended.base_offset);
+                sent.push((appended.base_offset, batch.to_vec()));
+                last = appended.last_offset;
+                if i % 250 == 0 {
+                    glommio::yield_if_needed().await;
+                }
+            }
+            log.wait_durable(last).await.unwrap();
+            assert!(files(&dir, ".log").len() >= 3, "rolled");
+            assert_eq!(read_all(&log, 0, 1 << 20).await, sent);
+            log.close().await.unwrap();
+            let log = Log::open(&dir, config).await.unwrap();
+            assert_eq!(read_all(&log, 0, 1 << 20).await, sent);
+            log.close().await.unwrap();
+        }
+    });
+}

@@ -29,7 +29,13 @@ const SET_HELP: &str = "Broker and topic defaults with Kafka's names (repeatable
 
 /// `weir`: a thread-per-core Kafka-compatible log broker.
 #[derive(Parser, Debug, Clone, Default)]
-#[command(name = "weir", version, about, long_about = None)]
+#[command(
+    name = "weir",
+    version,
+    about,
+    long_about = None,
+    after_help = "Logging: set RUST_LOG (tracing filter syntax, e.g. RUST_LOG=debug); default info.\nSIGINT/SIGTERM stop accepting, finish in-flight requests, close the logs and exit 0."
+)]
 pub struct Args {
     /// Directory holding topic logs, metadata.json and consumer group state.
     #[arg(long, value_name = "DIR")]
@@ -41,8 +47,8 @@ pub struct Args {
     /// Host name put in Metadata responses (default: the --listen host).
     #[arg(long, value_name = "HOST")]
     pub advertised_host: Option<String>,
-    /// Advertise every broker at the bootstrap port instead of its own port: clients then reach
-    /// partitions through forwarding (single-port deployments, and measuring that path).
+    /// Advertise one broker (id 0) at the bootstrap port instead of one per shard: clients then
+    /// reach every partition through forwarding (single-port deployments, and measuring that path).
     #[arg(long)]
     pub advertise_bootstrap: bool,
     /// CPUs to run shards on, one pinned glommio executor each: `0-3`, `0,2,5` (default: all).
@@ -54,6 +60,10 @@ pub struct Args {
     pub config: Option<PathBuf>,
     #[arg(long = "set", value_name = "KEY=VALUE", long_help = SET_HELP, help = "Broker/topic default with Kafka's name, e.g. num.partitions=3 (see --help)")]
     pub set: Vec<String>,
+    /// Admin commands against a running broker (`weir exchange …`, `weir binding …`); without
+    /// one, `weir` runs the broker.
+    #[command(subcommand)]
+    pub command: Option<crate::routing::cli::Command>,
 }
 
 /// Everything the broker reads at start; immutable afterwards.
@@ -200,14 +210,14 @@ impl BrokerConfig {
                     .filter(|n| *n >= 64)
                     .with_context(|| format!("{key}={value}: must be >= 64"))?
             }
-            "max.connections" => {
-                self.max_connections = usize::try_from(number()?)
+            "log.retention.check.interval.ms" => {
+                self.retention_check_interval_ms = u64::try_from(number()?)
                     .ok()
                     .filter(|n| *n > 0)
                     .with_context(|| format!("{key}={value}: must be > 0"))?
             }
-            "log.retention.check.interval.ms" => {
-                self.retention_check_interval_ms = u64::try_from(number()?)
+            "max.connections" => {
+                self.max_connections = usize::try_from(number()?)
                     .ok()
                     .filter(|n| *n > 0)
                     .with_context(|| format!("{key}={value}: must be > 0"))?

@@ -10,6 +10,7 @@
 //! starts one pinned glommio executor per CPU, prints the ready line, and turns SIGINT/SIGTERM
 //! into a shutdown message to every shard.
 
+pub mod alloc;
 pub mod config;
 pub mod groups;
 pub mod kafka;
@@ -29,7 +30,10 @@ pub use config::{Args, BrokerConfig};
 /// Parses the command line and runs the broker until SIGINT/SIGTERM.
 pub fn main_with_args() -> anyhow::Result<()> {
     use clap::Parser;
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(command) = args.command.take() {
+        return routing::cli::run(&command);
+    }
     init_tracing();
     run(BrokerConfig::from_args(args)?)
 }
@@ -64,6 +68,9 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     if reassign_missing_shards(&mut metadata, count) {
         metadata::store(&config.data_dir, &metadata).context("storing metadata")?;
     }
+    metadata.routing = routing::controller::RoutingController::open(&config.data_dir)
+        .context("loading exchanges and bindings")?
+        .snapshot();
     let metadata = Arc::new(metadata);
 
     let (mesh, inboxes) = shard::mesh::build(count);

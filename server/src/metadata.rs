@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +22,11 @@ pub struct Metadata {
     pub topics: BTreeMap<String, TopicMeta>,
     /// The next producer id InitProducerId hands out; persisted before it is used.
     pub next_producer_id: i64,
+    /// Exchanges and bindings: an immutable snapshot published by the controller's
+    /// `routing::controller::RoutingController`, broadcast with the metadata. Persisted by the
+    /// routing store (`<data-dir>/routing/`), not in this file.
+    #[serde(skip)]
+    pub routing: Arc<crate::routing::table::RoutingTable>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -314,6 +314,31 @@ fn api_versions_fallback_and_bad_frames() {
     old.send_raw(ApiKey::Produce, 2, &ApiVersionsRequest::default());
     assert!(old.is_closed());
 
+    // Tiny frames whose arrays claim billions of elements (the decoder reserves before it
+    // reads): the connection closes, the broker lives.
+    let huge_arrays: [&[u8]; 3] = [
+        // Metadata v1, topics: i32 0x7fffffff
+        &[0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff],
+        // Produce v7: transactional id null, acks 1, timeout 0, topics: i32 0x7fffffff
+        &[
+            0, 0, 0, 7, 0, 0, 0, 2, 0xff, 0xff, 0xff, 0xff, 0, 1, 0, 0, 0, 0, 0x7f, 0xff, 0xff,
+            0xff,
+        ],
+        // Metadata v9 (flexible): client id null, no tags, topics: uvarint 0xffffffff
+        &[
+            0, 3, 0, 9, 0, 0, 0, 3, 0xff, 0xff, 0, 0xff, 0xff, 0xff, 0xff, 0x0f,
+        ],
+    ];
+    for body in huge_arrays {
+        let mut hostile = broker.connect(0);
+        hostile
+            .stream
+            .write_all(&(body.len() as i32).to_be_bytes())
+            .unwrap();
+        hostile.stream.write_all(body).unwrap();
+        assert!(hostile.is_closed(), "{body:?}");
+    }
+
     // The first connection is unaffected.
     let response = client.call(12, &MetadataRequest::default());
     assert_eq!(response.brokers.len(), 2);
@@ -583,5 +608,182 @@ fn topics_configs_and_producer_ids_survive_restart() {
     delete.topic_names.push(TopicName(text("kept")));
     assert_eq!(client.call(4, &delete).responses[0].error_code, 0);
     create_topic(&mut client, "kept", 2);
+    assert_eq!(broker.stop().code(), Some(0));
+}
+
+#[test]
+fn retention_runs_on_every_shard() {
+    let broker = Broker::start(19160, &["--set", "log.retention.check.interval.ms=100"]);
+    let mut client = broker.connect(0);
+    let mut topic = CreatableTopic::default();
+    topic.name = TopicName(text("short"));
+    topic.num_partitions = 2;
+    topic.replication_factor = 1;
+    for (name, value) in [("retention.ms", "500"), ("segment.bytes", "1024")] {
+        let mut config =
+            kafka_protocol::messages::create_topics_request::CreatableTopicConfig::default();
+        config.name = text(name);
+        config.value = Some(text(value));
+        topic.configs.push(config);
+    }
+    let mut request = CreateTopicsRequest::default();
+    request.topics.push(topic);
+    assert_eq!(client.call(5, &request).topics[0].error_code, 0);
+    let value = "v".repeat(300);
+    for partition in 0..2 {
+        for _ in 0..20 {
+            assert_eq!(
+                produce(&mut client, "short", partition, batch(&[&value])).0,
+                0
+            );
+        }
+    }
+    // Old segments go once they are older than retention.ms (record timestamps are from 2023).
+    let earliest = |client: &mut Client, partition: i32| {
+        let mut request = ListOffsetsRequest::default();
+        let mut topic = kafka_protocol::messages::list_offsets_request::ListOffsetsTopic::default();
+        topic.name = TopicName(text("short"));
+        let mut p = kafka_protocol::messages::list_offsets_request::ListOffsetsPartition::default();
+        p.partition_index = partition;
+        p.timestamp = -2;
+        topic.partitions.push(p);
+        request.topics.push(topic);
+        client.call(5, &request).topics[0].partitions[0].offset
+    };
+    for partition in 0..2 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while earliest(&mut client, partition) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "partition {partition}: retention never ran"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert_eq!(broker.stop().code(), Some(0));
+}
+
+#[test]
+fn group_requests_reach_the_coordinator_shard_from_any_port() {
+    let broker = Broker::start(19170, &[]);
+    let group = "forwarded-group";
+    let mut bootstrap = broker.connect(0);
+    let mut find = FindCoordinatorRequest::default();
+    find.key = text(group);
+    let found = bootstrap.call(3, &find);
+    assert_eq!(found.error_code, 0);
+    let owner = found.node_id.0 as u16;
+    assert_eq!(found.port, (broker.port + 1 + owner) as i32);
+    let other = 1 - owner;
+
+    // JoinGroup through the shard that does NOT coordinate the group: forwarded, so the
+    // coordinator's answer (MEMBER_ID_REQUIRED with an id, KIP-394), not COORDINATOR_NOT_AVAILABLE.
+    let mut wrong = broker.connect(1 + other);
+    let mut join = JoinGroupRequest::default();
+    join.group_id = GroupId(text(group));
+    join.session_timeout_ms = 10_000;
+    join.rebalance_timeout_ms = 10_000;
+    join.member_id = text("");
+    join.group_instance_id = None;
+    join.protocol_type = text("consumer");
+    let mut protocol =
+        kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol::default();
+    protocol.name = text("range");
+    protocol.metadata = Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0]);
+    join.protocols.push(protocol);
+    let joined = wrong.call(5, &join);
+    assert_eq!(joined.error_code, 79, "MEMBER_ID_REQUIRED");
+    assert!(!joined.member_id.is_empty());
+
+    // OffsetCommit / OffsetFetch through the wrong shard too (simple commit, generation -1).
+    let mut commit = OffsetCommitRequest::default();
+    commit.group_id = GroupId(text("committer"));
+    commit.generation_id_or_member_epoch = -1;
+    commit.member_id = text("");
+    commit.group_instance_id = None;
+    let mut topic =
+        kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic::default();
+    topic.name = TopicName(text("some-topic"));
+    let mut partition =
+        kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition::default();
+    partition.partition_index = 0;
+    partition.committed_offset = 42;
+    partition.committed_metadata = None;
+    topic.partitions.push(partition);
+    commit.topics.push(topic);
+    for port_offset in [0u16, 1, 2] {
+        let mut client = broker.connect(port_offset);
+        let committed = client.call(7, &commit);
+        assert_eq!(
+            committed.topics[0].partitions[0].error_code, 0,
+            "port +{port_offset}"
+        );
+        let mut fetch = OffsetFetchRequest::default();
+        fetch.group_id = GroupId(text("committer"));
+        let mut wanted =
+            kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic::default();
+        wanted.name = TopicName(text("some-topic"));
+        wanted.partition_indexes = vec![0];
+        fetch.topics = Some(vec![wanted]);
+        let fetched = client.call(7, &fetch);
+        assert_eq!(
+            fetched.topics[0].partitions[0].committed_offset, 42,
+            "port +{port_offset}"
+        );
+    }
+
+    // ListGroups: a broker port lists its own groups; the bootstrap port lists every shard's.
+    let listed = |client: &mut Client| -> Vec<String> {
+        let mut names: Vec<String> = client
+            .call(3, &ListGroupsRequest::default())
+            .groups
+            .iter()
+            .map(|g| g.group_id.0.to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    let all = listed(&mut bootstrap);
+    assert!(
+        all.contains(&group.to_string()) && all.contains(&"committer".to_string()),
+        "{all:?}"
+    );
+    let mut per_broker: Vec<String> = Vec::new();
+    for port_offset in [1u16, 2] {
+        per_broker.extend(listed(&mut broker.connect(port_offset)));
+    }
+    per_broker.sort();
+    assert_eq!(
+        per_broker, all,
+        "each group is listed by exactly one broker"
+    );
+    assert_eq!(broker.stop().code(), Some(0));
+}
+
+#[test]
+fn advertise_bootstrap_is_one_broker_reached_by_forwarding() {
+    let broker = Broker::start(19180, &["--advertise-bootstrap"]);
+    let mut client = broker.connect(0);
+    create_topic(&mut client, "single", 4);
+    let metadata = client.call(9, &MetadataRequest::default().with_topics(None));
+    assert_eq!(metadata.brokers.len(), 1);
+    assert_eq!(
+        (metadata.brokers[0].node_id.0, metadata.brokers[0].port),
+        (0, broker.port as i32)
+    );
+    assert!(metadata.topics[0]
+        .partitions
+        .iter()
+        .all(|p| p.leader_id.0 == 0));
+    for partition in 0..4 {
+        assert_eq!(
+            produce(&mut client, "single", partition, batch(&["one"])).0,
+            0
+        );
+        assert_eq!(
+            fetch(&mut client, 11, "single", partition, 0, 0).2,
+            vec!["one".to_string()]
+        );
+    }
     assert_eq!(broker.stop().code(), Some(0));
 }

@@ -18,6 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::admin_topics::controller_call;
 use super::error_codes as code;
 use crate::config::TOPIC_CONFIG_NAMES;
+use crate::routing::config::ConfigOperation;
 use crate::shard::mesh::{ConfigChange, ControlJob, ItemResults};
 use crate::shard::Shard;
 
@@ -64,9 +65,35 @@ pub async fn describe(
         let mut result = DescribeConfigsResult::default();
         result.resource_type = resource.resource_type;
         match resource.resource_type {
+            RESOURCE_TOPIC
+                if metadata
+                    .routing
+                    .is_exchange(resource.resource_name.as_str()) =>
+            {
+                // An exchange has only its routing configs (type, alternate, bindings).
+                let routing = crate::routing::config::describe(
+                    resource.resource_name.as_str(),
+                    &metadata.routing,
+                );
+                for (name, value) in routing.iter().filter(|(name, _)| wanted(name)) {
+                    result
+                        .configs
+                        .push(entry(version, name, value, SOURCE_TOPIC));
+                }
+            }
             RESOURCE_TOPIC => match metadata.topics.get(resource.resource_name.as_str()) {
                 None => result.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
                 Some(topic) => {
+                    // The exchanges this topic is bound from (`weir.bindings`).
+                    let routing = crate::routing::config::describe(
+                        resource.resource_name.as_str(),
+                        &metadata.routing,
+                    );
+                    for (name, value) in routing.iter().filter(|(name, _)| wanted(name)) {
+                        result
+                            .configs
+                            .push(entry(version, name, value, SOURCE_TOPIC));
+                    }
                     let mut names: Vec<&str> = TOPIC_CONFIG_NAMES.to_vec();
                     names.extend(
                         topic
@@ -105,6 +132,10 @@ pub async fn describe(
                     config.socket_request_max_bytes.to_string(),
                 );
                 values.insert("max.connections".into(), config.max_connections.to_string());
+                values.insert(
+                    "log.retention.check.interval.ms".into(),
+                    config.retention_check_interval_ms.to_string(),
+                );
                 for name in TOPIC_CONFIG_NAMES {
                     if let Some((value, _)) = config.effective(&BTreeMap::new(), name) {
                         values.insert(name.to_string(), value);
@@ -177,10 +208,19 @@ pub async fn alter(
         .into_iter()
         .map(|r| {
             let topic = r.resource_name.to_string();
-            let edits = r
+            // Routing configs given are SET; routing configs left out are kept (bindings are
+            // declarations, not settings that reset to a default).
+            let (routing, edits): (Vec<_>, Vec<_>) = r
                 .configs
                 .into_iter()
                 .map(|c| (c.name.to_string(), c.value.map(|v| v.to_string())))
+                .partition(|(name, _)| crate::routing::config::is_routing_config(name));
+            let routing = routing
+                .into_iter()
+                .map(|(name, value)| {
+                    let operation = ConfigOperation::Set(value.unwrap_or_default());
+                    (name, operation)
+                })
                 .collect();
             (
                 r.resource_type,
@@ -189,6 +229,7 @@ pub async fn alter(
                     topic,
                     replace_all: true,
                     edits,
+                    routing,
                 }),
             )
         })
@@ -216,8 +257,17 @@ pub async fn incremental_alter(
         .map(|r| {
             let topic = r.resource_name.to_string();
             let mut edits = Vec::new();
+            let mut routing = Vec::new();
             let mut error = None;
             for config in r.configs {
+                if crate::routing::config::is_routing_config(config.name.as_str()) {
+                    let value = config.value.as_deref();
+                    match ConfigOperation::from_wire(config.config_operation, value) {
+                        Ok(operation) => routing.push((config.name.to_string(), operation)),
+                        Err(refused) => error = Some(refused.to_string()),
+                    }
+                    continue;
+                }
                 match config.config_operation {
                     0 => edits.push((
                         config.name.to_string(),
@@ -238,6 +288,7 @@ pub async fn incremental_alter(
                     topic: topic.clone(),
                     replace_all: false,
                     edits,
+                    routing,
                 }),
             };
             (r.resource_type, topic, change)

@@ -110,6 +110,11 @@ async fn read_all(
                 payload: Payload::Remote(Vec::new()),
             };
             let source = match metadata.owner(&name, partition) {
+                // Exchanges route what is produced to them and keep nothing: consume the topics
+                // bound to them instead.
+                None if metadata.routing.is_exchange(&name) => {
+                    Source::Done(empty(code::INVALID_REQUEST))
+                }
                 None => Source::Done(empty(code::UNKNOWN_TOPIC_OR_PARTITION)),
                 Some(owner) if owner == shard.id => {
                     let outcome =

@@ -16,7 +16,7 @@ fn locate(shard: &Shard, key: &str, key_type: i8) -> (i16, i32, StrBytes, i32) {
     if key_type != 0 {
         return (code::COORDINATOR_NOT_AVAILABLE, -1, StrBytes::default(), -1);
     }
-    let owner = owner_shard(key, shard.count);
+    let owner = shard.advertised_broker(owner_shard(key, shard.count));
     (
         code::NONE,
         owner as i32,

@@ -24,7 +24,10 @@ pub async fn lookup(
         offset: -1,
         timestamp: -1,
     };
-    match shard.metadata().owner(topic, partition) {
+    let metadata = shard.metadata();
+    match metadata.owner(topic, partition) {
+        // An exchange keeps no log, so it has no offsets: refused as Fetch is.
+        None if metadata.routing.is_exchange(topic) => failed(code::INVALID_REQUEST),
         None => failed(code::UNKNOWN_TOPIC_OR_PARTITION),
         Some(owner) if owner == shard.id => {
             partition_ops::list_offset(shard, topic, partition, timestamp).await

@@ -34,7 +34,11 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: MetadataRequest) -
     if let Some(names) = &wanted {
         let missing: Vec<String> = names
             .iter()
-            .filter(|n| !metadata.topics.contains_key(*n) && valid_topic_name(n))
+            .filter(|n| {
+                !metadata.topics.contains_key(*n)
+                    && !metadata.routing.is_exchange(n)
+                    && valid_topic_name(n)
+            })
             .cloned()
             .collect();
         if !missing.is_empty() && allow_create && shard.config.auto_create_topics {
@@ -52,18 +56,19 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: MetadataRequest) -
         None => metadata
             .topics
             .keys()
-            .map(|name| topic(&metadata, name, version))
+            .chain(metadata.routing.exchanges().map(|exchange| &exchange.name))
+            .map(|name| topic(shard, &metadata, name, version))
             .collect(),
         Some(names) => names
             .iter()
-            .map(|name| topic(&metadata, name, version))
+            .map(|name| topic(shard, &metadata, name, version))
             .collect(),
     };
     response
 }
 
 pub fn brokers(shard: &Shard) -> Vec<MetadataResponseBroker> {
-    (0..shard.count)
+    (0..shard.advertised_broker_count())
         .map(|id| {
             let mut broker = MetadataResponseBroker::default();
             broker.node_id = BrokerId(id as i32);
@@ -74,9 +79,20 @@ pub fn brokers(shard: &Shard) -> Vec<MetadataResponseBroker> {
         .collect()
 }
 
-fn topic(metadata: &Metadata, name: &str, version: i16) -> MetadataResponseTopic {
+fn topic(shard: &Shard, metadata: &Metadata, name: &str, version: i16) -> MetadataResponseTopic {
     let mut out = MetadataResponseTopic::default();
     out.name = Some(TopicName(StrBytes::from_string(name.to_string())));
+    if metadata.routing.is_exchange(name) {
+        // An exchange looks like a topic with one partition per shard, each led by its shard,
+        // so that producers spread over the cores; each shard routes what it receives.
+        out.partitions = crate::routing::broker::exchange_partition_leaders(shard.count)
+            .map(|(index, leader)| {
+                let leader = BrokerId(shard.advertised_broker(leader as usize) as i32);
+                partition(index, leader, version)
+            })
+            .collect();
+        return out;
+    }
     let Some(meta) = metadata.topics.get(name) else {
         out.error_code = if valid_topic_name(name) {
             code::UNKNOWN_TOPIC_OR_PARTITION
@@ -93,17 +109,21 @@ fn topic(metadata: &Metadata, name: &str, version: i16) -> MetadataResponseTopic
         .iter()
         .enumerate()
         .map(|(index, owner)| {
-            let leader = BrokerId(*owner as i32);
-            let mut partition = MetadataResponsePartition::default();
-            partition.partition_index = index as i32;
-            partition.leader_id = leader;
-            if version >= 7 {
-                partition.leader_epoch = 0;
-            }
-            partition.replica_nodes = vec![leader];
-            partition.isr_nodes = vec![leader];
-            partition
+            let leader = BrokerId(shard.advertised_broker(*owner) as i32);
+            partition(index as i32, leader, version)
         })
         .collect();
     out
+}
+
+fn partition(index: i32, leader: BrokerId, version: i16) -> MetadataResponsePartition {
+    let mut partition = MetadataResponsePartition::default();
+    partition.partition_index = index;
+    partition.leader_id = leader;
+    if version >= 7 {
+        partition.leader_epoch = 0;
+    }
+    partition.replica_nodes = vec![leader];
+    partition.isr_nodes = vec![leader];
+    partition
 }

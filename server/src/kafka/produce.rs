@@ -31,15 +31,18 @@ fn failed(error_code: i16) -> Outcome {
     })
 }
 
-/// The single place where a produce to an exchange would be diverted to the router (owned by the
+/// The single place where a produce to an exchange is diverted to the router (owned by the
 /// routing module). Returns `None` when `topic` is a plain topic.
-fn divert_to_exchange(
-    _shard: &Rc<Shard>,
-    _topic: &str,
-    _partition: i32,
-    _records: &Option<Bytes>,
+async fn divert_to_exchange(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: i32,
+    records: &Option<Bytes>,
+    acks: i16,
 ) -> Option<Outcome> {
-    None
+    crate::routing::broker::produce(shard, topic, partition, records.as_ref(), acks)
+        .await
+        .map(Outcome::Remote)
 }
 
 pub async fn dispatch(shard: &Rc<Shard>, request: Request) -> Result<Pending, CodecError> {
@@ -54,7 +57,9 @@ pub async fn dispatch(shard: &Rc<Shard>, request: Request) -> Result<Pending, Co
             let index = data.index;
             let outcome = if !(-1..=1).contains(&acks) {
                 failed(code::INVALID_REQUIRED_ACKS)
-            } else if let Some(diverted) = divert_to_exchange(shard, &name, index, &data.records) {
+            } else if let Some(diverted) =
+                divert_to_exchange(shard, &name, index, &data.records, acks).await
+            {
                 diverted
             } else {
                 match metadata.owner(&name, index) {

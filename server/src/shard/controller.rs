@@ -9,6 +9,8 @@ use std::sync::Arc;
 use crate::config::validate_topic_config;
 use crate::kafka::error_codes as code;
 use crate::metadata::{assign_shard, new_topic_id, store, valid_topic_name, Metadata, TopicMeta};
+use crate::routing::broker::{self as routing_glue, CreateRouting};
+use crate::routing::controller::RoutingController;
 
 use super::mesh::{reply_channel, ConfigChange, ControlJob, ItemResults, Job, NewTopic};
 use super::Shard;
@@ -17,6 +19,10 @@ use super::Shard;
 const PARTITIONS_MAX: i32 = 100_000;
 
 pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: Metadata) {
+    // Exchanges and bindings: loaded at start into `initial.routing`; the controller is their
+    // single writer from here on, and `commit` broadcasts its snapshot with the metadata.
+    let mut routing =
+        RoutingController::from_snapshot(&shard.config.data_dir, initial.routing.clone());
     let mut metadata = initial;
     while let Ok(job) = jobs.recv_async().await {
         match job {
@@ -25,10 +31,12 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
                 validate_only,
                 reply,
             } => {
-                let results = create_topics(&shard, &mut metadata, topics, validate_only);
+                let results =
+                    create_topics(&shard, &mut metadata, &mut routing, topics, validate_only);
                 commit(
                     &shard,
                     &mut metadata,
+                    &routing,
                     !validate_only && results.iter().any(|r| r.1 == 0),
                 )
                 .await;
@@ -37,14 +45,31 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
             ControlJob::DeleteTopics { names, reply } => {
                 let mut results = ItemResults::new();
                 for name in names {
-                    let error = if metadata.topics.remove(&name).is_some() {
-                        code::NONE
+                    let exchange = routing.table().is_exchange(&name);
+                    let known = exchange || metadata.topics.contains_key(&name);
+                    // An exchange is deleted with its bindings; a topic loses the bindings to it.
+                    let changes = routing_glue::delete_changes(&routing, &name);
+                    let result = if !known {
+                        Err((code::UNKNOWN_TOPIC_OR_PARTITION, None))
                     } else {
-                        code::UNKNOWN_TOPIC_OR_PARTITION
+                        routing_glue::apply(&mut routing, &changes, false)
+                            .map_err(|(error, message)| (error, Some(message)))
                     };
-                    results.push((name, error, None));
+                    match result {
+                        Ok(()) => {
+                            metadata.topics.remove(&name);
+                            results.push((name, code::NONE, None));
+                        }
+                        Err((error, message)) => results.push((name, error, message)),
+                    }
                 }
-                commit(&shard, &mut metadata, results.iter().any(|r| r.1 == 0)).await;
+                commit(
+                    &shard,
+                    &mut metadata,
+                    &routing,
+                    results.iter().any(|r| r.1 == 0),
+                )
+                .await;
                 let _ = reply.send_async(results).await;
             }
             ControlJob::CreatePartitions {
@@ -56,6 +81,7 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
                 commit(
                     &shard,
                     &mut metadata,
+                    &routing,
                     !validate_only && results.iter().any(|r| r.1 == 0),
                 )
                 .await;
@@ -66,10 +92,11 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
                 validate_only,
                 reply,
             } => {
-                let results = alter_configs(&mut metadata, changes, validate_only);
+                let results = alter_configs(&mut metadata, &mut routing, changes, validate_only);
                 commit(
                     &shard,
                     &mut metadata,
+                    &routing,
                     !validate_only && results.iter().any(|r| r.1 == 0),
                 )
                 .await;
@@ -93,11 +120,19 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
 }
 
 /// Persists and broadcasts the metadata when it changed.
-async fn commit(shard: &Shard, metadata: &mut Metadata, changed: bool) {
+async fn commit(
+    shard: &Shard,
+    metadata: &mut Metadata,
+    routing: &RoutingController,
+    changed: bool,
+) {
     if !changed {
         return;
     }
     metadata.version += 1;
+    // The routing table was persisted by its own store when it changed; it travels with this
+    // snapshot so that every shard sees topics and bindings change together.
+    metadata.routing = routing.snapshot();
     if let Err(error) = store(&shard.config.data_dir, metadata) {
         tracing::error!(%error, "persisting metadata failed; the change lives until restart");
     }
@@ -124,18 +159,45 @@ async fn commit(shard: &Shard, metadata: &mut Metadata, changed: bool) {
 fn create_topics(
     shard: &Shard,
     metadata: &mut Metadata,
+    routing: &mut RoutingController,
     topics: Vec<NewTopic>,
     validate_only: bool,
 ) -> ItemResults {
     let mut results = ItemResults::new();
     for topic in topics {
+        // `weir.*` routing configs declare exchanges and bindings; they are not topic configs.
+        let (configs, routing_configs) = routing_glue::split_configs(topic.configs);
+        let plan = if valid_topic_name(&topic.name) {
+            routing_glue::plan_create(routing, metadata, &topic.name, &routing_configs)
+        } else {
+            Ok(CreateRouting::Topic(Vec::new()))
+        };
+        let bindings = match plan {
+            Err((error, message)) => {
+                results.push((topic.name, error, Some(message)));
+                continue;
+            }
+            Ok(CreateRouting::Exchange(changes)) => {
+                // An exchange has no partitions of its own to create: it is the declaration.
+                match routing_glue::apply(routing, &changes, validate_only) {
+                    Ok(()) => {
+                        if !validate_only {
+                            tracing::info!(exchange = %topic.name, "declared exchange");
+                        }
+                        results.push((topic.name, code::NONE, None));
+                    }
+                    Err((error, message)) => results.push((topic.name, error, Some(message))),
+                }
+                continue;
+            }
+            Ok(CreateRouting::Topic(bindings)) => bindings,
+        };
         let partitions = if topic.partitions == -1 {
             shard.config.num_partitions
         } else {
             topic.partitions
         };
-        let invalid_config = topic
-            .configs
+        let invalid_config = configs
             .iter()
             .find_map(|(key, value)| validate_topic_config(key, value).err());
         let error = if !valid_topic_name(&topic.name) {
@@ -156,6 +218,9 @@ fn create_topics(
         } else {
             invalid_config.map(|message| (code::INVALID_CONFIG, message))
         };
+        // The topic's bindings (`weir.bindings`) are applied last of all checks and before the
+        // topic is created, so a refused binding leaves no topic behind.
+        let error = error.or_else(|| routing_glue::apply(routing, &bindings, validate_only).err());
         match error {
             Some((error, message)) => results.push((topic.name, error, Some(message))),
             None => {
@@ -168,7 +233,7 @@ fn create_topics(
                         TopicMeta {
                             id: new_topic_id(),
                             partitions: owners,
-                            configs: topic.configs,
+                            configs,
                         },
                     );
                     tracing::info!(topic = %topic.name, partitions, "created topic");
@@ -210,15 +275,17 @@ fn create_partitions(
 
 fn alter_configs(
     metadata: &mut Metadata,
+    routing: &mut RoutingController,
     changes: Vec<ConfigChange>,
     validate_only: bool,
 ) -> ItemResults {
     let mut results = ItemResults::new();
     for change in changes {
-        let Some(topic) = metadata.topics.get_mut(&change.topic) else {
+        let exchange = routing.table().is_exchange(&change.topic);
+        if !exchange && !metadata.topics.contains_key(&change.topic) {
             results.push((change.topic, code::UNKNOWN_TOPIC_OR_PARTITION, None));
             continue;
-        };
+        }
         let invalid = change.edits.iter().find_map(|(key, value)| {
             value
                 .as_ref()
@@ -228,7 +295,19 @@ fn alter_configs(
             results.push((change.topic, code::INVALID_CONFIG, Some(message)));
             continue;
         }
-        if !validate_only {
+        if exchange && change.edits.iter().any(|(_, value)| value.is_some()) {
+            let message = "an exchange has no log: only weir.exchange.* and weir.bindings apply";
+            results.push((change.topic, code::INVALID_CONFIG, Some(message.into())));
+            continue;
+        }
+        // Routing changes first: if they are refused, nothing of this resource is applied.
+        let routed = routing_glue::alter_changes(routing, &change.topic, &change.routing)
+            .and_then(|changes| routing_glue::apply(routing, &changes, validate_only));
+        if let Err((error, message)) = routed {
+            results.push((change.topic, error, Some(message)));
+            continue;
+        }
+        if let (false, Some(topic)) = (validate_only, metadata.topics.get_mut(&change.topic)) {
             if change.replace_all {
                 topic.configs.clear();
             }
@@ -259,13 +338,17 @@ mod tests {
                 configs: Default::default(),
             },
         );
+        let directory = tempfile::tempdir().unwrap();
+        let mut routing = RoutingController::open(directory.path()).unwrap();
         let set = |edits: Vec<(String, Option<String>)>, replace_all| ConfigChange {
             topic: "t".into(),
             replace_all,
             edits,
+            routing: Vec::new(),
         };
         let results = alter_configs(
             &mut metadata,
+            &mut routing,
             vec![set(
                 vec![
                     ("flush.ms".into(), Some("5".into())),
@@ -279,24 +362,28 @@ mod tests {
         assert_eq!(metadata.topics["t"].configs.len(), 2);
         let results = alter_configs(
             &mut metadata,
+            &mut routing,
             vec![set(vec![("flush.ms".into(), Some("x".into()))], false)],
             false,
         );
         assert_eq!(results[0].1, code::INVALID_CONFIG);
         alter_configs(
             &mut metadata,
+            &mut routing,
             vec![set(vec![("a".into(), None)], false)],
             false,
         );
         assert_eq!(metadata.topics["t"].configs.len(), 1);
-        alter_configs(&mut metadata, vec![set(vec![], true)], false);
+        alter_configs(&mut metadata, &mut routing, vec![set(vec![], true)], false);
         assert!(metadata.topics["t"].configs.is_empty());
         let results = alter_configs(
             &mut metadata,
+            &mut routing,
             vec![ConfigChange {
                 topic: "nope".into(),
                 replace_all: false,
                 edits: vec![],
+                routing: Vec::new(),
             }],
             false,
         );

@@ -98,6 +98,9 @@ pub struct ConfigChange {
     pub replace_all: bool,
     /// (name, Some(value) = set, None = delete)
     pub edits: Vec<(String, Option<String>)>,
+    /// Operations on `weir.*` routing configs (exchanges and bindings), applied by the
+    /// controller's routing table rather than stored as topic configs.
+    pub routing: Vec<(String, crate::routing::config::ConfigOperation)>,
 }
 
 /// Per-item result of a controller change: (name, error code, message).

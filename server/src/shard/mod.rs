@@ -63,12 +63,32 @@ impl Shard {
         self.config.listen.port() + 1 + shard as u16
     }
 
-    /// The port Metadata and FindCoordinator give for broker `shard`.
-    pub fn advertised_port(&self, shard: usize) -> u16 {
+    /// The brokers Metadata advertises: one per shard; with `--advertise-bootstrap` a single
+    /// broker 0 at the bootstrap port (clients key brokers by address too, and librdkafka 2.0
+    /// merges brokers that share one, so several ids at one port would strand partitions).
+    pub fn advertised_broker_count(&self) -> usize {
+        if self.config.advertise_bootstrap {
+            1
+        } else {
+            self.count
+        }
+    }
+
+    /// The broker id Metadata and FindCoordinator give for what shard `shard` owns.
+    pub fn advertised_broker(&self, shard: usize) -> usize {
+        if self.config.advertise_bootstrap {
+            0
+        } else {
+            shard
+        }
+    }
+
+    /// The port of advertised broker `broker`.
+    pub fn advertised_port(&self, broker: usize) -> u16 {
         if self.config.advertise_bootstrap {
             self.config.listen.port()
         } else {
-            self.broker_port(shard)
+            self.broker_port(broker)
         }
     }
 
@@ -135,6 +155,22 @@ impl Shard {
             }
         }
         *self.metadata.borrow_mut() = next;
+    }
+
+    /// Applies `retention.ms` / `retention.bytes` to every log of this shard, one at a time.
+    async fn enforce_retention(&self) {
+        let logs: Vec<Log> = self
+            .logs
+            .borrow()
+            .values()
+            .flat_map(|partitions| partitions.iter().flatten().cloned())
+            .collect();
+        for log in logs {
+            if let Err(error) = log.enforce_retention().await {
+                tracing::warn!(shard = self.id, dir = %log.dir().display(), %error, "retention failed");
+            }
+            glommio::yield_if_needed().await;
+        }
     }
 
     async fn close_logs(&self) {
@@ -302,6 +338,19 @@ async fn serve(
     glommio::spawn_local(async move {
         while !ticker.shutdown.is_fired() {
             glommio::timer::sleep(TICK).await;
+        }
+    })
+    .detach();
+    let retention = shard.clone();
+    glommio::spawn_local(async move {
+        let interval = Duration::from_millis(retention.config.retention_check_interval_ms);
+        loop {
+            futures_lite::future::or(glommio::timer::sleep(interval), retention.shutdown.wait())
+                .await;
+            if retention.shutdown.is_fired() {
+                return;
+            }
+            retention.enforce_retention().await;
         }
     })
     .detach();

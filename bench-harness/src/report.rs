@@ -1,0 +1,426 @@
+//! Results of a run: the figures, the end-of-run table, `--json` and the `--plot` SVG (written by
+//! hand: two line charts need no plotting crate). Built on the main thread after every worker
+//! thread is joined.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::workload::Workload;
+
+/// Throughput during one interval of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeriesPoint {
+    /// Seconds since producing started, at the end of the interval.
+    pub t_s: f64,
+    pub produce_msgs_per_s: f64,
+    pub produce_mb_per_s: f64,
+    pub consume_msgs_per_s: f64,
+    pub consume_mb_per_s: f64,
+}
+
+/// Percentiles of one latency histogram, in milliseconds (None: no samples).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    pub samples: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub p999_ms: Option<f64>,
+    pub p9999_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    /// (percentile, ms) points for the percentile curve.
+    pub curve: Vec<(f64, f64)>,
+}
+
+impl Latency {
+    pub fn from_histogram(histogram: &Histogram<u64>) -> Self {
+        if histogram.is_empty() {
+            return Latency::default();
+        }
+        let at = |quantile: f64| Some(histogram.value_at_quantile(quantile) as f64 / 1e3);
+        // Points evenly spaced in log10(1 / (1 - p)): 0%, 20.6%, ..., 90%, ..., 99.9999%, capped
+        // where the sample count makes a percentile meaningless.
+        // The maximum closes the curve one step further.
+        let mut curve = Vec::new();
+        for step in 0..=60 {
+            let quantile = 1.0 - 10f64.powf(-f64::from(step) / 10.0);
+            if step > 0 && (1.0 - quantile) * (histogram.len() as f64) < 1.0 {
+                curve.push((quantile * 100.0, histogram.max() as f64 / 1e3));
+                break;
+            }
+            curve.push((
+                quantile * 100.0,
+                histogram.value_at_quantile(quantile) as f64 / 1e3,
+            ));
+        }
+        Latency {
+            samples: histogram.len(),
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
+            p999_ms: at(0.999),
+            p9999_ms: at(0.9999),
+            max_ms: Some(histogram.max() as f64 / 1e3),
+            curve,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub workload: Workload,
+    pub bootstrap: String,
+    pub produce_version: i16,
+    pub fetch_version: i16,
+    /// Seconds over which the produce rates are measured (after warm-up).
+    pub produce_measured_s: f64,
+    pub consume_measured_s: f64,
+    pub produce_msgs_per_s: f64,
+    pub produce_mb_per_s: f64,
+    /// Summed over consumer groups.
+    pub consume_msgs_per_s: f64,
+    pub consume_mb_per_s: f64,
+    pub produce_p50_ms: Option<f64>,
+    pub produce_p99_ms: Option<f64>,
+    pub e2e_p50_ms: Option<f64>,
+    pub e2e_p99_ms: Option<f64>,
+    pub produce_latency: Latency,
+    pub e2e_latency: Latency,
+    /// Messages acknowledged by the broker over the whole run (warm-up included).
+    pub produced_messages: u64,
+    pub consumed_messages_per_group: Vec<u64>,
+    pub series: Vec<SeriesPoint>,
+    pub errors: Vec<String>,
+}
+
+fn ms(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |value| format!("{value:.3}"))
+}
+
+pub fn human_rate(value: f64) -> String {
+    if value >= 1e6 {
+        format!("{:.2}M", value / 1e6)
+    } else if value >= 1e3 {
+        format!("{:.1}k", value / 1e3)
+    } else {
+        format!("{value:.0}")
+    }
+}
+
+/// The end-of-run table.
+pub fn table(results: &Results) -> String {
+    let workload = &results.workload;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "workload: {} topic(s) x {} partition(s), {} B messages, {} producer(s), {} group(s) x {} \
+         consumer(s), acks={}, keys={:?}, batch {} B, linger {} ms, rate {}",
+        workload.topics.len(),
+        workload.partitions,
+        workload.message_bytes,
+        workload.producers,
+        workload.consumer_groups,
+        workload.consumers,
+        workload.acks,
+        workload.keys,
+        workload.batch_bytes,
+        workload.linger_ms,
+        workload
+            .rate_msgs_per_s
+            .map_or_else(|| "max".to_owned(), |rate| format!("{rate:.0}/s"))
+    );
+    let _ = writeln!(
+        out,
+        "{:<10} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "", "msgs/s", "MB/s", "p50 ms", "p99 ms", "p99.9", "p99.99", "max ms"
+    );
+    let rows = [
+        (
+            "produce",
+            results.produce_msgs_per_s,
+            results.produce_mb_per_s,
+            &results.produce_latency,
+        ),
+        (
+            "consume",
+            results.consume_msgs_per_s,
+            results.consume_mb_per_s,
+            &results.e2e_latency,
+        ),
+    ];
+    for (name, rate, mb, latency) in rows {
+        let _ = writeln!(
+            out,
+            "{:<10} {:>12} {:>10.1} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            name,
+            human_rate(rate),
+            mb,
+            ms(latency.p50_ms),
+            ms(latency.p99_ms),
+            ms(latency.p999_ms),
+            ms(latency.p9999_ms),
+            ms(latency.max_ms)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "(produce latency = append to ack; consume latency = end to end, send to read)\n\
+         produced {} messages, consumed {:?} per group",
+        results.produced_messages, results.consumed_messages_per_group
+    );
+    for error in &results.errors {
+        let _ = writeln!(out, "ERROR: {error}");
+    }
+    out
+}
+
+const WIDTH: f64 = 900.0;
+const PANEL_HEIGHT: f64 = 320.0;
+const MARGIN_LEFT: f64 = 80.0;
+const MARGIN_RIGHT: f64 = 150.0;
+const MARGIN_TOP: f64 = 40.0;
+const MARGIN_BOTTOM: f64 = 50.0;
+
+struct Panel {
+    top: f64,
+    x_max: f64,
+    y_max: f64,
+}
+
+impl Panel {
+    fn x(&self, value: f64) -> f64 {
+        MARGIN_LEFT + value / self.x_max * (WIDTH - MARGIN_LEFT - MARGIN_RIGHT)
+    }
+    fn y(&self, value: f64) -> f64 {
+        let height = PANEL_HEIGHT - MARGIN_TOP - MARGIN_BOTTOM;
+        self.top + MARGIN_TOP + height - value / self.y_max * height
+    }
+    fn bottom(&self) -> f64 {
+        self.y(0.0)
+    }
+}
+
+/// A "nice" axis maximum at or above `value`.
+fn nice_max(value: f64) -> f64 {
+    if value <= 0.0 || !value.is_finite() {
+        return 1.0;
+    }
+    let magnitude = 10f64.powf(value.log10().floor());
+    for step in [1.0, 2.0, 2.5, 5.0, 10.0] {
+        if step * magnitude >= value {
+            return step * magnitude;
+        }
+    }
+    10.0 * magnitude
+}
+
+fn polyline(out: &mut String, panel: &Panel, points: &[(f64, f64)], color: &str) {
+    if points.is_empty() {
+        return;
+    }
+    let coords: Vec<String> = points
+        .iter()
+        .map(|&(x, y)| format!("{:.1},{:.1}", panel.x(x), panel.y(y)))
+        .collect();
+    let _ = writeln!(
+        out,
+        r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+        coords.join(" ")
+    );
+}
+
+fn axes(out: &mut String, panel: &Panel, title: &str, y_label: &str) {
+    let left = panel.x(0.0);
+    let right = panel.x(panel.x_max);
+    let bottom = panel.bottom();
+    let top = panel.y(panel.y_max);
+    let _ = writeln!(
+        out,
+        r#"<text x="{:.1}" y="{:.1}" font-size="16" font-weight="bold">{title}</text>"#,
+        left,
+        panel.top + 25.0
+    );
+    let _ = writeln!(
+        out,
+        r##"<path d="M{left:.1},{top:.1} V{bottom:.1} H{right:.1}" stroke="#333" fill="none"/>"##
+    );
+    for tick in 0..=4 {
+        let value = panel.y_max * f64::from(tick) / 4.0;
+        let y = panel.y(value);
+        let _ = writeln!(
+            out,
+            r##"<line x1="{left:.1}" y1="{y:.1}" x2="{right:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##,
+            left - 5.0,
+            y + 4.0,
+            axis_label(value)
+        );
+    }
+    let _ = writeln!(
+        out,
+        r#"<text x="15" y="{:.1}" font-size="12" transform="rotate(-90 15 {:.1})" text-anchor="middle">{y_label}</text>"#,
+        (top + bottom) / 2.0,
+        (top + bottom) / 2.0
+    );
+}
+
+fn axis_label(value: f64) -> String {
+    if value >= 1e6 {
+        format!("{}M", value / 1e6)
+    } else if value >= 1e3 {
+        format!("{}k", value / 1e3)
+    } else if value >= 10.0 || value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+fn legend(out: &mut String, panel: &Panel, entries: &[(&str, &str)]) {
+    for (index, (name, color)) in entries.iter().enumerate() {
+        let y = panel.top + MARGIN_TOP + 10.0 + index as f64 * 20.0;
+        let x = WIDTH - MARGIN_RIGHT + 15.0;
+        let _ = writeln!(
+            out,
+            r#"<line x1="{x:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="{color}" stroke-width="3"/><text x="{:.1}" y="{:.1}" font-size="12">{name}</text>"#,
+            x + 20.0,
+            x + 25.0,
+            y + 4.0
+        );
+    }
+}
+
+/// Throughput over time (top) and latency percentile curves (bottom) as an SVG document.
+pub fn svg(results: &Results) -> String {
+    let mut out = String::new();
+    let height = PANEL_HEIGHT * 2.0;
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>"#
+    );
+
+    let t_max = results.series.last().map_or(1.0, |point| point.t_s);
+    let rate_max = results
+        .series
+        .iter()
+        .map(|point| point.produce_msgs_per_s.max(point.consume_msgs_per_s))
+        .fold(0.0, f64::max);
+    let panel = Panel {
+        top: 0.0,
+        x_max: nice_max(t_max),
+        y_max: nice_max(rate_max),
+    };
+    axes(&mut out, &panel, "Throughput over time", "messages/s");
+    for tick in 0..=5 {
+        let value = panel.x_max * f64::from(tick) / 5.0;
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}s</text>"#,
+            panel.x(value),
+            panel.bottom() + 16.0,
+            axis_label(value)
+        );
+    }
+    let produce: Vec<(f64, f64)> = results
+        .series
+        .iter()
+        .map(|point| (point.t_s, point.produce_msgs_per_s))
+        .collect();
+    let consume: Vec<(f64, f64)> = results
+        .series
+        .iter()
+        .map(|point| (point.t_s, point.consume_msgs_per_s))
+        .collect();
+    polyline(&mut out, &panel, &produce, "#1f77b4");
+    polyline(&mut out, &panel, &consume, "#d62728");
+    legend(
+        &mut out,
+        &panel,
+        &[("produce", "#1f77b4"), ("consume", "#d62728")],
+    );
+
+    // Percentile axis: x = log10(1 / (1 - p)), so 90% = 1, 99% = 2, ..., capped at 6 nines.
+    let nines = |percentile: f64| {
+        let rest = (1.0 - percentile / 100.0).max(1e-6);
+        -rest.log10()
+    };
+    let curve = |latency: &Latency| -> Vec<(f64, f64)> {
+        latency
+            .curve
+            .iter()
+            .map(|&(percentile, ms)| (nines(percentile), ms))
+            .collect()
+    };
+    let produce_curve = curve(&results.produce_latency);
+    let e2e_curve = curve(&results.e2e_latency);
+    let latency_max = produce_curve
+        .iter()
+        .chain(&e2e_curve)
+        .map(|point| point.1)
+        .fold(0.0, f64::max);
+    let x_max = produce_curve
+        .iter()
+        .chain(&e2e_curve)
+        .map(|point| point.0)
+        .fold(1.0, f64::max)
+        .ceil();
+    let panel = Panel {
+        top: PANEL_HEIGHT,
+        x_max,
+        y_max: nice_max(latency_max),
+    };
+    axes(&mut out, &panel, "Latency by percentile", "milliseconds");
+    for nine in 0..=(x_max as i32) {
+        let label = match nine {
+            0 => "0%".to_owned(),
+            1 => "90%".to_owned(),
+            n => format!("99.{}%", "9".repeat(n as usize - 2)).replace("99.%", "99%"),
+        };
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{label}</text>"#,
+            panel.x(f64::from(nine)),
+            panel.bottom() + 16.0
+        );
+    }
+    polyline(&mut out, &panel, &produce_curve, "#1f77b4");
+    polyline(&mut out, &panel, &e2e_curve, "#d62728");
+    legend(
+        &mut out,
+        &panel,
+        &[("produce ack", "#1f77b4"), ("end to end", "#d62728")],
+    );
+    out.push_str("</svg>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats;
+
+    #[test]
+    fn latency_percentiles_come_from_the_histogram() {
+        let mut histogram = stats::new_histogram();
+        for micros in 1..=10_000u64 {
+            stats::record(&mut histogram, micros * 1000, 1);
+        }
+        let latency = Latency::from_histogram(&histogram);
+        assert_eq!(latency.samples, 10_000);
+        let p99 = latency.p99_ms.unwrap();
+        assert!((9.85..=9.95).contains(&p99), "{p99}");
+        assert!(latency.curve.len() > 30);
+        assert!(latency.curve.windows(2).all(|pair| pair[0].1 <= pair[1].1));
+        assert_eq!(
+            Latency::from_histogram(&stats::new_histogram()).p99_ms,
+            None
+        );
+    }
+
+    #[test]
+    fn nice_axis_maxima() {
+        assert_eq!(nice_max(7.0), 10.0);
+        assert_eq!(nice_max(2.2), 2.5);
+        assert_eq!(nice_max(1_300_000.0), 2_000_000.0);
+        assert_eq!(nice_max(0.0), 1.0);
+    }
+}

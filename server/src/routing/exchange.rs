@@ -1,0 +1,352 @@
+//! Exchange and binding declarations, their limits and validation, and the one place routing
+//! errors become Kafka error codes.
+//!
+//! Plain data, no I/O: built from admin requests on whichever shard receives them, validated
+//! there and again by the controller shard's table before anything is applied. The declaration
+//! types are archived by `store` (rkyv), so changing a field here changes the file format.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::error::ResponseError;
+
+use super::headers_matcher::{HeadersMatcher, InvalidMatchMode};
+use super::topic_matcher;
+
+/// Longest exchange name, as for Kafka topics.
+pub const NAME_BYTES_MAX: usize = 249;
+/// Longest binding key, as AMQP's short string.
+pub const BINDING_KEY_BYTES_MAX: usize = 255;
+/// Most `#` words in one topic binding key; matching cost grows with this.
+pub const BINDING_HASH_WORDS_MAX: usize = 8;
+/// Most binding arguments on one headers binding.
+pub const BINDING_ARGUMENTS_MAX: usize = 64;
+/// Most bindings in the whole table, so that one admin client cannot exhaust memory on every
+/// shard (each holds a copy).
+pub const BINDINGS_MAX: usize = 1_000_000;
+/// Most exchanges in the whole table.
+pub const EXCHANGES_MAX: usize = 100_000;
+
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub enum ExchangeType {
+    Direct,
+    Fanout,
+    Topic,
+    Headers,
+}
+
+impl ExchangeType {
+    pub fn parse(text: &str) -> Result<ExchangeType, RoutingError> {
+        match text {
+            "direct" => Ok(ExchangeType::Direct),
+            "fanout" => Ok(ExchangeType::Fanout),
+            "topic" => Ok(ExchangeType::Topic),
+            "headers" => Ok(ExchangeType::Headers),
+            other => Err(RoutingError::UnknownExchangeType {
+                value: other.to_string(),
+            }),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeType::Direct => "direct",
+            ExchangeType::Fanout => "fanout",
+            ExchangeType::Topic => "topic",
+            ExchangeType::Headers => "headers",
+        }
+    }
+}
+
+/// A declared exchange.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Exchange {
+    pub name: String,
+    pub kind: ExchangeType,
+    /// Where records go that this exchange's own bindings match nothing for (RabbitMQ's
+    /// `alternate-exchange`). It may name an exchange that does not exist (yet); then such
+    /// records are unroutable, as in RabbitMQ.
+    pub alternate: Option<String>,
+}
+
+impl Exchange {
+    pub fn new(name: &str, kind: ExchangeType) -> Exchange {
+        Exchange {
+            name: name.to_string(),
+            kind,
+            alternate: None,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), RoutingError> {
+        validate_name(&self.name)?;
+        if let Some(alternate) = &self.alternate {
+            validate_name(alternate)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a binding sends what it matches.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub enum Destination {
+    Topic(String),
+    Exchange(String),
+}
+
+impl Destination {
+    pub fn name(&self) -> &str {
+        match self {
+            Destination::Topic(name) | Destination::Exchange(name) => name,
+        }
+    }
+}
+
+/// A binding from a source exchange to a destination. `key` is the binding key for direct and
+/// topic exchanges (ignored by fanout and headers); `arguments` are the headers exchange's
+/// criteria and `x-match` (ignored by the other types, as RabbitMQ does).
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct Binding {
+    pub source: String,
+    pub destination: Destination,
+    pub key: String,
+    pub arguments: BTreeMap<String, String>,
+}
+
+impl Binding {
+    pub fn new(source: &str, destination: Destination, key: &str) -> Binding {
+        Binding {
+            source: source.to_string(),
+            destination,
+            key: key.to_string(),
+            arguments: BTreeMap::new(),
+        }
+    }
+
+    /// Checks what can be checked without the table: names, key length, `#` count, `x-match`.
+    pub fn validate_for(&self, kind: ExchangeType) -> Result<(), RoutingError> {
+        validate_name(&self.source)?;
+        validate_name(self.destination.name())?;
+        if self.key.len() > BINDING_KEY_BYTES_MAX {
+            return Err(RoutingError::BindingKeyTooLong {
+                bytes: self.key.len(),
+            });
+        }
+        if self.arguments.len() > BINDING_ARGUMENTS_MAX {
+            return Err(RoutingError::TooManyArguments {
+                count: self.arguments.len(),
+            });
+        }
+        match kind {
+            ExchangeType::Topic => {
+                let hashes = topic_matcher::hash_count(&self.key);
+                if hashes > BINDING_HASH_WORDS_MAX {
+                    return Err(RoutingError::TooManyHashWords {
+                        key: self.key.clone(),
+                        count: hashes,
+                    });
+                }
+            }
+            ExchangeType::Headers => {
+                HeadersMatcher::new(&self.arguments)?;
+            }
+            ExchangeType::Direct | ExchangeType::Fanout => {}
+        }
+        Ok(())
+    }
+}
+
+/// Kafka's topic name rule, which exchange names follow because clients produce to them as
+/// topics: 1 to 249 of `[a-zA-Z0-9._-]`, and not `.` or `..`.
+pub fn validate_name(name: &str) -> Result<(), RoutingError> {
+    let reason = if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > NAME_BYTES_MAX {
+        Some("is longer than 249 characters")
+    } else if name == "." || name == ".." {
+        Some("cannot be '.' or '..'")
+    } else if !name
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+    {
+        Some("may hold only ASCII letters, digits, '.', '_' and '-'")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(RoutingError::InvalidName {
+            name: name.chars().take(NAME_BYTES_MAX + 1).collect(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Why a declaration or a route was refused. Every variant has one Kafka error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoutingError {
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName { name: String, reason: &'static str },
+    #[error("unknown exchange type {value:?}: expected direct, fanout, topic or headers")]
+    UnknownExchangeType { value: String },
+    #[error(transparent)]
+    InvalidMatchMode(#[from] InvalidMatchMode),
+    #[error("binding key {key:?} has {count} '#' words; at most {max} are allowed", max = BINDING_HASH_WORDS_MAX)]
+    TooManyHashWords { key: String, count: usize },
+    #[error("binding key is {bytes} bytes; at most {max} are allowed", max = BINDING_KEY_BYTES_MAX)]
+    BindingKeyTooLong { bytes: usize },
+    #[error("binding has {count} arguments; at most {max} are allowed", max = BINDING_ARGUMENTS_MAX)]
+    TooManyArguments { count: usize },
+    #[error("exchange {name:?} does not exist")]
+    UnknownExchange { name: String },
+    #[error("exchange {name:?} already exists as a {existing} exchange")]
+    ExchangeExists {
+        name: String,
+        existing: &'static str,
+    },
+    #[error("the table already holds the most {what} allowed ({max})")]
+    TableFull { what: &'static str, max: usize },
+    #[error("invalid config {name:?}: {reason}")]
+    InvalidConfig { name: String, reason: String },
+    #[error("invalid request: {reason}")]
+    InvalidRequest { reason: String },
+    #[error("{name:?} is an exchange: produce to it, consume from the topics bound to it")]
+    FetchFromExchange { name: String },
+}
+
+impl RoutingError {
+    /// The Kafka error an admin or produce response carries for this error.
+    pub fn kafka_error(&self) -> ResponseError {
+        match self {
+            RoutingError::InvalidName { .. } => ResponseError::InvalidTopicException,
+            RoutingError::UnknownExchangeType { .. }
+            | RoutingError::InvalidMatchMode(_)
+            | RoutingError::TooManyHashWords { .. }
+            | RoutingError::BindingKeyTooLong { .. }
+            | RoutingError::TooManyArguments { .. }
+            | RoutingError::InvalidConfig { .. } => ResponseError::InvalidConfig,
+            RoutingError::UnknownExchange { .. } => ResponseError::UnknownTopicOrPartition,
+            RoutingError::ExchangeExists { .. } => ResponseError::TopicAlreadyExists,
+            RoutingError::TableFull { .. } => ResponseError::PolicyViolation,
+            RoutingError::InvalidRequest { .. } | RoutingError::FetchFromExchange { .. } => {
+                ResponseError::InvalidRequest
+            }
+        }
+    }
+
+    pub fn kafka_code(&self) -> i16 {
+        self.kafka_error().code()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_kafka_topic_rules() {
+        for good in ["app", "user-signups", "a.b_c-D9", &"x".repeat(249)] {
+            assert_eq!(validate_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "has space",
+            "slash/",
+            "ünï",
+            &"x".repeat(250),
+        ] {
+            let error = validate_name(bad).unwrap_err();
+            assert_eq!(error.kafka_code(), 17, "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn types_parse_and_render() {
+        for kind in [
+            ExchangeType::Direct,
+            ExchangeType::Fanout,
+            ExchangeType::Topic,
+            ExchangeType::Headers,
+        ] {
+            assert_eq!(ExchangeType::parse(kind.as_str()), Ok(kind));
+        }
+        let error = ExchangeType::parse("x-consistent-hash").unwrap_err();
+        assert_eq!(error.kafka_code(), 40);
+        assert!(error.to_string().contains("x-consistent-hash"));
+    }
+
+    #[test]
+    fn binding_validation() {
+        let topic = |key: &str| Binding::new("app", Destination::Topic("audit".into()), key);
+        assert_eq!(topic("#.a.#").validate_for(ExchangeType::Topic), Ok(()));
+        let hashes = ["#"; BINDING_HASH_WORDS_MAX + 1].join(".");
+        let error = topic(&hashes)
+            .validate_for(ExchangeType::Topic)
+            .unwrap_err();
+        assert_eq!(error.kafka_code(), 40);
+        // The same key is fine where `#` means nothing.
+        assert_eq!(topic(&hashes).validate_for(ExchangeType::Direct), Ok(()));
+        let long = "k".repeat(BINDING_KEY_BYTES_MAX + 1);
+        assert_eq!(
+            topic(&long)
+                .validate_for(ExchangeType::Direct)
+                .unwrap_err()
+                .kafka_code(),
+            40
+        );
+
+        let mut headers = topic("");
+        headers
+            .arguments
+            .insert("x-match".into(), "sometimes".into());
+        let error = headers.validate_for(ExchangeType::Headers).unwrap_err();
+        assert_eq!(error.kafka_code(), 40);
+        assert!(error.to_string().contains("sometimes"));
+        // Other types ignore arguments, as RabbitMQ does.
+        assert_eq!(headers.validate_for(ExchangeType::Fanout), Ok(()));
+
+        let bad_destination = Binding::new("app", Destination::Topic("no/slash".into()), "");
+        assert_eq!(
+            bad_destination
+                .validate_for(ExchangeType::Fanout)
+                .unwrap_err()
+                .kafka_code(),
+            17
+        );
+    }
+}
