@@ -13,7 +13,7 @@ fi
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
-targets=(request_decoder batch_validate segment_recovery)
+targets=(request_decoder batch_validate segment_recovery topic_matcher)
 cargo +nightly fuzz build
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"
