@@ -18,7 +18,7 @@ cargo +nightly fuzz build
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"
     log="$(mktemp)"
-    if ! cargo +nightly fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 \
+    if ! cargo +nightly fuzz run "$target" -- -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 >"$log" 2>&1; then
         tail -40 "$log"
         echo "fuzz-smoke: $target FAILED (input saved under tests/fuzz/artifacts/$target/)"

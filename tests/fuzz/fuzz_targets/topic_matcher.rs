@@ -2,7 +2,9 @@
 //! topic exchange routes through) against its obvious reference (`reference_match`), over
 //! arbitrary patterns and keys. Input: fields separated by 0xff; the last is the routing key
 //! (bytes), the others are binding patterns (UTF-8, lossy). Patterns with more `#` words than a
-//! binding may have (`BINDING_HASH_WORDS_MAX`) are skipped, as the exchange refuses them.
+//! binding may have (`BINDING_HASH_WORDS_MAX`) are skipped, as the exchange refuses them; the
+//! reference is exponential in `#` words (its first timeout here, not the trie's), so keys are
+//! capped at 64 bytes and patterns at 3 `#` words.
 #![no_main]
 
 use std::collections::BTreeSet;
@@ -14,13 +16,13 @@ use weir_server::routing::topic_matcher::{hash_count, reference_match, TopicMatc
 fuzz_target!(|data: &[u8]| {
     let mut fields: Vec<&[u8]> = data.split(|b| *b == 0xff).collect();
     let Some(key) = fields.pop() else { return };
-    if key.len() > 512 || fields.len() > 16 {
+    if key.len() > 64 || fields.len() > 16 {
         return;
     }
     let patterns: Vec<String> = fields
         .iter()
         .map(|field| String::from_utf8_lossy(field).into_owned())
-        .filter(|pattern| hash_count(pattern) <= BINDING_HASH_WORDS_MAX)
+        .filter(|pattern| hash_count(pattern) <= BINDING_HASH_WORDS_MAX.min(3))
         .collect();
     let mut matcher = TopicMatcher::new();
     for (index, pattern) in patterns.iter().enumerate() {
