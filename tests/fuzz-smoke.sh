@@ -13,12 +13,12 @@ fi
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
-targets=(request_decoder batch_validate segment_recovery)
+targets=(request_decoder batch_validate segment_recovery topic_matcher)
 cargo +nightly fuzz build
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"
     log="$(mktemp)"
-    if ! cargo +nightly fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 \
+    if ! cargo +nightly fuzz run "$target" -- -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 >"$log" 2>&1; then
         tail -40 "$log"
         echo "fuzz-smoke: $target FAILED (input saved under tests/fuzz/artifacts/$target/)"

@@ -440,6 +440,24 @@ fn sample_body(key: ApiKey, version: i16, batch: &Bytes) -> BytesMut {
     out
 }
 
+/// Array counts far beyond the frame (found by the request_decoder fuzz target: a 14-byte
+/// DescribeConfigs aborted the broker on a 189 GB allocation), in a flexible and a classic API.
+fn huge_array_counts() {
+    let classic = [0u8, 32, 0, 1, 0, 0, 0, 9, 0, 0, 0x7f, 0xff, 0xff, 0xff];
+    // Metadata v12 (flexible): compact topics array with a varint count near u32::MAX.
+    let flexible = [
+        0u8, 3, 0, 12, 0, 0, 0, 9, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff, 0x0f,
+    ];
+    for body in [&classic[..], &flexible[..]] {
+        let mut stream = connect();
+        let mut bytes = BytesMut::new();
+        bytes.put_i32(body.len() as i32);
+        bytes.put_slice(body);
+        stream.write_all(&bytes).unwrap();
+        assert!(closed_by_broker(&mut stream));
+    }
+}
+
 fn idle_connections(broker: &mut Broker) -> Vec<TcpStream> {
     let idle: Vec<TcpStream> = (0..1000).map(|_| connect()).collect();
     assert_serves_kcat(broker, "1000-idle-open", 5);
@@ -514,7 +532,8 @@ fn bad_clients_leave_the_broker_serving_with_bounded_memory() {
     assert_serves_kcat(&mut broker, "2GiB-length-prefix", 2);
     frames_cut_midway();
     unknown_api_keys();
-    assert_serves_kcat(&mut broker, "cut-frames+unknown-keys", 3);
+    huge_array_counts();
+    assert_serves_kcat(&mut broker, "cut-frames+unknown-keys+huge-arrays", 3);
     let frames = truncated_bodies();
     println!("truncated bodies: {frames} frames sent");
     assert_serves_kcat(&mut broker, "truncated-bodies", 4);

@@ -250,6 +250,27 @@ mod tests {
     }
 
     #[test]
+    fn hostile_array_counts_do_not_allocate_what_they_claim() {
+        // Found by the request_decoder fuzz target: DescribeConfigs v1 whose resource count is
+        // 0x7fffffff made kafka-protocol reserve 189 GB and the failed allocation aborted the
+        // broker. The vendored kafka-protocol bounds the capacity by the bytes left.
+        let oom = [0u8, 32, 0, 1, 4, 0, 0, 0, 0, 0, 2, 0, 0, 0];
+        let Ok(Parsed::Request(request)) = parse_request(Bytes::copy_from_slice(&oom)) else {
+            panic!("the header is valid");
+        };
+        assert!(decode_body::<kafka_protocol::messages::DescribeConfigsRequest>(&request).is_err());
+        let mut huge = frame(32, 1, &[0xff, 0xff]); // empty client id
+        huge.truncate(8);
+        let mut huge = BytesMut::from(&huge[..]);
+        huge.put_i16(0);
+        huge.put_i32(i32::MAX);
+        let Ok(Parsed::Request(request)) = parse_request(huge.freeze()) else {
+            panic!("the header is valid");
+        };
+        assert!(decode_body::<kafka_protocol::messages::DescribeConfigsRequest>(&request).is_err());
+    }
+
+    #[test]
     fn unknown_api_versions_version_is_flagged() {
         assert!(matches!(
             parse_request(frame(18, 99, &[])),
