@@ -130,6 +130,10 @@ pub(crate) struct Inner {
     cache_bytes: usize,
     producers: ProducerTable,
     failure: Option<WriteFailure>,
+    /// The seal of the previous segment, while it runs in the background.
+    seal: Option<Seal>,
+    /// Why the last seal gave up (only once closing); returned by `close`.
+    seal_error: Option<WriteFailure>,
     writing: bool,
     closing: bool,
     closed: bool,
@@ -432,39 +436,147 @@ fn complete_write(
     inner.evict_cache();
 }
 
-/// Seals the active segment (sync, trim the pre-allocated tail, save indexes) and opens the next.
+/// Rolls: opens the next segment and makes it the active one at once, then seals the old one in
+/// the background (`seal_segment`), so that appends never wait for the seal. Measured before this
+/// (weir-bench kafka-2014, 1 GiB segments): the inline fdatasync + truncate + index writes + directory
+/// fsync of a 1 GiB segment stopped acknowledgements for 0.5-0.85 s at every roll.
+/// At most one seal runs at a time: a roll waits for the previous seal (only tiny segments get there).
 async fn run_roll(log: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
-    let (file, path, size, new_base, dir) = {
+    wait_sealed(log).await;
+    let (old_base, new_base, dir) = {
         let inner = log.borrow();
         let active = inner.active();
         assert_eq!(
             active.next_offset, inner.high_watermark,
             "a roll runs after every batch before it is written"
         );
-        (
-            active.file.clone(),
-            active.path.clone(),
-            active.size_bytes,
-            active.next_offset,
-            inner.dir.clone(),
-        )
+        (active.base_offset, active.next_offset, inner.dir.clone())
     };
-    file.fdatasync().await.map_err(|e| log_error(&path, e))?;
-    file.truncate(size).await.map_err(|e| log_error(&path, e))?;
-    log.borrow().active().save_indexes()?;
     let new_path = dir.join(format!("{}{LOG_SUFFIX}", file_stem(new_base)));
     let new_file = open_segment_file(&new_path, true).await?;
-    sync_dir(&dir)?;
-    let mut inner = log.borrow_mut();
-    inner.durable_offset = inner.durable_offset.max(new_base);
-    inner
-        .segments
-        .insert(new_base, Segment::new(&dir, new_base, new_file));
-    inner.tail_block.clear();
-    let Some(Pending::Roll) = inner.pending.pop_front() else {
-        unreachable!("roll marker at the front")
-    };
+    {
+        let mut inner = log.borrow_mut();
+        inner
+            .segments
+            .insert(new_base, Segment::new(&dir, new_base, new_file));
+        inner.tail_block.clear();
+        // Until the directory holding the new file is synced, nothing in it counts as durable.
+        inner.seal = Some(Seal {
+            new_base,
+            synced_target: new_base,
+        });
+        let Some(Pending::Roll) = inner.pending.pop_front() else {
+            unreachable!("roll marker at the front")
+        };
+    }
+    glommio::spawn_local(seal_segment(Rc::downgrade(log), old_base, new_base, dir)).detach();
     Ok(())
+}
+
+/// A seal in flight: the segment starting at `new_base` is active but its directory entry is not
+/// synced yet. `synced_target` is what `durable_offset` becomes once it is.
+struct Seal {
+    new_base: i64,
+    synced_target: i64,
+}
+
+/// Marks offsets below `target` durable (their segment was fdatasynced), except those of a segment
+/// whose directory entry is not yet synced: those wait for the seal.
+fn note_durable(inner: &mut Inner, target: i64) {
+    let allowed = match &mut inner.seal {
+        // The sealed segment's own sync (in `seal_segment`) covers the offsets before `new_base`.
+        Some(seal) if target > seal.new_base => {
+            seal.synced_target = seal.synced_target.max(target);
+            inner.durable_offset
+        }
+        _ => target,
+    };
+    inner.durable_offset = inner.durable_offset.max(allowed);
+}
+
+/// Waits until no seal is in flight.
+async fn wait_sealed(log: &Rc<RefCell<Inner>>) {
+    futures_lite::future::poll_fn(|cx| {
+        let mut inner = log.borrow_mut();
+        if inner.seal.is_none() {
+            Poll::Ready(())
+        } else {
+            inner.register_waiter(cx.waker());
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Seals the segment at `old_base` off the append path: fdatasync, trim the pre-allocated tail,
+/// save the indexes and fsync the directory (which also persists the new segment's entry). The
+/// blocking std::fs parts run on glommio's blocking thread pool, never on the reactor. Retries
+/// every `WRITE_RETRY_MS` on failure; gives up (recording the error for `close`) once closing.
+async fn seal_segment(weak: Weak<RefCell<Inner>>, old_base: i64, new_base: i64, dir: PathBuf) {
+    loop {
+        let result = seal_once(&weak, old_base, new_base, &dir).await;
+        let Some(log) = weak.upgrade() else { return };
+        let mut inner = log.borrow_mut();
+        match result {
+            Ok(()) => {
+                if let Some(seal) = inner.seal.take() {
+                    inner.durable_offset = inner.durable_offset.max(seal.synced_target);
+                }
+                inner.wake_all();
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), %error, "sealing a segment failed");
+                if inner.closing || inner.closed {
+                    inner.seal = None;
+                    inner.seal_error = Some(WriteFailure::from_error(&error, &dir));
+                    inner.wake_all();
+                    return;
+                }
+            }
+        }
+        drop(inner);
+        drop(log);
+        glommio::timer::sleep(Duration::from_millis(WRITE_RETRY_MS)).await;
+    }
+}
+
+async fn seal_once(
+    weak: &Weak<RefCell<Inner>>,
+    old_base: i64,
+    new_base: i64,
+    dir: &Path,
+) -> Result<(), LogError> {
+    let sealed = {
+        let Some(log) = weak.upgrade() else {
+            return Ok(());
+        };
+        let inner = log.borrow();
+        // Retention may already have removed the old segment: then only the directory matters.
+        inner.segments.get(&old_base).map(|s| {
+            (
+                s.file.clone(),
+                s.path.clone(),
+                s.size_bytes,
+                s.index_files(),
+            )
+        })
+    };
+    if let Some((file, path, size, indexes)) = sealed {
+        file.fdatasync().await.map_err(|e| log_error(&path, e))?;
+        if let Some(log) = weak.upgrade() {
+            let mut inner = log.borrow_mut();
+            inner.durable_offset = inner.durable_offset.max(new_base);
+        }
+        file.truncate(size).await.map_err(|e| log_error(&path, e))?;
+        glommio::executor()
+            .spawn_blocking(move || segment::write_index_files(&indexes))
+            .await?;
+    }
+    let dir = dir.to_path_buf();
+    glommio::executor()
+        .spawn_blocking(move || sync_dir(&dir))
+        .await
 }
 
 fn sync_dir(dir: &Path) -> Result<(), LogError> {
@@ -604,8 +716,7 @@ async fn write_and_sync(
     let synced = drive(weak, file.fdatasync(), start, staged).await;
     synced.map_err(|e| (log_error(&path, e), path.clone()))?;
     if let Some(log) = weak.upgrade() {
-        let mut inner = log.borrow_mut();
-        inner.durable_offset = inner.durable_offset.max(target);
+        note_durable(&mut log.borrow_mut(), target);
     }
     Ok(())
 }
@@ -644,7 +755,7 @@ async fn run_sync_timer(weak: Weak<RefCell<Inner>>) {
             Ok(()) => {
                 let Some(log) = weak.upgrade() else { return };
                 let mut inner = log.borrow_mut();
-                inner.durable_offset = inner.durable_offset.max(target);
+                note_durable(&mut inner, target);
                 inner.wake_all();
             }
             Err(e) => tracing::warn!(error = %log_error(&path, e), "interval fdatasync failed"),
@@ -803,6 +914,8 @@ pub(crate) async fn open(dir: &Path, config: LogConfig) -> Result<Rc<RefCell<Inn
         cache_bytes: 0,
         producers,
         failure: None,
+        seal: None,
+        seal_error: None,
         writing: false,
         closing: false,
         closed: false,
@@ -1186,7 +1299,7 @@ pub(crate) async fn close(log: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
     // Drain: everything appended gets written (or the write keeps failing).
     let drained = futures_lite::future::poll_fn(|cx| {
         let mut inner = log.borrow_mut();
-        if inner.pending.is_empty() && !inner.writing {
+        if inner.pending.is_empty() && !inner.writing && inner.seal.is_none() {
             return Poll::Ready(Ok(()));
         }
         if let Some(failure) = &inner.failure {
@@ -1203,6 +1316,9 @@ pub(crate) async fn close(log: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
     };
     let finish = async {
         drained?;
+        if let Some(failure) = log.borrow_mut().seal_error.take() {
+            return Err(failure.to_error());
+        }
         file.fdatasync().await.map_err(|e| log_error(&path, e))?;
         file.truncate(size).await.map_err(|e| log_error(&path, e))?;
         log.borrow().active().save_indexes()

@@ -91,19 +91,30 @@ impl Segment {
         self.max_timestamp = self.max_timestamp.max(max_timestamp);
     }
 
-    /// Writes the index files unless they already hold exactly the in-memory indexes (so a missing
-    /// or damaged index is rebuilt). Small files, written with std::fs.
-    pub fn save_indexes(&self) -> Result<(), LogError> {
-        for (path, bytes) in [
+    /// The index files' paths and encoded contents (for `write_index_files`).
+    pub fn index_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        vec![
             (self.index_path(), self.index.encode_offsets()),
             (self.time_index_path(), self.index.encode_times()),
-        ] {
-            if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
-                std::fs::write(&path, &bytes).map_err(|e| std_error(&path, e))?;
-            }
-        }
-        Ok(())
+        ]
     }
+
+    /// Writes the index files unless they already hold exactly the in-memory indexes (so a missing
+    /// or damaged index is rebuilt). Blocking std::fs: used at open and close; a roll runs
+    /// `write_index_files` on the blocking pool instead.
+    pub fn save_indexes(&self) -> Result<(), LogError> {
+        write_index_files(&self.index_files())
+    }
+}
+
+/// Writes each (path, bytes) unless the file already holds exactly those bytes. Blocking.
+pub(crate) fn write_index_files(files: &[(PathBuf, Vec<u8>)]) -> Result<(), LogError> {
+    for (path, bytes) in files {
+        if std::fs::read(path).ok().as_deref() != Some(&bytes[..]) {
+            std::fs::write(path, bytes).map_err(|e| std_error(path, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Why a walk over a segment stopped before the end of its file.

@@ -192,11 +192,6 @@ fn segments_roll_by_size_and_age_with_index_files() {
         assert!(logs.len() >= 5, "rolled by size: {logs:?}");
         let first = logs[0].file_name().unwrap().to_string_lossy().to_string();
         assert_eq!(first, "00000000000000000000.log");
-        for sealed in &logs[..logs.len() - 1] {
-            assert!(std::fs::metadata(sealed).unwrap().len() <= 4096);
-            assert!(sealed.with_extension("index").exists());
-            assert!(sealed.with_extension("timeindex").exists());
-        }
         let all = read_all(&log, 0, 1000).await;
         assert_eq!(all.len(), 60);
         // Age: with segment.ms = 0 every append after the first in a segment rolls.
@@ -209,7 +204,14 @@ fn segments_roll_by_size_and_age_with_index_files() {
         log.append(values(1, 10, 0)).unwrap();
         log.wait_written(121).await.unwrap();
         assert!(files(&dir, ".log").len() > before);
+        // Seals run in the background; close waits for the one in flight.
         log.close().await.unwrap();
+        let logs = files(&dir, ".log");
+        for sealed in &logs[..logs.len() - 1] {
+            assert!(std::fs::metadata(sealed).unwrap().len() <= 4096);
+            assert!(sealed.with_extension("index").exists());
+            assert!(sealed.with_extension("timeindex").exists());
+        }
         let log = Log::open(&dir, small_segments(4096)).await.unwrap();
         assert_eq!(log.high_watermark(), 122);
         assert_eq!(read_all(&log, 0, 1000).await.len(), 62);
