@@ -534,28 +534,32 @@ async fn wait_sealed(log: &Rc<RefCell<Inner>>) {
 async fn seal_segment(weak: Weak<RefCell<Inner>>, old_base: i64, new_base: i64, dir: PathBuf) {
     loop {
         let result = seal_once(&weak, old_base, new_base, &dir).await;
-        let Some(log) = weak.upgrade() else { return };
-        let mut inner = log.borrow_mut();
-        match result {
-            Ok(()) => {
-                if let Some(seal) = inner.seal.take() {
-                    inner.durable_offset = inner.durable_offset.max(seal.synced_target);
-                }
-                inner.wake_all();
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(dir = %dir.display(), %error, "sealing a segment failed");
-                if inner.closing || inner.closed {
-                    inner.seal = None;
-                    inner.seal_error = Some(WriteFailure::from_error(&error, &dir));
+        let finished = {
+            let Some(log) = weak.upgrade() else { return };
+            let mut inner = log.borrow_mut();
+            match result {
+                Ok(()) => {
+                    if let Some(seal) = inner.seal.take() {
+                        inner.durable_offset = inner.durable_offset.max(seal.synced_target);
+                    }
                     inner.wake_all();
-                    return;
+                    true
+                }
+                Err(error) => {
+                    tracing::warn!(dir = %dir.display(), %error, "sealing a segment failed");
+                    let give_up = inner.closing || inner.closed;
+                    if give_up {
+                        inner.seal = None;
+                        inner.seal_error = Some(WriteFailure::from_error(&error, &dir));
+                        inner.wake_all();
+                    }
+                    give_up
                 }
             }
+        };
+        if finished {
+            return;
         }
-        drop(inner);
-        drop(log);
         glommio::timer::sleep(Duration::from_millis(WRITE_RETRY_MS)).await;
     }
 }
