@@ -91,19 +91,30 @@ impl Segment {
         self.max_timestamp = self.max_timestamp.max(max_timestamp);
     }
 
-    /// Writes the index files unless they already hold exactly the in-memory indexes (so a missing
-    /// or damaged index is rebuilt). Small files, written with std::fs.
-    pub fn save_indexes(&self) -> Result<(), LogError> {
-        for (path, bytes) in [
+    /// The index files' paths and encoded contents (for `write_index_files`).
+    pub fn index_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        vec![
             (self.index_path(), self.index.encode_offsets()),
             (self.time_index_path(), self.index.encode_times()),
-        ] {
-            if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
-                std::fs::write(&path, &bytes).map_err(|e| std_error(&path, e))?;
-            }
-        }
-        Ok(())
+        ]
     }
+
+    /// Writes the index files unless they already hold exactly the in-memory indexes (so a missing
+    /// or damaged index is rebuilt). Blocking std::fs: used at open and close; a roll runs
+    /// `write_index_files` on the blocking pool instead.
+    pub fn save_indexes(&self) -> Result<(), LogError> {
+        write_index_files(&self.index_files())
+    }
+}
+
+/// Writes each (path, bytes) unless the file already holds exactly those bytes. Blocking.
+pub(crate) fn write_index_files(files: &[(PathBuf, Vec<u8>)]) -> Result<(), LogError> {
+    for (path, bytes) in files {
+        if std::fs::read(path).ok().as_deref() != Some(&bytes[..]) {
+            std::fs::write(path, bytes).map_err(|e| std_error(path, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Why a walk over a segment stopped before the end of its file.
@@ -381,6 +392,9 @@ pub(crate) async fn find_timestamp(
 /// Whole batches from the one holding `offset`, starting the search at the indexed `from`, never
 /// past `to` (the written end): one `read_at_aligned` result sliced to the batches, no copy. The CRC
 /// of every returned batch is checked after the read. At least one batch; at most `max_bytes` more.
+/// `prefetched` (start, bytes) is a window already read ahead; it is used when it holds `from`.
+/// Returns the batches, the byte position just after them and the offset that follows them.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn read_batches(
     file: &DmaFile,
     path: &Path,
@@ -389,7 +403,8 @@ pub(crate) async fn read_batches(
     offset: i64,
     max_bytes: usize,
     window_bytes: usize,
-) -> Result<Option<ReadResult>, LogError> {
+    mut prefetched: Option<(u64, ReadResult)>,
+) -> Result<Option<(ReadResult, u64, i64)>, LogError> {
     let corrupt = |reason: String| LogError::Corrupt {
         path: path.into(),
         reason,
@@ -400,16 +415,28 @@ pub(crate) async fn read_batches(
         if position >= to {
             return Ok(None);
         }
-        let start = align_down(position);
-        let len = align_up((position + want).min(to)) - start;
-        let read = file
-            .read_at_aligned(start, len as usize)
-            .await
-            .map_err(|e| log_error(path, e))?;
+        let (start, read) = match prefetched.take() {
+            Some((start, read))
+                if start <= position
+                    && position + LOG_OVERHEAD_BYTES as u64 <= start + read.len() as u64 =>
+            {
+                (start, read)
+            }
+            _ => {
+                let start = align_down(position);
+                let len = align_up((position + want).min(to)) - start;
+                let read = file
+                    .read_at_aligned(start, len as usize)
+                    .await
+                    .map_err(|e| log_error(path, e))?;
+                (start, read)
+            }
+        };
         let window_end = (start + read.len() as u64).min(to);
         let mut at = position;
         let mut first: Option<u64> = None;
         let mut end = at;
+        let mut next_offset = offset;
         let mut more = want;
         while at < to {
             if at + LOG_OVERHEAD_BYTES as u64 > window_end {
@@ -445,13 +472,11 @@ pub(crate) async fn read_batches(
             first.get_or_insert(at);
             at += size;
             end = at;
+            next_offset = last + 1;
         }
         if let Some(first) = first {
-            return Ok(ReadResult::slice(
-                &read,
-                (first - start) as usize,
-                (end - first) as usize,
-            ));
+            let slice = ReadResult::slice(&read, (first - start) as usize, (end - first) as usize);
+            return Ok(slice.map(|slice| (slice, end, next_offset)));
         }
         if at >= to {
             return Ok(None);

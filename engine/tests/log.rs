@@ -192,11 +192,6 @@ fn segments_roll_by_size_and_age_with_index_files() {
         assert!(logs.len() >= 5, "rolled by size: {logs:?}");
         let first = logs[0].file_name().unwrap().to_string_lossy().to_string();
         assert_eq!(first, "00000000000000000000.log");
-        for sealed in &logs[..logs.len() - 1] {
-            assert!(std::fs::metadata(sealed).unwrap().len() <= 4096);
-            assert!(sealed.with_extension("index").exists());
-            assert!(sealed.with_extension("timeindex").exists());
-        }
         let all = read_all(&log, 0, 1000).await;
         assert_eq!(all.len(), 60);
         // Age: with segment.ms = 0 every append after the first in a segment rolls.
@@ -209,7 +204,14 @@ fn segments_roll_by_size_and_age_with_index_files() {
         log.append(values(1, 10, 0)).unwrap();
         log.wait_written(121).await.unwrap();
         assert!(files(&dir, ".log").len() > before);
+        // Seals run in the background; close waits for the one in flight.
         log.close().await.unwrap();
+        let logs = files(&dir, ".log");
+        for sealed in &logs[..logs.len() - 1] {
+            assert!(std::fs::metadata(sealed).unwrap().len() <= 4096);
+            assert!(sealed.with_extension("index").exists());
+            assert!(sealed.with_extension("timeindex").exists());
+        }
         let log = Log::open(&dir, small_segments(4096)).await.unwrap();
         assert_eq!(log.high_watermark(), 122);
         assert_eq!(read_all(&log, 0, 1000).await.len(), 62);
@@ -393,5 +395,95 @@ fn bursts_larger_than_one_write_stage_the_next_write_across_rolls() {
             assert_eq!(read_all(&log, 0, 1 << 20).await, sent);
             log.close().await.unwrap();
         }
+    });
+}
+
+#[test]
+fn catch_up_readers_get_every_batch_through_read_ahead_across_segments() {
+    // Two readers draining from disk in small steps, interleaved, while the active segment keeps
+    // growing (its partial last block is rewritten): each read-ahead must hand back exactly the
+    // batches that were written, never stale bytes past the data end at the time it was issued.
+    let tmp = tempfile::tempdir().unwrap();
+    run(tmp.path(), |dir| async move {
+        let config = LogConfig {
+            tail_cache_bytes: 0,
+            ..small_segments(64 << 10)
+        };
+        let log = Log::open(&dir, config).await.unwrap();
+        let mut sent = Vec::new();
+        let mut next = 0i64;
+        for i in 0..400usize {
+            let batch = values(1 + i % 4, 100 + (i * 37) % 900, i as u8);
+            let appended = log.append(batch.clone()).unwrap();
+            assert_eq!(appended.base_offset, next);
+            next = appended.last_offset + 1;
+            let mut stored = batch.to_vec();
+            stored[..8].copy_from_slice(&appended.base_offset.to_be_bytes());
+            sent.push((appended.base_offset, stored));
+        }
+        log.wait_written(next - 1).await.unwrap();
+        let (mut a, mut b) = (0i64, 0i64);
+        let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+        let mut extra = 0u8;
+        while a < log.high_watermark() || b < log.high_watermark() {
+            for (offset, got, max_bytes) in [(&mut a, &mut got_a, 3000), (&mut b, &mut got_b, 9000)]
+            {
+                if *offset >= log.high_watermark() {
+                    continue;
+                }
+                let read = log.read(*offset, max_bytes).await.unwrap();
+                let batches = split_batches(&bytes_of(&read));
+                assert!(!batches.is_empty(), "read at {offset} returned nothing");
+                let last = batches.last().unwrap();
+                let info = weir_engine::batch::validate(&last.1).unwrap();
+                *offset = last.0 + info.last_offset_delta as i64 + 1;
+                got.extend(batches);
+            }
+            // Keep the active segment growing behind the readers.
+            if extra < 50 {
+                let appended = log.append(values(2, 333, extra)).unwrap();
+                log.wait_written(appended.last_offset).await.unwrap();
+                let mut stored = values(2, 333, extra).to_vec();
+                stored[..8].copy_from_slice(&appended.base_offset.to_be_bytes());
+                sent.push((appended.base_offset, stored));
+                extra += 1;
+            }
+        }
+        assert!(
+            files(&dir, ".log").len() > 5,
+            "the data spans many segments"
+        );
+        assert_eq!(got_a.len(), sent.len());
+        assert!(got_a == sent, "reader a saw exactly the written batches");
+        assert!(got_b == sent, "reader b saw exactly the written batches");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn always_durability_spans_background_seals() {
+    // With `Always`, every acknowledged batch is durable, including those written to a new segment
+    // while the previous one is still being sealed in the background.
+    let tmp = tempfile::tempdir().unwrap();
+    run(tmp.path(), |dir| async move {
+        let config = LogConfig {
+            durability: Durability::Always,
+            ..small_segments(8192)
+        };
+        let log = Log::open(&dir, config.clone()).await.unwrap();
+        let mut last = 0;
+        for i in 0..100 {
+            last = log.append(values(3, 500, i)).unwrap().last_offset;
+            if i % 7 == 0 {
+                log.wait_durable(last).await.unwrap();
+            }
+        }
+        log.wait_durable(last).await.unwrap();
+        assert!(files(&dir, ".log").len() > 10);
+        log.close().await.unwrap();
+        let log = Log::open(&dir, config).await.unwrap();
+        assert_eq!(log.high_watermark(), last + 1);
+        assert_eq!(read_all(&log, 0, 1 << 20).await.len(), 100);
+        log.close().await.unwrap();
     });
 }
