@@ -364,6 +364,10 @@ impl Workload {
             .unwrap_or_else(|| "weir-bench".to_owned());
         let topic_count = args.topics.unwrap_or(1);
         ensure!(topic_count >= 1, "--topics must be at least 1");
+        ensure!(
+            !args.compare_plain || args.exchange.is_some(),
+            "--compare-plain needs --exchange"
+        );
         let exchange = match &args.exchange {
             Some(name) => {
                 ensure!(args.destinations >= 1, "--destinations must be at least 1");
@@ -570,5 +574,30 @@ mod tests {
         ] {
             assert!(Workload::resolve(&args).is_err());
         }
+    }
+
+    #[test]
+    fn exchange_bindings_hold_n_elements_with_one_match_per_destination() {
+        let spec = |exchange_type| ExchangeSpec {
+            name: "app".to_owned(),
+            exchange_type,
+            bindings: 10,
+            destinations: vec!["d0".to_owned(), "d1".to_owned()],
+        };
+        let topic = spec(ExchangeType::Topic).bindings_config();
+        let elements: Vec<&str> = topic.split(',').collect();
+        assert_eq!(elements.len(), 10);
+        assert_eq!(&elements[8..], ["topic:d0=#", "topic:d1=#"]);
+        assert_eq!(elements[0], "topic:d0=tenant-0.orders.*");
+        assert_eq!(elements[1], "topic:d1=tenant-1.orders.*");
+        assert_eq!(
+            spec(ExchangeType::Fanout).bindings_config(),
+            "topic:d0,topic:d1"
+        );
+        let headers = spec(ExchangeType::Headers).bindings_config();
+        assert!(headers.ends_with("topic:d0=x-match=all,topic:d1=x-match=all"));
+        let direct = spec(ExchangeType::Direct).bindings_config();
+        assert!(direct.ends_with("topic:d0=,topic:d1="));
+        assert_eq!(spec(ExchangeType::Topic).copies_per_record(), 2);
     }
 }
