@@ -1,6 +1,9 @@
 //! One load-generator run, on the main thread: optionally start a broker, create the topics, find
 //! partition leaders, start fetchers at the log ends, start producers, print the live line, stop,
-//! check that every produced message was consumed by every group, and report.
+//! check that every produced message was consumed by every group, and report. Exchange mode
+//! (`--exchange`): declare the destinations and the exchange, produce to the exchange, read the
+//! destinations, and expect every group to read `produced × destinations` records; with
+//! `--compare-plain` a plain-topic run of the same records comes first on the same broker.
 //!
 //! The main thread only reads shared counters while workers run; it joins every worker before it
 //! builds the results.
