@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    create_topics_request::CreatableTopic, list_offsets_request, metadata_request,
-    ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest, CreateTopicsResponse,
-    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, TopicName,
+    create_topics_request::{self, CreatableTopic},
+    list_offsets_request, metadata_request, ApiVersionsRequest, ApiVersionsResponse, BrokerId,
+    CreateTopicsRequest, CreateTopicsResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -74,6 +75,11 @@ impl Connection {
         self.correlation_id += 1;
         let mut header = Vec::new();
         wire::begin_request(&mut header, api_key, version, self.correlation_id);
+        let flexible = is_flexible(api_key, version);
+        if flexible {
+            // Request header v2: an empty tagged-field section after the client id.
+            header.push(0);
+        }
         let mut body = BytesMut::new();
         request
             .encode(&mut body, version)
@@ -90,9 +96,22 @@ impl Connection {
             "correlation id {correlation_id}, expected {}",
             self.correlation_id
         );
+        if flexible {
+            // Response header v1: skip its tagged-field section (we send none, expect none).
+            ensure!(
+                response.remaining() >= 1 && response.get_u8() == 0,
+                "unexpected tagged fields in the response header"
+            );
+        }
         Response::decode(&mut response, version)
             .with_context(|| format!("decoding API {api_key} v{version} response"))
     }
+}
+
+/// Whether the request uses the flexible (tagged-field) headers. Only CreateTopics is ever sent
+/// at a flexible version here (v5+, for configs longer than an int16 string allows).
+fn is_flexible(api_key: i16, version: i16) -> bool {
+    api_key == API_CREATE_TOPICS && version >= 5
 }
 
 /// Versions the broker supports, by API key.
@@ -194,6 +213,7 @@ pub fn ensure_topics(
     versions: &ApiVersions,
     topics: &[String],
     partitions: i32,
+    configs: &[(&str, String)],
 ) -> Result<Cluster> {
     let cluster = metadata(connection, versions, topics)?;
     let missing: Vec<&String> = topics
@@ -201,7 +221,9 @@ pub fn ensure_topics(
         .filter(|name| !cluster.topics.contains_key(*name))
         .collect();
     if !missing.is_empty() {
-        let version = versions.pick(API_CREATE_TOPICS, (0, 4), "CreateTopics")?;
+        // Config values (10,000 bindings) outgrow the int16 strings of v0-v4.
+        let ours = if configs.is_empty() { (0, 4) } else { (5, 7) };
+        let version = versions.pick(API_CREATE_TOPICS, ours, "CreateTopics")?;
         let request = CreateTopicsRequest::default()
             .with_timeout_ms(30_000)
             .with_topics(
@@ -212,6 +234,16 @@ pub fn ensure_topics(
                             .with_name(TopicName(StrBytes::from_string((*name).clone())))
                             .with_num_partitions(partitions)
                             .with_replication_factor(1)
+                            .with_configs(
+                                configs
+                                    .iter()
+                                    .map(|(name, value)| {
+                                        create_topics_request::CreatableTopicConfig::default()
+                                            .with_name(StrBytes::from_string((*name).to_owned()))
+                                            .with_value(Some(StrBytes::from_string(value.clone())))
+                                    })
+                                    .collect(),
+                            )
                     })
                     .collect(),
             );

@@ -56,7 +56,8 @@ pub fn spawn(plan: FetcherPlan) -> Result<JoinHandle<Result<Histogram<u64>>>> {
 /// True once the group has read everything the producers had acknowledged when they finished.
 fn group_complete(shared: &Shared, group: usize) -> bool {
     shared.producers_done.load(Relaxed)
-        && shared.consumed[group].messages.load(Relaxed) >= shared.produced.messages.load(Relaxed)
+        && shared.consumed[group].messages.load(Relaxed)
+            >= shared.produced.messages.load(Relaxed) * shared.copies_per_message
 }
 
 fn fetch_loop(mut plan: FetcherPlan) -> Result<Histogram<u64>> {

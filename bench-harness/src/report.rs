@@ -91,6 +91,32 @@ pub struct Results {
     pub consumed_messages_per_group: Vec<u64>,
     pub series: Vec<SeriesPoint>,
     pub errors: Vec<String>,
+    /// Exchange mode: records produced to the exchange (and routed) per second.
+    pub exchange_routed_msgs_per_s: Option<f64>,
+    /// Exchange mode: routed copies delivered to consumers per second (all destinations).
+    pub exchange_copies_per_s: Option<f64>,
+    /// --compare-plain: the same records produced to a plain topic, per second.
+    pub plain_produce_msgs_per_s: Option<f64>,
+    /// --compare-plain: exchange_routed_msgs_per_s / plain_produce_msgs_per_s.
+    pub routed_to_plain_ratio: Option<f64>,
+}
+
+impl Results {
+    /// Records the plain run's figure and the routed/plain ratio (--compare-plain); the plain
+    /// run's errors become this run's.
+    pub fn set_plain(&mut self, plain: &Results) {
+        self.plain_produce_msgs_per_s = Some(plain.produce_msgs_per_s);
+        self.routed_to_plain_ratio = self
+            .exchange_routed_msgs_per_s
+            .filter(|_| plain.produce_msgs_per_s > 0.0)
+            .map(|routed| routed / plain.produce_msgs_per_s);
+        self.errors.extend(
+            plain
+                .errors
+                .iter()
+                .map(|error| format!("plain run: {error}")),
+        );
+    }
 }
 
 fn ms(value: Option<f64>) -> String {
@@ -168,6 +194,35 @@ pub fn table(results: &Results) -> String {
          produced {} messages, consumed {:?} per group",
         results.produced_messages, results.consumed_messages_per_group
     );
+    if let (Some(spec), Some(routed)) = (
+        &results.workload.exchange,
+        results.exchange_routed_msgs_per_s,
+    ) {
+        let _ = writeln!(
+            out,
+            "exchange {} ({}, {} bindings, {} destinations): routed {} records/s, {} copies/s \
+             delivered",
+            spec.name,
+            spec.exchange_type.name(),
+            spec.bindings,
+            spec.destinations.len(),
+            human_rate(routed),
+            results
+                .exchange_copies_per_s
+                .map_or_else(|| "-".to_owned(), human_rate)
+        );
+    }
+    if let (Some(plain), Some(ratio)) = (
+        results.plain_produce_msgs_per_s,
+        results.routed_to_plain_ratio,
+    ) {
+        let _ = writeln!(
+            out,
+            "plain topic, same records: {} msgs/s; routed/plain = {:.0}%",
+            human_rate(plain),
+            ratio * 100.0
+        );
+    }
     for error in &results.errors {
         let _ = writeln!(out, "ERROR: {error}");
     }

@@ -1,6 +1,9 @@
 //! One load-generator run, on the main thread: optionally start a broker, create the topics, find
 //! partition leaders, start fetchers at the log ends, start producers, print the live line, stop,
-//! check that every produced message was consumed by every group, and report.
+//! check that every produced message was consumed by every group, and report. Exchange mode
+//! (`--exchange`): declare the destinations and the exchange, produce to the exchange, read the
+//! destinations, and expect every group to read `produced × destinations` records; with
+//! `--compare-plain` a plain-topic run of the same records comes first on the same broker.
 //!
 //! The main thread only reads shared counters while workers run; it joins every worker before it
 //! builds the results.
@@ -45,7 +48,28 @@ pub fn run(args: &RunArgs) -> Result<Results> {
     } else {
         None
     };
-    let result = run_against_broker(args, workload);
+    let result = match &workload.exchange {
+        Some(spec) if args.compare_plain => {
+            // The same records to a plain topic first, on the same broker.
+            let mut plain = (*workload).clone();
+            plain.exchange = None;
+            plain.topics = vec![format!("{}-plain", spec.name)];
+            plain.partitions = workload.partitions;
+            eprintln!("weir-bench: plain run on topic {}", plain.topics[0]);
+            match run_against_broker(args, Arc::new(plain)) {
+                Ok(plain_results) => {
+                    print!("{}", crate::report::table(&plain_results));
+                    eprintln!("weir-bench: exchange run on {}", spec.name);
+                    run_against_broker(args, workload).map(|mut results| {
+                        results.set_plain(&plain_results);
+                        results
+                    })
+                }
+                Err(error) => Err(error),
+            }
+        }
+        _ => run_against_broker(args, workload),
+    };
     if let Some(server) = &mut spawned {
         if !server.is_running() {
             eprintln!(
@@ -66,15 +90,47 @@ fn run_against_broker(args: &RunArgs, workload: Arc<Workload>) -> Result<Results
         "Produce",
     )?;
     let fetch_version = wire::negotiate(wire::FETCH_VERSIONS, versions.range(API_FETCH), "Fetch")?;
+    if let Some(spec) = &workload.exchange {
+        // Destinations first: the exchange's bindings name them.
+        admin::ensure_topics(
+            &mut connection,
+            &versions,
+            &spec.destinations,
+            workload.partitions as i32,
+            &[],
+        )?;
+        admin::ensure_topics(
+            &mut connection,
+            &versions,
+            std::slice::from_ref(&spec.name),
+            workload.partitions as i32,
+            &[
+                ("weir.exchange.type", spec.exchange_type.name().to_owned()),
+                ("weir.exchange.bindings", spec.bindings_config()),
+            ],
+        )
+        .with_context(|| format!("declaring exchange {}", spec.name))?;
+    }
     let cluster = admin::ensure_topics(
         &mut connection,
         &versions,
         &workload.topics,
         workload.partitions as i32,
+        &[],
     )?;
-    let targets = all_targets(&workload, &cluster)?;
+    let all = all_targets(&workload, &cluster)?;
+    // Exchange mode: produce to the exchange (topic 0), consume the destinations (the rest).
+    let (produce_to, targets): (Vec<_>, Vec<_>) = if workload.exchange.is_some() {
+        all.iter().partition(|&&((topic, _), _)| topic == 0)
+    } else {
+        (all.clone(), all)
+    };
+    let copies = workload
+        .exchange
+        .as_ref()
+        .map_or(1, |spec| spec.copies_per_record());
     let broker_ids: Vec<i32> = {
-        let mut ids: Vec<i32> = targets.iter().map(|target| target.1).collect();
+        let mut ids: Vec<i32> = produce_to.iter().map(|target| target.1).collect();
         ids.sort_unstable();
         ids.dedup();
         ids
@@ -86,7 +142,7 @@ fn run_against_broker(args: &RunArgs, workload: Arc<Workload>) -> Result<Results
     for address in &broker_addresses {
         admin::wait_connectable(address, Duration::from_secs(10))?;
     }
-    let producer_targets: Vec<Target> = targets
+    let producer_targets: Vec<Target> = produce_to
         .iter()
         .map(|&((topic, partition), leader)| Target {
             topic,
@@ -104,11 +160,9 @@ fn run_against_broker(args: &RunArgs, workload: Arc<Workload>) -> Result<Results
     }));
     let clock = Clock::new();
     let warmup_ns = (workload.warmup_s * 1e9) as u64;
-    let shared = Arc::new(Shared::new(
-        clock,
-        warmup_ns,
-        workload.consumer_groups as usize,
-    ));
+    let mut shared = Shared::new(clock, warmup_ns, workload.consumer_groups as usize);
+    shared.copies_per_message = copies;
+    let shared = Arc::new(shared);
     let stop_consumers = Arc::new(AtomicBool::new(false));
 
     // Fetchers start before the first message, or (with --backlog) once producing is over.
@@ -197,9 +251,10 @@ fn run_against_broker(args: &RunArgs, workload: Arc<Workload>) -> Result<Results
         .map(|flow| flow.messages.load(Relaxed))
         .collect();
     for (group, &count) in consumed.iter().enumerate() {
-        if count != produced {
+        if count != produced * copies {
             errors.push(format!(
-                "count mismatch: group {group} consumed {count} messages, the broker acknowledged {produced}"
+                "count mismatch: group {group} consumed {count} messages, the broker acknowledged \
+                 {produced} x {copies} cop(ies) each"
             ));
         }
     }
@@ -231,6 +286,17 @@ fn run_against_broker(args: &RunArgs, workload: Arc<Workload>) -> Result<Results
         consumed_messages_per_group: consumed,
         series: outcome.series.clone(),
         errors,
+        exchange_routed_msgs_per_s: workload
+            .exchange
+            .as_ref()
+            .map(|_| measured.produce_msgs_per_s),
+        exchange_copies_per_s: workload
+            .exchange
+            .as_ref()
+            .filter(|_| workload.consumer_groups > 0)
+            .map(|_| measured.consume_msgs_per_s),
+        plain_produce_msgs_per_s: None,
+        routed_to_plain_ratio: None,
     })
 }
 

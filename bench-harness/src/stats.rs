@@ -120,6 +120,8 @@ pub struct Shared {
     pub produce_end_ns: AtomicU64,
     /// Clock time of the last consumed message of each group.
     pub consume_end_ns: Vec<AtomicU64>,
+    /// Copies of each produced message every group reads (exchange mode: the destinations).
+    pub copies_per_message: u64,
     first_error: Mutex<Option<String>>,
 }
 
@@ -136,6 +138,7 @@ impl Shared {
             abort: AtomicBool::new(false),
             produce_end_ns: AtomicU64::new(0),
             consume_end_ns: (0..groups).map(|_| AtomicU64::new(0)).collect(),
+            copies_per_message: 1,
             first_error: Mutex::new(None),
         }
     }

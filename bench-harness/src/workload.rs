@@ -35,6 +35,82 @@ pub enum Keys {
     Random,
 }
 
+/// Exchange types (docs/routing.md), for `--exchange-type`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExchangeType {
+    #[default]
+    Topic,
+    Direct,
+    Fanout,
+    Headers,
+}
+
+impl ExchangeType {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExchangeType::Topic => "topic",
+            ExchangeType::Direct => "direct",
+            ExchangeType::Fanout => "fanout",
+            ExchangeType::Headers => "headers",
+        }
+    }
+}
+
+/// Exchange mode: the exchange the producers write to and the destination topics the consumers
+/// read, each record reaching every destination once.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExchangeSpec {
+    pub name: String,
+    pub exchange_type: ExchangeType,
+    /// Bindings declared on the exchange (matching and non-matching).
+    pub bindings: u32,
+    pub destinations: Vec<String>,
+}
+
+impl ExchangeSpec {
+    /// Copies of every record the destinations receive.
+    pub fn copies_per_record(&self) -> u64 {
+        self.destinations.len() as u64
+    }
+
+    /// The `weir.exchange.bindings` list: bindings that never match the produced records, then one
+    /// matching binding per destination, `bindings` in all (fanout: every binding matches, so only
+    /// the destinations' bindings exist).
+    pub fn bindings_config(&self) -> String {
+        let destinations = self.destinations.len();
+        let non_matching = (self.bindings as usize).saturating_sub(destinations);
+        let mut list: Vec<String> = Vec::with_capacity(non_matching + destinations);
+        if self.exchange_type != ExchangeType::Fanout {
+            for index in 0..non_matching {
+                let destination = &self.destinations[index % destinations];
+                list.push(match self.exchange_type {
+                    // The produced keys are 8 raw bytes (or null): never a dotted word list that
+                    // starts with this literal word.
+                    ExchangeType::Topic => format!("topic:{destination}=tenant-{index}.orders.*"),
+                    ExchangeType::Direct => format!("topic:{destination}=tenant-{index}"),
+                    // The produced records carry no headers, so any criterion fails.
+                    ExchangeType::Headers => {
+                        format!("topic:{destination}=x-match=all&tenant=t{index}")
+                    }
+                    ExchangeType::Fanout => unreachable!("fanout has no non-matching bindings"),
+                });
+            }
+        }
+        for destination in &self.destinations {
+            list.push(match self.exchange_type {
+                ExchangeType::Topic => format!("topic:{destination}=#"),
+                // A null key routes as the empty key (--keys none is enforced for direct).
+                ExchangeType::Direct => format!("topic:{destination}="),
+                ExchangeType::Fanout => format!("topic:{destination}"),
+                // No criteria under x-match=all: matches every record.
+                ExchangeType::Headers => format!("topic:{destination}=x-match=all"),
+            });
+        }
+        list.join(",")
+    }
+}
+
 /// The load generator's flags. Workload flags are optional so that a preset can fill them; an
 /// explicit flag always wins over the preset.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -131,6 +207,22 @@ pub struct RunArgs {
     /// Skip consuming (produce-only run).
     #[arg(long)]
     pub no_consume: bool,
+    /// Exchange mode: declare this exchange with --bindings bindings routing every record to
+    /// --destinations topics, produce to it, and consume every routed copy from the destinations.
+    #[arg(long)]
+    pub exchange: Option<String>,
+    #[arg(long, value_enum, default_value = "topic")]
+    pub exchange_type: ExchangeType,
+    /// Bindings on the exchange; all but one per destination never match.
+    #[arg(long, default_value = "10000")]
+    pub bindings: u32,
+    /// Destination topics (EXCHANGE-dest-0 ..), each with --partitions partitions.
+    #[arg(long, default_value = "4")]
+    pub destinations: u32,
+    /// Exchange mode: first run the same records against a plain topic (EXCHANGE-plain) and
+    /// report routed/plain.
+    #[arg(long)]
+    pub compare_plain: bool,
 }
 
 /// How a run ends.
@@ -164,6 +256,8 @@ pub struct Workload {
     pub max_in_flight: usize,
     pub fetch_max_bytes: i32,
     pub fetch_partition_max_bytes: i32,
+    /// Exchange mode: `topics` is then `[exchange]` followed by the destinations.
+    pub exchange: Option<ExchangeSpec>,
 }
 
 struct Defaults {
@@ -270,7 +364,33 @@ impl Workload {
             .unwrap_or_else(|| "weir-bench".to_owned());
         let topic_count = args.topics.unwrap_or(1);
         ensure!(topic_count >= 1, "--topics must be at least 1");
-        let topics = if topic_count == 1 {
+        ensure!(
+            !args.compare_plain || args.exchange.is_some(),
+            "--compare-plain needs --exchange"
+        );
+        let exchange = match &args.exchange {
+            Some(name) => {
+                ensure!(args.destinations >= 1, "--destinations must be at least 1");
+                ensure!(
+                    args.topics.is_none() && args.topic.is_none(),
+                    "--exchange replaces --topic/--topics"
+                );
+                Some(ExchangeSpec {
+                    name: name.clone(),
+                    exchange_type: args.exchange_type,
+                    bindings: args.bindings.max(args.destinations),
+                    destinations: (0..args.destinations)
+                        .map(|index| format!("{name}-dest-{index}"))
+                        .collect(),
+                })
+            }
+            None => None,
+        };
+        let topics = if let Some(spec) = &exchange {
+            std::iter::once(spec.name.clone())
+                .chain(spec.destinations.iter().cloned())
+                .collect()
+        } else if topic_count == 1 {
             vec![topic]
         } else {
             (0..topic_count)
@@ -321,12 +441,19 @@ impl Workload {
             max_in_flight: args.max_in_flight.unwrap_or(8),
             fetch_max_bytes: args.fetch_max_bytes.unwrap_or(32 << 20),
             fetch_partition_max_bytes: args.fetch_partition_max_bytes.unwrap_or(8 << 20),
+            exchange,
         };
         workload.check()?;
         Ok(workload)
     }
 
     fn check(&self) -> Result<()> {
+        if let Some(spec) = &self.exchange {
+            ensure!(
+                spec.exchange_type != ExchangeType::Direct || self.keys == Keys::None,
+                "--exchange-type direct needs --keys none (records then route by the empty key)"
+            );
+        }
         ensure!(self.partitions >= 1, "--partitions must be at least 1");
         ensure!(self.producers >= 1, "--producers must be at least 1");
         ensure!(
@@ -447,5 +574,30 @@ mod tests {
         ] {
             assert!(Workload::resolve(&args).is_err());
         }
+    }
+
+    #[test]
+    fn exchange_bindings_hold_n_elements_with_one_match_per_destination() {
+        let spec = |exchange_type| ExchangeSpec {
+            name: "app".to_owned(),
+            exchange_type,
+            bindings: 10,
+            destinations: vec!["d0".to_owned(), "d1".to_owned()],
+        };
+        let topic = spec(ExchangeType::Topic).bindings_config();
+        let elements: Vec<&str> = topic.split(',').collect();
+        assert_eq!(elements.len(), 10);
+        assert_eq!(&elements[8..], ["topic:d0=#", "topic:d1=#"]);
+        assert_eq!(elements[0], "topic:d0=tenant-0.orders.*");
+        assert_eq!(elements[1], "topic:d1=tenant-1.orders.*");
+        assert_eq!(
+            spec(ExchangeType::Fanout).bindings_config(),
+            "topic:d0,topic:d1"
+        );
+        let headers = spec(ExchangeType::Headers).bindings_config();
+        assert!(headers.ends_with("topic:d0=x-match=all,topic:d1=x-match=all"));
+        let direct = spec(ExchangeType::Direct).bindings_config();
+        assert!(direct.ends_with("topic:d0=,topic:d1="));
+        assert_eq!(spec(ExchangeType::Topic).copies_per_record(), 2);
     }
 }
