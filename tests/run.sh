@@ -40,7 +40,13 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --release --workspace --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# Fuzz smoke: every cargo-fuzz target for a bounded time (nightly, as the brief allows for fuzzing).
+fuzz_failed=0
+if ! ./tests/fuzz-smoke.sh "${WEIR_FUZZ_SECONDS:-20}"; then
+    fuzz_failed=1
+    status=1
+fi
 set -e
-awk '/^test result:/ { passed += $4; failed += $6 }
-     END { printf "weir test suite: %d passed, %d failed\n", passed, failed }' "$log"
+awk -v fuzz_failed="$fuzz_failed" '/^test result:/ { passed += $4; failed += $6 }
+     END { printf "weir test suite: %d passed, %d failed\n", passed, failed + fuzz_failed }' "$log"
 exit "$status"
