@@ -188,41 +188,6 @@ impl Shard {
     }
 }
 
-/// Applies `retention.bytes` / `retention.ms` to every log this shard owns, every
-/// `log.retention.check.interval.ms`, until shutdown. Logs are visited one at a time (cloned
-/// handles, no borrow across the await), so appends keep flowing meanwhile.
-async fn retention_loop(shard: Rc<Shard>) {
-    let interval = Duration::from_millis(shard.config.retention_check_interval_ms);
-    loop {
-        let woke = futures_lite::future::or(
-            async {
-                glommio::timer::sleep(interval).await;
-                true
-            },
-            async {
-                shard.shutdown.wait().await;
-                false
-            },
-        )
-        .await;
-        if !woke {
-            return;
-        }
-        let logs: Vec<Log> = shard
-            .logs
-            .borrow()
-            .values()
-            .flat_map(|partitions| partitions.iter().flatten().cloned())
-            .collect();
-        for log in logs {
-            if let Err(error) = log.enforce_retention().await {
-                tracing::warn!(shard = shard.id, dir = %log.dir().display(), %error, "retention failed");
-            }
-            glommio::yield_if_needed().await;
-        }
-    }
-}
-
 /// What the main thread hands each shard.
 pub struct ShardStart {
     pub id: usize,
@@ -308,7 +273,6 @@ async fn serve(
     crate::kafka::group_apis::open(&shard).await?;
 
     glommio::spawn_local(job_loop(shard.clone(), inbox.jobs)).detach();
-    glommio::spawn_local(retention_loop(shard.clone())).detach();
     if let Some(control) = inbox.control {
         glommio::spawn_local(controller::run(shard.clone(), control, (*metadata).clone())).detach();
     }
