@@ -3,7 +3,8 @@
 //! says so, and kcat (an independent client) reads the same number of records back.
 //!
 //! Needs `target/<profile>/weir` (`cargo build --bin weir`, same profile as this test); skips with
-//! a message when it is missing. Ports 19440..19459.
+//! a message when it is missing. Ports 19440..19455: each spawned broker takes P, P+1 and P+2 (one port per shard), so
+//! cases that may run at once are 4 apart.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -104,7 +105,7 @@ fn one_partition_every_message_is_acknowledged_and_consumed() {
 #[test]
 fn keyed_partitions_groups_and_acks_all_count_exactly() {
     let Some(run) = run(
-        19442,
+        19444,
         &[
             "--messages",
             "100001",
@@ -134,7 +135,7 @@ fn keyed_partitions_groups_and_acks_all_count_exactly() {
 #[test]
 fn acks_zero_and_a_rate_limit_still_count_exactly() {
     let Some(run) = run(
-        19444,
+        19448,
         &[
             "--messages",
             "20000",
@@ -168,7 +169,7 @@ fn an_independent_client_reads_what_weir_bench_produced() {
     }
     let Some(weir) = weir_binary() else { return };
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = 19446;
+    let port = 19452;
     let mut broker = Command::new(&weir)
         .arg("--data-dir")
         .arg(dir.path())

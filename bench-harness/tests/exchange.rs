@@ -3,7 +3,8 @@
 //! JSON report carries the routed rates, and --compare-plain runs the plain topic too.
 //!
 //! Needs `target/<profile>/weir` (`cargo build --bin weir`, same profile as this test); skips with
-//! a message when it is missing. Ports 19810..19829.
+//! a message when it is missing. Ports 19810..19833: each spawned broker takes P, P+1 and P+2 (one port per shard), so
+//! cases that may run at once are 4 apart.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -112,9 +113,9 @@ fn topic_exchange_routes_every_record_to_every_destination() {
 #[test]
 fn fanout_headers_and_direct_exchanges_count_their_copies() {
     for (port, kind, keys) in [
-        (19812, "fanout", "random"),
-        (19814, "headers", "round-robin"),
-        (19816, "direct", "none"),
+        (19814, "fanout", "random"),
+        (19818, "headers", "round-robin"),
+        (19822, "direct", "none"),
     ] {
         let Some(run) = run(
             port,
@@ -142,7 +143,7 @@ fn fanout_headers_and_direct_exchanges_count_their_copies() {
 #[test]
 fn compare_plain_reports_the_ratio() {
     let Some(run) = run(
-        19818,
+        19826,
         &[
             "--exchange",
             "app",
@@ -169,7 +170,7 @@ fn compare_plain_reports_the_ratio() {
 #[test]
 fn direct_exchange_with_keys_is_refused() {
     let Some(run) = run(
-        19820,
+        19830,
         &[
             "--exchange",
             "ex",
