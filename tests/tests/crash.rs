@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,24 +60,6 @@ const TOPICS: &[(&str, &[(&str, &str)])] = &[
     ),
 ];
 
-fn weir_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("WEIR_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let binary = profile_dir.join("weir");
-    assert!(
-        binary.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        binary.display()
-    );
-    binary
-}
-
 struct Broker {
     child: Child,
 }
@@ -117,7 +99,7 @@ impl Broker {
     }
 
     fn try_start(dir: &Path) -> Started {
-        let mut child = Command::new(weir_binary())
+        let mut child = Command::new(weir_tests::broker_binary().expect("the weir binary"))
             .args(["--data-dir", dir.to_str().unwrap()])
             .args(["--listen", &format!("127.0.0.1:{PORT}"), "--cpus", "0-1"])
             .args(["--set", "log.retention.check.interval.ms=200"])

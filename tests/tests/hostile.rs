@@ -26,25 +26,6 @@ const PORT: u16 = 21100;
 /// plus its copy into the log's write buffers.
 const PEAK_RSS_KIB_MAX: u64 = 768 << 10;
 
-/// The `weir` binary built next to this test (same profile), or `$WEIR_BIN`.
-fn weir_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("WEIR_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let binary = profile_dir.join("weir");
-    assert!(
-        binary.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        binary.display()
-    );
-    binary
-}
-
 struct Broker {
     child: Child,
     _dir: tempfile::TempDir,
@@ -60,7 +41,7 @@ impl Broker {
     }
 
     fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Broker {
-        let mut child = Command::new(weir_binary())
+        let mut child = Command::new(weir_tests::broker_binary().expect("the weir binary"))
             .args(["--data-dir", dir.path().to_str().unwrap()])
             .args(["--listen", &format!("127.0.0.1:{PORT}"), "--cpus", "0-1"])
             .args(extra)
