@@ -487,3 +487,44 @@ fn always_durability_spans_background_seals() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn two_writes_in_flight_split_at_a_block_and_keep_every_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(tmp.path(), |dir| async move {
+        for (i, durability) in [Durability::Os, Durability::Always].into_iter().enumerate() {
+            let config = LogConfig {
+                durability,
+                segment_bytes: 16 << 20,
+                ..LogConfig::default()
+            };
+            let dir = dir.join(i.to_string());
+            let log = Log::open(&dir, config.clone()).await.unwrap();
+            let mut sent = Vec::new();
+            let mut last = 0;
+            // 40 MiB of uneven batches (never a multiple of the block size) queued at once: the
+            // writer has a full 4 MiB behind every write, so writes go out two at a time, each
+            // but the last of a run ending at a block boundary inside a batch, and a roll at
+            // 16 MiB.
+            for i in 0..4000usize {
+                let mut batch = values(1 + i % 3, 7000 + (i * 7919) % 6000, i as u8);
+                let appended = log.append(batch.clone()).unwrap();
+                weir_engine::batch::set_base_offset(&mut batch, appended.base_offset);
+                sent.push((appended.base_offset, batch.to_vec()));
+                last = appended.last_offset;
+                if i % 500 == 0 {
+                    glommio::yield_if_needed().await;
+                }
+            }
+            log.wait_durable(last).await.unwrap();
+            assert!(files(&dir, ".log").len() >= 3, "rolled");
+            assert_eq!(read_all(&log, 0, 1 << 20).await, sent);
+            log.close().await.unwrap();
+            // Recovery scans the segments written in block-split pieces.
+            let log = Log::open(&dir, config).await.unwrap();
+            assert_eq!(log.high_watermark(), last + 1);
+            assert_eq!(read_all(&log, 0, 3 << 20).await, sent);
+            log.close().await.unwrap();
+        }
+    });
+}

@@ -115,3 +115,65 @@ fn full_device_gives_storage_full_and_recovers() {
     });
     drop(mount);
 }
+
+/// A burst larger than two writes meets a full device part-way, with two writes in flight. Once
+/// space returns every batch is written exactly once, in order.
+#[test]
+fn a_burst_that_fills_the_device_is_written_whole_once_space_returns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(mount) = Mount::tmpfs(&tmp.path().join("mnt"), "16m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let root = mount.0.clone();
+    let filler = root.join("filler");
+    std::fs::write(&filler, vec![1u8; 9 << 20]).unwrap();
+    run(&root, move |dir| async move {
+        let config = LogConfig {
+            segment_bytes: 64 << 20,
+            ..LogConfig::default()
+        };
+        let log = Log::open(&dir, config.clone()).await.unwrap();
+        let mut sent = Vec::new();
+        let mut last = 0;
+        // 10 MiB queued at once on a device with ~7 MiB free.
+        for i in 0..1000usize {
+            let mut batch = values(1, 10_000 + i % 77, i as u8);
+            let appended = log.append(batch.clone()).unwrap();
+            weir_engine::batch::set_base_offset(&mut batch, appended.base_offset);
+            sent.push((appended.base_offset, batch.to_vec()));
+            last = appended.last_offset;
+        }
+        assert!(matches!(
+            log.wait_written(last).await,
+            Err(LogError::StorageFull)
+        ));
+        // Which of the two writes in flight gets the space is a race; the first may fail.
+        assert!(log.high_watermark() <= last);
+        std::fs::remove_file(&filler).unwrap();
+        let mut written = false;
+        for _ in 0..100 {
+            match log.wait_written(last).await {
+                Ok(()) => {
+                    written = true;
+                    break;
+                }
+                Err(LogError::StorageFull) => {
+                    glommio::timer::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert!(
+            written,
+            "the rest of the burst is written once space returns"
+        );
+        assert_eq!(read_all(&log, 0, 1 << 20).await, sent);
+        log.close().await.unwrap();
+        let log = Log::open(&dir, config).await.unwrap();
+        assert_eq!(log.high_watermark(), last + 1);
+        assert_eq!(read_all(&log, 0, 1 << 20).await, sent);
+        log.close().await.unwrap();
+    });
+    drop(mount);
+}
