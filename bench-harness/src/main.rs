@@ -2,7 +2,7 @@
 //!
 //! `weir-bench [flags]` runs the load generator (see `workload.rs` for the flags);
 //! `weir-bench engine` runs the storage benchmark; `weir-bench encode` measures the client's own
-//! batch-building rate. Threads: the main thread orchestrates and reports; producers, their ack
+//! batch-building rate; `weir-bench loopback` measures the machine's TCP bandwidth over loopback. Threads: the main thread orchestrates and reports; producers, their ack
 //! readers and fetchers are plain OS threads with blocking sockets (see `producer.rs`,
 //! `consumer.rs`).
 
@@ -14,6 +14,7 @@ mod batch;
 mod consumer;
 mod encode_bench;
 mod engine_bench;
+mod loopback_bench;
 mod producer;
 mod report;
 mod run;
@@ -43,6 +44,8 @@ enum Command {
     Engine(engine_bench::EngineArgs),
     /// The load generator's raw batch-encoding rate (RecordBatch v2 + CRC32C), one thread.
     Encode(encode_bench::EncodeArgs),
+    /// The machine's TCP bandwidth over 127.0.0.1 (the ceiling for a broker and its clients on one machine).
+    Loopback(loopback_bench::LoopbackArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +53,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Engine(args)) => engine_bench::run(args),
         Some(Command::Encode(args)) => encode_bench::run(args),
+        Some(Command::Loopback(args)) => loopback_bench::run(args),
         None => load(&cli.run),
     }
 }

@@ -26,6 +26,7 @@ pub mod limits;
 mod log;
 pub mod producer;
 mod segment;
+mod slots;
 
 pub use segment::{scan_segment_bytes, SegmentScan};
 

@@ -46,6 +46,7 @@ use crate::producer::{last_sequence, ProducerBatch, ProducerCheck, ProducerTable
 use crate::segment::{
     self, file_stem, parse_stem, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
+use crate::slots::SlotClaim;
 use crate::{Appended, Chunk, Durability, LogConfig, LogError, ReadBatches};
 
 /// Pause before a failed write (ENOSPC, EIO) is retried.
@@ -272,23 +273,20 @@ fn current_start(inner: &Inner) -> WriteStart {
     }
 }
 
-/// Builds the next write from the queued batches after `start.skip`: the partial last block, then
-/// whole batches up to `WRITE_BYTES_MAX`, never past a roll marker. When more batches are queued
-/// behind it, the write stops at its last full block and the bytes after it open the next write
-/// (which therefore overlaps nothing and may be in flight at the same time); otherwise it is
-/// zero-padded to the block size and the next write rewrites that block. With `full_only`, `None`
-/// unless the write is as large as it can get. Returns the job and where the write after it starts.
-fn plan_write(
-    inner: &Inner,
-    start: &WriteStart,
-    full_only: bool,
-) -> Option<(WriteJob, WriteStart)> {
-    let active = inner.active();
-    let aligned_start = align_down(start.size_bytes);
-    assert_eq!(start.tail.len() as u64, start.size_bytes - aligned_start);
+/// The queued batches the next write takes.
+struct WriteSpan {
+    batches: usize,
+    batch_bytes: usize,
+    /// A batch that did not fit follows (rather than a roll marker or the end of the queue).
+    more: bool,
+}
+
+/// Which queued batches after `start.skip` the next write takes: whole batches up to
+/// `WRITE_BYTES_MAX`, never past a roll marker. `None` if there are none, or with `full_only`
+/// unless the write is as large as it can get.
+fn next_span(inner: &Inner, start: &WriteStart, full_only: bool) -> Option<WriteSpan> {
     let mut batches = 0;
     let mut batch_bytes = 0;
-    // Why the batches stop: a batch that did not fit, a roll marker, or the end of the queue.
     let mut more = false;
     let mut roll = false;
     for pending in inner.pending.iter().skip(start.skip) {
@@ -306,6 +304,32 @@ fn plan_write(
     if batches == 0 || (full_only && !more && !roll) {
         return None;
     }
+    Some(WriteSpan {
+        batches,
+        batch_bytes,
+        more,
+    })
+}
+
+/// Builds the next write from the queued batches after `start.skip`: the partial last block, then
+/// whole batches up to `WRITE_BYTES_MAX`, never past a roll marker. When more batches are queued
+/// behind it, the write stops at its last full block and the bytes after it open the next write
+/// (which therefore overlaps nothing and may be in flight at the same time); otherwise it is
+/// zero-padded to the block size and the next write rewrites that block. With `full_only`, `None`
+/// unless the write is as large as it can get. Returns the job and where the write after it starts.
+fn plan_write(
+    inner: &Inner,
+    start: &WriteStart,
+    full_only: bool,
+) -> Option<(WriteJob, WriteStart)> {
+    let active = inner.active();
+    let aligned_start = align_down(start.size_bytes);
+    assert_eq!(start.tail.len() as u64, start.size_bytes - aligned_start);
+    let WriteSpan {
+        batches,
+        batch_bytes,
+        more,
+    } = next_span(inner, start, full_only)?;
     let data_bytes = start.tail.len() + batch_bytes;
     let new_end = start.size_bytes + batch_bytes as u64;
     let tail_from = (align_down(new_end) - aligned_start) as usize;
@@ -401,16 +425,30 @@ async fn run_write(mut job: WriteJob) -> (Result<(), LogError>, Option<DmaBuffer
     match result {
         Ok(written) if written == expected => (Ok(()), buffer, allocated),
         Ok(written) => {
-            let source =
-                std::io::Error::other(format!("short write: {written} of {expected} bytes"));
-            (
-                Err(LogError::Io {
+            // A device that fills up part-way through a write reports the bytes it took; the
+            // rest, written again, gives the reason (ENOSPC: StorageFull), or succeeds.
+            let rest = match &buffer {
+                Some(buffer) if written > 0 && written % BLOCK_BYTES == 0 => {
+                    let mut rest = take_buffer(expected - written);
+                    rest.as_bytes_mut()
+                        .copy_from_slice(&buffer.as_bytes()[written..]);
+                    let at = job.aligned_start + written as u64;
+                    let result = job.file.write_rc_at(Rc::new(rest), at).await;
+                    Some(result.map(|n| n == expected - written))
+                }
+                _ => None,
+            };
+            let result = match rest {
+                Some(Ok(true)) => Ok(()),
+                Some(Err(e)) => Err(log_error(&job.path, e)),
+                Some(Ok(false)) | None => Err(LogError::Io {
                     path: job.path,
-                    source,
+                    source: std::io::Error::other(format!(
+                        "short write: {written} of {expected} bytes"
+                    )),
                 }),
-                buffer,
-                allocated,
-            )
+            };
+            (result, buffer, allocated)
         }
         Err(e) => (Err(log_error(&job.path, e)), buffer, allocated),
     }
@@ -674,6 +712,8 @@ struct Writer {
     sync: Option<SyncFlight>,
     /// The target of the last fdatasync issued (`Always`).
     synced_target: Option<i64>,
+    /// This log's share of the shard's write slots: one per write in flight.
+    slots: SlotClaim,
 }
 
 impl Writer {
@@ -710,6 +750,7 @@ impl Writer {
         // Completed writes take effect in file order: a later one may finish first.
         while self.flights.front().is_some_and(|f| f.done.is_some()) {
             let flight = self.flights.pop_front().expect("checked above");
+            self.slots.release();
             let (result, allocated) = flight.done.expect("checked above");
             if let Err(error) = result {
                 return Poll::Ready(Step::Failed(error, flight.path));
@@ -778,11 +819,12 @@ impl Writer {
             // the next write larger (1,000 partitions, `always`: 21-23% of raw with a write per
             // sync, 12-16% with small writes beside the syncs, 28-31% like this).
             let full_only = !self.flights.is_empty() || self.sync.is_some();
-            let planned = plan_write(&inner, &start, full_only);
-            let Some((job, after)) = planned else {
+            if next_span(&inner, &start, full_only).is_none() || !self.slots.try_take(cx.waker()) {
+                // Nothing to write yet, or waiting for a slot (batches keep queueing meanwhile).
                 self.cursor = Some(start);
                 break;
-            };
+            }
+            let (job, after) = plan_write(&inner, &start, full_only).expect("a span was found");
             self.cursor = Some(after);
             let mut flight = Flight {
                 segment_base: job.segment_base,
@@ -799,6 +841,7 @@ impl Writer {
             }
             self.flights.push_back(flight);
         }
+        self.slots.pass_unused_grant();
         let writing = !self.flights.is_empty() || self.sync.is_some();
         if inner.writing && !writing {
             inner.wake_all();
@@ -824,6 +867,8 @@ impl Writer {
         }
         if self.sync.is_none() && self.flights.iter().all(|f| f.done.is_some()) {
             self.flights.clear();
+            self.slots.release_all();
+            self.slots.pass_unused_grant();
             self.cursor = None;
             return Poll::Ready(());
         }
@@ -839,6 +884,7 @@ async fn run_writer(weak: Weak<RefCell<Inner>>) {
         cursor: None,
         sync: None,
         synced_target: None,
+        slots: SlotClaim::default(),
     };
     loop {
         let step = futures_lite::future::poll_fn(|cx| writer.poll(&weak, cx)).await;

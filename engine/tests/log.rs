@@ -528,3 +528,50 @@ fn two_writes_in_flight_split_at_a_block_and_keep_every_batch() {
         }
     });
 }
+
+#[test]
+fn many_logs_share_the_shards_write_slots_without_losing_a_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(tmp.path(), |dir| async move {
+        // Far more logs than write slots, each with a burst queued at once; every fourth log is
+        // closed and dropped while the others still wait for slots, then reopened.
+        let config = LogConfig {
+            segment_bytes: 256 << 10,
+            ..LogConfig::default()
+        };
+        let mut logs = Vec::new();
+        for p in 0..200 {
+            let path = dir.join(format!("p-{p}"));
+            logs.push((
+                path.clone(),
+                Log::open(&path, config.clone()).await.unwrap(),
+            ));
+        }
+        let mut sent: Vec<Vec<(i64, Vec<u8>)>> = vec![Vec::new(); logs.len()];
+        for round in 0..12usize {
+            for (p, (_, log)) in logs.iter().enumerate() {
+                let mut batch = values(1 + round % 3, 3000 + (p * 131 + round) % 5000, p as u8);
+                let appended = log.append(batch.clone()).unwrap();
+                weir_engine::batch::set_base_offset(&mut batch, appended.base_offset);
+                sent[p].push((appended.base_offset, batch.to_vec()));
+            }
+        }
+        for (p, (path, log)) in logs.iter_mut().enumerate() {
+            if p % 4 == 0 {
+                log.close().await.unwrap();
+                *log = Log::open(path, config.clone()).await.unwrap();
+            }
+        }
+        for (p, (_, log)) in logs.iter().enumerate() {
+            let last = sent[p].last().unwrap();
+            let info = weir_engine::batch::validate(&last.1).unwrap();
+            log.wait_written(last.0 + info.last_offset_delta as i64)
+                .await
+                .unwrap();
+            assert_eq!(read_all(log, 0, 64 << 10).await, sent[p], "log {p}");
+        }
+        for (_, log) in logs {
+            log.close().await.unwrap();
+        }
+    });
+}

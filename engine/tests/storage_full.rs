@@ -144,10 +144,12 @@ fn a_burst_that_fills_the_device_is_written_whole_once_space_returns() {
             sent.push((appended.base_offset, batch.to_vec()));
             last = appended.last_offset;
         }
-        assert!(matches!(
-            log.wait_written(last).await,
-            Err(LogError::StorageFull)
-        ));
+        let outcome = log.wait_written(last).await;
+        assert!(
+            matches!(outcome, Err(LogError::StorageFull)),
+            "{outcome:?} at {} of {last}",
+            log.high_watermark()
+        );
         // Which of the two writes in flight gets the space is a race; the first may fail.
         assert!(log.high_watermark() <= last);
         std::fs::remove_file(&filler).unwrap();
