@@ -71,6 +71,13 @@ impl SlotClaim {
         })
     }
 
+    /// Queued for a slot that is not granted yet.
+    pub(crate) fn waiting(&self) -> bool {
+        self.ticket
+            .as_ref()
+            .is_some_and(|t| t.get() == Ticket::Waiting)
+    }
+
     /// Passes on a slot granted to this claim that its writer did not take (it had nothing to
     /// write when woken, or could not start a write yet): a granted slot left unused would be
     /// lost to the shard until the writer ends. Called at the end of every writer poll.
