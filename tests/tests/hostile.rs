@@ -4,8 +4,8 @@
 //! case the broker must still serve a well-behaved kcat client (produce, then consume back), and
 //! its peak RSS (VmHWM) must stay bounded; the figure is printed for docs/reliability.md.
 //!
-//! One broker (2 shards on CPUs 0-1, ports 21100-21102) serves every case in order, so that a
-//! case that leaks or wedges something shows up in the cases after it.
+//! One broker (2 shards on CPUs 0-1, three free ports from the harness) serves every case in
+//! order, so that a case that leaks or wedges something shows up in the cases after it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -20,7 +20,12 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use weir_engine::batch::{build_batch, BatchSpec, RecordSpec};
 
-const PORT: u16 = 21100;
+/// Bootstrap port P (shard ports P+1, P+2): a free run from the harness, one per test binary,
+/// so that a copy of this suite running in another worktree never shares a port with this one.
+fn port() -> u16 {
+    static PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    *PORT.get_or_init(|| weir_tests::free_port_range(3).expect("3 free ports"))
+}
 /// Peak RSS allowed over the whole suite. The broker's floor is a few tens of MiB; the largest
 /// single allocation a client can cause is one frame (socket.request.max.bytes, set to 32 MiB here)
 /// plus its copy into the log's write buffers.
@@ -43,7 +48,12 @@ impl Broker {
     fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Broker {
         let mut child = Command::new(weir_tests::broker_binary().expect("the weir binary"))
             .args(["--data-dir", dir.path().to_str().unwrap()])
-            .args(["--listen", &format!("127.0.0.1:{PORT}"), "--cpus", "0-1"])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", port()),
+                "--cpus",
+                "0-1",
+            ])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -88,7 +98,7 @@ impl Drop for Broker {
 }
 
 fn connect() -> TcpStream {
-    let stream = TcpStream::connect(("127.0.0.1", PORT)).unwrap();
+    let stream = TcpStream::connect(("127.0.0.1", port())).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
@@ -184,7 +194,7 @@ fn produce_request(topic: &str, records: Bytes) -> ProduceRequest {
 /// Runs kcat with a deadline; its stdout.
 fn kcat(args: &[&str], input: &str) -> String {
     let mut child = Command::new("kcat")
-        .args(["-b", &format!("127.0.0.1:{PORT}")])
+        .args(["-b", &format!("127.0.0.1:{}", port())])
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -767,6 +777,76 @@ fn connection_limits_are_validated_at_start() {
         );
         println!("{args:?}: {}", stderr.lines().next().unwrap_or_default());
     }
+}
+
+/// A listening socket with SO_REUSEPORT on 127.0.0.1:`port` whose accept queue is full, so that
+/// connects to it time out: weir's connect probe sees the port as free and binds beside it, as it
+/// would beside a broker that starts at the same moment.
+fn silent_reuseport_listener(port: u16) -> (std::os::fd::OwnedFd, Vec<TcpStream>) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor owned here; the address is a valid sockaddr_in.
+    let fd = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let one: libc::c_int = 1;
+        let set = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            &one as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(set, 0);
+        let mut address: libc::sockaddr_in = std::mem::zeroed();
+        address.sin_family = libc::AF_INET as libc::sa_family_t;
+        address.sin_port = port.to_be();
+        address.sin_addr.s_addr = u32::from_be_bytes([127, 0, 0, 1]).to_be();
+        let bound = libc::bind(
+            fd,
+            &address as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(bound, 0, "binding {port}");
+        assert_eq!(libc::listen(fd, 0), 0);
+        std::os::fd::OwnedFd::from_raw_fd(fd)
+    };
+    // Fill the accept queue: later connects get no answer.
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let filling: Vec<TcpStream> = (0..4)
+        .filter_map(|_| TcpStream::connect_timeout(&target, Duration::from_millis(200)).ok())
+        .collect();
+    (fd, filling)
+}
+
+/// Another process listening on the broker's port with SO_REUSEPORT (which a connect probe cannot
+/// always see) makes the broker refuse to start rather than share connections with it.
+#[test]
+fn a_second_listener_on_the_port_stops_the_start() {
+    let _ports = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    let (_listener, _filling) = silent_reuseport_listener(port());
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(weir_tests::broker_binary().expect("the weir binary"))
+        .args(["--data-dir", dir.path().to_str().unwrap()])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", port()),
+            "--cpus",
+            "0-1",
+        ])
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{}", stderr.lines().next().unwrap_or_default());
+    assert!(
+        !output.status.success(),
+        "weir started beside another listener"
+    );
+    assert!(
+        stderr.contains("is in use: another process listens on"),
+        "{stderr}"
+    );
 }
 
 struct Mount(PathBuf);
