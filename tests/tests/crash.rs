@@ -17,7 +17,7 @@
 //!   restart must reach the round's topic (the routing table was rebuilt, not just the configs).
 //!
 //! Short form: 20 kills. `WEIR_SOAK=1`: 200 kills (or `WEIR_CRASH_KILLS=N`). The random seed is
-//! printed; `WEIR_CRASH_SEED=N` replays a run. Ports 21200-21202.
+//! printed; `WEIR_CRASH_SEED=N` replays a run. Ports: three consecutive free ones from the harness.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -45,7 +45,12 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, Str
 use kafka_protocol::records::RecordBatchDecoder;
 use weir_engine::batch::{build_batch, BatchSpec, RecordSpec};
 
-const PORT: u16 = 21200;
+/// Bootstrap port P (shard ports P+1, P+2): a free run from the harness, one per test binary,
+/// so that a copy of this suite running in another worktree never shares a port with this one.
+fn port() -> u16 {
+    static PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    *PORT.get_or_init(|| weir_tests::free_port_range(3).expect("3 free ports"))
+}
 const PARTITIONS: i32 = 4;
 const GROUP: &str = "crash-group";
 
@@ -110,7 +115,12 @@ impl Broker {
     fn try_start(dir: &Path) -> Started {
         let mut child = Command::new(weir_tests::broker_binary().expect("the weir binary"))
             .args(["--data-dir", dir.to_str().unwrap()])
-            .args(["--listen", &format!("127.0.0.1:{PORT}"), "--cpus", "0-1"])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", port()),
+                "--cpus",
+                "0-1",
+            ])
             .args(["--set", "log.retention.check.interval.ms=200"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -157,7 +167,9 @@ impl Broker {
                 Started::PortBusy
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                let _ = writeln!(log, "---- no ready line in {START_TIMEOUT:?}: SIGKILL");
+                let _ = writeln!(log, "---- no ready line in {START_TIMEOUT:?}");
+                let _ = writeln!(log, "{}", where_it_hangs(child.id()));
+                let _ = writeln!(log, "---- SIGKILL");
                 println!(
                     "weir pid {} hung while starting; killed (see {})",
                     child.id(),
@@ -184,6 +196,60 @@ impl Drop for Broker {
 }
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Every `weir` process on the machine with its arguments: a failure that looks like lost
+/// metadata can be a second broker on the same port (SO_REUSEPORT shares it silently).
+fn weir_processes() -> String {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|byte| *byte == 0)
+            .map(|arg| String::from_utf8_lossy(arg).into_owned())
+            .collect();
+        if args
+            .first()
+            .is_some_and(|program| program.ends_with("/weir"))
+        {
+            found.push(format!(
+                "{} {}",
+                entry.file_name().to_string_lossy(),
+                args.join(" ")
+            ));
+        }
+    }
+    found.join("; ")
+}
+
+/// Where a hung broker's threads are, for its log: each thread's kernel stack and wait channel
+/// (`/proc`, needs root) and, when gdb is installed, every thread's backtrace.
+fn where_it_hangs(pid: u32) -> String {
+    let mut report = String::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let path = task.path();
+            let read = |name: &str| std::fs::read_to_string(path.join(name)).unwrap_or_default();
+            report.push_str(&format!(
+                "---- thread {} ({}) wchan {}\n{}",
+                task.file_name().to_string_lossy(),
+                read("comm").trim(),
+                read("wchan"),
+                read("stack")
+            ));
+        }
+    }
+    let gdb = Command::new("timeout")
+        .args(["60", "gdb", "-p", &pid.to_string(), "-batch", "-ex"])
+        .arg("thread apply all bt")
+        .output();
+    if let Ok(output) = gdb {
+        report.push_str("---- gdb: thread apply all bt\n");
+        report.push_str(&String::from_utf8_lossy(&output.stdout));
+    }
+    report
+}
 
 enum Started {
     Ready(Broker),
@@ -223,7 +289,7 @@ struct Client {
 
 impl Client {
     fn connect() -> std::io::Result<Client> {
-        let stream = TcpStream::connect(("127.0.0.1", PORT))?;
+        let stream = TcpStream::connect(("127.0.0.1", port()))?;
         stream.set_read_timeout(Some(Duration::from_secs(15)))?;
         stream.set_write_timeout(Some(Duration::from_secs(15)))?;
         stream.set_nodelay(true)?;
@@ -398,7 +464,10 @@ fn producer(acked: Arc<Mutex<Acked>>, stop: Arc<AtomicBool>) {
                     }
                 }
             }
-            Ok((code, _)) => panic!("produce to {topic}/{partition} failed with error {code}"),
+            Ok((code, _)) => panic!(
+                "produce to {topic}/{partition} failed with error {code}; weir processes: {}",
+                weir_processes()
+            ),
             Err(_) => {
                 acked.lock().unwrap().produce_failures += 1;
                 client = None;
@@ -564,10 +633,22 @@ fn verify_declarations(declared: &[String]) {
         .map(String::as_str)
         .chain(TOPICS.iter().map(|t| t.0))
     {
+        // The whole answer, should it fail: which broker answered, and what it holds.
+        let known: Vec<&String> = topics.keys().take(40).collect();
         assert_eq!(
             topics.get(name),
             Some(&(PARTITIONS as usize)),
-            "topic {name} lost"
+            "topic {name} lost; the answering broker (cluster {:?}, controller {}, brokers {:?}) \
+             knows {} topics: {known:?}; weir processes: {}",
+            metadata.cluster_id,
+            metadata.controller_id.0,
+            metadata
+                .brokers
+                .iter()
+                .map(|b| (b.node_id.0, b.port))
+                .collect::<Vec<_>>(),
+            topics.len(),
+            weir_processes()
         );
     }
     let mut resource = DescribeConfigsResource::default();
@@ -856,10 +937,15 @@ fn acknowledged_data_survives_sigkill() {
         });
     println!("crash suite: {kills} kills, seed {seed} (WEIR_CRASH_SEED to replay)");
     let mut random = Random(seed);
-    let dir = tempfile::tempdir().unwrap();
-    println!("broker log: {}", dir.path().with_extension("log").display());
+    // Kept when the test fails (a panic skips the removal at the end), for diagnosis.
+    let dir = tempfile::tempdir().unwrap().keep();
+    println!(
+        "data dir: {}, broker log: {}",
+        dir.display(),
+        dir.with_extension("log").display()
+    );
     let mut starts = Starts::default();
-    let mut broker = Broker::start(dir.path(), &mut starts);
+    let mut broker = Broker::start(dir.as_path(), &mut starts);
     {
         let mut client = Client::connect().unwrap();
         for (name, configs) in TOPICS {
@@ -909,7 +995,7 @@ fn acknowledged_data_survives_sigkill() {
             exchange_counts.appends_acked += 1;
             exchanges.last_mut().unwrap().appended_fate = Fate::Present;
         }
-        broker = Broker::start(dir.path(), &mut starts);
+        broker = Broker::start(dir.as_path(), &mut starts);
         let snapshot = {
             let acked = acked.lock().unwrap();
             Acked {
@@ -957,6 +1043,15 @@ fn acknowledged_data_survives_sigkill() {
     assert!(total > 0 && records_verified > 0);
     assert!(retention_start > 0, "retention never deleted a segment");
     broker.kill9();
-    // The broker log is kept only when the test fails (a panic skips this).
-    let _ = std::fs::remove_file(dir.path().with_extension("log"));
+    let _ = std::fs::remove_dir_all(&dir);
+    // The broker log is kept when the test fails (a panic skips this) or a start hung (it holds
+    // where the hung broker's threads were).
+    if starts.hung == 0 {
+        let _ = std::fs::remove_file(dir.as_path().with_extension("log"));
+    } else {
+        println!(
+            "broker log kept: {}",
+            dir.as_path().with_extension("log").display()
+        );
+    }
 }
