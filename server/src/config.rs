@@ -25,6 +25,11 @@ const SET_HELP: &str = "Broker and topic defaults with Kafka's names (repeatable
   message.max.bytes=N           largest record batch accepted (topic: max.message.bytes)
   socket.request.max.bytes=N    largest request frame; larger closes the connection (100 MiB)
   max.connections=N             connections accepted across all shards (default 65536)
+  weir.connection.max.inflight.requests=N  requests read ahead of their answers, per connection;
+                                more waits (backpressure) (default 64)
+  weir.connection.max.buffer.bytes=N  bytes of requests read but not answered plus answers being
+                                written, per connection; more waits (backpressure); one larger
+                                frame is read when nothing else is held (default 100 MiB)
   log.retention.check.interval.ms=N  how often each shard applies retention (default 300000)";
 
 /// `weir`: a thread-per-core Kafka-compatible log broker.
@@ -78,6 +83,11 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub socket_request_max_bytes: usize,
     pub max_connections: usize,
+    /// Requests a connection reads ahead of their answers
+    /// (`weir.connection.max.inflight.requests`).
+    pub connection_requests_in_flight_max: usize,
+    /// Bytes of request frames and answers a connection holds (`weir.connection.max.buffer.bytes`).
+    pub connection_buffer_bytes_max: usize,
     /// How often each shard deletes segments past retention (`log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
     /// Topic-level defaults (topic config names) applied under every topic's own configs.
@@ -177,6 +187,8 @@ impl BrokerConfig {
             auto_create_topics: true,
             socket_request_max_bytes: 100 << 20,
             max_connections: 65536,
+            connection_requests_in_flight_max: 64,
+            connection_buffer_bytes_max: 100 << 20,
             retention_check_interval_ms: 300_000,
             topic_defaults: BTreeMap::new(),
         };
@@ -218,6 +230,18 @@ impl BrokerConfig {
             }
             "max.connections" => {
                 self.max_connections = usize::try_from(number()?)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .with_context(|| format!("{key}={value}: must be > 0"))?
+            }
+            "weir.connection.max.inflight.requests" => {
+                self.connection_requests_in_flight_max = usize::try_from(number()?)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .with_context(|| format!("{key}={value}: must be > 0"))?
+            }
+            "weir.connection.max.buffer.bytes" => {
+                self.connection_buffer_bytes_max = usize::try_from(number()?)
                     .ok()
                     .filter(|n| *n > 0)
                     .with_context(|| format!("{key}={value}: must be > 0"))?
@@ -419,6 +443,36 @@ mod tests {
         let mut topic = BTreeMap::new();
         topic.insert("flush.messages".to_string(), "1".to_string());
         assert_eq!(config.log_config(&topic).durability, Durability::Always);
+    }
+
+    #[test]
+    fn connection_limits() {
+        let config = |set: &[&str]| {
+            BrokerConfig::from_args(Args {
+                set: set.iter().map(|s| s.to_string()).collect(),
+                cpus: Some("0".into()),
+                ..Args::default()
+            })
+        };
+        let defaults = config(&[]).unwrap();
+        assert_eq!(defaults.connection_requests_in_flight_max, 64);
+        assert_eq!(defaults.connection_buffer_bytes_max, 100 << 20);
+        let set = config(&[
+            "weir.connection.max.inflight.requests=2",
+            "weir.connection.max.buffer.bytes=4096",
+        ])
+        .unwrap();
+        assert_eq!(set.connection_requests_in_flight_max, 2);
+        assert_eq!(set.connection_buffer_bytes_max, 4096);
+        for bad in [
+            "weir.connection.max.inflight.requests=0",
+            "weir.connection.max.inflight.requests=-1",
+            "weir.connection.max.buffer.bytes=0",
+            "weir.connection.max.buffer.bytes=-5",
+            "weir.connection.max.buffer.bytes=lots",
+        ] {
+            assert!(config(&[bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

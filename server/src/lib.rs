@@ -15,6 +15,7 @@ pub mod config;
 pub mod groups;
 pub mod kafka;
 pub mod metadata;
+pub mod ports;
 pub mod routing;
 pub mod shard;
 
@@ -54,7 +55,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
-    check_ports_free(&config)?;
+    ports::check_ports_free(&config)?;
     // Write glommio's probe file once, before shards race to create it (see engine::io).
     let probe = config.data_dir.join(".weir-probe");
     if std::fs::metadata(&probe)
@@ -125,6 +126,13 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
             }
         }
     }
+    // Shards bind with SO_REUSEPORT, so a broker that started at the same moment as this one
+    // (both probes passed) would share our ports silently: refuse, loudly, instead.
+    if failure.is_none() {
+        if let Err(error) = ports::check_ports_exclusive(&config) {
+            failure = Some(format!("{error:#}"));
+        }
+    }
     if let Some(message) = failure {
         stop_all();
         for handle in handles {
@@ -193,37 +201,6 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
         );
     }
     Ok(file)
-}
-
-/// Every shard binds its ports with SO_REUSEPORT, which would let a second broker share them
-/// silently. A test bind cannot tell (our own TIME_WAIT sockets from a previous run make a plain
-/// bind fail, and a SO_REUSEPORT bind succeeds next to a live broker), so probe with a connect:
-/// anything that accepts means the port is taken.
-fn check_ports_free(config: &BrokerConfig) -> anyhow::Result<()> {
-    let ports = std::iter::once(config.listen.port())
-        .chain((0..config.cpus.len()).map(|i| config.listen.port() + 1 + i as u16));
-    for port in ports {
-        let mut address = config.listen;
-        address.set_port(port);
-        if address.ip().is_unspecified() {
-            address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        // SO_REUSEPORT would let us bind beside a live broker, so probe by connecting. A broker
-        // killed a moment ago still accepts for a few ms while io_uring tears its sockets down
-        // (5-8 ms measured), so a port counts as taken only if it keeps accepting for 1 s.
-        let listening = || {
-            std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_millis(200))
-                .is_ok()
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-        while listening() {
-            if std::time::Instant::now() >= deadline {
-                bail!("port {port} is in use (another broker is listening on {address})");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-    Ok(())
 }
 
 /// After a restart with fewer shards, partitions of shards that no longer exist move to one that

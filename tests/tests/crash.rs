@@ -8,10 +8,16 @@
 //!   right offset) and each log start only grows;
 //! - every acknowledged group offset commit is what OffsetFetch returns (or a later commit that
 //!   was in flight at the kill);
-//! - every topic declared before the kill exists with its partitions and configs.
+//! - every topic declared before the kill exists with its partitions and configs;
+//! - every exchange declared before the kill exists with its type and bindings: each round
+//!   declares one (CreateTopics with `weir.exchange.type` and a binding to that round's topic) and
+//!   adds a second binding with IncrementalAlterConfigs (APPEND) timed to land near the kill. An
+//!   acknowledged binding must be there after the restart; an unacknowledged one may or may not,
+//!   but what a restart shows must stay. A record produced to the round's exchange after the
+//!   restart must reach the round's topic (the routing table was rebuilt, not just the configs).
 //!
 //! Short form: 20 kills. `WEIR_SOAK=1`: 200 kills (or `WEIR_CRASH_KILLS=N`). The random seed is
-//! printed; `WEIR_CRASH_SEED=N` replays a run. Ports 21200-21202.
+//! printed; `WEIR_CRASH_SEED=N` replays a run. Ports: three consecutive free ones from the harness.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -26,6 +32,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
@@ -36,7 +45,12 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, Str
 use kafka_protocol::records::RecordBatchDecoder;
 use weir_engine::batch::{build_batch, BatchSpec, RecordSpec};
 
-const PORT: u16 = 21200;
+/// Bootstrap port P (shard ports P+1, P+2): a free run from the harness, one per test binary,
+/// so that a copy of this suite running in another worktree never shares a port with this one.
+fn port() -> u16 {
+    static PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    *PORT.get_or_init(|| weir_tests::free_port_range(3).expect("3 free ports"))
+}
 const PARTITIONS: i32 = 4;
 const GROUP: &str = "crash-group";
 
@@ -101,7 +115,12 @@ impl Broker {
     fn try_start(dir: &Path) -> Started {
         let mut child = Command::new(weir_tests::broker_binary().expect("the weir binary"))
             .args(["--data-dir", dir.to_str().unwrap()])
-            .args(["--listen", &format!("127.0.0.1:{PORT}"), "--cpus", "0-1"])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", port()),
+                "--cpus",
+                "0-1",
+            ])
             .args(["--set", "log.retention.check.interval.ms=200"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -148,7 +167,9 @@ impl Broker {
                 Started::PortBusy
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                let _ = writeln!(log, "---- no ready line in {START_TIMEOUT:?}: SIGKILL");
+                let _ = writeln!(log, "---- no ready line in {START_TIMEOUT:?}");
+                let _ = writeln!(log, "{}", where_it_hangs(child.id()));
+                let _ = writeln!(log, "---- SIGKILL");
                 println!(
                     "weir pid {} hung while starting; killed (see {})",
                     child.id(),
@@ -175,6 +196,60 @@ impl Drop for Broker {
 }
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Every `weir` process on the machine with its arguments: a failure that looks like lost
+/// metadata can be a second broker on the same port (SO_REUSEPORT shares it silently).
+fn weir_processes() -> String {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|byte| *byte == 0)
+            .map(|arg| String::from_utf8_lossy(arg).into_owned())
+            .collect();
+        if args
+            .first()
+            .is_some_and(|program| program.ends_with("/weir"))
+        {
+            found.push(format!(
+                "{} {}",
+                entry.file_name().to_string_lossy(),
+                args.join(" ")
+            ));
+        }
+    }
+    found.join("; ")
+}
+
+/// Where a hung broker's threads are, for its log: each thread's kernel stack and wait channel
+/// (`/proc`, needs root) and, when gdb is installed, every thread's backtrace.
+fn where_it_hangs(pid: u32) -> String {
+    let mut report = String::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let path = task.path();
+            let read = |name: &str| std::fs::read_to_string(path.join(name)).unwrap_or_default();
+            report.push_str(&format!(
+                "---- thread {} ({}) wchan {}\n{}",
+                task.file_name().to_string_lossy(),
+                read("comm").trim(),
+                read("wchan"),
+                read("stack")
+            ));
+        }
+    }
+    let gdb = Command::new("timeout")
+        .args(["60", "gdb", "-p", &pid.to_string(), "-batch", "-ex"])
+        .arg("thread apply all bt")
+        .output();
+    if let Ok(output) = gdb {
+        report.push_str("---- gdb: thread apply all bt\n");
+        report.push_str(&String::from_utf8_lossy(&output.stdout));
+    }
+    report
+}
 
 enum Started {
     Ready(Broker),
@@ -214,7 +289,7 @@ struct Client {
 
 impl Client {
     fn connect() -> std::io::Result<Client> {
-        let stream = TcpStream::connect(("127.0.0.1", PORT))?;
+        let stream = TcpStream::connect(("127.0.0.1", port()))?;
         stream.set_read_timeout(Some(Duration::from_secs(15)))?;
         stream.set_write_timeout(Some(Duration::from_secs(15)))?;
         stream.set_nodelay(true)?;
@@ -296,7 +371,16 @@ fn produce(
             ..RecordSpec::default()
         })
         .collect();
-    let batch = build_batch(&BatchSpec::default(), &records).freeze();
+    produce_records(client, topic, partition, &records)
+}
+
+fn produce_records(
+    client: &mut Client,
+    topic: &str,
+    partition: i32,
+    records: &[RecordSpec],
+) -> std::io::Result<(i16, i64)> {
+    let batch = build_batch(&BatchSpec::default(), records).freeze();
     let mut data = PartitionProduceData::default();
     data.index = partition;
     data.records = Some(batch);
@@ -380,7 +464,10 @@ fn producer(acked: Arc<Mutex<Acked>>, stop: Arc<AtomicBool>) {
                     }
                 }
             }
-            Ok((code, _)) => panic!("produce to {topic}/{partition} failed with error {code}"),
+            Ok((code, _)) => panic!(
+                "produce to {topic}/{partition} failed with error {code}; weir processes: {}",
+                weir_processes()
+            ),
             Err(_) => {
                 acked.lock().unwrap().produce_failures += 1;
                 client = None;
@@ -398,6 +485,7 @@ fn read_partition(
     let mut values = BTreeMap::new();
     let mut offset = 0;
     let mut log_start = None;
+    let mut restarts = 0;
     loop {
         let mut fetch = FetchPartition::default();
         fetch.partition = partition;
@@ -415,12 +503,16 @@ fn read_partition(
         let response = client.call(11, &request).unwrap();
         let data = &response.responses[0].partitions[0];
         if data.error_code == 1 {
-            // OFFSET_OUT_OF_RANGE: retention moved the start; begin there.
+            // OFFSET_OUT_OF_RANGE: retention moved the start (also possible mid-read: the
+            // producer keeps writing and retention runs every 200 ms); read again from there.
+            restarts += 1;
             assert!(
-                log_start.is_none(),
-                "{topic}/{partition}: start moved mid-read"
+                restarts < 100,
+                "{topic}/{partition}: retention outran the reader"
             );
             offset = data.log_start_offset.max(offset + 1);
+            log_start = None;
+            values.clear();
             continue;
         }
         assert_eq!(data.error_code, 0, "fetch {topic}/{partition} at {offset}");
@@ -541,10 +633,22 @@ fn verify_declarations(declared: &[String]) {
         .map(String::as_str)
         .chain(TOPICS.iter().map(|t| t.0))
     {
+        // The whole answer, should it fail: which broker answered, and what it holds.
+        let known: Vec<&String> = topics.keys().take(40).collect();
         assert_eq!(
             topics.get(name),
             Some(&(PARTITIONS as usize)),
-            "topic {name} lost"
+            "topic {name} lost; the answering broker (cluster {:?}, controller {}, brokers {:?}) \
+             knows {} topics: {known:?}; weir processes: {}",
+            metadata.cluster_id,
+            metadata.controller_id.0,
+            metadata
+                .brokers
+                .iter()
+                .map(|b| (b.node_id.0, b.port))
+                .collect::<Vec<_>>(),
+            topics.len(),
+            weir_processes()
         );
     }
     let mut resource = DescribeConfigsResource::default();
@@ -561,6 +665,257 @@ fn verify_declarations(declared: &[String]) {
     assert_eq!(configs["retention.bytes"].as_deref(), Some("8192"));
     assert_eq!(configs["segment.bytes"].as_deref(), Some("2048"));
     assert_eq!(configs["flush.messages"].as_deref(), Some("1"));
+}
+
+/// Where a binding added near a kill stands: known present (acknowledged, or seen after a
+/// restart), known absent (not acknowledged and not seen), or not known yet.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fate {
+    Present,
+    Absent,
+    Unknown,
+}
+
+/// One round's exchange: `exchange-N` of a type that cycles through all four, bound at creation
+/// to `declared-N`, plus a binding to `routed` added by IncrementalAlterConfigs near the kill.
+struct DeclaredExchange {
+    name: String,
+    kind: &'static str,
+    /// `weir.exchange.bindings` element given at creation.
+    created: String,
+    /// Element appended near the kill, and what is known of it.
+    appended: String,
+    appended_fate: Fate,
+    /// Routing key and headers of a record that `created` routes to `declared-N`.
+    check_key: String,
+    check_headers: Vec<(String, String)>,
+}
+
+impl DeclaredExchange {
+    fn new(round: usize) -> DeclaredExchange {
+        let kinds = ["direct", "topic", "fanout", "headers"];
+        let kind = kinds[round % kinds.len()];
+        let (created, appended, check_key, check_headers) = match kind {
+            "direct" => (
+                format!("=to-declared-{round}"),
+                format!("=to-routed-{round}"),
+                format!("to-declared-{round}"),
+                vec![],
+            ),
+            "topic" => (
+                format!("=check.{round}.*"),
+                "=#.routed".to_string(),
+                format!("check.{round}.now"),
+                vec![],
+            ),
+            "fanout" => (String::new(), String::new(), String::new(), vec![]),
+            _ => (
+                format!("=x-match=all&round={round}"),
+                "=x-match=any&kind=routed&other=x".to_string(),
+                String::new(),
+                vec![("round".to_string(), round.to_string())],
+            ),
+        };
+        DeclaredExchange {
+            name: format!("exchange-{round}"),
+            kind,
+            created: format!("topic:declared-{round}{created}"),
+            appended: format!("topic:routed{appended}"),
+            appended_fate: Fate::Unknown,
+            check_key,
+            check_headers,
+        }
+    }
+
+    fn declare(&self, client: &mut Client) {
+        let mut topic = CreatableTopic::default();
+        topic.name = TopicName(text(&self.name));
+        topic.num_partitions = -1;
+        topic.replication_factor = -1;
+        for (key, value) in [
+            ("weir.exchange.type", self.kind),
+            ("weir.exchange.bindings", self.created.as_str()),
+        ] {
+            let mut config = CreatableTopicConfig::default();
+            config.name = text(key);
+            config.value = Some(text(value));
+            topic.configs.push(config);
+        }
+        let mut request = CreateTopicsRequest::default();
+        request.topics.push(topic);
+        request.timeout_ms = 5000;
+        let response = client.call(5, &request).unwrap();
+        let answer = &response.topics[0];
+        assert_eq!(
+            answer.error_code, 0,
+            "declaring {}: {:?}",
+            self.name, answer.error_message
+        );
+    }
+
+    /// IncrementalAlterConfigs APPEND of the second binding; `true` when acknowledged.
+    fn append_binding(&self, client: &mut Client) -> bool {
+        let mut config = AlterableConfig::default();
+        config.name = text("weir.exchange.bindings");
+        config.config_operation = 2; // APPEND
+        config.value = Some(text(&self.appended));
+        let mut resource = AlterConfigsResource::default();
+        resource.resource_type = 2;
+        resource.resource_name = text(&self.name);
+        resource.configs.push(config);
+        let mut request = IncrementalAlterConfigsRequest::default();
+        request.resources.push(resource);
+        match client.call(0, &request) {
+            Ok(response) => {
+                let answer = &response.responses[0];
+                assert_eq!(
+                    answer.error_code, 0,
+                    "appending to {}: {:?}",
+                    self.name, answer.error_message
+                );
+                true
+            }
+            Err(_) => false, // killed before the answer
+        }
+    }
+}
+
+/// A `weir.exchange.bindings` list as a set of elements, headers arguments in a fixed order.
+fn binding_elements(list: &str) -> std::collections::BTreeSet<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|element| !element.is_empty())
+        .map(|element| match element.split_once('=') {
+            Some((head, binding)) if binding.contains('&') => {
+                let mut pairs: Vec<&str> = binding.split('&').collect();
+                pairs.sort_unstable();
+                format!("{head}={}", pairs.join("&"))
+            }
+            _ => element.to_string(),
+        })
+        .collect()
+}
+
+/// Counts for the report: appended bindings acknowledged before the kill, not acknowledged and
+/// found after the restart anyway, not acknowledged and absent; routed records checked.
+#[derive(Default)]
+struct ExchangeCounts {
+    appends_acked: usize,
+    appends_unacked_present: usize,
+    appends_unacked_absent: usize,
+    routed_checks: usize,
+}
+
+/// Every declared exchange exists with its type and bindings (DescribeConfigs); settles the fate
+/// of bindings whose append was not acknowledged.
+fn verify_exchanges(exchanges: &mut [DeclaredExchange], counts: &mut ExchangeCounts, round: usize) {
+    let mut client = Client::connect().unwrap();
+    let mut request = DescribeConfigsRequest::default();
+    for exchange in exchanges.iter() {
+        let mut resource = DescribeConfigsResource::default();
+        resource.resource_type = 2;
+        resource.resource_name = text(&exchange.name);
+        request.resources.push(resource);
+    }
+    let response = client.call(4, &request).unwrap();
+    assert_eq!(response.results.len(), exchanges.len());
+    for (exchange, result) in exchanges.iter_mut().zip(&response.results) {
+        assert_eq!(result.resource_name.as_str(), exchange.name);
+        assert_eq!(
+            result.error_code, 0,
+            "round {round}: describing {}: {:?}",
+            exchange.name, result.error_message
+        );
+        let configs: HashMap<String, String> = result
+            .configs
+            .iter()
+            .map(|c| {
+                let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+                (c.name.to_string(), value)
+            })
+            .collect();
+        assert_eq!(
+            configs.get("weir.exchange.type").map(String::as_str),
+            Some(exchange.kind),
+            "round {round}: exchange {} lost or changed type",
+            exchange.name
+        );
+        let found = binding_elements(
+            configs
+                .get("weir.exchange.bindings")
+                .map_or("", String::as_str),
+        );
+        let created = binding_elements(&exchange.created);
+        let appended = binding_elements(&exchange.appended);
+        assert!(
+            created.is_subset(&found),
+            "round {round}: {}: binding {:?} (acknowledged at creation) lost; found {found:?}",
+            exchange.name,
+            exchange.created
+        );
+        let present = appended.is_subset(&found);
+        let mut expected = created.clone();
+        if present {
+            expected.extend(appended.iter().cloned());
+        }
+        assert_eq!(
+            found, expected,
+            "round {round}: {}: bindings other than declared",
+            exchange.name
+        );
+        match (exchange.appended_fate, present) {
+            (Fate::Present, false) => panic!(
+                "round {round}: {}: binding {:?} lost (acknowledged or seen before)",
+                exchange.name, exchange.appended
+            ),
+            (Fate::Absent, true) => panic!(
+                "round {round}: {}: binding {:?} appeared after it was absent",
+                exchange.name, exchange.appended
+            ),
+            (Fate::Unknown, true) => {
+                counts.appends_unacked_present += 1;
+                exchange.appended_fate = Fate::Present;
+            }
+            (Fate::Unknown, false) => {
+                counts.appends_unacked_absent += 1;
+                exchange.appended_fate = Fate::Absent;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A record produced to the round's exchange reaches the round's topic through the binding made
+/// at creation.
+fn verify_route(exchange: &DeclaredExchange, round: usize, counts: &mut ExchangeCounts) {
+    let mut client = Client::connect().unwrap();
+    let value = format!("routed-check-{round}");
+    let headers: Vec<(&str, &[u8])> = exchange
+        .check_headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()))
+        .collect();
+    let record = RecordSpec {
+        key: (!exchange.check_key.is_empty()).then_some(exchange.check_key.as_bytes()),
+        value: Some(value.as_bytes()),
+        headers: &headers,
+        ..RecordSpec::default()
+    };
+    let (code, _) = produce_records(&mut client, &exchange.name, 0, &[record]).unwrap();
+    assert_eq!(code, 0, "round {round}: produce to {}", exchange.name);
+    let topic = format!("declared-{round}");
+    let found = (0..PARTITIONS).any(|partition| {
+        read_partition(&mut client, &topic, partition)
+            .2
+            .values()
+            .any(|stored| *stored == value)
+    });
+    assert!(
+        found,
+        "round {round}: a record produced to {} did not reach {topic}",
+        exchange.name
+    );
+    counts.routed_checks += 1;
 }
 
 #[test]
@@ -582,15 +937,21 @@ fn acknowledged_data_survives_sigkill() {
         });
     println!("crash suite: {kills} kills, seed {seed} (WEIR_CRASH_SEED to replay)");
     let mut random = Random(seed);
-    let dir = tempfile::tempdir().unwrap();
-    println!("broker log: {}", dir.path().with_extension("log").display());
+    // Kept when the test fails (a panic skips the removal at the end), for diagnosis.
+    let dir = tempfile::tempdir().unwrap().keep();
+    println!(
+        "data dir: {}, broker log: {}",
+        dir.display(),
+        dir.with_extension("log").display()
+    );
     let mut starts = Starts::default();
-    let mut broker = Broker::start(dir.path(), &mut starts);
+    let mut broker = Broker::start(dir.as_path(), &mut starts);
     {
         let mut client = Client::connect().unwrap();
         for (name, configs) in TOPICS {
             create_topic(&mut client, name, configs);
         }
+        create_topic(&mut client, "routed", &[]);
     }
     let acked = Arc::new(Mutex::new(Acked::default()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -600,6 +961,8 @@ fn acknowledged_data_survives_sigkill() {
     };
     let mut log_starts = HashMap::new();
     let mut declared: Vec<String> = Vec::new();
+    let mut exchanges: Vec<DeclaredExchange> = Vec::new();
+    let mut exchange_counts = ExchangeCounts::default();
     let started = Instant::now();
     let mut records_verified = 0;
     for round in 0..kills {
@@ -611,11 +974,28 @@ fn acknowledged_data_survives_sigkill() {
             &[("segment.bytes", "1048576")],
         );
         declared.push(name);
-        std::thread::sleep(Duration::from_millis(
-            50 + random.below(if soak { 1500 } else { 450 }),
-        ));
+        let exchange = DeclaredExchange::new(round);
+        exchange.declare(&mut Client::connect().unwrap());
+        let kill_after_ms = 50 + random.below(if soak { 1500 } else { 450 });
+        // The second binding is sent up to 40 ms before the kill (or just after: then it fails),
+        // so some kills land while the controller persists it.
+        let append_after_ms = kill_after_ms.saturating_sub(random.below(40));
+        let appending = {
+            let mut client = Client::connect().unwrap();
+            let exchange = DeclaredExchange::new(round);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(append_after_ms));
+                exchange.append_binding(&mut client)
+            })
+        };
+        exchanges.push(exchange);
+        std::thread::sleep(Duration::from_millis(kill_after_ms));
         broker.kill9();
-        broker = Broker::start(dir.path(), &mut starts);
+        if appending.join().unwrap() {
+            exchange_counts.appends_acked += 1;
+            exchanges.last_mut().unwrap().appended_fate = Fate::Present;
+        }
+        broker = Broker::start(dir.as_path(), &mut starts);
         let snapshot = {
             let acked = acked.lock().unwrap();
             Acked {
@@ -629,6 +1009,8 @@ fn acknowledged_data_survives_sigkill() {
         };
         let checked = verify(&snapshot, &acked, &mut log_starts, round);
         verify_declarations(&declared);
+        verify_exchanges(&mut exchanges, &mut exchange_counts, round);
+        verify_route(exchanges.last().unwrap(), round, &mut exchange_counts);
         records_verified += checked.records;
     }
     stop.store(true, Ordering::Relaxed);
@@ -644,17 +1026,32 @@ fn acknowledged_data_survives_sigkill() {
         "crash suite: {kills} SIGKILLs survived in {:.1}s; {total} records acknowledged, \
          {records_verified} record checks after restarts, {} produce requests ({} unanswered at a \
          kill), {} group commits acknowledged, crash-retention log starts sum {retention_start}, \
-         {} restarts refused while the dead broker's port still accepted, {} starts hung",
+         {} restarts refused while the dead broker's port still accepted, {} starts hung; \
+         {kills} exchanges declared, appended bindings {} acknowledged / {} unacknowledged but \
+         present / {} unacknowledged and absent, {} routed records checked",
         started.elapsed().as_secs_f64(),
         acked.produce_attempts,
         acked.produce_failures,
         acked.commits_total,
         starts.refused,
         starts.hung,
+        exchange_counts.appends_acked,
+        exchange_counts.appends_unacked_present,
+        exchange_counts.appends_unacked_absent,
+        exchange_counts.routed_checks,
     );
     assert!(total > 0 && records_verified > 0);
     assert!(retention_start > 0, "retention never deleted a segment");
     broker.kill9();
-    // The broker log is kept only when the test fails (a panic skips this).
-    let _ = std::fs::remove_file(dir.path().with_extension("log"));
+    let _ = std::fs::remove_dir_all(&dir);
+    // The broker log is kept when the test fails (a panic skips this) or a start hung (it holds
+    // where the hung broker's threads were).
+    if starts.hung == 0 {
+        let _ = std::fs::remove_file(dir.as_path().with_extension("log"));
+    } else {
+        println!(
+            "broker log kept: {}",
+            dir.as_path().with_extension("log").display()
+        );
+    }
 }

@@ -4,8 +4,8 @@
 //! case the broker must still serve a well-behaved kcat client (produce, then consume back), and
 //! its peak RSS (VmHWM) must stay bounded; the figure is printed for docs/reliability.md.
 //!
-//! One broker (2 shards on CPUs 0-1, ports 21100-21102) serves every case in order, so that a
-//! case that leaks or wedges something shows up in the cases after it.
+//! One broker (2 shards on CPUs 0-1, three free ports from the harness) serves every case in
+//! order, so that a case that leaks or wedges something shows up in the cases after it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -20,7 +20,12 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use weir_engine::batch::{build_batch, BatchSpec, RecordSpec};
 
-const PORT: u16 = 21100;
+/// Bootstrap port P (shard ports P+1, P+2): a free run from the harness, one per test binary,
+/// so that a copy of this suite running in another worktree never shares a port with this one.
+fn port() -> u16 {
+    static PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    *PORT.get_or_init(|| weir_tests::free_port_range(3).expect("3 free ports"))
+}
 /// Peak RSS allowed over the whole suite. The broker's floor is a few tens of MiB; the largest
 /// single allocation a client can cause is one frame (socket.request.max.bytes, set to 32 MiB here)
 /// plus its copy into the log's write buffers.
@@ -43,7 +48,12 @@ impl Broker {
     fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Broker {
         let mut child = Command::new(weir_tests::broker_binary().expect("the weir binary"))
             .args(["--data-dir", dir.path().to_str().unwrap()])
-            .args(["--listen", &format!("127.0.0.1:{PORT}"), "--cpus", "0-1"])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", port()),
+                "--cpus",
+                "0-1",
+            ])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -88,7 +98,7 @@ impl Drop for Broker {
 }
 
 fn connect() -> TcpStream {
-    let stream = TcpStream::connect(("127.0.0.1", PORT)).unwrap();
+    let stream = TcpStream::connect(("127.0.0.1", port())).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
@@ -184,7 +194,7 @@ fn produce_request(topic: &str, records: Bytes) -> ProduceRequest {
 /// Runs kcat with a deadline; its stdout.
 fn kcat(args: &[&str], input: &str) -> String {
     let mut child = Command::new("kcat")
-        .args(["-b", &format!("127.0.0.1:{PORT}")])
+        .args(["-b", &format!("127.0.0.1:{}", port())])
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -530,6 +540,312 @@ fn bad_clients_leave_the_broker_serving_with_bounded_memory() {
     assert!(
         peak_kib < PEAK_RSS_KIB_MAX,
         "peak RSS {peak_kib} KiB is not bounded"
+    );
+}
+
+/// Reads one answer and checks its correlation id.
+fn read_answer<R: Request>(
+    stream: &mut TcpStream,
+    version: i16,
+    correlation_id: i32,
+) -> R::Response {
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).unwrap();
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut body).unwrap();
+    let mut body = Bytes::from(body);
+    let header = ResponseHeader::decode(&mut body, R::Response::header_version(version)).unwrap();
+    assert_eq!(
+        header.correlation_id, correlation_id,
+        "answers in request order"
+    );
+    R::Response::decode(&mut body, version).unwrap()
+}
+
+/// The next offset of a partition (ListOffsets, latest), on a connection of its own.
+fn high_watermark(topic: &str, partition: i32) -> i64 {
+    let mut wanted = list_offsets_request::ListOffsetsPartition::default();
+    wanted.partition_index = partition;
+    wanted.timestamp = -1;
+    let mut wanted_topic = list_offsets_request::ListOffsetsTopic::default();
+    wanted_topic.name = TopicName(text(topic));
+    wanted_topic.partitions.push(wanted);
+    let mut request = ListOffsetsRequest::default();
+    request.replica_id = BrokerId(-1);
+    request.topics.push(wanted_topic);
+    let response = call(&mut connect(), 1, &request);
+    response.topics[0].partitions[0].offset
+}
+
+/// What the broker had taken from a pipelining client while its answers were held up.
+struct HeldUp {
+    /// Produces appended (partition 0's high watermark) while a long poll held the answers.
+    appended: i64,
+    /// Bytes the client managed to write meanwhile (the broker's reads plus socket buffers).
+    written_bytes: usize,
+    /// The broker's VmRSS growth meanwhile.
+    rss_growth_kib: u64,
+}
+
+/// One connection sends a Fetch that long-polls (up to `WAIT_MS`) on an empty partition, then
+/// pipelines `count` produces of one `value_bytes` record each to partition 0 from a second
+/// thread. Answers are in request order, so nothing is answered until the Fetch is; what the
+/// broker reads meanwhile is bounded only by the connection limits. After measuring, kcat must be
+/// served meanwhile; then every answer must arrive, in order, every produce acknowledged at the
+/// next offset.
+fn pipeline_behind_long_poll(
+    broker: &mut Broker,
+    case: &str,
+    topic: &str,
+    count: i32,
+    value_bytes: usize,
+) -> HeldUp {
+    const WAIT_MS: i32 = 8000;
+    let rss_before_kib = broker.status_kib("VmRSS:");
+    let mut stream = connect();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut poll = fetch_request::FetchPartition::default();
+    poll.partition = 1;
+    poll.partition_max_bytes = 1 << 20;
+    let mut poll_topic = fetch_request::FetchTopic::default();
+    poll_topic.topic = TopicName(text(topic));
+    poll_topic.partitions.push(poll);
+    let mut fetch = FetchRequest::default();
+    fetch.max_wait_ms = WAIT_MS;
+    fetch.min_bytes = 1;
+    fetch.max_bytes = 1 << 20;
+    fetch.session_epoch = -1;
+    fetch.topics.push(poll_topic);
+    stream
+        .write_all(&frame(ApiKey::Fetch, 11, 0, &fetch))
+        .unwrap();
+
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut sender = stream.try_clone().unwrap();
+    sender
+        .set_write_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let sending = {
+        let written = written.clone();
+        let topic = topic.to_string();
+        std::thread::spawn(move || {
+            for correlation_id in 1..=count {
+                let value = vec![correlation_id as u8; value_bytes];
+                let record = RecordSpec {
+                    value: Some(&value),
+                    ..RecordSpec::default()
+                };
+                let batch = build_batch(&BatchSpec::default(), &[record]).freeze();
+                let bytes = frame(
+                    ApiKey::Produce,
+                    7,
+                    correlation_id,
+                    &produce_request(&topic, batch),
+                );
+                for chunk in bytes.chunks(64 << 10) {
+                    sender.write_all(chunk).unwrap();
+                    written.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(2000));
+    let held = HeldUp {
+        appended: high_watermark(topic, 0),
+        written_bytes: written.load(std::sync::atomic::Ordering::Relaxed),
+        rss_growth_kib: broker.status_kib("VmRSS:").saturating_sub(rss_before_kib),
+    };
+    println!(
+        "{case}: while the long poll held the answers: {} of {count} produces appended, \
+         {} KiB written by the client, broker VmRSS +{} KiB",
+        held.appended,
+        held.written_bytes >> 10,
+        held.rss_growth_kib
+    );
+    assert_serves_kcat_meanwhile(broker, case);
+    assert!(
+        started.elapsed() < Duration::from_millis(WAIT_MS as u64 - 1000),
+        "kcat took too long to show it was served while the answers were held"
+    );
+
+    let answer = read_answer::<FetchRequest>(&mut stream, 11, 0);
+    assert_eq!(answer.responses[0].partitions[0].error_code, 0);
+    for correlation_id in 1..=count {
+        let answer = read_answer::<ProduceRequest>(&mut stream, 7, correlation_id);
+        let partition = &answer.responses[0].partition_responses[0];
+        assert_eq!(partition.error_code, 0, "produce {correlation_id}");
+        assert_eq!(partition.base_offset, (correlation_id - 1) as i64);
+    }
+    sending.join().unwrap();
+    assert_eq!(high_watermark(topic, 0), count as i64);
+    held
+}
+
+/// kcat produces and consumes on its own topic while another connection is held up.
+fn assert_serves_kcat_meanwhile(broker: &mut Broker, case: &str) {
+    broker.assert_alive(case);
+    let message = format!("meanwhile-{case}");
+    kcat(
+        &["-P", "-t", "meanwhile", "-p", "0", "-X", "acks=all"],
+        &format!("{message}\n"),
+    );
+    let consumed = kcat(
+        &["-C", "-t", "meanwhile", "-p", "0", "-o", "-1", "-e", "-q"],
+        "",
+    );
+    assert_eq!(consumed.lines().last(), Some(message.as_str()), "{case}");
+}
+
+/// `weir.connection.max.inflight.requests` and `weir.connection.max.buffer.bytes` bite: with the
+/// answers of a pipelining client held up, the broker reads only what they allow (so the client's
+/// requests wait in socket buffers, not in the broker's memory), serves other clients meanwhile,
+/// and then answers every request, in order.
+#[test]
+fn connection_limits_hold_back_a_pipelining_client() {
+    let _ports = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    {
+        let mut broker = Broker::start(&["--set", "weir.connection.max.inflight.requests=2"]);
+        create_topic("inflight", &[]);
+        let held = pipeline_behind_long_poll(&mut broker, "inflight-2", "inflight", 20, 100);
+        // The Fetch and one produce are the two requests in flight.
+        assert!(
+            held.appended <= 1,
+            "in-flight limit 2: {} appended",
+            held.appended
+        );
+    }
+    {
+        let mut broker = Broker::start(&["--set", "weir.connection.max.buffer.bytes=2097152"]);
+        create_topic("buffered", &[("max.message.bytes", "8388608")]);
+        let held = pipeline_behind_long_poll(&mut broker, "buffer-2MiB", "buffered", 64, 1 << 20);
+        // 1 MiB frames in a 2 MiB budget next to the Fetch: one is read ahead, the next waits.
+        assert!(
+            held.appended <= 1,
+            "buffer 2 MiB: {} appended",
+            held.appended
+        );
+        assert!(
+            held.rss_growth_kib < 24 << 10,
+            "buffer 2 MiB: broker RSS grew {} KiB",
+            held.rss_growth_kib
+        );
+        // One frame larger than the whole budget is still read, once nothing else is held.
+        let value = vec![9u8; 3 << 20];
+        let record = RecordSpec {
+            value: Some(&value),
+            ..RecordSpec::default()
+        };
+        let batch = build_batch(&BatchSpec::default(), &[record]).freeze();
+        let response = call(&mut connect(), 7, &produce_request("buffered", batch));
+        let partition = &response.responses[0].partition_responses[0];
+        assert_eq!((partition.error_code, partition.base_offset), (0, 64));
+    }
+}
+
+/// Connection limits of 0, negative or not a number stop the broker at start with a message
+/// naming the setting, from `--set` and from the TOML file alike.
+#[test]
+fn connection_limits_are_validated_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("weir.toml");
+    std::fs::write(&toml, "weir.connection.max.buffer.bytes = 0\n").unwrap();
+    let toml = toml.to_str().unwrap();
+    let cases: [&[&str]; 5] = [
+        &["--set", "weir.connection.max.inflight.requests=0"],
+        &["--set", "weir.connection.max.inflight.requests=-3"],
+        &["--set", "weir.connection.max.buffer.bytes=0"],
+        &["--set", "weir.connection.max.buffer.bytes=many"],
+        &["--config", toml],
+    ];
+    for args in cases {
+        let output = Command::new(weir_tests::broker_binary().expect("the weir binary"))
+            .args(["--data-dir", dir.path().to_str().unwrap()])
+            .args(["--listen", "127.0.0.1:1", "--cpus", "0"])
+            .args(args)
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} started");
+        assert!(
+            stderr.contains("weir.connection.max."),
+            "{args:?}: {stderr}"
+        );
+        println!("{args:?}: {}", stderr.lines().next().unwrap_or_default());
+    }
+}
+
+/// A listening socket with SO_REUSEPORT on 127.0.0.1:`port` whose accept queue is full, so that
+/// connects to it time out: weir's connect probe sees the port as free and binds beside it, as it
+/// would beside a broker that starts at the same moment.
+fn silent_reuseport_listener(port: u16) -> (std::os::fd::OwnedFd, Vec<TcpStream>) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor owned here; the address is a valid sockaddr_in.
+    let fd = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let one: libc::c_int = 1;
+        let set = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            &one as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(set, 0);
+        let mut address: libc::sockaddr_in = std::mem::zeroed();
+        address.sin_family = libc::AF_INET as libc::sa_family_t;
+        address.sin_port = port.to_be();
+        address.sin_addr.s_addr = u32::from_be_bytes([127, 0, 0, 1]).to_be();
+        let bound = libc::bind(
+            fd,
+            &address as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(bound, 0, "binding {port}");
+        assert_eq!(libc::listen(fd, 0), 0);
+        std::os::fd::OwnedFd::from_raw_fd(fd)
+    };
+    // Fill the accept queue: later connects get no answer.
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let filling: Vec<TcpStream> = (0..4)
+        .filter_map(|_| TcpStream::connect_timeout(&target, Duration::from_millis(200)).ok())
+        .collect();
+    (fd, filling)
+}
+
+/// Another process listening on the broker's port with SO_REUSEPORT (which a connect probe cannot
+/// always see) makes the broker refuse to start rather than share connections with it.
+#[test]
+fn a_second_listener_on_the_port_stops_the_start() {
+    let _ports = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    let (_listener, _filling) = silent_reuseport_listener(port());
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(weir_tests::broker_binary().expect("the weir binary"))
+        .args(["--data-dir", dir.path().to_str().unwrap()])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", port()),
+            "--cpus",
+            "0-1",
+        ])
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{}", stderr.lines().next().unwrap_or_default());
+    assert!(
+        !output.status.success(),
+        "weir started beside another listener"
+    );
+    assert!(
+        stderr.contains("is in use: another process listens on"),
+        "{stderr}"
     );
 }
 

@@ -213,6 +213,11 @@ impl Response {
             pieces: vec![Piece::Bytes(bytes)],
         }
     }
+
+    /// Bytes on the wire, size prefix included.
+    pub fn wire_bytes(&self) -> usize {
+        self.pieces.iter().map(|piece| piece.as_slice().len()).sum()
+    }
 }
 
 #[cfg(test)]

@@ -3,8 +3,10 @@
 //!
 //! Two tasks per connection share the socket through `RefCell` halves (borrowed only inside one
 //! poll, never across an await): the reader parses and dispatches, the writer awaits each
-//! request's completion in order and writes it. The queue between them is bounded by
-//! `IN_FLIGHT_MAX`: a client that pipelines more waits (backpressure).
+//! request's completion in order and writes it. What the pair may hold is bounded by the
+//! connection's `Budget` (`weir.connection.max.inflight.requests` requests read ahead,
+//! `weir.connection.max.buffer.bytes` bytes of frames and answers): past it the reader stops
+//! reading the socket until answers are written (backpressure).
 
 use std::cell::RefCell;
 use std::io;
@@ -19,11 +21,10 @@ use glommio::channels::local_channel;
 use glommio::net::{TcpListener, TcpStream};
 
 use super::codec::{Piece, Response};
+use super::connection_budget::{Budget, Ticket};
 use super::dispatch::{dispatch, Peer, Pending};
 use crate::shard::{admit_connection, release_connection, Shard};
 
-/// Requests read ahead of the one being answered, per connection.
-pub const IN_FLIGHT_MAX: usize = 64;
 /// Pieces smaller than this are copied into one staging buffer to save system calls; larger
 /// ones (log chunks) go to the socket as they are.
 const COALESCE_BYTES_MAX: usize = 32 << 10;
@@ -89,26 +90,40 @@ async fn serve(
     let stream = Rc::new(RefCell::new(stream));
     let mut reader = BufReader::with_capacity(64 << 10, ReadHalf(stream.clone()));
     let writer = WriteHalf(stream.clone());
-    let (queue, answers) = local_channel::new_bounded::<Pending>(IN_FLIGHT_MAX);
-    let write_task = glommio::spawn_local(write_loop(writer, answers));
+    let budget = Budget::new(
+        shard.config.connection_requests_in_flight_max,
+        shard.config.connection_buffer_bytes_max,
+    );
+    // Unbounded as a channel, bounded by the budget: every entry holds a request's ticket.
+    let (queue, answers) = local_channel::new_unbounded::<(Pending, Ticket)>();
+    let write_task = glommio::spawn_local({
+        let budget = budget.clone();
+        async move {
+            let result = write_loop(writer, answers, &budget).await;
+            budget.close();
+            result
+        }
+    });
 
     let read_result: Result<(), ConnectionError> = async {
         loop {
             let frame = futures_lite::future::or(
-                read_frame(&mut reader, shard.config.socket_request_max_bytes),
+                read_frame(&mut reader, shard.config.socket_request_max_bytes, &budget),
                 async {
                     shard.shutdown.wait().await;
                     Ok(None)
                 },
             )
             .await?;
-            let Some(frame) = frame else { return Ok(()) };
+            let Some((frame, ticket)) = frame else {
+                return Ok(());
+            };
             let peer = Peer {
                 client_host: &client_host,
                 bootstrap,
             };
             let pending = dispatch(shard, frame, &peer).await?;
-            if queue.send(pending).await.is_err() {
+            if queue.send((pending, ticket)).await.is_err() {
                 return Ok(()); // the writer stopped: the socket is gone
             }
         }
@@ -123,11 +138,16 @@ async fn serve(
     write_result
 }
 
-/// Reads one size-prefixed frame; `None` on a clean end of stream.
+/// Reads one size-prefixed frame once the budget allows it, with its ticket; `None` on a clean
+/// end of stream, or when the writer is gone.
 async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max_bytes: usize,
-) -> Result<Option<Bytes>, ConnectionError> {
+    budget: &Rc<Budget>,
+) -> Result<Option<(Bytes, Ticket)>, ConnectionError> {
+    if !budget.request_slot().await {
+        return Ok(None);
+    }
     let mut size = [0u8; 4];
     match reader.read_exact(&mut size).await {
         Ok(()) => {}
@@ -141,6 +161,9 @@ async fn read_frame<R: AsyncRead + Unpin>(
             max: max_bytes,
         });
     }
+    let Some(ticket) = budget.admit(size as usize).await else {
+        return Ok(None);
+    };
     // Grow with the bytes that actually arrive, so a client announcing a large frame and sending
     // nothing does not make us allocate it.
     let mut body = Vec::with_capacity((size as usize).min(1 << 20));
@@ -152,18 +175,22 @@ async fn read_frame<R: AsyncRead + Unpin>(
         )
         .into());
     }
-    Ok(Some(Bytes::from(body)))
+    Ok(Some((Bytes::from(body), ticket)))
 }
 
+/// Answers in request order; each request's ticket (and its answer's) is given back once the
+/// answer is written.
 async fn write_loop(
     mut writer: WriteHalf,
-    answers: local_channel::LocalReceiver<Pending>,
+    answers: local_channel::LocalReceiver<(Pending, Ticket)>,
+    budget: &Rc<Budget>,
 ) -> Result<(), ConnectionError> {
     let mut staging = BytesMut::with_capacity(COALESCE_BYTES_MAX);
-    while let Some(pending) = answers.recv().await {
+    while let Some((pending, _request)) = answers.recv().await {
         let Some(response) = pending.await? else {
             continue;
         };
+        let _answer = budget.charge_answer(response.wire_bytes());
         write_response(&mut writer, &mut staging, response).await?;
     }
     Ok(())

@@ -7,6 +7,7 @@ pub mod api_versions;
 pub mod codec;
 pub mod configs;
 pub mod connection;
+pub mod connection_budget;
 pub mod describe_cluster;
 pub mod dispatch;
 pub mod error_codes;

@@ -1,0 +1,181 @@
+//! The broker's ports are its own. Every shard listens on the bootstrap port and on its broker
+//! port with SO_REUSEPORT, which lets any process of the same user bind beside it and receive a
+//! share of its connections. Two checks keep that from happening silently, both on the main
+//! thread at start: a connect probe before the shards bind (`check_ports_free`), and, once they
+//! have bound, a scan of the kernel's listening sockets for any on our ports that are not ours
+//! (`check_ports_exclusive`): two brokers started at the same moment both pass the probe, and
+//! then both refuse.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::config::BrokerConfig;
+
+/// A broker killed a moment ago keeps its listeners for a few ms while the kernel tears down its
+/// io_uring; a port counts as taken only if it stays taken this long.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// The bootstrap port and every shard's broker port.
+fn ports(config: &BrokerConfig) -> impl Iterator<Item = u16> + '_ {
+    std::iter::once(config.listen.port())
+        .chain((0..config.cpus.len()).map(|i| config.listen.port() + 1 + i as u16))
+}
+
+/// Every shard binds its ports with SO_REUSEPORT, which would let a second broker share them
+/// silently. A test bind cannot tell (our own TIME_WAIT sockets from a previous run make a plain
+/// bind fail, and a SO_REUSEPORT bind succeeds next to a live broker), so probe with a connect:
+/// anything that accepts means the port is taken.
+pub fn check_ports_free(config: &BrokerConfig) -> anyhow::Result<()> {
+    for port in ports(config) {
+        let mut address = config.listen;
+        address.set_port(port);
+        if address.ip().is_unspecified() {
+            address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        // A broker killed a moment ago still accepts for a few ms while io_uring tears its
+        // sockets down (5-8 ms measured): taken only if it keeps accepting for `SETTLE`.
+        let listening =
+            || std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok();
+        let deadline = Instant::now() + SETTLE;
+        while listening() {
+            if Instant::now() >= deadline {
+                bail!("port {port} is in use (another broker is listening on {address})");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+/// After the shards have bound: fails when a listening socket on one of our ports (on our address,
+/// or where either side is the wildcard address) belongs to another process, for longer than
+/// `SETTLE`. Linux only (`/proc/net/tcp`, `/proc/net/tcp6`, `/proc/self/fd`); where those cannot
+/// be read, the check is skipped.
+pub fn check_ports_exclusive(config: &BrokerConfig) -> anyhow::Result<()> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let Some(foreign) = foreign_listener(config)? else {
+            return Ok(());
+        };
+        if Instant::now() >= deadline {
+            bail!(
+                "port {} is in use: another process listens on {foreign} too (SO_REUSEPORT would \
+                 share connections between two brokers)",
+                foreign.port()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn foreign_listener(config: &BrokerConfig) -> anyhow::Result<Option<SocketAddr>> {
+    let ours = own_socket_inodes().context("listing this process's sockets")?;
+    let wanted: Vec<u16> = ports(config).collect();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for listener in text.lines().skip(1).filter_map(parse_listener) {
+            let (address, inode) = listener;
+            let overlaps = address.ip() == config.listen.ip()
+                || address.ip().is_unspecified()
+                || config.listen.ip().is_unspecified();
+            if wanted.contains(&address.port()) && overlaps && !ours.contains(&inode) {
+                return Ok(Some(address));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The inodes of this process's sockets (`/proc/self/fd/N -> socket:[inode]`).
+fn own_socket_inodes() -> std::io::Result<Vec<u64>> {
+    let mut inodes = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let Ok(target) = std::fs::read_link(entry?.path()) else {
+            continue; // closed meanwhile
+        };
+        let target = target.to_string_lossy();
+        if let Some(inode) = target
+            .strip_prefix("socket:[")
+            .and_then(|rest| rest.strip_suffix(']'))
+            .and_then(|inode| inode.parse().ok())
+        {
+            inodes.push(inode);
+        }
+    }
+    Ok(inodes)
+}
+
+/// One line of `/proc/net/tcp{,6}`: the local address and inode of a socket in LISTEN state
+/// (`st` 0A). Addresses are hex, each 32-bit word in host byte order (little-endian here).
+fn parse_listener(line: &str) -> Option<(SocketAddr, u64)> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    if fields.len() < 10 || fields[3] != "0A" {
+        return None;
+    }
+    let (ip_hex, port_hex) = fields[1].split_once(':')?;
+    let port = u16::from_str_radix(port_hex, 16).ok()?;
+    let mut bytes = Vec::with_capacity(16);
+    for word in 0..ip_hex.len() / 8 {
+        let word = u32::from_str_radix(ip_hex.get(word * 8..word * 8 + 8)?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_le_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+        16 => {
+            let octets: [u8; 16] = bytes.try_into().ok()?;
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+        _ => return None,
+    };
+    let inode = fields[9].parse().ok()?;
+    Some((SocketAddr::new(ip, port), inode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_in_proc_net_tcp() {
+        let check = |line: &str, want: Option<(&str, u64)>| {
+            let want = want.map(|(address, inode)| (address.parse().unwrap(), inode));
+            assert_eq!(parse_listener(line), want, "{line}");
+        };
+        check(
+            "   0: 0100007F:52D0 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1120 1 0000000000000000 100 0 0 10 0",
+            Some(("127.0.0.1:21200", 1120)),
+        );
+        check(
+            "   1: 00000000:2384 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 77 1 0000000000000000 100 0 0 10 0",
+            Some(("0.0.0.0:9092", 77)),
+        );
+        // Established, not listening.
+        check(
+            "   2: 0100007F:52D0 0100007F:D3A2 01 00000000:00000000 00:00000000 00000000     0        0 991 1 0000000000000000 20 4 30 10 -1",
+            None,
+        );
+        check(
+            "   0: 00000000000000000000000001000000:2384 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0",
+            Some(("[::1]:9092", 4242)),
+        );
+        check("  sl  local_address rem_address   st tx_queue", None);
+    }
+
+    #[test]
+    fn this_process_sees_its_own_listener_as_its_own() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let ours = own_socket_inodes().unwrap();
+        let text = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let (_, inode) = text
+            .lines()
+            .filter_map(parse_listener)
+            .find(|(address, _)| address.port() == port)
+            .expect("the listener is in /proc/net/tcp");
+        assert!(ours.contains(&inode));
+    }
+}
