@@ -140,6 +140,9 @@ async fn serve(
 
 /// Reads one size-prefixed frame once the budget allows it, with its ticket; `None` on a clean
 /// end of stream, or when the writer is gone.
+/// A frame's body is first allocated up to this size, then grown as its bytes arrive.
+const FRAME_CHUNK_BYTES: usize = 1 << 20;
+
 async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max_bytes: usize,
@@ -164,16 +167,27 @@ async fn read_frame<R: AsyncRead + Unpin>(
     let Some(ticket) = budget.admit(size as usize).await else {
         return Ok(None);
     };
-    // Grow with the bytes that actually arrive, so a client announcing a large frame and sending
-    // nothing does not make us allocate it.
-    let mut body = Vec::with_capacity((size as usize).min(1 << 20));
-    let read = reader.take(size as u64).read_to_end(&mut body).await?;
-    if read as i64 != size {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "connection closed inside a frame",
-        )
-        .into());
+    // Grow with the bytes that actually arrive (at most doubling, from 1 MiB), so a client
+    // announcing a large frame and sending nothing does not make us allocate it. Not
+    // `read_to_end`: it reserved more once the body was complete, and that realloc copied every
+    // request body once more (8% of a shard's CPU in a profile of 1 KiB produce at ~1 GB/s).
+    let size = size as usize;
+    let mut body = vec![0u8; size.min(FRAME_CHUNK_BYTES)];
+    let mut filled = 0;
+    while filled < size {
+        if filled == body.len() {
+            let grow = (size - filled).min(body.len());
+            body.resize(filled + grow, 0);
+        }
+        let read = reader.read(&mut body[filled..]).await?;
+        if read == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed inside a frame",
+            )
+            .into());
+        }
+        filled += read;
     }
     Ok(Some((Bytes::from(body), ticket)))
 }
