@@ -315,13 +315,9 @@ fn next_span(inner: &Inner, start: &WriteStart, full_only: bool) -> Option<Write
 /// whole batches up to `WRITE_BYTES_MAX`, never past a roll marker. When more batches are queued
 /// behind it, the write stops at its last full block and the bytes after it open the next write
 /// (which therefore overlaps nothing and may be in flight at the same time); otherwise it is
-/// zero-padded to the block size and the next write rewrites that block. With `full_only`, `None`
-/// unless the write is as large as it can get. Returns the job and where the write after it starts.
-fn plan_write(
-    inner: &Inner,
-    start: &WriteStart,
-    full_only: bool,
-) -> Option<(WriteJob, WriteStart)> {
+/// zero-padded to the block size and the next write rewrites that block. `span` is what
+/// `next_span` found after `start`. Returns the job and where the write after it starts.
+fn plan_write(inner: &Inner, start: &WriteStart, span: WriteSpan) -> (WriteJob, WriteStart) {
     let active = inner.active();
     let aligned_start = align_down(start.size_bytes);
     assert_eq!(start.tail.len() as u64, start.size_bytes - aligned_start);
@@ -329,7 +325,7 @@ fn plan_write(
         batches,
         batch_bytes,
         more,
-    } = next_span(inner, start, full_only)?;
+    } = span;
     let data_bytes = start.tail.len() + batch_bytes;
     let new_end = start.size_bytes + batch_bytes as u64;
     let tail_from = (align_down(new_end) - aligned_start) as usize;
@@ -378,7 +374,7 @@ fn plan_write(
         tail: new_tail,
         allocated_bytes: allocated_after,
     };
-    Some((job, after))
+    (job, after)
 }
 
 /// Reserves blocks up to `step_end` (a 32 MiB step) or, when the device cannot hold that much,
@@ -814,22 +810,23 @@ impl Writer {
                 // (a near-full device).
                 start.allocated_bytes = inner.active().allocated_bytes;
             }
-            // Behind a write or an `Always` sync in flight, only a full write goes out: smaller
-            // ones cost the device more than they save, and batches queued during a sync make
-            // the next write larger (1,000 partitions, `always`: 21-23% of raw with a write per
-            // sync, 12-16% with small writes beside the syncs, 28-31% like this).
             if self.slots.waiting() {
                 // The grant wakes this task; until then appends need not (see below).
                 self.cursor = Some(start);
                 break;
             }
+            // Behind a write or an `Always` sync in flight, only a full write goes out: smaller
+            // ones cost the device more than they save, and batches queued during a sync make
+            // the next write larger (1,000 partitions, `always`: 21-23% of raw with a write per
+            // sync, 12-16% with small writes beside the syncs, 28-31% like this).
             let full_only = !self.flights.is_empty() || self.sync.is_some();
-            if next_span(&inner, &start, full_only).is_none() || !self.slots.try_take(cx.waker()) {
+            let span = next_span(&inner, &start, full_only);
+            let Some(span) = span.filter(|_| self.slots.try_take(cx.waker())) else {
                 // Nothing to write yet, or waiting for a slot (batches keep queueing meanwhile).
                 self.cursor = Some(start);
                 break;
-            }
-            let (job, after) = plan_write(&inner, &start, full_only).expect("a span was found");
+            };
+            let (job, after) = plan_write(&inner, &start, span);
             self.cursor = Some(after);
             let mut flight = Flight {
                 segment_base: job.segment_base,

@@ -138,11 +138,11 @@ async fn serve(
     write_result
 }
 
-/// Reads one size-prefixed frame once the budget allows it, with its ticket; `None` on a clean
-/// end of stream, or when the writer is gone.
 /// A frame's body is first allocated up to this size, then grown as its bytes arrive.
 const FRAME_CHUNK_BYTES: usize = 1 << 20;
 
+/// Reads one size-prefixed frame once the budget allows it, with its ticket; `None` on a clean
+/// end of stream, or when the writer is gone.
 async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max_bytes: usize,
