@@ -38,7 +38,11 @@ export WEIR_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/weir"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --release --workspace --no-fail-fast 2>&1 | tee "$log"
+# A hang must fail the suite in time, not use up CI's 90 minutes: the whole run takes ~12 minutes
+# on a 2-core machine. On timeout, every test process in the group is killed (timeout signals its
+# process group), and libtest's "has been running for over 60 seconds" lines name the hung test.
+timeout --kill-after=30s "${WEIR_TEST_TIMEOUT_SECONDS:-2700}" \
+    cargo test --release --workspace --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # Fuzz smoke: every cargo-fuzz target for a bounded time (nightly, as the brief allows for fuzzing).
 fuzz_failed=0

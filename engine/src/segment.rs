@@ -343,10 +343,13 @@ pub(crate) async fn all_zero(
             .read_at_aligned(start, len as usize)
             .await
             .map_err(|e| log_error(path, e))?;
-        if read.is_empty() {
+        let end = (start + read.len() as u64).min(to);
+        if end <= position {
+            // The file ends before `to` (another handle may have trimmed its pre-allocated tail
+            // meanwhile): nothing past its end can be non-zero. Without this check a short read
+            // that stops before `position` was retried forever.
             return Ok(true);
         }
-        let end = (start + read.len() as u64).min(to);
         if read[(position - start) as usize..(end - start) as usize]
             .iter()
             .any(|b| *b != 0)
@@ -429,6 +432,13 @@ pub(crate) async fn read_batches(
                     .read_at_aligned(start, len as usize)
                     .await
                     .map_err(|e| log_error(path, e))?;
+                if start + (read.len() as u64) < (position + want).min(to) {
+                    // The file ends before the written end: reading again would return the same.
+                    return Err(corrupt(format!(
+                        "file ends at byte {} before the written end {to}",
+                        start + read.len() as u64
+                    )));
+                }
                 (start, read)
             }
         };
@@ -495,6 +505,50 @@ mod tests {
         let mut batch = build_value_batch(&BatchSpec::default(), b"value", count);
         set_base_offset(&mut batch, base);
         batch.to_vec()
+    }
+
+    /// Regression (a model-test case hung CI for 90 minutes): a log dropped mid-seal trimmed its
+    /// segment's pre-allocated tail while the reopened log scanned the file at its old size. Each
+    /// read then stopped short of where the scan stood and the scan re-read the same window forever.
+    #[test]
+    fn reads_past_a_shorter_file_end_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(crate::io::IO_MEMORY_BYTES)
+            .spawn(move || async move {
+                crate::io::prepare_data_dir(&data).await.unwrap();
+                let path = data.join("0.log");
+                let file = crate::io::open_segment_file(&path, true).await.unwrap();
+                let batches = [batch_at(0, 3), batch_at(3, 2)].concat();
+                let mut buffer = crate::io::take_buffer(batches.len());
+                buffer.as_bytes_mut().fill(0);
+                buffer.as_bytes_mut()[..batches.len()].copy_from_slice(&batches);
+                file.write_at(buffer, 0).await.unwrap();
+                let size = batches.len() as u64;
+                file.truncate(size).await.unwrap();
+                // As if the file still had its 2 MiB reservation.
+                let reserved = 2 << 20;
+                assert!(all_zero(&file, &path, size, reserved).await.unwrap());
+                let read = read_batches(&file, &path, 0, size, 3, 1 << 20, 1 << 20, None)
+                    .await
+                    .unwrap()
+                    .expect("the second batch");
+                assert_eq!(read.2, 5);
+                let whole = read_batches(&file, &path, 0, reserved, 0, 1 << 20, 64, None).await;
+                assert!(
+                    whole.is_ok(),
+                    "whole batches before the file's end are returned"
+                );
+                let error = read_batches(&file, &path, size, reserved, 5, 1 << 20, 64, None)
+                    .await
+                    .unwrap_err();
+                assert!(error.to_string().contains("file ends at byte"), "{error}");
+                file.close().await.unwrap();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]
