@@ -4,7 +4,7 @@
 #
 #   bench-harness/benchmarks.sh [OUT_DIR]
 #
-# Environment: ONLY (space-separated run names: run just those), DURATION (default 20s), WARMUP (5s), BENCH_CPUS (unset: the harness's threads
+# Environment: ONLY (space-separated run names: run just those), WEIR_BENCH (the harness binary), DURATION (default 20s), WARMUP (5s), BENCH_CPUS (unset: the harness's threads
 # float), PORT (19400), WEIR_BIN (target/release/weir). Single-partition runs give the broker one
 # shard (CPU 0: the partition lives on one shard anyway and the other core serves the client);
 # multi-partition runs give it two (CPUs 0,1), shared with the client.
@@ -16,7 +16,7 @@ DURATION=${DURATION:-20s}
 WARMUP=${WARMUP:-5s}
 PORT=${PORT:-19400}
 WEIR_BIN=${WEIR_BIN:-target/release/weir}
-BENCH=target/release/weir-bench
+BENCH=${WEIR_BENCH:-target/release/weir-bench}
 mkdir -p "$OUT"
 
 cargo build --release -j2 --bin weir --bin weir-bench >&2

@@ -167,7 +167,8 @@ pub struct RunArgs {
     /// but not measured.
     #[arg(long)]
     pub warmup: Option<String>,
-    /// Produce requests in flight per connection.
+    /// Produce requests in flight (sent, not yet answered) per connection [default: 5, Kafka's
+    /// max.in.flight.requests.per.connection].
     #[arg(long)]
     pub max_in_flight: Option<usize>,
     /// Fetch max_bytes per request.
@@ -438,7 +439,7 @@ impl Workload {
                     .unwrap_or(if args.messages.is_some() { "0s" } else { "5s" }),
             )?
             .as_secs_f64(),
-            max_in_flight: args.max_in_flight.unwrap_or(8),
+            max_in_flight: args.max_in_flight.unwrap_or(5),
             fetch_max_bytes: args.fetch_max_bytes.unwrap_or(32 << 20),
             fetch_partition_max_bytes: args.fetch_partition_max_bytes.unwrap_or(8 << 20),
             exchange,
