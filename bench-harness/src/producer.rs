@@ -387,48 +387,67 @@ impl Producer {
             || link.outstanding.load(Ordering::Acquire) < self.plan.workload.max_in_flight
     }
 
-    /// Sends every ready batch for `broker` (closed ones, and open ones whose linger expired) as
-    /// one Produce request, header and framing from one buffer and each batch straight from its
-    /// staging buffer (one writev, no copy). With a full window it returns at once, or with
-    /// `wait` waits for an answer to open it.
+    /// Sends every ready batch for `broker` (closed ones, and open ones whose linger expired) in
+    /// Produce requests of at most `--max-request-bytes` each, as the window allows. With a full
+    /// window it returns at once, or with `wait` waits for answers until everything ready is sent.
     fn flush(&mut self, broker: usize, wait: bool) -> Result<()> {
-        let link = &self.links[broker];
-        if link.pending.is_empty() && link.ready.is_empty() {
-            return Ok(());
-        }
-        while !self.window_open(broker) {
-            if !wait {
+        loop {
+            let link = &self.links[broker];
+            if link.pending.is_empty() && link.ready.is_empty() {
                 return Ok(());
             }
-            if self.plan.shared.aborted() {
-                bail!("stopped: another thread failed");
+            while !self.window_open(broker) {
+                if !wait {
+                    return Ok(());
+                }
+                if self.plan.shared.aborted() {
+                    bail!("stopped: another thread failed");
+                }
+                // The reader unparks this thread after each answer; the timeout only guards
+                // against a reader that ended.
+                std::thread::park_timeout(Duration::from_millis(10));
             }
-            // The reader unparks this thread after each answer; the timeout only guards against
-            // a reader that ended.
-            std::thread::park_timeout(Duration::from_millis(10));
-        }
-        let ready = std::mem::take(&mut self.links[broker].ready);
-        for (target, generation) in ready {
-            let staging = &self.stagings[target];
-            if staging.generation == generation && staging.builder.is_some() && !staging.closed {
-                self.close(target);
+            let ready = std::mem::take(&mut self.links[broker].ready);
+            for (target, generation) in ready {
+                let staging = &self.stagings[target];
+                if staging.generation == generation && staging.builder.is_some() && !staging.closed
+                {
+                    self.close(target);
+                }
+            }
+            if !self.links[broker].pending.is_empty() {
+                self.send_request(broker)?;
             }
         }
+    }
+
+    /// Sends the first closed batches for `broker`, up to `--max-request-bytes` (at least one),
+    /// as one Produce request: header and framing from one buffer and each batch straight from
+    /// its staging buffer (one writev, no copy).
+    fn send_request(&mut self, broker: usize) -> Result<()> {
         let link = &mut self.links[broker];
-        if link.pending.is_empty() {
-            return Ok(());
-        }
         let targets = &self.plan.targets;
         link.pending
             .sort_unstable_by_key(|&target| (targets[target].topic, targets[target].partition));
+        let mut request_bytes = 0;
+        let take = link
+            .pending
+            .iter()
+            .position(|&target| {
+                request_bytes += self.stagings[target].buf.len();
+                request_bytes > self.plan.workload.max_request_bytes
+            })
+            .unwrap_or(link.pending.len())
+            .max(1);
+        let sending: Vec<usize> = link.pending.drain(..take).collect();
         link.correlation_id = link.correlation_id.wrapping_add(1);
         let mut in_flight = InFlight {
             correlation_id: link.correlation_id,
             messages: 0,
-            batches: Vec::with_capacity(link.pending.len()),
+            batches: Vec::with_capacity(sending.len()),
         };
-        let mut entries = Vec::with_capacity(link.pending.len());
-        for &target in &link.pending {
+        let mut entries = Vec::with_capacity(sending.len());
+        for &target in &sending {
             let staging = &self.stagings[target];
             let records = staging
                 .builder
@@ -466,7 +485,7 @@ impl Producer {
         }
         let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(cuts.len() * 2);
         let mut framing_start = 0;
-        for (&framing_end, &target) in cuts.iter().zip(&link.pending) {
+        for (&framing_end, &target) in cuts.iter().zip(&sending) {
             slices.push(IoSlice::new(&self.framing[framing_start..framing_end]));
             slices.push(IoSlice::new(&self.stagings[target].buf));
             framing_start = framing_end;
@@ -482,12 +501,11 @@ impl Producer {
                 .produce_end_ns
                 .fetch_max(shared.clock.now_ns(), std::sync::atomic::Ordering::Relaxed);
         }
-        for &target in &link.pending {
+        for &target in &sending {
             let staging = &mut self.stagings[target];
             staging.builder = None;
             staging.closed = false;
         }
-        link.pending.clear();
         Ok(())
     }
 }

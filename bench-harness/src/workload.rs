@@ -171,6 +171,10 @@ pub struct RunArgs {
     /// max.in.flight.requests.per.connection].
     #[arg(long)]
     pub max_in_flight: Option<usize>,
+    /// Most batch bytes in one Produce request (at least one batch goes) [default: 1 MiB, Kafka's
+    /// max.request.size].
+    #[arg(long)]
+    pub max_request_bytes: Option<usize>,
     /// Fetch max_bytes per request.
     #[arg(long)]
     pub fetch_max_bytes: Option<i32>,
@@ -255,6 +259,7 @@ pub struct Workload {
     pub stop: Stop,
     pub warmup_s: f64,
     pub max_in_flight: usize,
+    pub max_request_bytes: usize,
     pub fetch_max_bytes: i32,
     pub fetch_partition_max_bytes: i32,
     /// Exchange mode: `topics` is then `[exchange]` followed by the destinations.
@@ -440,6 +445,7 @@ impl Workload {
             )?
             .as_secs_f64(),
             max_in_flight: args.max_in_flight.unwrap_or(5),
+            max_request_bytes: args.max_request_bytes.unwrap_or(1 << 20),
             fetch_max_bytes: args.fetch_max_bytes.unwrap_or(32 << 20),
             fetch_partition_max_bytes: args.fetch_partition_max_bytes.unwrap_or(8 << 20),
             exchange,

@@ -3,7 +3,7 @@
 //! says so, and kcat (an independent client) reads the same number of records back.
 //!
 //! Needs `target/<profile>/weir` (`cargo build --bin weir`, same profile as this test); skips with
-//! a message when it is missing. Ports 19440..19455: each spawned broker takes P, P+1 and P+2 (one port per shard), so
+//! a message when it is missing. Ports 19440..19459: each spawned broker takes P, P+1 and P+2 (one port per shard), so
 //! cases that may run at once are 4 apart.
 
 use std::path::PathBuf;
@@ -130,6 +130,34 @@ fn keyed_partitions_groups_and_acks_all_count_exactly() {
         return;
     };
     check_counts(&run, 100_001, 2);
+}
+
+/// One request in flight and one batch per request: the window is full most of the time, so
+/// batches whose linger expired keep taking records while they wait (the accumulator path).
+#[test]
+fn a_full_window_keeps_batches_open_and_loses_nothing() {
+    let Some(run) = run(
+        19456,
+        &[
+            "--messages",
+            "150000",
+            "--partitions",
+            "50",
+            "--keys",
+            "round-robin",
+            "--max-in-flight",
+            "1",
+            "--max-request-bytes",
+            "1",
+            "--linger-ms",
+            "0",
+            "--topic",
+            "window",
+        ],
+    ) else {
+        return;
+    };
+    check_counts(&run, 150_000, 1);
 }
 
 #[test]
