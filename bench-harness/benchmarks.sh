@@ -44,6 +44,7 @@ run acks1-16p         0,1 --partitions 16 --topic acks1 --message-bytes 1024
 run acks-all-fsync    0,1 --partitions 16 --topic acksall --message-bytes 1024 --acks -1 --server-set flush.messages=1
 run keyed-16p         0,1 --partitions 16 --keys round-robin --topic keyed16
 run many-partitions   0,1 --preset many-partitions --topic many --consumers 4
+run many-partitions-4m 0,1 --preset many-partitions --topic many4m --consumers 4 --max-request-bytes 4194304
 # Latency at half the peak rate of kafka-2014.
 peak=$(python3 -c "import json;print(int(json.load(open('$OUT/kafka-2014.json'))['produce_msgs_per_s']))" 2>/dev/null || echo 0)
 if [[ "$peak" -gt 0 ]]; then
@@ -60,7 +61,7 @@ def f(value, digits=2):
 print("| run | msg B | partitions | producers | groups x consumers | acks | produce msgs/s | produce MB/s | consume msgs/s | consume MB/s | ack p50 / p99 / p99.9 ms | e2e p50 / p99 / p99.9 ms | counted |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 names = ["kafka-2014", "2p2c-100b", "omb-1kb-2p", "omb-1kb-2p-2groups", "omb-1kb-backlog", "acks1-16p",
-         "acks-all-fsync", "keyed-16p", "many-partitions", "half-peak-latency", "half-peak-latency-linger1"]
+         "acks-all-fsync", "keyed-16p", "many-partitions", "many-partitions-4m", "half-peak-latency", "half-peak-latency-linger1"]
 for name in names:
     path = os.path.join(out, name + ".json")
     if not os.path.exists(path):
