@@ -152,6 +152,17 @@ impl Broker {
         &self.data_dir
     }
 
+    /// Bytes the broker process has read from storage so far (`read_bytes` of /proc/PID/io;
+    /// direct-I/O reads count).
+    pub fn storage_read_bytes(&self) -> Result<u64> {
+        let child = self.child.as_ref().context("the broker is not running")?;
+        let io = std::fs::read_to_string(format!("/proc/{}/io", child.id()))?;
+        io.lines()
+            .find_map(|line| line.strip_prefix("read_bytes:"))
+            .and_then(|value| value.trim().parse().ok())
+            .context("read_bytes in /proc/PID/io")
+    }
+
     /// Everything the broker printed so far (all launches).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()

@@ -207,3 +207,60 @@ fn keyed_lines_keep_their_keys_and_order_per_partition() -> Result<()> {
     );
     Ok(())
 }
+
+/// Consumers at the tail are served from memory: a partition alone on its shard keeps the shard's
+/// whole tail-cache budget (256 MiB by default), so 8 MiB just produced comes back without a
+/// disk read. With the budget set to 1 MiB the same consume reads the disk: the setting bites.
+#[test]
+fn recent_records_are_served_from_the_tail_cache() -> Result<()> {
+    let value = "v".repeat(1000);
+    let input: String = (0..8000).map(|n| format!("{n:06} {value}\n")).collect();
+    let mut read_from_disk = Vec::new();
+    for budget in [None, Some("1048576")] {
+        let mut options = BrokerOptions::default();
+        if let Some(budget) = budget {
+            options = options.set("weir.tail.cache.shard.bytes", budget);
+        }
+        let broker = Broker::start(options)?;
+        let bootstrap = broker.bootstrap();
+        let produced = kcat(
+            &["-b", &bootstrap, "-P", "-t", "tail", "-p", "0"],
+            input.as_bytes(),
+        )?;
+        stdout_of(&produced)?;
+        let before = broker.storage_read_bytes()?;
+        let output = kcat(
+            &[
+                "-b",
+                &bootstrap,
+                "-C",
+                "-e",
+                "-q",
+                "-t",
+                "tail",
+                "-p",
+                "0",
+                "-o",
+                "beginning",
+            ],
+            b"",
+        )?;
+        assert_eq!(
+            stdout_of(&output)?.lines().count(),
+            8000,
+            "every record read"
+        );
+        read_from_disk.push(broker.storage_read_bytes()? - before);
+    }
+    assert!(
+        read_from_disk[0] < 1 << 20,
+        "default budget: {} bytes read from disk for 8 MB just produced",
+        read_from_disk[0]
+    );
+    assert!(
+        read_from_disk[1] >= 4 << 20,
+        "1 MiB budget: only {} bytes read from disk",
+        read_from_disk[1]
+    );
+    Ok(())
+}

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use glommio::net::TcpListener;
-use weir_engine::Log;
+use weir_engine::{Log, LogConfig};
 
 use crate::config::BrokerConfig;
 use crate::metadata::{partition_dir, Metadata};
@@ -120,13 +120,30 @@ impl Shard {
                 tracing::warn!(shard = self.id, %error, "deleting a partition log failed");
             }
         }
-        for (name, topic) in &next.topics {
-            let config = self.config.log_config(&topic.configs);
-            let configs_changed = previous
+        // The shard's tail-cache budget, shared evenly: a shard with few partitions keeps enough
+        // for consumers that trail the producers by tens of milliseconds.
+        let owned = |metadata: &Metadata| {
+            metadata
                 .topics
-                .get(name)
-                .map(|old| old.configs != topic.configs)
-                .unwrap_or(false);
+                .values()
+                .map(|topic| topic.partitions.iter().filter(|o| **o == self.id).count())
+                .sum::<usize>()
+        };
+        let budget = self.config.tail_cache_shard_bytes;
+        let tail_cache = crate::config::tail_cache_per_partition(budget, owned(&next));
+        let tail_cache_changed =
+            tail_cache != crate::config::tail_cache_per_partition(budget, owned(&previous));
+        for (name, topic) in &next.topics {
+            let config = LogConfig {
+                tail_cache_bytes: tail_cache,
+                ..self.config.log_config(&topic.configs)
+            };
+            let configs_changed = tail_cache_changed
+                || previous
+                    .topics
+                    .get(name)
+                    .map(|old| old.configs != topic.configs)
+                    .unwrap_or(false);
             for (index, owner) in topic.partitions.iter().enumerate() {
                 if *owner != self.id {
                     continue;
