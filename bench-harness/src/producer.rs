@@ -78,6 +78,18 @@ struct Staging {
     generation: u64,
 }
 
+impl Staging {
+    /// Holds a batch that still takes records.
+    fn is_open(&self) -> bool {
+        self.builder.is_some() && !self.closed
+    }
+
+    /// Holds the open batch of that generation (not one sent since and replaced).
+    fn is_open_in(&self, generation: u64) -> bool {
+        self.generation == generation && self.is_open()
+    }
+}
+
 struct Link {
     stream: TcpStream,
     /// Closed batches for the next request.
@@ -232,7 +244,7 @@ impl Producer {
             }
             if due == 0 {
                 self.expire_lingering()?;
-                self.flush_all()?;
+                self.flush_all(false)?;
                 let rate = self.plan.rate_msgs_per_s.unwrap_or(f64::INFINITY);
                 let next_due_ns = start_ns + (sent as f64 * 1e9 / rate) as u64;
                 let mut wake_ns = next_due_ns;
@@ -283,17 +295,14 @@ impl Producer {
             }
             sent += due;
             self.expire_lingering()?;
-            self.flush_all()?;
+            self.flush_all(false)?;
         }
         for target in 0..self.stagings.len() {
-            if self.stagings[target].builder.is_some() && !self.stagings[target].closed {
+            if self.stagings[target].is_open() {
                 self.close(target);
             }
         }
-        for broker in 0..self.links.len() {
-            self.flush(broker, true)?;
-        }
-        Ok(())
+        self.flush_all(true)
     }
 
     /// Appends one record to `target`'s batch, closing the batch first if the record does not
@@ -363,8 +372,7 @@ impl Producer {
                 break;
             }
             self.lingering.pop_front();
-            let staging = &self.stagings[target];
-            if staging.generation == generation && staging.builder.is_some() && !staging.closed {
+            if self.stagings[target].is_open_in(generation) {
                 let broker = self.plan.targets[target].broker;
                 self.links[broker].ready.push((target, generation));
             }
@@ -372,10 +380,10 @@ impl Producer {
         Ok(())
     }
 
-    /// Sends what is ready for every leader whose window has room; never waits.
-    fn flush_all(&mut self) -> Result<()> {
+    /// Sends what is ready for every leader (see `flush`).
+    fn flush_all(&mut self, wait: bool) -> Result<()> {
         for broker in 0..self.links.len() {
-            self.flush(broker, false)?;
+            self.flush(broker, wait)?;
         }
         Ok(())
     }
@@ -409,9 +417,7 @@ impl Producer {
             }
             let ready = std::mem::take(&mut self.links[broker].ready);
             for (target, generation) in ready {
-                let staging = &self.stagings[target];
-                if staging.generation == generation && staging.builder.is_some() && !staging.closed
-                {
+                if self.stagings[target].is_open_in(generation) {
                     self.close(target);
                 }
             }
