@@ -8,6 +8,24 @@ use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use weir_tests::{kcat, stdout_of, Broker, BrokerOptions};
 
+/// Everything in `topic` from the beginning to the current end, as kcat prints it (`extra` picks
+/// partitions and the format).
+fn consume_all(bootstrap: &str, topic: &str, extra: &[&str]) -> Result<String> {
+    let mut args = vec![
+        "-b",
+        bootstrap,
+        "-C",
+        "-e",
+        "-q",
+        "-t",
+        topic,
+        "-o",
+        "beginning",
+    ];
+    args.extend_from_slice(extra);
+    stdout_of(&kcat(&args, b"")?)
+}
+
 #[test]
 fn metadata_lists_every_shard_as_a_broker_with_valid_leaders() -> Result<()> {
     let broker = Broker::start(BrokerOptions::default().set("num.partitions", "4"))?;
@@ -86,31 +104,14 @@ fn lines_produced_to_one_partition_come_back_exactly_in_order() -> Result<()> {
     )?;
     stdout_of(&produced)?;
 
-    let output = kcat(
-        &[
-            "-b",
-            &bootstrap,
-            "-C",
-            "-e",
-            "-q",
-            "-t",
-            "lines",
-            "-p",
-            "0",
-            "-o",
-            "beginning",
-            "-f",
-            "%o\t%s\n",
-        ],
-        b"",
-    )?;
-    let consumed: Vec<(u64, String)> = stdout_of(&output)?
-        .lines()
-        .map(|line| {
-            let (offset, value) = line.split_once('\t').context("offset\\tvalue")?;
-            Ok((offset.parse()?, value.to_string()))
-        })
-        .collect::<Result<_>>()?;
+    let consumed: Vec<(u64, String)> =
+        consume_all(&bootstrap, "lines", &["-p", "0", "-f", "%o\t%s\n"])?
+            .lines()
+            .map(|line| {
+                let (offset, value) = line.split_once('\t').context("offset\\tvalue")?;
+                Ok((offset.parse()?, value.to_string()))
+            })
+            .collect::<Result<_>>()?;
     let expected: Vec<(u64, String)> = lines
         .into_iter()
         .enumerate()
@@ -135,24 +136,8 @@ fn keyed_lines_keep_their_keys_and_order_per_partition() -> Result<()> {
     )?;
     stdout_of(&produced)?;
 
-    let output = kcat(
-        &[
-            "-b",
-            &bootstrap,
-            "-C",
-            "-e",
-            "-q",
-            "-t",
-            "keyed",
-            "-o",
-            "beginning",
-            "-f",
-            "%p\t%o\t%k\t%s\n",
-        ],
-        b"",
-    )?;
     let mut records = Vec::new();
-    for line in stdout_of(&output)?.lines() {
+    for line in consume_all(&bootstrap, "keyed", &["-f", "%p\t%o\t%k\t%s\n"])?.lines() {
         let fields: Vec<&str> = line.splitn(4, '\t').collect();
         ensure!(fields.len() == 4, "bad kcat line {line:?}");
         let n: usize = fields[3].strip_prefix("event ").context("value")?.parse()?;
@@ -229,24 +214,10 @@ fn recent_records_are_served_from_the_tail_cache() -> Result<()> {
         )?;
         stdout_of(&produced)?;
         let before = broker.storage_read_bytes()?;
-        let output = kcat(
-            &[
-                "-b",
-                &bootstrap,
-                "-C",
-                "-e",
-                "-q",
-                "-t",
-                "tail",
-                "-p",
-                "0",
-                "-o",
-                "beginning",
-            ],
-            b"",
-        )?;
         assert_eq!(
-            stdout_of(&output)?.lines().count(),
+            consume_all(&bootstrap, "tail", &["-p", "0"])?
+                .lines()
+                .count(),
             8000,
             "every record read"
         );
