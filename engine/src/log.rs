@@ -221,6 +221,9 @@ struct WriteJob {
     file: Rc<DmaFile>,
     path: PathBuf,
     segment_base: i64,
+    /// The write's first block when it rewrites a block already on disk (the last write's
+    /// zero-padded tail); `buffer` then holds the blocks after it. See `plan_write`.
+    head: Option<DmaBuffer>,
     buffer: DmaBuffer,
     aligned_start: u64,
     /// Where the data on disk is contiguous to once this write (and those before it) completed.
@@ -260,6 +263,9 @@ struct WriteStart {
     skip: usize,
     size_bytes: u64,
     tail: Vec<u8>,
+    /// `tail`'s block is on disk (written by an earlier write, zero-padded), so the next write
+    /// rewrites it rather than filling a pre-allocated block for the first time.
+    tail_on_disk: bool,
     allocated_bytes: u64,
 }
 
@@ -269,6 +275,9 @@ fn current_start(inner: &Inner) -> WriteStart {
         skip: 0,
         size_bytes: active.size_bytes,
         tail: inner.tail_block.clone(),
+        // The visible data ends at `size_bytes`, and every byte before it was written: a trimmed
+        // write covers the batches it made visible.
+        tail_on_disk: true,
         allocated_bytes: active.allocated_bytes,
     }
 }
@@ -317,6 +326,13 @@ fn next_span(inner: &Inner, start: &WriteStart, full_only: bool) -> Option<Write
 /// (which therefore overlaps nothing and may be in flight at the same time); otherwise it is
 /// zero-padded to the block size and the next write rewrites that block. `span` is what
 /// `next_span` found after `start`. Returns the job and where the write after it starts.
+///
+/// A write that rewrites a block on disk is issued as two: that block, then the rest. ext4 takes
+/// the direct-I/O fast path (shared inode lock, issued inline by io_uring) only for a range that
+/// is all written or all pre-allocated; one write spanning both gets EAGAIN, and io_uring
+/// re-issues it from a worker thread under the exclusive inode lock. Measured at 4.6 M msgs/s
+/// into one partition, 20% of the writes went that way and the worker took 13.5% of the shard's
+/// core, preempting the shard about 4,000 times a second.
 fn plan_write(inner: &Inner, start: &WriteStart, span: WriteSpan) -> (WriteJob, WriteStart) {
     let active = inner.active();
     let aligned_start = align_down(start.size_bytes);
@@ -330,30 +346,36 @@ fn plan_write(inner: &Inner, start: &WriteStart, span: WriteSpan) -> (WriteJob, 
     let new_end = start.size_bytes + batch_bytes as u64;
     let tail_from = (align_down(new_end) - aligned_start) as usize;
     let trimmed = more && tail_from > 0;
-    let mut buffer = take_buffer(if trimmed { tail_from } else { data_bytes });
-    let capacity = buffer.len();
-    let out = buffer.as_bytes_mut();
-    let mut new_tail = Vec::with_capacity(data_bytes - tail_from);
-    let mut at = 0;
-    let mut put = |source: &[u8]| {
-        if at < capacity {
-            let n = source.len().min(capacity - at);
-            out[at..at + n].copy_from_slice(&source[..n]);
-        }
-        if at + source.len() > tail_from {
-            new_tail.extend_from_slice(&source[tail_from.saturating_sub(at)..]);
-        }
-        at += source.len();
+    let capacity = align_up(if trimmed { tail_from } else { data_bytes } as u64) as usize;
+    let head_bytes = if start.tail_on_disk && !start.tail.is_empty() && capacity > BLOCK_BYTES {
+        BLOCK_BYTES
+    } else {
+        0
     };
-    put(&start.tail);
-    for pending in inner.pending.iter().skip(start.skip).take(batches) {
-        if let Pending::Batch(b) = pending {
-            put(&b.bytes);
+    let mut head = (head_bytes > 0).then(|| take_buffer(head_bytes));
+    let mut buffer = take_buffer(capacity - head_bytes);
+    let mut new_tail = Vec::with_capacity(data_bytes - tail_from);
+    {
+        let mut out = WriteOut {
+            head: head.as_mut().map(|head| head.as_bytes_mut()),
+            body: buffer.as_bytes_mut(),
+        };
+        let mut at = 0;
+        let mut put = |source: &[u8]| {
+            out.copy_at(at, source);
+            if at + source.len() > tail_from {
+                new_tail.extend_from_slice(&source[tail_from.saturating_sub(at)..]);
+            }
+            at += source.len();
+        };
+        put(&start.tail);
+        for pending in inner.pending.iter().skip(start.skip).take(batches) {
+            if let Pending::Batch(b) = pending {
+                put(&b.bytes);
+            }
         }
-    }
-    if at < capacity {
         // Zero padding: recovery reads zeros after the last batch as "end of data".
-        out[at..].fill(0);
+        out.zero_from(at);
     }
     let write_end = aligned_start + capacity as u64;
     let allocate_to = (write_end > start.allocated_bytes).then(|| preallocation_end(write_end));
@@ -362,6 +384,7 @@ fn plan_write(inner: &Inner, start: &WriteStart, span: WriteSpan) -> (WriteJob, 
         file: active.file.clone(),
         path: active.path.clone(),
         segment_base: active.base_offset,
+        head,
         buffer,
         aligned_start,
         end: if trimmed { write_end } else { new_end },
@@ -371,10 +394,53 @@ fn plan_write(inner: &Inner, start: &WriteStart, span: WriteSpan) -> (WriteJob, 
     let after = WriteStart {
         skip: start.skip + batches,
         size_bytes: new_end,
+        tail_on_disk: !trimmed,
         tail: new_tail,
         allocated_bytes: allocated_after,
     };
     (job, after)
+}
+
+/// A write's bytes, laid out over its optional separate first block and the rest.
+struct WriteOut<'a> {
+    head: Option<&'a mut [u8]>,
+    body: &'a mut [u8],
+}
+
+impl WriteOut<'_> {
+    /// Copies `source` to the write's offset `at`, dropping what falls past its end (the bytes
+    /// of a trimmed write's partial last block, which open the next write).
+    fn copy_at(&mut self, mut at: usize, mut source: &[u8]) {
+        if let Some(head) = self.head.as_deref_mut() {
+            if at < head.len() {
+                let n = source.len().min(head.len() - at);
+                head[at..at + n].copy_from_slice(&source[..n]);
+                source = &source[n..];
+                if source.is_empty() {
+                    return;
+                }
+                at = head.len();
+            }
+            at -= head.len();
+        }
+        if at < self.body.len() {
+            let n = source.len().min(self.body.len() - at);
+            self.body[at..at + n].copy_from_slice(&source[..n]);
+        }
+    }
+
+    fn zero_from(&mut self, mut at: usize) {
+        if let Some(head) = self.head.as_deref_mut() {
+            if at < head.len() {
+                head[at..].fill(0);
+                at = head.len();
+            }
+            at -= head.len();
+        }
+        if at < self.body.len() {
+            self.body[at..].fill(0);
+        }
+    }
 }
 
 /// Reserves blocks up to `step_end` (a 32 MiB step) or, when the device cannot hold that much,
@@ -401,7 +467,8 @@ async fn preallocate(
 }
 
 async fn run_write(mut job: WriteJob) -> (Result<(), LogError>, Option<DmaBuffer>, WriteJobResult) {
-    let write_end = job.aligned_start + job.buffer.len() as u64;
+    let head_bytes = job.head.as_ref().map_or(0, DmaBuffer::len);
+    let write_end = job.aligned_start + (head_bytes + job.buffer.len()) as u64;
     if let Some(size) = job.allocate_to {
         match preallocate(&job.file, &job.path, size, write_end).await {
             Ok(allocated) => job.allocate_to = Some(allocated),
@@ -413,11 +480,39 @@ async fn run_write(mut job: WriteJob) -> (Result<(), LogError>, Option<DmaBuffer
     };
     let buffer = Rc::new(job.buffer);
     let expected = buffer.len();
-    let result = job
-        .file
-        .write_rc_at(buffer.clone(), job.aligned_start)
-        .await;
+    let body_at = job.aligned_start + head_bytes as u64;
+    let (head, result) = match job.head.take() {
+        None => (None, job.file.write_rc_at(buffer.clone(), body_at).await),
+        Some(head) => {
+            // Both go out in the same reactor turn; they do not overlap.
+            let head = Rc::new(head);
+            let (head_result, body_result) = futures_lite::future::zip(
+                job.file.write_rc_at(head.clone(), job.aligned_start),
+                job.file.write_rc_at(buffer.clone(), body_at),
+            )
+            .await;
+            let head_result = match head_result {
+                Ok(written) if written == head_bytes => Ok(()),
+                Ok(written) => Err(LogError::Io {
+                    path: job.path.clone(),
+                    source: std::io::Error::other(format!(
+                        "short write: {written} of {head_bytes} bytes"
+                    )),
+                }),
+                Err(e) => Err(log_error(&job.path, e)),
+            };
+            (Some((head, head_result)), body_result)
+        }
+    };
     let buffer = Rc::try_unwrap(buffer).ok();
+    if let Some((head, head_result)) = head {
+        if let Ok(head) = Rc::try_unwrap(head) {
+            give_buffer(head);
+        }
+        if let Err(e) = head_result {
+            return (Err(e), buffer, allocated);
+        }
+    }
     match result {
         Ok(written) if written == expected => (Ok(()), buffer, allocated),
         Ok(written) => {
@@ -428,7 +523,7 @@ async fn run_write(mut job: WriteJob) -> (Result<(), LogError>, Option<DmaBuffer
                     let mut rest = take_buffer(expected - written);
                     rest.as_bytes_mut()
                         .copy_from_slice(&buffer.as_bytes()[written..]);
-                    let at = job.aligned_start + written as u64;
+                    let at = body_at + written as u64;
                     let result = job.file.write_rc_at(Rc::new(rest), at).await;
                     Some(result.map(|n| n == expected - written))
                 }

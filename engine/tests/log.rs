@@ -530,6 +530,38 @@ fn two_writes_in_flight_split_at_a_block_and_keep_every_batch() {
 }
 
 #[test]
+fn a_write_after_a_padded_tail_rewrites_that_block_apart_and_keeps_the_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(tmp.path(), |dir| async move {
+        let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+        let mut sent = Vec::new();
+        // Each append is written before the next, so every write but the first starts by
+        // rewriting the zero-padded block the previous one ended in: sizes that stay inside that
+        // block (one write), end just past it, and span many blocks (the block, then the rest).
+        let sizes = [
+            100, 3000, 900, 5000, 12, 4096, 8191, 70_000, 1, 4000, 300_000, 77,
+        ];
+        for (i, &size) in sizes.iter().enumerate() {
+            let mut batch = values(1 + i % 2, size, i as u8 + 1);
+            let appended = log.append(batch.clone()).unwrap();
+            weir_engine::batch::set_base_offset(&mut batch, appended.base_offset);
+            sent.push((appended.base_offset, batch.to_vec()));
+            log.wait_written(appended.last_offset).await.unwrap();
+        }
+        assert_eq!(read_all(&log, 0, 1 << 20).await, sent);
+        log.close().await.unwrap();
+        // On disk the batches lie back to back from byte 0, then zeros.
+        let segment = std::fs::read(&files(&dir, ".log")[0]).unwrap();
+        let expected: Vec<u8> = sent.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+        assert_eq!(&segment[..expected.len()], &expected[..]);
+        assert!(segment[expected.len()..].iter().all(|&b| b == 0));
+        let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+        assert_eq!(read_all(&log, 0, 1 << 20).await, sent);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn many_logs_share_the_shards_write_slots_without_losing_a_batch() {
     let tmp = tempfile::tempdir().unwrap();
     run(tmp.path(), |dir| async move {
