@@ -66,6 +66,8 @@ struct InFlight {
     messages: u64,
     /// (clock time the batch's first record was appended, records in the batch).
     batches: Vec<(u64, u64)>,
+    /// Clock time the request was written to the socket.
+    sent_ns: u64,
 }
 
 /// A partition's batch buffer: at most one batch, open or closed-awaiting-send.
@@ -451,6 +453,7 @@ impl Producer {
             correlation_id: link.correlation_id,
             messages: 0,
             batches: Vec::with_capacity(sending.len()),
+            sent_ns: 0,
         };
         let mut entries = Vec::with_capacity(sending.len());
         for &target in &sending {
@@ -482,6 +485,8 @@ impl Producer {
             &entries,
         );
         let messages = in_flight.messages;
+        // Taken before the write: a write that blocks on a full socket is the broker's time.
+        in_flight.sent_ns = self.plan.shared.clock.now_ns();
         let acked_by_reader = link.in_flight.is_some();
         if let Some(sender) = &link.in_flight {
             link.outstanding.fetch_add(1, Ordering::AcqRel);
@@ -556,6 +561,7 @@ fn read_acks(
     window: &Window,
 ) -> Result<Histogram<u64>> {
     let mut histogram = stats::new_histogram();
+    let mut requests = stats::new_histogram();
     let mut frame_buf = Vec::new();
     while let Ok(in_flight) = receiver.recv() {
         let frame = wire::read_frame(&mut stream, &mut frame_buf)?;
@@ -584,6 +590,9 @@ fn read_acks(
             bail!("the broker refused a produce request: {refused}");
         }
         let now_ns = shared.clock.now_ns();
+        if in_flight.sent_ns >= shared.measure_from_ns {
+            stats::record(&mut requests, now_ns - in_flight.sent_ns, 1);
+        }
         for &(first_append_ns, records) in &in_flight.batches {
             let latency_ns = now_ns.saturating_sub(first_append_ns);
             if first_append_ns >= shared.measure_from_ns {
@@ -599,6 +608,11 @@ fn read_acks(
             .fetch_max(now_ns, std::sync::atomic::Ordering::Relaxed);
         window.outstanding.fetch_sub(1, Ordering::AcqRel);
         window.producer.unpark();
+    }
+    if let Ok(mut merged) = shared.request_latency.lock() {
+        merged
+            .add(&requests)
+            .context("merging request latency histograms")?;
     }
     Ok(histogram)
 }

@@ -85,6 +85,8 @@ pub struct Results {
     pub e2e_p50_ms: Option<f64>,
     pub e2e_p99_ms: Option<f64>,
     pub produce_latency: Latency,
+    /// Produce requests, written to the socket -> answered (one sample per request).
+    pub produce_request_latency: Latency,
     pub e2e_latency: Latency,
     /// Messages acknowledged by the broker over the whole run (warm-up included).
     pub produced_messages: u64,
@@ -177,10 +179,10 @@ pub fn table(results: &Results) -> String {
     for (name, rate, mb, latency) in rows {
         let _ = writeln!(
             out,
-            "{:<10} {:>12} {:>10.1} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "{:<10} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
             name,
             human_rate(rate),
-            mb,
+            format!("{mb:.1}"),
             ms(latency.p50_ms),
             ms(latency.p99_ms),
             ms(latency.p999_ms),
@@ -188,9 +190,25 @@ pub fn table(results: &Results) -> String {
             ms(latency.max_ms)
         );
     }
+    let requests = &results.produce_request_latency;
+    if requests.samples > 0 {
+        let _ = writeln!(
+            out,
+            "{:<10} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "request",
+            format!("{} req", requests.samples),
+            "",
+            ms(requests.p50_ms),
+            ms(requests.p99_ms),
+            ms(requests.p999_ms),
+            ms(requests.p9999_ms),
+            ms(requests.max_ms)
+        );
+    }
     let _ = writeln!(
         out,
-        "(produce latency = append to ack; consume latency = end to end, send to read)\n\
+        "(produce latency = append to ack; request = produce request sent to answered; consume \
+         latency = end to end, send to read)\n\
          produced {} messages, consumed {:?} per group",
         results.produced_messages, results.consumed_messages_per_group
     );

@@ -281,6 +281,7 @@ fn run_against_broker(args: &RunArgs, workload: Arc<Workload>) -> Result<Results
         e2e_p50_ms: outcome.e2e_latency.p50_ms,
         e2e_p99_ms: outcome.e2e_latency.p99_ms,
         produce_latency: outcome.produce_latency.clone(),
+        produce_request_latency: outcome.request_latency.clone(),
         e2e_latency: outcome.e2e_latency.clone(),
         produced_messages: produced,
         consumed_messages_per_group: consumed,
@@ -408,6 +409,7 @@ struct Outcome {
     produced_at_end: FlowSnapshot,
     series: Vec<SeriesPoint>,
     produce_latency: Latency,
+    request_latency: Latency,
     e2e_latency: Latency,
 }
 
@@ -601,6 +603,11 @@ fn monitor(
         produced_at_end,
         series,
         produce_latency: Latency::from_histogram(&produce_histogram),
+        request_latency: shared
+            .request_latency
+            .lock()
+            .map(|histogram| Latency::from_histogram(&histogram))
+            .unwrap_or_default(),
         e2e_latency: Latency::from_histogram(&e2e_histogram),
     })
 }

@@ -122,6 +122,10 @@ pub struct Shared {
     pub consume_end_ns: Vec<AtomicU64>,
     /// Copies of each produced message every group reads (exchange mode: the destinations).
     pub copies_per_message: u64,
+    /// Produce request latency (written to the socket -> answer read), one sample per request,
+    /// merged in by each ack reader when it ends: with the append-to-ack latency it tells the
+    /// time a record waited in the producer (for its batch to go) from the broker's answer time.
+    pub request_latency: Mutex<Histogram<u64>>,
     first_error: Mutex<Option<String>>,
 }
 
@@ -139,6 +143,7 @@ impl Shared {
             produce_end_ns: AtomicU64::new(0),
             consume_end_ns: (0..groups).map(|_| AtomicU64::new(0)).collect(),
             copies_per_message: 1,
+            request_latency: Mutex::new(new_histogram()),
             first_error: Mutex::new(None),
         }
     }

@@ -100,6 +100,21 @@ fn one_partition_every_message_is_acknowledged_and_consumed() {
     };
     check_counts(&run, 200_000, 1);
     assert!(run.json["produce_p99_ms"].as_f64().is_some());
+    // Every request is timed from its write to its answer; each of its records waited at least
+    // that long (append -> ack), so no request outlasts the slowest record.
+    let requests = &run.json["produce_request_latency"];
+    assert!(
+        requests["samples"].as_u64().unwrap_or(0) > 0,
+        "{}",
+        run.output
+    );
+    let request_max = requests["max_ms"].as_f64().expect("request max");
+    let record_max = run.json["produce_latency"]["max_ms"].as_f64().unwrap();
+    assert!(
+        request_max <= record_max * 1.01,
+        "request max {request_max} ms > record max {record_max} ms"
+    );
+    assert!(run.output.contains("request "), "{}", run.output);
 }
 
 #[test]
