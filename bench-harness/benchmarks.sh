@@ -49,6 +49,7 @@ run many-partitions-4m 0,1 --preset many-partitions --topic many4m --consumers 4
 peak=$(python3 -c "import json;print(int(json.load(open('$OUT/kafka-2014.json'))['produce_msgs_per_s']))" 2>/dev/null || echo 0)
 if [[ "$peak" -gt 0 ]]; then
     run half-peak-latency 0 --preset kafka-2014 --topic halfpeak --rate $((peak / 2)) --linger-ms 0
+    run half-peak-latency-linger025 0 --preset kafka-2014 --topic halfpeak025 --rate $((peak / 2)) --linger-ms 0.25
     run half-peak-latency-linger1 0 --preset kafka-2014 --topic halfpeak1 --rate $((peak / 2))
 fi
 if [[ -z "${ONLY:-}" ]]; then "$BENCH" encode --duration 3s --json "$OUT/encode.json" >&2 || true; fi
@@ -58,22 +59,24 @@ import json, os, sys
 out = sys.argv[1]
 def f(value, digits=2):
     return "-" if value is None else f"{value:,.{digits}f}"
-print("| run | msg B | partitions | producers | groups x consumers | acks | produce msgs/s | produce MB/s | consume msgs/s | consume MB/s | ack p50 / p99 / p99.9 ms | e2e p50 / p99 / p99.9 ms | counted |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| run | msg B | partitions | producers | groups x consumers | acks | produce msgs/s | produce MB/s | consume msgs/s | consume MB/s | ack p50 / p99 / p99.9 ms | request p50 / p99 ms | e2e p50 / p99 / p99.9 ms | counted |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 names = ["kafka-2014", "2p2c-100b", "omb-1kb-2p", "omb-1kb-2p-2groups", "omb-1kb-backlog", "acks1-16p",
-         "acks-all-fsync", "keyed-16p", "many-partitions", "many-partitions-4m", "half-peak-latency", "half-peak-latency-linger1"]
+         "acks-all-fsync", "keyed-16p", "many-partitions", "many-partitions-4m", "half-peak-latency", "half-peak-latency-linger025", "half-peak-latency-linger1"]
 for name in names:
     path = os.path.join(out, name + ".json")
     if not os.path.exists(path):
-        print(f"| {name} | failed or not run | | | | | | | | | | | |")
+        print(f"| {name} | failed or not run | | | | | | | | | | | | |")
         continue
     r = json.load(open(path))
     w = r["workload"]
     p, e = r["produce_latency"], r["e2e_latency"]
+    q = r.get("produce_request_latency", {})
     ok = "yes" if not r["errors"] else "NO: " + "; ".join(r["errors"])[:200]
     print(f"| {name} | {w['message_bytes']} | {w['partitions']} | {w['producers']} | {w['consumer_groups']} x {w['consumers']} | {w['acks']} | "
           f"{f(r['produce_msgs_per_s'], 0)} | {f(r['produce_mb_per_s'], 1)} | {f(r['consume_msgs_per_s'], 0)} | "
           f"{f(r['consume_mb_per_s'], 1)} | {f(p['p50_ms'])} / {f(p['p99_ms'])} / {f(p['p999_ms'])} | "
+          f"{f(q.get('p50_ms'))} / {f(q.get('p99_ms'))} | "
           f"{f(e['p50_ms'])} / {f(e['p99_ms'])} / {f(e['p999_ms'])} | {ok} |")
 enc = os.path.join(out, "encode.json")
 if os.path.exists(enc):
