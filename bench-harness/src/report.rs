@@ -424,14 +424,17 @@ pub fn svg(results: &Results) -> String {
             .collect()
     };
     let produce_curve = curve(&results.produce_latency);
+    let request_curve = curve(&results.produce_request_latency);
     let e2e_curve = curve(&results.e2e_latency);
     let latency_max = produce_curve
         .iter()
+        .chain(&request_curve)
         .chain(&e2e_curve)
         .map(|point| point.1)
         .fold(0.0, f64::max);
     let x_max = produce_curve
         .iter()
+        .chain(&request_curve)
         .chain(&e2e_curve)
         .map(|point| point.0)
         .fold(1.0, f64::max)
@@ -456,11 +459,16 @@ pub fn svg(results: &Results) -> String {
         );
     }
     polyline(&mut out, &panel, &produce_curve, "#1f77b4");
+    polyline(&mut out, &panel, &request_curve, "#2ca02c");
     polyline(&mut out, &panel, &e2e_curve, "#d62728");
     legend(
         &mut out,
         &panel,
-        &[("produce ack", "#1f77b4"), ("end to end", "#d62728")],
+        &[
+            ("produce ack", "#1f77b4"),
+            ("produce request", "#2ca02c"),
+            ("end to end", "#d62728"),
+        ],
     );
     out.push_str("</svg>\n");
     out

@@ -59,6 +59,7 @@ fn run(port: u16, extra: &[&str]) -> Option<Run> {
     if output.status.success() {
         let svg = std::fs::read_to_string(&plot_path).expect("plot written");
         assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{svg}");
+        assert!(svg.contains(">produce request</text>"), "{svg}");
     }
     Some(Run {
         json,
