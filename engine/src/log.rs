@@ -408,37 +408,34 @@ struct WriteOut<'a> {
 }
 
 impl WriteOut<'_> {
+    /// Each part with the write offset it starts at.
+    fn parts(&mut self) -> impl Iterator<Item = (usize, &mut [u8])> {
+        let head_len = self.head.as_ref().map_or(0, |head| head.len());
+        self.head
+            .as_deref_mut()
+            .map(|head| (0, head))
+            .into_iter()
+            .chain(std::iter::once((head_len, &mut *self.body)))
+    }
+
     /// Copies `source` to the write's offset `at`, dropping what falls past its end (the bytes
     /// of a trimmed write's partial last block, which open the next write).
-    fn copy_at(&mut self, mut at: usize, mut source: &[u8]) {
-        if let Some(head) = self.head.as_deref_mut() {
-            if at < head.len() {
-                let n = source.len().min(head.len() - at);
-                head[at..at + n].copy_from_slice(&source[..n]);
-                source = &source[n..];
-                if source.is_empty() {
-                    return;
-                }
-                at = head.len();
+    fn copy_at(&mut self, at: usize, source: &[u8]) {
+        for (base, part) in self.parts() {
+            let from = at.max(base);
+            let to = (at + source.len()).min(base + part.len());
+            if from < to {
+                part[from - base..to - base].copy_from_slice(&source[from - at..to - at]);
             }
-            at -= head.len();
-        }
-        if at < self.body.len() {
-            let n = source.len().min(self.body.len() - at);
-            self.body[at..at + n].copy_from_slice(&source[..n]);
         }
     }
 
-    fn zero_from(&mut self, mut at: usize) {
-        if let Some(head) = self.head.as_deref_mut() {
-            if at < head.len() {
-                head[at..].fill(0);
-                at = head.len();
+    fn zero_from(&mut self, at: usize) {
+        for (base, part) in self.parts() {
+            let from = at.max(base);
+            if from < base + part.len() {
+                part[from - base..].fill(0);
             }
-            at -= head.len();
-        }
-        if at < self.body.len() {
-            self.body[at..].fill(0);
         }
     }
 }
@@ -466,13 +463,25 @@ async fn preallocate(
     }
 }
 
+fn short_write(path: &Path, written: usize, expected: usize) -> LogError {
+    LogError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(format!("short write: {written} of {expected} bytes")),
+    }
+}
+
 async fn run_write(mut job: WriteJob) -> (Result<(), LogError>, Option<DmaBuffer>, WriteJobResult) {
     let head_bytes = job.head.as_ref().map_or(0, DmaBuffer::len);
     let write_end = job.aligned_start + (head_bytes + job.buffer.len()) as u64;
     if let Some(size) = job.allocate_to {
         match preallocate(&job.file, &job.path, size, write_end).await {
             Ok(allocated) => job.allocate_to = Some(allocated),
-            Err(e) => return (Err(e), Some(job.buffer), WriteJobResult { allocated: None }),
+            Err(e) => {
+                if let Some(head) = job.head {
+                    give_buffer(head);
+                }
+                return (Err(e), Some(job.buffer), WriteJobResult { allocated: None });
+            }
         }
     }
     let allocated = WriteJobResult {
@@ -493,12 +502,7 @@ async fn run_write(mut job: WriteJob) -> (Result<(), LogError>, Option<DmaBuffer
             .await;
             let head_result = match head_result {
                 Ok(written) if written == head_bytes => Ok(()),
-                Ok(written) => Err(LogError::Io {
-                    path: job.path.clone(),
-                    source: std::io::Error::other(format!(
-                        "short write: {written} of {head_bytes} bytes"
-                    )),
-                }),
+                Ok(written) => Err(short_write(&job.path, written, head_bytes)),
                 Err(e) => Err(log_error(&job.path, e)),
             };
             (Some((head, head_result)), body_result)
@@ -532,12 +536,7 @@ async fn run_write(mut job: WriteJob) -> (Result<(), LogError>, Option<DmaBuffer
             let result = match rest {
                 Some(Ok(true)) => Ok(()),
                 Some(Err(e)) => Err(log_error(&job.path, e)),
-                Some(Ok(false)) | None => Err(LogError::Io {
-                    path: job.path,
-                    source: std::io::Error::other(format!(
-                        "short write: {written} of {expected} bytes"
-                    )),
-                }),
+                Some(Ok(false)) | None => Err(short_write(&job.path, written, expected)),
             };
             (result, buffer, allocated)
         }
