@@ -162,47 +162,42 @@ pub fn table(results: &Results) -> String {
         "{:<10} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "", "msgs/s", "MB/s", "p50 ms", "p99 ms", "p99.9", "p99.99", "max ms"
     );
-    let rows = [
+    let requests = &results.produce_request_latency;
+    let mut rows = vec![
         (
             "produce",
-            results.produce_msgs_per_s,
-            results.produce_mb_per_s,
+            human_rate(results.produce_msgs_per_s),
+            format!("{:.1}", results.produce_mb_per_s),
             &results.produce_latency,
         ),
         (
             "consume",
-            results.consume_msgs_per_s,
-            results.consume_mb_per_s,
+            human_rate(results.consume_msgs_per_s),
+            format!("{:.1}", results.consume_mb_per_s),
             &results.e2e_latency,
         ),
     ];
+    // acks=0: no request is answered, so there is no request row.
+    if requests.samples > 0 {
+        rows.push((
+            "request",
+            format!("{} req", requests.samples),
+            String::new(),
+            requests,
+        ));
+    }
     for (name, rate, mb, latency) in rows {
         let _ = writeln!(
             out,
             "{:<10} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
             name,
-            human_rate(rate),
-            format!("{mb:.1}"),
+            rate,
+            mb,
             ms(latency.p50_ms),
             ms(latency.p99_ms),
             ms(latency.p999_ms),
             ms(latency.p9999_ms),
             ms(latency.max_ms)
-        );
-    }
-    let requests = &results.produce_request_latency;
-    if requests.samples > 0 {
-        let _ = writeln!(
-            out,
-            "{:<10} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            "request",
-            format!("{} req", requests.samples),
-            "",
-            ms(requests.p50_ms),
-            ms(requests.p99_ms),
-            ms(requests.p999_ms),
-            ms(requests.p9999_ms),
-            ms(requests.max_ms)
         );
     }
     let _ = writeln!(
