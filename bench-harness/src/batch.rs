@@ -16,15 +16,13 @@
 //! Every value written by the harness starts with the send time (u64 little-endian nanoseconds
 //! since the run's clock origin), which is how the consumer measures end-to-end latency.
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
+use weir_engine::batch::{self as header, attributes, HeaderFields};
 
 /// Bytes before the first record.
-pub const BATCH_HEADER_BYTES: usize = 61;
+pub const BATCH_HEADER_BYTES: usize = header::HEADER_BYTES;
 /// The prefix of every value: the send time in nanoseconds since the run's clock origin.
 pub const VALUE_TIMESTAMP_BYTES: usize = 8;
-const CRC_START: usize = 21;
-
-const _: () = assert!(BATCH_HEADER_BYTES == 57 + 4);
 
 /// Bytes a zigzag varint takes for `value`.
 pub fn varint_bytes(value: i64) -> usize {
@@ -108,28 +106,18 @@ fn record_body_bytes(offset_delta: i32, key_bytes: Option<usize>, value_bytes: u
 pub struct BatchBuilder {
     start: usize,
     record_count: i32,
+    timestamp_ms: i64,
 }
 
 impl BatchBuilder {
     pub fn begin(buf: &mut Vec<u8>, timestamp_ms: i64) -> Self {
         let start = buf.len();
-        buf.extend_from_slice(&0i64.to_be_bytes()); // baseOffset: the broker assigns it
-        buf.extend_from_slice(&0i32.to_be_bytes()); // batchLength, patched in finish
-        buf.extend_from_slice(&(-1i32).to_be_bytes()); // partitionLeaderEpoch
-        buf.push(2); // magic
-        buf.extend_from_slice(&0u32.to_be_bytes()); // crc, patched in finish
-        buf.extend_from_slice(&0i16.to_be_bytes()); // attributes: no compression, create time
-        buf.extend_from_slice(&0i32.to_be_bytes()); // lastOffsetDelta, patched
-        buf.extend_from_slice(&timestamp_ms.to_be_bytes()); // firstTimestamp
-        buf.extend_from_slice(&timestamp_ms.to_be_bytes()); // maxTimestamp
-        buf.extend_from_slice(&(-1i64).to_be_bytes()); // producerId: not idempotent
-        buf.extend_from_slice(&(-1i16).to_be_bytes()); // producerEpoch
-        buf.extend_from_slice(&(-1i32).to_be_bytes()); // baseSequence
-        buf.extend_from_slice(&0i32.to_be_bytes()); // recordCount, patched
-        assert_eq!(buf.len() - start, BATCH_HEADER_BYTES);
+        // The header is written in `finish`, once the records and their count are known.
+        buf.resize(start + BATCH_HEADER_BYTES, 0);
         BatchBuilder {
             start,
             record_count: 0,
+            timestamp_ms,
         }
     }
 
@@ -177,12 +165,19 @@ impl BatchBuilder {
     pub fn finish(&self, buf: &mut [u8]) {
         assert!(self.record_count > 0, "an empty batch is never sent");
         let batch = &mut buf[self.start..];
-        let batch_length = (batch.len() - 12) as i32;
-        batch[8..12].copy_from_slice(&batch_length.to_be_bytes());
-        batch[23..27].copy_from_slice(&(self.record_count - 1).to_be_bytes());
-        batch[57..61].copy_from_slice(&self.record_count.to_be_bytes());
-        let crc = crc32c::crc32c(&batch[CRC_START..]);
-        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        let fields = HeaderFields {
+            base_offset: 0, // the broker assigns it
+            partition_leader_epoch: header::NO_PARTITION_LEADER_EPOCH,
+            attributes: 0, // no compression, create time
+            last_offset_delta: self.record_count - 1,
+            first_timestamp: self.timestamp_ms,
+            max_timestamp: self.timestamp_ms,
+            producer_id: header::NO_PRODUCER_ID, // not idempotent
+            producer_epoch: header::NO_PRODUCER_EPOCH,
+            base_sequence: header::NO_SEQUENCE,
+            record_count: self.record_count,
+        };
+        header::write_header(batch, &fields);
     }
 }
 
@@ -203,11 +198,11 @@ impl BatchView<'_> {
     }
 
     pub fn is_control(&self) -> bool {
-        self.attributes & 0x20 != 0
+        self.attributes & attributes::CONTROL != 0
     }
 
     pub fn compression(&self) -> i16 {
-        self.attributes & 0x07
+        self.attributes & attributes::COMPRESSION_MASK
     }
 }
 
@@ -219,28 +214,33 @@ pub fn parse_batches<'a>(
     mut visit: impl FnMut(BatchView<'a>) -> Result<()>,
 ) -> Result<usize> {
     while bytes.len() >= BATCH_HEADER_BYTES {
-        let batch_length = i32::from_be_bytes(bytes[8..12].try_into()?);
+        let batch_length = header::batch_length_field(bytes).unwrap_or(-1);
         ensure!(
-            batch_length >= (BATCH_HEADER_BYTES - 12) as i32,
+            batch_length >= (BATCH_HEADER_BYTES - header::LOG_OVERHEAD_BYTES) as i32,
             "batch length {batch_length} is shorter than a header"
         );
-        let total = batch_length as usize + 12;
+        let total = batch_length as usize + header::LOG_OVERHEAD_BYTES;
         if total > bytes.len() {
             break;
         }
         let batch = &bytes[..total];
-        ensure!(batch[16] == 2, "record batch magic {} is not 2", batch[16]);
-        let stored_crc = u32::from_be_bytes(batch[17..21].try_into()?);
-        let computed_crc = crc32c::crc32c(&batch[CRC_START..]);
+        let view = header::Header::new(batch).context("a whole header")?;
+        ensure!(
+            view.magic() == 2,
+            "record batch magic {} is not 2",
+            view.magic()
+        );
+        let stored_crc = view.stored_crc();
+        let computed_crc = header::computed_crc(batch);
         ensure!(
             stored_crc == computed_crc,
             "record batch CRC mismatch: stored {stored_crc:#010x}, computed {computed_crc:#010x}"
         );
         visit(BatchView {
-            base_offset: i64::from_be_bytes(batch[0..8].try_into()?),
-            last_offset_delta: i32::from_be_bytes(batch[23..27].try_into()?),
-            record_count: i32::from_be_bytes(batch[57..61].try_into()?),
-            attributes: i16::from_be_bytes(batch[21..23].try_into()?),
+            base_offset: view.base_offset(),
+            last_offset_delta: view.last_offset_delta(),
+            record_count: view.record_count(),
+            attributes: view.attributes(),
             records: &batch[BATCH_HEADER_BYTES..],
         })?;
         bytes = &bytes[total..];
@@ -332,11 +332,10 @@ mod tests {
         let keys: Vec<Option<&[u8]>> = vec![None, Some(b"k1"), Some(b""), None];
         let bytes = build(&keys, &filler);
 
-        let stored_crc = u32::from_be_bytes(bytes[17..21].try_into().unwrap());
-        assert_eq!(stored_crc, crc32c::crc32c(&bytes[21..]));
+        assert!(header::crc_matches(&bytes));
         assert_eq!(
-            i32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize,
-            bytes.len() - 12
+            header::batch_length_field(&bytes).unwrap() as usize,
+            bytes.len() - header::LOG_OVERHEAD_BYTES
         );
 
         let mut batches = Vec::new();

@@ -19,17 +19,59 @@
 //!     61     …  records               yes (never decoded by the engine)
 //! ```
 
+use std::ops::Range;
+
 use bytes::{BufMut, BytesMut};
 
 pub const HEADER_BYTES: usize = 61;
 /// Bytes before `batchLength` counts from: baseOffset + batchLength.
 pub const LOG_OVERHEAD_BYTES: usize = 12;
-const MAGIC_AT: usize = 16;
-const CRC_AT: usize = 17;
-const CRC_FROM: usize = 21;
+/// The CRC32C covers the batch from here to its end.
+pub const CRC_COVERED_FROM: usize = 21;
+/// The only magic Weir stores (RecordBatch v2).
+pub const MAGIC_V2: i8 = 2;
 
-const _: () = assert!(HEADER_BYTES == 57 + 4);
-const _: () = assert!(CRC_FROM == CRC_AT + 4);
+/// Byte ranges of the header fields, as in the table above: the only literal header offsets in
+/// Weir. Everything else reads and writes a header through [`Header`] and [`HeaderFields`].
+pub mod field {
+    use std::ops::Range;
+
+    pub const BASE_OFFSET: Range<usize> = 0..8;
+    pub const BATCH_LENGTH: Range<usize> = 8..12;
+    pub const PARTITION_LEADER_EPOCH: Range<usize> = 12..16;
+    pub const MAGIC: usize = 16;
+    pub const CRC: Range<usize> = 17..21;
+    pub const ATTRIBUTES: Range<usize> = 21..23;
+    pub const LAST_OFFSET_DELTA: Range<usize> = 23..27;
+    pub const FIRST_TIMESTAMP: Range<usize> = 27..35;
+    pub const MAX_TIMESTAMP: Range<usize> = 35..43;
+    pub const PRODUCER_ID: Range<usize> = 43..51;
+    pub const PRODUCER_EPOCH: Range<usize> = 51..53;
+    pub const BASE_SEQUENCE: Range<usize> = 53..57;
+    pub const RECORD_COUNT: Range<usize> = 57..61;
+}
+
+/// Bits of the `attributes` field.
+pub mod attributes {
+    /// 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd.
+    pub const COMPRESSION_MASK: i16 = 0x07;
+    /// Set: the timestamps are the broker's append time, not the producer's create time.
+    pub const LOG_APPEND_TIME: i16 = 0x08;
+    pub const TRANSACTIONAL: i16 = 0x10;
+    pub const CONTROL: i16 = 0x20;
+}
+
+/// "No value" for the producer fields and the leader epoch, as Kafka writes them.
+pub const NO_PRODUCER_ID: i64 = -1;
+pub const NO_PRODUCER_EPOCH: i16 = -1;
+pub const NO_SEQUENCE: i32 = -1;
+pub const NO_PARTITION_LEADER_EPOCH: i32 = -1;
+
+const _: () = assert!(field::RECORD_COUNT.end == HEADER_BYTES);
+const _: () = assert!(field::BATCH_LENGTH.end == LOG_OVERHEAD_BYTES);
+const _: () = assert!(field::CRC.end == CRC_COVERED_FROM);
+const _: () = assert!(field::ATTRIBUTES.start == CRC_COVERED_FROM);
+const _: () = assert!(field::MAGIC + 1 == field::CRC.start);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BatchError {
@@ -58,28 +100,178 @@ pub struct BatchInfo {
     pub attributes: i16,
 }
 
-fn be_i32(b: &[u8], at: usize) -> i32 {
-    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+fn array<const N: usize>(b: &[u8], range: Range<usize>) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&b[range]);
+    out
 }
 
-fn be_i64(b: &[u8], at: usize) -> i64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    i64::from_be_bytes(a)
+/// Read access to the header of a batch whose first [`HEADER_BYTES`] are present. Reads only the
+/// header; the records are never looked at.
+#[derive(Clone, Copy, Debug)]
+pub struct Header<'a>(&'a [u8]);
+
+impl<'a> Header<'a> {
+    /// `None` when fewer than [`HEADER_BYTES`] bytes are present.
+    #[inline]
+    pub fn new(b: &'a [u8]) -> Option<Header<'a>> {
+        (b.len() >= HEADER_BYTES).then_some(Header(b))
+    }
+    #[inline]
+    pub fn base_offset(&self) -> i64 {
+        i64::from_be_bytes(array(self.0, field::BASE_OFFSET))
+    }
+    #[inline]
+    pub fn batch_length(&self) -> i32 {
+        i32::from_be_bytes(array(self.0, field::BATCH_LENGTH))
+    }
+    #[inline]
+    pub fn partition_leader_epoch(&self) -> i32 {
+        i32::from_be_bytes(array(self.0, field::PARTITION_LEADER_EPOCH))
+    }
+    #[inline]
+    pub fn magic(&self) -> i8 {
+        self.0[field::MAGIC] as i8
+    }
+    #[inline]
+    pub fn stored_crc(&self) -> u32 {
+        u32::from_be_bytes(array(self.0, field::CRC))
+    }
+    #[inline]
+    pub fn attributes(&self) -> i16 {
+        i16::from_be_bytes(array(self.0, field::ATTRIBUTES))
+    }
+    #[inline]
+    pub fn last_offset_delta(&self) -> i32 {
+        i32::from_be_bytes(array(self.0, field::LAST_OFFSET_DELTA))
+    }
+    #[inline]
+    pub fn first_timestamp(&self) -> i64 {
+        i64::from_be_bytes(array(self.0, field::FIRST_TIMESTAMP))
+    }
+    #[inline]
+    pub fn max_timestamp(&self) -> i64 {
+        i64::from_be_bytes(array(self.0, field::MAX_TIMESTAMP))
+    }
+    #[inline]
+    pub fn producer_id(&self) -> i64 {
+        i64::from_be_bytes(array(self.0, field::PRODUCER_ID))
+    }
+    #[inline]
+    pub fn producer_epoch(&self) -> i16 {
+        i16::from_be_bytes(array(self.0, field::PRODUCER_EPOCH))
+    }
+    #[inline]
+    pub fn base_sequence(&self) -> i32 {
+        i32::from_be_bytes(array(self.0, field::BASE_SEQUENCE))
+    }
+    #[inline]
+    pub fn record_count(&self) -> i32 {
+        i32::from_be_bytes(array(self.0, field::RECORD_COUNT))
+    }
+    #[inline]
+    pub fn is_control(&self) -> bool {
+        self.attributes() & attributes::CONTROL != 0
+    }
+    #[inline]
+    pub fn compression(&self) -> i16 {
+        self.attributes() & attributes::COMPRESSION_MASK
+    }
+}
+
+/// Every header field a batch writer chooses; `batchLength`, magic and the CRC follow from the
+/// bytes ([`write_header`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderFields {
+    pub base_offset: i64,
+    pub partition_leader_epoch: i32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub first_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub record_count: i32,
+}
+
+/// Writes the header of `batch` (a whole batch whose records follow byte [`HEADER_BYTES`]):
+/// every field, `batchLength` from the slice's length, magic 2, then the CRC over the records.
+/// Panics when `batch` is shorter than the header (a caller's bug, never client input).
+pub fn write_header(batch: &mut [u8], fields: &HeaderFields) {
+    assert!(
+        batch.len() >= HEADER_BYTES,
+        "a batch holds its 61-byte header"
+    );
+    let length = (batch.len() - LOG_OVERHEAD_BYTES) as i32;
+    batch[field::BASE_OFFSET].copy_from_slice(&fields.base_offset.to_be_bytes());
+    batch[field::BATCH_LENGTH].copy_from_slice(&length.to_be_bytes());
+    batch[field::PARTITION_LEADER_EPOCH]
+        .copy_from_slice(&fields.partition_leader_epoch.to_be_bytes());
+    batch[field::MAGIC] = MAGIC_V2 as u8;
+    batch[field::ATTRIBUTES].copy_from_slice(&fields.attributes.to_be_bytes());
+    batch[field::LAST_OFFSET_DELTA].copy_from_slice(&fields.last_offset_delta.to_be_bytes());
+    batch[field::FIRST_TIMESTAMP].copy_from_slice(&fields.first_timestamp.to_be_bytes());
+    batch[field::MAX_TIMESTAMP].copy_from_slice(&fields.max_timestamp.to_be_bytes());
+    set_producer(
+        batch,
+        fields.producer_id,
+        fields.producer_epoch,
+        fields.base_sequence,
+    );
+    batch[field::RECORD_COUNT].copy_from_slice(&fields.record_count.to_be_bytes());
+    seal_crc(batch);
+}
+
+/// Overwrites the idempotent-producer fields (the CRC must be sealed again afterwards).
+pub fn set_producer(batch: &mut [u8], producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+    batch[field::PRODUCER_ID].copy_from_slice(&producer_id.to_be_bytes());
+    batch[field::PRODUCER_EPOCH].copy_from_slice(&producer_epoch.to_be_bytes());
+    batch[field::BASE_SEQUENCE].copy_from_slice(&base_sequence.to_be_bytes());
+}
+
+/// Overwrites the attributes (the CRC must be sealed again afterwards).
+pub fn set_attributes(batch: &mut [u8], attributes: i16) {
+    batch[field::ATTRIBUTES].copy_from_slice(&attributes.to_be_bytes());
+}
+
+/// The CRC32C of a whole batch as it should be stored: over bytes 21..end.
+#[inline]
+pub fn computed_crc(batch: &[u8]) -> u32 {
+    crc32c::crc32c(&batch[CRC_COVERED_FROM..])
+}
+
+/// Whether the stored CRC matches the bytes. Panics on fewer than [`HEADER_BYTES`] bytes.
+#[inline]
+pub fn crc_matches(batch: &[u8]) -> bool {
+    Header(batch).stored_crc() == computed_crc(batch)
+}
+
+/// Computes the CRC over bytes 21..end and stores it in the header.
+#[inline]
+pub fn seal_crc(batch: &mut [u8]) {
+    let crc = computed_crc(batch);
+    batch[field::CRC].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// `baseOffset` of a batch whose first 8 bytes are present.
+#[inline]
 pub fn base_offset(b: &[u8]) -> i64 {
-    be_i64(b, 0)
+    i64::from_be_bytes(array(b, field::BASE_OFFSET))
+}
+
+/// The raw `batchLength` field of the batch that starts at `b[0]`, or `None` when fewer than 12
+/// bytes are present. Unchecked: it may be negative or smaller than a header.
+#[inline]
+pub fn batch_length_field(b: &[u8]) -> Option<i32> {
+    let bytes = b.get(field::BATCH_LENGTH)?;
+    Some(i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
 }
 
 /// Total size of the batch that starts at `b[0]` as its `batchLength` field claims, or `None` when
 /// fewer than 12 bytes are present or the field is below the header size (zeros, garbage).
 pub fn claimed_size(b: &[u8]) -> Option<usize> {
-    if b.len() < LOG_OVERHEAD_BYTES {
-        return None;
-    }
-    let length = be_i32(b, 8);
+    let length = batch_length_field(b)?;
     if length < (HEADER_BYTES - LOG_OVERHEAD_BYTES) as i32 {
         return None;
     }
@@ -91,24 +283,25 @@ pub fn validate(b: &[u8]) -> Result<BatchInfo, BatchError> {
     if b.len() < HEADER_BYTES {
         return Err(BatchError::Truncated(b.len()));
     }
-    let magic = b[MAGIC_AT] as i8;
-    if magic != 2 {
+    let header = Header(b);
+    let magic = header.magic();
+    if magic != MAGIC_V2 {
         return Err(BatchError::Magic(magic));
     }
-    let length = be_i32(b, 8);
+    let length = header.batch_length();
     if length as i64 + LOG_OVERHEAD_BYTES as i64 != b.len() as i64 {
         return Err(BatchError::Length {
             field: length,
             actual: b.len(),
         });
     }
-    let stored = u32::from_be_bytes([b[CRC_AT], b[CRC_AT + 1], b[CRC_AT + 2], b[CRC_AT + 3]]);
-    let computed = crc32c::crc32c(&b[CRC_FROM..]);
+    let stored = header.stored_crc();
+    let computed = computed_crc(b);
     if stored != computed {
         return Err(BatchError::Crc { stored, computed });
     }
-    let last_offset_delta = be_i32(b, 23);
-    let record_count = be_i32(b, 57);
+    let last_offset_delta = header.last_offset_delta();
+    let record_count = header.record_count();
     if record_count < 1
         || last_offset_delta < 0
         || record_count as i64 != last_offset_delta as i64 + 1
@@ -120,19 +313,19 @@ pub fn validate(b: &[u8]) -> Result<BatchInfo, BatchError> {
     }
     Ok(BatchInfo {
         last_offset_delta,
-        first_timestamp: be_i64(b, 27),
-        max_timestamp: be_i64(b, 35),
-        producer_id: be_i64(b, 43),
-        producer_epoch: i16::from_be_bytes([b[51], b[52]]),
-        base_sequence: be_i32(b, 53),
+        first_timestamp: header.first_timestamp(),
+        max_timestamp: header.max_timestamp(),
+        producer_id: header.producer_id(),
+        producer_epoch: header.producer_epoch(),
+        base_sequence: header.base_sequence(),
         record_count,
-        attributes: i16::from_be_bytes([b[21], b[22]]),
+        attributes: header.attributes(),
     })
 }
 
 /// Writes `baseOffset` (bytes 0..8); the CRC does not cover it.
 pub fn set_base_offset(b: &mut [u8], base_offset: i64) {
-    b[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    b[field::BASE_OFFSET].copy_from_slice(&base_offset.to_be_bytes());
 }
 
 /// One record for [`build_batch`].
@@ -199,24 +392,25 @@ pub fn build_batch(spec: &BatchSpec, records: &[RecordSpec<'_>]) -> BytesMut {
         "a record batch holds at least one record"
     );
     let mut out = BytesMut::with_capacity(HEADER_BYTES + records.len() * 32);
-    out.put_i64(spec.base_offset);
-    out.put_i32(0); // batchLength, patched below
-    out.put_i32(-1); // partitionLeaderEpoch
-    out.put_i8(2);
-    out.put_u32(0); // crc, patched below
-    out.put_i16(spec.attributes);
-    out.put_i32(records.len() as i32 - 1);
-    out.put_i64(spec.first_timestamp_ms);
+    // The header is written last, over these zeros, once the length and CRC are known.
+    out.put_bytes(0, HEADER_BYTES);
     let max_delta = records
         .iter()
         .map(|r| r.timestamp_delta_ms)
         .max()
         .unwrap_or(0);
-    out.put_i64(spec.first_timestamp_ms + max_delta);
-    out.put_i64(spec.producer_id);
-    out.put_i16(spec.producer_epoch);
-    out.put_i32(spec.base_sequence);
-    out.put_i32(records.len() as i32);
+    let fields = HeaderFields {
+        base_offset: spec.base_offset,
+        partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+        attributes: spec.attributes,
+        last_offset_delta: records.len() as i32 - 1,
+        first_timestamp: spec.first_timestamp_ms,
+        max_timestamp: spec.first_timestamp_ms + max_delta,
+        producer_id: spec.producer_id,
+        producer_epoch: spec.producer_epoch,
+        base_sequence: spec.base_sequence,
+        record_count: records.len() as i32,
+    };
     let mut body = BytesMut::new();
     for (offset_delta, record) in records.iter().enumerate() {
         body.clear();
@@ -233,10 +427,7 @@ pub fn build_batch(spec: &BatchSpec, records: &[RecordSpec<'_>]) -> BytesMut {
         put_varint(&mut out, body.len() as i64);
         out.put_slice(&body);
     }
-    let length = (out.len() - LOG_OVERHEAD_BYTES) as i32;
-    out[8..12].copy_from_slice(&length.to_be_bytes());
-    let crc = crc32c::crc32c(&out[CRC_FROM..]);
-    out[CRC_AT..CRC_FROM].copy_from_slice(&crc.to_be_bytes());
+    write_header(&mut out, &fields);
     out
 }
 
@@ -282,9 +473,55 @@ mod tests {
         )
     }
 
+    /// Every field written through `write_header` reads back through `Header` and `validate`,
+    /// and the layout table's offsets are the ones written.
+    #[test]
+    fn header_fields_round_trip() {
+        let fields = HeaderFields {
+            base_offset: 0x0102_0304_0506_0708,
+            partition_leader_epoch: 9,
+            attributes: attributes::TRANSACTIONAL,
+            last_offset_delta: 0,
+            first_timestamp: 1_700_000_000_000,
+            max_timestamp: 1_700_000_000_005,
+            producer_id: 77,
+            producer_epoch: 3,
+            base_sequence: 41,
+            record_count: 1,
+        };
+        let mut batch = vec![0u8; HEADER_BYTES + 7];
+        write_header(&mut batch, &fields);
+        let header = Header::new(&batch).expect("a whole header");
+        let read = HeaderFields {
+            base_offset: header.base_offset(),
+            partition_leader_epoch: header.partition_leader_epoch(),
+            attributes: header.attributes(),
+            last_offset_delta: header.last_offset_delta(),
+            first_timestamp: header.first_timestamp(),
+            max_timestamp: header.max_timestamp(),
+            producer_id: header.producer_id(),
+            producer_epoch: header.producer_epoch(),
+            base_sequence: header.base_sequence(),
+            record_count: header.record_count(),
+        };
+        assert_eq!(read, fields);
+        assert_eq!(header.batch_length(), (batch.len() - 12) as i32);
+        assert_eq!(header.magic(), 2);
+        assert!(crc_matches(&batch));
+        assert_eq!(&batch[0..8], &fields.base_offset.to_be_bytes());
+        assert_eq!(&batch[43..51], &77i64.to_be_bytes());
+        assert_eq!(&batch[57..61], &1i32.to_be_bytes());
+        assert_eq!(validate(&batch).map(|info| info.producer_id), Ok(77));
+        set_producer(&mut batch, NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE);
+        assert!(!crc_matches(&batch));
+        seal_crc(&mut batch);
+        assert_eq!(validate(&batch).map(|info| info.base_sequence), Ok(-1));
+        assert!(Header::new(&batch[..60]).is_none());
+        assert_eq!(batch_length_field(&batch[..11]), None);
+    }
+
     fn recrc(b: &mut [u8]) {
-        let crc = crc32c::crc32c(&b[CRC_FROM..]);
-        b[CRC_AT..CRC_FROM].copy_from_slice(&crc.to_be_bytes());
+        seal_crc(b);
     }
 
     fn check(

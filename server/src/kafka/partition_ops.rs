@@ -30,10 +30,9 @@ fn batch_bounds(records: &[u8]) -> Option<Vec<(usize, usize)>> {
     let mut bounds = Vec::with_capacity(1);
     let mut at = 0;
     while at < records.len() {
-        let header = records.get(at + 8..at + 12)?;
-        let length = i32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+        let length = weir_engine::batch::batch_length_field(&records[at..])?;
         let end = at
-            .checked_add(12)?
+            .checked_add(weir_engine::batch::LOG_OVERHEAD_BYTES)?
             .checked_add(usize::try_from(length).ok()?)?;
         if end > records.len() {
             return None;

@@ -38,11 +38,11 @@ use bytes::{Bytes, BytesMut};
 use super::decompress;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
 };
+use weir_engine::batch::{self as batch_header, attributes, Header, HeaderFields};
 
 /// Bytes of a RecordBatch v2 header, up to and including the record count.
-pub const BATCH_HEADER_BYTES: usize = 61;
+pub const BATCH_HEADER_BYTES: usize = batch_header::HEADER_BYTES;
 /// Most records accepted in one produced batch on the routing path: bounds what one batch can
 /// make the decoder allocate.
 pub const RECORDS_PER_BATCH_MAX: usize = 1 << 18;
@@ -55,11 +55,6 @@ const MEMO_KEYS_MAX: usize = 1024;
 /// Records routed before the memo judges itself: with no hit by then, keys are taken to be
 /// unique and the memo is switched off for the rest of the produce (it would only cost).
 const MEMO_TRIAL_RECORDS: u32 = 256;
-
-/// Batch attribute bits (RecordBatch v2).
-const ATTRIBUTE_COMPRESSION_MASK: u8 = 0x07;
-const ATTRIBUTE_LOG_APPEND_TIME: u8 = 0x08;
-const ATTRIBUTE_CONTROL: u8 = 0x20;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordsError {
@@ -128,9 +123,13 @@ fn raw_path_applies(records: &[u8]) -> Result<bool, RecordsError> {
     let mut at = 0usize;
     while at < records.len() {
         let length = check_batch_header(records, at)?;
-        let attributes = records[at + 22];
-        if attributes & ATTRIBUTE_CONTROL == 0
-            && attributes & (ATTRIBUTE_COMPRESSION_MASK | ATTRIBUTE_LOG_APPEND_TIME) != 0
+        let header = Header::new(&records[at..]).ok_or(RecordsError::Malformed {
+            at,
+            reason: "header".to_string(),
+        })?;
+        if !header.is_control()
+            && header.attributes() & (attributes::COMPRESSION_MASK | attributes::LOG_APPEND_TIME)
+                != 0
         {
             raw = false;
         }
@@ -143,26 +142,19 @@ fn raw_path_applies(records: &[u8]) -> Result<bool, RecordsError> {
 pub(crate) fn check_batch_header(records: &[u8], at: usize) -> Result<usize, RecordsError> {
     let malformed = |reason: String| RecordsError::Malformed { at, reason };
     let header = records
-        .get(at..at + BATCH_HEADER_BYTES)
+        .get(at..)
+        .and_then(Header::new)
         .ok_or_else(|| malformed(format!("fewer than {BATCH_HEADER_BYTES} bytes left")))?;
-    let read_i32 = |offset: usize| {
-        i32::from_be_bytes([
-            header[offset],
-            header[offset + 1],
-            header[offset + 2],
-            header[offset + 3],
-        ])
-    };
-    let batch_length = read_i32(8);
-    let magic = header[16];
-    if magic != 2 {
+    let batch_length = header.batch_length();
+    let magic = header.magic();
+    if magic != batch_header::MAGIC_V2 {
         return Err(malformed(format!(
             "magic {magic}: only RecordBatch v2 is accepted"
         )));
     }
     let total = usize::try_from(batch_length)
         .ok()
-        .and_then(|length| length.checked_add(12))
+        .and_then(|length| length.checked_add(batch_header::LOG_OVERHEAD_BYTES))
         .filter(|total| *total >= BATCH_HEADER_BYTES)
         .ok_or_else(|| malformed(format!("batch length {batch_length}")))?;
     if records.len() - at < total {
@@ -170,7 +162,7 @@ pub(crate) fn check_batch_header(records: &[u8], at: usize) -> Result<usize, Rec
             "batch length {batch_length} runs past the end of the records"
         )));
     }
-    let record_count = read_i32(57);
+    let record_count = header.record_count();
     let count = usize::try_from(record_count)
         .map_err(|_| malformed(format!("record count {record_count}")))?;
     if count > RECORDS_PER_BATCH_MAX {
@@ -179,7 +171,7 @@ pub(crate) fn check_batch_header(records: &[u8], at: usize) -> Result<usize, Rec
             count: i64::from(record_count),
         });
     }
-    let compressed = header[22] & ATTRIBUTE_COMPRESSION_MASK != 0;
+    let compressed = header.compression() != 0;
     if !compressed && count * RECORD_BYTES_MIN > total - BATCH_HEADER_BYTES {
         return Err(malformed(format!(
             "{count} records cannot fit in {} bytes",
@@ -265,17 +257,17 @@ where
             at,
             reason: reason.to_string(),
         };
-        let stored_crc = u32::from_be_bytes([batch[17], batch[18], batch[19], batch[20]]);
-        if crc32c::crc32c(&batch[21..]) != stored_crc {
+        if !batch_header::crc_matches(batch) {
             return Err(malformed("CRC32C mismatch"));
         }
-        if batch[22] & ATTRIBUTE_CONTROL != 0 {
+        let header = Header::new(batch).ok_or_else(|| malformed("header"))?;
+        if header.is_control() {
             at += batch_bytes;
             continue;
         }
-        let base_timestamp = i64::from_be_bytes(batch[27..35].try_into().unwrap_or_default());
-        let record_count =
-            u32::from_be_bytes([batch[57], batch[58], batch[59], batch[60]]) as usize;
+        let base_timestamp = header.first_timestamp();
+        // check_batch_header checked the count: 0..=RECORDS_PER_BATCH_MAX.
+        let record_count = header.record_count() as usize;
         let mut cursor = at + BATCH_HEADER_BYTES;
         let batch_end = at + batch_bytes;
         for _ in 0..record_count {
@@ -494,22 +486,19 @@ fn write_batch_header<D>(batch: &mut [u8], output: &Output<D>) {
         output.records > 0,
         "an output batch holds at least one record"
     );
-    let length = (batch.len() - 12) as i32;
-    batch[0..8].copy_from_slice(&0i64.to_be_bytes()); // base offset: the log assigns it
-    batch[8..12].copy_from_slice(&length.to_be_bytes());
-    batch[12..16].copy_from_slice(&NO_PARTITION_LEADER_EPOCH.to_be_bytes());
-    batch[16] = 2; // magic
-    batch[21..23].copy_from_slice(&0i16.to_be_bytes()); // uncompressed, create time, plain
-    let last_offset_delta = output.records as i32 - 1;
-    batch[23..27].copy_from_slice(&last_offset_delta.to_be_bytes());
-    batch[27..35].copy_from_slice(&output.base_timestamp.to_be_bytes());
-    batch[35..43].copy_from_slice(&output.max_timestamp.to_be_bytes());
-    batch[43..51].copy_from_slice(&NO_PRODUCER_ID.to_be_bytes());
-    batch[51..53].copy_from_slice(&NO_PRODUCER_EPOCH.to_be_bytes());
-    batch[53..57].copy_from_slice(&(-1i32).to_be_bytes()); // base sequence: none
-    batch[57..61].copy_from_slice(&(output.records as i32).to_be_bytes());
-    let crc = crc32c::crc32c(&batch[21..]);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    let fields = HeaderFields {
+        base_offset: 0, // the log assigns it
+        partition_leader_epoch: batch_header::NO_PARTITION_LEADER_EPOCH,
+        attributes: 0, // uncompressed, create time, plain
+        last_offset_delta: output.records as i32 - 1,
+        first_timestamp: output.base_timestamp,
+        max_timestamp: output.max_timestamp,
+        producer_id: batch_header::NO_PRODUCER_ID,
+        producer_epoch: batch_header::NO_PRODUCER_EPOCH,
+        base_sequence: batch_header::NO_SEQUENCE,
+        record_count: output.records as i32,
+    };
+    batch_header::write_header(batch, &fields);
 }
 
 /// One record found by `scan_record`, as offsets into the produced bytes.
@@ -726,9 +715,9 @@ fn strip_producer_state(record: &mut Record) {
     record.transactional = false;
     record.control = false;
     record.delete_horizon = false;
-    record.partition_leader_epoch = NO_PARTITION_LEADER_EPOCH;
-    record.producer_id = NO_PRODUCER_ID;
-    record.producer_epoch = NO_PRODUCER_EPOCH;
+    record.partition_leader_epoch = batch_header::NO_PARTITION_LEADER_EPOCH;
+    record.producer_id = batch_header::NO_PRODUCER_ID;
+    record.producer_epoch = batch_header::NO_PRODUCER_EPOCH;
 }
 
 /// Encodes one destination's records as a single batch with offsets 0..n.
@@ -757,6 +746,7 @@ fn encode_batch(group: &mut [Record], compression: Compression) -> Result<Bytes,
 mod tests {
     use super::*;
     use kafka_protocol::records::TimestampType;
+    use weir_engine::batch::field;
 
     fn record(offset: i64, key: Option<&str>, value: &str, headers: &[(&str, &str)]) -> Record {
         let mut record = Record {
@@ -871,9 +861,8 @@ mod tests {
 
         // Header facts the storage layer checks: base sequence -1, fresh valid CRC.
         let batch = &split.batches[1].1;
-        assert_eq!(&batch[53..57], &(-1i32).to_be_bytes());
-        let crc = u32::from_be_bytes([batch[17], batch[18], batch[19], batch[20]]);
-        assert_eq!(crc, crc32c::crc32c(&batch[21..]));
+        assert_eq!(&batch[field::BASE_SEQUENCE], &(-1i32).to_be_bytes());
+        assert!(batch_header::crc_matches(batch));
     }
 
     #[test]
@@ -914,16 +903,16 @@ mod tests {
         bad_crc[last] ^= 0xff;
         cases.push(("bad crc", bad_crc));
         let mut bad_magic = good.to_vec();
-        bad_magic[16] = 1;
+        bad_magic[field::MAGIC] = 1;
         cases.push(("magic 1", bad_magic));
         let mut negative_length = good.to_vec();
-        negative_length[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+        negative_length[field::BATCH_LENGTH].copy_from_slice(&(-5i32).to_be_bytes());
         cases.push(("negative length", negative_length));
         let mut huge_count = good.to_vec();
-        huge_count[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        huge_count[field::RECORD_COUNT].copy_from_slice(&i32::MAX.to_be_bytes());
         cases.push(("huge record count", huge_count));
         let mut count_past_bytes = good.to_vec();
-        count_past_bytes[57..61].copy_from_slice(&1000i32.to_be_bytes());
+        count_past_bytes[field::RECORD_COUNT].copy_from_slice(&1000i32.to_be_bytes());
         cases.push(("count past the bytes", count_past_bytes));
         for (name, bytes) in cases {
             let result = split_records(&Bytes::from(bytes), by_key);
@@ -942,13 +931,12 @@ mod tests {
             Compression::None,
         );
         // Flip bytes under the CRC and fix the CRC, so that the record decoder sees them.
-        proptest!(|(flips in prop::collection::vec((21..good.len(), any::<u8>()), 1..4))| {
+        proptest!(|(flips in prop::collection::vec((batch_header::CRC_COVERED_FROM..good.len(), any::<u8>()), 1..4))| {
             let mut bytes = good.to_vec();
             for (index, value) in flips {
                 bytes[index] = value;
             }
-            let crc = crc32c::crc32c(&bytes[21..]);
-            bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+            batch_header::seal_crc(&mut bytes);
             let _ = split_records(&Bytes::from(bytes), by_key);
         });
     }
@@ -1062,9 +1050,8 @@ mod tests {
                     decoded.batches.iter().map(|(d, _)| *d).collect();
                 prop_assert_eq!(raw_destinations, decoded_destinations);
                 for ((_, raw_batch), (_, decoded_batch)) in raw.batches.iter().zip(&decoded.batches) {
-                    let crc = u32::from_be_bytes([raw_batch[17], raw_batch[18], raw_batch[19], raw_batch[20]]);
-                    prop_assert_eq!(crc, crc32c::crc32c(&raw_batch[21..]));
-                    prop_assert_eq!(&raw_batch[35..43], &decoded_batch[35..43], "max timestamp");
+                    prop_assert!(batch_header::crc_matches(raw_batch));
+                    prop_assert_eq!(&raw_batch[field::MAX_TIMESTAMP], &decoded_batch[field::MAX_TIMESTAMP], "max timestamp");
                     prop_assert_eq!(decode_all(raw_batch), decode_all(decoded_batch));
                 }
                 // And the public entry point takes the raw path for these batches.
@@ -1084,8 +1071,7 @@ mod tests {
                     let index = 21 + index % (bytes.len() - 21);
                     bytes[index] = value;
                 }
-                let crc = crc32c::crc32c(&bytes[21..]);
-                bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+                batch_header::seal_crc(&mut bytes);
                 let _ = split_records(&Bytes::from(bytes.clone()), by_key_and_header);
                 bytes.truncate(cut % (bytes.len() + 1));
                 let _ = split_records(&Bytes::from(bytes), by_key_and_header);

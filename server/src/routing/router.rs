@@ -23,6 +23,7 @@
 //! routed again (the destination partitions cannot tell it from a new record).
 
 use bytes::{Bytes, BytesMut};
+use weir_engine::batch::{self, attributes, Header};
 
 use super::exchange::RoutingError;
 use super::partitioner::Partitioner;
@@ -181,26 +182,27 @@ fn reset_producer_fields(records: &Bytes) -> Result<(Bytes, u64), RecordsError> 
     while at < records.len() {
         let length = records::check_batch_header(records, at)?;
         let batch = &records[at..at + length];
-        let stored_crc = u32::from_be_bytes([batch[17], batch[18], batch[19], batch[20]]);
-        if crc32c::crc32c(&batch[21..]) != stored_crc {
-            return Err(RecordsError::Malformed {
-                at,
-                reason: "CRC32C mismatch".to_string(),
-            });
+        let malformed = |reason: &str| RecordsError::Malformed {
+            at,
+            reason: reason.to_string(),
+        };
+        if !batch::crc_matches(batch) {
+            return Err(malformed("CRC32C mismatch"));
         }
-        let control = batch[22] & 0x20 != 0;
-        if !control {
+        let header = Header::new(batch).ok_or_else(|| malformed("header"))?;
+        if !header.is_control() {
             let start = output.len();
             output.extend_from_slice(batch);
             let copy = &mut output[start..];
-            copy[22] &= !0x10; // not transactional
-            copy[43..51].copy_from_slice(&(-1i64).to_be_bytes()); // producer id
-            copy[51..53].copy_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-            copy[53..57].copy_from_slice(&(-1i32).to_be_bytes()); // base sequence
-            let crc = crc32c::crc32c(&copy[21..]);
-            copy[17..21].copy_from_slice(&crc.to_be_bytes());
-            let count = i32::from_be_bytes([batch[57], batch[58], batch[59], batch[60]]);
-            record_count += u64::try_from(count).unwrap_or(0);
+            batch::set_attributes(copy, header.attributes() & !attributes::TRANSACTIONAL);
+            batch::set_producer(
+                copy,
+                batch::NO_PRODUCER_ID,
+                batch::NO_PRODUCER_EPOCH,
+                batch::NO_SEQUENCE,
+            );
+            batch::seal_crc(copy);
+            record_count += u64::try_from(header.record_count()).unwrap_or(0);
         }
         at += length;
     }
@@ -217,6 +219,7 @@ mod tests {
         Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
         TimestampType,
     };
+    use weir_engine::batch::{field, HEADER_BYTES};
 
     fn produced(keys: &[Option<&str>], producer_id: i64) -> Bytes {
         let records: Vec<Record> = keys
@@ -348,9 +351,9 @@ mod tests {
         let (destination, batch) = &routed.batches[0];
         assert_eq!(destination.topic, "audit");
         // Record bytes untouched, producer fields reset, CRC valid.
-        assert_eq!(&batch[61..], &records[61..]);
-        assert_eq!(&batch[43..51], &(-1i64).to_be_bytes());
-        assert_eq!(&batch[53..57], &(-1i32).to_be_bytes());
+        assert_eq!(&batch[HEADER_BYTES..], &records[HEADER_BYTES..]);
+        assert_eq!(&batch[field::PRODUCER_ID], &(-1i64).to_be_bytes());
+        assert_eq!(&batch[field::BASE_SEQUENCE], &(-1i32).to_be_bytes());
         assert_eq!(values(batch), ["value-0", "value-1", "value-2"]);
     }
 
