@@ -1,0 +1,159 @@
+//! The append path: validation, idempotent-producer checks, offset assignment and the roll
+//! decision, all synchronous so that offsets follow call order; and the waits for an offset to be
+//! written or durable.
+//!
+//! Shard: the log's owner. Concurrency: `append` borrows the log's state once and never awaits; the
+//! waits register a waker and re-check on every wake-up.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::Rc;
+use std::task::Poll;
+
+use bytes::BytesMut;
+
+use super::{now_ms, Inner, Pending, PendingBatch};
+use crate::batch;
+use crate::limits::BATCH_BYTES_MAX;
+use crate::producer::{last_sequence, ProducerBatch, ProducerCheck};
+use crate::{Appended, Durability, LogError};
+
+pub(crate) fn append(log: &Rc<RefCell<Inner>>, mut batch: BytesMut) -> Result<Appended, LogError> {
+    let mut inner = log.borrow_mut();
+    if inner.closing || inner.closed {
+        return Err(LogError::Closed);
+    }
+    if let Some(failure) = &inner.failure {
+        return Err(failure.to_error());
+    }
+    let max = inner.config.max_message_bytes;
+    if batch.len() > max as usize || batch.len() > BATCH_BYTES_MAX {
+        return Err(LogError::BatchTooLarge {
+            size: batch.len(),
+            max,
+        });
+    }
+    let info = batch::validate(&batch)?;
+    let idempotent = info.producer_id >= 0;
+    let last_sequence = last_sequence(info.base_sequence, info.last_offset_delta);
+    if idempotent {
+        match inner.producers.check(
+            info.producer_id,
+            info.producer_epoch,
+            info.base_sequence,
+            last_sequence,
+        ) {
+            ProducerCheck::Append => {}
+            ProducerCheck::Duplicate(original) => {
+                return Ok(Appended {
+                    base_offset: original.base_offset,
+                    last_offset: original.last_offset,
+                    duplicate: true,
+                    log_start_offset: inner.start_offset,
+                });
+            }
+            ProducerCheck::OutOfOrder { expected } => {
+                return Err(LogError::OutOfOrderSequence {
+                    producer_id: info.producer_id,
+                    expected,
+                    got: info.base_sequence,
+                });
+            }
+            ProducerCheck::Fenced { current } => {
+                return Err(LogError::InvalidProducerEpoch {
+                    producer_id: info.producer_id,
+                    epoch: info.producer_epoch,
+                    current,
+                });
+            }
+        }
+    }
+    let base = inner.next_offset;
+    let last = base + info.last_offset_delta as i64;
+    let now = now_ms();
+    let size = batch.len() as u64;
+    if inner.planned_segment_bytes > 0 {
+        let full = inner.planned_segment_bytes + size > inner.config.segment_bytes;
+        let old = now - inner.planned_segment_opened_ms >= inner.config.segment_ms as i64;
+        let far = last - inner.planned_segment_base > i32::MAX as i64;
+        if full || old || far {
+            inner.pending.push_back(Pending::Roll);
+            inner.planned_segment_bytes = 0;
+            inner.planned_segment_base = base;
+        }
+    }
+    if inner.planned_segment_bytes == 0 {
+        inner.planned_segment_opened_ms = now;
+    }
+    batch::set_base_offset(&mut batch, base);
+    if idempotent {
+        let record = ProducerBatch {
+            first_sequence: info.base_sequence,
+            last_sequence,
+            base_offset: base,
+            last_offset: last,
+        };
+        inner
+            .producers
+            .record(info.producer_id, info.producer_epoch, record);
+    }
+    inner.planned_segment_bytes += size;
+    inner.pending_bytes += batch.len();
+    inner.next_offset = last + 1;
+    inner.pending.push_back(Pending::Batch(PendingBatch {
+        base,
+        last,
+        max_timestamp: info.max_timestamp,
+        bytes: batch.freeze(),
+    }));
+    inner.wake_writer();
+    Ok(Appended {
+        base_offset: base,
+        last_offset: last,
+        duplicate: false,
+        log_start_offset: inner.start_offset,
+    })
+}
+
+/// Waits until `done` holds; fails with the write failure or `Closed` while offsets are missing.
+pub(super) fn wait_until(
+    log: &Rc<RefCell<Inner>>,
+    offset: i64,
+    durable: bool,
+) -> impl Future<Output = Result<(), LogError>> + '_ {
+    futures_lite::future::poll_fn(move |cx| {
+        let mut inner = log.borrow_mut();
+        let reached = if durable && inner.config.durability == Durability::Always {
+            inner.durable_offset > offset
+        } else {
+            inner.high_watermark > offset
+        };
+        if reached {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(failure) = &inner.failure {
+            return Poll::Ready(Err(failure.to_error()));
+        }
+        if inner.closed {
+            return Poll::Ready(Err(LogError::Closed));
+        }
+        if offset >= inner.next_offset {
+            // Never assigned: waiting could hang forever, so it is an error, not a wait.
+            return Poll::Ready(Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: inner.start_offset,
+                log_end_offset: inner.next_offset,
+            }));
+        }
+        inner.register_waiter(cx.waker());
+        Poll::Pending
+    })
+}
+
+pub(crate) async fn wait_written(log: &Rc<RefCell<Inner>>, offset: i64) -> Result<(), LogError> {
+    wait_until(log, offset, false).await
+}
+
+pub(crate) async fn wait_durable(log: &Rc<RefCell<Inner>>, offset: i64) -> Result<(), LogError> {
+    wait_until(log, offset, true).await
+}
