@@ -412,6 +412,11 @@ pub(crate) async fn read_batches(
         path: path.into(),
         reason,
     };
+    let span = ReadSpan {
+        to,
+        offset,
+        max_bytes,
+    };
     let mut position = from;
     let mut want = window_bytes as u64;
     loop {
@@ -425,75 +430,134 @@ pub(crate) async fn read_batches(
             {
                 (start, read)
             }
-            _ => {
-                let start = align_down(position);
-                let len = align_up((position + want).min(to)) - start;
-                let read = file
-                    .read_at_aligned(start, len as usize)
-                    .await
-                    .map_err(|e| log_error(path, e))?;
-                if start + (read.len() as u64) < (position + want).min(to) {
-                    // The file ends before the written end: reading again would return the same.
-                    return Err(corrupt(format!(
-                        "file ends at byte {} before the written end {to}",
-                        start + read.len() as u64
-                    )));
-                }
-                (start, read)
-            }
+            _ => read_window(file, path, position, want, to).await?,
         };
-        let window_end = (start + read.len() as u64).min(to);
-        let mut at = position;
-        let mut first: Option<u64> = None;
-        let mut end = at;
-        let mut next_offset = offset;
-        let mut more = want;
-        while at < to {
-            if at + LOG_OVERHEAD_BYTES as u64 > window_end {
-                break;
+        match batches_in_window(&read, start, position, want, &span).map_err(corrupt)? {
+            WindowBatches::Found {
+                first,
+                end,
+                next_offset,
+            } => {
+                let slice =
+                    ReadResult::slice(&read, (first - start) as usize, (end - first) as usize);
+                return Ok(slice.map(|slice| (slice, end, next_offset)));
             }
-            let slice = &read[(at - start) as usize..];
-            let size = batch::claimed_size(slice)
-                .ok_or_else(|| corrupt(format!("invalid batch length at byte {at}")))?
-                as u64;
-            if at + size > to {
-                return Err(corrupt(format!(
-                    "batch at byte {at} runs past the written end"
-                )));
-            }
-            if at + size > window_end {
-                more = more.max(size);
-                break;
-            }
-            let bytes = &slice[..size as usize];
-            let last = batch::base_offset(bytes)
-                + i32::from_be_bytes([bytes[23], bytes[24], bytes[25], bytes[26]]) as i64;
-            if first.is_none() && last < offset {
-                at += size;
-                continue;
-            }
-            if let Some(first) = first {
-                if at + size - first > max_bytes as u64 {
-                    break;
+            WindowBatches::Continue { at, more } => {
+                if at >= to {
+                    return Ok(None);
                 }
+                position = at;
+                want = more.max(window_bytes as u64);
             }
-            batch::validate(bytes)
-                .map_err(|e| corrupt(format!("batch at byte {at} read back: {e}")))?;
-            first.get_or_insert(at);
+        }
+    }
+}
+
+/// Reads the aligned window holding `[position, position + want)`, never past `to`.
+async fn read_window(
+    file: &DmaFile,
+    path: &Path,
+    position: u64,
+    want: u64,
+    to: u64,
+) -> Result<(u64, ReadResult), LogError> {
+    let start = align_down(position);
+    let len = align_up((position + want).min(to)) - start;
+    let read = file
+        .read_at_aligned(start, len as usize)
+        .await
+        .map_err(|e| log_error(path, e))?;
+    if start + (read.len() as u64) < (position + want).min(to) {
+        // The file ends before the written end: reading again would return the same.
+        return Err(LogError::Corrupt {
+            path: path.into(),
+            reason: format!(
+                "file ends at byte {} before the written end {to}",
+                start + read.len() as u64
+            ),
+        });
+    }
+    Ok((start, read))
+}
+
+/// What a read asks for: batches from the one holding `offset`, at most `max_bytes` after the
+/// first, never past the written end `to`.
+struct ReadSpan {
+    to: u64,
+    offset: i64,
+    max_bytes: usize,
+}
+
+/// What one window holds for a read.
+enum WindowBatches {
+    /// The batches in `[first, end)` of the segment; `next_offset` follows them.
+    Found {
+        first: u64,
+        end: u64,
+        next_offset: i64,
+    },
+    /// None returned from this window: the search continues at `at` with a window of at least
+    /// `more` bytes (a batch larger than the window needs it whole).
+    Continue { at: u64, more: u64 },
+}
+
+/// Finds the batches to return in `read` (segment bytes from `start`) from `position` on: skips
+/// batches before the span's offset, stops `max_bytes` after the first, checks the CRC of each
+/// one returned. Pure; an error is the reason the data is corrupt.
+fn batches_in_window(
+    read: &[u8],
+    start: u64,
+    position: u64,
+    want: u64,
+    span: &ReadSpan,
+) -> Result<WindowBatches, String> {
+    let to = span.to;
+    let window_end = (start + read.len() as u64).min(to);
+    let mut at = position;
+    let mut first: Option<u64> = None;
+    let mut end = at;
+    let mut next_offset = span.offset;
+    let mut more = want;
+    while at < to {
+        if at + LOG_OVERHEAD_BYTES as u64 > window_end {
+            break;
+        }
+        let slice = &read[(at - start) as usize..];
+        let size = batch::claimed_size(slice)
+            .ok_or_else(|| format!("invalid batch length at byte {at}"))? as u64;
+        if at + size > to {
+            return Err(format!("batch at byte {at} runs past the written end"));
+        }
+        if at + size > window_end {
+            more = more.max(size);
+            break;
+        }
+        let bytes = &slice[..size as usize];
+        let last = batch::base_offset(bytes)
+            + i32::from_be_bytes([bytes[23], bytes[24], bytes[25], bytes[26]]) as i64;
+        if first.is_none() && last < span.offset {
             at += size;
-            end = at;
-            next_offset = last + 1;
+            continue;
         }
         if let Some(first) = first {
-            let slice = ReadResult::slice(&read, (first - start) as usize, (end - first) as usize);
-            return Ok(slice.map(|slice| (slice, end, next_offset)));
+            if at + size - first > span.max_bytes as u64 {
+                break;
+            }
         }
-        if at >= to {
-            return Ok(None);
-        }
-        position = at;
-        want = more.max(window_bytes as u64);
+        batch::validate(bytes).map_err(|e| format!("batch at byte {at} read back: {e}"))?;
+        first.get_or_insert(at);
+        at += size;
+        end = at;
+        next_offset = last + 1;
     }
+    Ok(match first {
+        Some(first) => WindowBatches::Found {
+            first,
+            end,
+            next_offset,
+        },
+        None => WindowBatches::Continue { at, more },
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::task::Poll;
 use bytes::BytesMut;
 
 use super::{now_ms, Inner, Pending, PendingBatch};
-use crate::batch;
+use crate::batch::{self, BatchInfo};
 use crate::limits::BATCH_BYTES_MAX;
 use crate::producer::{last_sequence, ProducerBatch, ProducerCheck};
 use crate::{Appended, Durability, LogError};
@@ -37,54 +37,13 @@ pub(crate) fn append(log: &Rc<RefCell<Inner>>, mut batch: BytesMut) -> Result<Ap
     let idempotent = info.producer_id >= 0;
     let last_sequence = last_sequence(info.base_sequence, info.last_offset_delta);
     if idempotent {
-        match inner.producers.check(
-            info.producer_id,
-            info.producer_epoch,
-            info.base_sequence,
-            last_sequence,
-        ) {
-            ProducerCheck::Append => {}
-            ProducerCheck::Duplicate(original) => {
-                return Ok(Appended {
-                    base_offset: original.base_offset,
-                    last_offset: original.last_offset,
-                    duplicate: true,
-                    log_start_offset: inner.start_offset,
-                });
-            }
-            ProducerCheck::OutOfOrder { expected } => {
-                return Err(LogError::OutOfOrderSequence {
-                    producer_id: info.producer_id,
-                    expected,
-                    got: info.base_sequence,
-                });
-            }
-            ProducerCheck::Fenced { current } => {
-                return Err(LogError::InvalidProducerEpoch {
-                    producer_id: info.producer_id,
-                    epoch: info.producer_epoch,
-                    current,
-                });
-            }
+        if let Some(duplicate) = check_producer(&inner, &info, last_sequence)? {
+            return Ok(duplicate);
         }
     }
     let base = inner.next_offset;
     let last = base + info.last_offset_delta as i64;
-    let now = now_ms();
-    let size = batch.len() as u64;
-    if inner.planned_segment_bytes > 0 {
-        let full = inner.planned_segment_bytes + size > inner.config.segment_bytes;
-        let old = now - inner.planned_segment_opened_ms >= inner.config.segment_ms as i64;
-        let far = last - inner.planned_segment_base > i32::MAX as i64;
-        if full || old || far {
-            inner.pending.push_back(Pending::Roll);
-            inner.planned_segment_bytes = 0;
-            inner.planned_segment_base = base;
-        }
-    }
-    if inner.planned_segment_bytes == 0 {
-        inner.planned_segment_opened_ms = now;
-    }
+    plan_roll(&mut inner, base, last, batch.len() as u64, now_ms());
     batch::set_base_offset(&mut batch, base);
     if idempotent {
         let record = ProducerBatch {
@@ -97,7 +56,7 @@ pub(crate) fn append(log: &Rc<RefCell<Inner>>, mut batch: BytesMut) -> Result<Ap
             .producers
             .record(info.producer_id, info.producer_epoch, record);
     }
-    inner.planned_segment_bytes += size;
+    inner.planned_segment_bytes += batch.len() as u64;
     inner.pending_bytes += batch.len();
     inner.next_offset = last + 1;
     inner.pending.push_back(Pending::Batch(PendingBatch {
@@ -113,6 +72,58 @@ pub(crate) fn append(log: &Rc<RefCell<Inner>>, mut batch: BytesMut) -> Result<Ap
         duplicate: false,
         log_start_offset: inner.start_offset,
     })
+}
+
+/// The idempotent-producer check of a batch (see `producer.rs`): `Some` with the original
+/// offsets for a resend of a remembered batch, an error for a gap or a fenced epoch.
+fn check_producer(
+    inner: &Inner,
+    info: &BatchInfo,
+    last_sequence: i32,
+) -> Result<Option<Appended>, LogError> {
+    match inner.producers.check(
+        info.producer_id,
+        info.producer_epoch,
+        info.base_sequence,
+        last_sequence,
+    ) {
+        ProducerCheck::Append => Ok(None),
+        ProducerCheck::Duplicate(original) => Ok(Some(Appended {
+            base_offset: original.base_offset,
+            last_offset: original.last_offset,
+            duplicate: true,
+            log_start_offset: inner.start_offset,
+        })),
+        ProducerCheck::OutOfOrder { expected } => Err(LogError::OutOfOrderSequence {
+            producer_id: info.producer_id,
+            expected,
+            got: info.base_sequence,
+        }),
+        ProducerCheck::Fenced { current } => Err(LogError::InvalidProducerEpoch {
+            producer_id: info.producer_id,
+            epoch: info.producer_epoch,
+            current,
+        }),
+    }
+}
+
+/// Queues a roll before the batch `base..=last` of `size` bytes when the planned segment is full,
+/// too old, or its offsets would leave `i32` of its base; roll decisions happen at append so that
+/// the writer only follows the queue.
+fn plan_roll(inner: &mut Inner, base: i64, last: i64, size: u64, now: i64) {
+    if inner.planned_segment_bytes > 0 {
+        let full = inner.planned_segment_bytes + size > inner.config.segment_bytes;
+        let old = now - inner.planned_segment_opened_ms >= inner.config.segment_ms as i64;
+        let far = last - inner.planned_segment_base > i32::MAX as i64;
+        if full || old || far {
+            inner.pending.push_back(Pending::Roll);
+            inner.planned_segment_bytes = 0;
+            inner.planned_segment_base = base;
+        }
+    }
+    if inner.planned_segment_bytes == 0 {
+        inner.planned_segment_opened_ms = now;
+    }
 }
 
 /// Waits until `done` holds; fails with the write failure or `Closed` while offsets are missing.

@@ -5,10 +5,11 @@
 //! before any read is awaited; a read in flight keeps its segment's file open.
 
 use std::cell::RefCell;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::task::Poll;
 
-use glommio::io::ReadResult;
+use glommio::io::{DmaFile, ReadResult};
 
 use super::Inner;
 use crate::io::{align_down, align_up};
@@ -33,103 +34,35 @@ pub(super) struct ReadAhead {
     pub(super) read: glommio::task::JoinHandle<Option<ReadResult>>,
 }
 
+/// Whole batches from the one holding `offset`: from the tail cache when it holds `offset`,
+/// otherwise one read of a segment window (or the read-ahead that already fetched it).
 pub(crate) async fn read(
     log: &Rc<RefCell<Inner>>,
     offset: i64,
     max_bytes: usize,
 ) -> Result<ReadBatches, LogError> {
-    let (file, path, segment_base, from, to, window, high_watermark, log_start_offset, ahead) = {
-        let mut inner = log.borrow_mut();
-        if inner.closed {
-            return Err(LogError::Closed);
-        }
-        let (start, hwm) = (inner.start_offset, inner.high_watermark);
-        if offset < start || offset > inner.next_offset {
-            return Err(LogError::OffsetOutOfRange {
-                offset,
-                log_start_offset: start,
-                log_end_offset: inner.next_offset,
-            });
-        }
-        let empty = ReadBatches {
-            chunks: Vec::new(),
-            high_watermark: hwm,
-            log_start_offset: start,
-            total_bytes: 0,
-        };
-        if offset >= hwm {
-            return Ok(empty);
-        }
-        if inner.cache.front().is_some_and(|c| c.base <= offset) {
-            let first = inner.cache.partition_point(|c| c.last < offset);
-            let mut chunks = Vec::new();
-            let mut total = 0;
-            for cached in inner.cache.iter().skip(first) {
-                if total > 0 && total + cached.bytes.len() > max_bytes {
-                    break;
-                }
-                total += cached.bytes.len();
-                chunks.push(Chunk::Memory(cached.bytes.clone()));
-            }
-            return Ok(ReadBatches {
-                chunks,
-                high_watermark: hwm,
-                log_start_offset: start,
-                total_bytes: total,
-            });
-        }
-        let Some(segment) = inner
-            .segments
-            .range(..=offset)
-            .next_back()
-            .map(|(_, s)| s)
-            .filter(|s| offset < s.next_offset)
-        else {
-            return Ok(empty);
-        };
-        let relative = (offset - segment.base_offset) as u32;
-        let mut from = segment.index.position_for(relative) as u64;
-        let window = inner.config.index_interval_bytes as usize
-            + max_bytes.min(WRITE_BYTES_MAX * 8)
-            + 2 * crate::limits::BLOCK_BYTES;
-        let (file, path, segment_base, to) = (
-            segment.file.clone(),
-            segment.path.clone(),
-            segment.base_offset,
-            segment.size_bytes,
-        );
-        let ahead = inner
-            .read_aheads
-            .iter()
-            .position(|a| a.offset == offset && a.segment_base == segment_base)
-            .and_then(|at| inner.read_aheads.remove(at));
-        if let Some(ahead) = &ahead {
-            // The exact position of the batch, known from the read that came before.
-            from = ahead.position;
-        }
-        (
-            file,
-            path,
-            segment_base,
-            from,
-            to,
-            window,
-            hwm,
-            start,
-            ahead,
-        )
+    let disk = match plan_read(&mut log.borrow_mut(), offset, max_bytes)? {
+        ReadSource::Ready(batches) => return Ok(batches),
+        ReadSource::Disk(disk) => disk,
     };
-    let prefetched = match ahead {
+    let prefetched = match disk.ahead {
         Some(ahead) => ahead.read.await.flatten().map(|read| (ahead.start, read)),
         None => None,
     };
     let read = segment::read_batches(
-        &file, &path, from, to, offset, max_bytes, window, prefetched,
+        &disk.file,
+        &disk.path,
+        disk.from,
+        disk.to,
+        offset,
+        max_bytes,
+        disk.window,
+        prefetched,
     )
     .await?;
     let (chunks, total_bytes) = match read {
         Some((read, end, next_offset)) => {
-            start_read_ahead(log, segment_base, end, next_offset, window);
+            start_read_ahead(log, disk.segment_base, end, next_offset, disk.window);
             let len = read.len();
             (vec![Chunk::Disk(read)], len)
         }
@@ -137,10 +70,120 @@ pub(crate) async fn read(
     };
     Ok(ReadBatches {
         chunks,
-        high_watermark,
-        log_start_offset,
+        high_watermark: disk.high_watermark,
+        log_start_offset: disk.log_start_offset,
         total_bytes,
     })
+}
+
+/// Where a read is served from, decided with the state borrowed.
+enum ReadSource {
+    /// Nothing to read yet, or the tail cache's batches.
+    Ready(ReadBatches),
+    Disk(DiskRead),
+}
+
+/// A read of a segment window, planned before the state is released.
+struct DiskRead {
+    file: Rc<DmaFile>,
+    path: PathBuf,
+    segment_base: i64,
+    /// The indexed (or read-ahead's exact) position to start searching at.
+    from: u64,
+    /// The segment's written end.
+    to: u64,
+    window: usize,
+    high_watermark: i64,
+    log_start_offset: i64,
+    ahead: Option<ReadAhead>,
+}
+
+/// Checks `offset` and picks the source of the read: the tail cache, or a segment window (taking
+/// the read-ahead issued for `offset`, if any).
+fn plan_read(inner: &mut Inner, offset: i64, max_bytes: usize) -> Result<ReadSource, LogError> {
+    if inner.closed {
+        return Err(LogError::Closed);
+    }
+    let (start, hwm) = (inner.start_offset, inner.high_watermark);
+    if offset < start || offset > inner.next_offset {
+        return Err(LogError::OffsetOutOfRange {
+            offset,
+            log_start_offset: start,
+            log_end_offset: inner.next_offset,
+        });
+    }
+    let empty = ReadBatches {
+        chunks: Vec::new(),
+        high_watermark: hwm,
+        log_start_offset: start,
+        total_bytes: 0,
+    };
+    if offset >= hwm {
+        return Ok(ReadSource::Ready(empty));
+    }
+    if inner.cache.front().is_some_and(|c| c.base <= offset) {
+        return Ok(ReadSource::Ready(read_cache(inner, offset, max_bytes)));
+    }
+    let Some(segment) = inner
+        .segments
+        .range(..=offset)
+        .next_back()
+        .map(|(_, s)| s)
+        .filter(|s| offset < s.next_offset)
+    else {
+        return Ok(ReadSource::Ready(empty));
+    };
+    let relative = (offset - segment.base_offset) as u32;
+    let mut from = segment.index.position_for(relative) as u64;
+    let window = inner.config.index_interval_bytes as usize
+        + max_bytes.min(WRITE_BYTES_MAX * 8)
+        + 2 * crate::limits::BLOCK_BYTES;
+    let (file, path, segment_base, to) = (
+        segment.file.clone(),
+        segment.path.clone(),
+        segment.base_offset,
+        segment.size_bytes,
+    );
+    let ahead = inner
+        .read_aheads
+        .iter()
+        .position(|a| a.offset == offset && a.segment_base == segment_base)
+        .and_then(|at| inner.read_aheads.remove(at));
+    if let Some(ahead) = &ahead {
+        // The exact position of the batch, known from the read that came before.
+        from = ahead.position;
+    }
+    Ok(ReadSource::Disk(DiskRead {
+        file,
+        path,
+        segment_base,
+        from,
+        to,
+        window,
+        high_watermark: hwm,
+        log_start_offset: start,
+        ahead,
+    }))
+}
+
+/// The cached batches from the one holding `offset`, up to `max_bytes` (at least one).
+fn read_cache(inner: &Inner, offset: i64, max_bytes: usize) -> ReadBatches {
+    let first = inner.cache.partition_point(|c| c.last < offset);
+    let mut chunks = Vec::new();
+    let mut total = 0;
+    for cached in inner.cache.iter().skip(first) {
+        if total > 0 && total + cached.bytes.len() > max_bytes {
+            break;
+        }
+        total += cached.bytes.len();
+        chunks.push(Chunk::Memory(cached.bytes.clone()));
+    }
+    ReadBatches {
+        chunks,
+        high_watermark: inner.high_watermark,
+        log_start_offset: inner.start_offset,
+        total_bytes: total,
+    }
 }
 
 /// After a disk read that ended at byte `end` of the segment at `segment_base`, reads the next

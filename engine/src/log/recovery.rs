@@ -12,7 +12,9 @@ use super::roll::sync_dir;
 use super::sync::run_sync_timer;
 use super::writer::run_writer;
 use super::{clamp_config, now_ms, Inner};
+use crate::batch::BatchInfo;
 use crate::io::{align_down, align_up, log_error, open_segment_file, std_error};
+use crate::limits::BLOCK_BYTES;
 use crate::producer::{last_sequence, ProducerBatch, ProducerTable};
 use crate::segment::{
     self, file_stem, parse_stem, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
@@ -26,6 +28,30 @@ pub(super) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LogError +
 /// Opens (recovering) or creates the partition directory.
 pub(crate) async fn open(dir: &Path, config: LogConfig) -> Result<Rc<RefCell<Inner>>, LogError> {
     let config = clamp_config(config);
+    let bases = segment_bases(dir)?;
+    let mut producers = ProducerTable::default();
+    let mut segments = recover_segments(dir, &bases, &config, &mut producers).await?;
+    if segments.is_empty() {
+        let file =
+            open_segment_file(&dir.join(format!("{}{LOG_SUFFIX}", file_stem(0))), true).await?;
+        sync_dir(dir)?;
+        segments.insert(0, Segment::new(dir, 0, file));
+    }
+    let active = segments.values().next_back().expect("inserted above");
+    let tail_block = sync_and_read_tail(active).await?;
+    let interval = matches!(config.durability, Durability::Interval { .. });
+    let inner = Rc::new(RefCell::new(new_inner(
+        dir, config, segments, producers, tail_block,
+    )));
+    glommio::spawn_local(run_writer(Rc::downgrade(&inner))).detach();
+    if interval {
+        glommio::spawn_local(run_sync_timer(Rc::downgrade(&inner))).detach();
+    }
+    Ok(inner)
+}
+
+/// The base offsets of the segment files in `dir` (created if missing), ascending.
+fn segment_bases(dir: &Path) -> Result<Vec<i64>, LogError> {
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     let mut bases = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
@@ -35,116 +61,144 @@ pub(crate) async fn open(dir: &Path, config: LogConfig) -> Result<Rc<RefCell<Inn
         }
     }
     bases.sort_unstable();
-    let mut producers = ProducerTable::default();
+    Ok(bases)
+}
+
+/// Recovers the segments in order until the valid data ends: a gap between segments or (with
+/// `repair`) corruption in a sealed one deletes the segments after it.
+async fn recover_segments(
+    dir: &Path,
+    bases: &[i64],
+    config: &LogConfig,
+    producers: &mut ProducerTable,
+) -> Result<BTreeMap<i64, Segment>, LogError> {
     let mut segments = BTreeMap::new();
     let mut expected_base: Option<i64> = None;
-    let mut index = 0;
-    while index < bases.len() {
-        let base = bases[index];
-        let sealed = index + 1 < bases.len();
-        let path = dir.join(format!("{}{LOG_SUFFIX}", file_stem(base)));
-        if let Some(expected) = expected_base {
-            if base != expected {
-                let reason = format!(
-                    "segment starts at offset {base} but the previous one ends at {expected}"
-                );
-                if !config.repair {
-                    return Err(LogError::Corrupt { path, reason });
-                }
-                tracing::warn!(path = %path.display(), %reason, "repair: deleting this and later segments");
-                delete_segments(dir, &bases[index..])?;
-                break;
+    for (index, &base) in bases.iter().enumerate() {
+        if let Some(expected) = expected_base.filter(|expected| *expected != base) {
+            let path = dir.join(format!("{}{LOG_SUFFIX}", file_stem(base)));
+            let reason =
+                format!("segment starts at offset {base} but the previous one ends at {expected}");
+            if !config.repair {
+                return Err(LogError::Corrupt { path, reason });
             }
+            tracing::warn!(path = %path.display(), %reason, "repair: deleting this and later segments");
+            delete_segments(dir, &bases[index..])?;
+            break;
         }
-        let file = open_segment_file(&path, false).await?;
-        let file_bytes = file.file_size().await.map_err(|e| log_error(&path, e))?;
-        let mut segment = Segment::new(dir, base, file);
-        let stop = segment::recover(
-            &mut segment,
-            file_bytes,
-            config.index_interval_bytes,
-            |info, base| {
-                if info.producer_id >= 0 {
-                    let last = base + info.last_offset_delta as i64;
-                    let batch = ProducerBatch {
-                        first_sequence: info.base_sequence,
-                        last_sequence: last_sequence(info.base_sequence, info.last_offset_delta),
-                        base_offset: base,
-                        last_offset: last,
-                    };
-                    producers.record(info.producer_id, info.producer_epoch, batch);
-                }
-            },
-        )
-        .await?;
-        let mut last_segment = !sealed;
-        if let Some(stop) = stop {
-            let zeros = segment::all_zero(&segment.file, &path, stop.position, file_bytes).await?;
-            if sealed && !zeros {
-                let reason = format!("{} (byte {} of {})", stop.reason, stop.position, file_bytes);
-                if !config.repair {
-                    return Err(LogError::Corrupt { path, reason });
-                }
-                tracing::warn!(path = %path.display(), %reason, "repair: truncating here and deleting later segments");
-                delete_segments(dir, &bases[index + 1..])?;
-                last_segment = true;
-            } else if !sealed {
-                tracing::info!(path = %path.display(), reason = %stop.reason, position = stop.position, "truncating torn tail");
-            }
-        }
-        if file_bytes != segment.size_bytes {
-            segment
-                .file
-                .truncate(segment.size_bytes)
-                .await
-                .map_err(|e| log_error(&path, e))?;
-        }
-        segment.allocated_bytes = align_up(segment.size_bytes);
-        if !last_segment {
-            segment.save_indexes()?;
-        }
+        let later = &bases[index + 1..];
+        let (segment, last_segment) = recover_segment(dir, base, later, config, producers).await?;
         expected_base = Some(segment.next_offset);
         segments.insert(base, segment);
         if last_segment {
             break;
         }
-        index += 1;
     }
-    if segments.is_empty() {
-        let file =
-            open_segment_file(&dir.join(format!("{}{LOG_SUFFIX}", file_stem(0))), true).await?;
-        sync_dir(dir)?;
-        segments.insert(0, Segment::new(dir, 0, file));
+    Ok(segments)
+}
+
+/// Recovers the segment at `base` (sealed when `later` segments follow): scans it, truncates it
+/// at the end of its valid data, and saves its indexes if it stays sealed. Returns the segment
+/// and whether it is the last one kept (the active segment, or a repaired one).
+async fn recover_segment(
+    dir: &Path,
+    base: i64,
+    later: &[i64],
+    config: &LogConfig,
+    producers: &mut ProducerTable,
+) -> Result<(Segment, bool), LogError> {
+    let sealed = !later.is_empty();
+    let path = dir.join(format!("{}{LOG_SUFFIX}", file_stem(base)));
+    let file = open_segment_file(&path, false).await?;
+    let file_bytes = file.file_size().await.map_err(|e| log_error(&path, e))?;
+    let mut segment = Segment::new(dir, base, file);
+    let interval_bytes = config.index_interval_bytes;
+    let stop = segment::recover(&mut segment, file_bytes, interval_bytes, |info, base| {
+        note_producer(producers, info, base)
+    })
+    .await?;
+    let mut last_segment = !sealed;
+    if let Some(stop) = stop {
+        let zeros = segment::all_zero(&segment.file, &path, stop.position, file_bytes).await?;
+        if sealed && !zeros {
+            let reason = format!("{} (byte {} of {})", stop.reason, stop.position, file_bytes);
+            if !config.repair {
+                return Err(LogError::Corrupt { path, reason });
+            }
+            tracing::warn!(path = %path.display(), %reason, "repair: truncating here and deleting later segments");
+            delete_segments(dir, later)?;
+            last_segment = true;
+        } else if !sealed {
+            tracing::info!(path = %path.display(), reason = %stop.reason, position = stop.position, "truncating torn tail");
+        }
     }
-    let (active_base, active_size, active_next, file, path) = {
-        let active = segments.values().next_back().expect("inserted above");
-        (
-            active.base_offset,
-            active.size_bytes,
-            active.next_offset,
-            active.file.clone(),
-            active.path.clone(),
-        )
-    };
-    file.fdatasync().await.map_err(|e| log_error(&path, e))?;
-    let tail_start = align_down(active_size);
-    let tail_block = if tail_start < active_size {
-        let read = file
-            .read_at_aligned(tail_start, crate::limits::BLOCK_BYTES)
+    if file_bytes != segment.size_bytes {
+        segment
+            .file
+            .truncate(segment.size_bytes)
             .await
             .map_err(|e| log_error(&path, e))?;
-        let len = (active_size - tail_start) as usize;
-        if read.len() < len {
-            let source = std::io::Error::other("short read of the last block");
-            return Err(LogError::Io { path, source });
-        }
-        read[..len].to_vec()
-    } else {
-        Vec::new()
+    }
+    segment.allocated_bytes = align_up(segment.size_bytes);
+    if !last_segment {
+        segment.save_indexes()?;
+    }
+    Ok((segment, last_segment))
+}
+
+/// Rebuilds an idempotent producer's state from a recovered batch at `base`.
+fn note_producer(producers: &mut ProducerTable, info: &BatchInfo, base: i64) {
+    if info.producer_id < 0 {
+        return;
+    }
+    let last = base + info.last_offset_delta as i64;
+    let batch = ProducerBatch {
+        first_sequence: info.base_sequence,
+        last_sequence: last_sequence(info.base_sequence, info.last_offset_delta),
+        base_offset: base,
+        last_offset: last,
     };
-    let start_offset = *segments.keys().next().expect("inserted above");
+    producers.record(info.producer_id, info.producer_epoch, batch);
+}
+
+/// Syncs the active segment and reads back its partial last block (the bytes the next write
+/// starts with).
+async fn sync_and_read_tail(active: &Segment) -> Result<Vec<u8>, LogError> {
+    let (file, path, size) = (&active.file, &active.path, active.size_bytes);
+    file.fdatasync().await.map_err(|e| log_error(path, e))?;
+    let tail_start = align_down(size);
+    if tail_start == size {
+        return Ok(Vec::new());
+    }
+    let read = file
+        .read_at_aligned(tail_start, BLOCK_BYTES)
+        .await
+        .map_err(|e| log_error(path, e))?;
+    let len = (size - tail_start) as usize;
+    if read.len() < len {
+        let source = std::io::Error::other("short read of the last block");
+        return Err(LogError::Io {
+            path: path.clone(),
+            source,
+        });
+    }
+    Ok(read[..len].to_vec())
+}
+
+/// The state of a log just recovered: everything on disk is written and durable (synced above).
+fn new_inner(
+    dir: &Path,
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment>,
+    producers: ProducerTable,
+    tail_block: Vec<u8>,
+) -> Inner {
+    let active = segments.values().next_back().expect("a segment at least");
+    let (active_base, active_size, active_next) =
+        (active.base_offset, active.size_bytes, active.next_offset);
+    let start_offset = *segments.keys().next().expect("a segment at least");
     let interval = matches!(config.durability, Durability::Interval { .. });
-    let inner = Rc::new(RefCell::new(Inner {
+    Inner {
         dir: dir.into(),
         config,
         segments,
@@ -171,12 +225,7 @@ pub(crate) async fn open(dir: &Path, config: LogConfig) -> Result<Rc<RefCell<Inn
         read_aheads: VecDeque::new(),
         writer_waker: None,
         waiters: Vec::new(),
-    }));
-    glommio::spawn_local(run_writer(Rc::downgrade(&inner))).detach();
-    if interval {
-        glommio::spawn_local(run_sync_timer(Rc::downgrade(&inner))).detach();
     }
-    Ok(inner)
 }
 
 pub(super) fn delete_segments(dir: &Path, bases: &[i64]) -> Result<(), LogError> {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use glommio::io::DmaBuffer;
 
-use super::plan::{current_start, next_span, plan_write, WriteJobResult, WriteStart};
+use super::plan::{current_start, next_span, plan_write, WriteJob, WriteJobResult, WriteStart};
 use super::roll::run_roll;
 use super::sync::note_durable;
 use super::write::run_write;
@@ -150,6 +150,9 @@ pub(super) struct Writer {
 }
 
 impl Writer {
+    /// One turn of the writer: applies what completed (the sync, then writes in file order),
+    /// starts the `Always` sync and the next writes, and says when the task must roll, retry or
+    /// stop. The steps own no branching on the log's lifecycle; this does.
     fn poll(&mut self, weak: &Weak<RefCell<Inner>>, cx: &mut Context<'_>) -> Poll<Step> {
         for flight in self.flights.iter_mut() {
             flight.poll(cx);
@@ -166,119 +169,18 @@ impl Writer {
             return Poll::Ready(Step::Stop);
         }
         if let Some(result) = synced {
-            let sync = self.sync.take().expect("polled above");
-            match result {
-                Ok(()) => {
-                    note_durable(&mut inner, sync.target);
-                    inner.failure = None;
-                    inner.wake_all();
-                }
-                Err(error) => {
-                    // Sync again after the retry pause: the target is not durable yet.
-                    self.synced_target = None;
-                    return Poll::Ready(Step::Failed(error, sync.path));
-                }
+            if let Err(step) = self.apply_sync(&mut inner, result) {
+                return Poll::Ready(step);
             }
         }
-        // Completed writes take effect in file order: a later one may finish first.
-        while self.flights.front().is_some_and(|f| f.done.is_some()) {
-            let flight = self.flights.pop_front().expect("checked above");
-            self.slots.release();
-            let (result, allocated) = flight.done.expect("checked above");
-            if let Err(error) = result {
-                return Poll::Ready(Step::Failed(error, flight.path));
-            }
-            let popped = apply_written(
-                &mut inner,
-                flight.segment_base,
-                flight.end,
-                allocated.allocated,
-            );
-            if let Some(cursor) = self.cursor.as_mut() {
-                cursor.skip -= popped;
-            }
-            inner.failure = None;
-            inner.wake_all();
+        if let Err(step) = self.apply_completed(&mut inner) {
+            return Poll::Ready(step);
         }
         if inner.config.durability == Durability::Always && self.sync.is_none() {
-            let synced = *self.synced_target.get_or_insert(inner.durable_offset);
-            if inner.high_watermark > synced {
-                let target = inner.high_watermark;
-                let active = inner.active();
-                let (file, path) = (active.file.clone(), active.path.clone());
-                let error_path = path.clone();
-                let mut sync = SyncFlight {
-                    target,
-                    path,
-                    sync: Box::pin(async move {
-                        file.fdatasync()
-                            .await
-                            .map_err(|e| log_error(&error_path, e))
-                    }),
-                };
-                // Polled once now so that it is submitted with this tick's writes.
-                if let Poll::Ready(result) = sync.sync.as_mut().poll(cx) {
-                    sync.sync = Box::pin(std::future::ready(result));
-                    cx.waker().wake_by_ref();
-                }
-                self.synced_target = Some(target);
-                self.sync = Some(sync);
-            }
+            self.start_sync(&mut inner, cx);
         }
-        while self.flights.len() < WRITES_IN_FLIGHT_MAX {
-            if self.flights.is_empty() {
-                if matches!(inner.pending.front(), Some(Pending::Roll)) {
-                    if self.sync.is_some() {
-                        break;
-                    }
-                    self.cursor = None;
-                    inner.writing = true;
-                    return Poll::Ready(Step::Roll);
-                }
-            } else if !self.flights.back().is_some_and(|f| f.trimmed) {
-                break;
-            }
-            let mut start = match self.cursor.take() {
-                Some(start) => start,
-                None => current_start(&inner),
-            };
-            if self.flights.is_empty() {
-                // Every planned pre-allocation has run: what it reserved may be less than planned
-                // (a near-full device).
-                start.allocated_bytes = inner.active().allocated_bytes;
-            }
-            if self.slots.waiting() {
-                // The grant wakes this task; until then appends need not (see below).
-                self.cursor = Some(start);
-                break;
-            }
-            // Behind a write or an `Always` sync in flight, only a full write goes out: smaller
-            // ones cost the device more than they save, and batches queued during a sync make
-            // the next write larger (1,000 partitions, `always`: 21-23% of raw with a write per
-            // sync, 12-16% with small writes beside the syncs, 28-31% like this).
-            let full_only = !self.flights.is_empty() || self.sync.is_some();
-            let span = next_span(&inner, &start, full_only);
-            let Some(span) = span.filter(|_| self.slots.try_take(cx.waker())) else {
-                // Nothing to write yet, or waiting for a slot (batches keep queueing meanwhile).
-                self.cursor = Some(start);
-                break;
-            };
-            let (job, after) = plan_write(&inner, &start, span);
-            self.cursor = Some(after);
-            let mut flight = Flight {
-                segment_base: job.segment_base,
-                path: job.path.clone(),
-                end: job.end,
-                trimmed: job.trimmed,
-                write: Box::pin(run_write(job)),
-                done: None,
-            };
-            // Polled once now: that queues its submission for the reactor's next turn.
-            flight.poll(cx);
-            if flight.done.is_some() {
-                cx.waker().wake_by_ref();
-            }
-            self.flights.push_back(flight);
+        if let Some(step) = self.start_writes(&mut inner, cx) {
+            return Poll::Ready(step);
         }
         self.slots.pass_unused_grant();
         let writing = !self.flights.is_empty() || self.sync.is_some();
@@ -292,6 +194,146 @@ impl Writer {
             inner.writer_waker = Some(cx.waker().clone());
         }
         Poll::Pending
+    }
+
+    /// Applies the completed `Always` fdatasync; a failure becomes the step to retry.
+    fn apply_sync(&mut self, inner: &mut Inner, result: Result<(), LogError>) -> Result<(), Step> {
+        let sync = self.sync.take().expect("polled by the caller");
+        match result {
+            Ok(()) => {
+                note_durable(inner, sync.target);
+                inner.failure = None;
+                inner.wake_all();
+                Ok(())
+            }
+            Err(error) => {
+                // Sync again after the retry pause: the target is not durable yet.
+                self.synced_target = None;
+                Err(Step::Failed(error, sync.path))
+            }
+        }
+    }
+
+    /// Applies the completed writes at the front, in file order: a later one may finish first
+    /// and then waits for those before it.
+    fn apply_completed(&mut self, inner: &mut Inner) -> Result<(), Step> {
+        while self.flights.front().is_some_and(|f| f.done.is_some()) {
+            let flight = self.flights.pop_front().expect("checked above");
+            self.slots.release();
+            let (result, allocated) = flight.done.expect("checked above");
+            if let Err(error) = result {
+                return Err(Step::Failed(error, flight.path));
+            }
+            let popped = apply_written(inner, flight.segment_base, flight.end, allocated.allocated);
+            if let Some(cursor) = self.cursor.as_mut() {
+                cursor.skip -= popped;
+            }
+            inner.failure = None;
+            inner.wake_all();
+        }
+        Ok(())
+    }
+
+    /// Issues an fdatasync of the active segment (`Always`) when the high watermark moved past
+    /// the last one's target.
+    fn start_sync(&mut self, inner: &mut Inner, cx: &mut Context<'_>) {
+        let synced = *self.synced_target.get_or_insert(inner.durable_offset);
+        if inner.high_watermark <= synced {
+            return;
+        }
+        let target = inner.high_watermark;
+        let active = inner.active();
+        let (file, path) = (active.file.clone(), active.path.clone());
+        let error_path = path.clone();
+        let mut sync = SyncFlight {
+            target,
+            path,
+            sync: Box::pin(async move {
+                file.fdatasync()
+                    .await
+                    .map_err(|e| log_error(&error_path, e))
+            }),
+        };
+        // Polled once now so that it is submitted with this tick's writes.
+        if let Poll::Ready(result) = sync.sync.as_mut().poll(cx) {
+            sync.sync = Box::pin(std::future::ready(result));
+            cx.waker().wake_by_ref();
+        }
+        self.synced_target = Some(target);
+        self.sync = Some(sync);
+    }
+
+    /// Starts writes while fewer than `WRITES_IN_FLIGHT_MAX` are in flight and the last one is
+    /// trimmed (so the next overlaps nothing). Returns `Roll` when a roll marker is at the front
+    /// and nothing is in flight.
+    fn start_writes(&mut self, inner: &mut Inner, cx: &mut Context<'_>) -> Option<Step> {
+        while self.flights.len() < WRITES_IN_FLIGHT_MAX {
+            if self.flights.is_empty() {
+                if matches!(inner.pending.front(), Some(Pending::Roll)) {
+                    if self.sync.is_some() {
+                        break;
+                    }
+                    self.cursor = None;
+                    inner.writing = true;
+                    return Some(Step::Roll);
+                }
+            } else if !self.flights.back().is_some_and(|f| f.trimmed) {
+                break;
+            }
+            let start = self.next_start(inner);
+            if self.slots.waiting() {
+                // The grant wakes this task; until then appends need not (see `poll`).
+                self.cursor = Some(start);
+                break;
+            }
+            // Behind a write or an `Always` sync in flight, only a full write goes out: smaller
+            // ones cost the device more than they save, and batches queued during a sync make
+            // the next write larger (1,000 partitions, `always`: 21-23% of raw with a write per
+            // sync, 12-16% with small writes beside the syncs, 28-31% like this).
+            let full_only = !self.flights.is_empty() || self.sync.is_some();
+            let span = next_span(inner, &start, full_only);
+            let Some(span) = span.filter(|_| self.slots.try_take(cx.waker())) else {
+                // Nothing to write yet, or waiting for a slot (batches keep queueing meanwhile).
+                self.cursor = Some(start);
+                break;
+            };
+            let (job, after) = plan_write(inner, &start, span);
+            self.cursor = Some(after);
+            self.issue(job, cx);
+        }
+        None
+    }
+
+    /// Where the next write starts: after the writes planned ahead, or after the written data.
+    fn next_start(&mut self, inner: &Inner) -> WriteStart {
+        let mut start = match self.cursor.take() {
+            Some(start) => start,
+            None => current_start(inner),
+        };
+        if self.flights.is_empty() {
+            // Every planned pre-allocation has run: what it reserved may be less than planned
+            // (a near-full device).
+            start.allocated_bytes = inner.active().allocated_bytes;
+        }
+        start
+    }
+
+    /// Puts a planned write in flight, behind those already in flight.
+    fn issue(&mut self, job: WriteJob, cx: &mut Context<'_>) {
+        let mut flight = Flight {
+            segment_base: job.segment_base,
+            path: job.path.clone(),
+            end: job.end,
+            trimmed: job.trimmed,
+            write: Box::pin(run_write(job)),
+            done: None,
+        };
+        // Polled once now: that queues its submission for the reactor's next turn.
+        flight.poll(cx);
+        if flight.done.is_some() {
+            cx.waker().wake_by_ref();
+        }
+        self.flights.push_back(flight);
     }
 
     /// After a failure: waits for every operation still in flight (their results are dropped;
