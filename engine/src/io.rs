@@ -8,12 +8,11 @@ use std::path::Path;
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
-use crate::limits::{BLOCK_BYTES, POOL_BUFFERS_PER_SIZE_MAX, POOL_BYTES_MAX};
+use crate::limits::{BLOCK_BYTES, IO_MEMORY_BYTES_MIN, POOL_BUFFERS_PER_SIZE_MAX, POOL_BYTES_MAX};
 use crate::LogError;
 
-/// glommio's io memory per executor: small enough that every shard fits in a default
-/// RLIMIT_MEMLOCK of 8 MiB (glommio's own default of 10 MiB does not).
-pub const IO_MEMORY_BYTES: usize = 512 << 10;
+/// Re-exported here, beside the executor set-up it is for (the constant lives in `limits.rs`).
+pub use crate::limits::IO_MEMORY_BYTES;
 
 /// Name of the probe file that `prepare_data_dir` keeps in the data directory.
 pub const PROBE_FILE_NAME: &str = ".weir-probe";
@@ -56,7 +55,7 @@ pub fn check_memlock(executors: usize, io_memory_bytes: usize) -> Result<(), Str
     if rc != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
         return Ok(());
     }
-    let needed = (executors * io_memory_bytes.max(512 << 10)) as u64;
+    let needed = (executors * io_memory_bytes.max(IO_MEMORY_BYTES_MIN)) as u64;
     if limit.rlim_cur >= needed {
         return Ok(());
     }

@@ -59,9 +59,6 @@ pub(crate) use read::{offset_for_timestamp, read, wait_for_data};
 pub(crate) use recovery::open;
 pub(crate) use retention::enforce_retention;
 
-/// Pause before a failed write (ENOSPC, EIO) is retried.
-const WRITE_RETRY_MS: u64 = 100;
-
 struct PendingBatch {
     base: i64,
     last: i64,

@@ -13,12 +13,9 @@ use glommio::io::{DmaFile, ReadResult};
 
 use super::Inner;
 use crate::io::{align_down, align_up};
-use crate::limits::WRITE_BYTES_MAX;
+use crate::limits::{BLOCK_BYTES, READ_AHEADS_MAX, READ_FETCH_BYTES_MAX};
 use crate::segment;
 use crate::{Chunk, LogError, ReadBatches};
-
-/// Read-aheads kept per log: one per reader catching up from disk (consumer groups, followers).
-pub(super) const READ_AHEADS_MAX: usize = 4;
 
 /// The next window of a segment, read while the previous fetch's response is written, for the
 /// reader that continues at `offset` (the batch starting at byte `position` of the segment at
@@ -136,8 +133,8 @@ fn plan_read(inner: &mut Inner, offset: i64, max_bytes: usize) -> Result<ReadSou
     let relative = (offset - segment.base_offset) as u32;
     let mut from = segment.index.position_for(relative) as u64;
     let window = inner.config.index_interval_bytes as usize
-        + max_bytes.min(WRITE_BYTES_MAX * 8)
-        + 2 * crate::limits::BLOCK_BYTES;
+        + max_bytes.min(READ_FETCH_BYTES_MAX)
+        + 2 * BLOCK_BYTES;
     let (file, path, segment_base, to) = (
         segment.file.clone(),
         segment.path.clone(),

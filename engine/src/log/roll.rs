@@ -10,8 +10,9 @@ use std::rc::{Rc, Weak};
 use std::task::Poll;
 use std::time::Duration;
 
-use super::{Inner, Pending, WriteFailure, WRITE_RETRY_MS};
+use super::{Inner, Pending, WriteFailure};
 use crate::io::{log_error, open_segment_file, std_error};
+use crate::limits::WRITE_RETRY_MS;
 use crate::segment::{self, file_stem, Segment, LOG_SUFFIX};
 use crate::LogError;
 
