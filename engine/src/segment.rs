@@ -5,11 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use glommio::io::{DmaFile, ReadResult};
-
 use crate::batch::{self, BatchInfo, LOG_OVERHEAD_BYTES};
 use crate::index::SegmentIndex;
-use crate::io::{align_down, align_up, log_error, std_error};
+use crate::io::runtime::yield_if_needed;
+use crate::io::{align_down, align_up, std_error, DiskBytes, SegmentFile};
 use crate::limits::{BATCH_BYTES_MAX, SCAN_WINDOW_BYTES};
 use crate::LogError;
 
@@ -33,7 +32,7 @@ pub(crate) fn parse_stem(name: &str) -> Option<i64> {
 pub(crate) struct Segment {
     pub base_offset: i64,
     pub path: PathBuf,
-    pub file: Rc<DmaFile>,
+    pub file: Rc<SegmentFile>,
     /// Bytes of whole batches written (the file may be longer: pre-allocation, padding).
     pub size_bytes: u64,
     /// One past the last written offset.
@@ -46,7 +45,7 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    pub fn new(dir: &Path, base_offset: i64, file: DmaFile) -> Segment {
+    pub fn new(dir: &Path, base_offset: i64, file: SegmentFile) -> Segment {
         Segment {
             base_offset,
             path: dir.join(format!("{}{LOG_SUFFIX}", file_stem(base_offset))),
@@ -127,14 +126,13 @@ pub(crate) struct ScanStop {
 /// Makes `window` hold `[position, position + need)`, reading a new window (at least
 /// `SCAN_WINDOW_BYTES`, never past `align_up(to)`) when it does not. False when the file is shorter.
 async fn cover(
-    file: &DmaFile,
-    path: &Path,
-    window: &mut Option<(u64, ReadResult)>,
+    file: &SegmentFile,
+    window: &mut Option<(u64, DiskBytes)>,
     position: u64,
     need: u64,
     to: u64,
 ) -> Result<bool, LogError> {
-    let covered = |window: &Option<(u64, ReadResult)>| {
+    let covered = |window: &Option<(u64, DiskBytes)>| {
         window.as_ref().is_some_and(|(start, w)| {
             *start <= position && position + need <= start + w.len() as u64
         })
@@ -146,10 +144,7 @@ async fn cover(
     let len = (align_up(position + need) - start)
         .max(SCAN_WINDOW_BYTES as u64)
         .min(align_up(to) - start);
-    let read = file
-        .read_at_aligned(start, len as usize)
-        .await
-        .map_err(|e| log_error(path, e))?;
+    let read = file.read_aligned(start, len as usize).await?;
     *window = Some((start, read));
     Ok(covered(window))
 }
@@ -157,14 +152,13 @@ async fn cover(
 /// Reads `[from, to)` of a file in windows and hands every whole batch (position, bytes) to `f`.
 /// Stops at the first bytes that are not a plausible batch. `f` returns false to stop early.
 async fn walk(
-    file: &DmaFile,
-    path: &Path,
+    file: &SegmentFile,
     from: u64,
     to: u64,
     mut f: impl FnMut(u64, &[u8]) -> Result<bool, ScanStop>,
 ) -> Result<Option<ScanStop>, LogError> {
     let mut position = from;
-    let mut window: Option<(u64, ReadResult)> = None;
+    let mut window: Option<(u64, DiskBytes)> = None;
     let short = |position| {
         Ok(Some(ScanStop {
             position,
@@ -172,21 +166,12 @@ async fn walk(
         }))
     };
     while position < to {
-        glommio::yield_if_needed().await;
+        yield_if_needed().await;
         if to - position < LOG_OVERHEAD_BYTES as u64 {
             let reason = format!("{} stray bytes after the last batch", to - position);
             return Ok(Some(ScanStop { position, reason }));
         }
-        if !cover(
-            file,
-            path,
-            &mut window,
-            position,
-            LOG_OVERHEAD_BYTES as u64,
-            to,
-        )
-        .await?
-        {
+        if !cover(file, &mut window, position, LOG_OVERHEAD_BYTES as u64, to).await? {
             return short(position);
         }
         let (start, w) = window.as_ref().expect("covered");
@@ -200,7 +185,7 @@ async fn walk(
             let reason = format!("batch of {size} bytes runs past the end of the data");
             return Ok(Some(ScanStop { position, reason }));
         }
-        if !cover(file, path, &mut window, position, size as u64, to).await? {
+        if !cover(file, &mut window, position, size as u64, to).await? {
             return short(position);
         }
         let (start, w) = window.as_ref().expect("covered");
@@ -309,10 +294,9 @@ pub(crate) async fn recover(
     mut on_batch: impl FnMut(&BatchInfo, i64),
 ) -> Result<Option<ScanStop>, LogError> {
     let file = segment.file.clone();
-    let path = segment.path.clone();
     let mut expected = segment.base_offset;
     let mut found: Vec<(u64, i64, i64, i64, usize)> = Vec::new();
-    let stop = walk(&file, &path, 0, file_bytes, |position, bytes| {
+    let stop = walk(&file, 0, file_bytes, |position, bytes| {
         let (info, next) = check_recovered_batch(position, bytes, expected, segment.base_offset)?;
         let base = expected;
         on_batch(&info, base);
@@ -329,20 +313,12 @@ pub(crate) async fn recover(
 }
 
 /// True when `[from, to)` of the file holds only zero bytes (padding, never written blocks).
-pub(crate) async fn all_zero(
-    file: &DmaFile,
-    path: &Path,
-    from: u64,
-    to: u64,
-) -> Result<bool, LogError> {
+pub(crate) async fn all_zero(file: &SegmentFile, from: u64, to: u64) -> Result<bool, LogError> {
     let mut position = from;
     while position < to {
         let start = align_down(position);
         let len = (align_up(to) - start).min(SCAN_WINDOW_BYTES as u64);
-        let read = file
-            .read_at_aligned(start, len as usize)
-            .await
-            .map_err(|e| log_error(path, e))?;
+        let read = file.read_aligned(start, len as usize).await?;
         let end = (start + read.len() as u64).min(to);
         if end <= position {
             // The file ends before `to` (another handle may have trimmed its pre-allocated tail
@@ -357,21 +333,21 @@ pub(crate) async fn all_zero(
             return Ok(false);
         }
         position = end;
-        glommio::yield_if_needed().await;
+        yield_if_needed().await;
     }
     Ok(true)
 }
 
 /// First batch in `[from, to)` whose max timestamp is ≥ `timestamp`: (base offset, max timestamp).
 pub(crate) async fn find_timestamp(
-    file: &DmaFile,
+    file: &SegmentFile,
     path: &Path,
     from: u64,
     to: u64,
     timestamp: i64,
 ) -> Result<Option<(i64, i64)>, LogError> {
     let mut found = None;
-    let stop = walk(file, path, from, to, |position, bytes| {
+    let stop = walk(file, from, to, |position, bytes| {
         let info = batch::validate(bytes).map_err(|e| ScanStop {
             position,
             reason: e.to_string(),
@@ -393,21 +369,21 @@ pub(crate) async fn find_timestamp(
 }
 
 /// Whole batches from the one holding `offset`, starting the search at the indexed `from`, never
-/// past `to` (the written end): one `read_at_aligned` result sliced to the batches, no copy. The CRC
+/// past `to` (the written end): one aligned read sliced to the batches, no copy. The CRC
 /// of every returned batch is checked after the read. At least one batch; at most `max_bytes` more.
 /// `prefetched` (start, bytes) is a window already read ahead; it is used when it holds `from`.
 /// Returns the batches, the byte position just after them and the offset that follows them.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn read_batches(
-    file: &DmaFile,
+    file: &SegmentFile,
     path: &Path,
     from: u64,
     to: u64,
     offset: i64,
     max_bytes: usize,
     window_bytes: usize,
-    mut prefetched: Option<(u64, ReadResult)>,
-) -> Result<Option<(ReadResult, u64, i64)>, LogError> {
+    mut prefetched: Option<(u64, DiskBytes)>,
+) -> Result<Option<(DiskBytes, u64, i64)>, LogError> {
     let corrupt = |reason: String| LogError::Corrupt {
         path: path.into(),
         reason,
@@ -438,8 +414,7 @@ pub(crate) async fn read_batches(
                 end,
                 next_offset,
             } => {
-                let slice =
-                    ReadResult::slice(&read, (first - start) as usize, (end - first) as usize);
+                let slice = read.slice((first - start) as usize, (end - first) as usize);
                 return Ok(slice.map(|slice| (slice, end, next_offset)));
             }
             WindowBatches::Continue { at, more } => {
@@ -455,18 +430,15 @@ pub(crate) async fn read_batches(
 
 /// Reads the aligned window holding `[position, position + want)`, never past `to`.
 async fn read_window(
-    file: &DmaFile,
+    file: &SegmentFile,
     path: &Path,
     position: u64,
     want: u64,
     to: u64,
-) -> Result<(u64, ReadResult), LogError> {
+) -> Result<(u64, DiskBytes), LogError> {
     let start = align_down(position);
     let len = align_up((position + want).min(to)) - start;
-    let read = file
-        .read_at_aligned(start, len as usize)
-        .await
-        .map_err(|e| log_error(path, e))?;
+    let read = file.read_aligned(start, len as usize).await?;
     if start + (read.len() as u64) < (position + want).min(to) {
         // The file ends before the written end: reading again would return the same.
         return Err(LogError::Corrupt {
@@ -583,17 +555,17 @@ mod tests {
             .spawn(move || async move {
                 crate::io::prepare_data_dir(&data).await.unwrap();
                 let path = data.join("0.log");
-                let file = crate::io::open_segment_file(&path, true).await.unwrap();
+                let file = SegmentFile::open(&path, true).await.unwrap();
                 let batches = [batch_at(0, 3), batch_at(3, 2)].concat();
                 let mut buffer = crate::io::take_buffer(batches.len());
                 buffer.as_bytes_mut().fill(0);
                 buffer.as_bytes_mut()[..batches.len()].copy_from_slice(&batches);
-                file.write_at(buffer, 0).await.unwrap();
+                file.write(buffer, 0).await.0.unwrap();
                 let size = batches.len() as u64;
                 file.truncate(size).await.unwrap();
                 // As if the file still had its 2 MiB reservation.
                 let reserved = 2 << 20;
-                assert!(all_zero(&file, &path, size, reserved).await.unwrap());
+                assert!(all_zero(&file, size, reserved).await.unwrap());
                 let read = read_batches(&file, &path, 0, size, 3, 1 << 20, 1 << 20, None)
                     .await
                     .unwrap()

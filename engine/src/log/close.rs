@@ -8,7 +8,6 @@ use std::rc::Rc;
 use std::task::Poll;
 
 use super::Inner;
-use crate::io::log_error;
 use crate::LogError;
 
 pub(crate) async fn close(log: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
@@ -33,18 +32,18 @@ pub(crate) async fn close(log: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
         Poll::Pending
     })
     .await;
-    let (file, path, size) = {
+    let (file, size) = {
         let inner = log.borrow();
         let active = inner.active();
-        (active.file.clone(), active.path.clone(), active.size_bytes)
+        (active.file.clone(), active.size_bytes)
     };
     let finish = async {
         drained?;
         if let Some(failure) = log.borrow_mut().seal_error.take() {
             return Err(failure.to_error());
         }
-        file.fdatasync().await.map_err(|e| log_error(&path, e))?;
-        file.truncate(size).await.map_err(|e| log_error(&path, e))?;
+        file.fdatasync().await?;
+        file.truncate(size).await?;
         log.borrow().active().save_indexes()
     }
     .await;

@@ -48,6 +48,7 @@ use bytes::Bytes;
 use self::read::ReadAhead;
 use self::roll::Seal;
 use self::sync::run_sync_timer;
+use crate::io::runtime::spawn_detached;
 use crate::limits::{SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 use crate::producer::ProducerTable;
 use crate::segment::Segment;
@@ -225,7 +226,7 @@ pub(crate) fn set_config(log: &Rc<RefCell<Inner>>, config: LogConfig) {
         && !inner.closed
     {
         inner.sync_timer_running = true;
-        glommio::spawn_local(run_sync_timer(Rc::downgrade(log))).detach();
+        spawn_detached(run_sync_timer(Rc::downgrade(log)));
     }
     inner.evict_cache();
 }

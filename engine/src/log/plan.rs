@@ -8,10 +8,8 @@
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use glommio::io::{DmaBuffer, DmaFile};
-
 use super::{Inner, Pending};
-use crate::io::{align_down, align_up, take_buffer};
+use crate::io::{align_down, align_up, take_buffer, IoBuffer, SegmentFile};
 use crate::limits::{
     BLOCK_BYTES, PREALLOCATE_STEP_BYTES, PREALLOCATE_STEP_MIN_BYTES, WRITE_BYTES_MAX,
 };
@@ -22,13 +20,13 @@ pub(super) struct WriteJobResult {
 }
 
 pub(super) struct WriteJob {
-    pub(super) file: Rc<DmaFile>,
+    pub(super) file: Rc<SegmentFile>,
     pub(super) path: PathBuf,
     pub(super) segment_base: i64,
     /// The write's first block when it rewrites a block already on disk (the last write's
     /// zero-padded tail); `buffer` then holds the blocks after it. See `plan_write`.
-    pub(super) head: Option<DmaBuffer>,
-    pub(super) buffer: DmaBuffer,
+    pub(super) head: Option<IoBuffer>,
+    pub(super) buffer: IoBuffer,
     pub(super) aligned_start: u64,
     /// Where the data on disk is contiguous to once this write (and those before it) completed.
     pub(super) end: u64,

@@ -9,10 +9,9 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::task::Poll;
 
-use glommio::io::{DmaFile, ReadResult};
-
 use super::Inner;
-use crate::io::{align_down, align_up};
+use crate::io::runtime::{spawn_background, Background};
+use crate::io::{align_down, align_up, DiskBytes, SegmentFile};
 use crate::limits::{BLOCK_BYTES, READ_AHEADS_MAX, READ_FETCH_BYTES_MAX};
 use crate::segment;
 use crate::{Chunk, LogError, ReadBatches};
@@ -28,7 +27,7 @@ pub(super) struct ReadAhead {
     pub(super) start: u64,
     /// The window, cut at the data end when it was issued; `None` if the read failed (the fetch
     /// then reads from the device itself and reports the error).
-    pub(super) read: glommio::task::JoinHandle<Option<ReadResult>>,
+    pub(super) read: Background<Option<DiskBytes>>,
 }
 
 /// Whole batches from the one holding `offset`: from the tail cache when it holds `offset`,
@@ -82,7 +81,7 @@ enum ReadSource {
 
 /// A read of a segment window, planned before the state is released.
 struct DiskRead {
-    file: Rc<DmaFile>,
+    file: Rc<SegmentFile>,
     path: PathBuf,
     segment_base: i64,
     /// The indexed (or read-ahead's exact) position to start searching at.
@@ -220,13 +219,12 @@ pub(super) fn start_read_ahead(
     let len = (align_up(data_end) - start) as usize;
     let file = segment.file.clone();
     let base = segment.base_offset;
-    let read = glommio::spawn_local(async move {
-        let read = file.read_at_aligned(start, len).await.ok()?;
+    let read = spawn_background(async move {
+        let read = file.read_aligned(start, len).await.ok()?;
         // Cut at the data end: the bytes after it may be rewritten (partial last block).
         let valid = read.len().min((data_end - start) as usize);
-        ReadResult::slice(&read, 0, valid)
-    })
-    .detach();
+        read.slice(0, valid)
+    });
     if inner.read_aheads.len() >= READ_AHEADS_MAX {
         inner.read_aheads.pop_front();
     }

@@ -13,7 +13,8 @@ use super::sync::run_sync_timer;
 use super::writer::run_writer;
 use super::{clamp_config, now_ms, Inner};
 use crate::batch::BatchInfo;
-use crate::io::{align_down, align_up, log_error, open_segment_file, std_error};
+use crate::io::runtime::spawn_detached;
+use crate::io::{align_down, align_up, std_error, SegmentFile};
 use crate::limits::BLOCK_BYTES;
 use crate::producer::{last_sequence, ProducerBatch, ProducerTable};
 use crate::segment::{
@@ -33,7 +34,7 @@ pub(crate) async fn open(dir: &Path, config: LogConfig) -> Result<Rc<RefCell<Inn
     let mut segments = recover_segments(dir, &bases, &config, &mut producers).await?;
     if segments.is_empty() {
         let file =
-            open_segment_file(&dir.join(format!("{}{LOG_SUFFIX}", file_stem(0))), true).await?;
+            SegmentFile::open(&dir.join(format!("{}{LOG_SUFFIX}", file_stem(0))), true).await?;
         sync_dir(dir)?;
         segments.insert(0, Segment::new(dir, 0, file));
     }
@@ -43,9 +44,9 @@ pub(crate) async fn open(dir: &Path, config: LogConfig) -> Result<Rc<RefCell<Inn
     let inner = Rc::new(RefCell::new(new_inner(
         dir, config, segments, producers, tail_block,
     )));
-    glommio::spawn_local(run_writer(Rc::downgrade(&inner))).detach();
+    spawn_detached(run_writer(Rc::downgrade(&inner)));
     if interval {
-        glommio::spawn_local(run_sync_timer(Rc::downgrade(&inner))).detach();
+        spawn_detached(run_sync_timer(Rc::downgrade(&inner)));
     }
     Ok(inner)
 }
@@ -109,8 +110,8 @@ async fn recover_segment(
 ) -> Result<(Segment, bool), LogError> {
     let sealed = !later.is_empty();
     let path = dir.join(format!("{}{LOG_SUFFIX}", file_stem(base)));
-    let file = open_segment_file(&path, false).await?;
-    let file_bytes = file.file_size().await.map_err(|e| log_error(&path, e))?;
+    let file = SegmentFile::open(&path, false).await?;
+    let file_bytes = file.size().await?;
     let mut segment = Segment::new(dir, base, file);
     let interval_bytes = config.index_interval_bytes;
     let stop = segment::recover(&mut segment, file_bytes, interval_bytes, |info, base| {
@@ -119,7 +120,7 @@ async fn recover_segment(
     .await?;
     let mut last_segment = !sealed;
     if let Some(stop) = stop {
-        let zeros = segment::all_zero(&segment.file, &path, stop.position, file_bytes).await?;
+        let zeros = segment::all_zero(&segment.file, stop.position, file_bytes).await?;
         if sealed && !zeros {
             let reason = format!("{} (byte {} of {})", stop.reason, stop.position, file_bytes);
             if !config.repair {
@@ -133,11 +134,7 @@ async fn recover_segment(
         }
     }
     if file_bytes != segment.size_bytes {
-        segment
-            .file
-            .truncate(segment.size_bytes)
-            .await
-            .map_err(|e| log_error(&path, e))?;
+        segment.file.truncate(segment.size_bytes).await?;
     }
     segment.allocated_bytes = align_up(segment.size_bytes);
     if !last_segment {
@@ -165,15 +162,12 @@ fn note_producer(producers: &mut ProducerTable, info: &BatchInfo, base: i64) {
 /// starts with).
 async fn sync_and_read_tail(active: &Segment) -> Result<Vec<u8>, LogError> {
     let (file, path, size) = (&active.file, &active.path, active.size_bytes);
-    file.fdatasync().await.map_err(|e| log_error(path, e))?;
+    file.fdatasync().await?;
     let tail_start = align_down(size);
     if tail_start == size {
         return Ok(Vec::new());
     }
-    let read = file
-        .read_at_aligned(tail_start, BLOCK_BYTES)
-        .await
-        .map_err(|e| log_error(path, e))?;
+    let read = file.read_aligned(tail_start, BLOCK_BYTES).await?;
     let len = (size - tail_start) as usize;
     if read.len() < len {
         let source = std::io::Error::other("short read of the last block");

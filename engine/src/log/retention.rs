@@ -7,7 +7,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::{now_ms, Inner};
-use crate::io::{log_error, std_error};
+use crate::io::runtime::yield_if_needed;
+use crate::io::std_error;
 use crate::segment::Segment;
 use crate::LogError;
 
@@ -48,11 +49,7 @@ pub(crate) async fn enforce_retention(log: &Rc<RefCell<Inner>>) -> Result<(), Lo
     // The segments are gone for readers already; unlinking happens off the append path (reads in
     // flight keep their file open).
     for segment in victims {
-        segment
-            .file
-            .remove()
-            .await
-            .map_err(|e| log_error(&segment.path, e))?;
+        segment.file.remove().await?;
         for path in [segment.index_path(), segment.time_index_path()] {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
@@ -60,7 +57,7 @@ pub(crate) async fn enforce_retention(log: &Rc<RefCell<Inner>>) -> Result<(), Lo
                 Err(e) => return Err(std_error(&path, e)),
             }
         }
-        glommio::yield_if_needed().await;
+        yield_if_needed().await;
     }
     Ok(())
 }

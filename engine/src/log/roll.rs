@@ -1,7 +1,7 @@
 //! Roll and seal: the next segment becomes active at once, and the old one is sealed in the
 //! background (fdatasync, trim, indexes, directory fsync), so that appends never wait for a seal.
 //!
-//! Shard: the log's owner; the blocking std::fs parts run on glommio's blocking pool. At most one
+//! Shard: the log's owner; the blocking std::fs parts run on the executor's blocking pool. At most one
 //! seal runs at a time.
 
 use std::cell::RefCell;
@@ -11,7 +11,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use super::{Inner, Pending, WriteFailure};
-use crate::io::{log_error, open_segment_file, std_error};
+use crate::io::runtime::{blocking, sleep, spawn_detached};
+use crate::io::{std_error, SegmentFile};
 use crate::limits::WRITE_RETRY_MS;
 use crate::segment::{self, file_stem, Segment, LOG_SUFFIX};
 use crate::LogError;
@@ -33,7 +34,7 @@ pub(super) async fn run_roll(log: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
         (active.base_offset, active.next_offset, inner.dir.clone())
     };
     let new_path = dir.join(format!("{}{LOG_SUFFIX}", file_stem(new_base)));
-    let new_file = open_segment_file(&new_path, true).await?;
+    let new_file = SegmentFile::open(&new_path, true).await?;
     {
         let mut inner = log.borrow_mut();
         inner
@@ -49,7 +50,7 @@ pub(super) async fn run_roll(log: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
             unreachable!("roll marker at the front")
         };
     }
-    glommio::spawn_local(seal_segment(Rc::downgrade(log), old_base, new_base, dir)).detach();
+    spawn_detached(seal_segment(Rc::downgrade(log), old_base, new_base, dir));
     Ok(())
 }
 
@@ -76,7 +77,7 @@ pub(super) async fn wait_sealed(log: &Rc<RefCell<Inner>>) {
 
 /// Seals the segment at `old_base` off the append path: fdatasync, trim the pre-allocated tail,
 /// save the indexes and fsync the directory (which also persists the new segment's entry). The
-/// blocking std::fs parts run on glommio's blocking thread pool, never on the reactor. Retries
+/// blocking std::fs parts run on the executor's blocking thread pool, never on the reactor. Retries
 /// every `WRITE_RETRY_MS` on failure; gives up (recording the error for `close`) once closing.
 pub(super) async fn seal_segment(
     weak: Weak<RefCell<Inner>>,
@@ -112,7 +113,7 @@ pub(super) async fn seal_segment(
         if finished {
             return;
         }
-        glommio::timer::sleep(Duration::from_millis(WRITE_RETRY_MS)).await;
+        sleep(Duration::from_millis(WRITE_RETRY_MS)).await;
     }
 }
 
@@ -128,30 +129,22 @@ pub(super) async fn seal_once(
         };
         let inner = log.borrow();
         // Retention may already have removed the old segment: then only the directory matters.
-        inner.segments.get(&old_base).map(|s| {
-            (
-                s.file.clone(),
-                s.path.clone(),
-                s.size_bytes,
-                s.index_files(),
-            )
-        })
+        inner
+            .segments
+            .get(&old_base)
+            .map(|s| (s.file.clone(), s.size_bytes, s.index_files()))
     };
-    if let Some((file, path, size, indexes)) = sealed {
-        file.fdatasync().await.map_err(|e| log_error(&path, e))?;
+    if let Some((file, size, indexes)) = sealed {
+        file.fdatasync().await?;
         if let Some(log) = weak.upgrade() {
             let mut inner = log.borrow_mut();
             inner.durable_offset = inner.durable_offset.max(new_base);
         }
-        file.truncate(size).await.map_err(|e| log_error(&path, e))?;
-        glommio::executor()
-            .spawn_blocking(move || segment::write_index_files(&indexes))
-            .await?;
+        file.truncate(size).await?;
+        blocking(move || segment::write_index_files(&indexes)).await?;
     }
     let dir = dir.to_path_buf();
-    glommio::executor()
-        .spawn_blocking(move || sync_dir(&dir))
-        .await
+    blocking(move || sync_dir(&dir)).await
 }
 
 pub(super) fn sync_dir(dir: &Path) -> Result<(), LogError> {

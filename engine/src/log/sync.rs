@@ -8,7 +8,7 @@ use std::rc::Weak;
 use std::time::Duration;
 
 use super::Inner;
-use crate::io::log_error;
+use crate::io::runtime::sleep;
 use crate::Durability;
 
 /// Marks offsets below `target` durable (their segment was fdatasynced), except those of a segment
@@ -40,8 +40,8 @@ pub(super) async fn run_sync_timer(weak: Weak<RefCell<Inner>>) {
                 }
             }
         };
-        glommio::timer::sleep(Duration::from_millis(interval_ms)).await;
-        let (file, path, target) = {
+        sleep(Duration::from_millis(interval_ms)).await;
+        let (file, target) = {
             let Some(log) = weak.upgrade() else { return };
             let inner = log.borrow();
             if inner.closed || inner.high_watermark <= inner.durable_offset {
@@ -49,11 +49,7 @@ pub(super) async fn run_sync_timer(weak: Weak<RefCell<Inner>>) {
             }
             let active = inner.active();
             // Every segment before the active one was synced when it was sealed.
-            (
-                active.file.clone(),
-                active.path.clone(),
-                inner.high_watermark,
-            )
+            (active.file.clone(), inner.high_watermark)
         };
         match file.fdatasync().await {
             Ok(()) => {
@@ -62,7 +58,7 @@ pub(super) async fn run_sync_timer(weak: Weak<RefCell<Inner>>) {
                 note_durable(&mut inner, target);
                 inner.wake_all();
             }
-            Err(e) => tracing::warn!(error = %log_error(&path, e), "interval fdatasync failed"),
+            Err(error) => tracing::warn!(%error, "interval fdatasync failed"),
         }
     }
 }

@@ -15,14 +15,13 @@ use std::rc::Weak;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use glommio::io::DmaBuffer;
-
 use super::plan::{current_start, next_span, plan_write, WriteJob, WriteJobResult, WriteStart};
 use super::roll::run_roll;
 use super::sync::note_durable;
 use super::write::run_write;
 use super::{CachedBatch, Inner, Pending, WriteFailure};
-use crate::io::{give_buffer, log_error};
+use crate::io::runtime::sleep;
+use crate::io::{give_buffer, IoBuffer};
 use crate::limits::{BLOCK_BYTES, WRITES_IN_FLIGHT_MAX, WRITE_RETRY_MS};
 use crate::slots::SlotClaim;
 use crate::{Durability, LogError};
@@ -87,7 +86,7 @@ pub(super) fn apply_written(
     popped
 }
 
-pub(super) type WriteOutcome = (Result<(), LogError>, Option<DmaBuffer>, WriteJobResult);
+pub(super) type WriteOutcome = (Result<(), LogError>, Option<IoBuffer>, WriteJobResult);
 
 /// A write in flight.
 pub(super) struct Flight {
@@ -236,15 +235,10 @@ impl Writer {
         let target = inner.high_watermark;
         let active = inner.active();
         let (file, path) = (active.file.clone(), active.path.clone());
-        let error_path = path.clone();
         let mut sync = SyncFlight {
             target,
             path,
-            sync: Box::pin(async move {
-                file.fdatasync()
-                    .await
-                    .map_err(|e| log_error(&error_path, e))
-            }),
+            sync: Box::pin(async move { file.fdatasync().await }),
         };
         // Polled once now so that it is submitted with this tick's writes.
         if let Poll::Ready(result) = sync.sync.as_mut().poll(cx) {
@@ -396,6 +390,6 @@ pub(super) async fn run_writer(weak: Weak<RefCell<Inner>>) {
             inner.writing = false;
             inner.wake_all();
         }
-        glommio::timer::sleep(Duration::from_millis(WRITE_RETRY_MS)).await;
+        sleep(Duration::from_millis(WRITE_RETRY_MS)).await;
     }
 }
