@@ -11,6 +11,8 @@ use std::ops::Deref;
 use glommio::io::{DmaBuffer, ReadResult};
 
 use super::align_up;
+#[cfg(test)]
+use crate::limits::BLOCK_BYTES;
 use crate::limits::{POOL_BUFFERS_PER_SIZE_MAX, POOL_BYTES_MAX};
 
 /// A block-aligned buffer for one O_DIRECT write (glommio's `DmaBuffer`); its length is a
@@ -86,6 +88,22 @@ struct BufferPool {
     bytes: usize,
 }
 
+impl BufferPool {
+    /// Asserts the pool within its limits after a change of the buffers of length `len`.
+    fn check_invariants(&self, len: usize) {
+        let kept = self.by_len.get(&len).map_or(0, Vec::len);
+        check_pool(self.bytes, kept);
+    }
+}
+
+/// Asserts a pool holding `bytes` in all and `kept` buffers of one length within its limits.
+fn check_pool(bytes: usize, kept: usize) {
+    assert!(
+        bytes <= POOL_BYTES_MAX && kept <= POOL_BUFFERS_PER_SIZE_MAX,
+        "the buffer pool stays within its limits: {bytes} bytes, {kept} buffers of one size"
+    );
+}
+
 /// An aligned buffer of `align_up(len)` bytes, from the pool when one of that size is free.
 pub(crate) fn take_buffer(len: usize) -> IoBuffer {
     let len = align_up(len as u64) as usize;
@@ -94,6 +112,7 @@ pub(crate) fn take_buffer(len: usize) -> IoBuffer {
         let buffer = pool.by_len.get_mut(&len).and_then(Vec::pop);
         if buffer.is_some() {
             pool.bytes -= len;
+            pool.check_invariants(len);
         }
         buffer
     });
@@ -113,6 +132,30 @@ pub(crate) fn give_buffer(buffer: IoBuffer) {
         if list.len() < POOL_BUFFERS_PER_SIZE_MAX {
             list.push(buffer);
             pool.bytes += len;
+            pool.check_invariants(len);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::BLOCK_BYTES;
+
+    #[test]
+    fn a_full_pool_passes() {
+        check_pool(POOL_BYTES_MAX, POOL_BUFFERS_PER_SIZE_MAX);
+    }
+
+    #[test]
+    #[should_panic(expected = "the buffer pool stays within its limits")]
+    fn a_pool_over_its_bytes_is_refused() {
+        check_pool(POOL_BYTES_MAX + 1, 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "the buffer pool stays within its limits")]
+    fn a_pool_over_its_buffers_of_one_size_is_refused() {
+        check_pool(BLOCK_BYTES, POOL_BUFFERS_PER_SIZE_MAX + 1);
+    }
 }

@@ -59,6 +59,7 @@ pub(crate) fn append(log: &Rc<RefCell<Inner>>, mut batch: BytesMut) -> Result<Ap
     inner.planned_segment_bytes += batch.len() as u64;
     inner.pending_bytes += batch.len();
     inner.next_offset = last + 1;
+    inner.check_invariants();
     inner.pending.push_back(Pending::Batch(PendingBatch {
         base,
         last,

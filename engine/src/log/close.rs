@@ -53,6 +53,7 @@ pub(crate) async fn close(log: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
         if finish.is_ok() {
             inner.durable_offset = inner.high_watermark;
         }
+        inner.check_invariants();
         inner.pending.clear();
         inner.pending_bytes = 0;
         inner.cache.clear();

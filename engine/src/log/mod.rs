@@ -158,7 +158,22 @@ pub(crate) struct Inner {
     waiters: Vec<Waker>,
 }
 
+/// Asserts the order of a log's offsets: nothing is durable before it is written, nothing is
+/// written before it is assigned.
+fn check_offsets(durable_offset: i64, high_watermark: i64, next_offset: i64) {
+    assert!(
+        durable_offset <= high_watermark && high_watermark <= next_offset,
+        "durable offset <= high watermark <= next offset: {durable_offset}, {high_watermark}, \
+         {next_offset}"
+    );
+}
+
 impl Inner {
+    /// Checked after every change of the offsets.
+    fn check_invariants(&self) {
+        check_offsets(self.durable_offset, self.high_watermark, self.next_offset);
+    }
+
     fn active(&self) -> &Segment {
         self.segments
             .values()
@@ -242,4 +257,27 @@ pub(crate) fn dir(log: &Rc<RefCell<Inner>>) -> PathBuf {
 
 pub(crate) fn config(log: &Rc<RefCell<Inner>>) -> LogConfig {
     log.borrow().config.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_offsets;
+
+    #[test]
+    fn offsets_in_order_pass() {
+        check_offsets(0, 0, 0);
+        check_offsets(3, 5, 9);
+    }
+
+    #[test]
+    #[should_panic(expected = "durable offset <= high watermark <= next offset")]
+    fn durable_past_the_high_watermark_is_refused() {
+        check_offsets(6, 5, 9);
+    }
+
+    #[test]
+    #[should_panic(expected = "durable offset <= high watermark <= next offset")]
+    fn high_watermark_past_the_next_offset_is_refused() {
+        check_offsets(3, 10, 9);
+    }
 }

@@ -11,7 +11,8 @@ use std::rc::Rc;
 use super::{Inner, Pending};
 use crate::io::{align_down, align_up, take_buffer, IoBuffer, SegmentFile};
 use crate::limits::{
-    BLOCK_BYTES, PREALLOCATE_STEP_BYTES, PREALLOCATE_STEP_MIN_BYTES, WRITE_BYTES_MAX,
+    BATCH_BYTES_MAX, BLOCK_BYTES, PREALLOCATE_STEP_BYTES, PREALLOCATE_STEP_MIN_BYTES,
+    WRITE_BYTES_MAX,
 };
 
 pub(super) struct WriteJobResult {
@@ -33,6 +34,82 @@ pub(super) struct WriteJob {
     /// Ends on a block boundary, its partial last block left to the next write.
     pub(super) trimmed: bool,
     pub(super) allocate_to: Option<u64>,
+}
+
+impl WriteJob {
+    /// The bytes of the file this write covers (its first block and the rest together).
+    pub(super) fn extent(&self) -> WriteExtent {
+        let bytes = self.head.as_ref().map_or(0, IoBuffer::len) + self.buffer.len();
+        WriteExtent {
+            segment_base: self.segment_base,
+            start: self.aligned_start,
+            end: self.aligned_start + bytes as u64,
+        }
+    }
+}
+
+/// The bytes `[start, end)` of the segment at `segment_base` that a write covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct WriteExtent {
+    pub(super) segment_base: i64,
+    pub(super) start: u64,
+    pub(super) end: u64,
+}
+
+impl WriteExtent {
+    fn overlaps(&self, other: &WriteExtent) -> bool {
+        self.segment_base == other.segment_base && self.start < other.end && other.start < self.end
+    }
+}
+
+/// Asserts what O_DIRECT and the log need of a write about to be submitted: it starts and ends on
+/// a block boundary, covers at least one block, and overlaps no write of the log still in flight
+/// (two writes racing over one block could leave either's bytes on disk).
+pub(super) fn check_submission<'a>(
+    extent: &WriteExtent,
+    in_flight: impl Iterator<Item = &'a WriteExtent>,
+) {
+    let block = BLOCK_BYTES as u64;
+    assert!(
+        extent.start.is_multiple_of(block) && extent.end.is_multiple_of(block),
+        "a write is submitted block-aligned: {extent:?}"
+    );
+    assert!(
+        extent.start < extent.end,
+        "a write covers a block: {extent:?}"
+    );
+    for other in in_flight {
+        assert!(
+            !extent.overlaps(other),
+            "a write overlaps no write in flight: {extent:?} and {other:?}"
+        );
+    }
+}
+
+/// Asserts that completed writes are applied in file order: each one makes the log contiguous to
+/// a point (segment base, byte) past the one applied before it. Batches become visible in the
+/// order of their offsets only if this holds.
+pub(super) fn check_file_order(previous: Option<(i64, u64)>, next: (i64, u64)) {
+    assert!(
+        previous.is_none_or(|previous| previous < next),
+        "completions are applied in file order: {previous:?} then {next:?}"
+    );
+}
+
+/// Asserts a write's batches within the write limit: several carry at most `WRITE_BYTES_MAX`, a
+/// single batch (always allowed) at most `BATCH_BYTES_MAX`.
+fn check_span(span: &WriteSpan) {
+    let max = if span.batches == 1 {
+        BATCH_BYTES_MAX
+    } else {
+        WRITE_BYTES_MAX
+    };
+    assert!(
+        span.batches > 0 && span.batch_bytes <= max,
+        "a write's batches stay within the write limit: {} bytes in {} batches",
+        span.batch_bytes,
+        span.batches
+    );
 }
 
 /// Where the file's reservation should end once a write reaching `write_end` is issued: the next
@@ -128,6 +205,7 @@ pub(super) fn plan_write(
     let active = inner.active();
     let aligned_start = align_down(start.size_bytes);
     assert_eq!(start.tail.len() as u64, start.size_bytes - aligned_start);
+    check_span(&span);
     let WriteSpan {
         batches,
         batch_bytes,
@@ -245,5 +323,86 @@ mod tests {
             let reserved = preallocation_end(end);
             assert!(reserved > end && reserved - end <= 2 * PREALLOCATE_STEP_BYTES);
         }
+    }
+
+    fn extent(segment_base: i64, start: u64, end: u64) -> WriteExtent {
+        WriteExtent {
+            segment_base,
+            start,
+            end,
+        }
+    }
+
+    #[test]
+    fn aligned_writes_beside_each_other_pass() {
+        let first = extent(0, 0, 8192);
+        check_submission(&extent(0, 8192, 12288), [first].iter());
+        // The same bytes of another segment are another file.
+        check_submission(&extent(100, 0, 8192), [first].iter());
+        check_file_order(None, (0, 100));
+        check_file_order(Some((0, 100)), (0, 8192));
+        check_file_order(Some((0, 8192)), (100, 10));
+        check_span(&WriteSpan {
+            batches: 1,
+            batch_bytes: WRITE_BYTES_MAX + 1,
+            more: false,
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "a write is submitted block-aligned")]
+    fn a_write_starting_inside_a_block_is_refused() {
+        check_submission(&extent(0, 100, 4096), [].iter());
+    }
+
+    #[test]
+    #[should_panic(expected = "a write is submitted block-aligned")]
+    fn a_write_of_a_partial_block_is_refused() {
+        check_submission(&extent(0, 4096, 4096 + 100), [].iter());
+    }
+
+    #[test]
+    #[should_panic(expected = "a write covers a block")]
+    fn an_empty_write_is_refused() {
+        check_submission(&extent(0, 4096, 4096), [].iter());
+    }
+
+    #[test]
+    #[should_panic(expected = "a write overlaps no write in flight")]
+    fn a_write_over_a_block_in_flight_is_refused() {
+        let in_flight = [extent(0, 0, 8192)];
+        check_submission(&extent(0, 4096, 12288), in_flight.iter());
+    }
+
+    #[test]
+    #[should_panic(expected = "completions are applied in file order")]
+    fn a_completion_behind_the_last_applied_is_refused() {
+        check_file_order(Some((0, 8192)), (0, 4096));
+    }
+
+    #[test]
+    #[should_panic(expected = "completions are applied in file order")]
+    fn a_completion_of_an_older_segment_is_refused() {
+        check_file_order(Some((100, 10)), (0, 8192));
+    }
+
+    #[test]
+    #[should_panic(expected = "a write's batches stay within the write limit")]
+    fn several_batches_over_the_write_limit_are_refused() {
+        check_span(&WriteSpan {
+            batches: 2,
+            batch_bytes: WRITE_BYTES_MAX + 1,
+            more: true,
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "a write's batches stay within the write limit")]
+    fn a_batch_over_the_batch_limit_is_refused() {
+        check_span(&WriteSpan {
+            batches: 1,
+            batch_bytes: BATCH_BYTES_MAX + 1,
+            more: false,
+        });
     }
 }

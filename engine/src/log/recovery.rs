@@ -41,9 +41,9 @@ pub(crate) async fn open(dir: &Path, config: LogConfig) -> Result<Rc<RefCell<Inn
     let active = segments.values().next_back().expect("inserted above");
     let tail_block = sync_and_read_tail(active).await?;
     let interval = matches!(config.durability, Durability::Interval { .. });
-    let inner = Rc::new(RefCell::new(new_inner(
-        dir, config, segments, producers, tail_block,
-    )));
+    let inner = new_inner(dir, config, segments, producers, tail_block);
+    inner.check_invariants();
+    let inner = Rc::new(RefCell::new(inner));
     spawn_detached(run_writer(Rc::downgrade(&inner)));
     if interval {
         spawn_detached(run_sync_timer(Rc::downgrade(&inner)));

@@ -94,6 +94,7 @@ pub(super) async fn seal_segment(
                 Ok(()) => {
                     if let Some(seal) = inner.seal.take() {
                         inner.durable_offset = inner.durable_offset.max(seal.synced_target);
+                        inner.check_invariants();
                     }
                     inner.wake_all();
                     true
@@ -139,6 +140,7 @@ pub(super) async fn seal_once(
         if let Some(log) = weak.upgrade() {
             let mut inner = log.borrow_mut();
             inner.durable_offset = inner.durable_offset.max(new_base);
+            inner.check_invariants();
         }
         file.truncate(size).await?;
         blocking(move || segment::write_index_files(&indexes)).await?;

@@ -23,6 +23,7 @@ pub(super) fn note_durable(inner: &mut Inner, target: i64) {
         _ => target,
     };
     inner.durable_offset = inner.durable_offset.max(allowed);
+    inner.check_invariants();
 }
 
 /// Background fdatasync for `Durability::Interval`: at most one sync per interval, only when

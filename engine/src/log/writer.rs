@@ -15,7 +15,10 @@ use std::rc::Weak;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::plan::{current_start, next_span, plan_write, WriteJob, WriteJobResult, WriteStart};
+use super::plan::{
+    check_file_order, check_submission, current_start, next_span, plan_write, WriteExtent,
+    WriteJob, WriteJobResult, WriteStart,
+};
 use super::roll::run_roll;
 use super::sync::note_durable;
 use super::write::run_write;
@@ -83,6 +86,7 @@ pub(super) fn apply_written(
         segment.allocated_bytes = segment.allocated_bytes.max(size);
     }
     inner.evict_cache();
+    inner.check_invariants();
     popped
 }
 
@@ -90,7 +94,8 @@ pub(super) type WriteOutcome = (Result<(), LogError>, Option<IoBuffer>, WriteJob
 
 /// A write in flight.
 pub(super) struct Flight {
-    pub(super) segment_base: i64,
+    /// The bytes of the file it covers.
+    pub(super) extent: WriteExtent,
     pub(super) path: PathBuf,
     /// Where the data on disk is contiguous to once this write and those before it completed.
     pub(super) end: u64,
@@ -138,6 +143,8 @@ pub(super) struct Writer {
     pub(super) synced_target: Option<i64>,
     /// This log's share of the shard's write slots: one per write in flight.
     pub(super) slots: SlotClaim,
+    /// (segment base, contiguous end) of the last write applied: completions follow file order.
+    pub(super) applied: Option<(i64, u64)>,
 }
 
 impl Writer {
@@ -215,7 +222,10 @@ impl Writer {
             if let Err(error) = result {
                 return Err(Step::Failed(error, flight.path));
             }
-            let popped = apply_written(inner, flight.segment_base, flight.end, allocated.allocated);
+            let segment_base = flight.extent.segment_base;
+            check_file_order(self.applied, (segment_base, flight.end));
+            self.applied = Some((segment_base, flight.end));
+            let popped = apply_written(inner, segment_base, flight.end, allocated.allocated);
             if let Some(cursor) = self.cursor.as_mut() {
                 cursor.skip -= popped;
             }
@@ -306,8 +316,10 @@ impl Writer {
 
     /// Puts a planned write in flight, behind those already in flight.
     fn issue(&mut self, job: WriteJob, cx: &mut Context<'_>) {
+        let extent = job.extent();
+        check_submission(&extent, self.flights.iter().map(|f| &f.extent));
         let mut flight = Flight {
-            segment_base: job.segment_base,
+            extent,
             path: job.path.clone(),
             end: job.end,
             trimmed: job.trimmed,
@@ -356,6 +368,7 @@ pub(super) async fn run_writer(weak: Weak<RefCell<Inner>>) {
         sync: None,
         synced_target: None,
         slots: SlotClaim::default(),
+        applied: None,
     };
     loop {
         let step = futures_lite::future::poll_fn(|cx| writer.poll(&weak, cx)).await;
