@@ -24,10 +24,12 @@ pub mod index;
 pub mod io;
 pub mod limits;
 mod log;
+mod offset;
 pub mod producer;
 mod segment;
 mod slots;
 
+pub use offset::Offset;
 pub use segment::{scan_segment_bytes, SegmentScan};
 
 /// How durable an append is before `wait_durable` returns (Kafka's `flush.messages` / `flush.ms`).

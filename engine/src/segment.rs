@@ -10,33 +10,33 @@ use crate::index::SegmentIndex;
 use crate::io::runtime::yield_if_needed;
 use crate::io::{align_down, align_up, std_error, DiskBytes, SegmentFile};
 use crate::limits::{BATCH_BYTES_MAX, SCAN_WINDOW_BYTES};
-use crate::LogError;
+use crate::{LogError, Offset};
 
 pub(crate) const LOG_SUFFIX: &str = ".log";
 pub(crate) const INDEX_SUFFIX: &str = ".index";
 pub(crate) const TIME_INDEX_SUFFIX: &str = ".timeindex";
 
 /// `<base_offset>` zero-padded to 20 digits, as Kafka names segment files.
-pub(crate) fn file_stem(base_offset: i64) -> String {
-    format!("{base_offset:020}")
+pub(crate) fn file_stem(base_offset: Offset) -> String {
+    format!("{:020}", base_offset.get())
 }
 
-pub(crate) fn parse_stem(name: &str) -> Option<i64> {
+pub(crate) fn parse_stem(name: &str) -> Option<Offset> {
     let stem = name.strip_suffix(LOG_SUFFIX)?;
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    stem.parse().ok()
+    stem.parse().ok().map(Offset::new)
 }
 
 pub(crate) struct Segment {
-    pub base_offset: i64,
+    pub base_offset: Offset,
     pub path: PathBuf,
     pub file: Rc<SegmentFile>,
     /// Bytes of whole batches written (the file may be longer: pre-allocation, padding).
     pub size_bytes: u64,
     /// One past the last written offset.
-    pub next_offset: i64,
+    pub next_offset: Offset,
     /// Largest max timestamp of the written batches; `i64::MIN` when empty.
     pub max_timestamp: i64,
     pub index: SegmentIndex,
@@ -45,7 +45,7 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    pub fn new(dir: &Path, base_offset: i64, file: SegmentFile) -> Segment {
+    pub fn new(dir: &Path, base_offset: Offset, file: SegmentFile) -> Segment {
         Segment {
             base_offset,
             path: dir.join(format!("{}{LOG_SUFFIX}", file_stem(base_offset))),
@@ -69,15 +69,15 @@ impl Segment {
     /// Accounts for a batch written at the current end.
     pub fn note_written(
         &mut self,
-        base: i64,
-        last: i64,
+        base: Offset,
+        last: Offset,
         max_timestamp: i64,
         size: usize,
         interval_bytes: u32,
     ) {
         assert_eq!(base, self.next_offset, "offsets only grow, without gaps");
-        let relative =
-            u32::try_from(base - self.base_offset).expect("roll keeps relative offsets in u32");
+        let relative = u32::try_from(base.since(self.base_offset))
+            .expect("roll keeps relative offsets in u32");
         self.index.note_batch(
             relative,
             self.size_bytes as u32,
@@ -86,7 +86,7 @@ impl Segment {
             interval_bytes,
         );
         self.size_bytes += size as u64;
-        self.next_offset = last + 1;
+        self.next_offset = last.next();
         self.max_timestamp = self.max_timestamp.max(max_timestamp);
     }
 
@@ -291,17 +291,24 @@ pub(crate) async fn recover(
     segment: &mut Segment,
     file_bytes: u64,
     interval_bytes: u32,
-    mut on_batch: impl FnMut(&BatchInfo, i64),
+    mut on_batch: impl FnMut(&BatchInfo, Offset),
 ) -> Result<Option<ScanStop>, LogError> {
     let file = segment.file.clone();
-    let mut expected = segment.base_offset;
-    let mut found: Vec<(u64, i64, i64, i64, usize)> = Vec::new();
+    let segment_base = segment.base_offset.get();
+    let mut expected = segment_base;
+    let mut found: Vec<(u64, Offset, Offset, i64, usize)> = Vec::new();
     let stop = walk(&file, 0, file_bytes, |position, bytes| {
-        let (info, next) = check_recovered_batch(position, bytes, expected, segment.base_offset)?;
-        let base = expected;
+        let (info, next) = check_recovered_batch(position, bytes, expected, segment_base)?;
+        let base = Offset::new(expected);
         on_batch(&info, base);
         expected = next;
-        found.push((position, base, next - 1, info.max_timestamp, bytes.len()));
+        found.push((
+            position,
+            base,
+            Offset::new(next - 1),
+            info.max_timestamp,
+            bytes.len(),
+        ));
         Ok(true)
     })
     .await?;
@@ -345,7 +352,7 @@ pub(crate) async fn find_timestamp(
     from: u64,
     to: u64,
     timestamp: i64,
-) -> Result<Option<(i64, i64)>, LogError> {
+) -> Result<Option<(Offset, i64)>, LogError> {
     let mut found = None;
     let stop = walk(file, from, to, |position, bytes| {
         let info = batch::validate(bytes).map_err(|e| ScanStop {
@@ -353,7 +360,7 @@ pub(crate) async fn find_timestamp(
             reason: e.to_string(),
         })?;
         if info.max_timestamp >= timestamp {
-            found = Some((batch::base_offset(bytes), info.max_timestamp));
+            found = Some((Offset::new(batch::base_offset(bytes)), info.max_timestamp));
             return Ok(false);
         }
         Ok(true)
@@ -379,11 +386,11 @@ pub(crate) async fn read_batches(
     path: &Path,
     from: u64,
     to: u64,
-    offset: i64,
+    offset: Offset,
     max_bytes: usize,
     window_bytes: usize,
     mut prefetched: Option<(u64, DiskBytes)>,
-) -> Result<Option<(DiskBytes, u64, i64)>, LogError> {
+) -> Result<Option<(DiskBytes, u64, Offset)>, LogError> {
     let corrupt = |reason: String| LogError::Corrupt {
         path: path.into(),
         reason,
@@ -456,7 +463,7 @@ async fn read_window(
 /// first, never past the written end `to`.
 struct ReadSpan {
     to: u64,
-    offset: i64,
+    offset: Offset,
     max_bytes: usize,
 }
 
@@ -466,7 +473,7 @@ enum WindowBatches {
     Found {
         first: u64,
         end: u64,
-        next_offset: i64,
+        next_offset: Offset,
     },
     /// None returned from this window: the search continues at `at` with a window of at least
     /// `more` bytes (a batch larger than the window needs it whole).
@@ -507,7 +514,7 @@ fn batches_in_window(
         let bytes = &slice[..size as usize];
         let last = batch::base_offset(bytes)
             + i32::from_be_bytes([bytes[23], bytes[24], bytes[25], bytes[26]]) as i64;
-        if first.is_none() && last < span.offset {
+        if first.is_none() && last < span.offset.get() {
             at += size;
             continue;
         }
@@ -520,7 +527,7 @@ fn batches_in_window(
         first.get_or_insert(at);
         at += size;
         end = at;
-        next_offset = last + 1;
+        next_offset = Offset::new(last + 1);
     }
     Ok(match first {
         Some(first) => WindowBatches::Found {
@@ -566,19 +573,38 @@ mod tests {
                 // As if the file still had its 2 MiB reservation.
                 let reserved = 2 << 20;
                 assert!(all_zero(&file, size, reserved).await.unwrap());
-                let read = read_batches(&file, &path, 0, size, 3, 1 << 20, 1 << 20, None)
-                    .await
-                    .unwrap()
-                    .expect("the second batch");
-                assert_eq!(read.2, 5);
-                let whole = read_batches(&file, &path, 0, reserved, 0, 1 << 20, 64, None).await;
+                let read = read_batches(
+                    &file,
+                    &path,
+                    0,
+                    size,
+                    Offset::new(3),
+                    1 << 20,
+                    1 << 20,
+                    None,
+                )
+                .await
+                .unwrap()
+                .expect("the second batch");
+                assert_eq!(read.2, Offset::new(5));
+                let whole =
+                    read_batches(&file, &path, 0, reserved, Offset::ZERO, 1 << 20, 64, None).await;
                 assert!(
                     whole.is_ok(),
                     "whole batches before the file's end are returned"
                 );
-                let error = read_batches(&file, &path, size, reserved, 5, 1 << 20, 64, None)
-                    .await
-                    .unwrap_err();
+                let error = read_batches(
+                    &file,
+                    &path,
+                    size,
+                    reserved,
+                    Offset::new(5),
+                    1 << 20,
+                    64,
+                    None,
+                )
+                .await
+                .unwrap_err();
                 assert!(error.to_string().contains("file ends at byte"), "{error}");
                 file.close().await.unwrap();
             })

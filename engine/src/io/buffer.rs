@@ -11,8 +11,6 @@ use std::ops::Deref;
 use glommio::io::{DmaBuffer, ReadResult};
 
 use super::align_up;
-#[cfg(test)]
-use crate::limits::BLOCK_BYTES;
 use crate::limits::{POOL_BUFFERS_PER_SIZE_MAX, POOL_BYTES_MAX};
 
 /// A block-aligned buffer for one O_DIRECT write (glommio's `DmaBuffer`); its length is a

@@ -16,7 +16,7 @@ use super::{now_ms, Inner, Pending, PendingBatch};
 use crate::batch::{self, BatchInfo};
 use crate::limits::BATCH_BYTES_MAX;
 use crate::producer::{last_sequence, ProducerBatch, ProducerCheck};
-use crate::{Appended, Durability, LogError};
+use crate::{Appended, Durability, LogError, Offset};
 
 pub(crate) fn append(log: &Rc<RefCell<Inner>>, mut batch: BytesMut) -> Result<Appended, LogError> {
     let mut inner = log.borrow_mut();
@@ -42,15 +42,15 @@ pub(crate) fn append(log: &Rc<RefCell<Inner>>, mut batch: BytesMut) -> Result<Ap
         }
     }
     let base = inner.next_offset;
-    let last = base + info.last_offset_delta as i64;
+    let last = base.plus(info.last_offset_delta as i64);
     plan_roll(&mut inner, base, last, batch.len() as u64, now_ms());
-    batch::set_base_offset(&mut batch, base);
+    batch::set_base_offset(&mut batch, base.get());
     if idempotent {
         let record = ProducerBatch {
             first_sequence: info.base_sequence,
             last_sequence,
-            base_offset: base,
-            last_offset: last,
+            base_offset: base.get(),
+            last_offset: last.get(),
         };
         inner
             .producers
@@ -58,7 +58,7 @@ pub(crate) fn append(log: &Rc<RefCell<Inner>>, mut batch: BytesMut) -> Result<Ap
     }
     inner.planned_segment_bytes += batch.len() as u64;
     inner.pending_bytes += batch.len();
-    inner.next_offset = last + 1;
+    inner.next_offset = last.next();
     inner.check_invariants();
     inner.pending.push_back(Pending::Batch(PendingBatch {
         base,
@@ -68,10 +68,10 @@ pub(crate) fn append(log: &Rc<RefCell<Inner>>, mut batch: BytesMut) -> Result<Ap
     }));
     inner.wake_writer();
     Ok(Appended {
-        base_offset: base,
-        last_offset: last,
+        base_offset: base.get(),
+        last_offset: last.get(),
         duplicate: false,
-        log_start_offset: inner.start_offset,
+        log_start_offset: inner.start_offset.get(),
     })
 }
 
@@ -93,7 +93,7 @@ fn check_producer(
             base_offset: original.base_offset,
             last_offset: original.last_offset,
             duplicate: true,
-            log_start_offset: inner.start_offset,
+            log_start_offset: inner.start_offset.get(),
         })),
         ProducerCheck::OutOfOrder { expected } => Err(LogError::OutOfOrderSequence {
             producer_id: info.producer_id,
@@ -111,11 +111,11 @@ fn check_producer(
 /// Queues a roll before the batch `base..=last` of `size` bytes when the planned segment is full,
 /// too old, or its offsets would leave `i32` of its base; roll decisions happen at append so that
 /// the writer only follows the queue.
-fn plan_roll(inner: &mut Inner, base: i64, last: i64, size: u64, now: i64) {
+fn plan_roll(inner: &mut Inner, base: Offset, last: Offset, size: u64, now: i64) {
     if inner.planned_segment_bytes > 0 {
         let full = inner.planned_segment_bytes + size > inner.config.segment_bytes;
         let old = now - inner.planned_segment_opened_ms >= inner.config.segment_ms as i64;
-        let far = last - inner.planned_segment_base > i32::MAX as i64;
+        let far = last.since(inner.planned_segment_base) > i32::MAX as i64;
         if full || old || far {
             inner.pending.push_back(Pending::Roll);
             inner.planned_segment_bytes = 0;
@@ -130,7 +130,7 @@ fn plan_roll(inner: &mut Inner, base: i64, last: i64, size: u64, now: i64) {
 /// Waits until `done` holds; fails with the write failure or `Closed` while offsets are missing.
 pub(super) fn wait_until(
     log: &Rc<RefCell<Inner>>,
-    offset: i64,
+    offset: Offset,
     durable: bool,
 ) -> impl Future<Output = Result<(), LogError>> + '_ {
     futures_lite::future::poll_fn(move |cx| {
@@ -152,9 +152,9 @@ pub(super) fn wait_until(
         if offset >= inner.next_offset {
             // Never assigned: waiting could hang forever, so it is an error, not a wait.
             return Poll::Ready(Err(LogError::OffsetOutOfRange {
-                offset,
-                log_start_offset: inner.start_offset,
-                log_end_offset: inner.next_offset,
+                offset: offset.get(),
+                log_start_offset: inner.start_offset.get(),
+                log_end_offset: inner.next_offset.get(),
             }));
         }
         inner.register_waiter(cx.waker());
@@ -163,9 +163,9 @@ pub(super) fn wait_until(
 }
 
 pub(crate) async fn wait_written(log: &Rc<RefCell<Inner>>, offset: i64) -> Result<(), LogError> {
-    wait_until(log, offset, false).await
+    wait_until(log, Offset::new(offset), false).await
 }
 
 pub(crate) async fn wait_durable(log: &Rc<RefCell<Inner>>, offset: i64) -> Result<(), LogError> {
-    wait_until(log, offset, true).await
+    wait_until(log, Offset::new(offset), true).await
 }

@@ -52,7 +52,7 @@ use crate::io::runtime::spawn_detached;
 use crate::limits::{SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 use crate::producer::ProducerTable;
 use crate::segment::Segment;
-use crate::{Durability, LogConfig, LogError};
+use crate::{Durability, LogConfig, LogError, Offset};
 
 pub(crate) use append::{append, wait_durable, wait_written};
 pub(crate) use close::close;
@@ -61,8 +61,8 @@ pub(crate) use recovery::open;
 pub(crate) use retention::enforce_retention;
 
 struct PendingBatch {
-    base: i64,
-    last: i64,
+    base: Offset,
+    last: Offset,
     max_timestamp: i64,
     bytes: Bytes,
 }
@@ -74,8 +74,8 @@ enum Pending {
 }
 
 struct CachedBatch {
-    base: i64,
-    last: i64,
+    base: Offset,
+    last: Offset,
     bytes: Bytes,
 }
 
@@ -126,20 +126,20 @@ impl WriteFailure {
 pub(crate) struct Inner {
     dir: PathBuf,
     config: LogConfig,
-    segments: BTreeMap<i64, Segment>,
+    segments: BTreeMap<Offset, Segment>,
     pending: VecDeque<Pending>,
     /// Bytes of the batches in `pending`.
     pending_bytes: usize,
     /// Bytes of the active segment including pending batches (roll decisions happen at append).
     planned_segment_bytes: u64,
-    planned_segment_base: i64,
+    planned_segment_base: Offset,
     planned_segment_opened_ms: i64,
     /// Bytes of the active file from the last block boundary to the written end.
     tail_block: Vec<u8>,
-    next_offset: i64,
-    high_watermark: i64,
-    durable_offset: i64,
-    start_offset: i64,
+    next_offset: Offset,
+    high_watermark: Offset,
+    durable_offset: Offset,
+    start_offset: Offset,
     cache: VecDeque<CachedBatch>,
     cache_bytes: usize,
     producers: ProducerTable,
@@ -160,7 +160,7 @@ pub(crate) struct Inner {
 
 /// Asserts the order of a log's offsets: nothing is durable before it is written, nothing is
 /// written before it is assigned.
-fn check_offsets(durable_offset: i64, high_watermark: i64, next_offset: i64) {
+fn check_offsets(durable_offset: Offset, high_watermark: Offset, next_offset: Offset) {
     assert!(
         durable_offset <= high_watermark && high_watermark <= next_offset,
         "durable offset <= high watermark <= next offset: {durable_offset}, {high_watermark}, \
@@ -248,7 +248,8 @@ pub(crate) fn set_config(log: &Rc<RefCell<Inner>>, config: LogConfig) {
 
 pub(crate) fn offsets(log: &Rc<RefCell<Inner>>) -> (i64, i64, i64) {
     let inner = log.borrow();
-    (inner.start_offset, inner.high_watermark, inner.next_offset)
+    let (start, hwm, next) = (inner.start_offset, inner.high_watermark, inner.next_offset);
+    (start.get(), hwm.get(), next.get())
 }
 
 pub(crate) fn dir(log: &Rc<RefCell<Inner>>) -> PathBuf {
@@ -262,22 +263,23 @@ pub(crate) fn config(log: &Rc<RefCell<Inner>>) -> LogConfig {
 #[cfg(test)]
 mod tests {
     use super::check_offsets;
+    use crate::Offset;
 
     #[test]
     fn offsets_in_order_pass() {
-        check_offsets(0, 0, 0);
-        check_offsets(3, 5, 9);
+        check_offsets(Offset::ZERO, Offset::ZERO, Offset::ZERO);
+        check_offsets(Offset::new(3), Offset::new(5), Offset::new(9));
     }
 
     #[test]
     #[should_panic(expected = "durable offset <= high watermark <= next offset")]
     fn durable_past_the_high_watermark_is_refused() {
-        check_offsets(6, 5, 9);
+        check_offsets(Offset::new(6), Offset::new(5), Offset::new(9));
     }
 
     #[test]
     #[should_panic(expected = "durable offset <= high watermark <= next offset")]
     fn high_watermark_past_the_next_offset_is_refused() {
-        check_offsets(3, 10, 9);
+        check_offsets(Offset::new(3), Offset::new(10), Offset::new(9));
     }
 }

@@ -14,6 +14,7 @@ use crate::limits::{
     BATCH_BYTES_MAX, BLOCK_BYTES, PREALLOCATE_STEP_BYTES, PREALLOCATE_STEP_MIN_BYTES,
     WRITE_BYTES_MAX,
 };
+use crate::Offset;
 
 pub(super) struct WriteJobResult {
     /// Blocks now reserved in the file, when pre-allocation ran.
@@ -23,7 +24,7 @@ pub(super) struct WriteJobResult {
 pub(super) struct WriteJob {
     pub(super) file: Rc<SegmentFile>,
     pub(super) path: PathBuf,
-    pub(super) segment_base: i64,
+    pub(super) segment_base: Offset,
     /// The write's first block when it rewrites a block already on disk (the last write's
     /// zero-padded tail); `buffer` then holds the blocks after it. See `plan_write`.
     pub(super) head: Option<IoBuffer>,
@@ -51,7 +52,7 @@ impl WriteJob {
 /// The bytes `[start, end)` of the segment at `segment_base` that a write covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct WriteExtent {
-    pub(super) segment_base: i64,
+    pub(super) segment_base: Offset,
     pub(super) start: u64,
     pub(super) end: u64,
 }
@@ -89,7 +90,7 @@ pub(super) fn check_submission<'a>(
 /// Asserts that completed writes are applied in file order: each one makes the log contiguous to
 /// a point (segment base, byte) past the one applied before it. Batches become visible in the
 /// order of their offsets only if this holds.
-pub(super) fn check_file_order(previous: Option<(i64, u64)>, next: (i64, u64)) {
+pub(super) fn check_file_order(previous: Option<(Offset, u64)>, next: (Offset, u64)) {
     assert!(
         previous.is_none_or(|previous| previous < next),
         "completions are applied in file order: {previous:?} then {next:?}"
@@ -327,7 +328,7 @@ mod tests {
 
     fn extent(segment_base: i64, start: u64, end: u64) -> WriteExtent {
         WriteExtent {
-            segment_base,
+            segment_base: Offset::new(segment_base),
             start,
             end,
         }
@@ -339,9 +340,10 @@ mod tests {
         check_submission(&extent(0, 8192, 12288), [first].iter());
         // The same bytes of another segment are another file.
         check_submission(&extent(100, 0, 8192), [first].iter());
-        check_file_order(None, (0, 100));
-        check_file_order(Some((0, 100)), (0, 8192));
-        check_file_order(Some((0, 8192)), (100, 10));
+        let base = Offset::new;
+        check_file_order(None, (base(0), 100));
+        check_file_order(Some((base(0), 100)), (base(0), 8192));
+        check_file_order(Some((base(0), 8192)), (base(100), 10));
         check_span(&WriteSpan {
             batches: 1,
             batch_bytes: WRITE_BYTES_MAX + 1,
@@ -377,13 +379,13 @@ mod tests {
     #[test]
     #[should_panic(expected = "completions are applied in file order")]
     fn a_completion_behind_the_last_applied_is_refused() {
-        check_file_order(Some((0, 8192)), (0, 4096));
+        check_file_order(Some((Offset::ZERO, 8192)), (Offset::ZERO, 4096));
     }
 
     #[test]
     #[should_panic(expected = "completions are applied in file order")]
     fn a_completion_of_an_older_segment_is_refused() {
-        check_file_order(Some((100, 10)), (0, 8192));
+        check_file_order(Some((Offset::new(100), 10)), (Offset::ZERO, 8192));
     }
 
     #[test]

@@ -14,15 +14,15 @@ use crate::io::runtime::{spawn_background, Background};
 use crate::io::{align_down, align_up, DiskBytes, SegmentFile};
 use crate::limits::{BLOCK_BYTES, READ_AHEADS_MAX, READ_FETCH_BYTES_MAX};
 use crate::segment;
-use crate::{Chunk, LogError, ReadBatches};
+use crate::{Chunk, LogError, Offset, ReadBatches};
 
 /// The next window of a segment, read while the previous fetch's response is written, for the
 /// reader that continues at `offset` (the batch starting at byte `position` of the segment at
 /// `segment_base`). Measured before this (weir-bench --backlog): one read in flight per fetch and
 /// the device idle while the response went out kept catch-up reads at 0.34-0.50 GB/s.
 pub(super) struct ReadAhead {
-    pub(super) segment_base: i64,
-    pub(super) offset: i64,
+    pub(super) segment_base: Offset,
+    pub(super) offset: Offset,
     pub(super) position: u64,
     pub(super) start: u64,
     /// The window, cut at the data end when it was issued; `None` if the read failed (the fetch
@@ -37,6 +37,7 @@ pub(crate) async fn read(
     offset: i64,
     max_bytes: usize,
 ) -> Result<ReadBatches, LogError> {
+    let offset = Offset::new(offset);
     let disk = match plan_read(&mut log.borrow_mut(), offset, max_bytes)? {
         ReadSource::Ready(batches) => return Ok(batches),
         ReadSource::Disk(disk) => disk,
@@ -66,8 +67,8 @@ pub(crate) async fn read(
     };
     Ok(ReadBatches {
         chunks,
-        high_watermark: disk.high_watermark,
-        log_start_offset: disk.log_start_offset,
+        high_watermark: disk.high_watermark.get(),
+        log_start_offset: disk.log_start_offset.get(),
         total_bytes,
     })
 }
@@ -83,35 +84,35 @@ enum ReadSource {
 struct DiskRead {
     file: Rc<SegmentFile>,
     path: PathBuf,
-    segment_base: i64,
+    segment_base: Offset,
     /// The indexed (or read-ahead's exact) position to start searching at.
     from: u64,
     /// The segment's written end.
     to: u64,
     window: usize,
-    high_watermark: i64,
-    log_start_offset: i64,
+    high_watermark: Offset,
+    log_start_offset: Offset,
     ahead: Option<ReadAhead>,
 }
 
 /// Checks `offset` and picks the source of the read: the tail cache, or a segment window (taking
 /// the read-ahead issued for `offset`, if any).
-fn plan_read(inner: &mut Inner, offset: i64, max_bytes: usize) -> Result<ReadSource, LogError> {
+fn plan_read(inner: &mut Inner, offset: Offset, max_bytes: usize) -> Result<ReadSource, LogError> {
     if inner.closed {
         return Err(LogError::Closed);
     }
     let (start, hwm) = (inner.start_offset, inner.high_watermark);
     if offset < start || offset > inner.next_offset {
         return Err(LogError::OffsetOutOfRange {
-            offset,
-            log_start_offset: start,
-            log_end_offset: inner.next_offset,
+            offset: offset.get(),
+            log_start_offset: start.get(),
+            log_end_offset: inner.next_offset.get(),
         });
     }
     let empty = ReadBatches {
         chunks: Vec::new(),
-        high_watermark: hwm,
-        log_start_offset: start,
+        high_watermark: hwm.get(),
+        log_start_offset: start.get(),
         total_bytes: 0,
     };
     if offset >= hwm {
@@ -129,7 +130,7 @@ fn plan_read(inner: &mut Inner, offset: i64, max_bytes: usize) -> Result<ReadSou
     else {
         return Ok(ReadSource::Ready(empty));
     };
-    let relative = (offset - segment.base_offset) as u32;
+    let relative = offset.since(segment.base_offset) as u32;
     let mut from = segment.index.position_for(relative) as u64;
     let window = inner.config.index_interval_bytes as usize
         + max_bytes.min(READ_FETCH_BYTES_MAX)
@@ -163,7 +164,7 @@ fn plan_read(inner: &mut Inner, offset: i64, max_bytes: usize) -> Result<ReadSou
 }
 
 /// The cached batches from the one holding `offset`, up to `max_bytes` (at least one).
-fn read_cache(inner: &Inner, offset: i64, max_bytes: usize) -> ReadBatches {
+fn read_cache(inner: &Inner, offset: Offset, max_bytes: usize) -> ReadBatches {
     let first = inner.cache.partition_point(|c| c.last < offset);
     let mut chunks = Vec::new();
     let mut total = 0;
@@ -176,8 +177,8 @@ fn read_cache(inner: &Inner, offset: i64, max_bytes: usize) -> ReadBatches {
     }
     ReadBatches {
         chunks,
-        high_watermark: inner.high_watermark,
-        log_start_offset: inner.start_offset,
+        high_watermark: inner.high_watermark.get(),
+        log_start_offset: inner.start_offset.get(),
         total_bytes: total,
     }
 }
@@ -187,9 +188,9 @@ fn read_cache(inner: &Inner, offset: i64, max_bytes: usize) -> ReadBatches {
 /// of the next one, unless that data is in the tail cache or not written yet.
 pub(super) fn start_read_ahead(
     log: &Rc<RefCell<Inner>>,
-    segment_base: i64,
+    segment_base: Offset,
     end: u64,
-    next_offset: i64,
+    next_offset: Offset,
     window_bytes: usize,
 ) {
     let mut inner = log.borrow_mut();
@@ -204,7 +205,7 @@ pub(super) fn start_read_ahead(
         Some(segment) if end < segment.size_bytes => Some((segment, end)),
         Some(_) => inner
             .segments
-            .range(segment_base + 1..)
+            .range(segment_base.next()..)
             .next()
             .map(|(_, s)| s)
             .filter(|s| s.base_offset == next_offset && s.size_bytes > 0)
@@ -238,6 +239,7 @@ pub(super) fn start_read_ahead(
 }
 
 pub(crate) async fn wait_for_data(log: &Rc<RefCell<Inner>>, offset: i64) {
+    let offset = Offset::new(offset);
     futures_lite::future::poll_fn(|cx| {
         let mut inner = log.borrow_mut();
         if inner.high_watermark > offset || inner.closed {
@@ -274,5 +276,6 @@ pub(crate) async fn offset_for_timestamp(
             segment.size_bytes,
         )
     };
-    segment::find_timestamp(&file, &path, from, to, timestamp_ms).await
+    let found = segment::find_timestamp(&file, &path, from, to, timestamp_ms).await?;
+    Ok(found.map(|(offset, timestamp)| (offset.get(), timestamp)))
 }

@@ -20,7 +20,7 @@ use crate::producer::{last_sequence, ProducerBatch, ProducerTable};
 use crate::segment::{
     self, file_stem, parse_stem, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
-use crate::{Durability, LogConfig, LogError};
+use crate::{Durability, LogConfig, LogError, Offset};
 
 pub(super) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
     move |e| std_error(path, e)
@@ -33,10 +33,13 @@ pub(crate) async fn open(dir: &Path, config: LogConfig) -> Result<Rc<RefCell<Inn
     let mut producers = ProducerTable::default();
     let mut segments = recover_segments(dir, &bases, &config, &mut producers).await?;
     if segments.is_empty() {
-        let file =
-            SegmentFile::open(&dir.join(format!("{}{LOG_SUFFIX}", file_stem(0))), true).await?;
+        let file = SegmentFile::open(
+            &dir.join(format!("{}{LOG_SUFFIX}", file_stem(Offset::ZERO))),
+            true,
+        )
+        .await?;
         sync_dir(dir)?;
-        segments.insert(0, Segment::new(dir, 0, file));
+        segments.insert(Offset::ZERO, Segment::new(dir, Offset::ZERO, file));
     }
     let active = segments.values().next_back().expect("inserted above");
     let tail_block = sync_and_read_tail(active).await?;
@@ -52,7 +55,7 @@ pub(crate) async fn open(dir: &Path, config: LogConfig) -> Result<Rc<RefCell<Inn
 }
 
 /// The base offsets of the segment files in `dir` (created if missing), ascending.
-fn segment_bases(dir: &Path) -> Result<Vec<i64>, LogError> {
+fn segment_bases(dir: &Path) -> Result<Vec<Offset>, LogError> {
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     let mut bases = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
@@ -69,12 +72,12 @@ fn segment_bases(dir: &Path) -> Result<Vec<i64>, LogError> {
 /// `repair`) corruption in a sealed one deletes the segments after it.
 async fn recover_segments(
     dir: &Path,
-    bases: &[i64],
+    bases: &[Offset],
     config: &LogConfig,
     producers: &mut ProducerTable,
-) -> Result<BTreeMap<i64, Segment>, LogError> {
+) -> Result<BTreeMap<Offset, Segment>, LogError> {
     let mut segments = BTreeMap::new();
-    let mut expected_base: Option<i64> = None;
+    let mut expected_base: Option<Offset> = None;
     for (index, &base) in bases.iter().enumerate() {
         if let Some(expected) = expected_base.filter(|expected| *expected != base) {
             let path = dir.join(format!("{}{LOG_SUFFIX}", file_stem(base)));
@@ -103,8 +106,8 @@ async fn recover_segments(
 /// and whether it is the last one kept (the active segment, or a repaired one).
 async fn recover_segment(
     dir: &Path,
-    base: i64,
-    later: &[i64],
+    base: Offset,
+    later: &[Offset],
     config: &LogConfig,
     producers: &mut ProducerTable,
 ) -> Result<(Segment, bool), LogError> {
@@ -144,16 +147,16 @@ async fn recover_segment(
 }
 
 /// Rebuilds an idempotent producer's state from a recovered batch at `base`.
-fn note_producer(producers: &mut ProducerTable, info: &BatchInfo, base: i64) {
+fn note_producer(producers: &mut ProducerTable, info: &BatchInfo, base: Offset) {
     if info.producer_id < 0 {
         return;
     }
-    let last = base + info.last_offset_delta as i64;
+    let last = base.plus(info.last_offset_delta as i64);
     let batch = ProducerBatch {
         first_sequence: info.base_sequence,
         last_sequence: last_sequence(info.base_sequence, info.last_offset_delta),
-        base_offset: base,
-        last_offset: last,
+        base_offset: base.get(),
+        last_offset: last.get(),
     };
     producers.record(info.producer_id, info.producer_epoch, batch);
 }
@@ -183,7 +186,7 @@ async fn sync_and_read_tail(active: &Segment) -> Result<Vec<u8>, LogError> {
 fn new_inner(
     dir: &Path,
     config: LogConfig,
-    segments: BTreeMap<i64, Segment>,
+    segments: BTreeMap<Offset, Segment>,
     producers: ProducerTable,
     tail_block: Vec<u8>,
 ) -> Inner {
@@ -222,7 +225,7 @@ fn new_inner(
     }
 }
 
-pub(super) fn delete_segments(dir: &Path, bases: &[i64]) -> Result<(), LogError> {
+pub(super) fn delete_segments(dir: &Path, bases: &[Offset]) -> Result<(), LogError> {
     for base in bases {
         for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
             let path = dir.join(format!("{}{suffix}", file_stem(*base)));

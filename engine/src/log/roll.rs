@@ -15,7 +15,7 @@ use crate::io::runtime::{blocking, sleep, spawn_detached};
 use crate::io::{std_error, SegmentFile};
 use crate::limits::WRITE_RETRY_MS;
 use crate::segment::{self, file_stem, Segment, LOG_SUFFIX};
-use crate::LogError;
+use crate::{LogError, Offset};
 
 /// Rolls: opens the next segment and makes it the active one at once, then seals the old one in
 /// the background (`seal_segment`), so that appends never wait for the seal. Measured before this
@@ -57,8 +57,8 @@ pub(super) async fn run_roll(log: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
 /// A seal in flight: the segment starting at `new_base` is active but its directory entry is not
 /// synced yet. `synced_target` is what `durable_offset` becomes once it is.
 pub(super) struct Seal {
-    pub(super) new_base: i64,
-    pub(super) synced_target: i64,
+    pub(super) new_base: Offset,
+    pub(super) synced_target: Offset,
 }
 
 /// Waits until no seal is in flight.
@@ -81,8 +81,8 @@ pub(super) async fn wait_sealed(log: &Rc<RefCell<Inner>>) {
 /// every `WRITE_RETRY_MS` on failure; gives up (recording the error for `close`) once closing.
 pub(super) async fn seal_segment(
     weak: Weak<RefCell<Inner>>,
-    old_base: i64,
-    new_base: i64,
+    old_base: Offset,
+    new_base: Offset,
     dir: PathBuf,
 ) {
     loop {
@@ -120,8 +120,8 @@ pub(super) async fn seal_segment(
 
 pub(super) async fn seal_once(
     weak: &Weak<RefCell<Inner>>,
-    old_base: i64,
-    new_base: i64,
+    old_base: Offset,
+    new_base: Offset,
     dir: &Path,
 ) -> Result<(), LogError> {
     let sealed = {

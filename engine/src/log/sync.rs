@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use super::Inner;
 use crate::io::runtime::sleep;
-use crate::Durability;
+use crate::{Durability, Offset};
 
 /// Marks offsets below `target` durable (their segment was fdatasynced), except those of a segment
 /// whose directory entry is not yet synced: those wait for the seal.
-pub(super) fn note_durable(inner: &mut Inner, target: i64) {
+pub(super) fn note_durable(inner: &mut Inner, target: Offset) {
     let allowed = match &mut inner.seal {
         // The sealed segment's own sync (in `seal_segment`) covers the offsets before `new_base`.
         Some(seal) if target > seal.new_base => {

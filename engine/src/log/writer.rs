@@ -27,14 +27,14 @@ use crate::io::runtime::sleep;
 use crate::io::{give_buffer, IoBuffer};
 use crate::limits::{BLOCK_BYTES, WRITES_IN_FLIGHT_MAX, WRITE_RETRY_MS};
 use crate::slots::SlotClaim;
-use crate::{Durability, LogError};
+use crate::{Durability, LogError, Offset};
 
 /// Applies a completed write, every write before it having completed too: the data is on disk
 /// up to `end`, so the queued batches ending there become visible and move to the tail cache.
 /// Returns how many batches left the queue.
 pub(super) fn apply_written(
     inner: &mut Inner,
-    segment_base: i64,
+    segment_base: Offset,
     end: u64,
     allocated: Option<u64>,
 ) -> usize {
@@ -73,7 +73,7 @@ pub(super) fn apply_written(
             b.last >= inner.high_watermark,
             "the high watermark only grows"
         );
-        inner.high_watermark = b.last + 1;
+        inner.high_watermark = b.last.next();
         inner.cache_bytes += b.bytes.len();
         inner.cache.push_back(CachedBatch {
             base: b.base,
@@ -121,7 +121,7 @@ impl Flight {
 
 /// An fdatasync in flight (`Always`): offsets below `target` are durable once it completes.
 pub(super) struct SyncFlight {
-    pub(super) target: i64,
+    pub(super) target: Offset,
     pub(super) path: PathBuf,
     pub(super) sync: Pin<Box<dyn Future<Output = Result<(), LogError>>>>,
 }
@@ -140,11 +140,11 @@ pub(super) struct Writer {
     pub(super) cursor: Option<WriteStart>,
     pub(super) sync: Option<SyncFlight>,
     /// The target of the last fdatasync issued (`Always`).
-    pub(super) synced_target: Option<i64>,
+    pub(super) synced_target: Option<Offset>,
     /// This log's share of the shard's write slots: one per write in flight.
     pub(super) slots: SlotClaim,
     /// (segment base, contiguous end) of the last write applied: completions follow file order.
-    pub(super) applied: Option<(i64, u64)>,
+    pub(super) applied: Option<(Offset, u64)>,
 }
 
 impl Writer {
