@@ -13,6 +13,7 @@ pub(crate) mod runtime;
 pub use buffer::DiskBytes;
 pub(crate) use buffer::{give_buffer, take_buffer, IoBuffer};
 pub(crate) use file::SegmentFile;
+
 use std::path::Path;
 
 use glommio::io::OpenOptions;
