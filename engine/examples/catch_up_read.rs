@@ -32,12 +32,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     result.map_err(Into::into)
 }
 
+type Error = Box<dyn std::error::Error>;
+
 async fn run(
     dir: std::path::PathBuf,
     gib: u64,
     fetch_mib: usize,
     think_ms: u64,
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> Result<(), Error> {
     let _ = std::fs::remove_dir_all(&dir);
     weir_engine::io::prepare_data_dir(&dir).await?;
     let log_dir = dir.join("t-0");
@@ -45,9 +47,36 @@ async fn run(
         segment_bytes: (gib << 30).min((1 << 31) - 1),
         ..LogConfig::default()
     };
-    let log = Log::open(&log_dir, config.clone()).await?;
+    write_log(&log_dir, &config, gib << 30).await?;
+    let log = Log::open(&log_dir, config).await?;
+    let fetch_bytes = fetch_mib << 20;
+
+    let started = Instant::now();
+    let bytes = drain(&log, fetch_bytes, think_ms).await?;
+    let log_secs = started.elapsed().as_secs_f64();
+    log.close().await?;
+
+    let started = Instant::now();
+    let position = read_raw(&log_dir, fetch_bytes).await?;
+    let raw_secs = started.elapsed().as_secs_f64();
+    println!(
+        "log.read: {:.2} GB/s ({} bytes in {:.2} s); raw O_DIRECT {} MiB reads: {:.2} GB/s ({} bytes); ratio {:.2}",
+        bytes as f64 / log_secs / 1e9,
+        bytes,
+        log_secs,
+        fetch_mib,
+        position as f64 / raw_secs / 1e9,
+        position,
+        (bytes as f64 / log_secs) / (position as f64 / raw_secs)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Writes `total` bytes of 1,000-record batches, then closes the log.
+async fn write_log(log_dir: &std::path::Path, config: &LogConfig, total: u64) -> Result<(), Error> {
+    let log = Log::open(log_dir, config.clone()).await?;
     let batch = build_value_batch(&BatchSpec::default(), &[7u8; 1024], 1000);
-    let total = gib << 30;
     let mut written = 0u64;
     let mut last = 0;
     while written < total {
@@ -59,10 +88,11 @@ async fn run(
     }
     log.wait_written(last).await?;
     log.close().await?;
-    let log = Log::open(&log_dir, config).await?;
-    let fetch_bytes = fetch_mib << 20;
+    Ok(())
+}
 
-    let started = Instant::now();
+/// Reads the whole log with `Log::read` in fetch-sized steps; returns the bytes read.
+async fn drain(log: &Log, fetch_bytes: usize, think_ms: u64) -> Result<u64, Error> {
     let mut offset = 0;
     let mut bytes = 0u64;
     while offset < log.high_watermark() {
@@ -88,15 +118,16 @@ async fn run(
         offset = next;
         bytes += read.total_bytes as u64;
     }
-    let log_secs = started.elapsed().as_secs_f64();
-    log.close().await?;
+    Ok(bytes)
+}
 
+/// Reads the first segment file with sequential aligned reads, one in flight; returns its bytes.
+async fn read_raw(log_dir: &std::path::Path, fetch_bytes: usize) -> Result<u64, Error> {
     let file = glommio::io::OpenOptions::new()
         .read(true)
         .dma_open(log_dir.join(format!("{:020}.log", 0)))
         .await?;
     let size = file.file_size().await?;
-    let started = Instant::now();
     let mut position = 0;
     while position < size {
         let read = file.read_at_aligned(position, fetch_bytes).await?;
@@ -105,18 +136,6 @@ async fn run(
         }
         position += read.len() as u64;
     }
-    let raw_secs = started.elapsed().as_secs_f64();
     file.close().await?;
-    println!(
-        "log.read: {:.2} GB/s ({} bytes in {:.2} s); raw O_DIRECT {} MiB reads: {:.2} GB/s ({} bytes); ratio {:.2}",
-        bytes as f64 / log_secs / 1e9,
-        bytes,
-        log_secs,
-        fetch_mib,
-        position as f64 / raw_secs / 1e9,
-        position,
-        (bytes as f64 / log_secs) / (position as f64 / raw_secs)
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    Ok(position)
 }

@@ -14,13 +14,30 @@
 pub const OFFSET_ENTRY_BYTES: usize = 8;
 pub const TIME_ENTRY_BYTES: usize = 12;
 
+/// An offset-index entry: the batch whose base offset is `relative_offset` after the segment's
+/// base starts at byte `position` of the segment file. Named fields, because both are `u32` and a
+/// swapped pair would still compile as a tuple.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffsetEntry {
+    pub relative_offset: u32,
+    pub position: u32,
+}
+
+/// A time-index entry: every batch before the one at `relative_offset` has a max timestamp of at
+/// most `timestamp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeEntry {
+    pub timestamp: i64,
+    pub relative_offset: u32,
+}
+
 /// Offset index and time index, built together at the same batch boundaries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SegmentIndex {
-    /// (relative offset, byte position), both strictly increasing.
-    pub offsets: Vec<(u32, u32)>,
-    /// (largest max timestamp of the batches before, relative offset), timestamps increasing.
-    pub times: Vec<(i64, u32)>,
+    /// Relative offsets and byte positions both strictly increasing.
+    pub offsets: Vec<OffsetEntry>,
+    /// Timestamps increasing.
+    pub times: Vec<TimeEntry>,
     bytes_since_entry: u64,
     max_timestamp_so_far: Option<i64>,
 }
@@ -36,11 +53,17 @@ impl SegmentIndex {
         interval_bytes: u32,
     ) {
         if self.offsets.is_empty() || self.bytes_since_entry >= interval_bytes as u64 {
-            self.offsets.push((relative_offset, position));
+            self.offsets.push(OffsetEntry {
+                relative_offset,
+                position,
+            });
             self.bytes_since_entry = 0;
             if let Some(before) = self.max_timestamp_so_far {
-                if self.times.last().is_none_or(|last| before > last.0) {
-                    self.times.push((before, relative_offset));
+                if self.times.last().is_none_or(|last| before > last.timestamp) {
+                    self.times.push(TimeEntry {
+                        timestamp: before,
+                        relative_offset,
+                    });
                 }
             }
         }
@@ -53,38 +76,40 @@ impl SegmentIndex {
 
     /// The indexed position at or before `relative_offset` (0 when none).
     pub fn position_for(&self, relative_offset: u32) -> u32 {
-        let at = self.offsets.partition_point(|e| e.0 <= relative_offset);
+        let at = self
+            .offsets
+            .partition_point(|e| e.relative_offset <= relative_offset);
         if at == 0 {
             0
         } else {
-            self.offsets[at - 1].1
+            self.offsets[at - 1].position
         }
     }
 
     /// A relative offset from which a scan finds the first batch with max timestamp ≥ `timestamp`.
     pub fn scan_start_for(&self, timestamp: i64) -> u32 {
-        let at = self.times.partition_point(|e| e.0 < timestamp);
+        let at = self.times.partition_point(|e| e.timestamp < timestamp);
         if at == 0 {
             0
         } else {
-            self.times[at - 1].1
+            self.times[at - 1].relative_offset
         }
     }
 
     pub fn encode_offsets(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.offsets.len() * OFFSET_ENTRY_BYTES);
-        for (relative, position) in &self.offsets {
-            out.extend_from_slice(&relative.to_be_bytes());
-            out.extend_from_slice(&position.to_be_bytes());
+        for entry in &self.offsets {
+            out.extend_from_slice(&entry.relative_offset.to_be_bytes());
+            out.extend_from_slice(&entry.position.to_be_bytes());
         }
         out
     }
 
     pub fn encode_times(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.times.len() * TIME_ENTRY_BYTES);
-        for (timestamp, relative) in &self.times {
-            out.extend_from_slice(&timestamp.to_be_bytes());
-            out.extend_from_slice(&relative.to_be_bytes());
+        for entry in &self.times {
+            out.extend_from_slice(&entry.timestamp.to_be_bytes());
+            out.extend_from_slice(&entry.relative_offset.to_be_bytes());
         }
         out
     }
@@ -101,8 +126,18 @@ mod tests {
         for i in 0..10u32 {
             index.note_batch(i, i * 100, 100, (i as i64 + 1) * 10, 250);
         }
-        assert_eq!(index.offsets, vec![(0, 0), (3, 300), (6, 600), (9, 900)]);
-        assert_eq!(index.times, vec![(30, 3), (60, 6), (90, 9)]);
+        let offsets: Vec<(u32, u32)> = index
+            .offsets
+            .iter()
+            .map(|e| (e.relative_offset, e.position))
+            .collect();
+        assert_eq!(offsets, vec![(0, 0), (3, 300), (6, 600), (9, 900)]);
+        let times: Vec<(i64, u32)> = index
+            .times
+            .iter()
+            .map(|e| (e.timestamp, e.relative_offset))
+            .collect();
+        assert_eq!(times, vec![(30, 3), (60, 6), (90, 9)]);
         assert_eq!(index.position_for(0), 0);
         assert_eq!(index.position_for(5), 300);
         assert_eq!(index.position_for(100), 900);

@@ -24,10 +24,12 @@ pub mod index;
 pub mod io;
 pub mod limits;
 mod log;
+mod offset;
 pub mod producer;
 mod segment;
 mod slots;
 
+pub use offset::Offset;
 pub use segment::{scan_segment_bytes, SegmentScan};
 
 /// How durable an append is before `wait_durable` returns (Kafka's `flush.messages` / `flush.ms`).
@@ -131,22 +133,22 @@ pub struct Appended {
 pub enum Chunk {
     /// From the tail cache: the very buffer that `append` stored.
     Memory(Bytes),
-    /// A `read_at_aligned` result sliced to whole batches (not `Send`).
-    Disk(glommio::io::ReadResult),
+    /// An aligned read of a segment sliced to whole batches (not `Send`).
+    Disk(io::DiskBytes),
 }
 
 impl Chunk {
     pub fn as_slice(&self) -> &[u8] {
         match self {
             Chunk::Memory(bytes) => bytes,
-            Chunk::Disk(read) => read,
+            Chunk::Disk(read) => read.as_slice(),
         }
     }
     /// A `Send` copy for crossing shards (disk chunks are not `Send`; memory chunks are not copied).
     pub fn to_bytes(&self) -> Bytes {
         match self {
             Chunk::Memory(bytes) => bytes.clone(),
-            Chunk::Disk(read) => Bytes::copy_from_slice(read),
+            Chunk::Disk(read) => Bytes::copy_from_slice(read.as_slice()),
         }
     }
 }

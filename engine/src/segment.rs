@@ -5,39 +5,38 @@
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use glommio::io::{DmaFile, ReadResult};
-
 use crate::batch::{self, BatchInfo, LOG_OVERHEAD_BYTES};
 use crate::index::SegmentIndex;
-use crate::io::{align_down, align_up, log_error, std_error};
+use crate::io::runtime::yield_if_needed;
+use crate::io::{align_down, align_up, std_error, DiskBytes, SegmentFile};
 use crate::limits::{BATCH_BYTES_MAX, SCAN_WINDOW_BYTES};
-use crate::LogError;
+use crate::{LogError, Offset};
 
 pub(crate) const LOG_SUFFIX: &str = ".log";
 pub(crate) const INDEX_SUFFIX: &str = ".index";
 pub(crate) const TIME_INDEX_SUFFIX: &str = ".timeindex";
 
 /// `<base_offset>` zero-padded to 20 digits, as Kafka names segment files.
-pub(crate) fn file_stem(base_offset: i64) -> String {
-    format!("{base_offset:020}")
+pub(crate) fn file_stem(base_offset: Offset) -> String {
+    format!("{:020}", base_offset.get())
 }
 
-pub(crate) fn parse_stem(name: &str) -> Option<i64> {
+pub(crate) fn parse_stem(name: &str) -> Option<Offset> {
     let stem = name.strip_suffix(LOG_SUFFIX)?;
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    stem.parse().ok()
+    stem.parse().ok().map(Offset::new)
 }
 
 pub(crate) struct Segment {
-    pub base_offset: i64,
+    pub base_offset: Offset,
     pub path: PathBuf,
-    pub file: Rc<DmaFile>,
+    pub file: Rc<SegmentFile>,
     /// Bytes of whole batches written (the file may be longer: pre-allocation, padding).
     pub size_bytes: u64,
     /// One past the last written offset.
-    pub next_offset: i64,
+    pub next_offset: Offset,
     /// Largest max timestamp of the written batches; `i64::MIN` when empty.
     pub max_timestamp: i64,
     pub index: SegmentIndex,
@@ -46,7 +45,7 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    pub fn new(dir: &Path, base_offset: i64, file: DmaFile) -> Segment {
+    pub fn new(dir: &Path, base_offset: Offset, file: SegmentFile) -> Segment {
         Segment {
             base_offset,
             path: dir.join(format!("{}{LOG_SUFFIX}", file_stem(base_offset))),
@@ -70,15 +69,15 @@ impl Segment {
     /// Accounts for a batch written at the current end.
     pub fn note_written(
         &mut self,
-        base: i64,
-        last: i64,
+        base: Offset,
+        last: Offset,
         max_timestamp: i64,
         size: usize,
         interval_bytes: u32,
     ) {
         assert_eq!(base, self.next_offset, "offsets only grow, without gaps");
-        let relative =
-            u32::try_from(base - self.base_offset).expect("roll keeps relative offsets in u32");
+        let relative = u32::try_from(base.since(self.base_offset))
+            .expect("roll keeps relative offsets in u32");
         self.index.note_batch(
             relative,
             self.size_bytes as u32,
@@ -87,7 +86,7 @@ impl Segment {
             interval_bytes,
         );
         self.size_bytes += size as u64;
-        self.next_offset = last + 1;
+        self.next_offset = last.next();
         self.max_timestamp = self.max_timestamp.max(max_timestamp);
     }
 
@@ -127,14 +126,13 @@ pub(crate) struct ScanStop {
 /// Makes `window` hold `[position, position + need)`, reading a new window (at least
 /// `SCAN_WINDOW_BYTES`, never past `align_up(to)`) when it does not. False when the file is shorter.
 async fn cover(
-    file: &DmaFile,
-    path: &Path,
-    window: &mut Option<(u64, ReadResult)>,
+    file: &SegmentFile,
+    window: &mut Option<(u64, DiskBytes)>,
     position: u64,
     need: u64,
     to: u64,
 ) -> Result<bool, LogError> {
-    let covered = |window: &Option<(u64, ReadResult)>| {
+    let covered = |window: &Option<(u64, DiskBytes)>| {
         window.as_ref().is_some_and(|(start, w)| {
             *start <= position && position + need <= start + w.len() as u64
         })
@@ -146,10 +144,7 @@ async fn cover(
     let len = (align_up(position + need) - start)
         .max(SCAN_WINDOW_BYTES as u64)
         .min(align_up(to) - start);
-    let read = file
-        .read_at_aligned(start, len as usize)
-        .await
-        .map_err(|e| log_error(path, e))?;
+    let read = file.read_aligned(start, len as usize).await?;
     *window = Some((start, read));
     Ok(covered(window))
 }
@@ -157,14 +152,13 @@ async fn cover(
 /// Reads `[from, to)` of a file in windows and hands every whole batch (position, bytes) to `f`.
 /// Stops at the first bytes that are not a plausible batch. `f` returns false to stop early.
 async fn walk(
-    file: &DmaFile,
-    path: &Path,
+    file: &SegmentFile,
     from: u64,
     to: u64,
     mut f: impl FnMut(u64, &[u8]) -> Result<bool, ScanStop>,
 ) -> Result<Option<ScanStop>, LogError> {
     let mut position = from;
-    let mut window: Option<(u64, ReadResult)> = None;
+    let mut window: Option<(u64, DiskBytes)> = None;
     let short = |position| {
         Ok(Some(ScanStop {
             position,
@@ -172,21 +166,12 @@ async fn walk(
         }))
     };
     while position < to {
-        glommio::yield_if_needed().await;
+        yield_if_needed().await;
         if to - position < LOG_OVERHEAD_BYTES as u64 {
             let reason = format!("{} stray bytes after the last batch", to - position);
             return Ok(Some(ScanStop { position, reason }));
         }
-        if !cover(
-            file,
-            path,
-            &mut window,
-            position,
-            LOG_OVERHEAD_BYTES as u64,
-            to,
-        )
-        .await?
-        {
+        if !cover(file, &mut window, position, LOG_OVERHEAD_BYTES as u64, to).await? {
             return short(position);
         }
         let (start, w) = window.as_ref().expect("covered");
@@ -200,7 +185,7 @@ async fn walk(
             let reason = format!("batch of {size} bytes runs past the end of the data");
             return Ok(Some(ScanStop { position, reason }));
         }
-        if !cover(file, path, &mut window, position, size as u64, to).await? {
+        if !cover(file, &mut window, position, size as u64, to).await? {
             return short(position);
         }
         let (start, w) = window.as_ref().expect("covered");
@@ -306,18 +291,24 @@ pub(crate) async fn recover(
     segment: &mut Segment,
     file_bytes: u64,
     interval_bytes: u32,
-    mut on_batch: impl FnMut(&BatchInfo, i64),
+    mut on_batch: impl FnMut(&BatchInfo, Offset),
 ) -> Result<Option<ScanStop>, LogError> {
     let file = segment.file.clone();
-    let path = segment.path.clone();
-    let mut expected = segment.base_offset;
-    let mut found: Vec<(u64, i64, i64, i64, usize)> = Vec::new();
-    let stop = walk(&file, &path, 0, file_bytes, |position, bytes| {
-        let (info, next) = check_recovered_batch(position, bytes, expected, segment.base_offset)?;
-        let base = expected;
+    let segment_base = segment.base_offset.get();
+    let mut expected = segment_base;
+    let mut found: Vec<(u64, Offset, Offset, i64, usize)> = Vec::new();
+    let stop = walk(&file, 0, file_bytes, |position, bytes| {
+        let (info, next) = check_recovered_batch(position, bytes, expected, segment_base)?;
+        let base = Offset::new(expected);
         on_batch(&info, base);
         expected = next;
-        found.push((position, base, next - 1, info.max_timestamp, bytes.len()));
+        found.push((
+            position,
+            base,
+            Offset::new(next - 1),
+            info.max_timestamp,
+            bytes.len(),
+        ));
         Ok(true)
     })
     .await?;
@@ -329,20 +320,12 @@ pub(crate) async fn recover(
 }
 
 /// True when `[from, to)` of the file holds only zero bytes (padding, never written blocks).
-pub(crate) async fn all_zero(
-    file: &DmaFile,
-    path: &Path,
-    from: u64,
-    to: u64,
-) -> Result<bool, LogError> {
+pub(crate) async fn all_zero(file: &SegmentFile, from: u64, to: u64) -> Result<bool, LogError> {
     let mut position = from;
     while position < to {
         let start = align_down(position);
         let len = (align_up(to) - start).min(SCAN_WINDOW_BYTES as u64);
-        let read = file
-            .read_at_aligned(start, len as usize)
-            .await
-            .map_err(|e| log_error(path, e))?;
+        let read = file.read_aligned(start, len as usize).await?;
         let end = (start + read.len() as u64).min(to);
         if end <= position {
             // The file ends before `to` (another handle may have trimmed its pre-allocated tail
@@ -357,27 +340,27 @@ pub(crate) async fn all_zero(
             return Ok(false);
         }
         position = end;
-        glommio::yield_if_needed().await;
+        yield_if_needed().await;
     }
     Ok(true)
 }
 
 /// First batch in `[from, to)` whose max timestamp is ≥ `timestamp`: (base offset, max timestamp).
 pub(crate) async fn find_timestamp(
-    file: &DmaFile,
+    file: &SegmentFile,
     path: &Path,
     from: u64,
     to: u64,
     timestamp: i64,
-) -> Result<Option<(i64, i64)>, LogError> {
+) -> Result<Option<(Offset, i64)>, LogError> {
     let mut found = None;
-    let stop = walk(file, path, from, to, |position, bytes| {
+    let stop = walk(file, from, to, |position, bytes| {
         let info = batch::validate(bytes).map_err(|e| ScanStop {
             position,
             reason: e.to_string(),
         })?;
         if info.max_timestamp >= timestamp {
-            found = Some((batch::base_offset(bytes), info.max_timestamp));
+            found = Some((Offset::new(batch::base_offset(bytes)), info.max_timestamp));
             return Ok(false);
         }
         Ok(true)
@@ -393,24 +376,29 @@ pub(crate) async fn find_timestamp(
 }
 
 /// Whole batches from the one holding `offset`, starting the search at the indexed `from`, never
-/// past `to` (the written end): one `read_at_aligned` result sliced to the batches, no copy. The CRC
+/// past `to` (the written end): one aligned read sliced to the batches, no copy. The CRC
 /// of every returned batch is checked after the read. At least one batch; at most `max_bytes` more.
 /// `prefetched` (start, bytes) is a window already read ahead; it is used when it holds `from`.
 /// Returns the batches, the byte position just after them and the offset that follows them.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn read_batches(
-    file: &DmaFile,
+    file: &SegmentFile,
     path: &Path,
     from: u64,
     to: u64,
-    offset: i64,
+    offset: Offset,
     max_bytes: usize,
     window_bytes: usize,
-    mut prefetched: Option<(u64, ReadResult)>,
-) -> Result<Option<(ReadResult, u64, i64)>, LogError> {
+    mut prefetched: Option<(u64, DiskBytes)>,
+) -> Result<Option<(DiskBytes, u64, Offset)>, LogError> {
     let corrupt = |reason: String| LogError::Corrupt {
         path: path.into(),
         reason,
+    };
+    let span = ReadSpan {
+        to,
+        offset,
+        max_bytes,
     };
     let mut position = from;
     let mut want = window_bytes as u64;
@@ -425,75 +413,130 @@ pub(crate) async fn read_batches(
             {
                 (start, read)
             }
-            _ => {
-                let start = align_down(position);
-                let len = align_up((position + want).min(to)) - start;
-                let read = file
-                    .read_at_aligned(start, len as usize)
-                    .await
-                    .map_err(|e| log_error(path, e))?;
-                if start + (read.len() as u64) < (position + want).min(to) {
-                    // The file ends before the written end: reading again would return the same.
-                    return Err(corrupt(format!(
-                        "file ends at byte {} before the written end {to}",
-                        start + read.len() as u64
-                    )));
-                }
-                (start, read)
-            }
+            _ => read_window(file, path, position, want, to).await?,
         };
-        let window_end = (start + read.len() as u64).min(to);
-        let mut at = position;
-        let mut first: Option<u64> = None;
-        let mut end = at;
-        let mut next_offset = offset;
-        let mut more = want;
-        while at < to {
-            if at + LOG_OVERHEAD_BYTES as u64 > window_end {
-                break;
+        match batches_in_window(&read, start, position, want, &span).map_err(corrupt)? {
+            WindowBatches::Found {
+                first,
+                end,
+                next_offset,
+            } => {
+                let slice = read.slice((first - start) as usize, (end - first) as usize);
+                return Ok(slice.map(|slice| (slice, end, next_offset)));
             }
-            let slice = &read[(at - start) as usize..];
-            let size = batch::claimed_size(slice)
-                .ok_or_else(|| corrupt(format!("invalid batch length at byte {at}")))?
-                as u64;
-            if at + size > to {
-                return Err(corrupt(format!(
-                    "batch at byte {at} runs past the written end"
-                )));
-            }
-            if at + size > window_end {
-                more = more.max(size);
-                break;
-            }
-            let bytes = &slice[..size as usize];
-            let last = batch::base_offset(bytes)
-                + i32::from_be_bytes([bytes[23], bytes[24], bytes[25], bytes[26]]) as i64;
-            if first.is_none() && last < offset {
-                at += size;
-                continue;
-            }
-            if let Some(first) = first {
-                if at + size - first > max_bytes as u64 {
-                    break;
+            WindowBatches::Continue { at, more } => {
+                if at >= to {
+                    return Ok(None);
                 }
+                position = at;
+                want = more.max(window_bytes as u64);
             }
-            batch::validate(bytes)
-                .map_err(|e| corrupt(format!("batch at byte {at} read back: {e}")))?;
-            first.get_or_insert(at);
+        }
+    }
+}
+
+/// Reads the aligned window holding `[position, position + want)`, never past `to`.
+async fn read_window(
+    file: &SegmentFile,
+    path: &Path,
+    position: u64,
+    want: u64,
+    to: u64,
+) -> Result<(u64, DiskBytes), LogError> {
+    let start = align_down(position);
+    let len = align_up((position + want).min(to)) - start;
+    let read = file.read_aligned(start, len as usize).await?;
+    if start + (read.len() as u64) < (position + want).min(to) {
+        // The file ends before the written end: reading again would return the same.
+        return Err(LogError::Corrupt {
+            path: path.into(),
+            reason: format!(
+                "file ends at byte {} before the written end {to}",
+                start + read.len() as u64
+            ),
+        });
+    }
+    Ok((start, read))
+}
+
+/// What a read asks for: batches from the one holding `offset`, at most `max_bytes` after the
+/// first, never past the written end `to`.
+struct ReadSpan {
+    to: u64,
+    offset: Offset,
+    max_bytes: usize,
+}
+
+/// What one window holds for a read.
+enum WindowBatches {
+    /// The batches in `[first, end)` of the segment; `next_offset` follows them.
+    Found {
+        first: u64,
+        end: u64,
+        next_offset: Offset,
+    },
+    /// None returned from this window: the search continues at `at` with a window of at least
+    /// `more` bytes (a batch larger than the window needs it whole).
+    Continue { at: u64, more: u64 },
+}
+
+/// Finds the batches to return in `read` (segment bytes from `start`) from `position` on: skips
+/// batches before the span's offset, stops `max_bytes` after the first, checks the CRC of each
+/// one returned. Pure; an error is the reason the data is corrupt.
+fn batches_in_window(
+    read: &[u8],
+    start: u64,
+    position: u64,
+    want: u64,
+    span: &ReadSpan,
+) -> Result<WindowBatches, String> {
+    let to = span.to;
+    let window_end = (start + read.len() as u64).min(to);
+    let mut at = position;
+    let mut first: Option<u64> = None;
+    let mut end = at;
+    let mut next_offset = span.offset;
+    let mut more = want;
+    while at < to {
+        if at + LOG_OVERHEAD_BYTES as u64 > window_end {
+            break;
+        }
+        let slice = &read[(at - start) as usize..];
+        let size = batch::claimed_size(slice)
+            .ok_or_else(|| format!("invalid batch length at byte {at}"))? as u64;
+        if at + size > to {
+            return Err(format!("batch at byte {at} runs past the written end"));
+        }
+        if at + size > window_end {
+            more = more.max(size);
+            break;
+        }
+        let bytes = &slice[..size as usize];
+        let last = batch::base_offset(bytes)
+            + i32::from_be_bytes([bytes[23], bytes[24], bytes[25], bytes[26]]) as i64;
+        if first.is_none() && last < span.offset.get() {
             at += size;
-            end = at;
-            next_offset = last + 1;
+            continue;
         }
         if let Some(first) = first {
-            let slice = ReadResult::slice(&read, (first - start) as usize, (end - first) as usize);
-            return Ok(slice.map(|slice| (slice, end, next_offset)));
+            if at + size - first > span.max_bytes as u64 {
+                break;
+            }
         }
-        if at >= to {
-            return Ok(None);
-        }
-        position = at;
-        want = more.max(window_bytes as u64);
+        batch::validate(bytes).map_err(|e| format!("batch at byte {at} read back: {e}"))?;
+        first.get_or_insert(at);
+        at += size;
+        end = at;
+        next_offset = Offset::new(last + 1);
     }
+    Ok(match first {
+        Some(first) => WindowBatches::Found {
+            first,
+            end,
+            next_offset,
+        },
+        None => WindowBatches::Continue { at, more },
+    })
 }
 
 #[cfg(test)]
@@ -519,30 +562,49 @@ mod tests {
             .spawn(move || async move {
                 crate::io::prepare_data_dir(&data).await.unwrap();
                 let path = data.join("0.log");
-                let file = crate::io::open_segment_file(&path, true).await.unwrap();
+                let file = SegmentFile::open(&path, true).await.unwrap();
                 let batches = [batch_at(0, 3), batch_at(3, 2)].concat();
                 let mut buffer = crate::io::take_buffer(batches.len());
                 buffer.as_bytes_mut().fill(0);
                 buffer.as_bytes_mut()[..batches.len()].copy_from_slice(&batches);
-                file.write_at(buffer, 0).await.unwrap();
+                file.write(buffer, 0).await.0.unwrap();
                 let size = batches.len() as u64;
                 file.truncate(size).await.unwrap();
                 // As if the file still had its 2 MiB reservation.
                 let reserved = 2 << 20;
-                assert!(all_zero(&file, &path, size, reserved).await.unwrap());
-                let read = read_batches(&file, &path, 0, size, 3, 1 << 20, 1 << 20, None)
-                    .await
-                    .unwrap()
-                    .expect("the second batch");
-                assert_eq!(read.2, 5);
-                let whole = read_batches(&file, &path, 0, reserved, 0, 1 << 20, 64, None).await;
+                assert!(all_zero(&file, size, reserved).await.unwrap());
+                let read = read_batches(
+                    &file,
+                    &path,
+                    0,
+                    size,
+                    Offset::new(3),
+                    1 << 20,
+                    1 << 20,
+                    None,
+                )
+                .await
+                .unwrap()
+                .expect("the second batch");
+                assert_eq!(read.2, Offset::new(5));
+                let whole =
+                    read_batches(&file, &path, 0, reserved, Offset::ZERO, 1 << 20, 64, None).await;
                 assert!(
                     whole.is_ok(),
                     "whole batches before the file's end are returned"
                 );
-                let error = read_batches(&file, &path, size, reserved, 5, 1 << 20, 64, None)
-                    .await
-                    .unwrap_err();
+                let error = read_batches(
+                    &file,
+                    &path,
+                    size,
+                    reserved,
+                    Offset::new(5),
+                    1 << 20,
+                    64,
+                    None,
+                )
+                .await
+                .unwrap_err();
                 assert!(error.to_string().contains("file ends at byte"), "{error}");
                 file.close().await.unwrap();
             })

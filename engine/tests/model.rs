@@ -58,31 +58,7 @@ async fn check_case(dir: std::path::PathBuf, ops: Vec<Op>) {
                 model.push((end, batch.to_vec()));
                 end = appended.last_offset + 1;
             }
-            Op::Read { pick, max_bytes } => {
-                if end > 0 {
-                    log.wait_written(end - 1).await.unwrap();
-                }
-                let start = log.log_start_offset();
-                let offset = start + (pick % (end - start + 1) as u64) as i64;
-                let read = log.read(offset, max_bytes).await.unwrap();
-                let got = split_batches(&bytes_of(&read));
-                let first = model.iter().position(|b| last_of(b) >= offset);
-                match first {
-                    None => assert!(got.is_empty(), "read at the end returns nothing"),
-                    Some(first) => {
-                        assert!(!got.is_empty(), "at least one batch at {offset}");
-                        let mut total = 0;
-                        for (i, batch) in got.iter().enumerate() {
-                            assert_eq!(*batch, model[first + i], "batch {i} of read at {offset}");
-                            total += batch.1.len();
-                        }
-                        assert!(
-                            got.len() == 1 || total <= max_bytes,
-                            "{total} > {max_bytes}"
-                        );
-                    }
-                }
-            }
+            Op::Read { pick, max_bytes } => check_read(&log, &model, end, pick, max_bytes).await,
             Op::Roll => {
                 log.set_config(LogConfig {
                     segment_ms: 0,
@@ -96,31 +72,7 @@ async fn check_case(dir: std::path::PathBuf, ops: Vec<Op>) {
                 log.set_config(config());
             }
             Op::Retention { keep_bytes } => {
-                if end > 0 {
-                    log.wait_written(end - 1).await.unwrap();
-                }
-                let start_before = log.log_start_offset();
-                log.set_config(LogConfig {
-                    retention_bytes: keep_bytes,
-                    ..config()
-                });
-                log.enforce_retention().await.unwrap();
-                log.set_config(config());
-                let start = log.log_start_offset();
-                model.retain(|b| b.0 >= start);
-                assert!(
-                    model.first().is_none_or(|b| b.0 == start),
-                    "log start {start} is a batch boundary"
-                );
-                let kept: usize = model.iter().map(|b| b.1.len()).sum();
-                if start != start_before {
-                    // Whole segments of at most ~3000 bytes go, oldest first, only while the rest
-                    // still holds retention.bytes.
-                    assert!(
-                        kept as i64 + 6000 >= keep_bytes,
-                        "kept {kept} of retention {keep_bytes}"
-                    );
-                }
+                check_retention(&log, &mut model, end, keep_bytes).await
             }
             Op::Reopen => {
                 log.close().await.unwrap();
@@ -146,6 +98,63 @@ async fn check_case(dir: std::path::PathBuf, ops: Vec<Op>) {
     assert_eq!(log.log_start_offset(), start);
     assert_eq!(read_all(&log, start, 5000).await, model);
     log.close().await.unwrap();
+}
+
+/// A read at an offset picked from `pick` returns the model's batches from the one holding it.
+async fn check_read(log: &Log, model: &[(i64, Vec<u8>)], end: i64, pick: u64, max_bytes: usize) {
+    if end > 0 {
+        log.wait_written(end - 1).await.unwrap();
+    }
+    let start = log.log_start_offset();
+    let offset = start + (pick % (end - start + 1) as u64) as i64;
+    let read = log.read(offset, max_bytes).await.unwrap();
+    let got = split_batches(&bytes_of(&read));
+    let first = model.iter().position(|b| last_of(b) >= offset);
+    match first {
+        None => assert!(got.is_empty(), "read at the end returns nothing"),
+        Some(first) => {
+            assert!(!got.is_empty(), "at least one batch at {offset}");
+            let mut total = 0;
+            for (i, batch) in got.iter().enumerate() {
+                assert_eq!(*batch, model[first + i], "batch {i} of read at {offset}");
+                total += batch.1.len();
+            }
+            assert!(
+                got.len() == 1 || total <= max_bytes,
+                "{total} > {max_bytes}"
+            );
+        }
+    }
+}
+
+/// Retention with `retention.bytes = keep_bytes` drops whole segments, oldest first; the model
+/// drops the same batches.
+async fn check_retention(log: &Log, model: &mut Vec<(i64, Vec<u8>)>, end: i64, keep_bytes: i64) {
+    if end > 0 {
+        log.wait_written(end - 1).await.unwrap();
+    }
+    let start_before = log.log_start_offset();
+    log.set_config(LogConfig {
+        retention_bytes: keep_bytes,
+        ..config()
+    });
+    log.enforce_retention().await.unwrap();
+    log.set_config(config());
+    let start = log.log_start_offset();
+    model.retain(|b| b.0 >= start);
+    assert!(
+        model.first().is_none_or(|b| b.0 == start),
+        "log start {start} is a batch boundary"
+    );
+    let kept: usize = model.iter().map(|b| b.1.len()).sum();
+    if start != start_before {
+        // Whole segments of at most ~3000 bytes go, oldest first, only while the rest
+        // still holds retention.bytes.
+        assert!(
+            kept as i64 + 6000 >= keep_bytes,
+            "kept {kept} of retention {keep_bytes}"
+        );
+    }
 }
 
 proptest! {

@@ -31,6 +31,31 @@ impl Drop for Mount {
     }
 }
 
+/// Appends until the device is full: the base offsets written, and whether it filled up.
+async fn fill(log: &Log) -> (Vec<i64>, bool) {
+    let mut written = Vec::new();
+    let mut full = false;
+    for i in 0..200u32 {
+        let appended = match log.append(values(4, 16 << 10, i as u8)) {
+            Ok(appended) => appended,
+            Err(LogError::StorageFull) => {
+                full = true;
+                break;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        };
+        match log.wait_written(appended.last_offset).await {
+            Ok(()) => written.push(appended.base_offset),
+            Err(LogError::StorageFull) => {
+                full = true;
+                break;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    (written, full)
+}
+
 #[test]
 fn full_device_gives_storage_full_and_recovers() {
     let tmp = tempfile::tempdir().unwrap();
@@ -43,26 +68,7 @@ fn full_device_gives_storage_full_and_recovers() {
     std::fs::write(&filler, vec![1u8; 1 << 20]).unwrap();
     run(&root, move |dir| async move {
         let log = Log::open(&dir, LogConfig::default()).await.unwrap();
-        let mut written = Vec::new();
-        let mut full = false;
-        for i in 0..200u32 {
-            let appended = match log.append(values(4, 16 << 10, i as u8)) {
-                Ok(appended) => appended,
-                Err(LogError::StorageFull) => {
-                    full = true;
-                    break;
-                }
-                Err(e) => panic!("unexpected {e}"),
-            };
-            match log.wait_written(appended.last_offset).await {
-                Ok(()) => written.push(appended.base_offset),
-                Err(LogError::StorageFull) => {
-                    full = true;
-                    break;
-                }
-                Err(e) => panic!("unexpected {e}"),
-            }
-        }
+        let (written, full) = fill(&log).await;
         assert!(full, "a 4 MiB device fills up");
         let hwm = log.high_watermark();
         assert!(matches!(

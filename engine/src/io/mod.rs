@@ -1,19 +1,28 @@
-//! The glommio seam: the only module that touches O_DIRECT files, DMA buffers and executor set-up
-//! facts. Runs on whichever shard calls it; the buffer pool is per thread (per shard), so nothing
-//! here is shared between shards.
+//! The I/O seam: the only place that names glommio. `file` (the O_DIRECT segment file), `buffer`
+//! (aligned write buffers and their per-shard pool, the bytes of a read), `runtime` (spawning,
+//! timers, yielding, the blocking pool); here: data-directory and executor set-up facts, error
+//! mapping and block alignment.
+//!
+//! Shard: whichever calls it; the buffer pool is per thread (per shard), so nothing here is shared
+//! between shards.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+mod buffer;
+mod file;
+pub(crate) mod runtime;
+
+pub use buffer::DiskBytes;
+pub(crate) use buffer::{give_buffer, take_buffer, IoBuffer};
+pub(crate) use file::SegmentFile;
+
 use std::path::Path;
 
-use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
+use glommio::io::OpenOptions;
 
-use crate::limits::{BLOCK_BYTES, POOL_BUFFERS_PER_SIZE_MAX, POOL_BYTES_MAX};
+use crate::limits::{BLOCK_BYTES, IO_MEMORY_BYTES_MIN};
 use crate::LogError;
 
-/// glommio's io memory per executor: small enough that every shard fits in a default
-/// RLIMIT_MEMLOCK of 8 MiB (glommio's own default of 10 MiB does not).
-pub const IO_MEMORY_BYTES: usize = 512 << 10;
+/// Re-exported here, beside the executor set-up it is for (the constant lives in `limits.rs`).
+pub use crate::limits::IO_MEMORY_BYTES;
 
 /// Name of the probe file that `prepare_data_dir` keeps in the data directory.
 pub const PROBE_FILE_NAME: &str = ".weir-probe";
@@ -56,7 +65,7 @@ pub fn check_memlock(executors: usize, io_memory_bytes: usize) -> Result<(), Str
     if rc != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
         return Ok(());
     }
-    let needed = (executors * io_memory_bytes.max(512 << 10)) as u64;
+    let needed = (executors * io_memory_bytes.max(IO_MEMORY_BYTES_MIN)) as u64;
     if limit.rlim_cur >= needed {
         return Ok(());
     }
@@ -70,7 +79,7 @@ pub fn check_memlock(executors: usize, io_memory_bytes: usize) -> Result<(), Str
 }
 
 /// Maps a glommio error on `path` to the engine's error; ENOSPC becomes `StorageFull`.
-pub(crate) fn log_error(path: &Path, err: glommio::GlommioError<()>) -> LogError {
+fn log_error(path: &Path, err: glommio::GlommioError<()>) -> LogError {
     let source = std::io::Error::from(err);
     if source.kind() == std::io::ErrorKind::StorageFull
         || source.raw_os_error() == Some(libc::ENOSPC)
@@ -93,66 +102,12 @@ pub(crate) fn std_error(path: &Path, source: std::io::Error) -> LogError {
     }
 }
 
-/// Opens a segment file for O_DIRECT reads and writes (glommio's `create`/`open` are one-way).
-pub(crate) async fn open_segment_file(path: &Path, create: bool) -> Result<DmaFile, LogError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .dma_open(path)
-        .await
-        .map_err(|e| log_error(path, e))
-}
-
 pub(crate) fn align_down(v: u64) -> u64 {
     v & !(BLOCK_BYTES as u64 - 1)
 }
 
 pub(crate) fn align_up(v: u64) -> u64 {
     align_down(v + BLOCK_BYTES as u64 - 1)
-}
-
-thread_local! {
-    /// Per-shard pool of aligned write buffers keyed by exact length (glommio cannot grow a
-    /// trimmed `DmaBuffer` back, so a buffer is reused only for a write of the same block count;
-    /// steady workloads repeat their sizes). Bounded by `POOL_BYTES_MAX`.
-    static POOL: RefCell<BufferPool> = RefCell::new(BufferPool::default());
-}
-
-#[derive(Default)]
-struct BufferPool {
-    by_len: HashMap<usize, Vec<DmaBuffer>>,
-    bytes: usize,
-}
-
-/// An aligned buffer of `align_up(len)` bytes, from the pool when one of that size is free.
-pub(crate) fn take_buffer(len: usize) -> DmaBuffer {
-    let len = align_up(len as u64) as usize;
-    let pooled = POOL.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        let buffer = pool.by_len.get_mut(&len).and_then(Vec::pop);
-        if buffer.is_some() {
-            pool.bytes -= len;
-        }
-        buffer
-    });
-    pooled.unwrap_or_else(|| glommio::allocate_dma_buffer_global(len))
-}
-
-/// Returns a buffer to the pool (dropped when the pool is full).
-pub(crate) fn give_buffer(buffer: DmaBuffer) {
-    let len = buffer.len();
-    POOL.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        if pool.bytes + len > POOL_BYTES_MAX {
-            return;
-        }
-        let list = pool.by_len.entry(len).or_default();
-        if list.len() < POOL_BUFFERS_PER_SIZE_MAX {
-            list.push(buffer);
-            pool.bytes += len;
-        }
-    });
 }
 
 #[cfg(test)]
@@ -177,15 +132,15 @@ mod tests {
         let path = dir.path().join("data");
         run(move || async move {
             prepare_data_dir(&path).await.unwrap();
-            let file = open_segment_file(&path.join("new.log"), true)
+            let file = SegmentFile::open(&path.join("new.log"), true)
                 .await
                 .unwrap();
-            let read = file.read_at(0, 10).await.unwrap();
+            let read = file.file.read_at(0, 10).await.unwrap();
             assert_eq!(read.len(), 0);
             let mut buffer = take_buffer(BLOCK_BYTES);
             buffer.as_bytes_mut().fill(7);
-            file.write_at(buffer, 0).await.unwrap();
-            let read = file.read_at_aligned(0, BLOCK_BYTES).await.unwrap();
+            file.write(buffer, 0).await.0.unwrap();
+            let read = file.read_aligned(0, BLOCK_BYTES).await.unwrap();
             assert_eq!(&read[..4], &[7, 7, 7, 7]);
             file.close().await.unwrap();
         });
@@ -196,10 +151,14 @@ mod tests {
         run(|| async {
             let buffer = take_buffer(5000);
             assert_eq!(buffer.len(), 8192);
-            let address = buffer.as_ptr() as usize;
+            let address = buffer.as_bytes().as_ptr() as usize;
             give_buffer(buffer);
             let again = take_buffer(8000);
-            assert_eq!(again.as_ptr() as usize, address, "reused from the pool");
+            assert_eq!(
+                again.as_bytes().as_ptr() as usize,
+                address,
+                "reused from the pool"
+            );
         });
         assert_eq!(align_up(1), 4096);
         assert_eq!(align_down(8191), 4096);

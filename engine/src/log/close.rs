@@ -1,0 +1,73 @@
+//! Close: drains the queue, syncs and trims the active segment, saves its indexes, and closes the
+//! files; waiters and the writer see `closed` and stop.
+//!
+//! Shard: the log's owner; the state is borrowed between awaits only.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::task::Poll;
+
+use super::Inner;
+use crate::LogError;
+
+pub(crate) async fn close(log: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
+    {
+        let mut inner = log.borrow_mut();
+        if inner.closed {
+            return Ok(());
+        }
+        inner.closing = true;
+        inner.wake_writer();
+    }
+    // Drain: everything appended gets written (or the write keeps failing).
+    let drained = futures_lite::future::poll_fn(|cx| {
+        let mut inner = log.borrow_mut();
+        if inner.pending.is_empty() && !inner.writing && inner.seal.is_none() {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(failure) = &inner.failure {
+            return Poll::Ready(Err(failure.to_error()));
+        }
+        inner.register_waiter(cx.waker());
+        Poll::Pending
+    })
+    .await;
+    let (file, size) = {
+        let inner = log.borrow();
+        let active = inner.active();
+        (active.file.clone(), active.size_bytes)
+    };
+    let finish = async {
+        drained?;
+        if let Some(failure) = log.borrow_mut().seal_error.take() {
+            return Err(failure.to_error());
+        }
+        file.fdatasync().await?;
+        file.truncate(size).await?;
+        log.borrow().active().save_indexes()
+    }
+    .await;
+    let segments = {
+        let mut inner = log.borrow_mut();
+        inner.closed = true;
+        if finish.is_ok() {
+            inner.durable_offset = inner.high_watermark;
+        }
+        inner.check_invariants();
+        inner.pending.clear();
+        inner.pending_bytes = 0;
+        inner.cache.clear();
+        inner.cache_bytes = 0;
+        inner.read_aheads.clear();
+        inner.wake_writer();
+        inner.wake_all();
+        std::mem::take(&mut inner.segments)
+    };
+    drop(file);
+    for (_, segment) in segments {
+        if let Ok(file) = Rc::try_unwrap(segment.file) {
+            let _ = file.close().await;
+        }
+    }
+    finish
+}

@@ -1,0 +1,240 @@
+//! Open and recovery: finds the segments, scans each from its start (CRC, offsets), truncates a
+//! torn tail, refuses (or with `repair` cuts at) corruption in sealed data, and starts the writer.
+//!
+//! Shard: the log's owner; runs before the log is shared, so nothing else sees the state yet.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::rc::Rc;
+
+use super::roll::sync_dir;
+use super::sync::run_sync_timer;
+use super::writer::run_writer;
+use super::{clamp_config, now_ms, Inner};
+use crate::batch::BatchInfo;
+use crate::io::runtime::spawn_detached;
+use crate::io::{align_down, align_up, std_error, SegmentFile};
+use crate::limits::BLOCK_BYTES;
+use crate::producer::{last_sequence, ProducerBatch, ProducerTable};
+use crate::segment::{
+    self, file_stem, parse_stem, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+};
+use crate::{Durability, LogConfig, LogError, Offset};
+
+pub(super) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
+    move |e| std_error(path, e)
+}
+
+/// Opens (recovering) or creates the partition directory.
+pub(crate) async fn open(dir: &Path, config: LogConfig) -> Result<Rc<RefCell<Inner>>, LogError> {
+    let config = clamp_config(config);
+    let bases = segment_bases(dir)?;
+    let mut producers = ProducerTable::default();
+    let mut segments = recover_segments(dir, &bases, &config, &mut producers).await?;
+    if segments.is_empty() {
+        let file = SegmentFile::open(
+            &dir.join(format!("{}{LOG_SUFFIX}", file_stem(Offset::ZERO))),
+            true,
+        )
+        .await?;
+        sync_dir(dir)?;
+        segments.insert(Offset::ZERO, Segment::new(dir, Offset::ZERO, file));
+    }
+    let active = segments.values().next_back().expect("inserted above");
+    let tail_block = sync_and_read_tail(active).await?;
+    let interval = matches!(config.durability, Durability::Interval { .. });
+    let inner = new_inner(dir, config, segments, producers, tail_block);
+    inner.check_invariants();
+    let inner = Rc::new(RefCell::new(inner));
+    spawn_detached(run_writer(Rc::downgrade(&inner)));
+    if interval {
+        spawn_detached(run_sync_timer(Rc::downgrade(&inner)));
+    }
+    Ok(inner)
+}
+
+/// The base offsets of the segment files in `dir` (created if missing), ascending.
+fn segment_bases(dir: &Path) -> Result<Vec<Offset>, LogError> {
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        if let Some(base) = entry.file_name().to_str().and_then(parse_stem) {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+/// Recovers the segments in order until the valid data ends: a gap between segments or (with
+/// `repair`) corruption in a sealed one deletes the segments after it.
+async fn recover_segments(
+    dir: &Path,
+    bases: &[Offset],
+    config: &LogConfig,
+    producers: &mut ProducerTable,
+) -> Result<BTreeMap<Offset, Segment>, LogError> {
+    let mut segments = BTreeMap::new();
+    let mut expected_base: Option<Offset> = None;
+    for (index, &base) in bases.iter().enumerate() {
+        if let Some(expected) = expected_base.filter(|expected| *expected != base) {
+            let path = dir.join(format!("{}{LOG_SUFFIX}", file_stem(base)));
+            let reason =
+                format!("segment starts at offset {base} but the previous one ends at {expected}");
+            if !config.repair {
+                return Err(LogError::Corrupt { path, reason });
+            }
+            tracing::warn!(path = %path.display(), %reason, "repair: deleting this and later segments");
+            delete_segments(dir, &bases[index..])?;
+            break;
+        }
+        let later = &bases[index + 1..];
+        let (segment, last_segment) = recover_segment(dir, base, later, config, producers).await?;
+        expected_base = Some(segment.next_offset);
+        segments.insert(base, segment);
+        if last_segment {
+            break;
+        }
+    }
+    Ok(segments)
+}
+
+/// Recovers the segment at `base` (sealed when `later` segments follow): scans it, truncates it
+/// at the end of its valid data, and saves its indexes if it stays sealed. Returns the segment
+/// and whether it is the last one kept (the active segment, or a repaired one).
+async fn recover_segment(
+    dir: &Path,
+    base: Offset,
+    later: &[Offset],
+    config: &LogConfig,
+    producers: &mut ProducerTable,
+) -> Result<(Segment, bool), LogError> {
+    let sealed = !later.is_empty();
+    let path = dir.join(format!("{}{LOG_SUFFIX}", file_stem(base)));
+    let file = SegmentFile::open(&path, false).await?;
+    let file_bytes = file.size().await?;
+    let mut segment = Segment::new(dir, base, file);
+    let interval_bytes = config.index_interval_bytes;
+    let stop = segment::recover(&mut segment, file_bytes, interval_bytes, |info, base| {
+        note_producer(producers, info, base)
+    })
+    .await?;
+    let mut last_segment = !sealed;
+    if let Some(stop) = stop {
+        let zeros = segment::all_zero(&segment.file, stop.position, file_bytes).await?;
+        if sealed && !zeros {
+            let reason = format!("{} (byte {} of {})", stop.reason, stop.position, file_bytes);
+            if !config.repair {
+                return Err(LogError::Corrupt { path, reason });
+            }
+            tracing::warn!(path = %path.display(), %reason, "repair: truncating here and deleting later segments");
+            delete_segments(dir, later)?;
+            last_segment = true;
+        } else if !sealed {
+            tracing::info!(path = %path.display(), reason = %stop.reason, position = stop.position, "truncating torn tail");
+        }
+    }
+    if file_bytes != segment.size_bytes {
+        segment.file.truncate(segment.size_bytes).await?;
+    }
+    segment.allocated_bytes = align_up(segment.size_bytes);
+    if !last_segment {
+        segment.save_indexes()?;
+    }
+    Ok((segment, last_segment))
+}
+
+/// Rebuilds an idempotent producer's state from a recovered batch at `base`.
+fn note_producer(producers: &mut ProducerTable, info: &BatchInfo, base: Offset) {
+    if info.producer_id < 0 {
+        return;
+    }
+    let last = base.plus(info.last_offset_delta as i64);
+    let batch = ProducerBatch {
+        first_sequence: info.base_sequence,
+        last_sequence: last_sequence(info.base_sequence, info.last_offset_delta),
+        base_offset: base.get(),
+        last_offset: last.get(),
+    };
+    producers.record(info.producer_id, info.producer_epoch, batch);
+}
+
+/// Syncs the active segment and reads back its partial last block (the bytes the next write
+/// starts with).
+async fn sync_and_read_tail(active: &Segment) -> Result<Vec<u8>, LogError> {
+    let (file, path, size) = (&active.file, &active.path, active.size_bytes);
+    file.fdatasync().await?;
+    let tail_start = align_down(size);
+    if tail_start == size {
+        return Ok(Vec::new());
+    }
+    let read = file.read_aligned(tail_start, BLOCK_BYTES).await?;
+    let len = (size - tail_start) as usize;
+    if read.len() < len {
+        let source = std::io::Error::other("short read of the last block");
+        return Err(LogError::Io {
+            path: path.clone(),
+            source,
+        });
+    }
+    Ok(read[..len].to_vec())
+}
+
+/// The state of a log just recovered: everything on disk is written and durable (synced above).
+fn new_inner(
+    dir: &Path,
+    config: LogConfig,
+    segments: BTreeMap<Offset, Segment>,
+    producers: ProducerTable,
+    tail_block: Vec<u8>,
+) -> Inner {
+    let active = segments.values().next_back().expect("a segment at least");
+    let (active_base, active_size, active_next) =
+        (active.base_offset, active.size_bytes, active.next_offset);
+    let start_offset = *segments.keys().next().expect("a segment at least");
+    let interval = matches!(config.durability, Durability::Interval { .. });
+    Inner {
+        dir: dir.into(),
+        config,
+        segments,
+        pending: VecDeque::new(),
+        pending_bytes: 0,
+        planned_segment_bytes: active_size,
+        planned_segment_base: active_base,
+        planned_segment_opened_ms: now_ms(),
+        tail_block,
+        next_offset: active_next,
+        high_watermark: active_next,
+        durable_offset: active_next,
+        start_offset,
+        cache: VecDeque::new(),
+        cache_bytes: 0,
+        producers,
+        failure: None,
+        seal: None,
+        seal_error: None,
+        writing: false,
+        closing: false,
+        closed: false,
+        sync_timer_running: interval,
+        read_aheads: VecDeque::new(),
+        writer_waker: None,
+        waiters: Vec::new(),
+    }
+}
+
+pub(super) fn delete_segments(dir: &Path, bases: &[Offset]) -> Result<(), LogError> {
+    for base in bases {
+        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            let path = dir.join(format!("{}{suffix}", file_stem(*base)));
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(std_error(&path, e)),
+            }
+        }
+    }
+    Ok(())
+}
