@@ -107,8 +107,8 @@ async fn drain(log: &Log, fetch_bytes: usize, think_ms: u64) -> Result<u64, Erro
             let mut rest = chunk.as_slice();
             while !rest.is_empty() {
                 let size = claimed_size(rest).ok_or("bad batch")?;
-                let delta = i32::from_be_bytes(rest[23..27].try_into()?) as i64;
-                next = i64::from_be_bytes(rest[..8].try_into()?) + delta + 1;
+                let header = weir_engine::batch::Header::new(rest).ok_or("short batch")?;
+                next = header.base_offset() + header.last_offset_delta() as i64 + 1;
                 rest = &rest[size..];
             }
         }

@@ -535,14 +535,22 @@ mod tests {
         assert!(expect(&got), "{name}: got {got:?}");
     }
 
+    type Case = (
+        &'static str,
+        fn(&mut BytesMut),
+        fn(&Result<BatchInfo, BatchError>) -> bool,
+    );
+
+    fn check_all(cases: &[Case]) {
+        for (name, mutate, expect) in cases {
+            check(name, *mutate, *expect);
+        }
+    }
+
+    /// Framing errors, and the header fields the CRC does not cover.
     #[test]
-    fn header_checks_table() {
-        type Case = (
-            &'static str,
-            fn(&mut BytesMut),
-            fn(&Result<BatchInfo, BatchError>) -> bool,
-        );
-        let cases: &[Case] = &[
+    fn framing_and_uncovered_fields() {
+        check_all(&[
             ("good batch", |_| {}, |r| r.is_ok()),
             (
                 "base offset is not covered",
@@ -589,6 +597,13 @@ mod tests {
                 |b| b[8] = 0xff,
                 |r| matches!(r, Err(BatchError::Length { .. })),
             ),
+        ]);
+    }
+
+    /// Every byte from the attributes to the end is covered by the CRC.
+    #[test]
+    fn the_crc_covers_everything_from_attributes_on() {
+        check_all(&[
             (
                 "crc field",
                 |b| b[20] ^= 1,
@@ -627,6 +642,13 @@ mod tests {
                 },
                 |r| matches!(r, Err(BatchError::Crc { .. })),
             ),
+        ]);
+    }
+
+    /// The record count and last offset delta must agree, even under a valid CRC.
+    #[test]
+    fn record_count_must_match_the_offset_delta() {
+        check_all(&[
             (
                 "count vs delta with valid crc",
                 |b| {
@@ -652,10 +674,7 @@ mod tests {
                 },
                 |r| matches!(r, Err(BatchError::RecordCount { .. })),
             ),
-        ];
-        for (name, mutate, expect) in cases {
-            check(name, *mutate, *expect);
-        }
+        ]);
     }
 
     #[test]

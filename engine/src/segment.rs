@@ -512,8 +512,9 @@ fn batches_in_window(
             break;
         }
         let bytes = &slice[..size as usize];
-        let last = batch::base_offset(bytes)
-            + i32::from_be_bytes([bytes[23], bytes[24], bytes[25], bytes[26]]) as i64;
+        let header =
+            batch::Header::new(bytes).ok_or_else(|| format!("short batch at byte {at}"))?;
+        let last = header.base_offset() + header.last_offset_delta() as i64;
         if first.is_none() && last < span.offset.get() {
             at += size;
             continue;
