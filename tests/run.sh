@@ -32,6 +32,18 @@ fi
 
 cargo build --release --workspace --all-targets
 
+# The README's `cargo run --release --bin weir` must reuse this build, not recompile (resolver 2
+# resolves features without dev-dependencies there; see the regex-syntax line in
+# server/Cargo.toml) and replace the binary the suites are about to start. Costs well under a second.
+rebuild=$(cargo build --release --bin weir 2>&1)
+if grep -q 'Compiling' <<<"$rebuild"; then
+    echo "$rebuild"
+    echo "tests/run.sh: \`cargo build --release --bin weir\` recompiled after the workspace build:" \
+        "the two builds resolve features differently (compare \`cargo tree -e features -i CRATE" \
+        "--workspace\` with \`cargo tree -e features -i CRATE -p weir-server -e normal\`)" >&2
+    exit 1
+fi
+
 # The release binary that the suites start (see tests/src/lib.rs: broker_binary).
 export WEIR_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/weir"
 
