@@ -52,8 +52,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let count = config.cpus.len();
     check_memlock(count, IO_MEMORY_BYTES).map_err(anyhow::Error::msg)?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    create_data_dir(&config.data_dir)?;
     let _lock = lock_data_dir(&config.data_dir)?;
     ports::check_ports_free(&config)?;
     // Write glommio's probe file once, before shards race to create it (see engine::io).
@@ -179,6 +178,17 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     }
     tracing::info!("weir stopped");
     Ok(())
+}
+
+/// Creates the data dir if it is missing. A path that exists but is not a directory is named as
+/// such: `create_dir_all` alone says only `File exists (os error 17)`.
+fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if let Ok(metadata) = std::fs::metadata(dir) {
+        if !metadata.is_dir() {
+            bail!("data dir {} is a file, not a directory", dir.display());
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))
 }
 
 /// Holds an exclusive `flock` on `<data-dir>/.lock` for the life of the process, so that two
