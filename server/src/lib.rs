@@ -39,10 +39,17 @@ pub fn main_with_args() -> anyhow::Result<()> {
     run(BrokerConfig::from_args(args)?)
 }
 
+/// Log lines go to stdout (tracing-subscriber's default writer), coloured only when stdout is a
+/// terminal and `NO_COLOR` is unset or empty (no-color.org): escape codes in a log file or a pipe
+/// are noise to every reader and grep.
 fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
     let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stdout)
+        .with_ansi(std::io::stdout().is_terminal() && !no_color)
         .with_env_filter(filter)
         .with_target(false)
         .try_init();

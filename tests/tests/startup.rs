@@ -1,4 +1,5 @@
-//! Start-up against the real binary: what a new user sees when the data dir or a port is wrong.
+//! Start-up against the real binary: what a new user sees when the data dir or a port is wrong,
+//! and what the log looks like when it is not a terminal.
 //!
 //! Runs on the test threads; each case starts its own `weir` process (at most one broker of the
 //! harness at a time, see `weir_tests::Broker`), on ports from `weir_tests::free_port_range`.
@@ -94,4 +95,17 @@ fn a_port_held_by_another_weir_broker_says_so() {
         broker.bootstrap()
     );
     assert!(stderr.contains(&held), "{stderr}");
+}
+
+/// The harness writes the broker's stdout and stderr to a file: no terminal, so no colour codes.
+#[test]
+fn the_log_has_no_colour_codes_when_it_is_not_a_terminal() {
+    let mut broker = Broker::start(BrokerOptions::default().cpus("0")).unwrap();
+    broker.stop().unwrap();
+    let log = broker.log();
+    assert!(log.contains("weir ready"), "{log}");
+    assert!(
+        !log.contains("\x1b["),
+        "ANSI escape codes in the log:\n{log:?}"
+    );
 }
