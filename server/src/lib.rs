@@ -4,13 +4,12 @@
 //! - `groups`: the consumer group coordinator (classic protocol) and committed offsets.
 //! - `routing`: exchanges and bindings (RabbitMQ semantics) over topics.
 //! - `config`, `metadata`, `shard` (executors, mesh, controller), `kafka` (codec, connections,
-//!   one handler per API), `alloc` (the binary's allocator, hostile-input guard): the broker core.
+//!   one handler per API): the broker core.
 //!
 //! `run` is the whole program: the main thread parses the configuration, loads the metadata,
 //! starts one pinned glommio executor per CPU, prints the ready line, and turns SIGINT/SIGTERM
 //! into a shutdown message to every shard.
 
-pub mod alloc;
 pub mod config;
 pub mod groups;
 pub mod kafka;
