@@ -32,15 +32,31 @@ fi
 
 cargo build --release --workspace --all-targets
 
+# The README's `cargo run --release --bin weir` must reuse this build, not recompile (resolver 2
+# resolves features without dev-dependencies there; see the regex-syntax line in
+# server/Cargo.toml) and replace the binary the suites are about to start. Costs well under a second.
+rebuild=$(cargo build --release --bin weir 2>&1)
+if grep -q 'Compiling' <<<"$rebuild"; then
+    echo "$rebuild"
+    echo "tests/run.sh: \`cargo build --release --bin weir\` recompiled after the workspace build:" \
+        "the two builds resolve features differently (compare \`cargo tree -e features -i CRATE" \
+        "--workspace\` with \`cargo tree -e features -i CRATE -p weir-server -e normal\`)" >&2
+    exit 1
+fi
+
 # The release binary that the suites start (see tests/src/lib.rs: broker_binary).
 export WEIR_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/weir"
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-# A hang must fail the suite in time, not use up CI's 90 minutes: the whole run takes ~12 minutes
-# on a 2-core machine. On timeout, every test process in the group is killed (timeout signals its
-# process group), and libtest's "has been running for over 60 seconds" lines name the hung test.
+# A hang must fail the suite in time, not use up CI's 90 minutes: on a 2-core machine the whole
+# run takes ~24 minutes from a fresh clone on a fresh machine (13 building: workspace ~9-12 min,
+# fuzz targets under nightly+ASan ~9 min, cargo-fuzz install ~2 min; see README) and 12-15 with
+# clients and cargo-fuzz installed; `cargo test` itself ~10 of them (build figures measured on a
+# busy machine, upper bounds). On timeout, every test process in the group is killed (timeout
+# signals its process group), and libtest's "has been running for over 60 seconds" lines name the
+# hung test.
 timeout --kill-after=30s "${WEIR_TEST_TIMEOUT_SECONDS:-2700}" \
     cargo test --release --workspace --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

@@ -4,13 +4,12 @@
 //! - `groups`: the consumer group coordinator (classic protocol) and committed offsets.
 //! - `routing`: exchanges and bindings (RabbitMQ semantics) over topics.
 //! - `config`, `metadata`, `shard` (executors, mesh, controller), `kafka` (codec, connections,
-//!   one handler per API), `alloc` (the binary's allocator, hostile-input guard): the broker core.
+//!   one handler per API): the broker core.
 //!
 //! `run` is the whole program: the main thread parses the configuration, loads the metadata,
 //! starts one pinned glommio executor per CPU, prints the ready line, and turns SIGINT/SIGTERM
 //! into a shutdown message to every shard.
 
-pub mod alloc;
 pub mod config;
 pub mod groups;
 pub mod kafka;
@@ -39,10 +38,17 @@ pub fn main_with_args() -> anyhow::Result<()> {
     run(BrokerConfig::from_args(args)?)
 }
 
+/// Log lines go to stdout (tracing-subscriber's default writer), coloured only when stdout is a
+/// terminal and `NO_COLOR` is unset or empty (no-color.org): escape codes in a log file or a pipe
+/// are noise to every reader and grep.
 fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
     let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stdout)
+        .with_ansi(std::io::stdout().is_terminal() && !no_color)
         .with_env_filter(filter)
         .with_target(false)
         .try_init();
@@ -52,8 +58,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let count = config.cpus.len();
     check_memlock(count, IO_MEMORY_BYTES).map_err(anyhow::Error::msg)?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    create_data_dir(&config.data_dir)?;
     let _lock = lock_data_dir(&config.data_dir)?;
     ports::check_ports_free(&config)?;
     // Write glommio's probe file once, before shards race to create it (see engine::io).
@@ -179,6 +184,17 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     }
     tracing::info!("weir stopped");
     Ok(())
+}
+
+/// Creates the data dir if it is missing. A path that exists but is not a directory is named as
+/// such: `create_dir_all` alone says only `File exists (os error 17)`.
+fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if let Ok(metadata) = std::fs::metadata(dir) {
+        if !metadata.is_dir() {
+            bail!("data dir {} is a file, not a directory", dir.display());
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))
 }
 
 /// Holds an exclusive `flock` on `<data-dir>/.lock` for the life of the process, so that two

@@ -4,9 +4,11 @@
 //! thread at start: a connect probe before the shards bind (`check_ports_free`), and, once they
 //! have bound, a scan of the kernel's listening sockets for any on our ports that are not ours
 //! (`check_ports_exclusive`): two brokers started at the same moment both pass the probe, and
-//! then both refuse.
+//! then both refuse. When the probe finds a port taken, the error names what holds it (another
+//! Weir broker, or which other process), from `/proc`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -41,7 +43,9 @@ pub fn check_ports_free(config: &BrokerConfig) -> anyhow::Result<()> {
         let deadline = Instant::now() + SETTLE;
         while listening() {
             if Instant::now() >= deadline {
-                bail!("port {port} is in use (another broker is listening on {address})");
+                let mut wanted = config.listen;
+                wanted.set_port(port);
+                bail!("port {port} is in use: {address} {}", holder(wanted));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -71,7 +75,8 @@ pub fn check_ports_exclusive(config: &BrokerConfig) -> anyhow::Result<()> {
 }
 
 fn foreign_listener(config: &BrokerConfig) -> anyhow::Result<Option<SocketAddr>> {
-    let ours = own_socket_inodes().context("listing this process's sockets")?;
+    let ours =
+        socket_inodes(Path::new("/proc/self/fd")).context("listing this process's sockets")?;
     let wanted: Vec<u16> = ports(config).collect();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
@@ -79,10 +84,10 @@ fn foreign_listener(config: &BrokerConfig) -> anyhow::Result<Option<SocketAddr>>
         };
         for listener in text.lines().skip(1).filter_map(parse_listener) {
             let (address, inode) = listener;
-            let overlaps = address.ip() == config.listen.ip()
-                || address.ip().is_unspecified()
-                || config.listen.ip().is_unspecified();
-            if wanted.contains(&address.port()) && overlaps && !ours.contains(&inode) {
+            if wanted.contains(&address.port())
+                && overlaps(address.ip(), config.listen.ip())
+                && !ours.contains(&inode)
+            {
                 return Ok(Some(address));
             }
         }
@@ -90,10 +95,99 @@ fn foreign_listener(config: &BrokerConfig) -> anyhow::Result<Option<SocketAddr>>
     Ok(None)
 }
 
-/// The inodes of this process's sockets (`/proc/self/fd/N -> socket:[inode]`).
-fn own_socket_inodes() -> std::io::Result<Vec<u64>> {
+/// Two listeners on one port collide when their addresses are the same or either is the
+/// wildcard address.
+fn overlaps(one: IpAddr, other: IpAddr) -> bool {
+    one == other || one.is_unspecified() || other.is_unspecified()
+}
+
+/// What holds a port that the connect probe found taken, as far as this process can see.
+#[derive(Debug, PartialEq)]
+enum Holder {
+    /// A process named `weir`: another broker, most likely on another data dir.
+    WeirBroker { pid: u32 },
+    /// Any other process, by pid and name (`/proc/PID/comm`).
+    Process { pid: u32, name: String },
+    /// A listener that no visible process holds: another user's (whose `/proc/PID/fd` this user
+    /// cannot read), or one that a process killed a moment ago still has while the kernel tears
+    /// it down.
+    Unseen,
+}
+
+/// Completes "port P is in use: ADDRESS ...".
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Holder::WeirBroker { pid } => {
+                write!(f, "is held by another Weir broker (pid {pid})")
+            }
+            Holder::Process { pid, name } => write!(
+                f,
+                "is already in use by another process (pid {pid}, `{name}`), not a Weir broker"
+            ),
+            Holder::Unseen => write!(
+                f,
+                "is already in use by a socket that no process visible here holds (another \
+                 user's, or one still closing)"
+            ),
+        }
+    }
+}
+
+/// Names what listens on `address`, a port the probe found taken: `/proc/net/tcp{,6}` gives the
+/// inodes of the listening sockets on it, and the process whose `/proc/PID/fd` holds one of
+/// them is the holder.
+fn holder(address: SocketAddr) -> Holder {
+    let inodes = listener_inodes(address);
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return Holder::Unseen;
+    };
+    for process in processes.flatten() {
+        let Some(pid) = process
+            .file_name()
+            .to_str()
+            .and_then(|pid| pid.parse().ok())
+        else {
+            continue;
+        };
+        let Ok(sockets) = socket_inodes(&process.path().join("fd")) else {
+            continue; // gone meanwhile, or not ours to read
+        };
+        if !sockets.iter().any(|inode| inodes.contains(inode)) {
+            continue;
+        }
+        let name = std::fs::read_to_string(process.path().join("comm")).unwrap_or_default();
+        let name = name.trim_end().to_string();
+        return if name == "weir" {
+            Holder::WeirBroker { pid }
+        } else {
+            Holder::Process { pid, name }
+        };
+    }
+    Holder::Unseen
+}
+
+/// The inodes of the listening sockets on `address`'s port that collide with it.
+fn listener_inodes(address: SocketAddr) -> Vec<u64> {
     let mut inodes = Vec::new();
-    for entry in std::fs::read_dir("/proc/self/fd")? {
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for (listener, inode) in text.lines().skip(1).filter_map(parse_listener) {
+            if listener.port() == address.port() && overlaps(listener.ip(), address.ip()) {
+                inodes.push(inode);
+            }
+        }
+    }
+    inodes
+}
+
+/// The inodes of the sockets in a process's descriptor table (`fd` is `/proc/PID/fd`, whose
+/// entries link to `socket:[inode]`).
+fn socket_inodes(fd: &Path) -> std::io::Result<Vec<u64>> {
+    let mut inodes = Vec::new();
+    for entry in std::fs::read_dir(fd)? {
         let Ok(target) = std::fs::read_link(entry?.path()) else {
             continue; // closed meanwhile
         };
@@ -169,7 +263,7 @@ mod tests {
     fn this_process_sees_its_own_listener_as_its_own() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let ours = own_socket_inodes().unwrap();
+        let ours = socket_inodes(Path::new("/proc/self/fd")).unwrap();
         let text = std::fs::read_to_string("/proc/net/tcp").unwrap();
         let (_, inode) = text
             .lines()
@@ -177,5 +271,22 @@ mod tests {
             .find(|(address, _)| address.port() == port)
             .expect("the listener is in /proc/net/tcp");
         assert!(ours.contains(&inode));
+    }
+
+    #[test]
+    fn a_listener_of_this_process_is_named_by_pid_and_name() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let name = std::fs::read_to_string("/proc/self/comm").unwrap();
+        let want = Holder::Process {
+            pid: std::process::id(),
+            name: name.trim_end().to_string(),
+        };
+        assert_eq!(holder(address), want);
+        // The wildcard address collides with every address on the port.
+        let wildcard = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), address.port());
+        assert_eq!(holder(wildcard), want);
+        drop(listener);
+        assert_eq!(holder(address), Holder::Unseen);
     }
 }
