@@ -71,7 +71,7 @@ pub struct Args {
     /// Admin commands against a running broker (`weir exchange …`, `weir binding …`); without
     /// one, `weir` runs the broker.
     #[command(subcommand)]
-    pub command: Option<crate::routing::cli::Command>,
+    pub command: Option<crate::cli::Command>,
 }
 
 /// Everything the broker reads at start; immutable afterwards.

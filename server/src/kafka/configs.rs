@@ -19,7 +19,7 @@ use super::admin_topics::controller_call;
 use super::error_codes as code;
 use crate::config::TOPIC_CONFIG_NAMES;
 use crate::routing::config::ConfigOperation;
-use crate::shard::mesh::{ConfigChange, ControlJob, ItemResults};
+use crate::shard::mesh::{ConfigChange, ControlJob};
 use crate::shard::Shard;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -182,13 +182,12 @@ async fn apply(
     }
     if !changes.is_empty() {
         let names: Vec<String> = changes.iter().map(|c| c.topic.clone()).collect();
-        let results: ItemResults =
-            controller_call(shard, &names, |reply| ControlJob::AlterConfigs {
-                changes,
-                validate_only,
-                reply,
-            })
-            .await;
+        let results = controller_call(shard, &names, |reply| ControlJob::AlterConfigs {
+            changes,
+            validate_only,
+            reply,
+        })
+        .await;
         answers.extend(
             results
                 .into_iter()

@@ -19,8 +19,8 @@ use weir_engine::Chunk;
 
 use super::codec::{write_response_header, CodecError, Piece, Response};
 use super::error_codes as code;
-use super::partition_ops;
-use crate::shard::mesh::{reply_channel, FetchOutcome, Job};
+use crate::partition::{self, FetchOutcome};
+use crate::shard::mesh::{reply_channel, Job};
 use crate::shard::Shard;
 
 /// Upper bound on a long poll, whatever the client asks.
@@ -118,11 +118,11 @@ async fn read_all(
                 None => Source::Done(empty(code::UNKNOWN_TOPIC_OR_PARTITION)),
                 Some(owner) if owner == shard.id => {
                     let outcome =
-                        partition_ops::read(shard, &name, partition, fetch.fetch_offset, max_bytes)
+                        partition::read(shard, &name, partition, fetch.fetch_offset, max_bytes)
                             .await;
                     let result = PartitionResult {
                         partition,
-                        error_code: outcome.error_code,
+                        error_code: code::from_partition_result(outcome.error),
                         high_watermark: outcome.high_watermark,
                         log_start_offset: outcome.log_start_offset,
                         payload: Payload::Local(outcome.payload),
@@ -139,7 +139,7 @@ async fn read_all(
                         max_bytes,
                         reply,
                     };
-                    match shard.mesh.shards[owner].send_async(job).await {
+                    match shard.mesh.inbox(owner).send_async(job).await {
                         Ok(()) => Source::Remote(partition, answer),
                         Err(_) => Source::Done(empty(code::NOT_LEADER_OR_FOLLOWER)),
                     }
@@ -158,7 +158,7 @@ async fn read_all(
                 Source::Remote(partition, answer) => match answer.recv_async().await {
                     Ok(outcome) => PartitionResult {
                         partition,
-                        error_code: outcome.error_code,
+                        error_code: code::from_partition_result(outcome.error),
                         high_watermark: outcome.high_watermark,
                         log_start_offset: outcome.log_start_offset,
                         payload: Payload::Remote(outcome.payload),
@@ -206,7 +206,7 @@ async fn wait_for_any(
                         wait,
                         reply,
                     };
-                    if shard.mesh.shards[owner].send_async(job).await.is_ok() {
+                    if shard.mesh.inbox(owner).send_async(job).await.is_ok() {
                         waits.push(Box::pin(async move {
                             let _ = answer.recv_async().await;
                         }));

@@ -629,6 +629,7 @@ impl RoutingTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::exchange::RoutingErrorKind;
 
     fn topic(name: &str) -> Destination {
         Destination::Topic(name.to_string())
@@ -811,7 +812,7 @@ mod tests {
     fn unknown_exchange_routes_to_an_error() {
         let table = RoutingTable::new();
         let error = table.route("nope", None, &[]).unwrap_err();
-        assert_eq!(error.kafka_code(), 3);
+        assert_eq!(error.kind(), RoutingErrorKind::NotFound);
     }
 
     #[test]
@@ -821,42 +822,54 @@ mod tests {
             bind("app", topic("audit"), "#"),
         ]);
         let before = table.declarations();
-        let refused: &[(Vec<Change>, i16)] = &[
+        let refused: &[(Vec<Change>, RoutingErrorKind)] = &[
             // binding to a missing exchange
             (
                 vec![
                     bind("app", topic("x"), "a"),
                     bind("app", exchange("missing"), "a"),
                 ],
-                3,
+                RoutingErrorKind::NotFound,
             ),
             // binding from a missing exchange
-            (vec![bind("missing", topic("x"), "")], 3),
+            (
+                vec![bind("missing", topic("x"), "")],
+                RoutingErrorKind::NotFound,
+            ),
             // too many `#`
-            (vec![bind("app", topic("x"), &["#"; 9].join("."))], 40),
+            (
+                vec![bind("app", topic("x"), &["#"; 9].join("."))],
+                RoutingErrorKind::InvalidConfig,
+            ),
             // bad x-match
             (
                 vec![
                     declare("h", ExchangeType::Headers),
                     bind_headers("h", topic("x"), &[("x-match", "most")]),
                 ],
-                40,
+                RoutingErrorKind::InvalidConfig,
             ),
             // redeclare with another type
-            (vec![declare("app", ExchangeType::Direct)], 36),
+            (
+                vec![declare("app", ExchangeType::Direct)],
+                RoutingErrorKind::AlreadyExists,
+            ),
             // delete then fail: the delete is undone too
             (
                 vec![
                     Change::DeleteExchange { name: "app".into() },
                     Change::DeleteExchange { name: "app".into() },
                 ],
-                3,
+                RoutingErrorKind::NotFound,
             ),
-            (vec![declare("bad name", ExchangeType::Fanout)], 17),
+            (
+                vec![declare("bad name", ExchangeType::Fanout)],
+                RoutingErrorKind::InvalidName,
+            ),
         ];
         for (changes, code) in refused {
             let error = table.apply(changes).unwrap_err();
-            assert_eq!(error.error.kafka_code(), *code, "{changes:?}: {error}");
+            assert_eq!(error.error.kind(), *code, "{changes:?}: {error}");
             assert_eq!(
                 table.declarations(),
                 before,
