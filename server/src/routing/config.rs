@@ -736,6 +736,12 @@ mod tests {
             let error = table.apply(&plan.changes).unwrap_err();
             assert_eq!(error.error.kind(), *code, "{list}: {error}");
         }
+    }
+
+    #[test]
+    fn invalid_alters_are_refused_with_codes() {
+        let mut table = RoutingTable::new();
+        create(&mut table, "app", &[(EXCHANGE_TYPE, "topic")]);
         use ConfigOperation::*;
         let alter_cases: Vec<(&str, &str, ConfigOperation, RoutingErrorKind)> = vec![
             (

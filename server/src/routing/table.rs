@@ -407,29 +407,54 @@ impl RoutingTable {
         }
     }
 
+    fn declare_exchange(
+        &mut self,
+        exchange: &Exchange,
+        undo: &mut Vec<Undo>,
+    ) -> Result<(), RoutingError> {
+        exchange.validate()?;
+        if let Some(existing) = self.exchanges.get(&exchange.name) {
+            if existing.exchange == *exchange {
+                return Ok(());
+            }
+            return Err(RoutingError::ExchangeExists {
+                name: exchange.name.clone(),
+                existing: existing.exchange.kind.as_str(),
+            });
+        }
+        if self.exchanges.len() >= EXCHANGES_MAX {
+            return Err(RoutingError::TableFull {
+                what: "exchanges",
+                max: EXCHANGES_MAX,
+            });
+        }
+        self.exchanges
+            .insert(exchange.name.clone(), ExchangeEntry::new(exchange.clone()));
+        undo.push(Undo::RemoveExchange(exchange.name.clone()));
+        Ok(())
+    }
+
+    /// Deletes an exchange with every binding from and to it.
+    fn delete_exchange(&mut self, name: &str, undo: &mut Vec<Undo>) -> Result<(), RoutingError> {
+        let entry = self.entry_mut(name)?;
+        let exchange = entry.exchange.clone();
+        let outgoing: Vec<Binding> = entry.bindings.iter().cloned().collect();
+        let destination = Destination::Exchange(name.to_string());
+        let incoming: Vec<Binding> = self.bindings_to(&destination).cloned().collect();
+        for binding in outgoing.into_iter().chain(incoming) {
+            // A self-binding is both outgoing and incoming: removed once.
+            if self.remove_binding(&binding) {
+                undo.push(Undo::InsertBinding(binding));
+            }
+        }
+        self.exchanges.remove(name);
+        undo.push(Undo::RestoreExchange(exchange));
+        Ok(())
+    }
+
     fn apply_one(&mut self, change: &Change, undo: &mut Vec<Undo>) -> Result<(), RoutingError> {
         match change {
-            Change::DeclareExchange(exchange) => {
-                exchange.validate()?;
-                if let Some(existing) = self.exchanges.get(&exchange.name) {
-                    if existing.exchange == *exchange {
-                        return Ok(());
-                    }
-                    return Err(RoutingError::ExchangeExists {
-                        name: exchange.name.clone(),
-                        existing: existing.exchange.kind.as_str(),
-                    });
-                }
-                if self.exchanges.len() >= EXCHANGES_MAX {
-                    return Err(RoutingError::TableFull {
-                        what: "exchanges",
-                        max: EXCHANGES_MAX,
-                    });
-                }
-                self.exchanges
-                    .insert(exchange.name.clone(), ExchangeEntry::new(exchange.clone()));
-                undo.push(Undo::RemoveExchange(exchange.name.clone()));
-            }
+            Change::DeclareExchange(exchange) => self.declare_exchange(exchange, undo)?,
             Change::SetAlternate {
                 exchange,
                 alternate,
@@ -443,21 +468,7 @@ impl RoutingTable {
                     undo.push(Undo::SetAlternate(exchange.clone(), old));
                 }
             }
-            Change::DeleteExchange { name } => {
-                let entry = self.entry_mut(name)?;
-                let exchange = entry.exchange.clone();
-                let outgoing: Vec<Binding> = entry.bindings.iter().cloned().collect();
-                let destination = Destination::Exchange(name.clone());
-                let incoming: Vec<Binding> = self.bindings_to(&destination).cloned().collect();
-                for binding in outgoing.into_iter().chain(incoming) {
-                    // A self-binding is both outgoing and incoming: removed once.
-                    if self.remove_binding(&binding) {
-                        undo.push(Undo::InsertBinding(binding));
-                    }
-                }
-                self.exchanges.remove(name);
-                undo.push(Undo::RestoreExchange(exchange));
-            }
+            Change::DeleteExchange { name } => self.delete_exchange(name, undo)?,
             Change::AddBinding(binding) => {
                 let binding = self.normalise(binding)?;
                 if let Destination::Exchange(name) = &binding.destination {

@@ -122,27 +122,7 @@ impl Shard {
         if next.version < previous.version {
             return;
         }
-        let mut doomed = Vec::new();
-        {
-            let mut logs = self.logs.borrow_mut();
-            for (name, old) in &previous.topics {
-                if next
-                    .topics
-                    .get(name)
-                    .map(|topic| topic.id != old.id)
-                    .unwrap_or(true)
-                {
-                    if let Some(partitions) = logs.remove(name) {
-                        doomed.extend(partitions.into_iter().flatten());
-                    }
-                }
-            }
-        }
-        for log in doomed {
-            if let Err(error) = log.delete().await {
-                tracing::warn!(shard = %self.id, %error, "deleting a partition log failed");
-            }
-        }
+        self.delete_gone_logs(&previous, &next).await;
         // The shard's tail-cache budget, shared evenly: a shard with few partitions keeps enough
         // for consumers that trail the producers by tens of milliseconds.
         let owned = |metadata: &Metadata| {
@@ -168,33 +148,70 @@ impl Shard {
                     .map(|old| old.configs != topic.configs)
                     .unwrap_or(false);
             for (index, owner) in topic.partitions.iter().enumerate() {
-                if *owner != self.id {
-                    continue;
-                }
-                let partition = index as i32;
-                if let Some(log) = self.log(name, partition) {
-                    if configs_changed {
-                        log.set_config(config.clone());
-                    }
-                    continue;
-                }
-                let dir = partition_dir(&self.config.data_dir, name, partition);
-                match Log::open(&dir, config.clone()).await {
-                    Ok(log) => {
-                        let mut logs = self.logs.borrow_mut();
-                        let slots = logs.entry(name.clone()).or_default();
-                        if slots.len() <= index {
-                            slots.resize(index + 1, None);
-                        }
-                        slots[index] = Some(log);
-                    }
-                    Err(error) => {
-                        tracing::error!(shard = %self.id, topic = %name, partition, %error, "opening a partition log failed")
-                    }
+                if *owner == self.id {
+                    self.open_or_configure(name, index, &config, configs_changed)
+                        .await;
                 }
             }
         }
         *self.metadata.borrow_mut() = next;
+    }
+
+    /// Deletes the logs of topics that `next` no longer has (or has again under a new id).
+    async fn delete_gone_logs(&self, previous: &Metadata, next: &Metadata) {
+        let mut doomed = Vec::new();
+        {
+            let mut logs = self.logs.borrow_mut();
+            for (name, old) in &previous.topics {
+                if next
+                    .topics
+                    .get(name)
+                    .map(|topic| topic.id != old.id)
+                    .unwrap_or(true)
+                {
+                    if let Some(partitions) = logs.remove(name) {
+                        doomed.extend(partitions.into_iter().flatten());
+                    }
+                }
+            }
+        }
+        for log in doomed {
+            if let Err(error) = log.delete().await {
+                tracing::warn!(shard = %self.id, %error, "deleting a partition log failed");
+            }
+        }
+    }
+
+    /// Opens the log of partition `index` of `name` if this shard has none yet, else applies
+    /// `config` to it when `configs_changed`.
+    async fn open_or_configure(
+        &self,
+        name: &str,
+        index: usize,
+        config: &LogConfig,
+        configs_changed: bool,
+    ) {
+        let partition = index as i32;
+        if let Some(log) = self.log(name, partition) {
+            if configs_changed {
+                log.set_config(config.clone());
+            }
+            return;
+        }
+        let dir = partition_dir(&self.config.data_dir, name, partition);
+        match Log::open(&dir, config.clone()).await {
+            Ok(log) => {
+                let mut logs = self.logs.borrow_mut();
+                let slots = logs.entry(name.to_string()).or_default();
+                if slots.len() <= index {
+                    slots.resize(index + 1, None);
+                }
+                slots[index] = Some(log);
+            }
+            Err(error) => {
+                tracing::error!(shard = %self.id, topic = %name, partition, %error, "opening a partition log failed")
+            }
+        }
     }
 
     /// Applies `retention.ms` / `retention.bytes` to every log of this shard, one at a time.
@@ -398,51 +415,6 @@ async fn job_loop(shard: Rc<Shard>, jobs: flume::Receiver<Job>) {
                 })
                 .detach();
             }
-            Job::Fetch {
-                topic,
-                partition,
-                offset,
-                max_bytes,
-                reply,
-            } => {
-                glommio::spawn_local(fetch_for_peer(
-                    shard.clone(),
-                    topic,
-                    partition,
-                    offset,
-                    max_bytes,
-                    reply,
-                ))
-                .detach();
-            }
-            Job::WaitForData {
-                topic,
-                partition,
-                offset,
-                wait,
-                reply,
-            } => {
-                let shard = shard.clone();
-                glommio::spawn_local(async move {
-                    partition::wait_for_data(&shard, &topic, partition, offset, wait).await;
-                    let _ = reply.send_async(()).await;
-                })
-                .detach();
-            }
-            Job::ListOffsets {
-                topic,
-                partition,
-                timestamp,
-                reply,
-            } => {
-                let shard = shard.clone();
-                glommio::spawn_local(async move {
-                    let outcome =
-                        partition::list_offset(&shard, &topic, partition, timestamp).await;
-                    let _ = reply.send_async(outcome).await;
-                })
-                .detach();
-            }
             Job::Group(job) => {
                 let shard = shard.clone();
                 glommio::spawn_local(
@@ -450,7 +422,44 @@ async fn job_loop(shard: Rc<Shard>, jobs: flume::Receiver<Job>) {
                 )
                 .detach();
             }
+            job => {
+                glommio::spawn_local(serve_read(shard.clone(), job)).detach();
+            }
         }
+    }
+}
+
+/// The jobs that read or wait: each runs as its own task, so the inbox keeps moving.
+async fn serve_read(shard: Rc<Shard>, job: Job) {
+    match job {
+        Job::Fetch {
+            topic,
+            partition,
+            offset,
+            max_bytes,
+            reply,
+        } => fetch_for_peer(shard, topic, partition, offset, max_bytes, reply).await,
+        Job::WaitForData {
+            topic,
+            partition,
+            offset,
+            wait,
+            reply,
+        } => {
+            partition::wait_for_data(&shard, &topic, partition, offset, wait).await;
+            let _ = reply.send_async(()).await;
+        }
+        Job::ListOffsets {
+            topic,
+            partition,
+            timestamp,
+            reply,
+        } => {
+            let outcome = partition::list_offset(&shard, &topic, partition, timestamp).await;
+            let _ = reply.send_async(outcome).await;
+        }
+        // Served in arrival order by `job_loop` itself.
+        Job::Shutdown | Job::Metadata { .. } | Job::Produce { .. } | Job::Group(_) => {}
     }
 }
 
