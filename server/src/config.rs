@@ -71,7 +71,7 @@ pub struct Args {
     /// Admin commands against a running broker (`weir exchange …`, `weir binding …`); without
     /// one, `weir` runs the broker.
     #[command(subcommand)]
-    pub command: Option<crate::routing::cli::Command>,
+    pub command: Option<crate::cli::Command>,
 }
 
 /// Everything the broker reads at start; immutable afterwards.
@@ -124,7 +124,8 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
 ];
 
 impl BrokerConfig {
-    pub fn from_args(args: Args) -> anyhow::Result<BrokerConfig> {
+    /// The settings of the config file and the `--set` flags (which win), by Kafka name.
+    fn file_and_set_values(args: &Args) -> anyhow::Result<BTreeMap<String, String>> {
         let mut values: BTreeMap<String, String> = BTreeMap::new();
         if let Some(path) = &args.config {
             let text = std::fs::read_to_string(path)
@@ -140,6 +141,11 @@ impl BrokerConfig {
                 .with_context(|| format!("--set {item}: expected key=value"))?;
             values.insert(key.trim().to_string(), value.trim().to_string());
         }
+        Ok(values)
+    }
+
+    pub fn from_args(args: Args) -> anyhow::Result<BrokerConfig> {
+        let mut values = BrokerConfig::file_and_set_values(&args)?;
         let mut take = |flag: Option<String>, key: &str| flag.or_else(|| values.remove(key));
         let data_dir = take(args.data_dir.map(|d| d.display().to_string()), "data-dir")
             .unwrap_or_else(|| "./data".into());

@@ -10,10 +10,12 @@
 //! starts one pinned glommio executor per CPU, prints the ready line, and turns SIGINT/SIGTERM
 //! into a shutdown message to every shard.
 
+pub mod cli;
 pub mod config;
 pub mod groups;
 pub mod kafka;
 pub mod metadata;
+pub mod partition;
 pub mod ports;
 pub mod routing;
 pub mod shard;
@@ -32,7 +34,7 @@ pub fn main_with_args() -> anyhow::Result<()> {
     use clap::Parser;
     let mut args = Args::parse();
     if let Some(command) = args.command.take() {
-        return routing::cli::run(&command);
+        return cli::run(&command);
     }
     init_tracing();
     run(BrokerConfig::from_args(args)?)
@@ -91,12 +93,13 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let mut handles = Vec::with_capacity(count);
     for (id, (cpu, inbox)) in config.cpus.iter().copied().zip(inboxes).enumerate() {
         let start = shard::ShardStart {
-            id,
+            id: shard::ShardId(id),
             config: config.clone(),
             mesh: mesh.clone(),
             inbox,
             metadata: metadata.clone(),
             connections_total: connections_total.clone(),
+            listeners: kafka::connection::listeners(),
             ready: ready_tx.clone(),
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -225,7 +228,7 @@ fn reassign_missing_shards(metadata: &mut metadata::Metadata, count: usize) -> b
     let mut moved = false;
     for (name, topic) in metadata.topics.iter_mut() {
         for (index, owner) in topic.partitions.iter_mut().enumerate() {
-            if *owner >= count {
+            if owner.index() >= count {
                 *owner = metadata::assign_shard(name, index, count);
                 moved = true;
             }

@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::shard::ShardId;
+
 pub const METADATA_FILE: &str = "metadata.json";
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -34,7 +36,7 @@ pub struct TopicMeta {
     /// Topic id (Kafka's UUID), as 32 hex digits.
     pub id: String,
     /// `partitions[p]` is the shard that owns partition p, chosen at creation.
-    pub partitions: Vec<usize>,
+    pub partitions: Vec<ShardId>,
     /// Per-topic configs as given (Kafka names).
     pub configs: BTreeMap<String, String>,
 }
@@ -46,7 +48,7 @@ impl TopicMeta {
 }
 
 impl Metadata {
-    pub fn owner(&self, topic: &str, partition: i32) -> Option<usize> {
+    pub fn owner(&self, topic: &str, partition: i32) -> Option<ShardId> {
         let meta = self.topics.get(topic)?;
         usize::try_from(partition)
             .ok()
@@ -56,9 +58,9 @@ impl Metadata {
 
 /// The stable shard for a new partition: spreads a topic's partitions round-robin from a start
 /// chosen by the topic name, so that single-partition topics do not all land on shard 0.
-pub fn assign_shard(topic: &str, partition: usize, shard_count: usize) -> usize {
+pub fn assign_shard(topic: &str, partition: usize, shard_count: usize) -> ShardId {
     assert!(shard_count > 0);
-    (crc32c::crc32c(topic.as_bytes()) as usize + partition) % shard_count
+    ShardId((crc32c::crc32c(topic.as_bytes()) as usize + partition) % shard_count)
 }
 
 /// A fresh random topic id.
@@ -141,14 +143,18 @@ mod tests {
             "t".into(),
             TopicMeta {
                 id: new_topic_id(),
-                partitions: vec![0, 1],
+                partitions: vec![ShardId(0), ShardId(1)],
                 configs: BTreeMap::from([("flush.ms".into(), "5".into())]),
             },
         );
         store(dir.path(), &metadata).unwrap();
+        // Owners stay plain numbers on disk: `ShardId` changes no file.
+        let text = std::fs::read_to_string(dir.path().join(METADATA_FILE)).unwrap();
+        let compact: String = text.split_whitespace().collect();
+        assert!(compact.contains(r#""partitions":[0,1]"#), "{text}");
         let loaded = load(dir.path()).unwrap();
         assert_eq!(loaded.version, 7);
-        assert_eq!(loaded.owner("t", 1), Some(1));
+        assert_eq!(loaded.owner("t", 1), Some(ShardId(1)));
         assert_eq!(loaded.owner("t", 2), None);
         assert_eq!(loaded.topics["t"].configs["flush.ms"], "5");
         assert_ne!(loaded.topics["t"].uuid(), uuid::Uuid::nil());

@@ -22,12 +22,15 @@ use crate::config::TOPIC_CONFIG_NAMES;
 use crate::shard::mesh::{reply_channel, ControlJob, ItemResults, NewTopic, Reply};
 use crate::shard::Shard;
 
-/// Sends a change to the controller and waits for its per-item results.
+/// Per-item results as admin responses carry them: (name, error code, message).
+pub type CodedResults = Vec<(String, i16, Option<String>)>;
+
+/// Sends a change to the controller and waits for its per-item results, in Kafka's codes.
 pub async fn controller_call(
     shard: &Shard,
     names: &[String],
     job: impl FnOnce(Reply<ItemResults>) -> ControlJob,
-) -> ItemResults {
+) -> CodedResults {
     let (reply, answer) = reply_channel();
     let unavailable = || {
         names
@@ -44,7 +47,16 @@ pub async fn controller_call(
     if shard.mesh.controller.send_async(job(reply)).await.is_err() {
         return unavailable();
     }
-    answer.recv_async().await.unwrap_or_else(|_| unavailable())
+    match answer.recv_async().await {
+        Ok(results) => results
+            .into_iter()
+            .map(|(name, result)| {
+                let (error_code, message) = code::from_topic_result(&result);
+                (name, error_code, message)
+            })
+            .collect(),
+        Err(_) => unavailable(),
+    }
 }
 
 /// Creates topics with the broker defaults (Metadata auto-create). Races with other creators are

@@ -17,9 +17,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::admin_topics::controller_call;
 use super::error_codes as code;
-use crate::config::TOPIC_CONFIG_NAMES;
+use crate::config::{BrokerConfig, TOPIC_CONFIG_NAMES};
 use crate::routing::config::ConfigOperation;
-use crate::shard::mesh::{ConfigChange, ControlJob, ItemResults};
+use crate::shard::mesh::{ConfigChange, ControlJob};
 use crate::shard::Shard;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -47,6 +47,60 @@ fn entry(version: i16, name: &str, value: &str, source: i8) -> DescribeConfigsRe
         };
     }
     out
+}
+
+/// A topic's own configs as DescribeConfigs lists them: every known config (its default when
+/// unset) and any other config the topic carries.
+fn topic_entries(
+    shard: &Shard,
+    version: i16,
+    configs: &BTreeMap<String, String>,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Vec<DescribeConfigsResourceResult> {
+    let mut names: Vec<&str> = TOPIC_CONFIG_NAMES.to_vec();
+    names.extend(
+        configs
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !TOPIC_CONFIG_NAMES.contains(k)),
+    );
+    let mut entries = Vec::new();
+    for name in names.into_iter().filter(|n| wanted(n)) {
+        if let Some((value, default)) = shard.config.effective(configs, name) {
+            let source = if default {
+                SOURCE_DEFAULT
+            } else {
+                SOURCE_TOPIC
+            };
+            entries.push(entry(version, name, &value, source));
+        }
+    }
+    entries
+}
+
+/// The broker configs DescribeConfigs lists for a broker resource.
+fn broker_configs(config: &BrokerConfig) -> BTreeMap<String, String> {
+    let mut values: BTreeMap<String, String> = BTreeMap::new();
+    values.insert("num.partitions".into(), config.num_partitions.to_string());
+    values.insert(
+        "auto.create.topics.enable".into(),
+        config.auto_create_topics.to_string(),
+    );
+    values.insert(
+        "socket.request.max.bytes".into(),
+        config.socket_request_max_bytes.to_string(),
+    );
+    values.insert("max.connections".into(), config.max_connections.to_string());
+    values.insert(
+        "log.retention.check.interval.ms".into(),
+        config.retention_check_interval_ms.to_string(),
+    );
+    for name in TOPIC_CONFIG_NAMES {
+        if let Some((value, _)) = config.effective(&BTreeMap::new(), name) {
+            values.insert(name.to_string(), value);
+        }
+    }
+    values
 }
 
 pub async fn describe(
@@ -94,53 +148,13 @@ pub async fn describe(
                             .configs
                             .push(entry(version, name, value, SOURCE_TOPIC));
                     }
-                    let mut names: Vec<&str> = TOPIC_CONFIG_NAMES.to_vec();
-                    names.extend(
-                        topic
-                            .configs
-                            .keys()
-                            .map(String::as_str)
-                            .filter(|k| !TOPIC_CONFIG_NAMES.contains(k)),
-                    );
-                    for name in names.into_iter().filter(|n| wanted(n)) {
-                        if let Some((value, default)) = shard.config.effective(&topic.configs, name)
-                        {
-                            result.configs.push(entry(
-                                version,
-                                name,
-                                &value,
-                                if default {
-                                    SOURCE_DEFAULT
-                                } else {
-                                    SOURCE_TOPIC
-                                },
-                            ));
-                        }
-                    }
+                    result
+                        .configs
+                        .extend(topic_entries(shard, version, &topic.configs, &wanted));
                 }
             },
             RESOURCE_BROKER => {
-                let config = &shard.config;
-                let mut values: BTreeMap<String, String> = BTreeMap::new();
-                values.insert("num.partitions".into(), config.num_partitions.to_string());
-                values.insert(
-                    "auto.create.topics.enable".into(),
-                    config.auto_create_topics.to_string(),
-                );
-                values.insert(
-                    "socket.request.max.bytes".into(),
-                    config.socket_request_max_bytes.to_string(),
-                );
-                values.insert("max.connections".into(), config.max_connections.to_string());
-                values.insert(
-                    "log.retention.check.interval.ms".into(),
-                    config.retention_check_interval_ms.to_string(),
-                );
-                for name in TOPIC_CONFIG_NAMES {
-                    if let Some((value, _)) = config.effective(&BTreeMap::new(), name) {
-                        values.insert(name.to_string(), value);
-                    }
-                }
+                let values = broker_configs(&shard.config);
                 for (name, value) in values.iter().filter(|(n, _)| wanted(n)) {
                     result
                         .configs
@@ -182,13 +196,12 @@ async fn apply(
     }
     if !changes.is_empty() {
         let names: Vec<String> = changes.iter().map(|c| c.topic.clone()).collect();
-        let results: ItemResults =
-            controller_call(shard, &names, |reply| ControlJob::AlterConfigs {
-                changes,
-                validate_only,
-                reply,
-            })
-            .await;
+        let results = controller_call(shard, &names, |reply| ControlJob::AlterConfigs {
+            changes,
+            validate_only,
+            reply,
+        })
+        .await;
         answers.extend(
             results
                 .into_iter()

@@ -1,4 +1,5 @@
-//! One client connection on the shard that accepted it: read frames ahead (pipelining), dispatch
+//! Kafka's listeners (given to the shard runtime by the composition root) and one client
+//! connection on the shard that accepted it: read frames ahead (pipelining), dispatch
 //! each in arrival order, write answers in the same order.
 //!
 //! Two tasks per connection share the socket through `RefCell` halves (borrowed only inside one
@@ -13,58 +14,52 @@ use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use glommio::channels::local_channel;
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpStream;
 
 use super::codec::{Piece, Response};
 use super::connection_budget::{Budget, Ticket};
 use super::dispatch::{dispatch, Peer, Pending};
-use crate::shard::{admit_connection, release_connection, Shard};
+use crate::shard::listener::{self, Listener};
+use crate::shard::Shard;
 
 /// Pieces smaller than this are copied into one staging buffer to save system calls; larger
 /// ones (log chunks) go to the socket as they are.
 const COALESCE_BYTES_MAX: usize = 32 << 10;
 
+/// Kafka's listeners: the bootstrap port every shard shares (SO_REUSEPORT) and each shard's own
+/// broker port (bootstrap port + 1 + shard), which Metadata advertises.
+pub fn listeners() -> Vec<Listener> {
+    vec![
+        Listener {
+            name: "bootstrap",
+            address: |shard| shard.config.listen,
+            serve: |shard, stream| Box::pin(async move { serve_kafka(&shard, stream, true).await }),
+        },
+        Listener {
+            name: "broker port",
+            address: |shard| {
+                let mut address = shard.config.listen;
+                address.set_port(shard.broker_port(shard.id));
+                address
+            },
+            serve: |shard, stream| {
+                Box::pin(async move { serve_kafka(&shard, stream, false).await })
+            },
+        },
+    ]
+}
+
 /// `bootstrap`: whether this is the shared bootstrap listener (vs this shard's broker port).
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, bootstrap: bool) {
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shard.shutdown.wait().await;
-            None
-        })
-        .await;
-        match accepted {
-            None => return,
-            Some(Ok(stream)) => {
-                if !admit_connection(&shard) {
-                    tracing::warn!(
-                        shard = shard.id,
-                        max = shard.config.max_connections,
-                        "max.connections reached; refusing a connection"
-                    );
-                    continue;
-                }
-                let shard = shard.clone();
-                glommio::spawn_local(async move {
-                    let peer = stream.peer_addr().ok();
-                    if let Err(error) = serve(&shard, stream, bootstrap).await {
-                        tracing::info!(shard = shard.id, ?peer, %error, "closing connection");
-                    }
-                    release_connection(&shard);
-                })
-                .detach();
-            }
-            Some(Err(error)) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(shard = shard.id, %error, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+async fn serve_kafka(
+    shard: &Rc<Shard>,
+    stream: TcpStream,
+    bootstrap: bool,
+) -> Result<(), listener::ConnectionError> {
+    serve(shard, stream, bootstrap).await.map_err(Into::into)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,8 +1,10 @@
-//! Kafka error codes Weir answers with, and the one function that maps engine errors to them.
-//! Pure; used on every shard.
+//! Kafka error codes Weir answers with, and the functions that map the core's domain errors
+//! (partition operations, topic administration, routing) to them. Pure; used on every shard.
 
-use weir_engine::batch::BatchError;
-use weir_engine::LogError;
+use crate::partition::PartitionError;
+use crate::routing::broker::{ExchangeOutcome, ExchangeProduceError};
+use crate::routing::exchange::RoutingErrorKind;
+use crate::shard::controller::TopicError;
 
 pub const NONE: i16 = 0;
 pub const OFFSET_OUT_OF_RANGE: i16 = 1;
@@ -24,21 +26,124 @@ pub const INVALID_CONFIG: i16 = 40;
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 
-/// The Kafka error code for an engine error (the only place that knows both vocabularies).
-pub fn from_log_error(error: &LogError) -> i16 {
+/// The Kafka error code for a partition operation's error (the only place that knows both
+/// vocabularies for the data path).
+pub fn from_partition_error(error: PartitionError) -> i16 {
     match error {
-        LogError::InvalidBatch(BatchError::Crc { .. }) => CORRUPT_MESSAGE,
-        LogError::InvalidBatch(_) => CORRUPT_MESSAGE,
-        LogError::BatchTooLarge { .. } => MESSAGE_TOO_LARGE,
-        LogError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
-        LogError::OutOfOrderSequence { .. } => OUT_OF_ORDER_SEQUENCE_NUMBER,
-        LogError::InvalidProducerEpoch { .. } => INVALID_PRODUCER_EPOCH,
-        LogError::Corrupt { .. } | LogError::StorageFull | LogError::Io { .. } => {
-            KAFKA_STORAGE_ERROR
+        PartitionError::UnknownPartition => UNKNOWN_TOPIC_OR_PARTITION,
+        // A stale owner view, or a log that is being deleted or a broker that is stopping
+        // (`Closed`): the client refreshes its metadata and retries.
+        PartitionError::NotOwner | PartitionError::Closed => NOT_LEADER_OR_FOLLOWER,
+        PartitionError::CorruptBatch => CORRUPT_MESSAGE,
+        PartitionError::BatchTooLarge => MESSAGE_TOO_LARGE,
+        PartitionError::OffsetOutOfRange => OFFSET_OUT_OF_RANGE,
+        PartitionError::OutOfOrderSequence => OUT_OF_ORDER_SEQUENCE_NUMBER,
+        PartitionError::InvalidProducerEpoch => INVALID_PRODUCER_EPOCH,
+        PartitionError::Storage => KAFKA_STORAGE_ERROR,
+    }
+}
+
+/// The error code of an optional partition error: `NONE` when there is none.
+pub fn from_partition_result(error: Option<PartitionError>) -> i16 {
+    error.map_or(NONE, from_partition_error)
+}
+
+pub const POLICY_VIOLATION: i16 = 44;
+
+/// The Kafka error code for a kind of routing refusal.
+pub fn from_routing_kind(kind: RoutingErrorKind) -> i16 {
+    match kind {
+        RoutingErrorKind::InvalidName => INVALID_TOPIC_EXCEPTION,
+        RoutingErrorKind::InvalidConfig => INVALID_CONFIG,
+        RoutingErrorKind::NotFound => UNKNOWN_TOPIC_OR_PARTITION,
+        RoutingErrorKind::AlreadyExists => TOPIC_ALREADY_EXISTS,
+        RoutingErrorKind::LimitReached => POLICY_VIOLATION,
+        RoutingErrorKind::InvalidRequest => INVALID_REQUEST,
+        RoutingErrorKind::CorruptRecords => CORRUPT_MESSAGE,
+        RoutingErrorKind::TooManyRecords => MESSAGE_TOO_LARGE,
+        RoutingErrorKind::Internal => UNKNOWN_SERVER_ERROR,
+        RoutingErrorKind::Storage => KAFKA_STORAGE_ERROR,
+    }
+}
+
+/// The Kafka error code for a controller refusal.
+pub fn from_topic_error(error: &TopicError) -> i16 {
+    match error {
+        TopicError::UnknownTopic => UNKNOWN_TOPIC_OR_PARTITION,
+        TopicError::InvalidName(_) => INVALID_TOPIC_EXCEPTION,
+        TopicError::AlreadyExists(_) => TOPIC_ALREADY_EXISTS,
+        TopicError::InvalidPartitions(_) => INVALID_PARTITIONS,
+        TopicError::InvalidConfig(_) => INVALID_CONFIG,
+        TopicError::Routing { kind, .. } => from_routing_kind(*kind),
+        TopicError::Storage => KAFKA_STORAGE_ERROR,
+    }
+}
+
+/// A controller item's outcome as an admin response carries it: error code and message.
+pub fn from_topic_result(result: &Result<(), TopicError>) -> (i16, Option<String>) {
+    match result {
+        Ok(()) => (NONE, None),
+        Err(error) => (from_topic_error(error), error.message()),
+    }
+}
+
+/// The Kafka error code for a produce to an exchange.
+pub fn from_exchange_outcome(outcome: ExchangeOutcome) -> i16 {
+    match outcome {
+        Ok(()) => NONE,
+        Err(ExchangeProduceError::Refused(kind)) => from_routing_kind(kind),
+        Err(ExchangeProduceError::Partition(error)) => from_partition_error(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The codes clients have always seen, pinned: a change here is a change in behaviour.
+    #[test]
+    fn domain_errors_keep_their_kafka_codes() {
+        use PartitionError as P;
+        let partition = [
+            (P::UnknownPartition, 3),
+            (P::NotOwner, 6),
+            (P::Closed, 6),
+            (P::CorruptBatch, 2),
+            (P::BatchTooLarge, 10),
+            (P::OffsetOutOfRange, 1),
+            (P::OutOfOrderSequence, 45),
+            (P::InvalidProducerEpoch, 47),
+            (P::Storage, 56),
+        ];
+        for (error, code) in partition {
+            assert_eq!(from_partition_error(error), code, "{error:?}");
         }
-        // A closed log is being deleted or the broker is stopping: the client refreshes metadata.
-        LogError::Closed => NOT_LEADER_OR_FOLLOWER,
-        #[allow(unreachable_patterns)]
-        _ => UNKNOWN_SERVER_ERROR,
+        use RoutingErrorKind as R;
+        let routing = [
+            (R::InvalidName, 17),
+            (R::InvalidConfig, 40),
+            (R::NotFound, 3),
+            (R::AlreadyExists, 36),
+            (R::LimitReached, 44),
+            (R::InvalidRequest, 42),
+            (R::CorruptRecords, 2),
+            (R::TooManyRecords, 10),
+            (R::Internal, -1),
+            (R::Storage, 56),
+        ];
+        for (kind, code) in routing {
+            assert_eq!(from_routing_kind(kind), code, "{kind:?}");
+        }
+        let topic = [
+            (TopicError::UnknownTopic, 3),
+            (TopicError::InvalidName(String::new()), 17),
+            (TopicError::AlreadyExists(String::new()), 36),
+            (TopicError::InvalidPartitions(String::new()), 37),
+            (TopicError::InvalidConfig(String::new()), 40),
+            (TopicError::Storage, 56),
+        ];
+        for (error, code) in topic {
+            assert_eq!(from_topic_error(&error), code, "{error:?}");
+        }
     }
 }

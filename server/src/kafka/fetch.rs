@@ -14,13 +14,15 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::FetchRequest;
 use weir_engine::Chunk;
 
 use super::codec::{write_response_header, CodecError, Piece, Response};
 use super::error_codes as code;
-use super::partition_ops;
-use crate::shard::mesh::{reply_channel, FetchOutcome, Job};
+use crate::metadata::Metadata;
+use crate::partition::{self, FetchOutcome};
+use crate::shard::mesh::{reply_channel, Job};
 use crate::shard::Shard;
 
 /// Upper bound on a long poll, whatever the client asks.
@@ -81,6 +83,47 @@ pub async fn handle(
     }
 }
 
+/// Where one partition's read stands after the dispatch of a round.
+enum Source {
+    Done(PartitionResult),
+    Remote(i32, flume::Receiver<FetchOutcome<Bytes>>),
+}
+
+impl Source {
+    fn empty(partition: i32, error_code: i16) -> Source {
+        Source::Done(PartitionResult {
+            partition,
+            error_code,
+            high_watermark: -1,
+            log_start_offset: -1,
+            payload: Payload::Remote(Vec::new()),
+        })
+    }
+
+    async fn finish(self) -> PartitionResult {
+        let (partition, answer) = match self {
+            Source::Done(result) => return result,
+            Source::Remote(partition, answer) => (partition, answer),
+        };
+        match answer.recv_async().await {
+            Ok(outcome) => PartitionResult {
+                partition,
+                error_code: code::from_partition_result(outcome.error),
+                high_watermark: outcome.high_watermark,
+                log_start_offset: outcome.log_start_offset,
+                payload: Payload::Remote(outcome.payload),
+            },
+            Err(_) => PartitionResult {
+                partition,
+                error_code: code::NOT_LEADER_OR_FOLLOWER,
+                high_watermark: -1,
+                log_start_offset: -1,
+                payload: Payload::Remote(Vec::new()),
+            },
+        }
+    }
+}
+
 async fn read_all(
     shard: &Rc<Shard>,
     request: &FetchRequest,
@@ -91,60 +134,16 @@ async fn read_all(
     } else {
         request.max_bytes as usize
     };
-    enum Source {
-        Done(PartitionResult),
-        Remote(i32, flume::Receiver<FetchOutcome<Bytes>>),
-    }
     let mut sources: Vec<(String, Vec<Source>)> = Vec::with_capacity(request.topics.len());
     for topic in &request.topics {
         let name = topic.topic.0.to_string();
         let mut parts = Vec::with_capacity(topic.partitions.len());
         for fetch in &topic.partitions {
-            let partition = fetch.partition;
             let max_bytes = (fetch.partition_max_bytes.max(0) as usize).min(remaining);
-            let empty = |error_code| PartitionResult {
-                partition,
-                error_code,
-                high_watermark: -1,
-                log_start_offset: -1,
-                payload: Payload::Remote(Vec::new()),
-            };
-            let source = match metadata.owner(&name, partition) {
-                // Exchanges route what is produced to them and keep nothing: consume the topics
-                // bound to them instead.
-                None if metadata.routing.is_exchange(&name) => {
-                    Source::Done(empty(code::INVALID_REQUEST))
-                }
-                None => Source::Done(empty(code::UNKNOWN_TOPIC_OR_PARTITION)),
-                Some(owner) if owner == shard.id => {
-                    let outcome =
-                        partition_ops::read(shard, &name, partition, fetch.fetch_offset, max_bytes)
-                            .await;
-                    let result = PartitionResult {
-                        partition,
-                        error_code: outcome.error_code,
-                        high_watermark: outcome.high_watermark,
-                        log_start_offset: outcome.log_start_offset,
-                        payload: Payload::Local(outcome.payload),
-                    };
-                    remaining = remaining.saturating_sub(result.payload.bytes());
-                    Source::Done(result)
-                }
-                Some(owner) => {
-                    let (reply, answer) = reply_channel();
-                    let job = Job::Fetch {
-                        topic: name.clone(),
-                        partition,
-                        offset: fetch.fetch_offset,
-                        max_bytes,
-                        reply,
-                    };
-                    match shard.mesh.shards[owner].send_async(job).await {
-                        Ok(()) => Source::Remote(partition, answer),
-                        Err(_) => Source::Done(empty(code::NOT_LEADER_OR_FOLLOWER)),
-                    }
-                }
-            };
+            let source = start_read(shard, &metadata, &name, fetch, max_bytes).await;
+            if let Source::Done(result) = &source {
+                remaining = remaining.saturating_sub(result.payload.bytes());
+            }
             parts.push(source);
         }
         sources.push((name, parts));
@@ -153,29 +152,55 @@ async fn read_all(
     for (name, parts) in sources {
         let mut done = Vec::with_capacity(parts.len());
         for source in parts {
-            done.push(match source {
-                Source::Done(result) => result,
-                Source::Remote(partition, answer) => match answer.recv_async().await {
-                    Ok(outcome) => PartitionResult {
-                        partition,
-                        error_code: outcome.error_code,
-                        high_watermark: outcome.high_watermark,
-                        log_start_offset: outcome.log_start_offset,
-                        payload: Payload::Remote(outcome.payload),
-                    },
-                    Err(_) => PartitionResult {
-                        partition,
-                        error_code: code::NOT_LEADER_OR_FOLLOWER,
-                        high_watermark: -1,
-                        log_start_offset: -1,
-                        payload: Payload::Remote(Vec::new()),
-                    },
-                },
-            });
+            done.push(source.finish().await);
         }
         results.push((name, done));
     }
     results
+}
+
+/// Reads one partition in place when this shard owns it, else sends the read to its owner.
+async fn start_read(
+    shard: &Rc<Shard>,
+    metadata: &Metadata,
+    name: &str,
+    fetch: &FetchPartition,
+    max_bytes: usize,
+) -> Source {
+    let partition = fetch.partition;
+    match metadata.owner(name, partition) {
+        // Exchanges route what is produced to them and keep nothing: consume the topics
+        // bound to them instead.
+        None if metadata.routing.is_exchange(name) => {
+            Source::empty(partition, code::INVALID_REQUEST)
+        }
+        None => Source::empty(partition, code::UNKNOWN_TOPIC_OR_PARTITION),
+        Some(owner) if owner == shard.id => {
+            let outcome =
+                partition::read(shard, name, partition, fetch.fetch_offset, max_bytes).await;
+            Source::Done(PartitionResult {
+                partition,
+                error_code: code::from_partition_result(outcome.error),
+                high_watermark: outcome.high_watermark,
+                log_start_offset: outcome.log_start_offset,
+                payload: Payload::Local(outcome.payload),
+            })
+        }
+        Some(owner) => {
+            let (reply, answer) = reply_channel();
+            let job = Job::Fetch {
+                topic: name.to_string(),
+                partition,
+                offset: fetch.fetch_offset,
+                max_bytes,
+                reply,
+            };
+            match shard.mesh.inbox(owner).send_async(job).await {
+                Ok(()) => Source::Remote(partition, answer),
+                Err(_) => Source::empty(partition, code::NOT_LEADER_OR_FOLLOWER),
+            }
+        }
+    }
 }
 
 /// Waits until any fetched partition's high watermark moves past what this round saw, or `wait`.
@@ -206,7 +231,7 @@ async fn wait_for_any(
                         wait,
                         reply,
                     };
-                    if shard.mesh.shards[owner].send_async(job).await.is_ok() {
+                    if shard.mesh.inbox(owner).send_async(job).await.is_ok() {
                         waits.push(Box::pin(async move {
                             let _ = answer.recv_async().await;
                         }));

@@ -10,13 +10,14 @@ use kafka_protocol::protocol::StrBytes;
 use super::error_codes as code;
 use crate::groups::owner_shard;
 use crate::shard::Shard;
+use crate::shard::ShardId;
 
 /// (error, node id, host, port) for one key.
 fn locate(shard: &Shard, key: &str, key_type: i8) -> (i16, i32, StrBytes, i32) {
     if key_type != 0 {
         return (code::COORDINATOR_NOT_AVAILABLE, -1, StrBytes::default(), -1);
     }
-    let owner = shard.advertised_broker(owner_shard(key, shard.count));
+    let owner = shard.advertised_broker(ShardId(owner_shard(key, shard.count)));
     (
         code::NONE,
         owner as i32,

@@ -56,7 +56,7 @@ pub type Coordinator = GroupCoordinator;
 /// Opens this shard's coordinator on `<data-dir>/groups`.
 pub async fn open(shard: &Rc<Shard>) -> anyhow::Result<()> {
     let coordinator =
-        GroupCoordinator::open(&shard.config.data_dir.join("groups"), shard.id).await?;
+        GroupCoordinator::open(&shard.config.data_dir.join("groups"), shard.id.index()).await?;
     *shard.groups.borrow_mut() = Some(coordinator);
     Ok(())
 }
@@ -238,7 +238,7 @@ async fn call(
     version: i16,
     request: GroupRequest,
 ) -> Option<GroupResponse> {
-    if owner == shard.id {
+    if owner == shard.id.index() {
         return run_local(shard, version, request).await;
     }
     let (reply, answer) = reply_channel();
@@ -367,7 +367,7 @@ pub fn dispatch(
                 let owners = if bootstrap {
                     0..shard.count
                 } else {
-                    shard.id..shard.id + 1
+                    shard.id.index()..shard.id.index() + 1
                 };
                 for owner in owners {
                     match call(&shard, owner, version, GroupRequest::List(states.clone())).await {

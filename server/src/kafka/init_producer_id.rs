@@ -41,7 +41,9 @@ pub async fn handle(
         Ok(()) => answer
             .recv_async()
             .await
-            .unwrap_or(Err(code::COORDINATOR_NOT_AVAILABLE)),
+            .map_or(Err(code::COORDINATOR_NOT_AVAILABLE), |allocated| {
+                allocated.map_err(|error| code::from_topic_error(&error))
+            }),
         Err(_) => Err(code::COORDINATOR_NOT_AVAILABLE),
     };
     match allocated {

@@ -8,29 +8,53 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::error_codes as code;
-use super::partition_ops;
-use crate::shard::mesh::{reply_channel, Job, OffsetOutcome};
+use crate::partition::{self, OffsetOutcome};
+use crate::shard::mesh::{reply_channel, Job};
 use crate::shard::Shard;
 
+/// One partition's answer: error code, offset, timestamp (-1 and -1 on error).
+pub struct Answer {
+    pub error_code: i16,
+    pub offset: i64,
+    pub timestamp: i64,
+}
+
 /// One partition's offset lookup on its owner, wherever that is.
-pub async fn lookup(
-    shard: &Rc<Shard>,
-    topic: &str,
-    partition: i32,
-    timestamp: i64,
-) -> OffsetOutcome {
-    let failed = |error_code| OffsetOutcome {
+pub async fn lookup(shard: &Rc<Shard>, topic: &str, partition: i32, timestamp: i64) -> Answer {
+    let failed = |error_code| Answer {
         error_code,
         offset: -1,
         timestamp: -1,
     };
+    let outcome = match owner_lookup(shard, topic, partition, timestamp).await {
+        Ok(outcome) => outcome,
+        Err(error_code) => return failed(error_code),
+    };
+    match outcome {
+        Ok(listed) => Answer {
+            error_code: code::NONE,
+            offset: listed.offset,
+            timestamp: listed.timestamp,
+        },
+        Err(error) => failed(code::from_partition_error(error)),
+    }
+}
+
+/// Runs the lookup on the partition's owner; `Err` carries a refusal before it got there.
+async fn owner_lookup(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> Result<OffsetOutcome, i16> {
+    let failed = Err;
     let metadata = shard.metadata();
     match metadata.owner(topic, partition) {
         // An exchange keeps no log, so it has no offsets: refused as Fetch is.
         None if metadata.routing.is_exchange(topic) => failed(code::INVALID_REQUEST),
         None => failed(code::UNKNOWN_TOPIC_OR_PARTITION),
         Some(owner) if owner == shard.id => {
-            partition_ops::list_offset(shard, topic, partition, timestamp).await
+            Ok(partition::list_offset(shard, topic, partition, timestamp).await)
         }
         Some(owner) => {
             let (reply, answer) = reply_channel();
@@ -40,13 +64,13 @@ pub async fn lookup(
                 timestamp,
                 reply,
             };
-            if shard.mesh.shards[owner].send_async(job).await.is_err() {
+            if shard.mesh.inbox(owner).send_async(job).await.is_err() {
                 return failed(code::NOT_LEADER_OR_FOLLOWER);
             }
             answer
                 .recv_async()
                 .await
-                .unwrap_or_else(|_| failed(code::NOT_LEADER_OR_FOLLOWER))
+                .map_err(|_| code::NOT_LEADER_OR_FOLLOWER)
         }
     }
 }

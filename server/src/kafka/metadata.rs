@@ -13,7 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::admin_topics::auto_create;
 use super::error_codes as code;
 use crate::metadata::{valid_topic_name, Metadata};
-use crate::shard::Shard;
+use crate::shard::{Shard, ShardId};
 
 pub const CLUSTER_ID: &str = "weir";
 
@@ -87,7 +87,7 @@ fn topic(shard: &Shard, metadata: &Metadata, name: &str, version: i16) -> Metada
         // so that producers spread over the cores; each shard routes what it receives.
         out.partitions = crate::routing::broker::exchange_partition_leaders(shard.count)
             .map(|(index, leader)| {
-                let leader = BrokerId(shard.advertised_broker(leader as usize) as i32);
+                let leader = BrokerId(shard.advertised_broker(ShardId(leader as usize)) as i32);
                 partition(index, leader, version)
             })
             .collect();

@@ -18,5 +18,4 @@ pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
-pub mod partition_ops;
 pub mod produce;

@@ -2,6 +2,10 @@
 //! never decoded here). Partitions owned by this shard are appended in the dispatch phase;
 //! others are sent to their owner in the dispatch phase, so per-connection order holds either
 //! way. acks=0 gets no answer; acks=1 answers once written; acks=-1 once durable.
+//!
+//! Each topic name is looked up once in the shard's metadata snapshot: a plain topic goes straight
+//! to the core's partition append (`partition::PendingAppend`); only an exchange goes through
+//! `routing::broker::produce`.
 
 use std::rc::Rc;
 
@@ -12,37 +16,74 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use super::codec::{decode_body, encode_response, CodecError, Request, Response};
 use super::dispatch::Pending;
 use super::error_codes as code;
-use super::partition_ops::{self, Appended};
-use crate::shard::mesh::{reply_channel, Job, ProduceOutcome};
+use crate::metadata::Metadata;
+use crate::partition::PendingAppend;
+use crate::routing::broker::ExchangeOutcome;
 use crate::shard::Shard;
 
 /// Where one partition's answer comes from.
 enum Outcome {
-    Ready(ProduceOutcome),
-    Local(Appended),
-    Remote(flume::Receiver<ProduceOutcome>),
+    /// Refused before anything was appended.
+    Refused(i16),
+    /// A plain topic's partition, local or remote.
+    Partition(PendingAppend),
+    /// An exchange: routing splits the records over the bound topics.
+    Exchange(flume::Receiver<ExchangeOutcome>),
 }
 
-fn failed(error_code: i16) -> Outcome {
-    Outcome::Ready(ProduceOutcome {
-        error_code,
-        base_offset: -1,
-        log_start_offset: -1,
-    })
+/// One partition's answer: error code, base offset, log start offset.
+type Answer = (i16, i64, i64);
+
+impl Outcome {
+    async fn answer(self, durable: bool) -> Answer {
+        match self {
+            Outcome::Refused(error_code) => (error_code, -1, -1),
+            Outcome::Partition(pending) => {
+                let outcome = pending.finish(durable).await;
+                (
+                    code::from_partition_result(outcome.error),
+                    outcome.base_offset,
+                    outcome.log_start_offset,
+                )
+            }
+            Outcome::Exchange(answer) => {
+                let error_code = answer
+                    .recv_async()
+                    .await
+                    .map_or(code::NOT_LEADER_OR_FOLLOWER, code::from_exchange_outcome);
+                (error_code, -1, -1)
+            }
+        }
+    }
 }
 
-/// The single place where a produce to an exchange is diverted to the router (owned by the
-/// routing module). Returns `None` when `topic` is a plain topic.
-async fn divert_to_exchange(
+/// Issues one partition's append: the topic's name is looked up once in `metadata`; a plain
+/// topic goes straight to its partition, only an exchange goes through routing.
+async fn issue(
     shard: &Rc<Shard>,
+    metadata: &Metadata,
     topic: &str,
-    partition: i32,
-    records: &Option<Bytes>,
+    index: i32,
+    records: Option<Bytes>,
     acks: i16,
-) -> Option<Outcome> {
-    crate::routing::broker::produce(shard, topic, partition, records.as_ref(), acks)
-        .await
-        .map(Outcome::Remote)
+) -> Outcome {
+    if !(-1..=1).contains(&acks) {
+        return Outcome::Refused(code::INVALID_REQUIRED_ACKS);
+    }
+    let durable = acks == -1;
+    if metadata.routing.is_exchange(topic) {
+        let answer = crate::routing::broker::produce(
+            shard,
+            metadata,
+            topic,
+            index,
+            records.as_ref(),
+            durable,
+        )
+        .await;
+        return Outcome::Exchange(answer);
+    }
+    Outcome::Partition(PendingAppend::issue(shard, metadata, topic, index, records, durable).await)
 }
 
 pub async fn dispatch(shard: &Rc<Shard>, request: Request) -> Result<Pending, CodecError> {
@@ -54,39 +95,8 @@ pub async fn dispatch(shard: &Rc<Shard>, request: Request) -> Result<Pending, Co
         let name = topic.name.0.to_string();
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for data in topic.partition_data {
-            let index = data.index;
-            let outcome = if !(-1..=1).contains(&acks) {
-                failed(code::INVALID_REQUIRED_ACKS)
-            } else if let Some(diverted) =
-                divert_to_exchange(shard, &name, index, &data.records, acks).await
-            {
-                diverted
-            } else {
-                match metadata.owner(&name, index) {
-                    None => failed(code::UNKNOWN_TOPIC_OR_PARTITION),
-                    Some(owner) if owner == shard.id => Outcome::Local(partition_ops::append(
-                        shard,
-                        &name,
-                        index,
-                        data.records.as_deref(),
-                    )),
-                    Some(owner) => {
-                        let (reply, answer) = reply_channel();
-                        let job = Job::Produce {
-                            topic: name.clone(),
-                            partition: index,
-                            records: data.records,
-                            acks,
-                            reply,
-                        };
-                        match shard.mesh.shards[owner].send_async(job).await {
-                            Ok(()) => Outcome::Remote(answer),
-                            Err(_) => failed(code::NOT_LEADER_OR_FOLLOWER),
-                        }
-                    }
-                }
-            };
-            partitions.push((index, outcome));
+            let outcome = issue(shard, &metadata, &name, data.index, data.records, acks).await;
+            partitions.push((data.index, outcome));
         }
         topics.push((topic.name, partitions));
     }
@@ -101,24 +111,14 @@ pub async fn dispatch(shard: &Rc<Shard>, request: Request) -> Result<Pending, Co
             let mut topic = TopicProduceResponse::default();
             topic.name = name;
             for (index, outcome) in partitions {
-                let outcome = match outcome {
-                    Outcome::Ready(outcome) => outcome,
-                    Outcome::Local(appended) => partition_ops::finish_append(appended, acks).await,
-                    Outcome::Remote(answer) => {
-                        answer.recv_async().await.unwrap_or(ProduceOutcome {
-                            error_code: code::NOT_LEADER_OR_FOLLOWER,
-                            base_offset: -1,
-                            log_start_offset: -1,
-                        })
-                    }
-                };
+                let (error_code, base_offset, log_start_offset) = outcome.answer(acks == -1).await;
                 let mut partition = PartitionProduceResponse::default();
                 partition.index = index;
-                partition.error_code = outcome.error_code;
-                partition.base_offset = outcome.base_offset;
+                partition.error_code = error_code;
+                partition.base_offset = base_offset;
                 partition.log_append_time_ms = -1;
                 if version >= 5 {
-                    partition.log_start_offset = outcome.log_start_offset;
+                    partition.log_start_offset = log_start_offset;
                 }
                 topic.partition_responses.push(partition);
             }

@@ -1,5 +1,7 @@
-//! Where routing meets the broker core: produce diversion, the controller's handling of `weir.*`
+//! Where routing meets the broker core: produce to an exchange, the controller's handling of `weir.*`
 //! configs, and exchanges in Metadata. The broker's handlers call these at one place each.
+//!
+//! Core module: imports no protocol; refusals are domain errors the protocol layer maps.
 //!
 //! Shards: `produce` runs on whichever shard received the produce request, with that shard's
 //! metadata snapshot (which carries its routing table copy, `Metadata::routing`); the controller
@@ -15,13 +17,13 @@ use bytes::Bytes;
 
 use super::config::{self, ConfigOperation};
 use super::controller::RoutingController;
+use super::exchange::RoutingErrorKind;
 use super::partitioner::Partitioner;
-use super::router::route_produce;
+use super::router::{route_produce, RouteError, RoutedProduce};
 use super::table::{Change, RoutingTable};
-use crate::kafka::error_codes as code;
-use crate::kafka::partition_ops;
 use crate::metadata::Metadata;
-use crate::shard::mesh::{reply_channel, Job, ProduceOutcome};
+use crate::partition::{PartitionError, PendingAppend};
+use crate::shard::mesh::reply_channel;
 use crate::shard::Shard;
 
 thread_local! {
@@ -34,46 +36,94 @@ pub fn unroutable_records() -> u64 {
     UNROUTABLE_RECORDS.with(Cell::get)
 }
 
-fn outcome(error_code: i16) -> ProduceOutcome {
-    ProduceOutcome {
-        error_code,
-        base_offset: -1,
-        log_start_offset: -1,
-    }
+/// Why a produce to an exchange failed: routing refused the records, or a destination partition
+/// failed (the first one that did).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeProduceError {
+    Refused(RoutingErrorKind),
+    Partition(PartitionError),
 }
 
-fn ready(outcome: ProduceOutcome) -> flume::Receiver<ProduceOutcome> {
+/// The answer to one partition of a produce to an exchange. An exchange has no log, so there is
+/// no base offset to report.
+pub type ExchangeOutcome = Result<(), ExchangeProduceError>;
+
+fn ready(outcome: ExchangeOutcome) -> flume::Receiver<ExchangeOutcome> {
     let (reply, answer) = reply_channel();
     // A fresh one-slot channel: this send cannot fail or block.
     let _ = reply.try_send(outcome);
     answer
 }
 
-/// Routes one partition of a produce request naming an exchange. `None` when `topic` is not an
-/// exchange (the caller appends as usual); otherwise the receiver of the partition's answer.
+fn partition_failed(error: PartitionError) -> flume::Receiver<ExchangeOutcome> {
+    ready(Err(ExchangeProduceError::Partition(error)))
+}
+
+/// Routes one partition of a produce request naming an exchange (the caller has checked that
+/// `exchange` is one, in `metadata`); returns the receiver of the partition's answer.
 ///
 /// The destination appends are issued here, in the caller's dispatch phase (local appends at once,
 /// remote ones queued on the owners' bounded inboxes, whose fullness is backpressure), so the
 /// records of one connection reach each destination in produce order. The answer comes when every
-/// destination has answered as `acks` asks (-1: durable), with the first error if any failed.
-/// An exchange has no log, so the answer carries base offset -1.
+/// destination has answered as `durable` asks, with the first error if any failed.
 pub async fn produce(
     shard: &Rc<Shard>,
-    topic: &str,
+    metadata: &Metadata,
+    exchange: &str,
     partition: i32,
     records: Option<&Bytes>,
-    acks: i16,
-) -> Option<flume::Receiver<ProduceOutcome>> {
-    let metadata = shard.metadata();
-    if !metadata.routing.is_exchange(topic) {
-        return None;
-    }
+    durable: bool,
+) -> flume::Receiver<ExchangeOutcome> {
     if usize::try_from(partition).map_or(true, |partition| partition >= shard.count) {
-        return Some(ready(outcome(code::UNKNOWN_TOPIC_OR_PARTITION)));
+        return partition_failed(PartitionError::UnknownPartition);
     }
     let Some(records) = records else {
-        return Some(ready(outcome(code::CORRUPT_MESSAGE)));
+        return partition_failed(PartitionError::CorruptBatch);
     };
+    let routed = match route(metadata, exchange, records) {
+        Ok(routed) => routed,
+        Err(error) => {
+            tracing::debug!(exchange, %error, "produce to exchange refused");
+            return ready(Err(ExchangeProduceError::Refused(error.kind())));
+        }
+    };
+    let mut pending = Vec::with_capacity(routed.batches.len());
+    for (destination, batch) in routed.batches {
+        let index = destination.partition as i32;
+        pending.push(
+            PendingAppend::issue(
+                shard,
+                metadata,
+                &destination.topic,
+                index,
+                Some(batch),
+                durable,
+            )
+            .await,
+        );
+    }
+    let (reply, answer) = reply_channel();
+    glommio::spawn_local(async move {
+        let mut combined = Ok(());
+        for destination in pending {
+            let outcome = destination.finish(durable).await;
+            if let (Ok(()), Some(error)) = (combined, outcome.error) {
+                combined = Err(ExchangeProduceError::Partition(error));
+            }
+        }
+        let _ = reply.send_async(combined).await;
+    })
+    .detach();
+    answer
+}
+
+/// Splits `records` per destination partition with this shard's partitioner, and counts what no
+/// binding took.
+fn route(
+    metadata: &Metadata,
+    exchange: &str,
+    records: &Bytes,
+) -> Result<RoutedProduce, RouteError> {
     let partition_count = |name: &str| {
         metadata
             .topics
@@ -83,78 +133,21 @@ pub async fn produce(
     let routed = PARTITIONER.with(|partitioner| {
         route_produce(
             &metadata.routing,
-            topic,
+            exchange,
             records,
             partition_count,
             &mut partitioner.borrow_mut(),
         )
-    });
-    let routed = match routed {
-        Ok(routed) => routed,
-        Err(error) => {
-            tracing::debug!(exchange = topic, %error, "produce to exchange refused");
-            return Some(ready(outcome(error.kafka_code())));
-        }
-    };
+    })?;
     if routed.unroutable_records > 0 {
         UNROUTABLE_RECORDS.with(|count| count.set(count.get() + routed.unroutable_records));
         tracing::debug!(
-            exchange = topic,
+            exchange,
             records = routed.unroutable_records,
             "unroutable records dropped"
         );
     }
-
-    enum Pending {
-        Local(partition_ops::Appended),
-        Remote(flume::Receiver<ProduceOutcome>),
-    }
-    let mut pending = Vec::with_capacity(routed.batches.len());
-    for (destination, batch) in routed.batches {
-        let index = destination.partition as i32;
-        match metadata.owner(&destination.topic, index) {
-            None => pending.push(Pending::Remote(ready(outcome(
-                code::UNKNOWN_TOPIC_OR_PARTITION,
-            )))),
-            Some(owner) if owner == shard.id => pending.push(Pending::Local(
-                partition_ops::append(shard, &destination.topic, index, Some(&batch)),
-            )),
-            Some(owner) => {
-                let (reply, answer) = reply_channel();
-                let job = Job::Produce {
-                    topic: destination.topic,
-                    partition: index,
-                    records: Some(batch),
-                    acks,
-                    reply,
-                };
-                let sent = shard.mesh.shards[owner].send_async(job).await;
-                pending.push(Pending::Remote(match sent {
-                    Ok(()) => answer,
-                    Err(_) => ready(outcome(code::NOT_LEADER_OR_FOLLOWER)),
-                }));
-            }
-        }
-    }
-    let (reply, answer) = reply_channel();
-    glommio::spawn_local(async move {
-        let mut combined = outcome(code::NONE);
-        for destination in pending {
-            let result = match destination {
-                Pending::Local(appended) => partition_ops::finish_append(appended, acks).await,
-                Pending::Remote(answer) => answer
-                    .recv_async()
-                    .await
-                    .unwrap_or(outcome(code::NOT_LEADER_OR_FOLLOWER)),
-            };
-            if combined.error_code == code::NONE && result.error_code != code::NONE {
-                combined.error_code = result.error_code;
-            }
-        }
-        let _ = reply.send_async(combined).await;
-    })
-    .detach();
-    Some(answer)
+    Ok(routed)
 }
 
 /// The partition leaders an exchange shows in Metadata: one partition per shard, led by it, so
@@ -179,13 +172,25 @@ pub fn split_configs(
     (kafka, routing)
 }
 
+/// A refused routing change as the controller reports it: the kind of refusal and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub kind: RoutingErrorKind,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(kind: RoutingErrorKind, message: String) -> Refusal {
+        Refusal { kind, message }
+    }
+}
+
 /// Applies routing changes on the controller, or only checks them when `validate_only`.
-/// Returns the Kafka error code and message on refusal.
 pub fn apply(
     routing: &mut RoutingController,
     changes: &[Change],
     validate_only: bool,
-) -> Result<(), (i16, String)> {
+) -> Result<(), Refusal> {
     if changes.is_empty() {
         return Ok(());
     }
@@ -194,13 +199,13 @@ pub fn apply(
         return scratch
             .apply(changes)
             .map(|_| ())
-            .map_err(|error| (error.error.kafka_code(), error.error.to_string()));
+            .map_err(|error| Refusal::new(error.error.kind(), error.error.to_string()));
     }
     routing.apply(changes).map(|_| ()).map_err(|error| {
         if matches!(error, super::controller::ControllerError::Store(_)) {
             tracing::error!(%error, "persisting routing declarations failed");
         }
-        (error.kafka_code(), error.to_string())
+        Refusal::new(error.kind(), error.to_string())
     })
 }
 
@@ -218,28 +223,28 @@ pub fn plan_create(
     metadata: &Metadata,
     name: &str,
     configs: &[(String, String)],
-) -> Result<CreateRouting, (i16, String)> {
+) -> Result<CreateRouting, Refusal> {
     let pairs: Vec<(&str, Option<&str>)> = configs
         .iter()
         .map(|(name, value)| (name.as_str(), Some(value.as_str())))
         .collect();
     let plan = config::plan_create(name, &pairs, routing.table())
-        .map_err(|error| (error.kafka_code(), error.to_string()))?;
+        .map_err(|error| Refusal::new(error.kind(), error.to_string()))?;
     let taken = if plan.exchange {
         metadata.topics.contains_key(name).then_some("a topic")
     } else {
         routing.table().is_exchange(name).then_some("an exchange")
     };
     if let Some(what) = taken {
-        return Err((
-            code::TOPIC_ALREADY_EXISTS,
+        return Err(Refusal::new(
+            RoutingErrorKind::AlreadyExists,
             format!("{name} already exists as {what}"),
         ));
     }
     if plan.exchange {
         if routing.table().is_exchange(name) {
-            return Err((
-                code::TOPIC_ALREADY_EXISTS,
+            return Err(Refusal::new(
+                RoutingErrorKind::AlreadyExists,
                 format!("exchange {name} already exists"),
             ));
         }
@@ -268,11 +273,11 @@ pub fn alter_changes(
     routing: &RoutingController,
     name: &str,
     operations: &[(String, ConfigOperation)],
-) -> Result<Vec<Change>, (i16, String)> {
+) -> Result<Vec<Change>, Refusal> {
     let operations: Vec<(&str, ConfigOperation)> = operations
         .iter()
         .map(|(config, operation)| (config.as_str(), operation.clone()))
         .collect();
     config::plan_alter(name, &operations, routing.table())
-        .map_err(|error| (error.kafka_code(), error.to_string()))
+        .map_err(|error| Refusal::new(error.kind(), error.to_string()))
 }

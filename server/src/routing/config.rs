@@ -505,6 +505,7 @@ pub fn decode(text: &str, config: &str) -> Result<String, RoutingError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::exchange::RoutingErrorKind;
 
     fn apply(table: &mut RoutingTable, changes: Vec<Change>) {
         table.apply(&changes).expect("valid changes");
@@ -693,17 +694,29 @@ mod tests {
     fn invalid_configs_are_refused_with_codes() {
         let mut table = RoutingTable::new();
         create(&mut table, "app", &[(EXCHANGE_TYPE, "topic")]);
-        let create_cases: &[(&[(&str, &str)], i16)] = &[
-            (&[(EXCHANGE_TYPE, "queue")], 40),
-            (&[("weir.exchange.kind", "topic")], 40),
-            (&[("weir.binding", "app=#")], 40),
-            (&[(EXCHANGE_ALTERNATE, "app")], 40),
+        let create_cases: &[(&[(&str, &str)], RoutingErrorKind)] = &[
+            (&[(EXCHANGE_TYPE, "queue")], RoutingErrorKind::InvalidConfig),
+            (
+                &[("weir.exchange.kind", "topic")],
+                RoutingErrorKind::InvalidConfig,
+            ),
+            (
+                &[("weir.binding", "app=#")],
+                RoutingErrorKind::InvalidConfig,
+            ),
+            (
+                &[(EXCHANGE_ALTERNATE, "app")],
+                RoutingErrorKind::InvalidConfig,
+            ),
             (
                 &[(EXCHANGE_TYPE, "topic"), (EXCHANGE_BINDINGS, "queue:x=a")],
-                40,
+                RoutingErrorKind::InvalidConfig,
             ),
-            (&[(BINDINGS, "app=a%zz")], 40),
-            (&[(BINDINGS, "app=#"), (BINDINGS, "app=*")], 42),
+            (&[(BINDINGS, "app=a%zz")], RoutingErrorKind::InvalidConfig),
+            (
+                &[(BINDINGS, "app=#"), (BINDINGS, "app=*")],
+                RoutingErrorKind::InvalidRequest,
+            ),
         ];
         for (configs, code) in create_cases {
             let configs: Vec<(&str, Option<&str>)> = configs
@@ -711,29 +724,54 @@ mod tests {
                 .map(|(name, value)| (*name, Some(*value)))
                 .collect();
             let error = plan_create("new", &configs, &table).unwrap_err();
-            assert_eq!(error.kafka_code(), *code, "{configs:?}: {error}");
+            assert_eq!(error.kind(), *code, "{configs:?}: {error}");
         }
         // Errors only the table can see: a missing source, too many `#`, a bad x-match.
-        let table_cases: &[(&str, i16)] = &[("missing=a", 3), ("app=#.#.#.#.#.#.#.#.#", 40)];
+        let table_cases: &[(&str, RoutingErrorKind)] = &[
+            ("missing=a", RoutingErrorKind::NotFound),
+            ("app=#.#.#.#.#.#.#.#.#", RoutingErrorKind::InvalidConfig),
+        ];
         for (list, code) in table_cases {
             let plan = plan_create("t", &[(BINDINGS, Some(list))], &table).unwrap();
             let error = table.apply(&plan.changes).unwrap_err();
-            assert_eq!(error.error.kafka_code(), *code, "{list}: {error}");
+            assert_eq!(error.error.kind(), *code, "{list}: {error}");
         }
+    }
+
+    #[test]
+    fn invalid_alters_are_refused_with_codes() {
+        let mut table = RoutingTable::new();
+        create(&mut table, "app", &[(EXCHANGE_TYPE, "topic")]);
         use ConfigOperation::*;
-        let alter_cases: Vec<(&str, &str, ConfigOperation, i16)> = vec![
-            ("app", EXCHANGE_TYPE, Set("direct".into()), 40),
-            ("app", EXCHANGE_ALTERNATE, Append("x".into()), 40),
-            ("plain-topic", EXCHANGE_BINDINGS, Set("x=y".into()), 40),
-            ("plain-topic", EXCHANGE_TYPE, Set("topic".into()), 40),
+        let alter_cases: Vec<(&str, &str, ConfigOperation, RoutingErrorKind)> = vec![
+            (
+                "app",
+                EXCHANGE_TYPE,
+                Set("direct".into()),
+                RoutingErrorKind::InvalidConfig,
+            ),
+            (
+                "app",
+                EXCHANGE_ALTERNATE,
+                Append("x".into()),
+                RoutingErrorKind::InvalidConfig,
+            ),
+            (
+                "plain-topic",
+                EXCHANGE_BINDINGS,
+                Set("x=y".into()),
+                RoutingErrorKind::InvalidConfig,
+            ),
+            (
+                "plain-topic",
+                EXCHANGE_TYPE,
+                Set("topic".into()),
+                RoutingErrorKind::InvalidConfig,
+            ),
         ];
         for (name, config, operation, code) in alter_cases {
             let error = plan_alter(name, &[(config, operation.clone())], &table).unwrap_err();
-            assert_eq!(
-                error.kafka_code(),
-                code,
-                "{name} {config} {operation:?}: {error}"
-            );
+            assert_eq!(error.kind(), code, "{name} {config} {operation:?}: {error}");
         }
         assert!(
             plan_alter("app", &[(EXCHANGE_TYPE, Set("topic".into()))], &table)

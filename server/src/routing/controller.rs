@@ -1,12 +1,13 @@
-//! The authoritative routing table and its durable copy (controller side), and the read-only
-//! copies every shard routes with (replica side).
+//! The authoritative routing table and its durable copy. Runs on the controller shard only.
+//! Core module: imports no protocol.
 //!
 //! Concurrency rule: exactly one [`RoutingController`] exists, on the controller shard; every
 //! declaration change from any shard is sent there and applied one at a time, so the table has a
 //! single writer. After a change is persisted the controller publishes an immutable snapshot
-//! (`Arc<RoutingTable>`, never mutated again) which the shard mesh delivers to every shard's
-//! [`RoutingReplica`]. Snapshots are shared read-only: routing touches no atomics (the `Arc` is
-//! cloned only when a snapshot is installed), and nothing mutable crosses shards.
+//! (`Arc<RoutingTable>`, never mutated again) which travels to every shard inside the metadata
+//! snapshot (`Metadata::routing`; a shard ignores snapshots older than the one it holds).
+//! Snapshots are shared read-only: routing touches no atomics (the `Arc` is cloned only when a
+//! snapshot is installed), and nothing mutable crosses shards.
 //!
 //! Order of a change: validate and apply in memory → persist (fsync) → publish → answer the
 //! admin request. If persisting fails the change is reverted and refused, so a declaration is
@@ -15,6 +16,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::exchange::RoutingErrorKind;
 use super::store::{RoutingStore, StoreError};
 use super::table::{ApplyError, Change, RoutingTable};
 
@@ -29,13 +31,12 @@ pub enum ControllerError {
 }
 
 impl ControllerError {
-    /// The Kafka error an admin response carries for this error.
-    pub fn kafka_code(&self) -> i16 {
-        use kafka_protocol::error::ResponseError;
+    /// The kind of refusal an admin response reports for this error.
+    pub fn kind(&self) -> RoutingErrorKind {
         match self {
-            ControllerError::Apply(error) => error.error.kafka_code(),
+            ControllerError::Apply(error) => error.error.kind(),
             ControllerError::Store(_) | ControllerError::InvalidSaved(_) => {
-                ResponseError::KafkaStorageError.code()
+                RoutingErrorKind::Storage
             }
         }
     }
@@ -101,32 +102,6 @@ impl RoutingController {
     }
 }
 
-/// One shard's read-only view: the newest snapshot it has received.
-#[derive(Debug, Clone)]
-pub struct RoutingReplica {
-    current: Arc<RoutingTable>,
-}
-
-impl RoutingReplica {
-    pub fn new(snapshot: Arc<RoutingTable>) -> RoutingReplica {
-        RoutingReplica { current: snapshot }
-    }
-
-    /// Installs `snapshot` if it is newer than the current one; broadcasts may arrive out of
-    /// order or twice, and an older table must never replace a newer one.
-    pub fn install(&mut self, snapshot: Arc<RoutingTable>) -> bool {
-        if snapshot.version() <= self.current.version() {
-            return false;
-        }
-        self.current = snapshot;
-        true
-    }
-
-    pub fn table(&self) -> &RoutingTable {
-        &self.current
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,7 +157,7 @@ mod tests {
             ))])
             .unwrap_err();
         assert!(matches!(error, ControllerError::Store(_)), "{error}");
-        assert_eq!(error.kafka_code(), 56);
+        assert_eq!(error.kind(), RoutingErrorKind::Storage);
         assert!(!controller.table().is_exchange("more"));
         assert_eq!(controller.table().version(), 1);
         assert_eq!(controller.snapshot().version(), 1);
@@ -199,25 +174,7 @@ mod tests {
                 "",
             ))])
             .unwrap_err();
-        assert_eq!(error.kafka_code(), 3);
-    }
-
-    #[test]
-    fn replicas_keep_the_newest_snapshot() {
-        let directory = tempfile::tempdir().unwrap();
-        let mut controller = RoutingController::open(directory.path()).unwrap();
-        let mut replica = RoutingReplica::new(controller.snapshot());
-        let first = controller.apply(&declare_app()).unwrap();
-        let second = controller
-            .apply(&[Change::DeleteExchange { name: "app".into() }])
-            .unwrap();
-        assert!(replica.install(second.clone()));
-        assert!(
-            !replica.install(first),
-            "an older snapshot arriving late is ignored"
-        );
-        assert!(!replica.install(second));
-        assert!(!replica.table().is_exchange("app"));
+        assert_eq!(error.kind(), RoutingErrorKind::NotFound);
     }
 
     #[test]

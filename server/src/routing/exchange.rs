@@ -1,13 +1,12 @@
 //! Exchange and binding declarations, their limits and validation, and the one place routing
-//! errors become Kafka error codes.
+//! errors get their kind of refusal ([`RoutingErrorKind`]); each protocol maps kinds to codes.
+//! Core module: imports no protocol.
 //!
 //! Plain data, no I/O: built from admin requests on whichever shard receives them, validated
 //! there and again by the controller shard's table before anything is applied. The declaration
 //! types are archived by `store` (rkyv), so changing a field here changes the file format.
 
 use std::collections::BTreeMap;
-
-use kafka_protocol::error::ResponseError;
 
 use super::headers_matcher::{HeadersMatcher, InvalidMatchMode};
 use super::topic_matcher;
@@ -247,28 +246,50 @@ pub enum RoutingError {
     FetchFromExchange { name: String },
 }
 
+/// The kind of refusal a routing error is. Each protocol maps a kind to its own code (Kafka's in
+/// `kafka::error_codes`); the kinds are as fine as the codes clients have always seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoutingErrorKind {
+    /// A name breaks the naming rules.
+    InvalidName,
+    /// A declaration's settings are invalid (type, binding key, arguments, configs).
+    InvalidConfig,
+    /// The exchange (or topic) named does not exist.
+    NotFound,
+    /// The name is taken.
+    AlreadyExists,
+    /// The table is at one of its limits.
+    LimitReached,
+    /// The request cannot be served as asked (e.g. a fetch from an exchange).
+    InvalidRequest,
+    /// Produced records could not be decoded.
+    CorruptRecords,
+    /// A produced batch holds more records than routing takes.
+    TooManyRecords,
+    /// Routed records could not be encoded again.
+    Internal,
+    /// The declarations could not be made durable, or the saved ones are invalid.
+    Storage,
+}
+
 impl RoutingError {
-    /// The Kafka error an admin or produce response carries for this error.
-    pub fn kafka_error(&self) -> ResponseError {
+    /// The kind of refusal: what an admin or produce response reports for this error.
+    pub fn kind(&self) -> RoutingErrorKind {
         match self {
-            RoutingError::InvalidName { .. } => ResponseError::InvalidTopicException,
+            RoutingError::InvalidName { .. } => RoutingErrorKind::InvalidName,
             RoutingError::UnknownExchangeType { .. }
             | RoutingError::InvalidMatchMode(_)
             | RoutingError::TooManyHashWords { .. }
             | RoutingError::BindingKeyTooLong { .. }
             | RoutingError::TooManyArguments { .. }
-            | RoutingError::InvalidConfig { .. } => ResponseError::InvalidConfig,
-            RoutingError::UnknownExchange { .. } => ResponseError::UnknownTopicOrPartition,
-            RoutingError::ExchangeExists { .. } => ResponseError::TopicAlreadyExists,
-            RoutingError::TableFull { .. } => ResponseError::PolicyViolation,
+            | RoutingError::InvalidConfig { .. } => RoutingErrorKind::InvalidConfig,
+            RoutingError::UnknownExchange { .. } => RoutingErrorKind::NotFound,
+            RoutingError::ExchangeExists { .. } => RoutingErrorKind::AlreadyExists,
+            RoutingError::TableFull { .. } => RoutingErrorKind::LimitReached,
             RoutingError::InvalidRequest { .. } | RoutingError::FetchFromExchange { .. } => {
-                ResponseError::InvalidRequest
+                RoutingErrorKind::InvalidRequest
             }
         }
-    }
-
-    pub fn kafka_code(&self) -> i16 {
-        self.kafka_error().code()
     }
 }
 
@@ -291,7 +312,11 @@ mod tests {
             &"x".repeat(250),
         ] {
             let error = validate_name(bad).unwrap_err();
-            assert_eq!(error.kafka_code(), 17, "{bad}: {error}");
+            assert_eq!(
+                error.kind(),
+                RoutingErrorKind::InvalidName,
+                "{bad}: {error}"
+            );
         }
     }
 
@@ -306,7 +331,7 @@ mod tests {
             assert_eq!(ExchangeType::parse(kind.as_str()), Ok(kind));
         }
         let error = ExchangeType::parse("x-consistent-hash").unwrap_err();
-        assert_eq!(error.kafka_code(), 40);
+        assert_eq!(error.kind(), RoutingErrorKind::InvalidConfig);
         assert!(error.to_string().contains("x-consistent-hash"));
     }
 
@@ -318,7 +343,7 @@ mod tests {
         let error = topic(&hashes)
             .validate_for(ExchangeType::Topic)
             .unwrap_err();
-        assert_eq!(error.kafka_code(), 40);
+        assert_eq!(error.kind(), RoutingErrorKind::InvalidConfig);
         // The same key is fine where `#` means nothing.
         assert_eq!(topic(&hashes).validate_for(ExchangeType::Direct), Ok(()));
         let long = "k".repeat(BINDING_KEY_BYTES_MAX + 1);
@@ -326,8 +351,8 @@ mod tests {
             topic(&long)
                 .validate_for(ExchangeType::Direct)
                 .unwrap_err()
-                .kafka_code(),
-            40
+                .kind(),
+            RoutingErrorKind::InvalidConfig
         );
 
         let mut headers = topic("");
@@ -335,7 +360,7 @@ mod tests {
             .arguments
             .insert("x-match".into(), "sometimes".into());
         let error = headers.validate_for(ExchangeType::Headers).unwrap_err();
-        assert_eq!(error.kafka_code(), 40);
+        assert_eq!(error.kind(), RoutingErrorKind::InvalidConfig);
         assert!(error.to_string().contains("sometimes"));
         // Other types ignore arguments, as RabbitMQ does.
         assert_eq!(headers.validate_for(ExchangeType::Fanout), Ok(()));
@@ -345,8 +370,8 @@ mod tests {
             bad_destination
                 .validate_for(ExchangeType::Fanout)
                 .unwrap_err()
-                .kafka_code(),
-            17
+                .kind(),
+            RoutingErrorKind::InvalidName
         );
     }
 }

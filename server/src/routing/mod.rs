@@ -3,22 +3,25 @@
 //! The controller shard owns the authoritative [`table::RoutingTable`] through
 //! [`controller::RoutingController`], which persists every change ([`store`]) before publishing an
 //! immutable snapshot; every shard routes produce requests with the newest snapshot it received
-//! ([`controller::RoutingReplica`]). Everything here is pure (no I/O) except `store`, `controller`
-//! (which calls it) and `cli` (a blocking admin client for the `weir` binary).
+//! (carried in its metadata snapshot, `Metadata::routing`). Everything here is pure (no I/O)
+//! except `store` and `controller` (which calls it).
+//!
+//! Core: nothing here imports a protocol. Errors are domain errors with a
+//! [`exchange::RoutingErrorKind`]; the Kafka layer maps kinds to Kafka codes. The record format
+//! (`kafka_protocol::records`, `kafka_protocol::compression`) is Weir's storage format, not the
+//! wire protocol, so `records` and `decompress` may use it.
 //!
 //! - [`topic_matcher`], [`headers_matcher`]: the per-type matchers.
-//! - [`exchange`]: exchange and binding declarations, limits, validation, Kafka error codes.
+//! - [`exchange`]: exchange and binding declarations, limits, validation, kinds of refusal.
 //! - [`table`]: the routing table and `route()` (e2e bindings, cycles, alternate exchanges).
 //! - [`config`]: the `weir.*` Kafka configs that declare exchanges and bindings.
 //! - [`partitioner`]: Kafka's default partitioner (murmur2) for destination partitions.
 //! - [`records`], [`decompress`]: splitting produced batches per destination partition.
 //! - [`router`]: one produce to an exchange → batches per destination partition.
 //! - [`store`], [`controller`]: durability, the single writer, snapshots for the shards.
-//! - [`broker`]: the calls the broker core makes (produce diversion, controller, Metadata).
-//! - [`cli`]: `weir exchange …` / `weir binding …`.
+//! - [`broker`]: the calls the broker core makes (produce to an exchange, controller, Metadata).
 
 pub mod broker;
-pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod decompress;

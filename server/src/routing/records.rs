@@ -36,6 +36,7 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use bytes::{Bytes, BytesMut};
 
 use super::decompress;
+use super::exchange::RoutingErrorKind;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
 };
@@ -67,13 +68,12 @@ pub enum RecordsError {
 }
 
 impl RecordsError {
-    /// The Kafka error a produce response carries for this partition.
-    pub fn kafka_error(&self) -> kafka_protocol::error::ResponseError {
-        use kafka_protocol::error::ResponseError;
+    /// The kind of refusal a produce response reports for this partition.
+    pub fn kind(&self) -> RoutingErrorKind {
         match self {
-            RecordsError::Malformed { .. } => ResponseError::CorruptMessage,
-            RecordsError::TooManyRecords { .. } => ResponseError::MessageTooLarge,
-            RecordsError::Encode { .. } => ResponseError::UnknownServerError,
+            RecordsError::Malformed { .. } => RoutingErrorKind::CorruptRecords,
+            RecordsError::TooManyRecords { .. } => RoutingErrorKind::TooManyRecords,
+            RecordsError::Encode { .. } => RoutingErrorKind::Internal,
         }
     }
 }

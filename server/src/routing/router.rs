@@ -25,7 +25,7 @@
 use bytes::{Bytes, BytesMut};
 use weir_engine::batch::{self, attributes, Header};
 
-use super::exchange::RoutingError;
+use super::exchange::{RoutingError, RoutingErrorKind};
 use super::partitioner::Partitioner;
 use super::records::{self, RecordsError, Reuse};
 use super::table::{RouteScratch, RoutingTable};
@@ -60,10 +60,10 @@ pub enum RouteError {
 }
 
 impl RouteError {
-    pub fn kafka_code(&self) -> i16 {
+    pub fn kind(&self) -> RoutingErrorKind {
         match self {
-            RouteError::Routing(error) => error.kafka_code(),
-            RouteError::Records(error) => error.kafka_error().code(),
+            RouteError::Routing(error) => error.kind(),
+            RouteError::Records(error) => error.kind(),
         }
     }
 }
@@ -368,11 +368,15 @@ mod tests {
         for exchange in ["app", "fan"] {
             let error =
                 route_produce(&table, exchange, &bytes, partitions, &mut partitioner).unwrap_err();
-            assert_eq!(error.kafka_code(), 2, "{exchange}: CORRUPT_MESSAGE");
+            assert_eq!(
+                error.kind(),
+                RoutingErrorKind::CorruptRecords,
+                "{exchange}: CORRUPT_MESSAGE"
+            );
         }
         let error =
             route_produce(&table, "nope", &bytes, partitions, &mut partitioner).unwrap_err();
-        assert_eq!(error.kafka_code(), 3);
+        assert_eq!(error.kind(), RoutingErrorKind::NotFound);
     }
 
     #[test]

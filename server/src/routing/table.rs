@@ -407,29 +407,54 @@ impl RoutingTable {
         }
     }
 
+    fn declare_exchange(
+        &mut self,
+        exchange: &Exchange,
+        undo: &mut Vec<Undo>,
+    ) -> Result<(), RoutingError> {
+        exchange.validate()?;
+        if let Some(existing) = self.exchanges.get(&exchange.name) {
+            if existing.exchange == *exchange {
+                return Ok(());
+            }
+            return Err(RoutingError::ExchangeExists {
+                name: exchange.name.clone(),
+                existing: existing.exchange.kind.as_str(),
+            });
+        }
+        if self.exchanges.len() >= EXCHANGES_MAX {
+            return Err(RoutingError::TableFull {
+                what: "exchanges",
+                max: EXCHANGES_MAX,
+            });
+        }
+        self.exchanges
+            .insert(exchange.name.clone(), ExchangeEntry::new(exchange.clone()));
+        undo.push(Undo::RemoveExchange(exchange.name.clone()));
+        Ok(())
+    }
+
+    /// Deletes an exchange with every binding from and to it.
+    fn delete_exchange(&mut self, name: &str, undo: &mut Vec<Undo>) -> Result<(), RoutingError> {
+        let entry = self.entry_mut(name)?;
+        let exchange = entry.exchange.clone();
+        let outgoing: Vec<Binding> = entry.bindings.iter().cloned().collect();
+        let destination = Destination::Exchange(name.to_string());
+        let incoming: Vec<Binding> = self.bindings_to(&destination).cloned().collect();
+        for binding in outgoing.into_iter().chain(incoming) {
+            // A self-binding is both outgoing and incoming: removed once.
+            if self.remove_binding(&binding) {
+                undo.push(Undo::InsertBinding(binding));
+            }
+        }
+        self.exchanges.remove(name);
+        undo.push(Undo::RestoreExchange(exchange));
+        Ok(())
+    }
+
     fn apply_one(&mut self, change: &Change, undo: &mut Vec<Undo>) -> Result<(), RoutingError> {
         match change {
-            Change::DeclareExchange(exchange) => {
-                exchange.validate()?;
-                if let Some(existing) = self.exchanges.get(&exchange.name) {
-                    if existing.exchange == *exchange {
-                        return Ok(());
-                    }
-                    return Err(RoutingError::ExchangeExists {
-                        name: exchange.name.clone(),
-                        existing: existing.exchange.kind.as_str(),
-                    });
-                }
-                if self.exchanges.len() >= EXCHANGES_MAX {
-                    return Err(RoutingError::TableFull {
-                        what: "exchanges",
-                        max: EXCHANGES_MAX,
-                    });
-                }
-                self.exchanges
-                    .insert(exchange.name.clone(), ExchangeEntry::new(exchange.clone()));
-                undo.push(Undo::RemoveExchange(exchange.name.clone()));
-            }
+            Change::DeclareExchange(exchange) => self.declare_exchange(exchange, undo)?,
             Change::SetAlternate {
                 exchange,
                 alternate,
@@ -443,21 +468,7 @@ impl RoutingTable {
                     undo.push(Undo::SetAlternate(exchange.clone(), old));
                 }
             }
-            Change::DeleteExchange { name } => {
-                let entry = self.entry_mut(name)?;
-                let exchange = entry.exchange.clone();
-                let outgoing: Vec<Binding> = entry.bindings.iter().cloned().collect();
-                let destination = Destination::Exchange(name.clone());
-                let incoming: Vec<Binding> = self.bindings_to(&destination).cloned().collect();
-                for binding in outgoing.into_iter().chain(incoming) {
-                    // A self-binding is both outgoing and incoming: removed once.
-                    if self.remove_binding(&binding) {
-                        undo.push(Undo::InsertBinding(binding));
-                    }
-                }
-                self.exchanges.remove(name);
-                undo.push(Undo::RestoreExchange(exchange));
-            }
+            Change::DeleteExchange { name } => self.delete_exchange(name, undo)?,
             Change::AddBinding(binding) => {
                 let binding = self.normalise(binding)?;
                 if let Destination::Exchange(name) = &binding.destination {
@@ -629,6 +640,7 @@ impl RoutingTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::exchange::RoutingErrorKind;
 
     fn topic(name: &str) -> Destination {
         Destination::Topic(name.to_string())
@@ -811,7 +823,7 @@ mod tests {
     fn unknown_exchange_routes_to_an_error() {
         let table = RoutingTable::new();
         let error = table.route("nope", None, &[]).unwrap_err();
-        assert_eq!(error.kafka_code(), 3);
+        assert_eq!(error.kind(), RoutingErrorKind::NotFound);
     }
 
     #[test]
@@ -821,42 +833,54 @@ mod tests {
             bind("app", topic("audit"), "#"),
         ]);
         let before = table.declarations();
-        let refused: &[(Vec<Change>, i16)] = &[
+        let refused: &[(Vec<Change>, RoutingErrorKind)] = &[
             // binding to a missing exchange
             (
                 vec![
                     bind("app", topic("x"), "a"),
                     bind("app", exchange("missing"), "a"),
                 ],
-                3,
+                RoutingErrorKind::NotFound,
             ),
             // binding from a missing exchange
-            (vec![bind("missing", topic("x"), "")], 3),
+            (
+                vec![bind("missing", topic("x"), "")],
+                RoutingErrorKind::NotFound,
+            ),
             // too many `#`
-            (vec![bind("app", topic("x"), &["#"; 9].join("."))], 40),
+            (
+                vec![bind("app", topic("x"), &["#"; 9].join("."))],
+                RoutingErrorKind::InvalidConfig,
+            ),
             // bad x-match
             (
                 vec![
                     declare("h", ExchangeType::Headers),
                     bind_headers("h", topic("x"), &[("x-match", "most")]),
                 ],
-                40,
+                RoutingErrorKind::InvalidConfig,
             ),
             // redeclare with another type
-            (vec![declare("app", ExchangeType::Direct)], 36),
+            (
+                vec![declare("app", ExchangeType::Direct)],
+                RoutingErrorKind::AlreadyExists,
+            ),
             // delete then fail: the delete is undone too
             (
                 vec![
                     Change::DeleteExchange { name: "app".into() },
                     Change::DeleteExchange { name: "app".into() },
                 ],
-                3,
+                RoutingErrorKind::NotFound,
             ),
-            (vec![declare("bad name", ExchangeType::Fanout)], 17),
+            (
+                vec![declare("bad name", ExchangeType::Fanout)],
+                RoutingErrorKind::InvalidName,
+            ),
         ];
         for (changes, code) in refused {
             let error = table.apply(changes).unwrap_err();
-            assert_eq!(error.error.kafka_code(), *code, "{changes:?}: {error}");
+            assert_eq!(error.error.kind(), *code, "{changes:?}: {error}");
             assert_eq!(
                 table.declarations(),
                 before,

@@ -2,18 +2,69 @@
 //! applied one at a time: mutate, persist (write-then-rename), broadcast the new versioned
 //! snapshot to every shard's inbox, wait until every shard has installed it, then answer. So once
 //! a client sees CreateTopics succeed, every shard already serves the topic.
+//!
+//! Core module: imports no protocol. Refusals are [`TopicError`]s; each protocol maps them to its
+//! codes (Kafka's in `kafka::error_codes`).
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::config::validate_topic_config;
-use crate::kafka::error_codes as code;
 use crate::metadata::{assign_shard, new_topic_id, store, valid_topic_name, Metadata, TopicMeta};
-use crate::routing::broker::{self as routing_glue, CreateRouting};
+use crate::routing::broker::{self as routing_glue, CreateRouting, Refusal};
 use crate::routing::controller::RoutingController;
+use crate::routing::exchange::RoutingErrorKind;
 
 use super::mesh::{reply_channel, ConfigChange, ControlJob, ItemResults, Job, NewTopic};
 use super::Shard;
+
+/// Why the controller refused one item of a change; the message says why to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    #[error("unknown topic")]
+    UnknownTopic,
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+    /// A `weir.*` routing declaration was refused.
+    #[error("{message}")]
+    Routing {
+        kind: RoutingErrorKind,
+        message: String,
+    },
+    /// The change could not be made durable.
+    #[error("storage error")]
+    Storage,
+}
+
+impl TopicError {
+    /// The message an admin response carries, if the refusal has one.
+    pub fn message(&self) -> Option<String> {
+        match self {
+            TopicError::UnknownTopic | TopicError::Storage => None,
+            other => Some(other.to_string()),
+        }
+    }
+}
+
+impl From<Refusal> for TopicError {
+    fn from(refusal: Refusal) -> TopicError {
+        TopicError::Routing {
+            kind: refusal.kind,
+            message: refusal.message,
+        }
+    }
+}
+
+fn succeeded(results: &ItemResults) -> bool {
+    results.iter().any(|(_, result)| result.is_ok())
+}
 
 /// Kafka's limit on partitions per request is higher; this keeps one request's work bounded.
 const PARTITIONS_MAX: i32 = 100_000;
@@ -25,7 +76,7 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
         RoutingController::from_snapshot(&shard.config.data_dir, initial.routing.clone());
     let mut metadata = initial;
     while let Ok(job) = jobs.recv_async().await {
-        match job {
+        let (results, validate_only, reply) = match job {
             ControlJob::CreateTopics {
                 topics,
                 validate_only,
@@ -33,59 +84,20 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
             } => {
                 let results =
                     create_topics(&shard, &mut metadata, &mut routing, topics, validate_only);
-                commit(
-                    &shard,
-                    &mut metadata,
-                    &routing,
-                    !validate_only && results.iter().any(|r| r.1 == 0),
-                )
-                .await;
-                let _ = reply.send_async(results).await;
+                (results, validate_only, reply)
             }
-            ControlJob::DeleteTopics { names, reply } => {
-                let mut results = ItemResults::new();
-                for name in names {
-                    let exchange = routing.table().is_exchange(&name);
-                    let known = exchange || metadata.topics.contains_key(&name);
-                    // An exchange is deleted with its bindings; a topic loses the bindings to it.
-                    let changes = routing_glue::delete_changes(&routing, &name);
-                    let result = if !known {
-                        Err((code::UNKNOWN_TOPIC_OR_PARTITION, None))
-                    } else {
-                        routing_glue::apply(&mut routing, &changes, false)
-                            .map_err(|(error, message)| (error, Some(message)))
-                    };
-                    match result {
-                        Ok(()) => {
-                            metadata.topics.remove(&name);
-                            results.push((name, code::NONE, None));
-                        }
-                        Err((error, message)) => results.push((name, error, message)),
-                    }
-                }
-                commit(
-                    &shard,
-                    &mut metadata,
-                    &routing,
-                    results.iter().any(|r| r.1 == 0),
-                )
-                .await;
-                let _ = reply.send_async(results).await;
-            }
+            ControlJob::DeleteTopics { names, reply } => (
+                delete_topics(&mut metadata, &mut routing, names),
+                false,
+                reply,
+            ),
             ControlJob::CreatePartitions {
                 items,
                 validate_only,
                 reply,
             } => {
                 let results = create_partitions(&shard, &mut metadata, items, validate_only);
-                commit(
-                    &shard,
-                    &mut metadata,
-                    &routing,
-                    !validate_only && results.iter().any(|r| r.1 == 0),
-                )
-                .await;
-                let _ = reply.send_async(results).await;
+                (results, validate_only, reply)
             }
             ControlJob::AlterConfigs {
                 changes,
@@ -93,28 +105,53 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
                 reply,
             } => {
                 let results = alter_configs(&mut metadata, &mut routing, changes, validate_only);
-                commit(
-                    &shard,
-                    &mut metadata,
-                    &routing,
-                    !validate_only && results.iter().any(|r| r.1 == 0),
-                )
-                .await;
-                let _ = reply.send_async(results).await;
+                (results, validate_only, reply)
             }
             ControlJob::AllocateProducerId { reply } => {
-                let id = metadata.next_producer_id;
-                metadata.next_producer_id += 1;
-                // Persist before answering, so that an id is never handed out twice across restarts.
-                let result = match store(&shard.config.data_dir, &metadata) {
-                    Ok(()) => Ok(id),
-                    Err(error) => {
-                        tracing::error!(%error, "persisting the producer id counter failed");
-                        Err(code::KAFKA_STORAGE_ERROR)
-                    }
-                };
+                let result = allocate_producer_id(&shard, &mut metadata);
                 let _ = reply.send_async(result).await;
+                continue;
             }
+        };
+        let changed = !validate_only && succeeded(&results);
+        commit(&shard, &mut metadata, &routing, changed).await;
+        let _ = reply.send_async(results).await;
+    }
+}
+
+fn delete_topics(
+    metadata: &mut Metadata,
+    routing: &mut RoutingController,
+    names: Vec<String>,
+) -> ItemResults {
+    let mut results = ItemResults::new();
+    for name in names {
+        let exchange = routing.table().is_exchange(&name);
+        let known = exchange || metadata.topics.contains_key(&name);
+        // An exchange is deleted with its bindings; a topic loses the bindings to it.
+        let changes = routing_glue::delete_changes(routing, &name);
+        let result = if !known {
+            Err(TopicError::UnknownTopic)
+        } else {
+            routing_glue::apply(routing, &changes, false).map_err(TopicError::from)
+        };
+        if result.is_ok() {
+            metadata.topics.remove(&name);
+        }
+        results.push((name, result));
+    }
+    results
+}
+
+fn allocate_producer_id(shard: &Shard, metadata: &mut Metadata) -> Result<i64, TopicError> {
+    let id = metadata.next_producer_id;
+    metadata.next_producer_id += 1;
+    // Persist before answering, so that an id is never handed out twice across restarts.
+    match store(&shard.config.data_dir, metadata) {
+        Ok(()) => Ok(id),
+        Err(error) => {
+            tracing::error!(%error, "persisting the producer id counter failed");
+            Err(TopicError::Storage)
         }
     }
 }
@@ -163,86 +200,99 @@ fn create_topics(
     topics: Vec<NewTopic>,
     validate_only: bool,
 ) -> ItemResults {
-    let mut results = ItemResults::new();
-    for topic in topics {
-        // `weir.*` routing configs declare exchanges and bindings; they are not topic configs.
-        let (configs, routing_configs) = routing_glue::split_configs(topic.configs);
-        let plan = if valid_topic_name(&topic.name) {
-            routing_glue::plan_create(routing, metadata, &topic.name, &routing_configs)
-        } else {
-            Ok(CreateRouting::Topic(Vec::new()))
-        };
-        let bindings = match plan {
-            Err((error, message)) => {
-                results.push((topic.name, error, Some(message)));
-                continue;
+    topics
+        .into_iter()
+        .map(|topic| {
+            let name = topic.name.clone();
+            (
+                name,
+                create_topic(shard, metadata, routing, topic, validate_only),
+            )
+        })
+        .collect()
+}
+
+/// One CreateTopics entry: an exchange declaration, or a topic with its bindings.
+fn create_topic(
+    shard: &Shard,
+    metadata: &mut Metadata,
+    routing: &mut RoutingController,
+    topic: NewTopic,
+    validate_only: bool,
+) -> Result<(), TopicError> {
+    // `weir.*` routing configs declare exchanges and bindings; they are not topic configs.
+    let (configs, routing_configs) = routing_glue::split_configs(topic.configs);
+    let plan = if valid_topic_name(&topic.name) {
+        routing_glue::plan_create(routing, metadata, &topic.name, &routing_configs)?
+    } else {
+        CreateRouting::Topic(Vec::new())
+    };
+    let bindings = match plan {
+        CreateRouting::Exchange(changes) => {
+            // An exchange has no partitions of its own to create: it is the declaration.
+            routing_glue::apply(routing, &changes, validate_only)?;
+            if !validate_only {
+                tracing::info!(exchange = %topic.name, "declared exchange");
             }
-            Ok(CreateRouting::Exchange(changes)) => {
-                // An exchange has no partitions of its own to create: it is the declaration.
-                match routing_glue::apply(routing, &changes, validate_only) {
-                    Ok(()) => {
-                        if !validate_only {
-                            tracing::info!(exchange = %topic.name, "declared exchange");
-                        }
-                        results.push((topic.name, code::NONE, None));
-                    }
-                    Err((error, message)) => results.push((topic.name, error, Some(message))),
-                }
-                continue;
-            }
-            Ok(CreateRouting::Topic(bindings)) => bindings,
-        };
-        let partitions = if topic.partitions == -1 {
-            shard.config.num_partitions
-        } else {
-            topic.partitions
-        };
-        let invalid_config = configs
-            .iter()
-            .find_map(|(key, value)| validate_topic_config(key, value).err());
-        let error = if !valid_topic_name(&topic.name) {
-            Some((
-                code::INVALID_TOPIC_EXCEPTION,
-                format!("invalid topic name {:?}", topic.name),
-            ))
-        } else if metadata.topics.contains_key(&topic.name) {
-            Some((
-                code::TOPIC_ALREADY_EXISTS,
-                format!("topic {} already exists", topic.name),
-            ))
-        } else if !(1..=PARTITIONS_MAX).contains(&partitions) {
-            Some((
-                code::INVALID_PARTITIONS,
-                format!("partitions must be 1..={PARTITIONS_MAX}"),
-            ))
-        } else {
-            invalid_config.map(|message| (code::INVALID_CONFIG, message))
-        };
-        // The topic's bindings (`weir.bindings`) are applied last of all checks and before the
-        // topic is created, so a refused binding leaves no topic behind.
-        let error = error.or_else(|| routing_glue::apply(routing, &bindings, validate_only).err());
-        match error {
-            Some((error, message)) => results.push((topic.name, error, Some(message))),
-            None => {
-                if !validate_only {
-                    let owners = (0..partitions as usize)
-                        .map(|p| assign_shard(&topic.name, p, shard.count))
-                        .collect();
-                    metadata.topics.insert(
-                        topic.name.clone(),
-                        TopicMeta {
-                            id: new_topic_id(),
-                            partitions: owners,
-                            configs,
-                        },
-                    );
-                    tracing::info!(topic = %topic.name, partitions, "created topic");
-                }
-                results.push((topic.name, code::NONE, None));
-            }
+            return Ok(());
         }
+        CreateRouting::Topic(bindings) => bindings,
+    };
+    let partitions = if topic.partitions == -1 {
+        shard.config.num_partitions
+    } else {
+        topic.partitions
+    };
+    check_new_topic(metadata, &topic.name, partitions, &configs)?;
+    // The topic's bindings (`weir.bindings`) are applied last of all checks and before the
+    // topic is created, so a refused binding leaves no topic behind.
+    routing_glue::apply(routing, &bindings, validate_only)?;
+    if !validate_only {
+        let owners = (0..partitions as usize)
+            .map(|p| assign_shard(&topic.name, p, shard.count))
+            .collect();
+        metadata.topics.insert(
+            topic.name.clone(),
+            TopicMeta {
+                id: new_topic_id(),
+                partitions: owners,
+                configs,
+            },
+        );
+        tracing::info!(topic = %topic.name, partitions, "created topic");
     }
-    results
+    Ok(())
+}
+
+/// The checks of a new topic, in the order their errors take precedence.
+fn check_new_topic(
+    metadata: &Metadata,
+    name: &str,
+    partitions: i32,
+    configs: &BTreeMap<String, String>,
+) -> Result<(), TopicError> {
+    if !valid_topic_name(name) {
+        return Err(TopicError::InvalidName(format!(
+            "invalid topic name {name:?}"
+        )));
+    }
+    if metadata.topics.contains_key(name) {
+        return Err(TopicError::AlreadyExists(format!(
+            "topic {name} already exists"
+        )));
+    }
+    if !(1..=PARTITIONS_MAX).contains(&partitions) {
+        return Err(TopicError::InvalidPartitions(format!(
+            "partitions must be 1..={PARTITIONS_MAX}"
+        )));
+    }
+    match configs
+        .iter()
+        .find_map(|(key, value)| validate_topic_config(key, value).err())
+    {
+        Some(message) => Err(TopicError::InvalidConfig(message)),
+        None => Ok(()),
+    }
 }
 
 fn create_partitions(
@@ -254,13 +304,13 @@ fn create_partitions(
     let mut results = ItemResults::new();
     for (name, count) in items {
         let Some(topic) = metadata.topics.get_mut(&name) else {
-            results.push((name, code::UNKNOWN_TOPIC_OR_PARTITION, None));
+            results.push((name, Err(TopicError::UnknownTopic)));
             continue;
         };
         let current = topic.partitions.len() as i32;
         if count <= current || count > PARTITIONS_MAX {
             let message = format!("topic has {current} partitions; the new count must be larger (and <= {PARTITIONS_MAX})");
-            results.push((name, code::INVALID_PARTITIONS, Some(message)));
+            results.push((name, Err(TopicError::InvalidPartitions(message))));
             continue;
         }
         if !validate_only {
@@ -268,7 +318,7 @@ fn create_partitions(
                 topic.partitions.push(assign_shard(&name, p, shard.count));
             }
         }
-        results.push((name, code::NONE, None));
+        results.push((name, Ok(())));
     }
     results
 }
@@ -279,48 +329,56 @@ fn alter_configs(
     changes: Vec<ConfigChange>,
     validate_only: bool,
 ) -> ItemResults {
-    let mut results = ItemResults::new();
-    for change in changes {
-        let exchange = routing.table().is_exchange(&change.topic);
-        if !exchange && !metadata.topics.contains_key(&change.topic) {
-            results.push((change.topic, code::UNKNOWN_TOPIC_OR_PARTITION, None));
-            continue;
-        }
-        let invalid = change.edits.iter().find_map(|(key, value)| {
-            value
-                .as_ref()
-                .and_then(|v| validate_topic_config(key, v).err())
-        });
-        if let Some(message) = invalid {
-            results.push((change.topic, code::INVALID_CONFIG, Some(message)));
-            continue;
-        }
-        if exchange && change.edits.iter().any(|(_, value)| value.is_some()) {
-            let message = "an exchange has no log: only weir.exchange.* and weir.bindings apply";
-            results.push((change.topic, code::INVALID_CONFIG, Some(message.into())));
-            continue;
-        }
-        // Routing changes first: if they are refused, nothing of this resource is applied.
-        let routed = routing_glue::alter_changes(routing, &change.topic, &change.routing)
-            .and_then(|changes| routing_glue::apply(routing, &changes, validate_only));
-        if let Err((error, message)) = routed {
-            results.push((change.topic, error, Some(message)));
-            continue;
-        }
-        if let (false, Some(topic)) = (validate_only, metadata.topics.get_mut(&change.topic)) {
-            if change.replace_all {
-                topic.configs.clear();
-            }
-            for (key, value) in change.edits {
-                match value {
-                    Some(value) => topic.configs.insert(key, value),
-                    None => topic.configs.remove(&key),
-                };
-            }
-        }
-        results.push((change.topic, code::NONE, None));
+    changes
+        .into_iter()
+        .map(|change| {
+            let topic = change.topic.clone();
+            (
+                topic,
+                alter_config(metadata, routing, change, validate_only),
+            )
+        })
+        .collect()
+}
+
+/// One AlterConfigs resource: routing changes first, then the topic's own configs.
+fn alter_config(
+    metadata: &mut Metadata,
+    routing: &mut RoutingController,
+    change: ConfigChange,
+    validate_only: bool,
+) -> Result<(), TopicError> {
+    let exchange = routing.table().is_exchange(&change.topic);
+    if !exchange && !metadata.topics.contains_key(&change.topic) {
+        return Err(TopicError::UnknownTopic);
     }
-    results
+    let invalid = change.edits.iter().find_map(|(key, value)| {
+        value
+            .as_ref()
+            .and_then(|v| validate_topic_config(key, v).err())
+    });
+    if let Some(message) = invalid {
+        return Err(TopicError::InvalidConfig(message));
+    }
+    if exchange && change.edits.iter().any(|(_, value)| value.is_some()) {
+        let message = "an exchange has no log: only weir.exchange.* and weir.bindings apply";
+        return Err(TopicError::InvalidConfig(message.into()));
+    }
+    // Routing changes first: if they are refused, nothing of this resource is applied.
+    let changes = routing_glue::alter_changes(routing, &change.topic, &change.routing)?;
+    routing_glue::apply(routing, &changes, validate_only)?;
+    if let (false, Some(topic)) = (validate_only, metadata.topics.get_mut(&change.topic)) {
+        if change.replace_all {
+            topic.configs.clear();
+        }
+        for (key, value) in change.edits {
+            match value {
+                Some(value) => topic.configs.insert(key, value),
+                None => topic.configs.remove(&key),
+            };
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -334,7 +392,7 @@ mod tests {
             "t".into(),
             TopicMeta {
                 id: new_topic_id(),
-                partitions: vec![0],
+                partitions: vec![crate::shard::ShardId(0)],
                 configs: Default::default(),
             },
         );
@@ -358,7 +416,7 @@ mod tests {
             )],
             false,
         );
-        assert_eq!(results[0].1, code::NONE);
+        assert_eq!(results[0].1, Ok(()));
         assert_eq!(metadata.topics["t"].configs.len(), 2);
         let results = alter_configs(
             &mut metadata,
@@ -366,7 +424,11 @@ mod tests {
             vec![set(vec![("flush.ms".into(), Some("x".into()))], false)],
             false,
         );
-        assert_eq!(results[0].1, code::INVALID_CONFIG);
+        assert!(
+            matches!(results[0].1, Err(TopicError::InvalidConfig(_))),
+            "{:?}",
+            results[0].1
+        );
         alter_configs(
             &mut metadata,
             &mut routing,
@@ -387,6 +449,6 @@ mod tests {
             }],
             false,
         );
-        assert_eq!(results[0].1, code::UNKNOWN_TOPIC_OR_PARTITION);
+        assert_eq!(results[0].1, Err(TopicError::UnknownTopic));
     }
 }

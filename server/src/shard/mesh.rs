@@ -1,4 +1,5 @@
-//! The channel mesh between shards: one bounded MPSC inbox per shard for partition work and
+//! The channel mesh between shards (core: imports no protocol, except the consumer-group job
+//! until the groups work lands): one bounded MPSC inbox per shard for partition work and
 //! metadata broadcasts, plus the controller inbox on shard 0. Every message is `Send` (payloads as
 //! `Bytes`); replies travel on a one-slot channel created per request.
 //!
@@ -13,6 +14,9 @@ use bytes::Bytes;
 
 use crate::kafka::group_apis::GroupJob;
 use crate::metadata::Metadata;
+use crate::partition::{FetchOutcome, OffsetOutcome, ProduceOutcome};
+use crate::shard::controller::TopicError;
+use crate::shard::ShardId;
 
 /// Bound of each shard inbox: a full inbox is backpressure on the sending connection.
 pub const INBOX_CAPACITY: usize = 4096;
@@ -21,29 +25,6 @@ pub type Reply<T> = flume::Sender<T>;
 
 pub fn reply_channel<T>() -> (flume::Sender<T>, flume::Receiver<T>) {
     flume::bounded(1)
-}
-
-/// The outcome of appending one partition's records.
-#[derive(Debug, Clone, Copy)]
-pub struct ProduceOutcome {
-    pub error_code: i16,
-    pub base_offset: i64,
-    pub log_start_offset: i64,
-}
-
-/// The outcome of reading one partition; `P` is a local chunk or a `Bytes` copy.
-pub struct FetchOutcome<P> {
-    pub error_code: i16,
-    pub high_watermark: i64,
-    pub log_start_offset: i64,
-    pub payload: Vec<P>,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct OffsetOutcome {
-    pub error_code: i16,
-    pub offset: i64,
-    pub timestamp: i64,
 }
 
 /// Work a shard does for another shard.
@@ -56,7 +37,8 @@ pub enum Job {
         topic: String,
         partition: i32,
         records: Option<Bytes>,
-        acks: i16,
+        /// Answer once durable (true) or once written (false).
+        durable: bool,
         reply: Reply<ProduceOutcome>,
     },
     Fetch {
@@ -103,8 +85,8 @@ pub struct ConfigChange {
     pub routing: Vec<(String, crate::routing::config::ConfigOperation)>,
 }
 
-/// Per-item result of a controller change: (name, error code, message).
-pub type ItemResults = Vec<(String, i16, Option<String>)>;
+/// Per-item result of a controller change: (name, outcome).
+pub type ItemResults = Vec<(String, Result<(), TopicError>)>;
 
 /// Work for the controller (shard 0): every metadata change goes through here, one at a time.
 pub enum ControlJob {
@@ -128,7 +110,7 @@ pub enum ControlJob {
         reply: Reply<ItemResults>,
     },
     AllocateProducerId {
-        reply: Reply<Result<i64, i16>>,
+        reply: Reply<Result<i64, TopicError>>,
     },
 }
 
@@ -137,6 +119,13 @@ pub enum ControlJob {
 pub struct Mesh {
     pub shards: Vec<flume::Sender<Job>>,
     pub controller: flume::Sender<ControlJob>,
+}
+
+impl Mesh {
+    /// The inbox of shard `shard`.
+    pub fn inbox(&self, shard: ShardId) -> &flume::Sender<Job> {
+        &self.shards[shard.index()]
+    }
 }
 
 /// Receivers of one shard, handed to it at start.

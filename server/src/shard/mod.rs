@@ -6,6 +6,7 @@
 //! held across an `.await`.
 
 pub mod controller;
+pub mod listener;
 pub mod mesh;
 pub mod signal;
 
@@ -17,11 +18,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use bytes::Bytes;
 use glommio::net::TcpListener;
+use serde::{Deserialize, Serialize};
 use weir_engine::{Log, LogConfig};
 
 use crate::config::BrokerConfig;
 use crate::metadata::{partition_dir, Metadata};
+use crate::partition::{self, FetchOutcome};
+use listener::Listener;
 use mesh::{Inbox, Job, Mesh};
 use signal::Signal;
 
@@ -30,8 +35,26 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound on how long a lost cross-thread wake-up can stall a shard.
 const TICK: Duration = Duration::from_millis(50);
 
+/// A shard's index: 0 to the shard count, the index of its executor, its mesh inbox and (unless
+/// `--advertise-bootstrap`) its Kafka broker id. Persisted as a plain number in `metadata.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ShardId(pub usize);
+
+impl ShardId {
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ShardId {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(formatter)
+    }
+}
+
 pub struct Shard {
-    pub id: usize,
+    pub id: ShardId,
     pub count: usize,
     pub config: Arc<BrokerConfig>,
     pub mesh: Mesh,
@@ -59,8 +82,8 @@ impl Shard {
     }
 
     /// Broker id = shard id; broker port = bootstrap port + 1 + shard.
-    pub fn broker_port(&self, shard: usize) -> u16 {
-        self.config.listen.port() + 1 + shard as u16
+    pub fn broker_port(&self, shard: ShardId) -> u16 {
+        self.config.listen.port() + 1 + shard.index() as u16
     }
 
     /// The brokers Metadata advertises: one per shard; with `--advertise-bootstrap` a single
@@ -75,11 +98,11 @@ impl Shard {
     }
 
     /// The broker id Metadata and FindCoordinator give for what shard `shard` owns.
-    pub fn advertised_broker(&self, shard: usize) -> usize {
+    pub fn advertised_broker(&self, shard: ShardId) -> usize {
         if self.config.advertise_bootstrap {
             0
         } else {
-            shard
+            shard.index()
         }
     }
 
@@ -88,7 +111,7 @@ impl Shard {
         if self.config.advertise_bootstrap {
             self.config.listen.port()
         } else {
-            self.broker_port(broker)
+            self.broker_port(ShardId(broker))
         }
     }
 
@@ -99,27 +122,7 @@ impl Shard {
         if next.version < previous.version {
             return;
         }
-        let mut doomed = Vec::new();
-        {
-            let mut logs = self.logs.borrow_mut();
-            for (name, old) in &previous.topics {
-                if next
-                    .topics
-                    .get(name)
-                    .map(|topic| topic.id != old.id)
-                    .unwrap_or(true)
-                {
-                    if let Some(partitions) = logs.remove(name) {
-                        doomed.extend(partitions.into_iter().flatten());
-                    }
-                }
-            }
-        }
-        for log in doomed {
-            if let Err(error) = log.delete().await {
-                tracing::warn!(shard = self.id, %error, "deleting a partition log failed");
-            }
-        }
+        self.delete_gone_logs(&previous, &next).await;
         // The shard's tail-cache budget, shared evenly: a shard with few partitions keeps enough
         // for consumers that trail the producers by tens of milliseconds.
         let owned = |metadata: &Metadata| {
@@ -145,33 +148,70 @@ impl Shard {
                     .map(|old| old.configs != topic.configs)
                     .unwrap_or(false);
             for (index, owner) in topic.partitions.iter().enumerate() {
-                if *owner != self.id {
-                    continue;
-                }
-                let partition = index as i32;
-                if let Some(log) = self.log(name, partition) {
-                    if configs_changed {
-                        log.set_config(config.clone());
-                    }
-                    continue;
-                }
-                let dir = partition_dir(&self.config.data_dir, name, partition);
-                match Log::open(&dir, config.clone()).await {
-                    Ok(log) => {
-                        let mut logs = self.logs.borrow_mut();
-                        let slots = logs.entry(name.clone()).or_default();
-                        if slots.len() <= index {
-                            slots.resize(index + 1, None);
-                        }
-                        slots[index] = Some(log);
-                    }
-                    Err(error) => {
-                        tracing::error!(shard = self.id, topic = %name, partition, %error, "opening a partition log failed")
-                    }
+                if *owner == self.id {
+                    self.open_or_configure(name, index, &config, configs_changed)
+                        .await;
                 }
             }
         }
         *self.metadata.borrow_mut() = next;
+    }
+
+    /// Deletes the logs of topics that `next` no longer has (or has again under a new id).
+    async fn delete_gone_logs(&self, previous: &Metadata, next: &Metadata) {
+        let mut doomed = Vec::new();
+        {
+            let mut logs = self.logs.borrow_mut();
+            for (name, old) in &previous.topics {
+                if next
+                    .topics
+                    .get(name)
+                    .map(|topic| topic.id != old.id)
+                    .unwrap_or(true)
+                {
+                    if let Some(partitions) = logs.remove(name) {
+                        doomed.extend(partitions.into_iter().flatten());
+                    }
+                }
+            }
+        }
+        for log in doomed {
+            if let Err(error) = log.delete().await {
+                tracing::warn!(shard = %self.id, %error, "deleting a partition log failed");
+            }
+        }
+    }
+
+    /// Opens the log of partition `index` of `name` if this shard has none yet, else applies
+    /// `config` to it when `configs_changed`.
+    async fn open_or_configure(
+        &self,
+        name: &str,
+        index: usize,
+        config: &LogConfig,
+        configs_changed: bool,
+    ) {
+        let partition = index as i32;
+        if let Some(log) = self.log(name, partition) {
+            if configs_changed {
+                log.set_config(config.clone());
+            }
+            return;
+        }
+        let dir = partition_dir(&self.config.data_dir, name, partition);
+        match Log::open(&dir, config.clone()).await {
+            Ok(log) => {
+                let mut logs = self.logs.borrow_mut();
+                let slots = logs.entry(name.to_string()).or_default();
+                if slots.len() <= index {
+                    slots.resize(index + 1, None);
+                }
+                slots[index] = Some(log);
+            }
+            Err(error) => {
+                tracing::error!(shard = %self.id, topic = %name, partition, %error, "opening a partition log failed")
+            }
+        }
     }
 
     /// Applies `retention.ms` / `retention.bytes` to every log of this shard, one at a time.
@@ -184,7 +224,7 @@ impl Shard {
             .collect();
         for log in logs {
             if let Err(error) = log.enforce_retention().await {
-                tracing::warn!(shard = self.id, dir = %log.dir().display(), %error, "retention failed");
+                tracing::warn!(shard = %self.id, dir = %log.dir().display(), %error, "retention failed");
             }
             glommio::yield_if_needed().await;
         }
@@ -199,7 +239,7 @@ impl Shard {
             .collect();
         for log in logs {
             if let Err(error) = log.close().await {
-                tracing::warn!(shard = self.id, %error, "closing a partition log failed");
+                tracing::warn!(shard = %self.id, %error, "closing a partition log failed");
             }
         }
     }
@@ -207,26 +247,21 @@ impl Shard {
 
 /// What the main thread hands each shard.
 pub struct ShardStart {
-    pub id: usize,
+    pub id: ShardId,
     pub config: Arc<BrokerConfig>,
     pub mesh: Mesh,
     pub inbox: Inbox,
     pub metadata: Arc<Metadata>,
     pub connections_total: Arc<AtomicUsize>,
-    pub ready: std::sync::mpsc::Sender<Result<usize, String>>,
+    /// The protocols' listeners, bound on this shard in order.
+    pub listeners: Vec<Listener>,
+    pub ready: std::sync::mpsc::Sender<Result<ShardId, String>>,
 }
 
 /// The body of one shard's executor: prepare storage, open logs, listen, serve until shutdown.
 pub async fn run(start: ShardStart) -> anyhow::Result<()> {
-    let ShardStart {
-        id,
-        config,
-        mesh,
-        inbox,
-        metadata,
-        connections_total,
-        ready,
-    } = start;
+    let id = start.id;
+    let ready = start.ready.clone();
     // Every task of the shard runs in a latency-sensitive queue (tasks inherit the queue of the
     // task that spawns them). glommio 0.9 can lose a wake-up coming from another thread (flume
     // channels of the mesh, the signal thread) when it races with the reactor going to sleep: it
@@ -237,23 +272,8 @@ pub async fn run(start: ShardStart) -> anyhow::Result<()> {
         glommio::Latency::Matters(Duration::from_millis(10)),
         "weir-shard",
     );
-    let ready_for_body = ready.clone();
-    let body = glommio::spawn_local_into(
-        async move {
-            serve(
-                id,
-                config,
-                mesh,
-                inbox,
-                metadata,
-                connections_total,
-                &ready_for_body,
-            )
-            .await
-        },
-        queue,
-    )
-    .map_err(|error| anyhow::anyhow!("spawning the shard task: {error}"))?;
+    let body = glommio::spawn_local_into(serve(start), queue)
+        .map_err(|error| anyhow::anyhow!("spawning the shard task: {error}"))?;
     let result = body.await;
     if let Err(error) = &result {
         let _ = ready.send(Err(format!("shard {id}: {error:#}")));
@@ -261,15 +281,17 @@ pub async fn run(start: ShardStart) -> anyhow::Result<()> {
     result
 }
 
-async fn serve(
-    id: usize,
-    config: Arc<BrokerConfig>,
-    mesh: Mesh,
-    inbox: Inbox,
-    metadata: Arc<Metadata>,
-    connections_total: Arc<AtomicUsize>,
-    ready: &std::sync::mpsc::Sender<Result<usize, String>>,
-) -> anyhow::Result<()> {
+async fn serve(start: ShardStart) -> anyhow::Result<()> {
+    let ShardStart {
+        id,
+        config,
+        mesh,
+        inbox,
+        metadata,
+        connections_total,
+        listeners,
+        ready,
+    } = start;
     weir_engine::io::prepare_data_dir(&config.data_dir)
         .await
         .with_context(|| format!("preparing data dir {}", config.data_dir.display()))?;
@@ -293,27 +315,44 @@ async fn serve(
     if let Some(control) = inbox.control {
         glommio::spawn_local(controller::run(shard.clone(), control, (*metadata).clone())).detach();
     }
-
-    let bootstrap = TcpListener::bind(config.listen)
-        .map_err(std::io::Error::from)
-        .with_context(|| format!("binding bootstrap {}", config.listen))?;
-    let mut broker_address = config.listen;
-    broker_address.set_port(shard.broker_port(id));
-    let broker = TcpListener::bind(broker_address)
-        .map_err(std::io::Error::from)
-        .with_context(|| format!("binding broker port {broker_address}"))?;
-    let accept_bootstrap = glommio::spawn_local(crate::kafka::connection::accept_loop(
-        shard.clone(),
-        bootstrap,
-        true,
-    ));
-    let accept_broker = glommio::spawn_local(crate::kafka::connection::accept_loop(
-        shard.clone(),
-        broker,
-        false,
-    ));
+    let accepting = listen(&shard, &listeners)?;
     let _ = ready.send(Ok(id));
+    spawn_housekeeping(&shard);
+    shard.shutdown.wait().await;
+    for accept in accepting {
+        accept.await;
+    }
+    drain_connections(&shard).await;
+    let groups = shard.groups.borrow_mut().take();
+    if let Some(groups) = groups {
+        crate::kafka::group_apis::close(&groups).await;
+    }
+    shard.close_logs().await;
+    tracing::debug!(shard = %id, "shard stopped");
+    Ok(())
+}
 
+/// Binds every listener (all before any accepts, so a taken port fails the start) and starts
+/// their accept loops.
+fn listen(shard: &Rc<Shard>, listeners: &[Listener]) -> anyhow::Result<Vec<glommio::Task<()>>> {
+    let mut bound = Vec::with_capacity(listeners.len());
+    for listener in listeners {
+        let address = (listener.address)(shard);
+        let socket = TcpListener::bind(address)
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("binding {} {address}", listener.name))?;
+        bound.push((socket, listener.serve));
+    }
+    Ok(bound
+        .into_iter()
+        .map(|(socket, serve)| {
+            glommio::spawn_local(listener::accept_loop(shard.clone(), socket, serve))
+        })
+        .collect())
+}
+
+/// The shard's background tasks: the wake-up tick and the retention timer.
+fn spawn_housekeeping(shard: &Rc<Shard>) {
     // Belt and braces for the glommio wake-up race (see `run`): a slow tick bounds any stall.
     let ticker = shard.clone();
     glommio::spawn_local(async move {
@@ -335,27 +374,21 @@ async fn serve(
         }
     })
     .detach();
-    shard.shutdown.wait().await;
-    accept_bootstrap.await;
-    accept_broker.await;
+}
+
+/// Gives live connections up to `DRAIN_TIMEOUT` to finish their in-flight requests.
+async fn drain_connections(shard: &Shard) {
     let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
     while shard.connections.get() > 0 && std::time::Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     if shard.connections.get() > 0 {
         tracing::warn!(
-            shard = id,
+            shard = %shard.id,
             connections = shard.connections.get(),
             "shutdown drain timed out"
         );
     }
-    let groups = shard.groups.borrow_mut().take();
-    if let Some(groups) = groups {
-        crate::kafka::group_apis::close(&groups).await;
-    }
-    shard.close_logs().await;
-    tracing::debug!(shard = id, "shard stopped");
-    Ok(())
 }
 
 /// Serves this shard's inbox. Produce appends happen here, in arrival order; anything that waits
@@ -372,78 +405,12 @@ async fn job_loop(shard: Rc<Shard>, jobs: flume::Receiver<Job>) {
                 topic,
                 partition,
                 records,
-                acks,
+                durable,
                 reply,
             } => {
-                let appended = crate::kafka::partition_ops::append(
-                    &shard,
-                    &topic,
-                    partition,
-                    records.as_deref(),
-                );
+                let appended = partition::append(&shard, &topic, partition, records.as_deref());
                 glommio::spawn_local(async move {
-                    let outcome = crate::kafka::partition_ops::finish_append(appended, acks).await;
-                    let _ = reply.send_async(outcome).await;
-                })
-                .detach();
-            }
-            Job::Fetch {
-                topic,
-                partition,
-                offset,
-                max_bytes,
-                reply,
-            } => {
-                let shard = shard.clone();
-                glommio::spawn_local(async move {
-                    let outcome = crate::kafka::partition_ops::read(
-                        &shard, &topic, partition, offset, max_bytes,
-                    )
-                    .await;
-                    let copied = mesh::FetchOutcome {
-                        error_code: outcome.error_code,
-                        high_watermark: outcome.high_watermark,
-                        log_start_offset: outcome.log_start_offset,
-                        // The forwarded path is the one place chunks are copied: they cross shards.
-                        payload: outcome
-                            .payload
-                            .iter()
-                            .map(|chunk| chunk.to_bytes())
-                            .collect(),
-                    };
-                    let _ = reply.send_async(copied).await;
-                })
-                .detach();
-            }
-            Job::WaitForData {
-                topic,
-                partition,
-                offset,
-                wait,
-                reply,
-            } => {
-                let shard = shard.clone();
-                glommio::spawn_local(async move {
-                    crate::kafka::partition_ops::wait_for_data(
-                        &shard, &topic, partition, offset, wait,
-                    )
-                    .await;
-                    let _ = reply.send_async(()).await;
-                })
-                .detach();
-            }
-            Job::ListOffsets {
-                topic,
-                partition,
-                timestamp,
-                reply,
-            } => {
-                let shard = shard.clone();
-                glommio::spawn_local(async move {
-                    let outcome = crate::kafka::partition_ops::list_offset(
-                        &shard, &topic, partition, timestamp,
-                    )
-                    .await;
+                    let outcome = partition::finish_append(appended, durable).await;
                     let _ = reply.send_async(outcome).await;
                 })
                 .detach();
@@ -455,8 +422,68 @@ async fn job_loop(shard: Rc<Shard>, jobs: flume::Receiver<Job>) {
                 )
                 .detach();
             }
+            job => {
+                glommio::spawn_local(serve_read(shard.clone(), job)).detach();
+            }
         }
     }
+}
+
+/// The jobs that read or wait: each runs as its own task, so the inbox keeps moving.
+async fn serve_read(shard: Rc<Shard>, job: Job) {
+    match job {
+        Job::Fetch {
+            topic,
+            partition,
+            offset,
+            max_bytes,
+            reply,
+        } => fetch_for_peer(shard, topic, partition, offset, max_bytes, reply).await,
+        Job::WaitForData {
+            topic,
+            partition,
+            offset,
+            wait,
+            reply,
+        } => {
+            partition::wait_for_data(&shard, &topic, partition, offset, wait).await;
+            let _ = reply.send_async(()).await;
+        }
+        Job::ListOffsets {
+            topic,
+            partition,
+            timestamp,
+            reply,
+        } => {
+            let outcome = partition::list_offset(&shard, &topic, partition, timestamp).await;
+            let _ = reply.send_async(outcome).await;
+        }
+        // Served in arrival order by `job_loop` itself.
+        Job::Shutdown | Job::Metadata { .. } | Job::Produce { .. } | Job::Group(_) => {}
+    }
+}
+
+/// A read another shard forwarded: the one place chunks are copied, since they cross shards.
+async fn fetch_for_peer(
+    shard: Rc<Shard>,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+    reply: mesh::Reply<FetchOutcome<Bytes>>,
+) {
+    let outcome = partition::read(&shard, &topic, partition, offset, max_bytes).await;
+    let copied = FetchOutcome {
+        error: outcome.error,
+        high_watermark: outcome.high_watermark,
+        log_start_offset: outcome.log_start_offset,
+        payload: outcome
+            .payload
+            .iter()
+            .map(|chunk| chunk.to_bytes())
+            .collect(),
+    };
+    let _ = reply.send_async(copied).await;
 }
 
 /// Counts a connection against `max.connections`; false when the broker is full.

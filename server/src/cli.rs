@@ -3,8 +3,10 @@
 //! would send (CreateTopics, DeleteTopics, IncrementalAlterConfigs, DescribeConfigs, Metadata).
 //!
 //! Runs in the CLI process, not on a shard: plain blocking `std::net` sockets, one connection,
-//! one request at a time. It is the binary's front end kept in the library so that `main.rs` stays
-//! thin, hence `anyhow` errors with context rather than a `thiserror` enum.
+//! one request at a time. Not core: it speaks the Kafka wire protocol (`kafka_protocol::messages`)
+//! as a client, so it sits beside the protocol layers. It is the binary's front end kept in the
+//! library so that `main.rs` stays thin, hence `anyhow` errors with context rather than a
+//! `thiserror` enum.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -22,7 +24,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request, StrBytes};
 
-use super::config::{self, EXCHANGE_ALTERNATE, EXCHANGE_BINDINGS, EXCHANGE_TYPE};
+use crate::routing::config::{self, EXCHANGE_ALTERNATE, EXCHANGE_BINDINGS, EXCHANGE_TYPE};
 
 /// Kafka's resource type for topics in the config APIs.
 const RESOURCE_TOPIC: i8 = 2;
