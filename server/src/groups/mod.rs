@@ -5,10 +5,12 @@
 //! (`!Send`, opened on that shard's executor) that owns:
 //! - `group`: one group's membership state machine (pure data and rules);
 //! - `coordinator`: the request handlers, long-polls and the session sweeper;
+//! - `membership`: the rebalance state machine's transitions over one group;
 //! - `offset_store`: committed offsets, durable in `<groups_dir>/offsets-<shard>.log`.
 
 mod coordinator;
 mod group;
+mod membership;
 mod offset_store;
 
 pub use coordinator::{ClientInfo, GroupConfig, GroupCoordinator};
