@@ -191,6 +191,10 @@ impl GroupCoordinator {
         join_response(version, outcome)
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "over 70 lines before the limit; split, then drop this"
+    )]
     fn join_begin(
         &self,
         version: i16,
@@ -450,6 +454,10 @@ impl GroupCoordinator {
         response
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "over 70 lines before the limit; split, then drop this"
+    )]
     fn sync_begin(
         &self,
         version: i16,
@@ -652,6 +660,10 @@ impl GroupCoordinator {
 
     // ---------------------------------------------------------------- OffsetCommit
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "over 70 lines before the limit; split, then drop this"
+    )]
     pub async fn offset_commit(
         &self,
         version: i16,
@@ -783,6 +795,10 @@ impl GroupCoordinator {
 
     // ---------------------------------------------------------------- OffsetFetch
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "over 70 lines before the limit; split, then drop this"
+    )]
     pub async fn offset_fetch(&self, version: i16, req: OffsetFetchRequest) -> OffsetFetchResponse {
         let mut response = OffsetFetchResponse::default();
         let closed = self.closed.get();
@@ -1679,6 +1695,10 @@ mod tests {
     }
 
     #[test]
+    #[expect(
+        clippy::too_many_lines,
+        reason = "over 70 lines before the limit; split, then drop this"
+    )]
     fn commits_are_fenced_by_generation_and_membership() {
         run("fencing", |dir| async move {
             let (coordinator, generation, leader_id, follower_id) = stable_pair(&dir, 5_000).await;
@@ -2012,6 +2032,10 @@ mod tests {
     /// and versions: nothing panics, invariants hold after every step, and every parked request
     /// is answered by the end.
     #[test]
+    #[expect(
+        clippy::too_many_lines,
+        reason = "over 70 lines before the limit; split, then drop this"
+    )]
     fn random_request_storms_keep_the_invariants() {
         run("storm", |dir| async move {
             let coordinator = open(&dir).await;
@@ -2153,6 +2177,10 @@ mod tests {
     /// Every response shape encodes in every version the broker may negotiate: a field set in a
     /// version that lacks it would make the codec refuse the response.
     #[test]
+    #[expect(
+        clippy::too_many_lines,
+        reason = "over 70 lines before the limit; split, then drop this"
+    )]
     fn responses_encode_in_every_version() {
         run("encode", |dir| async move {
             let (coordinator, generation, leader_id, _) = stable_pair(&dir, 5_000).await;
