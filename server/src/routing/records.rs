@@ -138,6 +138,25 @@ fn raw_path_applies(records: &[u8]) -> Result<bool, RecordsError> {
     Ok(raw)
 }
 
+/// The whole batch starting at `at` and its header, once its header ([`check_batch_header`]) and
+/// its CRC32C are checked.
+pub(crate) fn checked_batch(
+    records: &[u8],
+    at: usize,
+) -> Result<(&[u8], Header<'_>), RecordsError> {
+    let malformed = |reason: &str| RecordsError::Malformed {
+        at,
+        reason: reason.to_string(),
+    };
+    let length = check_batch_header(records, at)?;
+    let batch = &records[at..at + length];
+    if !batch_header::crc_matches(batch) {
+        return Err(malformed("CRC32C mismatch"));
+    }
+    let header = Header::new(batch).ok_or_else(|| malformed("header"))?;
+    Ok((batch, header))
+}
+
 /// Checks the header of the batch starting at `at` and returns its total length in bytes.
 pub(crate) fn check_batch_header(records: &[u8], at: usize) -> Result<usize, RecordsError> {
     let malformed = |reason: String| RecordsError::Malformed { at, reason };
@@ -255,16 +274,12 @@ where
     let mut unroutable = 0u64;
     let mut at = 0usize;
     while at < records.len() {
-        let batch_bytes = check_batch_header(records, at)?;
-        let batch = &records[at..at + batch_bytes];
+        let (batch, header) = checked_batch(records, at)?;
+        let batch_bytes = batch.len();
         let malformed = |reason: &str| RecordsError::Malformed {
             at,
             reason: reason.to_string(),
         };
-        if !batch_header::crc_matches(batch) {
-            return Err(malformed("CRC32C mismatch"));
-        }
-        let header = Header::new(batch).ok_or_else(|| malformed("header"))?;
         if header.is_control() {
             at += batch_bytes;
             continue;

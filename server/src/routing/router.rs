@@ -23,7 +23,7 @@
 //! routed again (the destination partitions cannot tell it from a new record).
 
 use bytes::{Bytes, BytesMut};
-use weir_engine::batch::{self, attributes, Header};
+use weir_engine::batch::{self, attributes};
 
 use super::exchange::{RoutingError, RoutingErrorKind};
 use super::partitioner::Partitioner;
@@ -180,16 +180,8 @@ fn reset_producer_fields(records: &Bytes) -> Result<(Bytes, u64), RecordsError> 
     let mut record_count = 0u64;
     let mut at = 0usize;
     while at < records.len() {
-        let length = records::check_batch_header(records, at)?;
-        let batch = &records[at..at + length];
-        let malformed = |reason: &str| RecordsError::Malformed {
-            at,
-            reason: reason.to_string(),
-        };
-        if !batch::crc_matches(batch) {
-            return Err(malformed("CRC32C mismatch"));
-        }
-        let header = Header::new(batch).ok_or_else(|| malformed("header"))?;
+        let (batch, header) = records::checked_batch(records, at)?;
+        let length = batch.len();
         if !header.is_control() {
             let start = output.len();
             output.extend_from_slice(batch);
