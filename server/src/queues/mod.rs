@@ -22,6 +22,8 @@
 
 pub mod ack_store;
 pub mod done_set;
+#[cfg(test)]
+mod model_tests;
 pub mod state;
 
 pub use ack_store::{AckStore, AckStoreError, AckStoreOptions, QueueKey};

@@ -210,6 +210,9 @@ struct Lease {
     owner: ConsumerId,
     delivery_count: u16,
     deadline: Option<Instant>,
+    /// The count the journal last recorded for this offset (a `DeliveryCount` on its last
+    /// return, or one restored), so that `snapshot` says what the ack store holds.
+    journaled_count: Option<u16>,
 }
 
 /// The per-message state of one queue partition. See the module docs.
@@ -366,7 +369,7 @@ impl QueueState {
         let want = max.min(room);
         let mut handed = Vec::with_capacity(want.min(1024));
         while handed.len() < want {
-            let Some((offset, previous_count)) = self.take_available() else {
+            let Some((offset, previous_count, journaled_count)) = self.take_available() else {
                 break;
             };
             let delivery_count = previous_count.saturating_add(1);
@@ -377,6 +380,7 @@ impl QueueState {
                     owner,
                     delivery_count,
                     deadline,
+                    journaled_count,
                 },
             );
             handed.push(Acquired {
@@ -512,13 +516,22 @@ impl QueueState {
 
     /// The durable part of this state, as a restart would see it once the journal is persisted.
     pub fn snapshot(&self) -> QueueSnapshot {
-        let mut delivery_counts: Vec<(Offset, u16)> =
-            self.returned.iter().map(|(&o, &c)| (o, c)).collect();
-        delivery_counts.extend(self.prior_counts.iter().map(|(&o, &c)| (o, c)));
+        let mut counts: BTreeMap<Offset, u16> = self.returned.clone();
+        counts.extend(self.prior_counts.iter().map(|(&o, &c)| (o, c)));
+        counts.extend(
+            self.acquired
+                .iter()
+                .filter_map(|(&o, lease)| Some((o, lease.journaled_count?))),
+        );
+        let delivery_counts = counts.into_iter().collect();
         QueueSnapshot {
             floor: self.done.floor(),
             done: self.done.ranges().collect(),
-            delivered_below: self.journaled_mark.max(self.delivered_below),
+            // Below the floor the mark means nothing; say so the same way the ack store does.
+            delivered_below: self
+                .journaled_mark
+                .max(self.delivered_below)
+                .max(self.done.floor()),
             delivery_counts,
         }
     }
@@ -527,9 +540,10 @@ impl QueueState {
 /// Private steps; each keeps `acquired`, `by_owner` and `deadlines` in step.
 impl QueueState {
     /// The lowest available offset and the deliveries it has had, removed from availability.
-    fn take_available(&mut self) -> Option<(Offset, u16)> {
-        if let Some(entry) = self.returned.pop_first() {
-            return Some(entry);
+    /// Also returns the count the journal holds for it (see `Lease::journaled_count`).
+    fn take_available(&mut self) -> Option<(Offset, u16, Option<u16>)> {
+        if let Some((offset, count)) = self.returned.pop_first() {
+            return Some((offset, count, Some(count)));
         }
         while self.frontier < self.next {
             if let Some(end) = self.done.range_end_at(self.frontier) {
@@ -538,9 +552,18 @@ impl QueueState {
             }
             let offset = self.frontier;
             self.frontier = offset.next();
-            let prior = self.prior_counts.remove(&offset).unwrap_or(0);
-            let possibly_delivered = u16::from(offset < self.delivered_below);
-            return Some((offset, prior.saturating_add(possibly_delivered)));
+            let prior = self.prior_counts.remove(&offset);
+            if offset >= self.delivered_below {
+                return Some((offset, prior.unwrap_or(0), prior));
+            }
+            // Possibly delivered before the restart: one more delivery, and journaled, or a
+            // second restart would count from the older figure again and come out one short.
+            let previous = prior.unwrap_or(0).saturating_add(1);
+            self.record(JournalEntry::DeliveryCount {
+                offset,
+                count: previous,
+            });
+            return Some((offset, previous, Some(previous)));
         }
         None
     }
@@ -623,6 +646,16 @@ impl QueueState {
             .is_some_and(|(&offset, _)| offset < floor)
         {
             self.prior_counts = self.prior_counts.split_off(&floor);
+        }
+        // Restored counts of records finished without being acquired (archive_available, purge)
+        // go, as the ack store drops them on `Done` (the model test holds the two equal).
+        let finished: Vec<Offset> = self
+            .prior_counts
+            .range(start..end)
+            .map(|(&offset, _)| offset)
+            .collect();
+        for offset in finished {
+            self.prior_counts.remove(&offset);
         }
         self.record(JournalEntry::Done { start, end });
     }
