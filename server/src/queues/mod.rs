@@ -13,6 +13,9 @@
 //!   ahead of the floor).
 //! - `ack_store.rs`: the shard's append-only, checksummed, group-committed file of journal
 //!   entries, compacted past a threshold; restores every queue's `QueueSnapshot` on open.
+//! - `model_tests.rs`: the proptest model of `QueueState`, through the ack store's encoding.
+//!   Every new durable queue state joins it. The process-level SIGKILL test of the store is
+//!   `server/tests/ack_store_kill.rs`; the file format is in `docs/storage-format.md`.
 //!
 //! How a protocol layer drives it: open the shard's `AckStore` once; per queue, build the state
 //! with `QueueState::restore(store.snapshot(&key), log_end, ..)` (or `QueueState::new` for a new
