@@ -33,9 +33,11 @@
 //! Bounds (memory is O(acquired_max), whatever the log length): at most `limits.acquired_max`
 //! (≤ `ACQUIRED_RECORDS_MAX`) records acquired; `returned` only ever holds records that were
 //! acquired and came back, and `acquire` drains it before advancing `frontier`, so
-//! `acquired + returned ≤ acquired_max` between restarts; the finished ranges above the floor are
-//! separated by those records, so there are at most `acquired_max + 1` of them (plus what a
-//! restore brings back, which obeyed the same bound when it was written).
+//! `acquired + returned ≤ acquired_max` between restarts. Below `frontier` the finished ranges
+//! are separated only by those records, so there are at most `acquired_max + 1` of them; above
+//! it, only a restore (whose ranges obeyed the same bound when written) or `archive_available`
+//! on a record that is not the queue's head can leave gaps. RabbitMQ's TTL and drop-head only
+//! ever take the head (`first_available`), which leaves none.
 //!
 //! Durability: a durable state records a journal of what changed (`JournalEntry`), which the
 //! caller drains with `take_journal` and hands to the ack store. The state never waits for it.
