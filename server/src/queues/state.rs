@@ -680,6 +680,12 @@ impl QueueState {
         }
     }
 
+    /// Finished ranges above the floor: what the memory bound in the module docs counts.
+    #[cfg(test)]
+    pub(crate) fn finished_range_count(&self) -> usize {
+        self.done.range_count()
+    }
+
     #[cfg(test)]
     pub(crate) fn assert_invariants(&self) {
         self.done.assert_invariants();
