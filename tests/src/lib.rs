@@ -2,7 +2,8 @@
 //!
 //! Owns: starting the release `weir` binary on free ports with a temporary data dir, stopping,
 //! restarting and crashing it, and running real Kafka clients (the venv's python, kcat, node) as
-//! subprocesses, each under a timeout so that no test can hang.
+//! subprocesses, each under a timeout so that no test can hang. `rabbitmq` starts the reference
+//! RabbitMQ node of the AMQP differential suite.
 //!
 //! Runs on the test's own thread; the broker is a separate process with its own shards.
 //! Concurrency rule: at most one broker per test binary at a time. `Broker` holds a process-wide
@@ -21,6 +22,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+
+pub mod rabbitmq;
 
 /// How long any client program may run unless a test says otherwise.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
