@@ -1,0 +1,76 @@
+"""Prefetch: a consumer with basic.qos(prefetch_count=N) holds at most N unacked deliveries; each
+ack releases one more; a second consumer on the queue gets the rest round-robin; prefetch 0 is
+unlimited; no-ack consumers ignore prefetch."""
+
+from common import Scenario, publish, wait_for, message_count
+
+
+def settle(connection, seconds=0.3):
+    """Lets every delivery the broker is willing to send arrive."""
+    connection.process_data_events(time_limit=seconds)
+
+
+def consume(channel, queue, auto_ack=False):
+    delivered = []
+    channel.basic_consume(queue, lambda ch, m, p, b: delivered.append((m.delivery_tag, b.decode())), auto_ack=auto_ack)
+    return delivered
+
+
+def main():
+    s = Scenario()
+    q = s.queue("q")
+    connection = s.connect()
+    channel = connection.channel()
+    channel.queue_declare(q)
+    channel.confirm_delivery()  # every publish is in the queue when basic_publish returns
+    for i in range(10):
+        publish(channel, q, f"m{i}")
+    outcome = {}
+
+    consumer = connection.channel()
+    consumer.basic_qos(prefetch_count=3)
+    delivered = consume(consumer, q)
+    settle(connection)
+    outcome["held_with_prefetch_3"] = [body for _tag, body in delivered]
+    outcome["ready_while_held"] = message_count(channel, q)
+    consumer.basic_ack(delivered[0][0])
+    settle(connection)
+    outcome["after_one_ack"] = [body for _tag, body in delivered]
+    consumer.basic_ack(delivered[-1][0], multiple=True)
+    settle(connection)
+    outcome["after_multiple_ack"] = [body for _tag, body in delivered]
+
+    # Unlimited prefetch on another channel takes everything that is left.
+    greedy = connection.channel()
+    greedy.basic_qos(prefetch_count=0)
+    taken = consume(greedy, q)
+    settle(connection)
+    outcome["unlimited_took"] = len(taken)
+    outcome["held_after_unlimited"] = len(delivered)
+    consumer.close()
+    greedy.close()
+    # 4 acked; the 6 still unacked go back when their channels close.
+    wait_for(lambda: message_count(channel, q) == 6, "6 unacked messages back in the queue")
+
+    # Round-robin between two prefetch-1 consumers.
+    first, second = connection.channel(), connection.channel()
+    first.basic_qos(prefetch_count=1)
+    second.basic_qos(prefetch_count=1)
+    got_first, got_second = consume(first, q), consume(second, q)
+    settle(connection)
+    outcome["round_robin_held"] = [len(got_first), len(got_second)]
+    first.close()
+    second.close()
+
+    # A no-ack consumer is not limited by prefetch.
+    free = connection.channel()
+    free.basic_qos(prefetch_count=1)
+    all_of_them = consume(free, q, auto_ack=True)
+    settle(connection)
+    outcome["no_ack_took"] = len(all_of_them)
+    outcome["left"] = message_count(channel, q)
+    s.finish(outcome)
+
+
+if __name__ == "__main__":
+    main()
