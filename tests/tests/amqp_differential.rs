@@ -1,0 +1,176 @@
+//! The AMQP differential suite: every scenario in tests/clients/amqp_diff/ (pika or raw frames,
+//! printing one canonical JSON outcome) runs against the test run's RabbitMQ
+//! (weir_tests::rabbitmq, 127.0.0.1:5673) and against a fresh Weir, and the two outcomes must be
+//! equal. The only exceptions are the rows of `KNOWN_DIFFERENCES`, each a documented difference
+//! (docs/amqp-compat.md) with its reason; a row that no longer differs fails the test too, so the
+//! table can only be honest.
+//!
+//! `WEIR_AMQP_DIFF_TARGET=rabbitmq` aims the "Weir" side at RabbitMQ as well: a self-check that
+//! every scenario is deterministic (used while the broker side did not speak AMQP yet).
+
+use anyhow::{ensure, Result};
+use serde_json::Value;
+use weir_tests::{python_with_timeout, rabbitmq, summary, Broker, BrokerOptions};
+
+/// Differences from RabbitMQ 3.10 that Weir keeps on purpose: (scenario, JSON pointer into the
+/// outcome; a difference anywhere below it is covered, reason). Keep it short; every row must
+/// also be in docs/amqp-compat.md.
+const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[];
+
+/// A scenario prints its outcome within this (each wait inside has a 10 s deadline).
+const SCENARIO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+fn run_scenario(scenario: &str, url: &str) -> Result<Value> {
+    let script = format!("amqp_diff/{scenario}.py");
+    summary(&python_with_timeout(
+        &script,
+        &["--url", url],
+        SCENARIO_TIMEOUT,
+    )?)
+}
+
+fn differential(scenario: &str) -> Result<()> {
+    let reference = rabbitmq::ensure_running()?;
+    let expected = run_scenario(scenario, reference.url())?;
+    let self_check = std::env::var("WEIR_AMQP_DIFF_TARGET").as_deref() == Ok("rabbitmq");
+    let actual = if self_check {
+        run_scenario(scenario, reference.url())?
+    } else {
+        let broker = Broker::start(BrokerOptions::default())?;
+        run_scenario(scenario, &broker.amqp_url())?
+    };
+    let mut differences = Vec::new();
+    diff("", &expected, &actual, &mut differences);
+    let known: Vec<_> = KNOWN_DIFFERENCES
+        .iter()
+        .filter(|(name, _, _)| *name == scenario)
+        .collect();
+    let unexplained: Vec<_> = differences
+        .iter()
+        .filter(|difference| !known.iter().any(|(_, path, _)| covers(path, &difference.0)))
+        .collect();
+    let stale: Vec<_> = known
+        .iter()
+        .filter(|(_, path, _)| !differences.iter().any(|d| covers(path, &d.0)))
+        .collect();
+    ensure!(
+        unexplained.is_empty(),
+        "{scenario}: Weir differs from RabbitMQ at {} place(s) (fix, or document in \
+         docs/amqp-compat.md and list in KNOWN_DIFFERENCES):\n{}\nRabbitMQ: {expected}\nWeir:     {actual}",
+        unexplained.len(),
+        render(&unexplained)
+    );
+    ensure!(
+        self_check || stale.is_empty(),
+        "{scenario}: known differences that no longer differ (remove them here and in \
+         docs/amqp-compat.md): {stale:?}"
+    );
+    Ok(())
+}
+
+/// Whether a known difference at `known` covers a difference at `path` (same or below it).
+fn covers(known: &str, path: &str) -> bool {
+    path == known || path.starts_with(&format!("{known}/"))
+}
+
+/// Every place where two outcomes differ: (JSON pointer, RabbitMQ's value, Weir's value).
+fn diff(path: &str, expected: &Value, actual: &Value, out: &mut Vec<(String, Value, Value)>) {
+    match (expected, actual) {
+        (Value::Object(left), Value::Object(right)) => {
+            let mut keys: Vec<&String> = left.keys().chain(right.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for key in keys {
+                let child = format!("{path}/{}", key.replace('~', "~0").replace('/', "~1"));
+                let missing = Value::String("<absent>".to_string());
+                let left = left.get(key).unwrap_or(&missing);
+                let right = right.get(key).unwrap_or(&missing);
+                diff(&child, left, right, out);
+            }
+        }
+        (Value::Array(left), Value::Array(right)) if left.len() == right.len() => {
+            for (index, (left, right)) in left.iter().zip(right).enumerate() {
+                diff(&format!("{path}/{index}"), left, right, out);
+            }
+        }
+        _ if expected != actual => out.push((path.to_string(), expected.clone(), actual.clone())),
+        _ => {}
+    }
+}
+
+fn render(differences: &[&(String, Value, Value)]) -> String {
+    differences
+        .iter()
+        .map(|(path, expected, actual)| format!("  {path}: RabbitMQ {expected}, Weir {actual}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        /// Every scenario with a test, for the check that no scenario file is left untested.
+        const SCENARIOS: &[&str] = &[$(stringify!($name)),*];
+        $(
+            #[test]
+            fn $name() -> Result<()> {
+                differential(stringify!($name))
+            }
+        )*
+    };
+}
+
+scenarios!(
+    declare_errors,
+    redelivery,
+    prefetch,
+    nack_reject,
+    dead_letter,
+    ttl,
+    max_length,
+    mandatory,
+    get_purge_delete,
+    topic,
+    fanout_headers,
+    exchange_bindings,
+    consumers,
+    confirms,
+    raw_errors,
+);
+
+#[test]
+fn every_scenario_file_has_a_test() -> Result<()> {
+    let directory = weir_tests::client_path("amqp_diff");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&directory)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        // common.py and raw.py are helpers, not scenarios.
+        if let Some(stem) = name.strip_suffix(".py") {
+            if stem != "common" && stem != "raw" {
+                files.push(stem.to_string());
+            }
+        }
+    }
+    files.sort();
+    let mut listed: Vec<String> = SCENARIOS.iter().map(ToString::to_string).collect();
+    listed.sort();
+    ensure!(
+        files == listed,
+        "scenario files {files:?} != tests {listed:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn diff_finds_every_difference_and_known_rows_cover_subtrees() {
+    let expected: Value =
+        serde_json::json!({"a": {"code": 404, "text": "NOT_FOUND"}, "b": [1, 2], "c": "ok"});
+    let actual: Value =
+        serde_json::json!({"a": {"code": 406, "text": "NOT_FOUND"}, "b": [1], "d": 1, "c": "ok"});
+    let mut differences = Vec::new();
+    diff("", &expected, &actual, &mut differences);
+    let paths: Vec<&str> = differences.iter().map(|d| d.0.as_str()).collect();
+    assert_eq!(paths, ["/a/code", "/b", "/d"]);
+    assert!(covers("/a", "/a/code"));
+    assert!(covers("/a/code", "/a/code"));
+    assert!(!covers("/a", "/ab"));
+}
