@@ -12,6 +12,9 @@
 //! the node, the others find it answering and reuse it. The node outlives the test binaries (it
 //! is a detached daemon), so a run pays its start (about 5-6 s here) once, not per binary.
 //! `WEIR_RABBITMQ_URL` skips all of this and points the suites at a broker started elsewhere.
+//!
+//! `AmqpTarget` is the broker an AMQP client suite runs against: a fresh Weir (what CI runs), or,
+//! with `WEIR_AMQP_TARGET=rabbitmq`, this RabbitMQ, to prove a suite itself right.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -24,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::{run, tail};
+use crate::{run, tail, Broker, BrokerOptions};
 
 /// RabbitMQ's port unless `WEIR_RABBITMQ_PORT` says otherwise.
 pub const RABBITMQ_PORT_DEFAULT: u16 = 5673;
@@ -53,6 +56,46 @@ impl RabbitMq {
         let rest = self.url.split_once('@').map_or("", |(_, rest)| rest);
         rest.split('/').next().unwrap_or_default().to_string()
     }
+}
+
+/// The broker an AMQP client test talks to (see the module comment).
+pub enum AmqpTarget {
+    Weir(Box<Broker>),
+    RabbitMq(RabbitMq),
+}
+
+impl AmqpTarget {
+    /// A fresh Weir started with `options`, unless `WEIR_AMQP_TARGET=rabbitmq`.
+    pub fn start(options: BrokerOptions) -> Result<AmqpTarget> {
+        if aims_at_rabbitmq() {
+            return Ok(AmqpTarget::RabbitMq(ensure_running()?));
+        }
+        Ok(AmqpTarget::Weir(Box::new(Broker::start(options)?)))
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            AmqpTarget::Weir(broker) => broker.amqp_url(),
+            AmqpTarget::RabbitMq(node) => node.url().to_string(),
+        }
+    }
+
+    /// `(host, port)` of the AMQP listener.
+    pub fn host_port(&self) -> (String, u16) {
+        match self {
+            AmqpTarget::Weir(broker) => ("127.0.0.1".to_string(), broker.amqp_port()),
+            AmqpTarget::RabbitMq(node) => {
+                let addr = node.addr();
+                let (host, port) = addr.rsplit_once(':').unwrap_or((&addr, "5672"));
+                (host.to_string(), port.parse().unwrap_or(5672))
+            }
+        }
+    }
+}
+
+/// `WEIR_AMQP_TARGET=rabbitmq`: the AMQP client suites run against RabbitMQ instead of Weir.
+pub fn aims_at_rabbitmq() -> bool {
+    std::env::var("WEIR_AMQP_TARGET").as_deref() == Ok("rabbitmq")
 }
 
 /// The configured AMQP port of the test node.

@@ -5,12 +5,13 @@
 //! (docs/amqp-compat.md) with its reason; a row that no longer differs fails the test too, so the
 //! table can only be honest.
 //!
-//! `WEIR_AMQP_DIFF_TARGET=rabbitmq` aims the "Weir" side at RabbitMQ as well: a self-check that
+//! `WEIR_AMQP_TARGET=rabbitmq` aims the "Weir" side at RabbitMQ as well: a self-check that
 //! every scenario is deterministic (used while the broker side did not speak AMQP yet).
 
 use anyhow::{ensure, Result};
 use serde_json::Value;
-use weir_tests::{python_with_timeout, rabbitmq, summary, Broker, BrokerOptions};
+use weir_tests::rabbitmq::{self, AmqpTarget};
+use weir_tests::{python_with_timeout, summary, BrokerOptions};
 
 /// Differences from RabbitMQ 3.10 that Weir keeps on purpose: (scenario, JSON pointer into the
 /// outcome; a difference anywhere below it is covered, reason). Keep it short; every row must
@@ -32,13 +33,9 @@ fn run_scenario(scenario: &str, url: &str) -> Result<Value> {
 fn differential(scenario: &str) -> Result<()> {
     let reference = rabbitmq::ensure_running()?;
     let expected = run_scenario(scenario, reference.url())?;
-    let self_check = std::env::var("WEIR_AMQP_DIFF_TARGET").as_deref() == Ok("rabbitmq");
-    let actual = if self_check {
-        run_scenario(scenario, reference.url())?
-    } else {
-        let broker = Broker::start(BrokerOptions::default())?;
-        run_scenario(scenario, &broker.amqp_url())?
-    };
+    let self_check = rabbitmq::aims_at_rabbitmq();
+    let target = AmqpTarget::start(BrokerOptions::default())?;
+    let actual = run_scenario(scenario, &target.url())?;
     let mut differences = Vec::new();
     diff("", &expected, &actual, &mut differences);
     let known: Vec<_> = KNOWN_DIFFERENCES
