@@ -32,7 +32,7 @@ use crate::{run, tail, Broker, BrokerOptions};
 /// RabbitMQ's port unless `WEIR_RABBITMQ_PORT` says otherwise.
 pub const RABBITMQ_PORT_DEFAULT: u16 = 5673;
 /// How long the node may take from `rabbitmq-server -detached` to answering AMQP (measured here:
-/// 5-6 s on an idle machine; a loaded 2-core machine is several times slower).
+/// 5-6 s on an idle machine, 19 s while the 2 cores were busy building).
 pub const RABBITMQ_START_TIMEOUT: Duration = Duration::from_secs(120);
 /// The Erlang distribution port is the AMQP port plus this (5673 → 25673).
 const DIST_PORT_OFFSET: u16 = 20000;

@@ -174,3 +174,26 @@ fn diff_finds_every_difference_and_known_rows_cover_subtrees() {
     assert!(covers("/a/code", "/a/code"));
     assert!(!covers("/a", "/ab"));
 }
+
+#[test]
+fn rabbitmq_node_is_shared_by_parallel_callers() -> Result<()> {
+    // Four callers at once, as parallel tests and test binaries are: one node, one URL, and it
+    // answers the AMQP protocol header (not merely a listening port).
+    let urls = std::thread::scope(|scope| {
+        let callers: Vec<_> = (0..4)
+            .map(|_| scope.spawn(rabbitmq::ensure_running))
+            .collect();
+        callers
+            .into_iter()
+            .map(|caller| match caller.join() {
+                Ok(node) => node.map(|node| node.url().to_string()),
+                Err(_) => Err(anyhow::anyhow!("a caller panicked")),
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    ensure!(urls.iter().all(|url| *url == urls[0]), "{urls:?}");
+    if std::env::var_os("WEIR_RABBITMQ_URL").is_none() {
+        ensure!(rabbitmq::speaks_amqp(rabbitmq::rabbitmq_port()?));
+    }
+    Ok(())
+}
