@@ -158,6 +158,22 @@ def x_death(properties):
     return {"x-death": [{k: v for k, v in death.items() if k != "time"} for death in deaths], "first": first}
 
 
+def settle(connection, lists, minimum=1, quiet_seconds=0.3):
+    """Processes deliveries until at least `minimum` arrived in total over `lists` and then none
+    for `quiet_seconds`: waits out a slow broker, then gives an over-delivery time to show."""
+    end = time.monotonic() + DEADLINE_SECONDS
+    total = lambda: sum(len(items) for items in lists)  # noqa: E731
+    while total() < minimum:
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {minimum} deliveries, got {total()}")
+        connection.process_data_events(time_limit=0.05)
+    while True:
+        before = total()
+        connection.process_data_events(time_limit=quiet_seconds)
+        if total() == before or time.monotonic() > end:
+            return
+
+
 def fail(message):
     print(f"FAIL: {message}", file=sys.stderr)
     sys.exit(1)

@@ -6,7 +6,7 @@ is not returned; immediate is refused (540 NOT_IMPLEMENTED, a connection error) 
 import pika
 import pika.exceptions
 
-from common import Scenario, attempt, get_all, reply_class
+from common import Scenario, attempt, get_all, reply_class, settle
 
 
 def main():
@@ -30,7 +30,7 @@ def main():
     channel.basic_publish("", s.name("no-such-queue"), b"returned-2", properties, mandatory=True)
     channel.basic_publish(ex, "unbound", b"dropped", properties, mandatory=False)
     channel.basic_publish(ex, "bound", b"routed", properties, mandatory=True)
-    connection.process_data_events(time_limit=0.5)
+    settle(connection, [returned], minimum=2)
     outcome = {"returned": returned, "queue": get_all(channel, q)}
 
     confirming = connection.channel()

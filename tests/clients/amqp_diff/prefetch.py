@@ -2,12 +2,7 @@
 ack releases one more; a second consumer on the queue gets the rest round-robin; prefetch 0 is
 unlimited; no-ack consumers ignore prefetch."""
 
-from common import Scenario, publish, wait_for, message_count
-
-
-def settle(connection, seconds=0.3):
-    """Lets every delivery the broker is willing to send arrive."""
-    connection.process_data_events(time_limit=seconds)
+from common import Scenario, publish, settle, wait_for, message_count
 
 
 def consume(channel, queue, auto_ack=False):
@@ -30,21 +25,21 @@ def main():
     consumer = connection.channel()
     consumer.basic_qos(prefetch_count=3)
     delivered = consume(consumer, q)
-    settle(connection)
+    settle(connection, [delivered])
     outcome["held_with_prefetch_3"] = [body for _tag, body in delivered]
     outcome["ready_while_held"] = message_count(channel, q)
     consumer.basic_ack(delivered[0][0])
-    settle(connection)
+    settle(connection, [delivered], minimum=4)
     outcome["after_one_ack"] = [body for _tag, body in delivered]
     consumer.basic_ack(delivered[-1][0], multiple=True)
-    settle(connection)
+    settle(connection, [delivered], minimum=5)
     outcome["after_multiple_ack"] = [body for _tag, body in delivered]
 
     # Unlimited prefetch on another channel takes everything that is left.
     greedy = connection.channel()
     greedy.basic_qos(prefetch_count=0)
     taken = consume(greedy, q)
-    settle(connection)
+    settle(connection, [taken])
     outcome["unlimited_took"] = len(taken)
     outcome["held_after_unlimited"] = len(delivered)
     consumer.close()
@@ -57,7 +52,7 @@ def main():
     first.basic_qos(prefetch_count=1)
     second.basic_qos(prefetch_count=1)
     got_first, got_second = consume(first, q), consume(second, q)
-    settle(connection)
+    settle(connection, [got_first, got_second], minimum=2)
     outcome["round_robin_held"] = [len(got_first), len(got_second)]
     first.close()
     second.close()
@@ -66,7 +61,7 @@ def main():
     free = connection.channel()
     free.basic_qos(prefetch_count=1)
     all_of_them = consume(free, q, auto_ack=True)
-    settle(connection)
+    settle(connection, [all_of_them])
     outcome["no_ack_took"] = len(all_of_them)
     outcome["left"] = message_count(channel, q)
     s.finish(outcome)
