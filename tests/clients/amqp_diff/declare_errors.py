@@ -31,7 +31,7 @@ def main():
         "exchange_same_type": lambda ch: ch.exchange_declare(ex, "direct"),
         "exchange_reserved_name": lambda ch: ch.exchange_declare("amq.weirtest", "direct"),
         "queue_reserved_name": lambda ch: ch.queue_declare("amq.weirtest"),
-        "delete_default_exchange_amq": lambda ch: ch.exchange_delete("amq.direct"),
+        "delete_amq_direct": lambda ch: ch.exchange_delete("amq.direct"),
         "passive_amq_topic": lambda ch: ch.exchange_declare("amq.topic", passive=True),
         "unknown_exchange_type": lambda ch: ch.exchange_declare(s.name("bad-type"), "no-such-type"),
         "ack_unknown_tag": ack_unknown_tag,
