@@ -129,6 +129,7 @@ scenarios!(
     exchange_bindings,
     consumers,
     confirms,
+    queue_arguments,
     raw_errors,
 );
 
