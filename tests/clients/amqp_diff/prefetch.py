@@ -1,6 +1,6 @@
 """Prefetch: a consumer with basic.qos(prefetch_count=N) holds at most N unacked deliveries; each
 ack releases one more; a second consumer on the queue gets the rest round-robin; prefetch 0 is
-unlimited; no-ack consumers ignore prefetch."""
+unlimited; no-ack consumers ignore prefetch; global and per-consumer limits on one channel."""
 
 from common import Scenario, publish, settle, wait_for, message_count
 
@@ -64,7 +64,30 @@ def main():
     settle(connection, [all_of_them])
     outcome["no_ack_took"] = len(all_of_them)
     outcome["left"] = message_count(channel, q)
+    outcome["global"] = global_qos(s, connection, channel)
     s.finish(outcome)
+
+
+def global_qos(s, connection, channel):
+    """RabbitMQ's per_consumer_qos: global=True limits the whole channel, global=False each
+    consumer; both together apply both limits."""
+    queues = [s.queue("g1"), s.queue("g2")]
+    for queue in queues:
+        channel.queue_declare(queue)
+        for i in range(5):
+            publish(channel, queue, f"{queue[-2:]}-{i}")
+    shared = connection.channel()
+    shared.basic_qos(prefetch_count=3, global_qos=True)
+    shared.basic_qos(prefetch_count=1, global_qos=False)
+    first, second = consume(shared, queues[0]), consume(shared, queues[1])
+    settle(connection, [first, second], minimum=2)
+    per_consumer = [len(first), len(second)]
+    shared.close()
+    only_global = connection.channel()
+    only_global.basic_qos(prefetch_count=3, global_qos=True)
+    first, second = consume(only_global, queues[0]), consume(only_global, queues[1])
+    settle(connection, [first, second], minimum=3)
+    return {"global_3_consumer_1": per_consumer, "global_3_total": len(first) + len(second)}
 
 
 if __name__ == "__main__":
