@@ -129,6 +129,7 @@ scenarios!(
     exchange_bindings,
     consumers,
     confirms,
+    properties,
     queue_arguments,
     raw_errors,
 );

@@ -72,7 +72,10 @@ class Scenario:
             return {self.canonical(k): self.canonical(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [self.canonical(v) for v in value]
-        return value
+        if isinstance(value, (bool, int, float)) or value is None:
+            return value
+        # datetime (timestamp fields), Decimal: their type and value, as text
+        return f"{type(value).__name__}:{value}"
 
     def finish(self, outcome):
         """Prints the canonical outcome, then closes connections and deletes what was declared."""
