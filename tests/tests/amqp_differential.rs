@@ -132,6 +132,7 @@ scenarios!(
     properties,
     queue_arguments,
     raw_errors,
+    transactions,
 );
 
 #[test]
