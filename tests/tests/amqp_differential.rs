@@ -124,6 +124,7 @@ scenarios!(
     max_length,
     mandatory,
     get_purge_delete,
+    handshake,
     topic,
     fanout_headers,
     exchange_bindings,
