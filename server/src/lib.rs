@@ -105,6 +105,11 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
             metadata: metadata.clone(),
             connections_total: connections_total.clone(),
             listeners: listeners(&config),
+            start_hooks: if config.amqp_listen.is_some() {
+                vec![amqp::start_hook as shard::listener::StartHook]
+            } else {
+                Vec::new()
+            },
             ready: ready_tx.clone(),
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
