@@ -3,6 +3,7 @@
 //! Module ownership (each a separate piece of work; see docs/architecture.md):
 //! - `groups`: the consumer group coordinator (classic protocol) and committed offsets.
 //! - `routing`: exchanges and bindings (RabbitMQ semantics) over topics.
+//! - `queues`: per-message queue state (AMQP queues, Kafka share groups) and its ack store.
 //! - `config`, `metadata`, `shard` (executors, mesh, controller), `kafka` (codec, connections,
 //!   one handler per API): the broker core.
 //!
@@ -18,6 +19,8 @@ pub mod kafka;
 pub mod metadata;
 pub mod partition;
 pub mod ports;
+pub mod queues;
+pub mod record_file;
 pub mod routing;
 pub mod shard;
 
@@ -105,6 +108,11 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
             metadata: metadata.clone(),
             connections_total: connections_total.clone(),
             listeners: listeners(&config),
+            start_hooks: if config.amqp_listen.is_some() {
+                vec![amqp::start_hook as shard::listener::StartHook]
+            } else {
+                Vec::new()
+            },
             ready: ready_tx.clone(),
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))

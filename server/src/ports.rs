@@ -92,8 +92,7 @@ fn foreign_listener(config: &BrokerConfig) -> anyhow::Result<Option<SocketAddr>>
             let collides = wanted
                 .iter()
                 .any(|ours| ours.port() == address.port() && overlaps(address.ip(), ours.ip()));
-            if collides && !ours.contains(&inode)
-            {
+            if collides && !ours.contains(&inode) {
                 return Ok(Some(address));
             }
         }
