@@ -144,6 +144,15 @@ def message_count(channel, queue):
     return channel.queue_declare(queue, passive=True).method.message_count
 
 
+def settled_count(channel, queue, expected):
+    """The queue's message count once it reaches `expected` (requeues are asynchronous in
+    RabbitMQ), or whatever it is at the deadline: a difference to report, not a crash."""
+    end = time.monotonic() + DEADLINE_SECONDS
+    while message_count(channel, queue) != expected and time.monotonic() < end:
+        time.sleep(0.02)
+    return message_count(channel, queue)
+
+
 def wait_for(predicate, what, seconds=DEADLINE_SECONDS):
     end = time.monotonic() + seconds
     while not predicate():

@@ -1,6 +1,7 @@
 """Declare errors and their reply codes: 404 passive/bind on what is missing, 406 redeclare with
 other arguments or another type, 403 reserved amq.* names, 405 another connection's exclusive
-queue, 406 an ack of an unknown delivery tag, 404 publish to a missing exchange."""
+queue, 406 an ack of an unknown delivery tag, 404 publish to a missing exchange, 503 an unknown
+exchange type, and a queue with an exchange's name (allowed by RabbitMQ)."""
 
 from common import Scenario, attempt, publish
 
@@ -46,6 +47,10 @@ def main():
         outcome[case] = attempt(lambda: action(channel))
         if channel.is_open:
             channel.close()
+    same_name = s.name("shared-name")
+    s.exchanges.append(same_name)
+    s.channel().exchange_declare(same_name, "direct")
+    outcome["queue_named_like_exchange"] = attempt(lambda: s.channel().queue_declare(s.queue("shared-name")))
     outcome["exclusive"] = exclusive_from_another_connection(s)
     s.finish(outcome)
 
@@ -77,7 +82,8 @@ def exclusive_from_another_connection(s):
     }.items():
         channel = other.channel()
         outcome[case] = attempt(lambda: action(channel))
-    outcome["owner_passive"] = owner.queue_declare(q, passive=True).method.message_count
+    # attempt: a broker that let the other connection delete the queue answers 404 here.
+    outcome["owner_passive"] = attempt(lambda: owner.queue_declare(q, passive=True))
     owner.connection.close()
     channel = other.channel()
     outcome["after_owner_closed"] = attempt(lambda: channel.queue_declare(q, passive=True))

@@ -18,7 +18,7 @@ def main():
     channel.exchange_bind(left, top, "a.#")   # destination, source, key
     channel.exchange_bind(right, top, "*.b")
     channel.exchange_bind(top, right, "#")    # a cycle: top → right → top
-    q_left, q_right = s.queue("left"), s.queue("right")
+    q_left, q_right = s.queue("q-left"), s.queue("q-right")
     channel.queue_declare(q_left)
     channel.queue_declare(q_right)
     channel.queue_bind(q_left, left, "a.b")
@@ -32,7 +32,7 @@ def main():
     publish(channel, "a.b", "after-unbind", exchange=top)
     outcome["after_unbind"] = {"left": bodies(channel, q_left), "right": bodies(channel, q_right)}
 
-    alternate, main_ex, caught, q_main = s.exchange("alt"), s.exchange("main"), s.queue("caught"), s.queue("main")
+    alternate, main_ex, caught, q_main = s.exchange("alt"), s.exchange("main"), s.queue("caught"), s.queue("q-main")
     channel.exchange_declare(alternate, "fanout")
     channel.exchange_declare(main_ex, "direct", arguments={"alternate-exchange": alternate})
     channel.queue_declare(caught)

@@ -1,7 +1,7 @@
 """basic.reject and basic.nack, with and without requeue, single and multiple: requeued messages
 come back flagged redelivered, in their original order; the others are gone (no DLX here)."""
 
-from common import Scenario, get_all, publish, message_count
+from common import Scenario, get_all, publish, settled_count
 
 
 def take(channel, queue, count):
@@ -28,7 +28,7 @@ def main():
     worker.basic_reject(taken[0][0], requeue=False)
     worker.basic_nack(taken[3][0], multiple=True, requeue=True)  # m2, m3 back
     worker.basic_nack(taken[5][0], multiple=True, requeue=False)  # m4, m5 dropped
-    outcome["count_after"] = message_count(channel, q)
+    outcome["count_after"] = settled_count(channel, q, 3)
     outcome["requeued"] = get_all(channel, q)
 
     # Requeued messages go back before the ones never delivered (RabbitMQ puts them at the head).
