@@ -3,7 +3,7 @@ reaches the DLX's queue with RabbitMQ's x-death header (count, reason, queue, ex
 routing-keys; time left out), an x-dead-letter-routing-key replaces the key, and a second death
 of the same message increments the count of its x-death entry."""
 
-from common import Scenario, publish, x_death, wait_for, message_count
+from common import Scenario, publish, x_death, message_count, settled_count
 
 
 def main():
@@ -28,9 +28,9 @@ def main():
     channel.basic_nack(method.delivery_tag, requeue=False)
     method, _p, _b = channel.basic_get(rekeyed, auto_ack=False)
     channel.basic_reject(method.delivery_tag, requeue=False)
-    wait_for(lambda: message_count(channel, dead) == 3, "3 dead letters")
+    # Whatever arrived by the deadline: a broker without this feature shows as a difference.
     deaths = []
-    for _ in range(3):
+    for _ in range(settled_count(channel, dead, 3)):
         method, properties, body = channel.basic_get(dead, auto_ack=False)
         deaths.append({"body": body, "routing_key": method.routing_key, "redelivered": method.redelivered,
                        "x_death": x_death(properties), "exchange": method.exchange})
@@ -39,12 +39,11 @@ def main():
         channel.basic_ack(method.delivery_tag)
     # Dead letters from two queues race each other into the DLX's queue: compare them sorted.
     outcome["first_deaths"] = sorted(deaths, key=lambda death: death["body"])
-    for _ in range(3):
+    for _ in range(len(deaths)):
         method, _p, _b = channel.basic_get(work, auto_ack=False)
         channel.basic_reject(method.delivery_tag, requeue=False)
-    wait_for(lambda: message_count(channel, dead) == 3, "3 dead letters again")
     again = []
-    for _ in range(3):
+    for _ in range(settled_count(channel, dead, len(deaths))):
         method, properties, body = channel.basic_get(dead, auto_ack=True)
         again.append({"body": body, "x_death": x_death(properties)})
     outcome["second_deaths"] = sorted(again, key=lambda death: death["body"])

@@ -4,7 +4,6 @@ login; tune's channel-max, frame-max and heartbeat; a channel id above the negot
 (530); and a client that negotiated a 1 s heartbeat and then stays silent is disconnected."""
 
 import json
-import socket
 import struct
 import time
 import urllib.parse

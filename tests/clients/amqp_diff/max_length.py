@@ -4,7 +4,7 @@ x-max-length-bytes."""
 
 import pika.exceptions
 
-from common import Scenario, get_all, publish, x_death, wait_for, message_count
+from common import Scenario, get_all, publish, x_death, message_count, settled_count
 
 
 def publish_confirmed(channel, queue, body):
@@ -32,9 +32,9 @@ def main():
     outcome["drop_head_confirms"] = [publish_confirmed(channel, drop_head, f"d{i}") for i in range(5)]
     outcome["drop_head_count"] = message_count(channel, drop_head)
     outcome["drop_head_get"] = get_all(channel, drop_head)
-    wait_for(lambda: message_count(channel, dead) == 3, "3 dropped messages dead-lettered")
+    # Whatever arrived by the deadline: a broker without this feature shows as a difference.
     deaths = []
-    for _ in range(3):
+    for _ in range(settled_count(channel, dead, 3)):
         _method, properties, body = channel.basic_get(dead, auto_ack=True)
         deaths.append({"body": body, "x_death": x_death(properties)})
     outcome["dropped"] = deaths

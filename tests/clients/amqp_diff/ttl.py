@@ -4,7 +4,7 @@ x-message-ttl 0 delivers only to a waiting consumer, and unexpired messages stay
 
 import time
 
-from common import Scenario, get_all, publish, x_death, wait_for, message_count
+from common import Scenario, get_all, publish, x_death, wait_for, settled_count
 import pika
 
 
@@ -33,9 +33,9 @@ def main():
     outcome["queue_ttl_get"] = [body for body, _r, _c in get_all(channel, queue_ttl)]
     outcome["message_ttl_get"] = [body for body, _r, _c in get_all(channel, message_ttl)]
     outcome["zero_ttl_get"] = get_all(channel, zero_ttl)
-    wait_for(lambda: message_count(channel, dead) == 4, "4 expired messages dead-lettered")
+    # Whatever arrived by the deadline: a broker without this feature shows as a difference.
     deaths = []
-    for _ in range(4):
+    for _ in range(settled_count(channel, dead, 4)):
         method, properties, body = channel.basic_get(dead, auto_ack=True)
         deaths.append({"body": body, "routing_key": method.routing_key, "expiration": properties.expiration,
                        "x_death": x_death(properties)})
