@@ -17,7 +17,7 @@ use std::sync::Arc;
 use amq_protocol::protocol::{basic, channel, AMQPClass};
 use bytes::{Bytes, BytesMut};
 
-use super::connection::{method_id, Conn, HandleError};
+use super::connection::{Conn, HandleError};
 use super::error::{AmqpError, Scope};
 use super::frame::{ContentHeader, BODY_BYTES_MAX};
 use super::queue_owner::{self, on_owner, owner_key, Delivery};
@@ -98,7 +98,12 @@ impl Channel {
 }
 
 /// A method on channel `id` (not 0).
-pub async fn handle_method(conn: &Rc<Conn>, id: u16, method: AMQPClass) -> Result<(), HandleError> {
+pub async fn handle_method(
+    conn: &Rc<Conn>,
+    id: u16,
+    method_number: u16,
+    method: AMQPClass,
+) -> Result<(), HandleError> {
     if id > conn.channel_max.get() {
         return Err(AmqpError::channel_error(format!(
             "channel {id} above channel_max {}",
@@ -107,7 +112,6 @@ pub async fn handle_method(conn: &Rc<Conn>, id: u16, method: AMQPClass) -> Resul
         .into());
     }
     let class_id = method.get_amqp_class_id();
-    let method_number = method_id(&method);
     let Some(channel) = conn.channel(id) else {
         if let AMQPClass::Channel(channel::AMQPMethod::Open(_)) = method {
             conn.channels

@@ -218,9 +218,11 @@ async fn handle_frame(conn: &Rc<Conn>, frame: Frame) -> Result<bool, HandleError
     match frame {
         Frame::Heartbeat(0) => Ok(true),
         Frame::Heartbeat(_) => Err(AmqpError::frame("heartbeat on a channel other than 0").into()),
-        Frame::Method(0, method) => handle_connection_method(conn, *method).await,
-        Frame::Method(id, method) => {
-            super::channel::handle_method(conn, id, *method).await?;
+        Frame::Method(0, method_number, method) => {
+            handle_connection_method(conn, method_number, *method).await
+        }
+        Frame::Method(id, method_number, method) => {
+            super::channel::handle_method(conn, id, method_number, *method).await?;
             Ok(true)
         }
         Frame::Header(0, _) | Frame::Body(0, _) => {
@@ -237,7 +239,11 @@ async fn handle_frame(conn: &Rc<Conn>, frame: Frame) -> Result<bool, HandleError
     }
 }
 
-async fn handle_connection_method(conn: &Rc<Conn>, method: AMQPClass) -> Result<bool, HandleError> {
+async fn handle_connection_method(
+    conn: &Rc<Conn>,
+    method_number: u16,
+    method: AMQPClass,
+) -> Result<bool, HandleError> {
     match method {
         AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
             let ok = connection::AMQPMethod::CloseOk(connection::CloseOk {});
@@ -250,18 +256,11 @@ async fn handle_connection_method(conn: &Rc<Conn>, method: AMQPClass) -> Result<
         other => Err(AmqpError::command_invalid(format!(
             "unexpected method on channel 0: {}.{}",
             other.get_amqp_class_id(),
-            method_id(&other)
+            method_number
         ))
-        .at(other.get_amqp_class_id(), method_id(&other))
+        .at(other.get_amqp_class_id(), method_number)
         .into()),
     }
-}
-
-/// The method id of `method` (amq-protocol only names the class).
-pub fn method_id(method: &AMQPClass) -> u16 {
-    let mut out = BytesMut::new();
-    frame::put_method(&mut out, 0, method.clone());
-    u16::from_be_bytes([out[9], out[10]])
 }
 
 /// Sends connection.close with `error`, waits (briefly) for close-ok, and ends the connection.
@@ -281,7 +280,7 @@ async fn close_connection(
     let _ = futures_lite::future::or(
         async {
             while let Ok(Some(frame)) = read_frame(conn, reader).await {
-                if let Frame::Method(0, method) = frame {
+                if let Frame::Method(0, _, method) = frame {
                     if matches!(
                         *method,
                         AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))

@@ -41,7 +41,8 @@ const KNOWN_CLASSES: [u16; 8] = [10, 20, 30, 40, 50, 60, 85, 90];
 /// One frame as the connection sees it.
 #[derive(Debug)]
 pub enum Frame {
-    Method(u16, Box<AMQPClass>),
+    /// (channel, method id within its class, method)
+    Method(u16, u16, Box<AMQPClass>),
     Header(u16, Box<ContentHeader>),
     Body(u16, Bytes),
     Heartbeat(u16),
@@ -82,7 +83,7 @@ fn decode_method(channel: u16, payload: &[u8]) -> Result<Frame, AmqpError> {
     let class_id = u16::from_be_bytes([payload[0], payload[1]]);
     let method_id = u16::from_be_bytes([payload[2], payload[3]]);
     match amq_protocol::protocol::parse_class(payload) {
-        Ok(([], class)) => Ok(Frame::Method(channel, Box::new(class))),
+        Ok(([], class)) => Ok(Frame::Method(channel, method_id, Box::new(class))),
         _ if !KNOWN_CLASSES.contains(&class_id) => Err(AmqpError::not_implemented(
             class_id,
             method_id,
@@ -203,7 +204,7 @@ mod tests {
         assert_eq!(bytes[bytes.len() - 1], FRAME_END);
         let payload = Bytes::copy_from_slice(&bytes[7..bytes.len() - 1]);
         match decode(kind, channel, payload).unwrap() {
-            Frame::Method(3, decoded) => assert_eq!(*decoded, method),
+            Frame::Method(3, 10, decoded) => assert_eq!(*decoded, method),
             other => panic!("{other:?}"),
         }
     }

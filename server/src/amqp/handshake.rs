@@ -72,7 +72,7 @@ async fn expect(
 ) -> Result<connection::AMQPMethod, AmqpConnectionError> {
     let frame = read_frame(conn, reader).await?;
     match frame {
-        Some(Frame::Method(0, method)) => match *method {
+        Some(Frame::Method(0, _, method)) => match *method {
             AMQPClass::Connection(method) => Ok(method),
             _ => {
                 refuse(

@@ -22,7 +22,6 @@ pub mod message;
 pub mod queue;
 pub mod queue_owner;
 pub mod recovery;
-pub mod standin_state;
 
 use std::rc::Rc;
 

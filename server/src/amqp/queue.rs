@@ -176,8 +176,10 @@ async fn declare_queue(
     let queue: Arc<str> = Arc::from(name.as_str());
     let connection = conn.id;
     let passive = declare.passive;
-    let answer = on_owner(&conn.shard, shard, move |_, reply| {
-        let _ = reply.try_send(queue_owner::declare(&queue, spec, connection, passive));
+    let answer = on_owner(&conn.shard, shard, move |shard, reply| {
+        let _ = reply.try_send(queue_owner::declare(
+            &shard, &queue, spec, connection, passive,
+        ));
     })
     .await;
     let (message_count, consumer_count) = answer

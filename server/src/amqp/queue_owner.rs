@@ -14,7 +14,7 @@
 //! beyond the log's end, so a new message at a reused offset is never taken as acknowledged.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +23,10 @@ use weir_engine::Offset;
 
 use super::error::AmqpError;
 use super::message::Message;
-use super::standin_state::{ConsumerId, QueueState};
+use crate::queues::{
+    AckStore, AckStoreOptions, ConsumerId, Durability, QueueKey, QueueLimits, QueueSnapshot,
+    QueueState,
+};
 use crate::shard::mesh::{reply_channel, Job, Reply};
 use crate::shard::{Shard, ShardId};
 
@@ -122,6 +125,45 @@ type QueueRef = Rc<RefCell<Queue>>;
 
 thread_local! {
     static QUEUES: RefCell<HashMap<Arc<str>, QueueRef>> = RefCell::new(HashMap::new());
+    /// The shard's durable ack state (`queues::AckStore`), opened at start.
+    static ACKS: RefCell<Option<Rc<AckStore>>> = const { RefCell::new(None) };
+}
+
+/// Opens this shard's ack store (`<data-dir>/queues/acks-<shard>.log`) before any queue is
+/// rebuilt.
+pub async fn open_ack_store(shard: &Shard) -> anyhow::Result<()> {
+    let dir = shard.config.data_dir.join("queues");
+    let store = AckStore::open(&dir, shard.id.index(), AckStoreOptions::default())
+        .await
+        .map_err(|error| anyhow::anyhow!("opening the queue ack store: {error}"))?;
+    ACKS.with(|acks| *acks.borrow_mut() = Some(store));
+    Ok(())
+}
+
+fn ack_store() -> Option<Rc<AckStore>> {
+    ACKS.with(|acks| acks.borrow().clone())
+}
+
+/// The durable state the ack store holds for queue `name`.
+pub fn durable_snapshot(name: &str) -> Option<QueueSnapshot> {
+    ack_store()?.snapshot(&QueueKey::new(name, 0))
+}
+
+/// Hands what the state journaled to the ack store (group-committed; acks need not be
+/// synchronous: a lost one means a redelivery).
+fn journal(queue: &mut Queue) {
+    if !queue.spec.durable {
+        return;
+    }
+    let entries = queue.state.take_journal();
+    if entries.is_empty() {
+        return;
+    }
+    if let Some(store) = ack_store() {
+        if let Err(error) = store.record(&QueueKey::new(&*queue.name, 0), entries) {
+            tracing::warn!(queue = %queue.name, %error, "recording acks failed");
+        }
+    }
 }
 
 fn find(name: &str) -> Option<QueueRef> {
@@ -152,6 +194,7 @@ where
 /// Creates the queue's runtime on its owner, or checks a redeclaration against it. Answers
 /// (ready messages, consumers).
 pub fn declare(
+    shard: &Shard,
     name: &str,
     spec: QueueSpec,
     connection: ConnectionId,
@@ -178,14 +221,17 @@ pub fn declare(
         return Err(missing(name));
     }
     let exclusive_owner = spec.exclusive.then_some(connection);
-    install(
-        name,
-        spec,
-        exclusive_owner,
-        BTreeMap::new(),
-        Offset::ZERO,
-        None,
-    );
+    let end = Offset::new(shard.log(name, 0).map_or(0, |log| log.high_watermark()));
+    let durability = if spec.durable {
+        Durability::Durable
+    } else {
+        Durability::Transient
+    };
+    let state = QueueState::new(end, end, QueueLimits::AMQP, durability);
+    install(name, spec, exclusive_owner, BTreeMap::new(), state);
+    if let Some(queue) = find(name) {
+        journal(&mut queue.borrow_mut());
+    }
     Ok((0, 0))
 }
 
@@ -194,18 +240,14 @@ fn counts(queue: &Queue) -> (u32, u32) {
     (ready, queue.consumers.len() as u32)
 }
 
-/// Installs a queue runtime; `next` is its log's end, `delivered_below` (a restart) flags older
-/// unfinished messages redelivered.
+/// Installs a queue runtime with its state and unfinished messages.
 fn install(
     name: &str,
     spec: QueueSpec,
     exclusive_owner: Option<ConnectionId>,
     messages: BTreeMap<Offset, Arc<Message>>,
-    next: Offset,
-    delivered_below: Option<Offset>,
+    state: QueueState,
 ) {
-    let offsets: BTreeSet<Offset> = messages.keys().copied().collect();
-    let state = QueueState::restore(&offsets, next, delivered_below.unwrap_or(Offset::ZERO));
     let name: Arc<str> = Arc::from(name);
     let queue = Queue {
         name: name.clone(),
@@ -225,14 +267,32 @@ fn install(
     });
 }
 
-/// Installs a durable queue found at start, with the messages its log holds.
-pub fn recover(name: &str, spec: QueueSpec, messages: Vec<(i64, Message)>, next: i64) {
+/// Installs a durable queue found at start: its state from the ack store (or, when it has none,
+/// everything in the log unfinished and possibly delivered), its unfinished messages from the
+/// log (`messages`, whose end is `next`).
+pub fn recover(name: &str, spec: QueueSpec, messages: Vec<(i64, Message)>, start: i64, next: i64) {
+    let next = Offset::new(next);
+    let snapshot = durable_snapshot(name).unwrap_or(QueueSnapshot {
+        floor: Offset::new(start),
+        done: Vec::new(),
+        delivered_below: next,
+        delivery_counts: Vec::new(),
+    });
+    let finished = |offset: Offset| {
+        offset < snapshot.floor
+            || snapshot
+                .done
+                .iter()
+                .any(|&(from, to)| from <= offset && offset < to)
+    };
     let messages: BTreeMap<Offset, Arc<Message>> = messages
         .into_iter()
-        .map(|(offset, message)| (Offset::new(offset), Arc::new(message)))
+        .map(|(offset, message)| (Offset::new(offset), message))
+        .filter(|(offset, _)| !finished(*offset))
+        .map(|(offset, message)| (offset, Arc::new(message)))
         .collect();
-    let next = Offset::new(next);
-    install(name, spec, None, messages, next, Some(next));
+    let state = QueueState::restore(&snapshot, next, QueueLimits::AMQP, Durability::Durable);
+    install(name, spec, None, messages, state);
 }
 
 /// Whether this shard has the queue's runtime.
@@ -339,6 +399,7 @@ pub fn get(name: &str, owner: ConsumerId, no_ack: bool) -> Result<Option<Got>, A
     } else {
         queue.held.insert(offset, None);
     }
+    journal(&mut queue);
     Ok(Some(Got {
         offset: offset.get(),
         redelivered: acquired.redelivered,
@@ -358,7 +419,12 @@ pub fn settle(
         // Deleted meanwhile: nothing left to settle.
         return Ok(());
     };
-    let result = settle_in(&mut queue.borrow_mut(), owner, offsets, how);
+    let result = {
+        let mut queue = queue.borrow_mut();
+        let result = settle_in(&mut queue, owner, offsets, how);
+        journal(&mut queue);
+        result
+    };
     dispatch(&queue);
     result
 }
@@ -373,7 +439,7 @@ fn settle_in(
         let offset = Offset::new(offset);
         let settled = match how {
             Settle::Ack => queue.state.accept(owner, offset),
-            Settle::Requeue => queue.state.release(owner, offset),
+            Settle::Requeue => queue.state.release(owner, offset).map(|_| ()),
             Settle::Discard => queue.state.reject(owner, offset),
         };
         settled
@@ -411,9 +477,10 @@ pub fn release_channel(name: &str, owner: ConsumerId) -> bool {
         let mut queue = queue.borrow_mut();
         let before = queue.consumers.len();
         queue.consumers.retain(|c| owner_of(&c.spec) != owner);
-        for offset in queue.state.release_owner(owner) {
-            queue.held.remove(&offset);
+        for returned in queue.state.release_owner(owner) {
+            queue.held.remove(&returned.offset);
         }
+        journal(&mut queue);
         queue.spec.auto_delete && queue.had_consumer && before > 0 && queue.consumers.is_empty()
     };
     dispatch(&queue);
@@ -427,6 +494,7 @@ pub fn purge(name: &str) -> Result<u32, AmqpError> {
     let purged = queue.state.purge();
     let Queue { messages, held, .. } = &mut *queue;
     messages.retain(|offset, _| held.contains_key(offset));
+    journal(&mut queue);
     Ok(u32::try_from(purged).unwrap_or(u32::MAX))
 }
 
@@ -450,14 +518,25 @@ pub fn delete(name: &str, if_unused: bool, if_empty: bool) -> Result<u32, AmqpEr
             consumer_tag: consumer.spec.tag.clone(),
         });
     }
+    let durable = queue.spec.durable;
     drop(queue);
     QUEUES.with(|queues| queues.borrow_mut().remove(name));
+    if let (true, Some(store)) = (durable, ack_store()) {
+        if let Err(error) = store.forget(&QueueKey::new(name, 0)) {
+            tracing::warn!(queue = name, %error, "forgetting a deleted queue's acks failed");
+        }
+    }
     Ok(u32::try_from(count).unwrap_or(u32::MAX))
 }
 
 /// Hands ready messages to consumers with room, round-robin, until either runs out.
 fn dispatch(queue_ref: &QueueRef) {
     let mut queue = queue_ref.borrow_mut();
+    dispatch_ready(queue_ref, &mut queue);
+    journal(&mut queue);
+}
+
+fn dispatch_ready(queue_ref: &QueueRef, queue: &mut Queue) {
     let now = Instant::now();
     while queue.state.counts().ready > 0 {
         let Some(index) = queue.next_with_room() else {

@@ -1,7 +1,7 @@
 //! What AMQP does on every shard at start, before its listener accepts: shard 0 declares
 //! RabbitMQ's predeclared exchanges (`amq.direct`, ...) and deletes the queues that were not
-//! durable (RabbitMQ drops them on restart); every shard rebuilds the runtimes of the durable
-//! queues it owns from their logs (`queue_owner::recover`).
+//! durable (RabbitMQ drops them on restart); every shard opens its queue ack store and rebuilds
+//! the runtimes of the durable queues it owns from their logs and acks (`queue_owner::recover`).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -21,6 +21,7 @@ use crate::shard::Shard;
 const RECOVERY_READ_BYTES: usize = 1 << 20;
 
 pub async fn start(shard: Rc<Shard>) -> anyhow::Result<()> {
+    queue_owner::open_ack_store(&shard).await?;
     if shard.id.index() == 0 {
         declare_predeclared(&shard).await?;
         delete_transient_queues(&shard).await;
@@ -102,7 +103,8 @@ async fn recover_queue(
     configs: &BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
     let log = shard.log(name, 0).context("the queue's log is not open")?;
-    let mut offset = log.log_start_offset();
+    let start = log.log_start_offset();
+    let mut offset = start;
     let end = log.high_watermark();
     let mut messages = Vec::new();
     while offset < end {
@@ -129,6 +131,6 @@ async fn recover_queue(
         messages = messages.len(),
         "rebuilt queue from its log"
     );
-    queue_owner::recover(name, spec_of(configs), messages, end);
+    queue_owner::recover(name, spec_of(configs), messages, start, end);
     Ok(())
 }

@@ -1,6 +1,6 @@
 """Hostile AMQP clients on raw sockets (frames built with pika's own codec): a wrong protocol
 header, a frame larger than the negotiated frame-max, a method on a channel never opened, a
-content body longer than its header said, and a peer that goes silent after asking for 1 s
+content body longer than its header said, a channel above channel-max, and a peer that goes silent after asking for 1 s
 heartbeats. Each must get the right answer (and close) from the broker; afterwards a normal
 client must still be served. Prints a JSON summary."""
 import json
@@ -95,6 +95,13 @@ def unopened_channel():
     return close_code(read_frames(sock, spec.Connection.Close))
 
 
+def channel_above_max():
+    sock = connect()
+    tune = handshake(sock)
+    send_method(sock, tune.channel_max + 1, spec.Channel.Open())
+    return {"channel_max": tune.channel_max, "code": close_code(read_frames(sock, spec.Connection.Close))}
+
+
 def body_too_long():
     sock = connect()
     handshake(sock)
@@ -119,6 +126,7 @@ summary = {
     "oversized_frame": oversized_frame(),
     "unopened_channel": unopened_channel(),
     "body_too_long": body_too_long(),
+    "channel_above_max": channel_above_max(),
     "silent_peer": silent_peer(),
 }
 connection = pika.BlockingConnection(pika.ConnectionParameters(host=HOST, port=PORT))
