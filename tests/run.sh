@@ -47,8 +47,16 @@ fi
 # The release binary that the suites start (see tests/src/lib.rs: broker_binary).
 export WEIR_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/weir"
 
+# The AMQP differential suite compares Weir with a real RabbitMQ. Started here once, before
+# `cargo test` (tests/src/rabbitmq.rs: its own node on 5673, ~5-6 s to start here; each test binary
+# would otherwise start it on first use, which works but charges that to one test's timeout), and
+# stopped when the suite ends so that CI leaves no daemon behind.
+rabbitmq="${CARGO_TARGET_DIR:-$PWD/target}/release/weir-test-rabbitmq"
+# Not fatal: without RabbitMQ only the AMQP suites fail (each tries to start it again and says why).
+"$rabbitmq" start || echo "tests/run.sh: RabbitMQ did not start; the AMQP suites will fail" >&2
+
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log"; "$rabbitmq" stop || true' EXIT
 set +e
 # A hang must fail the suite in time, not use up CI's 90 minutes: on a 2-core machine the whole
 # run takes ~24 minutes from a fresh clone on a fresh machine (13 building: workspace ~9-12 min,

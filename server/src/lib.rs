@@ -11,6 +11,7 @@
 //! starts one pinned glommio executor per CPU, prints the ready line, and turns SIGINT/SIGTERM
 //! into a shutdown message to every shard.
 
+pub mod amqp;
 pub mod cli;
 pub mod config;
 pub mod groups;
@@ -106,7 +107,12 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
             inbox,
             metadata: metadata.clone(),
             connections_total: connections_total.clone(),
-            listeners: kafka::connection::listeners(),
+            listeners: listeners(&config),
+            start_hooks: if config.amqp_listen.is_some() {
+                vec![amqp::start_hook as shard::listener::StartHook]
+            } else {
+                Vec::new()
+            },
             ready: ready_tx.clone(),
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -164,6 +170,9 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         port + 1,
         port + count as u16
     );
+    if let Some(amqp) = config.amqp_listen {
+        tracing::info!("amqp listener on {amqp} (every shard)");
+    }
 
     let mut signals = signals;
     std::thread::spawn(move || {
@@ -194,6 +203,15 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     }
     tracing::info!("weir stopped");
     Ok(())
+}
+
+/// Every protocol's listeners, in binding order: Kafka's, then AMQP's unless disabled.
+fn listeners(config: &BrokerConfig) -> Vec<shard::listener::Listener> {
+    let mut listeners = kafka::connection::listeners();
+    if config.amqp_listen.is_some() {
+        listeners.extend(amqp::listeners());
+    }
+    listeners
 }
 
 /// Creates the data dir if it is missing. A path that exists but is not a directory is named as
