@@ -34,9 +34,21 @@ pub fn default_weir_bin() -> Result<PathBuf> {
 }
 
 impl SpawnedServer {
-    pub fn start(weir_bin: &Path, listen: &str, cpus: &str, settings: &[String]) -> Result<Self> {
+    /// Starts weir with its Kafka listener on `listen` and, with `amqp_listen`, its AMQP listener
+    /// there (`--amqp-listen`); returns once every listener it was given accepts connections.
+    pub fn start(
+        weir_bin: &Path,
+        listen: &str,
+        cpus: &str,
+        settings: &[String],
+        amqp_listen: Option<&str>,
+    ) -> Result<Self> {
         let shards = crate::workload::parse_cpus(cpus)?.len();
         check_ports_free(listen, shards)?;
+        if let Some(amqp) = amqp_listen {
+            // One AMQP port, shared by every shard.
+            check_ports_free(amqp, 0)?;
+        }
         let data_dir = tempfile::Builder::new()
             .prefix("weir-bench-")
             .tempdir()
@@ -55,6 +67,9 @@ impl SpawnedServer {
         for setting in settings {
             command.args(["--set", setting]);
         }
+        if let Some(amqp) = amqp_listen {
+            command.args(["--amqp-listen", amqp]);
+        }
         let child = command
             .spawn()
             .with_context(|| format!("starting {}", weir_bin.display()))?;
@@ -64,6 +79,9 @@ impl SpawnedServer {
             _data_dir: data_dir,
         };
         server.wait_listening(listen)?;
+        if let Some(amqp) = amqp_listen {
+            server.wait_listening(amqp)?;
+        }
         Ok(server)
     }
 
@@ -108,14 +126,14 @@ impl SpawnedServer {
 fn check_ports_free(listen: &str, shards: usize) -> Result<()> {
     let address: SocketAddr = listen
         .parse()
-        .with_context(|| format!("--bootstrap {listen} is not an IP:PORT address"))?;
+        .with_context(|| format!("listener {listen} is not an IP:PORT address"))?;
     for offset in 0..=shards {
         let mut port_address = address;
         let port = u16::try_from(usize::from(address.port()) + offset)
             .with_context(|| format!("shard port {offset} past {listen} overflows"))?;
         port_address.set_port(port);
         if TcpStream::connect_timeout(&port_address, Duration::from_millis(200)).is_ok() {
-            bail!("port {port} already has a listener: pick another --bootstrap port for --spawn-server");
+            bail!("port {port} already has a listener: pick another port for --spawn-server");
         }
     }
     Ok(())
