@@ -67,8 +67,16 @@ impl SpawnedServer {
         for setting in settings {
             command.args(["--set", setting]);
         }
-        if let Some(amqp) = amqp_listen {
-            command.args(["--amqp-listen", amqp]);
+        match amqp_listen {
+            Some(amqp) => {
+                command.args(["--amqp-listen", amqp]);
+            }
+            // A weir with AMQP listens on 5672 by default: a Kafka run turns that off, so that
+            // brokers spawned side by side share no port (SO_REUSEPORT would let them).
+            None if has_amqp_listener(weir_bin) => {
+                command.args(["--amqp-listen", "none"]);
+            }
+            None => {}
         }
         let child = command
             .spawn()
@@ -117,6 +125,15 @@ impl SpawnedServer {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+}
+
+/// Whether this weir has the `--amqp-listen` flag (builds from before AMQP do not).
+fn has_amqp_listener(weir_bin: &Path) -> bool {
+    Command::new(weir_bin)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains("--amqp-listen"))
 }
 
 /// weir binds its ports with SO_REUSEPORT, so a second broker on the same ports would silently
