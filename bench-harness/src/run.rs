@@ -414,6 +414,8 @@ pub struct MonitorPlan {
     /// Warm-up plus duration, for the live line (None: a --messages run).
     planned_s: Option<f64>,
     drain_timeout_s: u64,
+    /// What the live line calls the sending side ("produce", "publish").
+    pub send_name: &'static str,
 }
 
 impl MonitorPlan {
@@ -425,6 +427,7 @@ impl MonitorPlan {
                 Stop::Messages { .. } => None,
             },
             drain_timeout_s,
+            send_name: "produce",
         }
     }
 }
@@ -570,7 +573,8 @@ pub fn monitor(
             let latency =
                 |value: Option<f64>| value.map_or("-".to_owned(), |ms| format!("{ms:.2}ms"));
             eprint!(
-                "\r\x1b[2K[{elapsed:5.1}s {phase}] produce {}/s {:.0} MB/s ack avg {} | consume {}/s e2e avg {}",
+                "\r\x1b[2K[{elapsed:5.1}s {phase}] {} {}/s {:.0} MB/s ack avg {} | consume {}/s e2e avg {}",
+                plan.send_name,
                 human_rate(produce_rate),
                 produce_rate * payload / 1e6,
                 latency(produced.average_latency_ms_since(&last_produced)),

@@ -98,13 +98,15 @@ fn run_against_broker(
         Vec::new()
     };
     let publishers = start_publishers(workload, &shared, &cpus)?;
+    let mut monitor_plan = MonitorPlan::new(
+        workload.stop,
+        workload.warmup_s,
+        workload.message_bytes as u64,
+        args.drain_timeout_s,
+    );
+    monitor_plan.send_name = "publish";
     let outcome = run::monitor(
-        &MonitorPlan::new(
-            workload.stop,
-            workload.warmup_s,
-            workload.message_bytes as u64,
-            args.drain_timeout_s,
-        ),
+        &monitor_plan,
         &shared,
         publishers,
         consumers,
