@@ -194,9 +194,15 @@ fn transient_one_queue_every_confirmed_message_is_consumed_once() {
             "30000",
             "--message-bytes",
             "100",
+            "--rate",
+            "20k",
         ],
     );
     check_report(&run, 30_000);
+    // 30,000 messages at 20,000/s take 1.5 s; far less means no rate limit.
+    let seconds = run.json["publish_measured_s"].as_f64().unwrap_or(0.0);
+    assert!(seconds >= 1.3, "published in {seconds} s at --rate 20k");
+    assert_eq!(run.json["workload"]["rate_msgs_per_s"], 20_000.0);
     let workload = &run.json["workload"];
     assert_eq!(workload["queues"], serde_json::json!([queue]));
     assert_eq!(workload["message_bytes"], 100);

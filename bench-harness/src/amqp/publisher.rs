@@ -102,8 +102,7 @@ fn publish(plan: PublisherPlan) -> Result<Histogram<u64>> {
         stream: read_half,
         reader: connection.reader,
         sent: sent_rx,
-        pending: VecDeque::new(),
-        next_tag: 1,
+        unconfirmed: Unconfirmed::default(),
         outstanding: outstanding.clone(),
         publisher: std::thread::current(),
         shared: shared.clone(),
@@ -121,6 +120,10 @@ fn publish(plan: PublisherPlan) -> Result<Histogram<u64>> {
         window: workload.confirm_window,
         shared: &shared,
         buffer: Vec::new(),
+        rate_msgs_per_s: workload
+            .rate_msgs_per_s
+            .map(|rate| rate / f64::from(workload.producers)),
+        rate_start_ns: None,
     };
     let outcome = writer
         .run(quota, stop_at_ns)
@@ -149,6 +152,9 @@ struct Writer<'a> {
     window: u64,
     shared: &'a Shared,
     buffer: Vec<u8>,
+    /// This publisher's share of `--rate`, and when its schedule started.
+    rate_msgs_per_s: Option<f64>,
+    rate_start_ns: Option<u64>,
 }
 
 impl Writer<'_> {
@@ -177,16 +183,34 @@ impl Writer<'_> {
                 std::thread::park_timeout(Duration::from_millis(10));
                 continue;
             }
-            let count = room.min(left).min(MESSAGES_PER_WRITE);
-            self.write_messages(count, now_ns)?;
+            let (due, send_ns) = self.schedule(published, now_ns);
+            if due == 0 {
+                std::thread::sleep(Duration::from_nanos(send_ns.saturating_sub(now_ns)));
+                continue;
+            }
+            let count = room.min(left).min(due).min(MESSAGES_PER_WRITE);
+            self.write_messages(count, send_ns)?;
             published += count;
         }
     }
 
-    fn write_messages(&mut self, count: u64, now_ns: u64) -> Result<()> {
+    /// With `--rate`: how many messages are due now, and the intended send time of the next one
+    /// (the send time its latencies count from, so that a publisher held back by a slow broker
+    /// shows in them: no coordinated omission). Without: all of them, now.
+    fn schedule(&mut self, published: u64, now_ns: u64) -> (u64, u64) {
+        let Some(rate) = self.rate_msgs_per_s else {
+            return (u64::MAX, now_ns);
+        };
+        let start_ns = *self.rate_start_ns.get_or_insert(now_ns);
+        let due = ((now_ns - start_ns) as f64 * rate / 1e9) as u64 + 1;
+        let next_ns = start_ns + (published as f64 * 1e9 / rate) as u64;
+        (due.saturating_sub(published), next_ns)
+    }
+
+    fn write_messages(&mut self, count: u64, send_ns: u64) -> Result<()> {
         self.buffer.clear();
         for _ in 0..count {
-            self.templates[self.next_queue].append(now_ns, &mut self.buffer);
+            self.templates[self.next_queue].append(send_ns, &mut self.buffer);
             self.next_queue = (self.next_queue + 1) % self.templates.len();
         }
         // The reader learns the send time before any confirm for these tags can arrive.
@@ -194,7 +218,7 @@ impl Writer<'_> {
             .send(Sent {
                 first_tag: self.next_tag,
                 count,
-                sent_ns: now_ns,
+                sent_ns: send_ns,
             })
             .context("the confirm reader stopped")?;
         self.next_tag += count;
@@ -224,15 +248,71 @@ impl Writer<'_> {
     }
 }
 
+/// The send time of every published, unsettled delivery tag, in tag order. Pure bookkeeping: the
+/// broker may confirm one by one, several at once (`multiple`) and, across queues, out of order.
+#[derive(Debug)]
+struct Unconfirmed {
+    /// Send time of every tag from `next_tag - pending.len()`; `None` once settled out of order
+    /// (the front is popped as soon as it is settled).
+    pending: VecDeque<Option<u64>>,
+    /// The tag after the last one added.
+    next_tag: u64,
+}
+
+impl Default for Unconfirmed {
+    fn default() -> Self {
+        // Delivery tags on a channel start at 1.
+        Unconfirmed {
+            pending: VecDeque::new(),
+            next_tag: 1,
+        }
+    }
+}
+
+impl Unconfirmed {
+    fn add(&mut self, run: Sent) {
+        assert_eq!(run.first_tag, self.next_tag, "runs arrive in tag order");
+        self.pending
+            .extend(std::iter::repeat_n(Some(run.sent_ns), run.count as usize));
+        self.next_tag += run.count;
+    }
+
+    /// Settles `tag`, or with `multiple` every unsettled tag up to it; returns their send times.
+    fn settle(&mut self, tag: u64, multiple: bool) -> Result<Vec<u64>> {
+        ensure!(
+            tag < self.next_tag,
+            "the broker confirmed tag {tag}, never published"
+        );
+        let base = self.next_tag - self.pending.len() as u64;
+        let mut settled = Vec::new();
+        if multiple {
+            // Tags below `base` were settled already: a multiple confirm may cover them again.
+            let through = if tag >= base { tag - base + 1 } else { 0 };
+            for _ in 0..through {
+                if let Some(Some(sent_ns)) = self.pending.pop_front() {
+                    settled.push(sent_ns);
+                }
+            }
+        } else {
+            let sent_ns = tag
+                .checked_sub(base)
+                .and_then(|index| self.pending.get_mut(index as usize))
+                .and_then(Option::take)
+                .with_context(|| format!("the broker confirmed tag {tag} twice"))?;
+            settled.push(sent_ns);
+        }
+        while let Some(None) = self.pending.front() {
+            self.pending.pop_front();
+        }
+        Ok(settled)
+    }
+}
+
 struct ConfirmReader {
     stream: TcpStream,
     reader: FrameReader,
     sent: Receiver<Sent>,
-    /// Send time of every unconfirmed tag from `next_tag - pending.len()`; `None` once confirmed
-    /// out of order (the front is popped as soon as it is confirmed).
-    pending: VecDeque<Option<u64>>,
-    /// The tag after the last one moved into `pending`.
-    next_tag: u64,
+    unconfirmed: Unconfirmed,
     outstanding: Arc<AtomicU64>,
     publisher: Thread,
     shared: Arc<Shared>,
@@ -286,41 +366,15 @@ impl ConfirmReader {
     /// Settles `tag` (and with `multiple` every earlier unsettled tag): acked ones count as
     /// published and are timed, nacked ones count as refused.
     fn confirm(&mut self, tag: u64, multiple: bool, acked: bool) -> Result<()> {
-        while tag >= self.next_tag {
+        while tag >= self.unconfirmed.next_tag {
             let run = self
                 .sent
                 .recv()
                 .context("a confirm for a message that was never published")?;
-            assert_eq!(run.first_tag, self.next_tag, "runs arrive in tag order");
-            self.pending
-                .extend(std::iter::repeat_n(Some(run.sent_ns), run.count as usize));
-            self.next_tag += run.count;
+            self.unconfirmed.add(run);
         }
-        let base = self.next_tag - self.pending.len() as u64;
-        ensure!(
-            tag >= base || multiple,
-            "the broker confirmed tag {tag} twice"
-        );
         let now_ns = self.shared.clock.now_ns();
-        let mut settled = Vec::new();
-        if multiple {
-            // Tags below `base` were settled already: a multiple confirm may cover them again.
-            let through = if tag >= base { tag - base + 1 } else { 0 };
-            for _ in 0..through {
-                if let Some(Some(sent_ns)) = self.pending.pop_front() {
-                    settled.push(sent_ns);
-                }
-            }
-        } else {
-            let slot = &mut self.pending[(tag - base) as usize];
-            let sent_ns = slot
-                .take()
-                .with_context(|| format!("the broker confirmed tag {tag} twice"))?;
-            settled.push(sent_ns);
-        }
-        while let Some(None) = self.pending.front() {
-            self.pending.pop_front();
-        }
+        let settled = self.unconfirmed.settle(tag, multiple)?;
         self.settle(&settled, now_ns, acked);
         Ok(())
     }
@@ -351,5 +405,39 @@ impl ConfirmReader {
         }
         self.outstanding.fetch_sub(count, Ordering::AcqRel);
         self.publisher.unpark();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(first_tag: u64, count: u64, sent_ns: u64) -> Sent {
+        Sent {
+            first_tag,
+            count,
+            sent_ns,
+        }
+    }
+
+    #[test]
+    fn confirms_settle_each_tag_once_in_any_order() {
+        let mut unconfirmed = Unconfirmed::default();
+        unconfirmed.add(run(1, 3, 100));
+        unconfirmed.add(run(4, 3, 200));
+        // Out of order (another queue's message confirmed first), then a multiple covering it.
+        assert_eq!(unconfirmed.settle(5, false).unwrap(), [200]);
+        assert_eq!(unconfirmed.settle(2, false).unwrap(), [100]);
+        assert_eq!(unconfirmed.settle(6, true).unwrap(), [100, 100, 200, 200]);
+        assert!(unconfirmed.pending.is_empty());
+        // A multiple confirm that covers nothing new settles nothing.
+        assert!(unconfirmed.settle(6, true).unwrap().is_empty());
+        // Twice, or a tag never published: errors, not panics.
+        assert!(unconfirmed.settle(5, false).is_err());
+        assert!(unconfirmed.settle(7, false).is_err());
+        unconfirmed.add(run(7, 2, 300));
+        assert_eq!(unconfirmed.settle(7, true).unwrap(), [300]);
+        assert_eq!(unconfirmed.settle(8, false).unwrap(), [300]);
+        assert!(unconfirmed.pending.is_empty());
     }
 }

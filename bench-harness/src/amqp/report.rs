@@ -51,7 +51,7 @@ pub fn table(results: &AmqpResults) -> String {
     let _ = writeln!(
         out,
         "broker: {} at {}\nworkload: {} queue(s), {} B messages, {}, {} publisher(s) with {} \
-         unconfirmed at most, {} consumer(s) with prefetch {} acking every {}",
+         unconfirmed at most, {} consumer(s) with prefetch {} acking every {}, rate {}",
         results.broker,
         workload.url,
         workload.queues.len(),
@@ -70,6 +70,9 @@ pub fn table(results: &AmqpResults) -> String {
         },
         workload.prefetch,
         workload.ack_every,
+        workload
+            .rate_msgs_per_s
+            .map_or_else(|| "max".to_owned(), |rate| format!("{rate:.0}/s")),
     );
     let _ = writeln!(
         out,

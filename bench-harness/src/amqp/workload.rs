@@ -8,7 +8,7 @@ use anyhow::{anyhow, ensure, Context, Result};
 use serde::Serialize;
 
 use super::frames::SEND_TIME_BYTES;
-use crate::workload::{parse_duration, Stop};
+use crate::workload::{parse_duration, parse_rate, Stop};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct AmqpArgs {
@@ -43,6 +43,9 @@ pub struct AmqpArgs {
     /// A consumer acks (multiple) after this many deliveries; at most --prefetch.
     #[arg(long, default_value = "250")]
     pub ack_every: u64,
+    /// Target publish rate over all publishers in messages/s ("500k", "2M"), or "max".
+    #[arg(long, default_value = "max")]
+    pub rate: String,
     /// Measured duration after warm-up, e.g. 20s, 500ms, 2m (ignored with --messages).
     #[arg(long, default_value = "20s")]
     pub duration: String,
@@ -105,6 +108,8 @@ pub struct AmqpWorkload {
     pub confirm_window: u64,
     pub prefetch: u16,
     pub ack_every: u64,
+    /// None = as fast as the confirm window allows.
+    pub rate_msgs_per_s: Option<f64>,
     pub stop: Stop,
     pub warmup_s: f64,
     pub consume: bool,
@@ -187,6 +192,7 @@ impl AmqpWorkload {
             confirm_window: args.confirm_window,
             prefetch: args.prefetch,
             ack_every: args.ack_every,
+            rate_msgs_per_s: parse_rate(&args.rate)?,
             stop,
             warmup_s: parse_duration(warmup).context("--warmup")?.as_secs_f64(),
             consume: !args.no_consume,
