@@ -148,7 +148,7 @@ fn run_against_broker(
 fn prepare_queues(workload: &AmqpWorkload, purge: bool) -> Result<String> {
     let mut connection = Connection::open(&workload.uri)?;
     for queue in &workload.queues {
-        connection
+        let ready = connection
             .declare_queue(queue, workload.durable, false)
             .with_context(|| {
                 format!(
@@ -157,7 +157,8 @@ fn prepare_queues(workload: &AmqpWorkload, purge: bool) -> Result<String> {
                     workload.durable
                 )
             })?;
-        if purge {
+        // Only a queue with messages is purged: a broker without queue.purge still runs.
+        if purge && ready > 0 {
             let purged = connection.purge_queue(queue)?;
             if purged > 0 {
                 eprintln!("weir-bench: purged {purged} messages left in queue {queue}");
