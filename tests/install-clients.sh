@@ -3,12 +3,13 @@
 # installs is already there), into repo-local places that git ignores:
 #   kcat                                          apt (system package; the old librdkafka 2.0.2)
 #   confluent-kafka==2.16.1 kafka-python==3.0.12  pip, in the venv tests/.venv
+#   pika==1.4.4                                   pip, in the venv (AMQP 0-9-1)
 #   kafkajs@2.2.4                                 npm, in tests/node_modules (tests/package.json)
 # Runs unattended (CI=true, no stdin) on Debian 12 as root; uses sudo for apt when not root.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PYTHON_PACKAGES=(confluent-kafka==2.16.1 kafka-python==3.0.12)
+PYTHON_PACKAGES=(confluent-kafka==2.16.1 kafka-python==3.0.12 pika==1.4.4)
 KAFKAJS_VERSION=2.2.4
 
 sudo=""
@@ -32,6 +33,7 @@ python_ready() {
 import importlib.metadata as metadata
 assert metadata.version("confluent-kafka") == "2.16.1"
 assert metadata.version("kafka-python") == "3.0.12"
+assert metadata.version("pika") == "1.4.4"
 PY
 }
 if ! python_ready; then
@@ -58,4 +60,5 @@ if [ "$installed_kafkajs" != "$KAFKAJS_VERSION" ]; then
 fi
 echo "install-clients: kcat $(kcat -V 2>&1 | sed -n 's/^Version \([^ ]*\) .*librdkafka \([^ ]*\) .*/\1 on librdkafka \2/p');" \
     "$(.venv/bin/python -c 'import confluent_kafka, kafka; print("confluent-kafka", confluent_kafka.__version__, "on librdkafka", confluent_kafka.libversion()[0] + ";", "kafka-python", kafka.__version__ + ";")')" \
+    "$(.venv/bin/python -c 'import pika; print("pika", pika.__version__ + ";")')" \
     "kafkajs $(node -p 'require("./node_modules/kafkajs/package.json").version')"

@@ -52,6 +52,10 @@ pub struct Args {
     /// port+1+i and is advertised as broker id i there. Default 127.0.0.1:9092.
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: Option<String>,
+    /// AMQP 0-9-1 address every shard listens on (SO_REUSEPORT), default 127.0.0.1:5672;
+    /// `none` disables AMQP.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub amqp_listen: Option<String>,
     /// Host name put in Metadata responses (default: the --listen host).
     #[arg(long, value_name = "HOST")]
     pub advertised_host: Option<String>,
@@ -79,6 +83,8 @@ pub struct Args {
 pub struct BrokerConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// The AMQP listener's address (every shard, SO_REUSEPORT); `None` = AMQP disabled.
+    pub amqp_listen: Option<SocketAddr>,
     pub advertised_host: String,
     pub cpus: Vec<usize>,
     pub advertise_bootstrap: bool,
@@ -98,6 +104,19 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// Topic-level defaults (topic config names) applied under every topic's own configs.
     pub topic_defaults: BTreeMap<String, String>,
+}
+
+/// `--amqp-listen`: an address, or `none` (AMQP off).
+fn parse_amqp_listen(text: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let address = text
+        .to_socket_addrs()
+        .with_context(|| format!("--amqp-listen {text}"))?
+        .next()
+        .with_context(|| format!("--amqp-listen {text} resolves to no address"))?;
+    Ok(Some(address))
 }
 
 /// Broker-level names that map to a topic-level name.
@@ -150,6 +169,8 @@ impl BrokerConfig {
         let data_dir = take(args.data_dir.map(|d| d.display().to_string()), "data-dir")
             .unwrap_or_else(|| "./data".into());
         let listen_text = take(args.listen, "listen").unwrap_or_else(|| "127.0.0.1:9092".into());
+        let amqp_text =
+            take(args.amqp_listen, "amqp-listen").unwrap_or_else(|| "127.0.0.1:5672".into());
         let advertised = take(args.advertised_host, "advertised-host");
         let cpus_text = take(args.cpus, "cpus");
         let advertise_bootstrap = args.advertise_bootstrap
@@ -163,6 +184,7 @@ impl BrokerConfig {
             .with_context(|| format!("--listen {listen_text}"))?
             .next()
             .with_context(|| format!("--listen {listen_text} resolves to no address"))?;
+        let amqp_listen = parse_amqp_listen(&amqp_text)?;
         let advertised_host = match advertised {
             Some(host) => host,
             None => match listen_text.rsplit_once(':') {
@@ -192,6 +214,7 @@ impl BrokerConfig {
         let mut config = BrokerConfig {
             data_dir: PathBuf::from(data_dir),
             listen,
+            amqp_listen,
             advertised_host,
             cpus,
             advertise_bootstrap,

@@ -3,6 +3,7 @@
 //! Module ownership (each a separate piece of work; see docs/architecture.md):
 //! - `groups`: the consumer group coordinator (classic protocol) and committed offsets.
 //! - `routing`: exchanges and bindings (RabbitMQ semantics) over topics.
+//! - `queues`: per-message queue state (AMQP queues, Kafka share groups) and its ack store.
 //! - `config`, `metadata`, `shard` (executors, mesh, controller), `kafka` (codec, connections,
 //!   one handler per API): the broker core.
 //!
@@ -10,6 +11,7 @@
 //! starts one pinned glommio executor per CPU, prints the ready line, and turns SIGINT/SIGTERM
 //! into a shutdown message to every shard.
 
+pub mod amqp;
 pub mod cli;
 pub mod config;
 pub mod groups;
@@ -17,6 +19,8 @@ pub mod kafka;
 pub mod metadata;
 pub mod partition;
 pub mod ports;
+pub mod queues;
+pub mod record_file;
 pub mod routing;
 pub mod shard;
 
@@ -103,7 +107,12 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
             inbox,
             metadata: metadata.clone(),
             connections_total: connections_total.clone(),
-            listeners: kafka::connection::listeners(),
+            listeners: listeners(&config),
+            start_hooks: if config.amqp_listen.is_some() {
+                vec![amqp::start_hook as shard::listener::StartHook]
+            } else {
+                Vec::new()
+            },
             ready: ready_tx.clone(),
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -161,6 +170,9 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         port + 1,
         port + count as u16
     );
+    if let Some(amqp) = config.amqp_listen {
+        tracing::info!("amqp listener on {amqp} (every shard)");
+    }
 
     let mut signals = signals;
     std::thread::spawn(move || {
@@ -191,6 +203,15 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     }
     tracing::info!("weir stopped");
     Ok(())
+}
+
+/// Every protocol's listeners, in binding order: Kafka's, then AMQP's unless disabled.
+fn listeners(config: &BrokerConfig) -> Vec<shard::listener::Listener> {
+    let mut listeners = kafka::connection::listeners();
+    if config.amqp_listen.is_some() {
+        listeners.extend(amqp::listeners());
+    }
+    listeners
 }
 
 /// Creates the data dir if it is missing. A path that exists but is not a directory is named as

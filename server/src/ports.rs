@@ -19,10 +19,17 @@ use crate::config::BrokerConfig;
 /// io_uring; a port counts as taken only if it stays taken this long.
 const SETTLE: Duration = Duration::from_secs(1);
 
-/// The bootstrap port and every shard's broker port.
-fn ports(config: &BrokerConfig) -> impl Iterator<Item = u16> + '_ {
-    std::iter::once(config.listen.port())
-        .chain((0..config.cpus.len()).map(|i| config.listen.port() + 1 + i as u16))
+/// The bootstrap address, every shard's broker port and the AMQP listener (when enabled).
+fn addresses(config: &BrokerConfig) -> Vec<SocketAddr> {
+    let at = |port: u16| {
+        let mut address = config.listen;
+        address.set_port(port);
+        address
+    };
+    std::iter::once(config.listen)
+        .chain((0..config.cpus.len()).map(|i| at(config.listen.port() + 1 + i as u16)))
+        .chain(config.amqp_listen)
+        .collect()
 }
 
 /// Every shard binds its ports with SO_REUSEPORT, which would let a second broker share them
@@ -30,9 +37,9 @@ fn ports(config: &BrokerConfig) -> impl Iterator<Item = u16> + '_ {
 /// bind fail, and a SO_REUSEPORT bind succeeds next to a live broker), so probe with a connect:
 /// anything that accepts means the port is taken.
 pub fn check_ports_free(config: &BrokerConfig) -> anyhow::Result<()> {
-    for port in ports(config) {
-        let mut address = config.listen;
-        address.set_port(port);
+    for wanted in addresses(config) {
+        let port = wanted.port();
+        let mut address = wanted;
         if address.ip().is_unspecified() {
             address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
@@ -43,8 +50,6 @@ pub fn check_ports_free(config: &BrokerConfig) -> anyhow::Result<()> {
         let deadline = Instant::now() + SETTLE;
         while listening() {
             if Instant::now() >= deadline {
-                let mut wanted = config.listen;
-                wanted.set_port(port);
                 bail!("port {port} is in use: {address} {}", holder(wanted));
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -77,17 +82,17 @@ pub fn check_ports_exclusive(config: &BrokerConfig) -> anyhow::Result<()> {
 fn foreign_listener(config: &BrokerConfig) -> anyhow::Result<Option<SocketAddr>> {
     let ours =
         socket_inodes(Path::new("/proc/self/fd")).context("listing this process's sockets")?;
-    let wanted: Vec<u16> = ports(config).collect();
+    let wanted = addresses(config);
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
             continue;
         };
         for listener in text.lines().skip(1).filter_map(parse_listener) {
             let (address, inode) = listener;
-            if wanted.contains(&address.port())
-                && overlaps(address.ip(), config.listen.ip())
-                && !ours.contains(&inode)
-            {
+            let collides = wanted
+                .iter()
+                .any(|ours| ours.port() == address.port() && overlaps(address.ip(), ours.ip()));
+            if collides && !ours.contains(&inode) {
                 return Ok(Some(address));
             }
         }

@@ -42,6 +42,8 @@ impl Broker {
                 &format!("127.0.0.1:{port}"),
                 "--cpus",
                 "0-1",
+                "--amqp-listen",
+                "none",
             ])
             .args(extra)
             .env("RUST_LOG", "info")

@@ -99,8 +99,9 @@ impl Broker {
             None => default_cpus()?,
         };
         let shards = count_cpus(&cpus)?;
+        // Bootstrap, one port per shard, and AMQP's.
         ensure!(
-            shards < PORT_STEP as usize,
+            shards + 2 <= PORT_STEP as usize,
             "{shards} shards need more than {PORT_STEP} ports"
         );
         let temp = tempfile::Builder::new()
@@ -108,7 +109,7 @@ impl Broker {
             .tempdir()
             .context("creating the broker's temp dir")?;
         let data_dir = options.data_dir.unwrap_or_else(|| temp.path().join("data"));
-        let port = free_port_range(shards + 1)?;
+        let port = free_port_range(shards + 2)?;
         let log_path = temp.path().join("broker.log");
         let mut broker = Broker {
             child: None,
@@ -135,6 +136,22 @@ impl Broker {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The AMQP listener's port: the last of the broker's range, after the shard ports (so that
+    /// parallel test brokers never share 5672).
+    pub fn amqp_port(&self) -> u16 {
+        self.port + 1 + self.shards as u16
+    }
+
+    /// `127.0.0.1:PORT` of the AMQP listener.
+    pub fn amqp_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.amqp_port())
+    }
+
+    /// The AMQP URL clients connect with: guest/guest on vhost `/`.
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2F", self.amqp_port())
     }
 
     /// Shard i is advertised as broker id i on port P+1+i.
@@ -218,6 +235,7 @@ impl Broker {
         let deadline = Instant::now() + BROKER_STOP_TIMEOUT;
         let mut ports = vec![self.port];
         ports.extend(self.shard_ports());
+        ports.push(self.amqp_port());
         while ports.iter().any(|&port| accepts(port)) {
             ensure!(
                 Instant::now() < deadline,
@@ -245,6 +263,8 @@ impl Broker {
             .arg(&self.data_dir)
             .arg("--listen")
             .arg(self.bootstrap())
+            .arg("--amqp-listen")
+            .arg(self.amqp_addr())
             .arg("--cpus")
             .arg(&self.cpus);
         for (key, value) in &self.sets {
@@ -268,6 +288,7 @@ impl Broker {
         let deadline = Instant::now() + BROKER_READY_TIMEOUT;
         let mut ports = vec![self.port];
         ports.extend(self.shard_ports());
+        ports.push(self.amqp_port());
         loop {
             let child = self.child.as_mut().context("broker is not running")?;
             if let Some(status) = child.try_wait()? {
@@ -697,7 +718,8 @@ args = sys.argv[1:]
 host, port = args[args.index("--listen") + 1].rsplit(":", 1)
 shards = len(args[args.index("--cpus") + 1].split(","))
 listeners = []
-for p in [int(port)] + [int(port) + 1 + i for i in range(shards)]:
+amqp = [int(args[args.index("--amqp-listen") + 1].rsplit(":", 1)[1])]
+for p in [int(port)] + [int(port) + 1 + i for i in range(shards)] + amqp:
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((host, p))
@@ -725,7 +747,12 @@ while True:
         let port = broker.port();
         assert_eq!(broker.shard_ports(), vec![port + 1, port + 2]);
         assert_eq!(broker.bootstrap(), format!("127.0.0.1:{port}"));
-        assert!(accepts(port) && accepts(port + 1) && accepts(port + 2));
+        assert_eq!(broker.amqp_addr(), format!("127.0.0.1:{}", port + 3));
+        assert_eq!(
+            broker.amqp_url(),
+            format!("amqp://guest:guest@127.0.0.1:{}/%2F", port + 3)
+        );
+        assert!(accepts(port) && accepts(port + 1) && accepts(port + 2) && accepts(port + 3));
 
         broker.restart().unwrap();
         assert!(accepts(port + 2));

@@ -120,6 +120,8 @@ impl Broker {
                 &format!("127.0.0.1:{}", port()),
                 "--cpus",
                 "0-1",
+                "--amqp-listen",
+                "none",
             ])
             .args(["--set", "log.retention.check.interval.ms=200"])
             .env("RUST_LOG", "info")

@@ -53,6 +53,8 @@ impl Broker {
                 &format!("127.0.0.1:{}", port()),
                 "--cpus",
                 "0-1",
+                "--amqp-listen",
+                "none",
             ])
             .args(extra)
             .env("RUST_LOG", "info")
@@ -767,7 +769,14 @@ fn connection_limits_are_validated_at_start() {
     for args in cases {
         let output = Command::new(weir_tests::broker_binary().expect("the weir binary"))
             .args(["--data-dir", dir.path().to_str().unwrap()])
-            .args(["--listen", "127.0.0.1:1", "--cpus", "0"])
+            .args([
+                "--listen",
+                "127.0.0.1:1",
+                "--cpus",
+                "0",
+                "--amqp-listen",
+                "none",
+            ])
             .args(args)
             .env_remove("RUST_BACKTRACE")
             .env_remove("RUST_LIB_BACKTRACE")
@@ -836,6 +845,8 @@ fn a_second_listener_on_the_port_stops_the_start() {
             &format!("127.0.0.1:{}", port()),
             "--cpus",
             "0-1",
+            "--amqp-listen",
+            "none",
         ])
         .env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LIB_BACKTRACE")

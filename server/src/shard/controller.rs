@@ -107,6 +107,13 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
                 let results = alter_configs(&mut metadata, &mut routing, changes, validate_only);
                 (results, validate_only, reply)
             }
+            ControlJob::Routing { changes, reply } => {
+                let result =
+                    routing_glue::apply(&mut routing, &changes, false).map_err(TopicError::from);
+                commit(&shard, &mut metadata, &routing, result.is_ok()).await;
+                let _ = reply.send_async(result).await;
+                continue;
+            }
             ControlJob::AllocateProducerId { reply } => {
                 let result = allocate_producer_id(&shard, &mut metadata);
                 let _ = reply.send_async(result).await;

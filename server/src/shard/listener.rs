@@ -22,6 +22,10 @@ pub type ConnectionError = Box<dyn std::error::Error>;
 /// One connection served to its end by a protocol.
 pub type Connection = Pin<Box<dyn Future<Output = Result<(), ConnectionError>>>>;
 
+/// A protocol's work on every shard at start (see `ShardStart::start_hooks`); an error stops the
+/// broker's start.
+pub type StartHook = fn(Rc<Shard>) -> Pin<Box<dyn Future<Output = anyhow::Result<()>>>>;
+
 /// A protocol's listening socket, bound on every shard.
 #[derive(Clone, Copy)]
 pub struct Listener {

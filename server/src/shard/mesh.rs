@@ -7,6 +7,7 @@
 //! produce appends in arrival order, so one connection's pipelined produce requests stay ordered.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use crate::kafka::group_apis::GroupJob;
 use crate::metadata::Metadata;
 use crate::partition::{FetchOutcome, OffsetOutcome, ProduceOutcome};
 use crate::shard::controller::TopicError;
-use crate::shard::ShardId;
+use crate::shard::{Shard, ShardId};
 
 /// Bound of each shard inbox: a full inbox is backpressure on the sending connection.
 pub const INBOX_CAPACITY: usize = 4096;
@@ -62,6 +63,11 @@ pub enum Job {
         reply: Reply<OffsetOutcome>,
     },
     Group(Box<GroupJob>),
+    /// Work a protocol runs on the shard that owns what it touches (an AMQP queue's deliveries
+    /// and acknowledgements), in arrival order, on that shard's job loop. The closure must not
+    /// block: anything that waits spawns a task. Keeps the mesh protocol-free: the core runs the
+    /// closure without knowing what it does.
+    Run(Box<dyn FnOnce(Rc<Shard>) + Send>),
     Shutdown,
 }
 
@@ -111,6 +117,12 @@ pub enum ControlJob {
     },
     AllocateProducerId {
         reply: Reply<Result<i64, TopicError>>,
+    },
+    /// Routing changes (exchanges, bindings) applied all or nothing, as a protocol's own
+    /// declarations (AMQP's exchange.declare, queue.bind, ...) ask.
+    Routing {
+        changes: Vec<crate::routing::table::Change>,
+        reply: Reply<Result<(), TopicError>>,
     },
 }
 

@@ -255,6 +255,9 @@ pub struct ShardStart {
     pub connections_total: Arc<AtomicUsize>,
     /// The protocols' listeners, bound on this shard in order.
     pub listeners: Vec<Listener>,
+    /// The protocols' start work (e.g. rebuilding queues from their logs), run in order once
+    /// the shard's logs are open and its job loop runs, before its listeners accept.
+    pub start_hooks: Vec<listener::StartHook>,
     pub ready: std::sync::mpsc::Sender<Result<ShardId, String>>,
 }
 
@@ -290,6 +293,7 @@ async fn serve(start: ShardStart) -> anyhow::Result<()> {
         metadata,
         connections_total,
         listeners,
+        start_hooks,
         ready,
     } = start;
     weir_engine::io::prepare_data_dir(&config.data_dir)
@@ -314,6 +318,9 @@ async fn serve(start: ShardStart) -> anyhow::Result<()> {
     glommio::spawn_local(job_loop(shard.clone(), inbox.jobs)).detach();
     if let Some(control) = inbox.control {
         glommio::spawn_local(controller::run(shard.clone(), control, (*metadata).clone())).detach();
+    }
+    for hook in start_hooks {
+        hook(shard.clone()).await?;
     }
     let accepting = listen(&shard, &listeners)?;
     let _ = ready.send(Ok(id));
@@ -415,6 +422,7 @@ async fn job_loop(shard: Rc<Shard>, jobs: flume::Receiver<Job>) {
                 })
                 .detach();
             }
+            Job::Run(work) => work(shard.clone()),
             Job::Group(job) => {
                 let shard = shard.clone();
                 glommio::spawn_local(
@@ -459,7 +467,11 @@ async fn serve_read(shard: Rc<Shard>, job: Job) {
             let _ = reply.send_async(outcome).await;
         }
         // Served in arrival order by `job_loop` itself.
-        Job::Shutdown | Job::Metadata { .. } | Job::Produce { .. } | Job::Group(_) => {}
+        Job::Shutdown
+        | Job::Metadata { .. }
+        | Job::Produce { .. }
+        | Job::Group(_)
+        | Job::Run(_) => {}
     }
 }
 

@@ -1,0 +1,554 @@
+//! The basic class: qos, consume, cancel, publish (routing through the shared table, mandatory
+//! returns), deliver (the connection's delivery task), get, ack / nack / reject, recover.
+//!
+//! Runs on the connection's shard. Queues are reached on their owner (`queue_owner.rs`);
+//! deliveries come back over the connection's bounded `flume` inbox from whichever shard owns
+//! the queue. Delivery tags are per channel; the channel maps each to (queue, offset).
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use amq_protocol::protocol::{basic, AMQPClass};
+use bytes::BytesMut;
+
+use super::channel::{Channel, Publishing, QueueAt, Unacked};
+use super::connection::{Conn, HandleError};
+use super::error::{AmqpError, NO_ROUTE};
+use super::exchange::value_text;
+use super::frame;
+use super::message::Message;
+use super::queue::{is_queue, owner, resolve_name};
+use super::queue_owner::{self, on_owner, owner_key, ConsumerSpec, Delivery, Outbound, Settle};
+use crate::metadata::Metadata;
+use crate::partition::PendingAppend;
+
+/// The answer a publish waits for before its confirm: stored (or not) in one destination.
+pub type Stored = flume::Receiver<Result<(), AmqpError>>;
+
+pub async fn handle(
+    conn: &Rc<Conn>,
+    channel: &Rc<Channel>,
+    method: basic::AMQPMethod,
+) -> Result<(), HandleError> {
+    match method {
+        basic::AMQPMethod::Publish(publish) => {
+            if publish.immediate {
+                return Err(AmqpError::not_implemented(60, 40, "immediate=true").into());
+            }
+            *channel.content.borrow_mut() = Some(Publishing {
+                publish,
+                header: None,
+                body: BytesMut::new(),
+            });
+            Ok(())
+        }
+        basic::AMQPMethod::Qos(qos) => {
+            channel.prefetch.set(qos.prefetch_count);
+            let ok = basic::AMQPMethod::QosOk(basic::QosOk {});
+            conn.send_method(channel.id, AMQPClass::Basic(ok)).await?;
+            Ok(())
+        }
+        basic::AMQPMethod::Consume(consume) => start_consumer(conn, channel, consume).await,
+        basic::AMQPMethod::Cancel(cancel) => cancel_consumer(conn, channel, cancel).await,
+        basic::AMQPMethod::Get(get) => get_one(conn, channel, get).await,
+        basic::AMQPMethod::Ack(ack) => {
+            let taken = take_tags(channel, ack.delivery_tag, ack.multiple)?;
+            settle_all(conn, channel, taken, Settle::Ack).await;
+            Ok(())
+        }
+        basic::AMQPMethod::Nack(nack) => {
+            let taken = take_tags(channel, nack.delivery_tag, nack.multiple)?;
+            settle_all(conn, channel, taken, requeue_or_discard(nack.requeue)).await;
+            Ok(())
+        }
+        basic::AMQPMethod::Reject(reject) => {
+            let taken = take_tags(channel, reject.delivery_tag, false)?;
+            settle_all(conn, channel, taken, requeue_or_discard(reject.requeue)).await;
+            Ok(())
+        }
+        basic::AMQPMethod::Recover(_) | basic::AMQPMethod::RecoverAsync(_) => {
+            let taken = std::mem::take(&mut *channel.unacked.borrow_mut())
+                .into_values()
+                .collect();
+            settle_all(conn, channel, taken, Settle::Requeue).await;
+            if matches!(method, basic::AMQPMethod::Recover(_)) {
+                let ok = basic::AMQPMethod::RecoverOk(basic::RecoverOk {});
+                conn.send_method(channel.id, AMQPClass::Basic(ok)).await?;
+            }
+            Ok(())
+        }
+        other => {
+            Err(AmqpError::command_invalid(format!("unexpected basic method {other:?}")).into())
+        }
+    }
+}
+
+fn requeue_or_discard(requeue: bool) -> Settle {
+    if requeue {
+        Settle::Requeue
+    } else {
+        Settle::Discard
+    }
+}
+
+/// The deliveries `tag` names: itself, or with `multiple` every one up to it (0 = all).
+fn take_tags(channel: &Channel, tag: u64, multiple: bool) -> Result<Vec<Unacked>, AmqpError> {
+    let mut unacked = channel.unacked.borrow_mut();
+    if multiple {
+        if tag != 0 && !unacked.contains_key(&tag) {
+            return Err(AmqpError::precondition(format!(
+                "unknown delivery tag {tag}"
+            )));
+        }
+        let keep = if tag == 0 {
+            std::collections::BTreeMap::new()
+        } else {
+            unacked.split_off(&(tag + 1))
+        };
+        let taken = std::mem::replace(&mut *unacked, keep);
+        return Ok(taken.into_values().collect());
+    }
+    unacked
+        .remove(&tag)
+        .map(|one| vec![one])
+        .ok_or_else(|| AmqpError::precondition(format!("unknown delivery tag {tag}")))
+}
+
+/// Settles deliveries on their queues' owners, one message per queue. Not awaited: acks need
+/// no answer, and the owner applies them in arrival order.
+async fn settle_all(conn: &Rc<Conn>, channel: &Channel, taken: Vec<Unacked>, how: Settle) {
+    let mut by_queue: HashMap<Arc<str>, (QueueAt, Vec<i64>)> = HashMap::new();
+    for unacked in taken {
+        by_queue
+            .entry(unacked.queue.name.clone())
+            .or_insert_with(|| (unacked.queue.clone(), Vec::new()))
+            .1
+            .push(unacked.offset);
+    }
+    let owner = owner_key(conn.id, channel.id);
+    for (_, (queue, offsets)) in by_queue {
+        let name = queue.name.clone();
+        let _ = on_owner(&conn.shard, queue.shard, move |_, reply| {
+            let _ = reply.try_send(queue_owner::settle(&name, owner, &offsets, how));
+        })
+        .await;
+    }
+}
+
+async fn start_consumer(
+    conn: &Rc<Conn>,
+    channel: &Rc<Channel>,
+    consume: basic::Consume,
+) -> Result<(), HandleError> {
+    let name = resolve_name(channel, consume.queue.as_str())?;
+    let shard = owner(conn, &name)?;
+    let tag: Arc<str> = match consume.consumer_tag.as_str() {
+        "" => Arc::from(format!("amq.ctag-{}", crate::metadata::new_topic_id()).as_str()),
+        tag => Arc::from(tag),
+    };
+    if channel.consumers.borrow().contains_key(&*tag) {
+        return Err(
+            AmqpError::not_allowed(format!("attempt to reuse consumer tag '{tag}'")).into(),
+        );
+    }
+    let queue = QueueAt {
+        name: Arc::from(name.as_str()),
+        shard,
+    };
+    let spec = ConsumerSpec {
+        connection: conn.id,
+        channel: channel.id,
+        tag: tag.clone(),
+        no_ack: consume.no_ack,
+        exclusive: consume.exclusive,
+        prefetch: channel.prefetch.get(),
+        sink: conn.sink.clone(),
+    };
+    channel.gated.borrow_mut().insert(tag.clone(), Vec::new());
+    channel
+        .consumers
+        .borrow_mut()
+        .insert(tag.to_string(), queue.clone());
+    channel.touch(&queue);
+    let queue_name = queue.name.clone();
+    let answer = on_owner(&conn.shard, shard, move |_, reply| {
+        let _ = reply.try_send(queue_owner::consume(&queue_name, spec));
+    })
+    .await;
+    let consumed = answer
+        .recv_async()
+        .await
+        .map_err(|_| AmqpError::internal("the queue's shard did not answer"))
+        .and_then(|result| result);
+    if let Err(error) = consumed {
+        channel.gated.borrow_mut().remove(&tag);
+        channel.consumers.borrow_mut().remove(&*tag);
+        return Err(error.into());
+    }
+    if !consume.nowait {
+        let ok = basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+            consumer_tag: tag.to_string().into(),
+        });
+        conn.send_method(channel.id, AMQPClass::Basic(ok)).await?;
+    }
+    // Deliveries that came before the consume-ok, in order; the gate closes once empty.
+    loop {
+        let next = {
+            let mut gated = channel.gated.borrow_mut();
+            match gated.get_mut(&tag) {
+                Some(waiting) if !waiting.is_empty() => Some(waiting.remove(0)),
+                _ => {
+                    gated.remove(&tag);
+                    None
+                }
+            }
+        };
+        let Some(delivery) = next else {
+            return Ok(());
+        };
+        deliver(conn, channel, delivery).await?;
+    }
+}
+
+async fn cancel_consumer(
+    conn: &Rc<Conn>,
+    channel: &Rc<Channel>,
+    cancel: basic::Cancel,
+) -> Result<(), HandleError> {
+    let tag = cancel.consumer_tag.as_str().to_string();
+    let queue = channel.consumers.borrow_mut().remove(&tag);
+    if let Some(queue) = queue {
+        let owner = owner_key(conn.id, channel.id);
+        let name = queue.name.clone();
+        let cancelled_tag = tag.clone();
+        let emptied = on_owner(&conn.shard, queue.shard, move |_, reply| {
+            let _ = reply.try_send(queue_owner::cancel(&name, owner, &cancelled_tag));
+        })
+        .await
+        .recv_async()
+        .await;
+        if emptied == Ok(true) {
+            super::queue::delete_queue(&conn.shard, &queue.name, queue.shard).await;
+        }
+    }
+    if !cancel.nowait {
+        let ok = basic::AMQPMethod::CancelOk(basic::CancelOk {
+            consumer_tag: tag.into(),
+        });
+        conn.send_method(channel.id, AMQPClass::Basic(ok)).await?;
+    }
+    Ok(())
+}
+
+async fn get_one(
+    conn: &Rc<Conn>,
+    channel: &Rc<Channel>,
+    get: basic::Get,
+) -> Result<(), HandleError> {
+    let name = resolve_name(channel, get.queue.as_str())?;
+    let shard = owner(conn, &name)?;
+    let queue = QueueAt {
+        name: Arc::from(name.as_str()),
+        shard,
+    };
+    let owner = owner_key(conn.id, channel.id);
+    let (queue_name, no_ack) = (queue.name.clone(), get.no_ack);
+    let got = on_owner(&conn.shard, shard, move |_, reply| {
+        let _ = reply.try_send(queue_owner::get(&queue_name, owner, no_ack));
+    })
+    .await
+    .recv_async()
+    .await
+    .map_err(|_| AmqpError::internal("the queue's shard did not answer"))??;
+    let Some(got) = got else {
+        let empty = basic::AMQPMethod::GetEmpty(basic::GetEmpty {});
+        conn.send_method(channel.id, AMQPClass::Basic(empty))
+            .await?;
+        return Ok(());
+    };
+    let tag = channel.take_tag();
+    if !no_ack {
+        channel.touch(&queue);
+        channel.unacked.borrow_mut().insert(
+            tag,
+            Unacked {
+                queue,
+                offset: got.offset,
+            },
+        );
+    }
+    let ok = basic::AMQPMethod::GetOk(basic::GetOk {
+        delivery_tag: tag,
+        redelivered: got.redelivered,
+        exchange: got.message.exchange.as_str().into(),
+        routing_key: got.message.routing_key.as_str().into(),
+        message_count: got.message_count,
+    });
+    send_with_content(conn, channel.id, ok, &got.message).await
+}
+
+async fn send_with_content(
+    conn: &Conn,
+    channel: u16,
+    method: basic::AMQPMethod,
+    message: &Message,
+) -> Result<(), HandleError> {
+    let mut out = BytesMut::new();
+    frame::put_method(&mut out, channel, AMQPClass::Basic(method));
+    frame::put_content(
+        &mut out,
+        channel,
+        &message.raw_properties,
+        &message.body,
+        conn.frame_max.get(),
+    );
+    conn.send(out.freeze()).await?;
+    Ok(())
+}
+
+/// The connection's delivery task: turns what queues send into basic.deliver (or a server
+/// cancel) on the right channel, assigning delivery tags.
+pub async fn deliveries(conn: Rc<Conn>, inbox: flume::Receiver<Outbound>) {
+    while let Ok(outbound) = inbox.recv_async().await {
+        let result = match outbound {
+            Outbound::Deliver(delivery) => {
+                let Some(channel) = conn.channel(delivery.channel) else {
+                    // The channel is gone: its close gave the delivery back to the queue.
+                    continue;
+                };
+                if channel.closing.get() {
+                    continue;
+                }
+                if let Some(waiting) = channel.gated.borrow_mut().get_mut(&delivery.consumer_tag) {
+                    waiting.push(delivery);
+                    continue;
+                }
+                deliver(&conn, &channel, delivery).await
+            }
+            Outbound::Cancel {
+                channel,
+                consumer_tag,
+            } => server_cancel(&conn, channel, &consumer_tag).await,
+        };
+        if result.is_err() {
+            return;
+        }
+    }
+}
+
+async fn deliver(conn: &Conn, channel: &Channel, delivery: Delivery) -> Result<(), HandleError> {
+    let tag = channel.take_tag();
+    if !delivery.no_ack {
+        let queue = channel
+            .consumers
+            .borrow()
+            .get(&*delivery.consumer_tag)
+            .cloned();
+        let queue = match queue {
+            Some(queue) => queue,
+            // Cancelled meanwhile: the delivery still goes out (as RabbitMQ's in-flight ones
+            // do) and is acknowledged against its queue's owner, which the metadata names.
+            None => QueueAt {
+                shard: conn
+                    .shard
+                    .metadata()
+                    .owner(&delivery.queue, 0)
+                    .unwrap_or(conn.shard.id),
+                name: delivery.queue.clone(),
+            },
+        };
+        channel.unacked.borrow_mut().insert(
+            tag,
+            Unacked {
+                queue,
+                offset: delivery.offset,
+            },
+        );
+    }
+    let method = basic::AMQPMethod::Deliver(basic::Deliver {
+        consumer_tag: delivery.consumer_tag.to_string().into(),
+        delivery_tag: tag,
+        redelivered: delivery.redelivered,
+        exchange: delivery.message.exchange.as_str().into(),
+        routing_key: delivery.message.routing_key.as_str().into(),
+    });
+    send_with_content(conn, channel.id, method, &delivery.message).await
+}
+
+async fn server_cancel(conn: &Conn, channel: u16, tag: &str) -> Result<(), HandleError> {
+    let Some(open) = conn.channel(channel) else {
+        return Ok(());
+    };
+    if open.consumers.borrow_mut().remove(tag).is_none() {
+        return Ok(());
+    }
+    let cancel = basic::AMQPMethod::Cancel(basic::Cancel {
+        consumer_tag: tag.into(),
+        nowait: true,
+    });
+    conn.send_method(channel, AMQPClass::Basic(cancel)).await?;
+    Ok(())
+}
+
+/// A complete publish: routed, stored in every destination, returned if mandatory and
+/// unroutable, confirmed once stored when the channel is in confirm mode.
+pub async fn publish(
+    conn: &Rc<Conn>,
+    channel: &Rc<Channel>,
+    publishing: Publishing,
+) -> Result<(), HandleError> {
+    let Publishing {
+        publish,
+        header,
+        body,
+    } = publishing;
+    let Some(header) = header else {
+        return Err(AmqpError::unexpected_frame("content without a header").into());
+    };
+    let metadata = conn.shard.metadata();
+    let exchange = publish.exchange.as_str();
+    let key = publish.routing_key.as_str();
+    let destinations = route(&metadata, exchange, key, &header.properties)?;
+    let persistent = *header.properties.delivery_mode() == Some(2);
+    let message = Arc::new(Message {
+        exchange: exchange.to_string(),
+        routing_key: key.to_string(),
+        raw_properties: header.raw_properties,
+        body: body.freeze(),
+    });
+    let mut stored = Vec::with_capacity(destinations.len());
+    for destination in &destinations {
+        stored.push(store(conn, &metadata, destination, &message, persistent).await?);
+    }
+    if destinations.is_empty() && publish.mandatory {
+        let returned = basic::AMQPMethod::Return(basic::Return {
+            reply_code: NO_ROUTE,
+            reply_text: "NO_ROUTE".into(),
+            exchange: publish.exchange.clone(),
+            routing_key: publish.routing_key.clone(),
+        });
+        send_with_content(conn, channel.id, returned, &message).await?;
+    }
+    super::confirm::published(conn, channel, stored).await;
+    Ok(())
+}
+
+/// The topics a message goes to: the default exchange names a queue by the routing key; any
+/// other exchange routes through the shared table.
+fn route(
+    metadata: &Metadata,
+    exchange: &str,
+    key: &str,
+    properties: &basic::AMQPProperties,
+) -> Result<Vec<String>, AmqpError> {
+    if exchange.is_empty() {
+        return Ok(if is_queue(metadata, key) {
+            vec![key.to_string()]
+        } else {
+            Vec::new()
+        });
+    }
+    let texts: Vec<(String, Option<Vec<u8>>)> = properties
+        .headers()
+        .as_ref()
+        .map(|headers| {
+            headers
+                .inner()
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.as_str().to_string(),
+                        value_text(value).map(String::into_bytes),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let headers: Vec<(&str, Option<&[u8]>)> = texts
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_deref()))
+        .collect();
+    let topics = metadata
+        .routing
+        .route(exchange, Some(key.as_bytes()), &headers)
+        .map_err(|_| AmqpError::not_found(format!("no exchange '{exchange}' in vhost '/'")))?;
+    Ok(topics
+        .into_iter()
+        .filter(|topic| metadata.topics.contains_key(*topic))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Stores the message in one destination: a queue on its owner, or a plain Kafka topic (the
+/// partition chosen by the routing key's hash, as Kafka clients do).
+async fn store(
+    conn: &Rc<Conn>,
+    metadata: &Metadata,
+    destination: &str,
+    message: &Arc<Message>,
+    persistent: bool,
+) -> Result<Stored, AmqpError> {
+    if is_queue(metadata, destination) {
+        let shard = owner(conn, destination)?;
+        let durable = persistent
+            && metadata.topics.get(destination).is_some_and(|topic| {
+                topic
+                    .configs
+                    .get(super::queue::CONFIG_DURABLE)
+                    .is_some_and(|value| value == "true")
+            });
+        let name: Arc<str> = Arc::from(destination);
+        let message = message.clone();
+        return Ok(on_owner(
+            &conn.shard,
+            shard,
+            move |shard, reply| match queue_owner::publish(&shard, &name, message, durable) {
+                Ok(stored) => {
+                    glommio::spawn_local(async move {
+                        let _ = reply.send_async(stored.await).await;
+                    })
+                    .detach();
+                }
+                Err(error) => {
+                    let _ = reply.try_send(Err(error));
+                }
+            },
+        )
+        .await);
+    }
+    let partitions = metadata
+        .topics
+        .get(destination)
+        .map_or(1, |topic| topic.partitions.len().max(1));
+    let partition = crate::routing::partitioner::partition_for_key(
+        message.routing_key.as_bytes(),
+        partitions as u32,
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64);
+    let batch = message.to_batch(now_ms).freeze();
+    let pending = PendingAppend::issue(
+        &conn.shard,
+        metadata,
+        destination,
+        partition as i32,
+        Some(batch),
+        persistent,
+    )
+    .await;
+    let (reply, answer) = crate::shard::mesh::reply_channel();
+    glommio::spawn_local(async move {
+        let outcome = pending.finish(persistent).await;
+        let result = match outcome.error {
+            None => Ok(()),
+            Some(error) => Err(AmqpError::internal(format!(
+                "storing to a topic: {error:?}"
+            ))),
+        };
+        let _ = reply.send_async(result).await;
+    })
+    .detach();
+    Ok(answer)
+}

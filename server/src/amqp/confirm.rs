@@ -1,0 +1,97 @@
+//! Publisher confirms (confirm.select): once a channel is in confirm mode, every publish gets a
+//! sequence number and a basic.ack when every queue it went to has stored it under the queue's
+//! durability (persistent messages in durable queues: on the device; otherwise written), or a
+//! basic.nack when one could not. Confirms go out in publish order from one task per channel.
+//!
+//! Runs on the connection's shard.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use amq_protocol::protocol::{basic, confirm, AMQPClass};
+
+use super::basic::Stored;
+use super::channel::Channel;
+use super::connection::{Conn, HandleError};
+use super::error::AmqpError;
+
+/// Publishes awaiting their confirm, per channel.
+const CONFIRMS_IN_FLIGHT: usize = 65_536;
+
+/// A channel's confirm mode.
+pub struct Confirms {
+    next: Cell<u64>,
+    pending: flume::Sender<(u64, Vec<Stored>)>,
+}
+
+pub async fn handle(
+    conn: &Rc<Conn>,
+    channel: &Rc<Channel>,
+    method: confirm::AMQPMethod,
+) -> Result<(), HandleError> {
+    let confirm::AMQPMethod::Select(select) = method else {
+        return Err(AmqpError::command_invalid("unexpected confirm method").into());
+    };
+    if channel.confirms.borrow().is_none() {
+        let (pending, queue) = flume::bounded(CONFIRMS_IN_FLIGHT);
+        *channel.confirms.borrow_mut() = Some(Confirms {
+            next: Cell::new(1),
+            pending,
+        });
+        glommio::spawn_local(confirm_loop(conn.clone(), channel.id, queue)).detach();
+    }
+    if !select.nowait {
+        let ok = confirm::AMQPMethod::SelectOk(confirm::SelectOk {});
+        conn.send_method(channel.id, AMQPClass::Confirm(ok)).await?;
+    }
+    Ok(())
+}
+
+/// A publish finished routing: in confirm mode it waits for its confirm; otherwise nothing
+/// waits for the stores (they complete on their own).
+pub async fn published(_conn: &Rc<Conn>, channel: &Rc<Channel>, stored: Vec<Stored>) {
+    let queued = {
+        let confirms = channel.confirms.borrow();
+        confirms.as_ref().map(|confirms| {
+            let sequence = confirms.next.get();
+            confirms.next.set(sequence + 1);
+            (sequence, confirms.pending.clone())
+        })
+    };
+    if let Some((sequence, pending)) = queued {
+        // Bounded: a channel with this many unconfirmed publishes waits here (backpressure).
+        let _ = pending.send_async((sequence, stored)).await;
+    }
+}
+
+async fn confirm_loop(conn: Rc<Conn>, channel: u16, queue: flume::Receiver<(u64, Vec<Stored>)>) {
+    while let Ok((sequence, stored)) = queue.recv_async().await {
+        let mut ok = true;
+        for store in stored {
+            if !matches!(store.recv_async().await, Ok(Ok(()))) {
+                ok = false;
+            }
+        }
+        let method = if ok {
+            basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag: sequence,
+                multiple: false,
+            })
+        } else {
+            basic::AMQPMethod::Nack(basic::Nack {
+                delivery_tag: sequence,
+                multiple: false,
+                requeue: false,
+            })
+        };
+        let open = conn.channel(channel).is_some_and(|c| !c.closing.get());
+        if !open
+            || conn
+                .send_method(channel, AMQPClass::Basic(method))
+                .await
+                .is_err()
+        {
+            return;
+        }
+    }
+}

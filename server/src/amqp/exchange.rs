@@ -1,0 +1,229 @@
+//! The exchange class: declare, delete, bind and unbind (exchange to exchange), all as changes to
+//! the one routing table that Kafka's exchanges use (`routing/`), applied by the controller.
+//! The default exchange `""` routes by queue name and is not in the table; `amq.direct`,
+//! `amq.fanout`, `amq.topic`, `amq.headers` and `amq.match` are declared at start
+//! (`recovery.rs`).
+//!
+//! Runs on the connection's shard.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use amq_protocol::protocol::{exchange, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable};
+
+use super::channel::Channel;
+use super::connection::{Conn, HandleError};
+use super::error::AmqpError;
+use crate::routing::exchange::{Binding, Destination, Exchange, ExchangeType, RoutingErrorKind};
+use crate::routing::table::Change;
+use crate::shard::controller::TopicError;
+use crate::shard::mesh::{reply_channel, ControlJob};
+
+/// RabbitMQ's predeclared exchanges.
+pub const PREDECLARED: [(&str, ExchangeType); 5] = [
+    ("amq.direct", ExchangeType::Direct),
+    ("amq.fanout", ExchangeType::Fanout),
+    ("amq.topic", ExchangeType::Topic),
+    ("amq.headers", ExchangeType::Headers),
+    ("amq.match", ExchangeType::Headers),
+];
+
+pub async fn handle(
+    conn: &Rc<Conn>,
+    channel: &Rc<Channel>,
+    method: exchange::AMQPMethod,
+) -> Result<(), HandleError> {
+    let reply = match method {
+        exchange::AMQPMethod::Declare(declare) => {
+            let nowait = declare.nowait;
+            declare_exchange(conn, &declare).await?;
+            (!nowait).then_some(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}))
+        }
+        exchange::AMQPMethod::Delete(delete) => {
+            let nowait = delete.nowait;
+            delete_exchange(conn, &delete).await?;
+            (!nowait).then_some(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {}))
+        }
+        exchange::AMQPMethod::Bind(bind) => {
+            let nowait = bind.nowait;
+            let binding = exchange_binding(
+                &bind.source,
+                &bind.destination,
+                &bind.routing_key,
+                &bind.arguments,
+            )?;
+            change_routing(conn, vec![Change::AddBinding(binding)]).await?;
+            (!nowait).then_some(exchange::AMQPMethod::BindOk(exchange::BindOk {}))
+        }
+        exchange::AMQPMethod::Unbind(unbind) => {
+            let nowait = unbind.nowait;
+            let binding = exchange_binding(
+                &unbind.source,
+                &unbind.destination,
+                &unbind.routing_key,
+                &unbind.arguments,
+            )?;
+            change_routing(conn, vec![Change::RemoveBinding(binding)]).await?;
+            (!nowait).then_some(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}))
+        }
+        other => {
+            return Err(
+                AmqpError::command_invalid(format!("unexpected exchange method {other:?}")).into(),
+            )
+        }
+    };
+    if let Some(reply) = reply {
+        conn.send_method(channel.id, AMQPClass::Exchange(reply))
+            .await?;
+    }
+    Ok(())
+}
+
+async fn declare_exchange(conn: &Conn, declare: &exchange::Declare) -> Result<(), AmqpError> {
+    let name = declare.exchange.as_str();
+    if name.is_empty() {
+        return Err(AmqpError::access_refused(
+            "operation not permitted on the default exchange",
+        ));
+    }
+    let metadata = conn.shard.metadata();
+    let existing = metadata.routing.exchange(name).cloned();
+    let kind = ExchangeType::parse(declare.kind.as_str()).map_err(|_| {
+        AmqpError::command_invalid(format!("unknown exchange type '{}'", declare.kind.as_str()))
+    });
+    if declare.passive {
+        return existing
+            .map(|_| ())
+            .ok_or_else(|| AmqpError::not_found(format!("no exchange '{name}' in vhost '/'")));
+    }
+    let kind = kind?;
+    match existing {
+        Some(existing) if existing.kind == kind => return Ok(()),
+        Some(existing) => {
+            return Err(AmqpError::precondition(format!(
+                "inequivalent arg 'type' for exchange '{name}' in vhost '/': received '{}' but \
+                 current is '{}'",
+                kind.as_str(),
+                existing.kind.as_str()
+            )))
+        }
+        None if name.starts_with("amq.") => {
+            return Err(AmqpError::access_refused(format!(
+                "exchange name '{name}' contains reserved prefix 'amq.*'"
+            )))
+        }
+        None => {}
+    }
+    if metadata.topics.contains_key(name) {
+        return Err(AmqpError::precondition(format!(
+            "'{name}' is a queue or topic: Weir's exchanges and queues share one namespace"
+        )));
+    }
+    let mut declared = Exchange::new(name, kind);
+    declared.alternate = match declare.arguments.inner().get("alternate-exchange") {
+        Some(AMQPValue::LongString(text)) => {
+            Some(String::from_utf8_lossy(text.as_bytes()).into_owned())
+        }
+        Some(AMQPValue::ShortString(text)) => Some(text.as_str().to_string()),
+        _ => None,
+    };
+    change_routing(conn, vec![Change::DeclareExchange(declared)]).await
+}
+
+async fn delete_exchange(conn: &Conn, delete: &exchange::Delete) -> Result<(), AmqpError> {
+    let name = delete.exchange.as_str();
+    if name.is_empty() || name.starts_with("amq.") {
+        return Err(AmqpError::access_refused(format!(
+            "operation not permitted on exchange '{name}'"
+        )));
+    }
+    let metadata = conn.shard.metadata();
+    if !metadata.routing.is_exchange(name) {
+        return Ok(());
+    }
+    if delete.if_unused && metadata.routing.bindings_from(name).next().is_some() {
+        return Err(AmqpError::precondition(format!("exchange '{name}' in use")));
+    }
+    change_routing(
+        conn,
+        vec![Change::DeleteExchange {
+            name: name.to_string(),
+        }],
+    )
+    .await
+}
+
+fn exchange_binding(
+    source: &amq_protocol::types::ShortString,
+    destination: &amq_protocol::types::ShortString,
+    key: &amq_protocol::types::ShortString,
+    arguments: &FieldTable,
+) -> Result<Binding, AmqpError> {
+    if source.as_str().is_empty() || destination.as_str().is_empty() {
+        return Err(AmqpError::access_refused(
+            "operation not permitted on the default exchange",
+        ));
+    }
+    let mut binding = Binding::new(
+        source.as_str(),
+        Destination::Exchange(destination.as_str().to_string()),
+        key.as_str(),
+    );
+    binding.arguments = binding_arguments(arguments);
+    Ok(binding)
+}
+
+/// Applies routing changes through the controller; refusals become AMQP errors.
+pub async fn change_routing(conn: &Conn, changes: Vec<Change>) -> Result<(), AmqpError> {
+    let (reply, answer) = reply_channel();
+    conn.shard
+        .mesh
+        .controller
+        .send_async(ControlJob::Routing { changes, reply })
+        .await
+        .map_err(|_| AmqpError::internal("the controller is gone"))?;
+    let result = answer
+        .recv_async()
+        .await
+        .map_err(|_| AmqpError::internal("the controller did not answer"))?;
+    result.map_err(|error| match error {
+        TopicError::Routing { kind, message } => match kind {
+            RoutingErrorKind::NotFound => AmqpError::not_found(message),
+            RoutingErrorKind::AlreadyExists => AmqpError::precondition(message),
+            RoutingErrorKind::Storage | RoutingErrorKind::Internal => AmqpError::internal(message),
+            _ => AmqpError::precondition(message),
+        },
+        other => AmqpError::internal(other.to_string()),
+    })
+}
+
+/// A field table as the routing table's text arguments (headers bindings and matching).
+pub fn binding_arguments(table: &FieldTable) -> BTreeMap<String, String> {
+    table
+        .inner()
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str().to_string(), value_text(value)?)))
+        .collect()
+}
+
+/// A header value as text, the form the headers matcher compares; `None` for values that have
+/// no text form (tables, arrays, void).
+pub fn value_text(value: &AMQPValue) -> Option<String> {
+    Some(match value {
+        AMQPValue::LongString(text) => String::from_utf8_lossy(text.as_bytes()).into_owned(),
+        AMQPValue::ShortString(text) => text.as_str().to_string(),
+        AMQPValue::Boolean(flag) => flag.to_string(),
+        AMQPValue::ShortShortInt(n) => n.to_string(),
+        AMQPValue::ShortShortUInt(n) => n.to_string(),
+        AMQPValue::ShortInt(n) => n.to_string(),
+        AMQPValue::ShortUInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::LongUInt(n) => n.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::Timestamp(n) => n.to_string(),
+        AMQPValue::Float(n) => n.to_string(),
+        AMQPValue::Double(n) => n.to_string(),
+        _ => return None,
+    })
+}

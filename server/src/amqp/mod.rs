@@ -1,0 +1,52 @@
+//! AMQP 0-9-1: the second protocol, beside `kafka/`. It may import the core (shard runtime,
+//! metadata, partitions, routing, queues); the core never imports it: it plugs in as the
+//! [`Listener`] and the start hook that `lib.rs::run` hands every shard (`--amqp-listen`,
+//! default `127.0.0.1:5672`, `none` disables it).
+//!
+//! Every shard listens on the same address (SO_REUSEPORT, like Kafka's bootstrap port); a
+//! connection is served on the shard that accepted it, and each queue on the shard that owns its
+//! log. Files: `frame.rs` (codec), `connection.rs` and `handshake.rs` (the connection class),
+//! `channel.rs`, one file per method class (`exchange.rs`, `queue.rs`, `basic.rs`,
+//! `confirm.rs`), `queue_owner.rs` (queues on their owner), `message.rs` (the record layout),
+//! `recovery.rs` (start), `error.rs` (reply codes).
+
+pub mod basic;
+pub mod channel;
+pub mod confirm;
+pub mod connection;
+pub mod error;
+pub mod exchange;
+pub mod frame;
+pub mod handshake;
+pub mod message;
+pub mod queue;
+pub mod queue_owner;
+pub mod recovery;
+pub mod standin_state;
+
+use std::rc::Rc;
+
+use crate::shard::listener::Listener;
+use crate::shard::Shard;
+
+/// AMQP's listener: every shard binds `--amqp-listen`.
+pub fn listeners() -> Vec<Listener> {
+    vec![Listener {
+        name: "amqp",
+        address: |shard| {
+            // `lib.rs` adds this listener only when AMQP is enabled.
+            shard
+                .config
+                .amqp_listen
+                .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 5672)))
+        },
+        serve: |shard, stream| Box::pin(async move { connection::serve(shard, stream).await }),
+    }]
+}
+
+/// AMQP's start work on every shard (see `recovery.rs`).
+pub fn start_hook(
+    shard: Rc<Shard>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>> {
+    Box::pin(recovery::start(shard))
+}

@@ -1,0 +1,373 @@
+//! The queue class: declare, bind, unbind, purge, delete. A queue is a topic of the same name
+//! with one partition, created through the controller (so every shard knows it before
+//! declare-ok), with its AMQP properties as `weir.queue.*` topic configs; its runtime lives on the
+//! owning shard (`queue_owner.rs`). Bindings are the routing table's, the same table Kafka's
+//! exchanges use.
+//!
+//! Runs on the connection's shard; reaches the owner with `on_owner` and the controller with
+//! `ControlJob`s.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use amq_protocol::protocol::{queue, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable};
+
+use super::channel::Channel;
+use super::connection::{Conn, HandleError};
+use super::error::AmqpError;
+use super::queue_owner::{self, on_owner, QueueSpec};
+use crate::metadata::Metadata;
+use crate::routing::exchange::{Binding, Destination, RoutingErrorKind};
+use crate::routing::table::Change;
+use crate::shard::controller::TopicError;
+use crate::shard::mesh::{reply_channel, ControlJob, NewTopic};
+use crate::shard::{Shard, ShardId};
+
+/// Topic configs that make a topic an AMQP queue (and carry its declared properties).
+pub const CONFIG_DURABLE: &str = "weir.queue.durable";
+pub const CONFIG_EXCLUSIVE: &str = "weir.queue.exclusive";
+pub const CONFIG_AUTO_DELETE: &str = "weir.queue.auto-delete";
+pub const CONFIG_ARGUMENTS: &str = "weir.queue.arguments";
+
+/// Whether topic `name` is an AMQP queue.
+pub fn is_queue(metadata: &Metadata, name: &str) -> bool {
+    metadata
+        .topics
+        .get(name)
+        .is_some_and(|topic| topic.configs.contains_key(CONFIG_DURABLE))
+}
+
+/// A queue's declared properties, as its topic configs hold them.
+pub fn spec_of(configs: &BTreeMap<String, String>) -> QueueSpec {
+    let flag = |name: &str| configs.get(name).is_some_and(|value| value == "true");
+    QueueSpec {
+        durable: flag(CONFIG_DURABLE),
+        exclusive: flag(CONFIG_EXCLUSIVE),
+        auto_delete: flag(CONFIG_AUTO_DELETE),
+        arguments: configs.get(CONFIG_ARGUMENTS).cloned().unwrap_or_default(),
+    }
+}
+
+pub async fn handle(
+    conn: &Rc<Conn>,
+    channel: &Rc<Channel>,
+    method: queue::AMQPMethod,
+) -> Result<(), HandleError> {
+    let reply = match method {
+        queue::AMQPMethod::Declare(declare) => {
+            let nowait = declare.nowait;
+            let ok = declare_queue(conn, channel, declare).await?;
+            (!nowait).then_some(queue::AMQPMethod::DeclareOk(ok))
+        }
+        queue::AMQPMethod::Bind(bind) => {
+            let nowait = bind.nowait;
+            let binding = binding_to_queue(
+                conn,
+                channel,
+                &bind.queue,
+                &bind.exchange,
+                &bind.routing_key,
+                &bind.arguments,
+            )?;
+            super::exchange::change_routing(conn, vec![Change::AddBinding(binding)]).await?;
+            (!nowait).then_some(queue::AMQPMethod::BindOk(queue::BindOk {}))
+        }
+        queue::AMQPMethod::Unbind(unbind) => {
+            let binding = binding_to_queue(
+                conn,
+                channel,
+                &unbind.queue,
+                &unbind.exchange,
+                &unbind.routing_key,
+                &unbind.arguments,
+            )?;
+            super::exchange::change_routing(conn, vec![Change::RemoveBinding(binding)]).await?;
+            Some(queue::AMQPMethod::UnbindOk(queue::UnbindOk {}))
+        }
+        queue::AMQPMethod::Purge(purge) => {
+            let nowait = purge.nowait;
+            let count = purge_queue(conn, channel, purge.queue.as_str()).await?;
+            (!nowait).then_some(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
+                message_count: count,
+            }))
+        }
+        queue::AMQPMethod::Delete(delete) => {
+            let nowait = delete.nowait;
+            let count = delete_declared(conn, channel, &delete).await?;
+            (!nowait).then_some(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                message_count: count,
+            }))
+        }
+        other => {
+            return Err(
+                AmqpError::command_invalid(format!("unexpected queue method {other:?}")).into(),
+            )
+        }
+    };
+    if let Some(reply) = reply {
+        conn.send_method(channel.id, AMQPClass::Queue(reply))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The queue a method names: an empty name means the channel's last declared queue.
+pub fn resolve_name(channel: &Channel, name: &str) -> Result<String, AmqpError> {
+    if !name.is_empty() {
+        return Ok(name.to_string());
+    }
+    let last = channel.last_queue.borrow();
+    if last.is_empty() {
+        return Err(AmqpError::not_found("no previously declared queue"));
+    }
+    Ok(last.clone())
+}
+
+/// The owner of queue `name`, or 404.
+pub fn owner(conn: &Conn, name: &str) -> Result<ShardId, AmqpError> {
+    let metadata = conn.shard.metadata();
+    if !is_queue(&metadata, name) {
+        return Err(AmqpError::not_found(format!(
+            "no queue '{name}' in vhost '/'"
+        )));
+    }
+    metadata
+        .owner(name, 0)
+        .ok_or_else(|| AmqpError::not_found(format!("no queue '{name}' in vhost '/'")))
+}
+
+async fn declare_queue(
+    conn: &Rc<Conn>,
+    channel: &Rc<Channel>,
+    declare: queue::Declare,
+) -> Result<queue::DeclareOk, HandleError> {
+    let name = match declare.queue.as_str() {
+        "" => generated_name(),
+        name if name.starts_with("amq.") && !declare.passive => {
+            return Err(AmqpError::access_refused(format!(
+                "queue name '{name}' contains reserved prefix 'amq.*'"
+            ))
+            .into())
+        }
+        name => name.to_string(),
+    };
+    let arguments = check_arguments(&declare.arguments)?;
+    let spec = QueueSpec {
+        durable: declare.durable,
+        exclusive: declare.exclusive,
+        auto_delete: declare.auto_delete,
+        arguments,
+    };
+    let metadata = conn.shard.metadata();
+    if metadata.topics.contains_key(&name) && !is_queue(&metadata, &name) {
+        return Err(
+            AmqpError::precondition(format!("'{name}' is a Kafka topic, not a queue")).into(),
+        );
+    }
+    if !metadata.topics.contains_key(&name) {
+        if declare.passive {
+            return Err(AmqpError::not_found(format!("no queue '{name}' in vhost '/'")).into());
+        }
+        create_topic(conn, &name, &spec).await?;
+    }
+    let shard = owner(conn, &name)?;
+    let queue: Arc<str> = Arc::from(name.as_str());
+    let connection = conn.id;
+    let passive = declare.passive;
+    let answer = on_owner(&conn.shard, shard, move |_, reply| {
+        let _ = reply.try_send(queue_owner::declare(&queue, spec, connection, passive));
+    })
+    .await;
+    let (message_count, consumer_count) = answer
+        .recv_async()
+        .await
+        .map_err(|_| AmqpError::internal("the queue's shard did not answer"))??;
+    if declare.exclusive && !passive {
+        let mut exclusive = conn.exclusive_queues.borrow_mut();
+        if !exclusive.contains(&name) {
+            exclusive.push(name.clone());
+        }
+    }
+    *channel.last_queue.borrow_mut() = name.clone();
+    Ok(queue::DeclareOk {
+        queue: name.into(),
+        message_count,
+        consumer_count,
+    })
+}
+
+/// RabbitMQ's server-named queues: `amq.gen-` and 22 URL-safe base64 characters.
+fn generated_name() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let random = uuid::Uuid::parse_str(&crate::metadata::new_topic_id())
+        .unwrap_or_default()
+        .as_u128();
+    let suffix: String = (0..22)
+        .map(|index| ALPHABET[((random >> (index * 6)) & 63) as usize] as char)
+        .collect();
+    format!("amq.gen-{suffix}")
+}
+
+/// The declare arguments, checked and rendered canonically (for the 406 on a redeclaration
+/// with other arguments). Priority queues and stream queues are refused, never ignored.
+fn check_arguments(arguments: &FieldTable) -> Result<String, AmqpError> {
+    for (name, value) in arguments {
+        match (name.as_str(), value) {
+            ("x-max-priority", _) => {
+                return Err(AmqpError::precondition(
+                    "x-max-priority: priority queues are not supported by Weir yet",
+                ))
+            }
+            ("x-queue-type", AMQPValue::LongString(kind)) if kind.as_bytes() == b"stream" => {
+                return Err(AmqpError::precondition(
+                    "x-queue-type stream: stream queues are not supported by Weir yet",
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(if arguments.inner().is_empty() {
+        String::new()
+    } else {
+        format!("{:?}", arguments.inner())
+    })
+}
+
+async fn create_topic(conn: &Conn, name: &str, spec: &QueueSpec) -> Result<(), AmqpError> {
+    let mut configs = BTreeMap::new();
+    configs.insert(CONFIG_DURABLE.to_string(), spec.durable.to_string());
+    configs.insert(CONFIG_EXCLUSIVE.to_string(), spec.exclusive.to_string());
+    configs.insert(CONFIG_AUTO_DELETE.to_string(), spec.auto_delete.to_string());
+    configs.insert(CONFIG_ARGUMENTS.to_string(), spec.arguments.clone());
+    // A queue is consumed, not retained: Kafka's time and size retention must not drop
+    // messages nobody has acknowledged yet.
+    configs.insert("retention.ms".to_string(), "-1".to_string());
+    configs.insert("retention.bytes".to_string(), "-1".to_string());
+    let (reply, answer) = reply_channel();
+    let job = ControlJob::CreateTopics {
+        topics: vec![NewTopic {
+            name: name.to_string(),
+            partitions: 1,
+            configs,
+        }],
+        validate_only: false,
+        reply,
+    };
+    controller(conn, job).await?;
+    let results = answer
+        .recv_async()
+        .await
+        .map_err(|_| AmqpError::internal("the controller did not answer"))?;
+    match results.into_iter().next().map(|(_, result)| result) {
+        Some(Ok(())) | Some(Err(TopicError::AlreadyExists(_))) => Ok(()),
+        Some(Err(TopicError::Routing {
+            kind: RoutingErrorKind::AlreadyExists,
+            ..
+        })) => Err(AmqpError::precondition(format!(
+            "'{name}' is an exchange: Weir's queues and exchanges share one namespace"
+        ))),
+        Some(Err(TopicError::InvalidName(message))) => Err(AmqpError::precondition(format!(
+            "{message}: Weir queue names are 1-249 of [a-zA-Z0-9._-]"
+        ))),
+        Some(Err(error)) => Err(AmqpError::internal(format!(
+            "creating queue '{name}': {error}"
+        ))),
+        None => Err(AmqpError::internal("the controller answered nothing")),
+    }
+}
+
+async fn controller(conn: &Conn, job: ControlJob) -> Result<(), AmqpError> {
+    conn.shard
+        .mesh
+        .controller
+        .send_async(job)
+        .await
+        .map_err(|_| AmqpError::internal("the controller is gone"))
+}
+
+fn binding_to_queue(
+    conn: &Conn,
+    channel: &Channel,
+    queue: &amq_protocol::types::ShortString,
+    exchange: &amq_protocol::types::ShortString,
+    key: &amq_protocol::types::ShortString,
+    arguments: &FieldTable,
+) -> Result<Binding, AmqpError> {
+    let name = resolve_name(channel, queue.as_str())?;
+    owner(conn, &name)?;
+    if exchange.as_str().is_empty() {
+        return Err(AmqpError::access_refused(
+            "operation not permitted on the default exchange",
+        ));
+    }
+    let mut binding = Binding::new(exchange.as_str(), Destination::Topic(name), key.as_str());
+    binding.arguments = super::exchange::binding_arguments(arguments);
+    Ok(binding)
+}
+
+async fn purge_queue(conn: &Rc<Conn>, channel: &Channel, name: &str) -> Result<u32, AmqpError> {
+    let name = resolve_name(channel, name)?;
+    let shard = owner(conn, &name)?;
+    let queue: Arc<str> = Arc::from(name.as_str());
+    on_owner(&conn.shard, shard, move |_, reply| {
+        let _ = reply.try_send(queue_owner::purge(&queue));
+    })
+    .await
+    .recv_async()
+    .await
+    .map_err(|_| AmqpError::internal("the queue's shard did not answer"))?
+}
+
+async fn delete_declared(
+    conn: &Rc<Conn>,
+    channel: &Channel,
+    delete: &queue::Delete,
+) -> Result<u32, AmqpError> {
+    let name = resolve_name(channel, delete.queue.as_str())?;
+    let Ok(shard) = owner(conn, &name) else {
+        // RabbitMQ answers delete-ok for a queue that does not exist.
+        return Ok(0);
+    };
+    let queue: Arc<str> = Arc::from(name.as_str());
+    let (if_unused, if_empty) = (delete.if_unused, delete.if_empty);
+    let count = on_owner(&conn.shard, shard, move |_, reply| {
+        let _ = reply.try_send(queue_owner::delete(&queue, if_unused, if_empty));
+    })
+    .await
+    .recv_async()
+    .await
+    .map_err(|_| AmqpError::internal("the queue's shard did not answer"))??;
+    delete_topic(&conn.shard, &name).await;
+    conn.exclusive_queues
+        .borrow_mut()
+        .retain(|queue| *queue != name);
+    Ok(count)
+}
+
+/// Deletes an auto-delete queue that lost its last consumer (owner first, then its topic).
+pub async fn delete_queue(shard: &Rc<Shard>, name: &str, owner: ShardId) {
+    let queue: Arc<str> = Arc::from(name);
+    let deleted = on_owner(shard, owner, move |_, reply| {
+        let _ = reply.try_send(queue_owner::delete(&queue, false, false).is_ok());
+    })
+    .await
+    .recv_async()
+    .await;
+    if deleted == Ok(true) {
+        delete_topic(shard, name).await;
+    }
+}
+
+/// Deletes the queue's topic (its log, and every binding to it) through the controller.
+pub async fn delete_topic(shard: &Rc<Shard>, name: &str) {
+    let (reply, answer) = reply_channel();
+    let job = ControlJob::DeleteTopics {
+        names: vec![name.to_string()],
+        reply,
+    };
+    if shard.mesh.controller.send_async(job).await.is_ok() {
+        let _ = answer.recv_async().await;
+    }
+}

@@ -1,0 +1,544 @@
+//! The AMQP queues this shard owns: each queue's log (a topic of the same name, one partition,
+//! owned by the shard `metadata::assign_shard` chose), its per-message state, its consumers, and
+//! the dispatch loop that hands ready messages to consumers round-robin within their prefetch.
+//!
+//! Runs on the owning shard only; everything here is shard-local (`thread_local!`, `Rc`,
+//! `RefCell`, no borrow across an `.await`). Other shards reach a queue with [`on_owner`]: a
+//! closure sent on the mesh (`Job::Run`), answered on a one-slot channel. Deliveries go to the
+//! consuming connection's bounded `flume` inbox, wherever that connection lives: a delivery
+//! crosses shards over a lock-free channel, never through a shared lock.
+//!
+//! A message is available to consumers as soon as it is appended, before its write completes
+//! (as RabbitMQ delivers before its fsync): a basic.get after a publish on the same channel sees
+//! it. A crash can then take back an offset a consumer saw; the ack store's restore drops acks
+//! beyond the log's end, so a new message at a reused offset is never taken as acknowledged.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use weir_engine::Offset;
+
+use super::error::AmqpError;
+use super::message::Message;
+use super::standin_state::{ConsumerId, QueueState};
+use crate::shard::mesh::{reply_channel, Job, Reply};
+use crate::shard::{Shard, ShardId};
+
+/// A connection's id, unique in the process: the shard in the top bits, a counter below.
+pub type ConnectionId = u64;
+
+/// The state machine's owner key for one channel of one connection.
+pub fn owner_key(connection: ConnectionId, channel: u16) -> ConsumerId {
+    ConsumerId((connection << 16) | u64::from(channel))
+}
+
+/// What a queue sends a consuming connection.
+pub enum Outbound {
+    Deliver(Delivery),
+    /// The queue was deleted under the consumer: basic.cancel from the server.
+    Cancel {
+        channel: u16,
+        consumer_tag: Arc<str>,
+    },
+}
+
+/// One message handed to a consumer.
+pub struct Delivery {
+    pub channel: u16,
+    pub consumer_tag: Arc<str>,
+    pub queue: Arc<str>,
+    pub offset: i64,
+    pub redelivered: bool,
+    pub no_ack: bool,
+    pub message: Arc<Message>,
+}
+
+/// A basic.get answer.
+pub struct Got {
+    pub offset: i64,
+    pub redelivered: bool,
+    pub message: Arc<Message>,
+    /// Ready messages left after this one.
+    pub message_count: u32,
+}
+
+/// A consumer as basic.consume asks for it.
+#[derive(Clone)]
+pub struct ConsumerSpec {
+    pub connection: ConnectionId,
+    pub channel: u16,
+    pub tag: Arc<str>,
+    pub no_ack: bool,
+    pub exclusive: bool,
+    /// Unacknowledged deliveries at once; 0 = no limit (the state's cap still holds).
+    pub prefetch: u16,
+    pub sink: flume::Sender<Outbound>,
+}
+
+/// A queue's declared properties, compared on redeclaration (406 when they differ).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueSpec {
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    /// The declare arguments, rendered canonically.
+    pub arguments: String,
+}
+
+/// What acknowledging a delivery does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settle {
+    Ack,
+    Requeue,
+    Discard,
+}
+
+struct Consumer {
+    spec: ConsumerSpec,
+    in_flight: usize,
+    /// A delivery waits for room in the connection's inbox; no more until it is in.
+    waiting: bool,
+}
+
+struct Queue {
+    name: Arc<str>,
+    spec: QueueSpec,
+    /// The connection that declared an exclusive queue.
+    exclusive_owner: Option<ConnectionId>,
+    state: QueueState,
+    /// Messages not finished yet, by offset.
+    messages: BTreeMap<Offset, Arc<Message>>,
+    consumers: Vec<Consumer>,
+    next_consumer: usize,
+    /// Acquired offsets and the consumer (tag) they went to; `None` for basic.get.
+    held: HashMap<Offset, Option<Arc<str>>>,
+    had_consumer: bool,
+}
+
+type QueueRef = Rc<RefCell<Queue>>;
+
+thread_local! {
+    static QUEUES: RefCell<HashMap<Arc<str>, QueueRef>> = RefCell::new(HashMap::new());
+}
+
+fn find(name: &str) -> Option<QueueRef> {
+    QUEUES.with(|queues| queues.borrow().get(name).cloned())
+}
+
+fn missing(name: &str) -> AmqpError {
+    AmqpError::not_found(format!("no queue '{name}' in vhost '/'"))
+}
+
+/// Runs `work` on shard `owner` (at once when that is this shard) and returns where its answer
+/// comes. A closed mesh drops the reply sender: the receiver then reports disconnection.
+pub async fn on_owner<T, F>(shard: &Rc<Shard>, owner: ShardId, work: F) -> flume::Receiver<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Rc<Shard>, Reply<T>) + Send + 'static,
+{
+    let (reply, answer) = reply_channel();
+    if owner == shard.id {
+        work(shard.clone(), reply);
+    } else {
+        let job = Job::Run(Box::new(move |shard| work(shard, reply)));
+        let _ = shard.mesh.inbox(owner).send_async(job).await;
+    }
+    answer
+}
+
+/// Creates the queue's runtime on its owner, or checks a redeclaration against it. Answers
+/// (ready messages, consumers).
+pub fn declare(
+    name: &str,
+    spec: QueueSpec,
+    connection: ConnectionId,
+    passive: bool,
+) -> Result<(u32, u32), AmqpError> {
+    if let Some(queue) = find(name) {
+        let queue = queue.borrow();
+        if let Some(owner) = queue.exclusive_owner {
+            if owner != connection {
+                return Err(AmqpError::resource_locked(format!(
+                    "cannot obtain exclusive access to locked queue '{name}' in vhost '/'"
+                )));
+            }
+        }
+        if !passive && queue.spec != spec {
+            return Err(AmqpError::precondition(format!(
+                "inequivalent arg for queue '{name}' in vhost '/': declared {:?}, asked {spec:?}",
+                queue.spec
+            )));
+        }
+        return Ok(counts(&queue));
+    }
+    if passive {
+        return Err(missing(name));
+    }
+    let exclusive_owner = spec.exclusive.then_some(connection);
+    install(
+        name,
+        spec,
+        exclusive_owner,
+        BTreeMap::new(),
+        Offset::ZERO,
+        None,
+    );
+    Ok((0, 0))
+}
+
+fn counts(queue: &Queue) -> (u32, u32) {
+    let ready = u32::try_from(queue.state.counts().ready).unwrap_or(u32::MAX);
+    (ready, queue.consumers.len() as u32)
+}
+
+/// Installs a queue runtime; `next` is its log's end, `delivered_below` (a restart) flags older
+/// unfinished messages redelivered.
+fn install(
+    name: &str,
+    spec: QueueSpec,
+    exclusive_owner: Option<ConnectionId>,
+    messages: BTreeMap<Offset, Arc<Message>>,
+    next: Offset,
+    delivered_below: Option<Offset>,
+) {
+    let offsets: BTreeSet<Offset> = messages.keys().copied().collect();
+    let state = QueueState::restore(&offsets, next, delivered_below.unwrap_or(Offset::ZERO));
+    let name: Arc<str> = Arc::from(name);
+    let queue = Queue {
+        name: name.clone(),
+        spec,
+        exclusive_owner,
+        state,
+        messages,
+        consumers: Vec::new(),
+        next_consumer: 0,
+        held: HashMap::new(),
+        had_consumer: false,
+    };
+    QUEUES.with(|queues| {
+        queues
+            .borrow_mut()
+            .insert(name, Rc::new(RefCell::new(queue)))
+    });
+}
+
+/// Installs a durable queue found at start, with the messages its log holds.
+pub fn recover(name: &str, spec: QueueSpec, messages: Vec<(i64, Message)>, next: i64) {
+    let messages: BTreeMap<Offset, Arc<Message>> = messages
+        .into_iter()
+        .map(|(offset, message)| (Offset::new(offset), Arc::new(message)))
+        .collect();
+    let next = Offset::new(next);
+    install(name, spec, None, messages, next, Some(next));
+}
+
+/// Whether this shard has the queue's runtime.
+pub fn exists(name: &str) -> bool {
+    find(name).is_some()
+}
+
+/// Appends `message` to the queue's log and offers it to consumers. The returned future
+/// resolves once the message is stored (written; `durable`: on the device).
+pub fn publish(
+    shard: &Rc<Shard>,
+    name: &str,
+    message: Arc<Message>,
+    durable: bool,
+) -> Result<impl std::future::Future<Output = Result<(), AmqpError>>, AmqpError> {
+    let queue = find(name).ok_or_else(|| missing(name))?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64);
+    let batch = message.to_batch(now_ms);
+    let appended = crate::partition::append(shard, name, 0, Some(&batch))
+        .map_err(|error| AmqpError::internal(format!("storing to queue '{name}': {error:?}")))?;
+    let offset = Offset::new(appended.base_offset);
+    {
+        let mut queue = queue.borrow_mut();
+        queue.messages.insert(offset, message);
+        queue.state.on_appended(offset.next());
+    }
+    dispatch(&queue);
+    let log = appended.log;
+    Ok(async move {
+        let stored = if durable {
+            log.wait_durable(offset.get()).await
+        } else {
+            log.wait_written(offset.get()).await
+        };
+        stored.map_err(|error| AmqpError::internal(format!("storing a message: {error}")))
+    })
+}
+
+/// Adds a consumer (basic.consume) and starts delivering to it.
+pub fn consume(name: &str, spec: ConsumerSpec) -> Result<(), AmqpError> {
+    let queue = find(name).ok_or_else(|| missing(name))?;
+    {
+        let mut queue = queue.borrow_mut();
+        if let Some(owner) = queue.exclusive_owner {
+            if owner != spec.connection {
+                return Err(AmqpError::resource_locked(format!(
+                    "cannot obtain exclusive access to locked queue '{name}' in vhost '/'"
+                )));
+            }
+        }
+        if queue.consumers.iter().any(|c| c.spec.exclusive)
+            || (spec.exclusive && !queue.consumers.is_empty())
+        {
+            return Err(AmqpError::access_refused(format!(
+                "queue '{name}' in vhost '/' in exclusive use"
+            )));
+        }
+        queue.had_consumer = true;
+        queue.consumers.push(Consumer {
+            spec,
+            in_flight: 0,
+            waiting: false,
+        });
+    }
+    dispatch(&queue);
+    Ok(())
+}
+
+/// Removes a consumer (basic.cancel). Its unacknowledged deliveries stay with its channel.
+/// Answers whether an auto-delete queue lost its last consumer (the caller deletes it).
+pub fn cancel(name: &str, owner: ConsumerId, tag: &str) -> bool {
+    let Some(queue) = find(name) else {
+        return false;
+    };
+    let mut queue = queue.borrow_mut();
+    queue
+        .consumers
+        .retain(|c| !(owner_of(&c.spec) == owner && &*c.spec.tag == tag));
+    queue.spec.auto_delete && queue.had_consumer && queue.consumers.is_empty()
+}
+
+fn owner_of(spec: &ConsumerSpec) -> ConsumerId {
+    owner_key(spec.connection, spec.channel)
+}
+
+/// basic.get: the next ready message, acquired by `owner` (and finished at once if `no_ack`).
+pub fn get(name: &str, owner: ConsumerId, no_ack: bool) -> Result<Option<Got>, AmqpError> {
+    let queue = find(name).ok_or_else(|| missing(name))?;
+    let mut queue = queue.borrow_mut();
+    let Some(acquired) = queue.state.acquire(owner, 1, Instant::now()).pop() else {
+        return Ok(None);
+    };
+    let offset = acquired.offset;
+    let Some(message) = queue.messages.get(&offset).cloned() else {
+        // A record without a message cannot be: drop it rather than hand out nothing.
+        let _ = queue.state.accept(owner, offset);
+        return Ok(None);
+    };
+    if no_ack {
+        let _ = queue.state.accept(owner, offset);
+        queue.messages.remove(&offset);
+    } else {
+        queue.held.insert(offset, None);
+    }
+    Ok(Some(Got {
+        offset: offset.get(),
+        redelivered: acquired.redelivered,
+        message,
+        message_count: counts(&queue).0,
+    }))
+}
+
+/// Acknowledges, requeues or discards deliveries `owner` holds, then delivers what that frees.
+pub fn settle(
+    name: &str,
+    owner: ConsumerId,
+    offsets: &[i64],
+    how: Settle,
+) -> Result<(), AmqpError> {
+    let Some(queue) = find(name) else {
+        // Deleted meanwhile: nothing left to settle.
+        return Ok(());
+    };
+    let result = settle_in(&mut queue.borrow_mut(), owner, offsets, how);
+    dispatch(&queue);
+    result
+}
+
+fn settle_in(
+    queue: &mut Queue,
+    owner: ConsumerId,
+    offsets: &[i64],
+    how: Settle,
+) -> Result<(), AmqpError> {
+    for &offset in offsets {
+        let offset = Offset::new(offset);
+        let settled = match how {
+            Settle::Ack => queue.state.accept(owner, offset),
+            Settle::Requeue => queue.state.release(owner, offset),
+            Settle::Discard => queue.state.reject(owner, offset),
+        };
+        settled
+            .map_err(|error| AmqpError::precondition(format!("unknown delivery tag: {error}")))?;
+        if how != Settle::Requeue {
+            queue.messages.remove(&offset);
+        }
+        queue.credit_back(offset, owner);
+    }
+    Ok(())
+}
+
+impl Queue {
+    /// A held offset came back from `owner`: its consumer may take one more.
+    fn credit_back(&mut self, offset: Offset, owner: ConsumerId) {
+        if let Some(Some(tag)) = self.held.remove(&offset) {
+            if let Some(consumer) = self
+                .consumers
+                .iter_mut()
+                .find(|c| owner_of(&c.spec) == owner && c.spec.tag == tag)
+            {
+                consumer.in_flight = consumer.in_flight.saturating_sub(1);
+            }
+        }
+    }
+}
+
+/// A channel closed: its consumers go and every delivery it held comes back, in order, flagged
+/// redelivered. Answers whether an auto-delete queue lost its last consumer.
+pub fn release_channel(name: &str, owner: ConsumerId) -> bool {
+    let Some(queue) = find(name) else {
+        return false;
+    };
+    let emptied = {
+        let mut queue = queue.borrow_mut();
+        let before = queue.consumers.len();
+        queue.consumers.retain(|c| owner_of(&c.spec) != owner);
+        for offset in queue.state.release_owner(owner) {
+            queue.held.remove(&offset);
+        }
+        queue.spec.auto_delete && queue.had_consumer && before > 0 && queue.consumers.is_empty()
+    };
+    dispatch(&queue);
+    emptied
+}
+
+/// queue.purge: drops every ready message; how many.
+pub fn purge(name: &str) -> Result<u32, AmqpError> {
+    let queue = find(name).ok_or_else(|| missing(name))?;
+    let mut queue = queue.borrow_mut();
+    let purged = queue.state.purge();
+    let Queue { messages, held, .. } = &mut *queue;
+    messages.retain(|offset, _| held.contains_key(offset));
+    Ok(u32::try_from(purged).unwrap_or(u32::MAX))
+}
+
+/// queue.delete on the owner: checks `if_unused`/`if_empty`, cancels the consumers (they are
+/// told), forgets the runtime. Answers the messages it held; the caller deletes the topic.
+pub fn delete(name: &str, if_unused: bool, if_empty: bool) -> Result<u32, AmqpError> {
+    let Some(queue) = find(name) else {
+        return Ok(0);
+    };
+    let queue = queue.borrow();
+    if if_unused && !queue.consumers.is_empty() {
+        return Err(AmqpError::precondition(format!("queue '{name}' in use")));
+    }
+    let count = queue.state.counts().total;
+    if if_empty && count > 0 {
+        return Err(AmqpError::precondition(format!("queue '{name}' not empty")));
+    }
+    for consumer in &queue.consumers {
+        let _ = consumer.spec.sink.try_send(Outbound::Cancel {
+            channel: consumer.spec.channel,
+            consumer_tag: consumer.spec.tag.clone(),
+        });
+    }
+    drop(queue);
+    QUEUES.with(|queues| queues.borrow_mut().remove(name));
+    Ok(u32::try_from(count).unwrap_or(u32::MAX))
+}
+
+/// Hands ready messages to consumers with room, round-robin, until either runs out.
+fn dispatch(queue_ref: &QueueRef) {
+    let mut queue = queue_ref.borrow_mut();
+    let now = Instant::now();
+    while queue.state.counts().ready > 0 {
+        let Some(index) = queue.next_with_room() else {
+            return;
+        };
+        let owner = owner_of(&queue.consumers[index].spec);
+        let Some(acquired) = queue.state.acquire(owner, 1, now).pop() else {
+            return;
+        };
+        let offset = acquired.offset;
+        let Some(message) = queue.messages.get(&offset).cloned() else {
+            let _ = queue.state.accept(owner, offset);
+            continue;
+        };
+        let spec = queue.consumers[index].spec.clone();
+        let delivery = Delivery {
+            channel: spec.channel,
+            consumer_tag: spec.tag.clone(),
+            queue: queue.name.clone(),
+            offset: offset.get(),
+            redelivered: acquired.redelivered,
+            no_ack: spec.no_ack,
+            message,
+        };
+        if spec.no_ack {
+            let _ = queue.state.accept(owner, offset);
+            queue.messages.remove(&offset);
+        } else {
+            queue.consumers[index].in_flight += 1;
+            queue.held.insert(offset, Some(spec.tag.clone()));
+        }
+        queue.next_consumer = index + 1;
+        match spec.sink.try_send(Outbound::Deliver(delivery)) {
+            Ok(()) => {}
+            Err(flume::TrySendError::Full(delivery)) => {
+                queue.consumers[index].waiting = true;
+                wait_for_room(queue_ref.clone(), spec.sink, delivery, owner, spec.tag);
+            }
+            // The connection is gone; its close releases what it held.
+            Err(flume::TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+/// Sends a delivery that found the consumer's inbox full once there is room, then resumes
+/// dispatching (backpressure from a slow consumer, not growth).
+fn wait_for_room(
+    queue: QueueRef,
+    sink: flume::Sender<Outbound>,
+    delivery: Outbound,
+    owner: ConsumerId,
+    tag: Arc<str>,
+) {
+    glommio::spawn_local(async move {
+        let _ = sink.send_async(delivery).await;
+        {
+            let mut queue = queue.borrow_mut();
+            if let Some(consumer) = queue
+                .consumers
+                .iter_mut()
+                .find(|c| owner_of(&c.spec) == owner && c.spec.tag == tag)
+            {
+                consumer.waiting = false;
+            }
+        }
+        dispatch(&queue);
+    })
+    .detach();
+}
+
+impl Queue {
+    /// The next consumer, from `next_consumer` on, that may take a delivery now.
+    fn next_with_room(&self) -> Option<usize> {
+        let count = self.consumers.len();
+        (0..count)
+            .map(|step| (self.next_consumer + step) % count)
+            .find(|&index| {
+                let consumer = &self.consumers[index];
+                !consumer.waiting
+                    && (consumer.spec.prefetch == 0
+                        || consumer.in_flight < usize::from(consumer.spec.prefetch))
+            })
+    }
+}

@@ -1,0 +1,31 @@
+//! Queues on the log: the per-message state of a queue partition (an AMQP queue, or one
+//! partition of a Kafka share group, KIP-932) beside the Weir log that holds its messages, and its
+//! durable ack store. One machinery, two front doors: AMQP's deliver / ack / nack / reject and
+//! KIP-932's acquire / Accept / Release / Reject / Renew map onto the same operations.
+//!
+//! Core module: imports no protocol (`server/tests/tidy.rs`). Everything here runs on the shard
+//! that owns the queue's log: `QueueState` is plain `&mut self` data, the `AckStore` is `!Send`
+//! (`Rc`/`RefCell`, no borrow held across an `.await`), one per shard.
+//!
+//! - `state.rs`: `QueueState`, the pure state machine (available → acquired → acknowledged /
+//!   archived), its limits and its journal of durable changes.
+//! - `done_set.rs`: the finished offsets as a floor plus ranges above it (O(log n) acks far
+//!   ahead of the floor).
+//! - `ack_store.rs`: the shard's append-only, checksummed, group-committed file of journal
+//!   entries, compacted past a threshold; restores every queue's `QueueSnapshot` on open.
+//!
+//! How a protocol layer drives it: open the shard's `AckStore` once; per queue, build the state
+//! with `QueueState::restore(store.snapshot(&key), log_end, ..)` (or `QueueState::new` for a new
+//! queue); call `on_appended` as the log grows; after each batch of operations hand
+//! `take_journal()` to `store.record(&key, ..)`; delete log segments wholly below
+//! `store.durable_floor(&key)`.
+
+pub mod ack_store;
+pub mod done_set;
+pub mod state;
+
+pub use ack_store::{AckStore, AckStoreError, AckStoreOptions, QueueKey};
+pub use state::{
+    Acquired, ArchiveReason, ConsumerId, Durability, JournalEntry, QueueCounts, QueueError,
+    QueueLimits, QueueSnapshot, QueueState, ReturnOutcome, Returned,
+};

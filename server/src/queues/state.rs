@@ -1,0 +1,954 @@
+//! `QueueState`: the per-message state of one queue partition (an AMQP queue, or one partition of
+//! a Kafka share group), beside the log that holds the messages. Pure: no I/O, no clock (time is
+//! passed in as `Instant`), no protocol types.
+//!
+//! Runs on the shard that owns the queue's log; `!Sync` by intent (plain `&mut self`).
+//!
+//! A message is a log offset in `[floor, next)`. Its state:
+//! ```text
+//!              acquire                  accept
+//!  available ───────────► acquired ───────────────► acknowledged ┐
+//!      ▲  ▲                │  │  │      reject                     ├─ finished (DoneSet)
+//!      │  └────────────────┘  │  └────────────────► archived ─────┘
+//!      │  release / owner gone │  delivery limit reached on return
+//!      │  / lock expired       │  (caller dead-letters an archived message)
+//!      └── purge, archive_available: available → archived (no delivery)
+//! ```
+//! | operation       | precondition (else `QueueError`)   | effect                                  |
+//! |-----------------|------------------------------------|-----------------------------------------|
+//! | `acquire`       | —                                  | lowest available offsets → acquired     |
+//! | `accept`        | acquired by this owner             | acknowledged                            |
+//! | `reject`        | acquired by this owner             | archived (`Rejected`)                   |
+//! | `release`       | acquired by this owner             | available, or archived at the limit     |
+//! | `renew`         | acquired by this owner             | lock deadline moves to now + duration   |
+//! | `release_owner` | —                                  | all of the owner's → as `release`       |
+//! | `expire`        | —                                  | locks past deadline → as `release`      |
+//! | `purge`         | —                                  | every available → archived (`Purged`)   |
+//!
+//! Order: `acquire` always hands out the lowest available offsets, so requeued messages come back
+//! in log order before newer ones (as RabbitMQ does). Offsets below `frontier` that are neither
+//! finished nor acquired sit in `returned` with their delivery counts; offsets at or above it have
+//! never been acquired since the queue was opened.
+//!
+//! Bounds (memory is O(acquired_max), whatever the log length): at most `limits.acquired_max`
+//! (≤ `ACQUIRED_RECORDS_MAX`) records acquired; `returned` only ever holds records that were
+//! acquired and came back, and `acquire` drains it before advancing `frontier`, so
+//! `acquired + returned ≤ acquired_max` between restarts; the finished ranges above the floor are
+//! separated by those records, so there are at most `acquired_max + 1` of them (plus what a
+//! restore brings back, which obeyed the same bound when it was written).
+//!
+//! Durability: a durable state records a journal of what changed (`JournalEntry`), which the
+//! caller drains with `take_journal` and hands to the ack store. The state never waits for it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use weir_engine::Offset;
+
+use super::done_set::DoneSet;
+
+/// Hard cap on records acquired at once in one queue partition. AMQP has no such limit (prefetch
+/// 0 is unlimited); Weir caps unacknowledged deliveries per queue here so that per-queue memory is
+/// bounded (about 100 bytes per acquired record). A consumer past it simply gets no more
+/// deliveries until it acknowledges.
+pub const ACQUIRED_RECORDS_MAX: usize = 65_536;
+
+/// KIP-932's `group.share.partition.max.record.locks` default.
+pub const SHARE_GROUP_ACQUIRED_RECORDS: usize = 2_000;
+/// KIP-932's `group.share.delivery.count.limit` default.
+pub const SHARE_GROUP_DELIVERY_LIMIT: u16 = 5;
+/// KIP-932's `group.share.record.lock.duration.ms` default.
+pub const SHARE_GROUP_LOCK_DURATION: Duration = Duration::from_secs(30);
+
+/// How far ahead of the acquisition frontier the journal's "may have been delivered" mark is set.
+/// A restart flags every unfinished offset below the persisted mark as redelivered; writing the
+/// mark ahead (and again when the frontier is half-way to it) means a crash loses the flag only if
+/// more than half this many records were acquired within one ack-store flush. The price: after a
+/// restart up to this many never-delivered records carry one delivery too many.
+pub const DELIVERED_MARK_AHEAD: i64 = 1_024;
+
+const _: () = assert!(SHARE_GROUP_ACQUIRED_RECORDS <= ACQUIRED_RECORDS_MAX);
+const _: () = assert!(DELIVERED_MARK_AHEAD >= 2);
+
+/// The acquiring party, chosen by the protocol layer and opaque here: AMQP packs its
+/// (connection, channel) pair, a share group its member. Everything a consumer holds is released
+/// together with `release_owner`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConsumerId(pub u64);
+
+/// Per-queue limits, fixed when the queue is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Records acquired at once, at most `ACQUIRED_RECORDS_MAX`.
+    pub acquired_max: usize,
+    /// A record returned (released, owner gone, lock expired) after it was acquired this many
+    /// times is archived with `ArchiveReason::DeliveryLimit` instead. `None`: no limit. KIP-932's
+    /// limit 5 means five deliveries; RabbitMQ's `x-delivery-limit` N allows N returns, i.e. N+1
+    /// deliveries: the AMQP layer passes N+1.
+    pub delivery_limit: Option<u16>,
+    /// Acquisition lock (share groups: 30 s); `None`: held until released (AMQP).
+    pub lock_duration: Option<Duration>,
+}
+
+impl QueueLimits {
+    /// An AMQP queue: no lock, no delivery limit, the hard cap on unacknowledged records.
+    pub const AMQP: QueueLimits = QueueLimits {
+        acquired_max: ACQUIRED_RECORDS_MAX,
+        delivery_limit: None,
+        lock_duration: None,
+    };
+    /// A share-group partition with KIP-932's defaults.
+    pub const SHARE_GROUP: QueueLimits = QueueLimits {
+        acquired_max: SHARE_GROUP_ACQUIRED_RECORDS,
+        delivery_limit: Some(SHARE_GROUP_DELIVERY_LIMIT),
+        lock_duration: Some(SHARE_GROUP_LOCK_DURATION),
+    };
+}
+
+/// Whether the state keeps a journal for the ack store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    Durable,
+    /// A non-durable queue: nothing to persist, no journal kept.
+    Transient,
+}
+
+/// One record handed to a consumer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Acquired {
+    pub offset: Offset,
+    /// Times acquired, this one included (1 on first delivery; KIP-932's delivery count; RabbitMQ's
+    /// `x-delivery-count` header is this minus one).
+    pub delivery_count: u16,
+    /// Acquired before (or possibly before, across a restart): AMQP's `redelivered` flag.
+    pub redelivered: bool,
+}
+
+/// Why a record was archived; the caller turns it into `x-death` / a dead-letter record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArchiveReason {
+    /// `reject` (AMQP nack/reject without requeue, KIP-932 Reject): x-death reason `rejected`.
+    Rejected,
+    /// Returned after `delivery_limit` deliveries: x-death reason `delivery_limit`.
+    DeliveryLimit,
+    /// Archived while available by the caller (`archive_available`: TTL `expired`, max-length
+    /// `maxlen`): the caller knows the reason.
+    Discarded,
+    /// `purge`: RabbitMQ drops purged messages without dead-lettering them.
+    Purged,
+}
+
+/// What happened to a record that came back from its consumer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReturnOutcome {
+    /// Available again, ahead of newer records.
+    Requeued,
+    /// Finished without acknowledgement; the caller dead-letters it.
+    Archived(ArchiveReason),
+}
+
+/// A record returned by `release_owner` or `expire`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Returned {
+    pub offset: Offset,
+    /// Times it was acquired so far.
+    pub delivery_count: u16,
+    pub outcome: ReturnOutcome,
+}
+
+/// An operation on a record the caller does not hold. AMQP answers PRECONDITION_FAILED (406,
+/// "unknown delivery tag"), share groups INVALID_RECORD_STATE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    /// Not acquired by anyone: available, finished, expired, or outside the log.
+    #[error("offset {offset} is not acquired")]
+    NotAcquired { offset: Offset },
+    /// Acquired, but by another consumer.
+    #[error("offset {offset} is acquired by another consumer")]
+    AcquiredByOther { offset: Offset },
+    /// `archive_available` on a record that is not available.
+    #[error("offset {offset} is not available")]
+    NotAvailable { offset: Offset },
+}
+
+/// A change the ack store must persist. Replaying a journal in order onto the state it started
+/// from gives the state's durable part (`QueueSnapshot`); entries are idempotent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JournalEntry {
+    /// Every offset below this is finished (a new queue whose log starts here).
+    Floor(Offset),
+    /// `[start, end)` finished (acknowledged or archived).
+    Done { start: Offset, end: Offset },
+    /// Every offset below this may have been delivered.
+    Delivered(Offset),
+    /// `offset` came back available after `count` deliveries.
+    DeliveryCount { offset: Offset, count: u16 },
+}
+
+/// The durable part of a queue's state: what the ack store keeps and restores.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueSnapshot {
+    pub floor: Offset,
+    /// Finished ranges above the floor, `[start, end)`, ascending and disjoint.
+    pub done: Vec<(Offset, Offset)>,
+    /// Every unfinished offset below this may have been delivered before the restart.
+    pub delivered_below: Offset,
+    /// Delivery counts of records that came back available, for offsets at or above the floor.
+    pub delivery_counts: Vec<(Offset, u16)>,
+}
+
+/// Ready, acquired (unacknowledged) and their sum, as RabbitMQ and KIP-932 report them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    pub ready: u64,
+    pub acquired: u64,
+    pub total: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Lease {
+    owner: ConsumerId,
+    delivery_count: u16,
+    deadline: Option<Instant>,
+}
+
+/// The per-message state of one queue partition. See the module docs.
+#[derive(Debug)]
+pub struct QueueState {
+    limits: QueueLimits,
+    /// The log's end: the next offset the log will assign.
+    next: Offset,
+    done: DoneSet,
+    /// Lowest offset not yet acquired since open. `done.floor() <= frontier <= next`.
+    frontier: Offset,
+    /// Available offsets below `frontier`, with the deliveries they have had.
+    returned: BTreeMap<Offset, u16>,
+    acquired: BTreeMap<Offset, Lease>,
+    by_owner: HashMap<ConsumerId, BTreeSet<Offset>>,
+    deadlines: BTreeSet<(Instant, Offset)>,
+    /// From a restore: delivery counts of offsets at or above `frontier`.
+    prior_counts: BTreeMap<Offset, u16>,
+    /// From a restore: unfinished offsets below this were possibly delivered before the restart.
+    delivered_below: Offset,
+    /// The highest `Delivered` mark journaled.
+    journaled_mark: Offset,
+    journal: Option<Vec<JournalEntry>>,
+}
+
+impl QueueState {
+    /// A new queue whose log holds `[start, next)`, none of it delivered yet.
+    pub fn new(start: Offset, next: Offset, limits: QueueLimits, durability: Durability) -> Self {
+        let snapshot = QueueSnapshot {
+            floor: start,
+            delivered_below: start,
+            ..QueueSnapshot::default()
+        };
+        let mut state = QueueState::restore(&snapshot, next, limits, durability);
+        state.record(JournalEntry::Floor(start));
+        state
+    }
+
+    /// The state after a restart: `snapshot` from the ack store, `next` the log's end now.
+    /// Nothing is acquired; unfinished offsets below `snapshot.delivered_below` come back flagged
+    /// redelivered with one more delivery counted (the conservative +1: they may have been
+    /// acquired when the broker stopped).
+    pub fn restore(
+        snapshot: &QueueSnapshot,
+        next: Offset,
+        limits: QueueLimits,
+        durability: Durability,
+    ) -> Self {
+        assert!(limits.acquired_max <= ACQUIRED_RECORDS_MAX);
+        let mut done = DoneSet::new(snapshot.floor);
+        for &(start, end) in &snapshot.done {
+            done.insert(start, end);
+        }
+        // Acks persisted for offsets the log no longer has (it lost its unsynced tail) must not
+        // hide the new messages that will take those offsets.
+        done.clip(next);
+        let floor = done.floor();
+        let prior_counts = snapshot
+            .delivery_counts
+            .iter()
+            .filter(|&&(offset, _)| offset >= floor && offset < next)
+            .copied()
+            .collect();
+        QueueState {
+            limits,
+            next,
+            done,
+            frontier: floor,
+            returned: BTreeMap::new(),
+            acquired: BTreeMap::new(),
+            by_owner: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            prior_counts,
+            delivered_below: snapshot.delivered_below,
+            journaled_mark: snapshot.delivered_below,
+            journal: (durability == Durability::Durable).then(Vec::new),
+        }
+    }
+
+    pub fn limits(&self) -> QueueLimits {
+        self.limits
+    }
+
+    /// Every offset below the floor is finished: the caller may delete whole log segments below
+    /// it (once the ack store has persisted it: `AckStore::durable_floor`).
+    pub fn floor(&self) -> Offset {
+        self.done.floor()
+    }
+
+    /// The log's end as last reported by `on_appended`.
+    pub fn next_offset(&self) -> Offset {
+        self.next
+    }
+
+    /// The log grew: offsets below `next` exist. Offsets only grow.
+    pub fn on_appended(&mut self, next: Offset) {
+        assert!(
+            next >= self.next,
+            "queue log end moved back from {} to {next}",
+            self.next
+        );
+        self.next = next;
+    }
+
+    pub fn counts(&self) -> QueueCounts {
+        let total = self.next.since(self.done.floor()) as u64 - self.done.count_above_floor();
+        let acquired = self.acquired.len() as u64;
+        QueueCounts {
+            ready: total - acquired,
+            acquired,
+            total,
+        }
+    }
+
+    /// Whether `offset` is acquired by `owner`.
+    pub fn is_held_by(&self, owner: ConsumerId, offset: Offset) -> bool {
+        self.acquired
+            .get(&offset)
+            .is_some_and(|lease| lease.owner == owner)
+    }
+
+    /// The offsets `owner` holds, lowest first.
+    pub fn held_by(&self, owner: ConsumerId) -> Vec<Offset> {
+        self.by_owner
+            .get(&owner)
+            .map(|offsets| offsets.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The lowest available offset (RabbitMQ's queue head: what TTL and drop-head look at).
+    pub fn first_available(&self) -> Option<Offset> {
+        if let Some((&offset, _)) = self.returned.first_key_value() {
+            return Some(offset);
+        }
+        let mut candidate = self.frontier;
+        while candidate < self.next {
+            match self.done.range_end_at(candidate) {
+                Some(end) => candidate = end,
+                None => return Some(candidate),
+            }
+        }
+        None
+    }
+
+    /// The earliest lock deadline, for the caller's timer.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|&(deadline, _)| deadline)
+    }
+
+    /// Hands up to `max` of the lowest available records to `owner` (fewer when fewer are
+    /// available or `acquired_max` would be passed).
+    pub fn acquire(&mut self, owner: ConsumerId, max: usize, now: Instant) -> Vec<Acquired> {
+        let room = self.limits.acquired_max.saturating_sub(self.acquired.len());
+        let want = max.min(room);
+        let mut handed = Vec::with_capacity(want.min(1024));
+        while handed.len() < want {
+            let Some((offset, previous_count)) = self.take_available() else {
+                break;
+            };
+            let delivery_count = previous_count.saturating_add(1);
+            let deadline = self.limits.lock_duration.map(|duration| now + duration);
+            self.hold(
+                offset,
+                Lease {
+                    owner,
+                    delivery_count,
+                    deadline,
+                },
+            );
+            handed.push(Acquired {
+                offset,
+                delivery_count,
+                redelivered: previous_count > 0,
+            });
+        }
+        self.journal_delivered_mark();
+        handed
+    }
+
+    /// AMQP ack, KIP-932 Accept.
+    pub fn accept(&mut self, owner: ConsumerId, offset: Offset) -> Result<(), QueueError> {
+        self.unhold(owner, offset)?;
+        self.finish(offset, offset.next());
+        Ok(())
+    }
+
+    /// AMQP nack/reject without requeue, KIP-932 Reject: archived; the caller dead-letters it.
+    pub fn reject(&mut self, owner: ConsumerId, offset: Offset) -> Result<(), QueueError> {
+        self.unhold(owner, offset)?;
+        self.finish(offset, offset.next());
+        Ok(())
+    }
+
+    /// AMQP nack/reject with requeue, KIP-932 Release: available again (or archived when it has
+    /// had `delivery_limit` deliveries).
+    pub fn release(
+        &mut self,
+        owner: ConsumerId,
+        offset: Offset,
+    ) -> Result<ReturnOutcome, QueueError> {
+        let lease = self.unhold(owner, offset)?;
+        Ok(self.give_back(offset, lease.delivery_count))
+    }
+
+    /// KIP-932 Renew: the lock runs for another lock duration from `now`. Without a lock
+    /// (AMQP) it only checks that `owner` holds `offset`.
+    pub fn renew(
+        &mut self,
+        owner: ConsumerId,
+        offset: Offset,
+        now: Instant,
+    ) -> Result<(), QueueError> {
+        let lease = self.lease_of(owner, offset)?;
+        let Some(duration) = self.limits.lock_duration else {
+            return Ok(());
+        };
+        if let Some(old) = lease.deadline {
+            self.deadlines.remove(&(old, offset));
+        }
+        let deadline = now + duration;
+        self.deadlines.insert((deadline, offset));
+        if let Some(lease) = self.acquired.get_mut(&offset) {
+            lease.deadline = Some(deadline);
+        }
+        Ok(())
+    }
+
+    /// The consumer (AMQP channel or connection, share-group member) is gone: everything it held
+    /// comes back, lowest offset first.
+    pub fn release_owner(&mut self, owner: ConsumerId) -> Vec<Returned> {
+        let offsets = self.by_owner.remove(&owner).unwrap_or_default();
+        let mut returned = Vec::with_capacity(offsets.len());
+        for offset in offsets {
+            let lease = self.drop_lease(offset);
+            returned.push(Returned {
+                offset,
+                delivery_count: lease.delivery_count,
+                outcome: self.give_back(offset, lease.delivery_count),
+            });
+        }
+        returned
+    }
+
+    /// Every lock whose deadline is at or before `now` expires: its record comes back.
+    pub fn expire(&mut self, now: Instant) -> Vec<Returned> {
+        let mut returned = Vec::new();
+        while let Some(&(deadline, offset)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            let lease = self.drop_lease(offset);
+            self.forget_owner_offset(lease.owner, offset);
+            returned.push(Returned {
+                offset,
+                delivery_count: lease.delivery_count,
+                outcome: self.give_back(offset, lease.delivery_count),
+            });
+        }
+        returned.sort_by_key(|record| record.offset);
+        returned
+    }
+
+    /// Archives an available record without delivering it (TTL expiry, max-length drop-head):
+    /// the caller dead-letters it with its own reason.
+    pub fn archive_available(&mut self, offset: Offset) -> Result<(), QueueError> {
+        let available = if offset < self.frontier {
+            self.returned.remove(&offset).is_some()
+        } else {
+            offset < self.next && !self.done.contains(offset)
+        };
+        if !available {
+            return Err(QueueError::NotAvailable { offset });
+        }
+        self.finish(offset, offset.next());
+        Ok(())
+    }
+
+    /// Archives every available record (RabbitMQ's queue.purge: acquired records stay). Returns
+    /// how many were purged.
+    pub fn purge(&mut self) -> u64 {
+        let before = self.counts().ready;
+        for offset in std::mem::take(&mut self.returned).into_keys() {
+            self.finish(offset, offset.next());
+        }
+        let (start, end) = (self.frontier, self.next);
+        self.finish(start, end);
+        self.frontier = self.frontier.max(end);
+        let after = self.counts().ready;
+        assert_eq!(after, 0, "purge left ready records");
+        before
+    }
+
+    /// The changes since the last call, for the ack store (empty for a transient queue).
+    pub fn take_journal(&mut self) -> Vec<JournalEntry> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// The durable part of this state, as a restart would see it once the journal is persisted.
+    pub fn snapshot(&self) -> QueueSnapshot {
+        let mut delivery_counts: Vec<(Offset, u16)> =
+            self.returned.iter().map(|(&o, &c)| (o, c)).collect();
+        delivery_counts.extend(self.prior_counts.iter().map(|(&o, &c)| (o, c)));
+        QueueSnapshot {
+            floor: self.done.floor(),
+            done: self.done.ranges().collect(),
+            delivered_below: self.journaled_mark.max(self.delivered_below),
+            delivery_counts,
+        }
+    }
+}
+
+/// Private steps; each keeps `acquired`, `by_owner` and `deadlines` in step.
+impl QueueState {
+    /// The lowest available offset and the deliveries it has had, removed from availability.
+    fn take_available(&mut self) -> Option<(Offset, u16)> {
+        if let Some(entry) = self.returned.pop_first() {
+            return Some(entry);
+        }
+        while self.frontier < self.next {
+            if let Some(end) = self.done.range_end_at(self.frontier) {
+                self.frontier = end;
+                continue;
+            }
+            let offset = self.frontier;
+            self.frontier = offset.next();
+            let prior = self.prior_counts.remove(&offset).unwrap_or(0);
+            let possibly_delivered = u16::from(offset < self.delivered_below);
+            return Some((offset, prior.saturating_add(possibly_delivered)));
+        }
+        None
+    }
+
+    fn hold(&mut self, offset: Offset, lease: Lease) {
+        assert!(offset >= self.done.floor() && offset < self.next);
+        if let Some(deadline) = lease.deadline {
+            self.deadlines.insert((deadline, offset));
+        }
+        self.by_owner.entry(lease.owner).or_default().insert(offset);
+        let previous = self.acquired.insert(offset, lease);
+        assert!(previous.is_none(), "offset {offset} acquired twice");
+    }
+
+    fn lease_of(&self, owner: ConsumerId, offset: Offset) -> Result<Lease, QueueError> {
+        match self.acquired.get(&offset) {
+            None => Err(QueueError::NotAcquired { offset }),
+            Some(lease) if lease.owner != owner => Err(QueueError::AcquiredByOther { offset }),
+            Some(lease) => Ok(*lease),
+        }
+    }
+
+    /// Checks that `owner` holds `offset` and takes it away.
+    fn unhold(&mut self, owner: ConsumerId, offset: Offset) -> Result<Lease, QueueError> {
+        self.lease_of(owner, offset)?;
+        let lease = self.drop_lease(offset);
+        self.forget_owner_offset(owner, offset);
+        Ok(lease)
+    }
+
+    /// Removes the lease and its deadline (not the owner index: callers iterating it do that).
+    fn drop_lease(&mut self, offset: Offset) -> Lease {
+        let lease = self.acquired.remove(&offset);
+        let lease = lease.unwrap_or_else(|| panic!("offset {offset} has no lease"));
+        if let Some(deadline) = lease.deadline {
+            self.deadlines.remove(&(deadline, offset));
+        }
+        lease
+    }
+
+    fn forget_owner_offset(&mut self, owner: ConsumerId, offset: Offset) {
+        if let Some(offsets) = self.by_owner.get_mut(&owner) {
+            offsets.remove(&offset);
+            if offsets.is_empty() {
+                self.by_owner.remove(&owner);
+            }
+        }
+    }
+
+    /// A record that came back from its consumer: available again, or archived at the limit.
+    fn give_back(&mut self, offset: Offset, delivery_count: u16) -> ReturnOutcome {
+        if self
+            .limits
+            .delivery_limit
+            .is_some_and(|limit| delivery_count >= limit)
+        {
+            self.finish(offset, offset.next());
+            return ReturnOutcome::Archived(ArchiveReason::DeliveryLimit);
+        }
+        assert!(offset < self.frontier);
+        self.returned.insert(offset, delivery_count);
+        self.record(JournalEntry::DeliveryCount {
+            offset,
+            count: delivery_count,
+        });
+        ReturnOutcome::Requeued
+    }
+
+    /// Marks `[start, end)` finished and journals it.
+    fn finish(&mut self, start: Offset, end: Offset) {
+        if end <= start {
+            return;
+        }
+        self.done.insert(start, end);
+        let floor = self.done.floor();
+        self.frontier = self.frontier.max(floor);
+        if self
+            .prior_counts
+            .first_key_value()
+            .is_some_and(|(&offset, _)| offset < floor)
+        {
+            self.prior_counts = self.prior_counts.split_off(&floor);
+        }
+        self.record(JournalEntry::Done { start, end });
+    }
+
+    fn record(&mut self, entry: JournalEntry) {
+        if let Some(journal) = self.journal.as_mut() {
+            journal.push(entry);
+        }
+    }
+
+    /// Keeps the journaled "may have been delivered" mark ahead of the frontier (see
+    /// `DELIVERED_MARK_AHEAD`).
+    fn journal_delivered_mark(&mut self) {
+        if self.journal.is_none() {
+            return;
+        }
+        if self.frontier.plus(DELIVERED_MARK_AHEAD / 2) > self.journaled_mark {
+            self.journaled_mark = self.frontier.plus(DELIVERED_MARK_AHEAD);
+            self.record(JournalEntry::Delivered(self.journaled_mark));
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn assert_invariants(&self) {
+        self.done.assert_invariants();
+        let floor = self.done.floor();
+        assert!(floor <= self.frontier && self.frontier <= self.next);
+        assert!(self.acquired.len() <= self.limits.acquired_max);
+        for &offset in self.returned.keys() {
+            assert!(offset >= floor && offset < self.frontier && !self.done.contains(offset));
+            assert!(!self.acquired.contains_key(&offset));
+        }
+        let mut owned = 0;
+        for (owner, offsets) in &self.by_owner {
+            assert!(!offsets.is_empty());
+            for offset in offsets {
+                assert_eq!(self.acquired[offset].owner, *owner);
+            }
+            owned += offsets.len();
+        }
+        assert_eq!(owned, self.acquired.len());
+        for (&offset, lease) in &self.acquired {
+            assert!(offset >= floor && offset < self.frontier && !self.done.contains(offset));
+            if let Some(deadline) = lease.deadline {
+                assert!(self.deadlines.contains(&(deadline, offset)));
+            }
+        }
+        let locked = self
+            .acquired
+            .values()
+            .filter(|l| l.deadline.is_some())
+            .count();
+        assert_eq!(self.deadlines.len(), locked);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: ConsumerId = ConsumerId(1);
+    const B: ConsumerId = ConsumerId(2);
+
+    fn offset(value: i64) -> Offset {
+        Offset::new(value)
+    }
+
+    fn offsets(records: &[Acquired]) -> Vec<i64> {
+        records.iter().map(|record| record.offset.get()).collect()
+    }
+
+    fn queue(limits: QueueLimits, next: i64) -> QueueState {
+        QueueState::new(Offset::ZERO, offset(next), limits, Durability::Durable)
+    }
+
+    fn counts(state: &QueueState) -> (u64, u64, u64) {
+        let counts = state.counts();
+        (counts.ready, counts.acquired, counts.total)
+    }
+
+    #[test]
+    fn acquire_hands_out_the_lowest_offsets_and_respects_the_cap() {
+        let now = Instant::now();
+        let limits = QueueLimits {
+            acquired_max: 3,
+            ..QueueLimits::AMQP
+        };
+        let mut state = queue(limits, 5);
+        assert_eq!(counts(&state), (5, 0, 5));
+        let first = state.acquire(A, 2, now);
+        assert_eq!(offsets(&first), [0, 1]);
+        assert!(first
+            .iter()
+            .all(|r| r.delivery_count == 1 && !r.redelivered));
+        assert_eq!(offsets(&state.acquire(B, 10, now)), [2]);
+        assert!(state.acquire(B, 10, now).is_empty(), "cap of 3 reached");
+        assert_eq!(counts(&state), (2, 3, 5));
+        state.accept(A, offset(1)).unwrap();
+        assert_eq!(offsets(&state.acquire(B, 10, now)), [3]);
+        state.on_appended(offset(7));
+        assert_eq!(counts(&state), (3, 3, 6));
+        state.assert_invariants();
+    }
+
+    #[test]
+    fn requeued_records_come_back_first_in_order_with_their_counts() {
+        let now = Instant::now();
+        let mut state = queue(QueueLimits::AMQP, 10);
+        state.acquire(A, 4, now);
+        assert_eq!(state.release(A, offset(2)), Ok(ReturnOutcome::Requeued));
+        assert_eq!(state.release(A, offset(0)), Ok(ReturnOutcome::Requeued));
+        let again = state.acquire(B, 3, now);
+        assert_eq!(offsets(&again), [0, 2, 4]);
+        assert_eq!(
+            again
+                .iter()
+                .map(|r| (r.delivery_count, r.redelivered))
+                .collect::<Vec<_>>(),
+            [(2, true), (2, true), (1, false)]
+        );
+        state.assert_invariants();
+    }
+
+    #[test]
+    fn operations_on_records_not_held_are_domain_errors() {
+        let now = Instant::now();
+        let mut state = queue(QueueLimits::AMQP, 3);
+        state.acquire(A, 1, now);
+        let not_acquired = |o| Err(QueueError::NotAcquired { offset: offset(o) });
+        assert_eq!(state.accept(A, offset(1)), not_acquired(1));
+        assert_eq!(state.accept(A, offset(99)), not_acquired(99));
+        assert_eq!(state.accept(A, offset(-1)), not_acquired(-1));
+        let by_other = Err(QueueError::AcquiredByOther { offset: offset(0) });
+        assert_eq!(state.accept(B, offset(0)), by_other);
+        assert_eq!(state.reject(B, offset(0)), by_other);
+        assert_eq!(state.release(B, offset(0)).err(), by_other.err());
+        assert_eq!(state.renew(B, offset(0), now), by_other);
+        state.accept(A, offset(0)).unwrap();
+        assert_eq!(state.accept(A, offset(0)), not_acquired(0), "double ack");
+        assert_eq!(state.floor(), offset(1));
+        state.assert_invariants();
+    }
+
+    #[test]
+    fn acks_far_ahead_of_the_floor_keep_ranges_and_advance_the_floor() {
+        let now = Instant::now();
+        let mut state = queue(QueueLimits::AMQP, 1_000);
+        state.acquire(A, 1_000, now);
+        for o in (1..1_000).rev() {
+            state.accept(A, offset(o)).unwrap();
+        }
+        assert_eq!(state.floor(), Offset::ZERO);
+        assert_eq!(state.snapshot().done, [(offset(1), offset(1_000))]);
+        state.reject(A, offset(0)).unwrap();
+        assert_eq!(state.floor(), offset(1_000));
+        assert_eq!(counts(&state), (0, 0, 0));
+        state.assert_invariants();
+    }
+
+    #[test]
+    fn delivery_limit_archives_on_return() {
+        let now = Instant::now();
+        let limits = QueueLimits {
+            delivery_limit: Some(2),
+            ..QueueLimits::AMQP
+        };
+        let mut state = queue(limits, 2);
+        state.acquire(A, 1, now);
+        assert_eq!(state.release(A, offset(0)), Ok(ReturnOutcome::Requeued));
+        assert_eq!(state.acquire(A, 1, now)[0].delivery_count, 2);
+        let limit = ReturnOutcome::Archived(ArchiveReason::DeliveryLimit);
+        assert_eq!(state.release(A, offset(0)), Ok(limit));
+        assert_eq!(state.floor(), offset(1));
+        assert_eq!(offsets(&state.acquire(A, 5, now)), [1]);
+        let gone = state.release_owner(A);
+        assert_eq!(gone[0].outcome, ReturnOutcome::Requeued);
+        state.assert_invariants();
+    }
+
+    #[test]
+    fn locks_expire_and_renew() {
+        let start = Instant::now();
+        let second = Duration::from_secs(1);
+        let mut state = queue(QueueLimits::SHARE_GROUP, 3);
+        state.acquire(A, 2, start);
+        assert_eq!(state.next_deadline(), Some(start + 30 * second));
+        state.renew(A, offset(1), start + 10 * second).unwrap();
+        assert!(state.expire(start + 29 * second).is_empty());
+        let expired = state.expire(start + 30 * second);
+        assert_eq!(expired.len(), 1);
+        assert_eq!(
+            (expired[0].offset, expired[0].delivery_count),
+            (offset(0), 1)
+        );
+        assert_eq!(
+            state.accept(A, offset(0)),
+            Err(QueueError::NotAcquired { offset: offset(0) })
+        );
+        assert_eq!(state.next_deadline(), Some(start + 40 * second));
+        let again = state.acquire(B, 1, start + 31 * second);
+        assert_eq!((again[0].offset, again[0].redelivered), (offset(0), true));
+        state.assert_invariants();
+    }
+
+    #[test]
+    fn release_owner_returns_everything_it_held() {
+        let now = Instant::now();
+        let mut state = queue(QueueLimits::AMQP, 6);
+        state.acquire(A, 2, now);
+        state.acquire(B, 2, now);
+        state.acquire(A, 1, now);
+        assert_eq!(state.held_by(A), [offset(0), offset(1), offset(4)]);
+        let returned: Vec<i64> = state
+            .release_owner(A)
+            .iter()
+            .map(|r| r.offset.get())
+            .collect();
+        assert_eq!(returned, [0, 1, 4]);
+        assert!(state.held_by(A).is_empty());
+        assert!(state.release_owner(A).is_empty());
+        assert_eq!(counts(&state), (4, 2, 6));
+        state.assert_invariants();
+    }
+
+    #[test]
+    fn purge_archives_ready_records_only() {
+        let now = Instant::now();
+        let mut state = queue(QueueLimits::AMQP, 6);
+        state.acquire(A, 3, now);
+        state.release(A, offset(1)).unwrap();
+        assert_eq!(state.purge(), 4);
+        assert_eq!(counts(&state), (0, 2, 2));
+        assert_eq!(state.first_available(), None);
+        state.on_appended(offset(8));
+        assert_eq!(state.first_available(), Some(offset(6)));
+        assert_eq!(offsets(&state.acquire(B, 5, now)), [6, 7]);
+        state.accept(A, offset(0)).unwrap();
+        state.accept(A, offset(2)).unwrap();
+        assert_eq!(state.floor(), offset(6));
+        state.assert_invariants();
+    }
+
+    #[test]
+    fn archive_available_takes_a_ready_record_without_delivering_it() {
+        let now = Instant::now();
+        let mut state = queue(QueueLimits::AMQP, 4);
+        state.acquire(A, 1, now);
+        let not_available = |o| Err(QueueError::NotAvailable { offset: offset(o) });
+        assert_eq!(state.archive_available(offset(0)), not_available(0));
+        assert_eq!(state.archive_available(offset(4)), not_available(4));
+        state.archive_available(offset(2)).unwrap();
+        assert_eq!(state.archive_available(offset(2)), not_available(2));
+        assert_eq!(offsets(&state.acquire(A, 5, now)), [1, 3]);
+        state.assert_invariants();
+    }
+
+    #[test]
+    fn restore_redelivers_unfinished_records_flagged() {
+        let now = Instant::now();
+        let mut state = queue(QueueLimits::AMQP, 10);
+        state.acquire(A, 4, now);
+        state.accept(A, offset(1)).unwrap();
+        state.release(A, offset(2)).unwrap();
+        state.acquire(A, 1, now);
+        let snapshot = state.snapshot();
+        let mut restored = QueueState::restore(
+            &snapshot,
+            offset(10),
+            QueueLimits::AMQP,
+            Durability::Durable,
+        );
+        assert_eq!(
+            restored.counts(),
+            QueueCounts {
+                ready: 9,
+                acquired: 0,
+                total: 9
+            }
+        );
+        let again = restored.acquire(B, 10, now);
+        assert_eq!(offsets(&again), [0, 2, 3, 4, 5, 6, 7, 8, 9]);
+        // Every record below the delivered mark is flagged, delivered or not (the mark runs
+        // ahead); offset 2 was delivered twice, the second time after its count was recorded.
+        assert!(again.iter().all(|r| r.redelivered));
+        assert_eq!(again[1].delivery_count, 3);
+        assert_eq!(again[0].delivery_count, 2);
+        // A log that lost its tail: acks at or past the new end are dropped.
+        let clipped =
+            QueueState::restore(&snapshot, offset(1), QueueLimits::AMQP, Durability::Durable);
+        assert_eq!(clipped.counts().total, 1);
+        restored.assert_invariants();
+    }
+
+    #[test]
+    fn the_journal_records_durable_changes_only_when_durable() {
+        let now = Instant::now();
+        let mut state = queue(QueueLimits::AMQP, 3);
+        assert_eq!(state.take_journal(), [JournalEntry::Floor(Offset::ZERO)]);
+        state.acquire(A, 2, now);
+        assert_eq!(
+            state.take_journal(),
+            [JournalEntry::Delivered(offset(2 + DELIVERED_MARK_AHEAD))]
+        );
+        state.accept(A, offset(1)).unwrap();
+        state.release(A, offset(0)).unwrap();
+        assert_eq!(
+            state.take_journal(),
+            [
+                JournalEntry::Done {
+                    start: offset(1),
+                    end: offset(2)
+                },
+                JournalEntry::DeliveryCount {
+                    offset: offset(0),
+                    count: 1
+                },
+            ]
+        );
+        let mut transient = QueueState::new(
+            Offset::ZERO,
+            offset(3),
+            QueueLimits::AMQP,
+            Durability::Transient,
+        );
+        transient.acquire(A, 3, now);
+        transient.accept(A, offset(0)).unwrap();
+        assert!(transient.take_journal().is_empty());
+    }
+}

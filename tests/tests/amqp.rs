@@ -1,0 +1,151 @@
+//! AMQP 0-9-1 end to end with pika 1.4.4 against the release binary (`--amqp-listen` on the
+//! harness's port): the seeds' examples, RabbitMQ's six tutorials, redelivery of unacknowledged
+//! messages, durability across a restart, and hostile clients on raw sockets. The scripts are in
+//! `tests/clients/amqp/`; each prints a JSON summary that the test checks.
+
+use anyhow::Result;
+use serde_json::{json, Value};
+use weir_tests::{python, summary, Broker, BrokerOptions};
+
+fn run(broker: &Broker, script: &str, extra: &[&str]) -> Result<Value> {
+    let url = broker.amqp_url();
+    let mut args = vec![url.as_str()];
+    args.extend_from_slice(extra);
+    summary(&python(&format!("amqp/{script}"), &args)?)
+}
+
+fn two_shards() -> Result<Broker> {
+    Broker::start(BrokerOptions::default().cpus("0-1"))
+}
+
+#[test]
+fn the_seeds_examples_run_unmodified() -> Result<()> {
+    let broker = two_shards()?;
+    let got = run(&broker, "seeds.py", &[])?;
+    assert_eq!(got["hello"], json!(["Hello World!"]), "{got}");
+    assert_eq!(
+        got["email_handled"],
+        json!([123, 124, 125, 126, 127]),
+        "{got}"
+    );
+    assert_eq!(got["email_left"], json!(0), "{got}");
+    assert_eq!(got["my_exchange"], json!(["do it"]), "{got}");
+    Ok(())
+}
+
+#[test]
+fn rabbitmq_tutorials_one_to_six_pass() -> Result<()> {
+    let broker = two_shards()?;
+    let got = run(&broker, "tutorials.py", &[])?;
+    assert_eq!(got["one"], json!(["Hello World!"]), "{got}");
+    // Work queues: every task done once, shared by both prefetch-1 workers.
+    assert_eq!(got["two"]["all"], json!(true), "{got}");
+    for worker in ["a", "b"] {
+        let done = got["two"][worker].as_array().map_or(0, Vec::len);
+        assert!(done >= 2, "worker {worker} did {done} tasks: {got}");
+    }
+    // Publish/subscribe: both exclusive server-named queues get every message.
+    let fanout = json!(["info: one", "info: two"]);
+    assert_eq!(got["three"]["received"], json!([fanout, fanout]), "{got}");
+    for queue in got["three"]["queues"].as_array().into_iter().flatten() {
+        let name = queue.as_str().unwrap_or_default();
+        assert!(name.starts_with("amq.gen-") && name.len() == 30, "{name}");
+    }
+    assert_eq!(
+        got["four"],
+        json!([["an error"], ["an info", "a warning", "an error"]]),
+        "{got}"
+    );
+    assert_eq!(
+        got["five"],
+        json!([
+            ["A critical kernel error", "app critical"],
+            ["A critical kernel error", "kernel info"],
+            [
+                "A critical kernel error",
+                "kernel info",
+                "app critical",
+                "app info"
+            ]
+        ]),
+        "{got}"
+    );
+    assert_eq!(got["six"], json!([55, 6765, 832_040]), "{got}");
+    Ok(())
+}
+
+#[test]
+fn unacked_messages_come_back_in_order_flagged_redelivered() -> Result<()> {
+    let broker = two_shards()?;
+    let got = run(&broker, "redelivery.py", &[])?;
+    assert_eq!(
+        got["first"],
+        json!(["m0", "m1", "m2", "m3", "m4", "m5"]),
+        "{got}"
+    );
+    assert_eq!(got["first_redelivered"], json!(vec![false; 6]), "{got}");
+    assert_eq!(got["second"], json!(["m2", "m3", "m4", "m5"]), "{got}");
+    assert_eq!(got["second_redelivered"], json!(vec![true; 4]), "{got}");
+    assert_eq!(got["left"], json!(0), "{got}");
+    assert_eq!(got["unroutable"], json!(["lost"]), "{got}");
+    assert_eq!(got["missing_exchange_code"], json!(404), "{got}");
+    assert_eq!(got["codes"], json!([406, 404]), "{got}");
+    Ok(())
+}
+
+#[test]
+fn durable_queues_and_persistent_messages_survive_a_restart() -> Result<()> {
+    let mut broker = two_shards()?;
+    let before = run(&broker, "durable.py", &["before"])?;
+    assert_eq!(
+        before["taken"],
+        json!(["m0", "m1", "m2", "m3", "m4"]),
+        "{before}"
+    );
+    broker.restart()?;
+    let after = run(&broker, "durable.py", &["after"])?;
+    let bodies: Vec<String> = after["bodies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|body| body.as_str().map(str::to_string))
+        .collect();
+    // Every unacknowledged message is back, in order, flagged redelivered.
+    let unacked: Vec<String> = (4..10).map(|i| format!("m{i}")).collect();
+    assert!(bodies.ends_with(&unacked), "{after}");
+    assert!(
+        after["redelivered"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|flag| flag == &json!(true)),
+        "{after}"
+    );
+    assert_eq!(after["count"], json!(bodies.len()), "{after}");
+    // The non-durable queue is gone.
+    assert_eq!(after["transient"], json!(404), "{after}");
+    Ok(())
+}
+
+#[test]
+fn hostile_clients_get_the_right_close_and_the_broker_still_serves() -> Result<()> {
+    let broker = two_shards()?;
+    let port = broker.amqp_port().to_string();
+    let got = summary(&python("amqp/hostile.py", &["127.0.0.1", &port])?)?;
+    // A wrong protocol header is answered with AMQP 0-9-1's, then the socket closes.
+    assert_eq!(
+        got["wrong_header"]["answer"],
+        json!("414d515000000901"),
+        "{got}"
+    );
+    assert_eq!(got["wrong_header"]["closed"], json!(true), "{got}");
+    assert_eq!(got["oversized_frame"]["code"], json!(501), "{got}");
+    assert_eq!(got["unopened_channel"], json!(504), "{got}");
+    assert_eq!(got["body_too_long"], json!(501), "{got}");
+    // Heartbeat 1 s: closed after two silent intervals (and not much later).
+    assert_eq!(got["silent_peer"]["closed"], json!(true), "{got}");
+    let after = got["silent_peer"]["after_s"].as_f64().unwrap_or(99.0);
+    assert!((1.5..=4.0).contains(&after), "{got}");
+    assert_eq!(got["still_served"], json!("still served"), "{got}");
+    Ok(())
+}
