@@ -156,6 +156,7 @@ fn check_report(run: &Run, messages: u64) {
     assert_eq!(json["published_messages"], messages, "{}", run.output);
     assert_eq!(json["consumed_messages"], messages, "{}", run.output);
     assert_eq!(json["nacked_messages"], 0, "{}", run.output);
+    assert_eq!(json["redelivered_messages"], 0, "{}", run.output);
     assert_eq!(json["errors"].as_array().map(Vec::len), Some(0));
     for field in [
         "publish_msgs_per_s",

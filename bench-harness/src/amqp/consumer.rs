@@ -64,6 +64,7 @@ enum Delivery {
     Idle,
     Header {
         tag: u64,
+        redelivered: bool,
     },
     Body {
         tag: u64,
@@ -78,6 +79,7 @@ struct Tally {
     latency_sum_us: u64,
     latency_samples: u64,
     last_ns: u64,
+    redelivered: u64,
 }
 
 struct Consumer {
@@ -158,7 +160,8 @@ impl Consumer {
                 self.on_method(method)
             }
             Some(Frame::Header(channel, header)) => match self.delivery {
-                Delivery::Header { tag } if channel == amqp_connection::CHANNEL => {
+                Delivery::Header { tag, redelivered } if channel == amqp_connection::CHANNEL => {
+                    self.tally.redelivered += u64::from(redelivered);
                     self.delivery = Delivery::Body {
                         tag,
                         left: header.body_size,
@@ -196,6 +199,7 @@ impl Consumer {
                 );
                 self.delivery = Delivery::Header {
                     tag: deliver.delivery_tag,
+                    redelivered: deliver.redelivered,
                 };
                 Ok(())
             }
@@ -271,6 +275,9 @@ impl Consumer {
         flow.latency_sum_us.fetch_add(tally.latency_sum_us, Relaxed);
         flow.latency_samples
             .fetch_add(tally.latency_samples, Relaxed);
+        self.shared
+            .redelivered
+            .fetch_add(tally.redelivered, Relaxed);
         self.shared.consume_end_ns[0].fetch_max(tally.last_ns, Relaxed);
     }
 

@@ -138,6 +138,7 @@ fn run_against_broker(
         published_messages: shared.produced.messages.load(Relaxed),
         nacked_messages: shared.produce_errors.load(Relaxed),
         consumed_messages: shared.consumed[0].messages.load(Relaxed),
+        redelivered_messages: shared.redelivered.load(Relaxed),
         series: outcome.series,
         errors,
     })

@@ -36,6 +36,8 @@ pub struct AmqpResults {
     pub nacked_messages: u64,
     /// Messages delivered to the consumers over the whole run.
     pub consumed_messages: u64,
+    /// Deliveries flagged `redelivered` (counted in `consumed_messages` too).
+    pub redelivered_messages: u64,
     pub series: Vec<SeriesPoint>,
     pub errors: Vec<String>,
 }
@@ -44,10 +46,9 @@ fn ms(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_owned(), |value| format!("{value:.3}"))
 }
 
-/// The end-of-run table.
-pub fn table(results: &AmqpResults) -> String {
+/// The table's first lines: the broker and the workload.
+fn heading(results: &AmqpResults, out: &mut String) {
     let workload = &results.workload;
-    let mut out = String::new();
     let _ = writeln!(
         out,
         "broker: {} at {}\nworkload: {} queue(s), {} B messages, {}, {} publisher(s) with {} \
@@ -74,6 +75,12 @@ pub fn table(results: &AmqpResults) -> String {
             .rate_msgs_per_s
             .map_or_else(|| "max".to_owned(), |rate| format!("{rate:.0}/s")),
     );
+}
+
+/// The end-of-run table.
+pub fn table(results: &AmqpResults) -> String {
+    let mut out = String::new();
+    heading(results, &mut out);
     let _ = writeln!(
         out,
         "{:<10} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -109,8 +116,12 @@ pub fn table(results: &AmqpResults) -> String {
     let _ = writeln!(
         out,
         "(publish latency = publish written to confirmed; consume latency = end to end, publish \
-         written to delivered)\npublished (confirmed) {} messages, nacked {}, consumed {}",
-        results.published_messages, results.nacked_messages, results.consumed_messages
+         written to delivered)\npublished (confirmed) {} messages, nacked {}, consumed {} ({} \
+         redelivered)",
+        results.published_messages,
+        results.nacked_messages,
+        results.consumed_messages,
+        results.redelivered_messages
     );
     for error in &results.errors {
         let _ = writeln!(out, "ERROR: {error}");
