@@ -4,7 +4,7 @@
 //!
 //! The broker: `WEIR_BENCH_AMQP_URL` (e.g. a RabbitMQ at amqp://guest:guest@127.0.0.1:5674/%2f)
 //! when set; otherwise a `weir` spawned by `weir-bench --spawn-server` (its AMQP listener on
-//! 1947x, its Kafka ports on 1948x and up; cases that may run at once are 4 ports apart), which
+//! 1947x-1948x, its Kafka ports 10 above; cases that may run at once are 4 ports apart), which
 //! needs `target/<profile>/weir` built with AMQP. Nothing is skipped: without either, the tests
 //! fail and say why.
 
@@ -251,18 +251,63 @@ fn durable_sixteen_queues_1k_bodies_many_connections_count_exactly() {
     assert_eq!(workload["message_bytes"], 1024);
 }
 
+/// One broker that outlives a run: the URL given, or a weir the test starts on `port`.
+fn lasting_broker(port: u16) -> (Vec<String>, Option<TestWeir>) {
+    let (url, weir) = match broker() {
+        Broker::Url(url) => (url, None),
+        Broker::Weir(weir) => (local_url(port), Some(TestWeir::start(&weir, port))),
+    };
+    (vec!["--url".to_owned(), url], weir)
+}
+
+/// A queue that exists with other settings (durable, the run asks for transient) stops the run
+/// before it starts, with the broker's reply code, instead of a hang or a half-run.
+#[test]
+fn a_queue_declared_with_other_settings_is_a_clear_error() {
+    let queue = queue_name("redeclare");
+    let (flags, _weir) = lasting_broker(19482);
+    let durable = run_with(
+        flags.clone(),
+        &[
+            "--queue",
+            &queue,
+            "--durable",
+            "--messages",
+            "10",
+            "--no-consume",
+        ],
+    );
+    assert!(durable.success, "{}", durable.output);
+    let transient = run_with(flags.clone(), &["--queue", &queue, "--messages", "10"]);
+    assert!(!transient.success, "{}", transient.output);
+    assert!(
+        transient.output.contains("406") && transient.output.contains(&queue),
+        "{}",
+        transient.output
+    );
+    // The durable run then consumes the 10 left and deletes the queue.
+    let cleanup = run_with(
+        flags,
+        &[
+            "--queue",
+            &queue,
+            "--durable",
+            "--messages",
+            "5",
+            "--no-purge",
+        ],
+    );
+    assert!(!cleanup.success, "{}", cleanup.output);
+    assert_eq!(cleanup.json["published_messages"], 5, "{}", cleanup.output);
+}
+
 /// Messages already in the queue (published by an earlier `--no-consume` run, not purged with
 /// `--no-purge`) are delivered on top of this run's: the count check must fail the run.
 #[test]
 fn messages_the_run_did_not_publish_fail_the_count_check() {
     let queue = queue_name("extra");
-    let port = 19478;
     // The backlog must outlive the first run: against weir, one broker for both runs.
-    let (url, _weir) = match broker() {
-        Broker::Url(url) => (url, None),
-        Broker::Weir(weir) => (local_url(port), Some(TestWeir::start(&weir, port))),
-    };
-    let flags = vec!["--url".to_owned(), url];
+    let (flags, _weir) = lasting_broker(19478);
     let before = run_with(
         flags.clone(),
         &["--queue", &queue, "--messages", "300", "--no-consume"],
