@@ -12,7 +12,7 @@ use crate::workload::{parse_duration, parse_rate, Stop};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct AmqpArgs {
-    /// The broker: amqp://USER:PASS@HOST:PORT/VHOST (vhost "/" is %2f or nothing).
+    /// The broker: amqp://USER:PASS@HOST:PORT/VHOST (vhost "/" is %2f, or no path at all).
     #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     pub url: String,
     /// Queue name (with --queues N > 1, queues are NAME-0 .. NAME-{N-1}).
