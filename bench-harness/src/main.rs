@@ -1,7 +1,7 @@
-//! weir-bench: Kafka-protocol load generator and in-process storage benchmark.
+//! weir-bench: Kafka-protocol and AMQP 0-9-1 load generator and in-process storage benchmark.
 //!
-//! `weir-bench [flags]` runs the load generator (see `workload.rs` for the flags);
-//! `weir-bench engine` runs the storage benchmark; `weir-bench encode` measures the client's own
+//! `weir-bench [flags]` runs the Kafka load generator (see `workload.rs` for the flags);
+//! `weir-bench amqp [flags]` the AMQP one (`amqp/`); `weir-bench engine` runs the storage benchmark; `weir-bench encode` measures the client's own
 //! batch-building rate; `weir-bench loopback` measures the machine's TCP bandwidth over loopback. Threads: the main thread orchestrates and reports; producers, their ack
 //! readers and fetchers are plain OS threads with blocking sockets (see `producer.rs`,
 //! `consumer.rs`).
@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod amqp;
 mod batch;
 mod consumer;
 mod encode_bench;
@@ -26,7 +27,7 @@ mod workload;
 #[derive(Parser)]
 #[command(
     name = "weir-bench",
-    about = "Benchmarks for Weir and any Kafka-compatible broker",
+    about = "Benchmarks for Weir and any Kafka-compatible or AMQP 0-9-1 broker",
     args_conflicts_with_subcommands = true,
     // Scripts append to a common flag list: the last occurrence of a flag wins.
     args_override_self = true
@@ -46,6 +47,9 @@ enum Command {
     Encode(encode_bench::EncodeArgs),
     /// The machine's TCP bandwidth over 127.0.0.1 (the ceiling for a broker and its clients on one machine).
     Loopback(loopback_bench::LoopbackArgs),
+    /// AMQP 0-9-1 load generator: publish with confirms and consume with manual acks, against any
+    /// AMQP broker (--url) or a weir it starts (--spawn-server).
+    Amqp(amqp::AmqpArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Engine(args)) => engine_bench::run(args),
         Some(Command::Encode(args)) => encode_bench::run(args),
         Some(Command::Loopback(args)) => loopback_bench::run(args),
+        Some(Command::Amqp(args)) => amqp::main(&args),
         None => load(&cli.run),
     }
 }

@@ -361,22 +361,50 @@ fn legend(out: &mut String, panel: &Panel, entries: &[(&str, &str)]) {
     }
 }
 
-/// Throughput over time (top) and latency percentile curves (bottom) as an SVG document.
-#[expect(
-    clippy::too_many_lines,
-    reason = "over 70 lines before the limit; split, then drop this"
-)]
+/// What one SVG shows: throughput over time for the two directions, and latency curves.
+pub struct Plot<'a> {
+    pub series: &'a [SeriesPoint],
+    /// Legend names of the two throughput lines (sending side, receiving side).
+    pub rate_names: [&'a str; 2],
+    /// (legend name, colour, latency) of each percentile curve.
+    pub curves: Vec<(&'a str, &'a str, &'a Latency)>,
+}
+
+/// The Kafka run's plot: produce and consume rates; produce ack, request and end-to-end curves.
 pub fn svg(results: &Results) -> String {
+    plot(&Plot {
+        series: &results.series,
+        rate_names: ["produce", "consume"],
+        curves: vec![
+            ("produce ack", "#1f77b4", &results.produce_latency),
+            (
+                "produce request",
+                "#2ca02c",
+                &results.produce_request_latency,
+            ),
+            ("end to end", "#d62728", &results.e2e_latency),
+        ],
+    })
+}
+
+/// Throughput over time (top) and latency percentile curves (bottom) as an SVG document.
+pub fn plot(plot: &Plot) -> String {
     let mut out = String::new();
     let height = PANEL_HEIGHT * 2.0;
     let _ = writeln!(
         out,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>"#
     );
+    throughput_panel(&mut out, plot);
+    latency_panel(&mut out, plot);
+    out.push_str("</svg>\n");
+    out
+}
 
-    let t_max = results.series.last().map_or(1.0, |point| point.t_s);
-    let rate_max = results
-        .series
+fn throughput_panel(out: &mut String, plot: &Plot) {
+    let series = plot.series;
+    let t_max = series.last().map_or(1.0, |point| point.t_s);
+    let rate_max = series
         .iter()
         .map(|point| point.produce_msgs_per_s.max(point.consume_msgs_per_s))
         .fold(0.0, f64::max);
@@ -385,7 +413,7 @@ pub fn svg(results: &Results) -> String {
         x_max: nice_max(t_max),
         y_max: nice_max(rate_max),
     };
-    axes(&mut out, &panel, "Throughput over time", "messages/s");
+    axes(out, &panel, "Throughput over time", "messages/s");
     for tick in 0..=5 {
         let value = panel.x_max * f64::from(tick) / 5.0;
         let _ = writeln!(
@@ -396,24 +424,27 @@ pub fn svg(results: &Results) -> String {
             axis_label(value)
         );
     }
-    let produce: Vec<(f64, f64)> = results
-        .series
+    let produce: Vec<(f64, f64)> = series
         .iter()
         .map(|point| (point.t_s, point.produce_msgs_per_s))
         .collect();
-    let consume: Vec<(f64, f64)> = results
-        .series
+    let consume: Vec<(f64, f64)> = series
         .iter()
         .map(|point| (point.t_s, point.consume_msgs_per_s))
         .collect();
-    polyline(&mut out, &panel, &produce, "#1f77b4");
-    polyline(&mut out, &panel, &consume, "#d62728");
+    polyline(out, &panel, &produce, "#1f77b4");
+    polyline(out, &panel, &consume, "#d62728");
     legend(
-        &mut out,
+        out,
         &panel,
-        &[("produce", "#1f77b4"), ("consume", "#d62728")],
+        &[
+            (plot.rate_names[0], "#1f77b4"),
+            (plot.rate_names[1], "#d62728"),
+        ],
     );
+}
 
+fn latency_panel(out: &mut String, plot: &Plot) {
     // Percentile axis: x = log10(1 / (1 - p)), so 90% = 1, 99% = 2, ..., capped at 6 nines.
     let nines = |percentile: f64| {
         let rest = (1.0 - percentile / 100.0).max(1e-6);
@@ -426,19 +457,19 @@ pub fn svg(results: &Results) -> String {
             .map(|&(percentile, ms)| (nines(percentile), ms))
             .collect()
     };
-    let produce_curve = curve(&results.produce_latency);
-    let request_curve = curve(&results.produce_request_latency);
-    let e2e_curve = curve(&results.e2e_latency);
-    let latency_max = produce_curve
+    let curves: Vec<Vec<(f64, f64)>> = plot
+        .curves
         .iter()
-        .chain(&request_curve)
-        .chain(&e2e_curve)
+        .map(|(_, _, latency)| curve(latency))
+        .collect();
+    let latency_max = curves
+        .iter()
+        .flatten()
         .map(|point| point.1)
         .fold(0.0, f64::max);
-    let x_max = produce_curve
+    let x_max = curves
         .iter()
-        .chain(&request_curve)
-        .chain(&e2e_curve)
+        .flatten()
         .map(|point| point.0)
         .fold(1.0, f64::max)
         .ceil();
@@ -447,7 +478,7 @@ pub fn svg(results: &Results) -> String {
         x_max,
         y_max: nice_max(latency_max),
     };
-    axes(&mut out, &panel, "Latency by percentile", "milliseconds");
+    axes(out, &panel, "Latency by percentile", "milliseconds");
     for nine in 0..=(x_max as i32) {
         let label = match nine {
             0 => "0%".to_owned(),
@@ -461,20 +492,15 @@ pub fn svg(results: &Results) -> String {
             panel.bottom() + 16.0
         );
     }
-    polyline(&mut out, &panel, &produce_curve, "#1f77b4");
-    polyline(&mut out, &panel, &request_curve, "#2ca02c");
-    polyline(&mut out, &panel, &e2e_curve, "#d62728");
-    legend(
-        &mut out,
-        &panel,
-        &[
-            ("produce ack", "#1f77b4"),
-            ("produce request", "#2ca02c"),
-            ("end to end", "#d62728"),
-        ],
-    );
-    out.push_str("</svg>\n");
-    out
+    for (points, (_, colour, _)) in curves.iter().zip(&plot.curves) {
+        polyline(out, &panel, points, colour);
+    }
+    let entries: Vec<(&str, &str)> = plot
+        .curves
+        .iter()
+        .map(|(name, colour, _)| (*name, *colour))
+        .collect();
+    legend(out, &panel, &entries);
 }
 
 #[cfg(test)]

@@ -27,8 +27,8 @@ use crate::stats::{self, Clock, CpuPlan, FlowSnapshot, Shared};
 use crate::wire::{self, FetchLimits, FetchPosition, API_FETCH, API_PRODUCE};
 use crate::workload::{parse_cpus, RunArgs, Stop, Workload};
 
-type Worker = JoinHandle<Result<Histogram<u64>>>;
-type LateFetchers = Box<dyn FnOnce() -> Result<Vec<Worker>>>;
+pub type Worker = JoinHandle<Result<Histogram<u64>>>;
+pub type LateFetchers = Box<dyn FnOnce() -> Result<Vec<Worker>>>;
 
 /// Runs the benchmark; `Ok(results)` may still carry errors (a count mismatch, a failed thread),
 /// which make the process exit non-zero after the report is written.
@@ -44,6 +44,7 @@ pub fn run(args: &RunArgs) -> Result<Results> {
             &args.bootstrap,
             &args.server_cpus,
             &args.server_set,
+            None,
         )?)
     } else {
         None
@@ -233,13 +234,17 @@ fn run_against_broker(args: &RunArgs, workload: Arc<Workload>) -> Result<Results
         &cpus,
     )?;
     let monitor = monitor(
-        &workload,
+        &MonitorPlan::new(
+            workload.stop,
+            workload.warmup_s,
+            workload.payload_bytes(),
+            args.drain_timeout_s,
+        ),
         &shared,
         producers,
         fetchers,
         late_fetchers,
         &stop_consumers,
-        args,
     );
     let (mut errors, outcome) = match monitor {
         Ok(outcome) => (Vec::new(), outcome),
@@ -403,29 +408,53 @@ fn start_producers(
     Ok(handles)
 }
 
+/// What the monitor needs to know of a workload (Kafka or AMQP).
+pub struct MonitorPlan {
+    payload_bytes: f64,
+    /// Warm-up plus duration, for the live line (None: a --messages run).
+    planned_s: Option<f64>,
+    drain_timeout_s: u64,
+    /// What the live line calls the sending side ("produce", "publish").
+    pub send_name: &'static str,
+}
+
+impl MonitorPlan {
+    pub fn new(stop: Stop, warmup_s: f64, payload_bytes: u64, drain_timeout_s: u64) -> Self {
+        MonitorPlan {
+            payload_bytes: payload_bytes as f64,
+            planned_s: match stop {
+                Stop::Duration { seconds } => Some(warmup_s + seconds),
+                Stop::Messages { .. } => None,
+            },
+            drain_timeout_s,
+            send_name: "produce",
+        }
+    }
+}
+
 /// What the monitor saw: the snapshots that bound the measured windows, the time series, and the
 /// merged histograms.
-struct Outcome {
+pub struct Outcome {
     /// Backlog mode: when consuming started, and the counts then.
     consume_start: Option<(u64, FlowSnapshot)>,
     measure_start: Option<(u64, FlowSnapshot, FlowSnapshot)>,
     produce_end_ns: u64,
     produced_at_end: FlowSnapshot,
-    series: Vec<SeriesPoint>,
-    produce_latency: Latency,
-    request_latency: Latency,
-    e2e_latency: Latency,
+    pub series: Vec<SeriesPoint>,
+    pub produce_latency: Latency,
+    pub request_latency: Latency,
+    pub e2e_latency: Latency,
 }
 
-struct Measured {
-    produce_s: f64,
-    consume_s: f64,
-    produce_msgs_per_s: f64,
-    consume_msgs_per_s: f64,
+pub struct Measured {
+    pub produce_s: f64,
+    pub consume_s: f64,
+    pub produce_msgs_per_s: f64,
+    pub consume_msgs_per_s: f64,
 }
 
 impl Outcome {
-    fn measured(&self, shared: &Shared) -> Measured {
+    pub fn measured(&self, shared: &Shared) -> Measured {
         let whole_run = (0, FlowSnapshot::default(), FlowSnapshot::default());
         let (start_ns, produced_start, consumed_start) = match self.measure_start {
             // Producing ended before the warm-up did (a short --messages run): measure it all.
@@ -489,18 +518,17 @@ const SERIES_INTERVAL_NS: u64 = 1_000_000_000;
     clippy::too_many_lines,
     reason = "over 70 lines before the limit; split, then drop this"
 )]
-fn monitor(
-    workload: &Workload,
+pub fn monitor(
+    plan: &MonitorPlan,
     shared: &Arc<Shared>,
     producers: Vec<Worker>,
     mut fetchers: Vec<Worker>,
     late_fetchers: Option<LateFetchers>,
     stop_consumers: &AtomicBool,
-    args: &RunArgs,
 ) -> Result<Outcome> {
     let clock = shared.clock;
     let live = std::io::stderr().is_terminal();
-    let payload = workload.payload_bytes() as f64;
+    let payload = plan.payload_bytes;
     let mut series = Vec::new();
     let mut last_ns = 0u64;
     let mut last_produced = shared.produced.snapshot();
@@ -508,10 +536,7 @@ fn monitor(
     // Without warm-up the window starts at the clock origin, before the first message.
     let mut measure_start = (shared.measure_from_ns == 0)
         .then(|| (0, FlowSnapshot::default(), FlowSnapshot::default()));
-    let planned_s = match workload.stop {
-        Stop::Duration { seconds } => Some(workload.warmup_s + seconds),
-        Stop::Messages { .. } => None,
-    };
+    let planned_s = plan.planned_s;
     let mut tick = |producing: bool, force: bool, series: &mut Vec<SeriesPoint>| {
         let now_ns = clock.now_ns();
         if measure_start.is_none() && now_ns >= shared.measure_from_ns {
@@ -548,7 +573,8 @@ fn monitor(
             let latency =
                 |value: Option<f64>| value.map_or("-".to_owned(), |ms| format!("{ms:.2}ms"));
             eprint!(
-                "\r\x1b[2K[{elapsed:5.1}s {phase}] produce {}/s {:.0} MB/s ack avg {} | consume {}/s e2e avg {}",
+                "\r\x1b[2K[{elapsed:5.1}s {phase}] {} {}/s {:.0} MB/s ack avg {} | consume {}/s e2e avg {}",
+                plan.send_name,
                 human_rate(produce_rate),
                 produce_rate * payload / 1e6,
                 latency(produced.average_latency_ms_since(&last_produced)),
@@ -582,7 +608,7 @@ fn monitor(
         fetchers = spawn()?;
     }
 
-    let drain_deadline_ns = clock.now_ns() + args.drain_timeout_s * 1_000_000_000;
+    let drain_deadline_ns = clock.now_ns() + plan.drain_timeout_s * 1_000_000_000;
     while fetchers.iter().any(|handle| !handle.is_finished()) {
         if clock.now_ns() >= drain_deadline_ns {
             stop_consumers.store(true, Relaxed);

@@ -34,9 +34,21 @@ pub fn default_weir_bin() -> Result<PathBuf> {
 }
 
 impl SpawnedServer {
-    pub fn start(weir_bin: &Path, listen: &str, cpus: &str, settings: &[String]) -> Result<Self> {
+    /// Starts weir with its Kafka listener on `listen` and, with `amqp_listen`, its AMQP listener
+    /// there (`--amqp-listen`); returns once every listener it was given accepts connections.
+    pub fn start(
+        weir_bin: &Path,
+        listen: &str,
+        cpus: &str,
+        settings: &[String],
+        amqp_listen: Option<&str>,
+    ) -> Result<Self> {
         let shards = crate::workload::parse_cpus(cpus)?.len();
         check_ports_free(listen, shards)?;
+        if let Some(amqp) = amqp_listen {
+            // One AMQP port, shared by every shard.
+            check_ports_free(amqp, 0)?;
+        }
         let data_dir = tempfile::Builder::new()
             .prefix("weir-bench-")
             .tempdir()
@@ -55,6 +67,17 @@ impl SpawnedServer {
         for setting in settings {
             command.args(["--set", setting]);
         }
+        match amqp_listen {
+            Some(amqp) => {
+                command.args(["--amqp-listen", amqp]);
+            }
+            // A weir with AMQP listens on 5672 by default: a Kafka run turns that off, so that
+            // brokers spawned side by side share no port (SO_REUSEPORT would let them).
+            None if has_amqp_listener(weir_bin) => {
+                command.args(["--amqp-listen", "none"]);
+            }
+            None => {}
+        }
         let child = command
             .spawn()
             .with_context(|| format!("starting {}", weir_bin.display()))?;
@@ -64,6 +87,9 @@ impl SpawnedServer {
             _data_dir: data_dir,
         };
         server.wait_listening(listen)?;
+        if let Some(amqp) = amqp_listen {
+            server.wait_listening(amqp)?;
+        }
         Ok(server)
     }
 
@@ -101,6 +127,15 @@ impl SpawnedServer {
     }
 }
 
+/// Whether this weir has the `--amqp-listen` flag (builds from before AMQP do not).
+fn has_amqp_listener(weir_bin: &Path) -> bool {
+    Command::new(weir_bin)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains("--amqp-listen"))
+}
+
 /// weir binds its ports with SO_REUSEPORT, so a second broker on the same ports would silently
 /// share the connections: refuse to start when anything accepts connections on the bootstrap port
 /// or the shard ports after it. (A trial bind is no test: connections a previous weir closed linger
@@ -108,14 +143,14 @@ impl SpawnedServer {
 fn check_ports_free(listen: &str, shards: usize) -> Result<()> {
     let address: SocketAddr = listen
         .parse()
-        .with_context(|| format!("--bootstrap {listen} is not an IP:PORT address"))?;
+        .with_context(|| format!("listener {listen} is not an IP:PORT address"))?;
     for offset in 0..=shards {
         let mut port_address = address;
         let port = u16::try_from(usize::from(address.port()) + offset)
             .with_context(|| format!("shard port {offset} past {listen} overflows"))?;
         port_address.set_port(port);
         if TcpStream::connect_timeout(&port_address, Duration::from_millis(200)).is_ok() {
-            bail!("port {port} already has a listener: pick another --bootstrap port for --spawn-server");
+            bail!("port {port} already has a listener: pick another port for --spawn-server");
         }
     }
     Ok(())

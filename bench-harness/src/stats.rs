@@ -112,6 +112,8 @@ pub struct Shared {
     pub consumed: Vec<Flow>,
     /// Messages the broker refused in produce responses.
     pub produce_errors: AtomicU64,
+    /// AMQP: deliveries flagged `redelivered` (each is also counted as consumed).
+    pub redelivered: AtomicU64,
     /// Set once every producer has finished (all acks read); `produced` is then final.
     pub producers_done: AtomicBool,
     /// Set when anything fails: every loop stops.
@@ -138,6 +140,7 @@ impl Shared {
             produced: Flow::default(),
             consumed: (0..groups).map(|_| Flow::default()).collect(),
             produce_errors: AtomicU64::new(0),
+            redelivered: AtomicU64::new(0),
             producers_done: AtomicBool::new(false),
             abort: AtomicBool::new(false),
             produce_end_ns: AtomicU64::new(0),
