@@ -269,8 +269,14 @@ fn install(
 
 /// Installs a durable queue found at start: its state from the ack store (or, when it has none,
 /// everything in the log unfinished and possibly delivered), its unfinished messages from the
-/// log (`messages`, whose end is `next`).
-pub fn recover(name: &str, spec: QueueSpec, messages: Vec<(i64, Message)>, start: i64, next: i64) {
+/// log (`messages`, whose end is `next`). Answers how many messages are unfinished.
+pub fn recover(
+    name: &str,
+    spec: QueueSpec,
+    messages: Vec<(i64, Message)>,
+    start: i64,
+    next: i64,
+) -> usize {
     let next = Offset::new(next);
     let snapshot = durable_snapshot(name).unwrap_or(QueueSnapshot {
         floor: Offset::new(start),
@@ -292,7 +298,9 @@ pub fn recover(name: &str, spec: QueueSpec, messages: Vec<(i64, Message)>, start
         .map(|(offset, message)| (offset, Arc::new(message)))
         .collect();
     let state = QueueState::restore(&snapshot, next, QueueLimits::AMQP, Durability::Durable);
+    let unfinished = messages.len();
     install(name, spec, None, messages, state);
+    unfinished
 }
 
 /// Whether this shard has the queue's runtime.
