@@ -214,3 +214,21 @@ fn sigkill_loses_no_confirmed_message_and_redelivers_no_persisted_ack() -> Resul
     assert_eq!(after["held_redelivered"], json!(true), "{after}");
     Ok(())
 }
+
+#[test]
+fn kafka_records_to_an_amqp_exchange_or_queue_reach_amqp_consumers() -> Result<()> {
+    let broker = two_shards()?;
+    let bootstrap = broker.bootstrap();
+    let got = run(&broker, "kafka_to_queue.py", &[&bootstrap])?;
+    assert_eq!(
+        got["received"],
+        json!([
+            ["direct", "from kafka to the queue topic"],
+            ["order.created", "from amqp"],
+            ["order.paid", "from kafka via the exchange"],
+            ["order.shipped", "from amqp again"]
+        ]),
+        "{got}"
+    );
+    Ok(())
+}

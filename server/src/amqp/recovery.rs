@@ -126,7 +126,7 @@ async fn recover_queue(
         }
         glommio::yield_if_needed().await;
     }
-    let unfinished = queue_owner::recover(name, spec_of(configs), messages, start, end);
+    let unfinished = queue_owner::recover(shard, name, spec_of(configs), messages, start, end);
     tracing::info!(
         queue = name,
         unfinished,
