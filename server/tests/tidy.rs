@@ -22,34 +22,6 @@ const PROTOCOL_PATHS: &[&str] = &[
 /// Files and folders (relative to `server/src`) that may use a protocol.
 const PROTOCOL_SIDE: &[&str] = &["kafka/", "amqp/", "cli/", "cli.rs", "lib.rs", "main.rs"];
 
-/// PENDING: core → protocol imports that other work in flight removes. The lead deletes these
-/// entries when that work merges; the list must only ever shrink.
-///
-/// The consumer group coordinator still lives behind `kafka::group_apis` (the groups work moves
-/// its domain logic into `groups/` and its wire types into `kafka/`):
-const PENDING_LINES: &[(&str, &str)] = &[
-    ("shard/mesh.rs", "use crate::kafka::group_apis::GroupJob;"),
-    (
-        "shard/mod.rs",
-        "pub groups: RefCell<Option<Rc<crate::kafka::group_apis::Coordinator>>>,",
-    ),
-    (
-        "shard/mod.rs",
-        "crate::kafka::group_apis::open(&shard).await?;",
-    ),
-    (
-        "shard/mod.rs",
-        "crate::kafka::group_apis::close(&groups).await;",
-    ),
-    (
-        "shard/mod.rs",
-        "async move { crate::kafka::group_apis::serve(&shard, *job).await },",
-    ),
-];
-/// PENDING: `groups/coordinator.rs` still takes and returns Kafka wire types; the groups work
-/// makes `groups/` protocol-free. Delete this entry when it merges.
-const PENDING_FOLDERS: &[&str] = &["groups/"];
-
 #[test]
 fn the_core_imports_no_protocol() {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -61,7 +33,7 @@ fn the_core_imports_no_protocol() {
     );
 }
 
-/// Every `file:line: text` of the core that names a protocol module, outside the PENDING lists.
+/// Every `file:line: text` of the core that names a protocol module.
 fn protocol_imports_in_core(source: &Path) -> Vec<String> {
     let mut offences = Vec::new();
     for path in rust_files(source) {
@@ -77,7 +49,7 @@ fn protocol_imports_in_core(source: &Path) -> Vec<String> {
         for (number, line) in text.lines().enumerate() {
             let line = line.trim();
             let names_protocol = PROTOCOL_PATHS.iter().any(|path| line.contains(path));
-            if names_protocol && !is_pending(&relative, line) {
+            if names_protocol {
                 offences.push(format!("server/src/{relative}:{}: {line}", number + 1));
             }
         }
@@ -89,15 +61,6 @@ fn is_protocol_side(relative: &str) -> bool {
     PROTOCOL_SIDE.iter().any(|allowed| {
         relative == *allowed || (allowed.ends_with('/') && relative.starts_with(allowed))
     })
-}
-
-fn is_pending(relative: &str, line: &str) -> bool {
-    PENDING_FOLDERS
-        .iter()
-        .any(|folder| relative.starts_with(folder))
-        || PENDING_LINES
-            .iter()
-            .any(|(file, text)| *file == relative && *text == line)
 }
 
 fn rust_files(directory: &Path) -> Vec<PathBuf> {
@@ -118,7 +81,7 @@ fn rust_files(directory: &Path) -> Vec<PathBuf> {
 }
 
 /// The rule itself, on a made-up tree: a core file that names a protocol is reported with its
-/// line; protocol folders, the composition root and PENDING lines are not.
+/// line; protocol folders and the composition root are not.
 #[test]
 fn the_rule_reports_file_and_line() {
     let directory = tempfile::tempdir().expect("temporary folder");
@@ -140,14 +103,20 @@ fn the_rule_reports_file_and_line() {
     );
     write("shard/mesh.rs", "use crate::kafka::group_apis::GroupJob;\n");
     write(
+        "groups/join.rs",
+        "use bytes::Bytes;\nuse kafka_protocol::messages::JoinGroupRequest;\n",
+    );
+    write(
         "metadata.rs",
         "fn f() -> kafka_protocol::error::ResponseError { todo!() }\n",
     );
     assert_eq!(
         protocol_imports_in_core(source),
         [
+            "server/src/groups/join.rs:2: use kafka_protocol::messages::JoinGroupRequest;",
             "server/src/metadata.rs:1: fn f() -> kafka_protocol::error::ResponseError { todo!() }",
             "server/src/routing/broker.rs:2: use crate::kafka::error_codes;",
+            "server/src/shard/mesh.rs:1: use crate::kafka::group_apis::GroupJob;",
         ]
     );
 }

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::error::GroupError;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
     Empty,
@@ -41,23 +43,32 @@ impl GroupState {
     }
 }
 
-/// What a parked JoinGroup is answered with.
+/// What a JoinGroup is answered with (parked or not).
 #[derive(Debug, Clone)]
 pub struct JoinOutcome {
-    pub error_code: i16,
+    /// None when the member joined; with `MemberIdRequired`, `member_id` is its new id.
+    pub error: Option<GroupError>,
     pub generation_id: i32,
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
     pub leader: String,
     pub member_id: String,
-    /// Only the leader gets the members (id, instance id, metadata for the chosen protocol).
-    pub members: Vec<(String, Option<String>, Bytes)>,
+    /// Only the leader gets the members, with their metadata for the chosen protocol.
+    pub members: Vec<JoinedMember>,
+}
+
+/// One member as the leader sees it in its JoinGroup answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinedMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub metadata: Bytes,
 }
 
 impl JoinOutcome {
-    pub fn error(error_code: i16, member_id: &str) -> JoinOutcome {
+    pub fn error(error: GroupError, member_id: &str) -> JoinOutcome {
         JoinOutcome {
-            error_code,
+            error: Some(error),
             generation_id: -1,
             protocol_type: None,
             protocol_name: None,
@@ -68,8 +79,8 @@ impl JoinOutcome {
     }
 }
 
-/// What a parked SyncGroup is answered with: the member's assignment, or an error code.
-pub type SyncOutcome = Result<Bytes, i16>;
+/// What a parked SyncGroup is answered with: the member's assignment, or why not.
+pub type SyncOutcome = Result<Bytes, GroupError>;
 
 #[derive(Debug)]
 pub struct Member {
@@ -175,18 +186,18 @@ impl Group {
         }
     }
 
-    /// Removes a member; answers whatever it was parked on with `error_code`.
-    pub fn remove_member(&mut self, member_id: &str, error_code: i16) -> Option<Member> {
+    /// Removes a member; answers whatever it was parked on with `error`.
+    pub fn remove_member(&mut self, member_id: &str, error: GroupError) -> Option<Member> {
         let index = self
             .members
             .iter()
             .position(|member| member.id == member_id)?;
         let mut member = self.members.remove(index);
         if let Some(waiter) = member.join_waiter.take() {
-            let _ = waiter.send(JoinOutcome::error(error_code, member_id));
+            let _ = waiter.send(JoinOutcome::error(error, member_id));
         }
         if let Some(waiter) = member.sync_waiter.take() {
-            let _ = waiter.send(Err(error_code));
+            let _ = waiter.send(Err(error));
         }
         if let Some(instance) = &member.instance_id {
             if self.static_members.get(instance).map(String::as_str) == Some(member_id) {

@@ -3,13 +3,11 @@
 //!
 //! Runs on the group's owner shard, called by the coordinator with the group borrowed; pure and
 //! synchronous (parked requests are answered through their one-shot senders, never awaited).
-//! Still answers with Kafka error codes (from `coordinator.rs`): the protocol-free rewrite of the
-//! coordinator is issue 11 item 5, not finished on this branch.
 
 use std::time::{Duration, Instant};
 
-use super::coordinator::{FENCED_INSTANCE_ID, NONE, REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID};
-use super::group::{select_protocol, Group, GroupState, JoinOutcome, Member};
+use super::error::GroupError;
+use super::group::{select_protocol, Group, GroupState, JoinOutcome, JoinedMember, Member};
 
 /// A known static member rejoining a Stable group with the same protocols takes over its old
 /// entry under `joiner.id` (new id, same place and assignment). None when a rebalance is needed.
@@ -29,10 +27,10 @@ pub(super) fn replace_static_member(
     }
     // Anything the old incarnation still has parked is answered as fenced.
     if let Some(waiter) = old.join_waiter.take() {
-        let _ = waiter.send(JoinOutcome::error(FENCED_INSTANCE_ID, &old_id));
+        let _ = waiter.send(JoinOutcome::error(GroupError::FencedInstanceId, &old_id));
     }
     if let Some(waiter) = old.sync_waiter.take() {
-        let _ = waiter.send(Err(FENCED_INSTANCE_ID));
+        let _ = waiter.send(Err(GroupError::FencedInstanceId));
     }
     old.id = joiner.id.clone();
     old.client_id = joiner.client_id.clone();
@@ -50,12 +48,12 @@ pub(super) fn replace_static_member(
 }
 
 /// Starts a rebalance: members must rejoin within the rebalance timeout. Followers parked in
-/// SyncGroup are told REBALANCE_IN_PROGRESS.
+/// SyncGroup are told `RebalanceInProgress`.
 pub(super) fn prepare_rebalance(group: &mut Group, now: Instant, initial_delay: Duration) {
     if group.state == GroupState::CompletingRebalance {
         for member in &mut group.members {
             if let Some(waiter) = member.sync_waiter.take() {
-                let _ = waiter.send(Err(REBALANCE_IN_PROGRESS));
+                let _ = waiter.send(Err(GroupError::RebalanceInProgress));
             }
         }
     }
@@ -97,7 +95,7 @@ pub(super) fn try_complete_join(group: &mut Group, now: Instant) {
         .map(|member| member.id.clone())
         .collect();
     for member_id in &missing {
-        group.remove_member(member_id, UNKNOWN_MEMBER_ID);
+        group.remove_member(member_id, GroupError::UnknownMember);
     }
     group.generation_id = group.generation_id.wrapping_add(1);
     group.rebalance_started = None;
@@ -141,13 +139,17 @@ pub(super) fn current_join_outcome(group: &Group, member_id: &str) -> JoinOutcom
         group
             .members
             .iter()
-            .map(|m| (m.id.clone(), m.instance_id.clone(), m.metadata(&protocol)))
+            .map(|m| JoinedMember {
+                member_id: m.id.clone(),
+                instance_id: m.instance_id.clone(),
+                metadata: m.metadata(&protocol),
+            })
             .collect()
     } else {
         Vec::new()
     };
     JoinOutcome {
-        error_code: NONE,
+        error: None,
         generation_id: group.generation_id,
         protocol_type: group.protocol_type.clone(),
         protocol_name: group.protocol_name.clone(),

@@ -1,6 +1,8 @@
 //! Kafka error codes Weir answers with, and the functions that map the core's domain errors
-//! (partition operations, topic administration, routing) to them. Pure; used on every shard.
+//! (partition operations, topic administration, routing, consumer groups) to them. Pure; used on
+//! every shard.
 
+use crate::groups::GroupError;
 use crate::partition::PartitionError;
 use crate::routing::broker::{ExchangeOutcome, ExchangeProduceError};
 use crate::routing::exchange::RoutingErrorKind;
@@ -25,6 +27,17 @@ pub const INVALID_PRODUCER_EPOCH: i16 = 47;
 pub const INVALID_CONFIG: i16 = 40;
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+pub const ILLEGAL_GENERATION: i16 = 22;
+pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+pub const INVALID_GROUP_ID: i16 = 24;
+pub const UNKNOWN_MEMBER_ID: i16 = 25;
+pub const INVALID_SESSION_TIMEOUT: i16 = 26;
+pub const REBALANCE_IN_PROGRESS: i16 = 27;
+pub const GROUP_ID_NOT_FOUND: i16 = 69;
+pub const MEMBER_ID_REQUIRED: i16 = 79;
+pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
+pub const FENCED_INSTANCE_ID: i16 = 82;
 
 /// The Kafka error code for a partition operation's error (the only place that knows both
 /// vocabularies for the data path).
@@ -96,6 +109,37 @@ pub fn from_exchange_outcome(outcome: ExchangeOutcome) -> i16 {
     }
 }
 
+/// The Kafka error code for a group coordinator refusal.
+pub fn from_group_error(error: GroupError) -> i16 {
+    match error {
+        // A closing coordinator, an unreachable owner shard or an offset log that failed: the
+        // client looks for the coordinator again and retries.
+        GroupError::CoordinatorNotAvailable | GroupError::OffsetsNotDurable => {
+            COORDINATOR_NOT_AVAILABLE
+        }
+        GroupError::InvalidGroupId => INVALID_GROUP_ID,
+        GroupError::InvalidSessionTimeout => INVALID_SESSION_TIMEOUT,
+        GroupError::InconsistentProtocol => INCONSISTENT_GROUP_PROTOCOL,
+        GroupError::UnknownMember => UNKNOWN_MEMBER_ID,
+        GroupError::IllegalGeneration => ILLEGAL_GENERATION,
+        GroupError::RebalanceInProgress => REBALANCE_IN_PROGRESS,
+        GroupError::MemberIdRequired => MEMBER_ID_REQUIRED,
+        GroupError::FencedInstanceId => FENCED_INSTANCE_ID,
+        GroupError::OffsetMetadataTooLarge => OFFSET_METADATA_TOO_LARGE,
+        GroupError::UnknownTopicOrPartition => UNKNOWN_TOPIC_OR_PARTITION,
+        GroupError::GroupIdNotFound => GROUP_ID_NOT_FOUND,
+        GroupError::GroupMaxSizeReached => GROUP_MAX_SIZE_REACHED,
+    }
+}
+
+/// The error code of a group result: `NONE` when it succeeded.
+pub fn from_group_result<T>(result: &Result<T, GroupError>) -> i16 {
+    match result {
+        Ok(_) => NONE,
+        Err(error) => from_group_error(*error),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +189,34 @@ mod tests {
         for (error, code) in topic {
             assert_eq!(from_topic_error(&error), code, "{error:?}");
         }
+    }
+
+    /// Group refusals keep the codes the coordinator answered with before it was protocol-free,
+    /// checked against kafka-protocol's own table of codes.
+    #[test]
+    fn group_errors_keep_their_kafka_codes() {
+        use kafka_protocol::error::ResponseError as K;
+        use GroupError as G;
+        let group = [
+            (G::CoordinatorNotAvailable, K::CoordinatorNotAvailable),
+            (G::OffsetsNotDurable, K::CoordinatorNotAvailable),
+            (G::InvalidGroupId, K::InvalidGroupId),
+            (G::InvalidSessionTimeout, K::InvalidSessionTimeout),
+            (G::InconsistentProtocol, K::InconsistentGroupProtocol),
+            (G::UnknownMember, K::UnknownMemberId),
+            (G::IllegalGeneration, K::IllegalGeneration),
+            (G::RebalanceInProgress, K::RebalanceInProgress),
+            (G::MemberIdRequired, K::MemberIdRequired),
+            (G::FencedInstanceId, K::FencedInstanceId),
+            (G::OffsetMetadataTooLarge, K::OffsetMetadataTooLarge),
+            (G::UnknownTopicOrPartition, K::UnknownTopicOrPartition),
+            (G::GroupIdNotFound, K::GroupIdNotFound),
+            (G::GroupMaxSizeReached, K::GroupMaxSizeReached),
+        ];
+        for (error, kafka) in group {
+            assert_eq!(from_group_error(error), kafka.code(), "{error:?}");
+        }
+        assert_eq!(from_group_result(&Ok::<(), GroupError>(())), NONE);
+        assert_eq!(from_group_result::<()>(&Err(G::UnknownMember)), 25);
     }
 }

@@ -13,6 +13,9 @@
 //!   ahead of the floor).
 //! - `ack_store.rs`: the shard's append-only, checksummed, group-committed file of journal
 //!   entries, compacted past a threshold; restores every queue's `QueueSnapshot` on open.
+//! - `model_tests.rs`: the proptest model of `QueueState`, through the ack store's encoding.
+//!   Every new durable queue state joins it. The process-level SIGKILL test of the store is
+//!   `server/tests/ack_store_kill.rs`; the file format is in `docs/storage-format.md`.
 //!
 //! How a protocol layer drives it: open the shard's `AckStore` once; per queue, build the state
 //! with `QueueState::restore(store.snapshot(&key), log_end, ..)` (or `QueueState::new` for a new
@@ -22,6 +25,8 @@
 
 pub mod ack_store;
 pub mod done_set;
+#[cfg(test)]
+mod model_tests;
 pub mod state;
 
 pub use ack_store::{AckStore, AckStoreError, AckStoreOptions, QueueKey};

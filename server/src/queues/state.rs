@@ -33,9 +33,11 @@
 //! Bounds (memory is O(acquired_max), whatever the log length): at most `limits.acquired_max`
 //! (≤ `ACQUIRED_RECORDS_MAX`) records acquired; `returned` only ever holds records that were
 //! acquired and came back, and `acquire` drains it before advancing `frontier`, so
-//! `acquired + returned ≤ acquired_max` between restarts; the finished ranges above the floor are
-//! separated by those records, so there are at most `acquired_max + 1` of them (plus what a
-//! restore brings back, which obeyed the same bound when it was written).
+//! `acquired + returned ≤ acquired_max` between restarts. Below `frontier` the finished ranges
+//! are separated only by those records, so there are at most `acquired_max + 1` of them; above
+//! it, only a restore (whose ranges obeyed the same bound when written) or `archive_available`
+//! on a record that is not the queue's head can leave gaps. RabbitMQ's TTL and drop-head only
+//! ever take the head (`first_available`), which leaves none.
 //!
 //! Durability: a durable state records a journal of what changed (`JournalEntry`), which the
 //! caller drains with `take_journal` and hands to the ack store. The state never waits for it.
@@ -210,6 +212,9 @@ struct Lease {
     owner: ConsumerId,
     delivery_count: u16,
     deadline: Option<Instant>,
+    /// The count the journal last recorded for this offset (a `DeliveryCount` on its last
+    /// return, or one restored), so that `snapshot` says what the ack store holds.
+    journaled_count: Option<u16>,
 }
 
 /// The per-message state of one queue partition. See the module docs.
@@ -366,7 +371,7 @@ impl QueueState {
         let want = max.min(room);
         let mut handed = Vec::with_capacity(want.min(1024));
         while handed.len() < want {
-            let Some((offset, previous_count)) = self.take_available() else {
+            let Some((offset, previous_count, journaled_count)) = self.take_available() else {
                 break;
             };
             let delivery_count = previous_count.saturating_add(1);
@@ -377,6 +382,7 @@ impl QueueState {
                     owner,
                     delivery_count,
                     deadline,
+                    journaled_count,
                 },
             );
             handed.push(Acquired {
@@ -512,13 +518,22 @@ impl QueueState {
 
     /// The durable part of this state, as a restart would see it once the journal is persisted.
     pub fn snapshot(&self) -> QueueSnapshot {
-        let mut delivery_counts: Vec<(Offset, u16)> =
-            self.returned.iter().map(|(&o, &c)| (o, c)).collect();
-        delivery_counts.extend(self.prior_counts.iter().map(|(&o, &c)| (o, c)));
+        let mut counts: BTreeMap<Offset, u16> = self.returned.clone();
+        counts.extend(self.prior_counts.iter().map(|(&o, &c)| (o, c)));
+        counts.extend(
+            self.acquired
+                .iter()
+                .filter_map(|(&o, lease)| Some((o, lease.journaled_count?))),
+        );
+        let delivery_counts = counts.into_iter().collect();
         QueueSnapshot {
             floor: self.done.floor(),
             done: self.done.ranges().collect(),
-            delivered_below: self.journaled_mark.max(self.delivered_below),
+            // Below the floor the mark means nothing; say so the same way the ack store does.
+            delivered_below: self
+                .journaled_mark
+                .max(self.delivered_below)
+                .max(self.done.floor()),
             delivery_counts,
         }
     }
@@ -527,9 +542,10 @@ impl QueueState {
 /// Private steps; each keeps `acquired`, `by_owner` and `deadlines` in step.
 impl QueueState {
     /// The lowest available offset and the deliveries it has had, removed from availability.
-    fn take_available(&mut self) -> Option<(Offset, u16)> {
-        if let Some(entry) = self.returned.pop_first() {
-            return Some(entry);
+    /// Also returns the count the journal holds for it (see `Lease::journaled_count`).
+    fn take_available(&mut self) -> Option<(Offset, u16, Option<u16>)> {
+        if let Some((offset, count)) = self.returned.pop_first() {
+            return Some((offset, count, Some(count)));
         }
         while self.frontier < self.next {
             if let Some(end) = self.done.range_end_at(self.frontier) {
@@ -538,9 +554,18 @@ impl QueueState {
             }
             let offset = self.frontier;
             self.frontier = offset.next();
-            let prior = self.prior_counts.remove(&offset).unwrap_or(0);
-            let possibly_delivered = u16::from(offset < self.delivered_below);
-            return Some((offset, prior.saturating_add(possibly_delivered)));
+            let prior = self.prior_counts.remove(&offset);
+            if offset >= self.delivered_below {
+                return Some((offset, prior.unwrap_or(0), prior));
+            }
+            // Possibly delivered before the restart: one more delivery, and journaled, or a
+            // second restart would count from the older figure again and come out one short.
+            let previous = prior.unwrap_or(0).saturating_add(1);
+            self.record(JournalEntry::DeliveryCount {
+                offset,
+                count: previous,
+            });
+            return Some((offset, previous, Some(previous)));
         }
         None
     }
@@ -624,6 +649,16 @@ impl QueueState {
         {
             self.prior_counts = self.prior_counts.split_off(&floor);
         }
+        // Restored counts of records finished without being acquired (archive_available, purge)
+        // go, as the ack store drops them on `Done` (the model test holds the two equal).
+        let finished: Vec<Offset> = self
+            .prior_counts
+            .range(start..end)
+            .map(|(&offset, _)| offset)
+            .collect();
+        for offset in finished {
+            self.prior_counts.remove(&offset);
+        }
         self.record(JournalEntry::Done { start, end });
     }
 
@@ -643,6 +678,12 @@ impl QueueState {
             self.journaled_mark = self.frontier.plus(DELIVERED_MARK_AHEAD);
             self.record(JournalEntry::Delivered(self.journaled_mark));
         }
+    }
+
+    /// Finished ranges above the floor: what the memory bound in the module docs counts.
+    #[cfg(test)]
+    pub(crate) fn finished_range_count(&self) -> usize {
+        self.done.range_count()
     }
 
     #[cfg(test)]

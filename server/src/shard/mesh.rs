@@ -1,6 +1,5 @@
-//! The channel mesh between shards (core: imports no protocol, except the consumer-group job
-//! until the groups work lands): one bounded MPSC inbox per shard for partition work and
-//! metadata broadcasts, plus the controller inbox on shard 0. Every message is `Send` (payloads as
+//! The channel mesh between shards (core: imports no protocol): one bounded MPSC inbox per shard
+//! for partition work, group requests and metadata broadcasts, plus the controller inbox on shard 0. Every message is `Send` (payloads as
 //! `Bytes`); replies travel on a one-slot channel created per request.
 //!
 //! Ordering: messages from one sender to one inbox arrive in send order, and the owner applies
@@ -13,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::kafka::group_apis::GroupJob;
+use crate::groups::GroupJob;
 use crate::metadata::Metadata;
 use crate::partition::{FetchOutcome, OffsetOutcome, ProduceOutcome};
 use crate::shard::controller::TopicError;

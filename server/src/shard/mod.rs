@@ -66,7 +66,7 @@ pub struct Shard {
     pub connections: Cell<usize>,
     /// Live connections on all shards (for `max.connections`); an atomic counter, not a lock.
     pub connections_total: Arc<AtomicUsize>,
-    pub groups: RefCell<Option<Rc<crate::kafka::group_apis::Coordinator>>>,
+    pub groups: RefCell<Option<Rc<crate::groups::GroupCoordinator>>>,
 }
 
 impl Shard {
@@ -313,7 +313,7 @@ async fn serve(start: ShardStart) -> anyhow::Result<()> {
         groups: RefCell::new(None),
     });
     shard.apply_metadata(metadata.clone()).await;
-    crate::kafka::group_apis::open(&shard).await?;
+    crate::groups::open(&shard).await?;
 
     glommio::spawn_local(job_loop(shard.clone(), inbox.jobs)).detach();
     if let Some(control) = inbox.control {
@@ -330,10 +330,7 @@ async fn serve(start: ShardStart) -> anyhow::Result<()> {
         accept.await;
     }
     drain_connections(&shard).await;
-    let groups = shard.groups.borrow_mut().take();
-    if let Some(groups) = groups {
-        crate::kafka::group_apis::close(&groups).await;
-    }
+    crate::groups::close(&shard).await;
     shard.close_logs().await;
     tracing::debug!(shard = %id, "shard stopped");
     Ok(())
@@ -425,10 +422,8 @@ async fn job_loop(shard: Rc<Shard>, jobs: flume::Receiver<Job>) {
             Job::Run(work) => work(shard.clone()),
             Job::Group(job) => {
                 let shard = shard.clone();
-                glommio::spawn_local(
-                    async move { crate::kafka::group_apis::serve(&shard, *job).await },
-                )
-                .detach();
+                glommio::spawn_local(async move { crate::groups::serve(&shard, *job).await })
+                    .detach();
             }
             job => {
                 glommio::spawn_local(serve_read(shard.clone(), job)).detach();
