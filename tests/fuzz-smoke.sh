@@ -31,7 +31,7 @@ installed="$(cargo +nightly fuzz --version 2>/dev/null || true)"
 if [ "$installed" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
     cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --force
 fi
-targets=(request_decoder batch_validate segment_recovery topic_matcher)
+targets=(request_decoder batch_validate segment_recovery topic_matcher amqp_frame)
 cargo +nightly fuzz build
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"

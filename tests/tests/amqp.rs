@@ -3,7 +3,7 @@
 //! messages, durability across a restart, and hostile clients on raw sockets. The scripts are in
 //! `tests/clients/amqp/`; each prints a JSON summary that the test checks.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use weir_tests::{python, summary, Broker, BrokerOptions};
 
@@ -178,6 +178,56 @@ fn exchanges_queues_and_refusals_behave_as_rabbitmq_and_kafka_reads_a_queue() ->
             "value": "{\"order\": 1}",
             "headers": ["amqp.exchange", "amqp.properties"]
         }]),
+        "{got}"
+    );
+    Ok(())
+}
+
+#[test]
+fn sigkill_loses_no_confirmed_message_and_redelivers_no_persisted_ack() -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut broker = two_shards()?;
+    // The publisher/consumer stays connected (20 unacked deliveries) while the broker dies.
+    let mut client = Command::new(weir_tests::python_binary()?)
+        .arg(weir_tests::client_path("amqp/crash.py"))
+        .args([broker.amqp_url().as_str(), "before"])
+        .env("PYTHONUNBUFFERED", "1")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = client.stdout.take().context("client stdout")?;
+    let line = BufReader::new(stdout)
+        .lines()
+        .next()
+        .context("no summary")??;
+    let before: Value = serde_json::from_str(&line)?;
+    assert_eq!(before, json!({"confirmed": 200, "taken": 70}), "{line}");
+    broker.kill9()?;
+    let _ = client.kill();
+    let _ = client.wait();
+    broker.start_again()?;
+    let after = run(&broker, "crash.py", &["after"])?;
+    assert_eq!(after["lost"], json!([]), "{after}");
+    assert_eq!(after["acked_again"], json!([]), "{after}");
+    assert_eq!(after["count"], json!(150), "{after}");
+    assert_eq!(after["in_order"], json!(true), "{after}");
+    assert_eq!(after["held_redelivered"], json!(true), "{after}");
+    Ok(())
+}
+
+#[test]
+fn kafka_records_to_an_amqp_exchange_or_queue_reach_amqp_consumers() -> Result<()> {
+    let broker = two_shards()?;
+    let bootstrap = broker.bootstrap();
+    let got = run(&broker, "kafka_to_queue.py", &[&bootstrap])?;
+    assert_eq!(
+        got["received"],
+        json!([
+            ["direct", "from kafka to the queue topic"],
+            ["order.created", "from amqp"],
+            ["order.paid", "from kafka via the exchange"],
+            ["order.shipped", "from amqp again"]
+        ]),
         "{got}"
     );
     Ok(())

@@ -223,6 +223,26 @@ mod tests {
         assert_eq!(code(FRAME_HEADER, &[0, 60, 0, 0]), 501);
     }
 
+    proptest::proptest! {
+        /// Hostile payloads decode to a frame or a reply code, never a panic: any bytes, and
+        /// bytes behind every known class id (so the method parsers see them too).
+        #[test]
+        fn any_payload_decodes_or_is_refused(
+            kind in 0u8..10,
+            class in proptest::sample::select(vec![10u16, 20, 40, 50, 60, 85, 90, 7]),
+            method in 0u16..120,
+            rest in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+        ) {
+            let _ = decode(kind, 1, Bytes::from(rest.clone()));
+            let mut payload = Vec::with_capacity(rest.len() + 4);
+            payload.extend_from_slice(&class.to_be_bytes());
+            payload.extend_from_slice(&method.to_be_bytes());
+            payload.extend_from_slice(&rest);
+            let _ = decode(FRAME_METHOD, 1, Bytes::from(payload.clone()));
+            let _ = decode(FRAME_HEADER, 1, Bytes::from(payload));
+        }
+    }
+
     #[test]
     fn content_is_split_at_frame_max_and_keeps_raw_properties() {
         let properties = basic::AMQPProperties::default()

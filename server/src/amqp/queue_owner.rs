@@ -28,6 +28,7 @@ use crate::queues::{
     QueueState,
 };
 use crate::shard::mesh::{reply_channel, Job, Reply};
+use crate::shard::signal::Signal;
 use crate::shard::{Shard, ShardId};
 
 /// A connection's id, unique in the process: the shard in the top bits, a counter below.
@@ -119,6 +120,8 @@ struct Queue {
     /// Acquired offsets and the consumer (tag) they went to; `None` for basic.get.
     held: HashMap<Offset, Option<Arc<str>>>,
     had_consumer: bool,
+    /// Fired when the queue is deleted: its log follower stops.
+    stop: Rc<Signal>,
 }
 
 type QueueRef = Rc<RefCell<Queue>>;
@@ -228,7 +231,7 @@ pub fn declare(
         Durability::Transient
     };
     let state = QueueState::new(end, end, QueueLimits::AMQP, durability);
-    install(name, spec, exclusive_owner, BTreeMap::new(), state);
+    install(shard, name, spec, exclusive_owner, BTreeMap::new(), state);
     if let Some(queue) = find(name) {
         journal(&mut queue.borrow_mut());
     }
@@ -242,12 +245,15 @@ fn counts(queue: &Queue) -> (u32, u32) {
 
 /// Installs a queue runtime with its state and unfinished messages.
 fn install(
+    shard: &Shard,
     name: &str,
     spec: QueueSpec,
     exclusive_owner: Option<ConnectionId>,
     messages: BTreeMap<Offset, Arc<Message>>,
     state: QueueState,
 ) {
+    let log = shard.log(name, 0);
+    let stop = Rc::new(Signal::default());
     let name: Arc<str> = Arc::from(name);
     let queue = Queue {
         name: name.clone(),
@@ -259,18 +265,83 @@ fn install(
         next_consumer: 0,
         held: HashMap::new(),
         had_consumer: false,
+        stop: stop.clone(),
     };
-    QUEUES.with(|queues| {
-        queues
-            .borrow_mut()
-            .insert(name, Rc::new(RefCell::new(queue)))
-    });
+    let queue = Rc::new(RefCell::new(queue));
+    if let Some(log) = log {
+        follow(queue.clone(), log, stop);
+    }
+    QUEUES.with(|queues| queues.borrow_mut().insert(name, queue));
+}
+
+/// Takes in records that reach the queue's log by other paths than an AMQP publish (a Kafka
+/// producer writing to the queue's topic, or to an exchange bound to it): waits for the log to
+/// grow past what the state knows, decodes the new records as messages and offers them. AMQP
+/// publishes advance the state at append, so for them this task only waits.
+fn follow(queue: QueueRef, log: weir_engine::Log, stop: Rc<Signal>) {
+    glommio::spawn_local(async move {
+        loop {
+            let next = queue.borrow().state.next_offset().get();
+            futures_lite::future::or(log.wait_for_data(next), stop.wait()).await;
+            if stop.is_fired() {
+                return;
+            }
+            if log.high_watermark() <= next {
+                // Woken without new data (the log closing, say): do not spin.
+                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+            let Ok(read) = log.read(next, 1 << 20).await else {
+                return;
+            };
+            let mut found = Vec::new();
+            for chunk in &read.chunks {
+                match super::message::decode_batches(chunk.as_slice()) {
+                    Ok(messages) => found.extend(messages),
+                    Err(error) => tracing::warn!(%error, "a queue record does not decode"),
+                }
+            }
+            take_in(&queue, found, read.high_watermark);
+        }
+    })
+    .detach();
+}
+
+/// Adds records read from the log (those the state does not know yet) and offers them.
+fn take_in(queue_ref: &QueueRef, found: Vec<(i64, Message)>, high_watermark: i64) {
+    {
+        let mut queue = queue_ref.borrow_mut();
+        let known = queue.state.next_offset();
+        let mut end = known;
+        for (offset, message) in found {
+            let offset = Offset::new(offset);
+            if offset < known || offset.get() >= high_watermark {
+                continue;
+            }
+            queue
+                .messages
+                .entry(offset)
+                .or_insert_with(|| Arc::new(message));
+            end = end.max(offset.next());
+        }
+        if end > known {
+            queue.state.on_appended(end);
+        }
+    }
+    dispatch(queue_ref);
 }
 
 /// Installs a durable queue found at start: its state from the ack store (or, when it has none,
 /// everything in the log unfinished and possibly delivered), its unfinished messages from the
-/// log (`messages`, whose end is `next`).
-pub fn recover(name: &str, spec: QueueSpec, messages: Vec<(i64, Message)>, start: i64, next: i64) {
+/// log (`messages`, whose end is `next`). Answers how many messages are unfinished.
+pub fn recover(
+    shard: &Shard,
+    name: &str,
+    spec: QueueSpec,
+    messages: Vec<(i64, Message)>,
+    start: i64,
+    next: i64,
+) -> usize {
     let next = Offset::new(next);
     let snapshot = durable_snapshot(name).unwrap_or(QueueSnapshot {
         floor: Offset::new(start),
@@ -292,7 +363,9 @@ pub fn recover(name: &str, spec: QueueSpec, messages: Vec<(i64, Message)>, start
         .map(|(offset, message)| (offset, Arc::new(message)))
         .collect();
     let state = QueueState::restore(&snapshot, next, QueueLimits::AMQP, Durability::Durable);
-    install(name, spec, None, messages, state);
+    let unfinished = messages.len();
+    install(shard, name, spec, None, messages, state);
+    unfinished
 }
 
 /// Whether this shard has the queue's runtime.
@@ -319,7 +392,11 @@ pub fn publish(
     {
         let mut queue = queue.borrow_mut();
         queue.messages.insert(offset, message);
-        queue.state.on_appended(offset.next());
+        // Records another path appended before this one (a Kafka producer) leave a gap the log
+        // follower fills once they are written; until then this message waits behind them.
+        if offset == queue.state.next_offset() {
+            queue.state.on_appended(offset.next());
+        }
     }
     dispatch(&queue);
     let log = appended.log;
@@ -519,6 +596,7 @@ pub fn delete(name: &str, if_unused: bool, if_empty: bool) -> Result<u32, AmqpEr
         });
     }
     let durable = queue.spec.durable;
+    queue.stop.fire();
     drop(queue);
     QUEUES.with(|queues| queues.borrow_mut().remove(name));
     if let (true, Some(store)) = (durable, ack_store()) {

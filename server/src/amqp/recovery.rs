@@ -126,11 +126,11 @@ async fn recover_queue(
         }
         glommio::yield_if_needed().await;
     }
+    let unfinished = queue_owner::recover(shard, name, spec_of(configs), messages, start, end);
     tracing::info!(
         queue = name,
-        messages = messages.len(),
-        "rebuilt queue from its log"
+        unfinished,
+        "rebuilt queue from its log and acks"
     );
-    queue_owner::recover(name, spec_of(configs), messages, start, end);
     Ok(())
 }
