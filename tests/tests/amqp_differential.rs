@@ -79,6 +79,45 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Gaps, not choices: features of RabbitMQ 3.10 that Weir does not implement yet (docs/
+/// amqp-compat.md, "Not done yet"). Same shape and same rule as `KNOWN_DIFFERENCES`: a row that
+/// stops differing fails the test, so this list can only shrink honestly.
+const NOT_IMPLEMENTED_YET: &[(&str, &str, &str)] = &[
+    ("confirms", "/to_full_queue", "x-overflow reject-publish"),
+    ("dead_letter", "/first_deaths", "dead-lettering"),
+    ("dead_letter", "/second_deaths", "dead-lettering"),
+    ("max_length", "/bytes_get", "x-max-length-bytes"),
+    ("max_length", "/drop_head_count", "x-max-length"),
+    ("max_length", "/drop_head_get", "x-max-length"),
+    ("max_length", "/dropped", "x-max-length with dead-lettering"),
+    (
+        "max_length",
+        "/reject_confirms",
+        "x-overflow reject-publish",
+    ),
+    ("max_length", "/reject_get", "x-overflow reject-publish"),
+    (
+        "properties",
+        "/direct_reply_to",
+        "direct reply-to (amq.rabbitmq.reply-to)",
+    ),
+    ("queue_arguments", "/expires", "x-expires"),
+    (
+        "queue_arguments",
+        "/single_active",
+        "x-single-active-consumer",
+    ),
+    ("ttl", "/dead", "TTL with dead-lettering"),
+    ("ttl", "/message_ttl_get", "per-message TTL (expiration)"),
+    ("ttl", "/queue_ttl_get", "x-message-ttl"),
+    ("ttl", "/zero_ttl_get", "x-message-ttl 0"),
+    (
+        "fanout_headers",
+        "/headers/number",
+        "headers exchange compares values as text: an integer 42 matches the string \"42\"",
+    ),
+];
+
 /// A scenario prints its outcome within this (each wait inside has a 10 s deadline).
 const SCENARIO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -101,6 +140,7 @@ fn differential(scenario: &str) -> Result<()> {
     diff("", &expected, &actual, &mut differences);
     let known: Vec<_> = KNOWN_DIFFERENCES
         .iter()
+        .chain(NOT_IMPLEMENTED_YET)
         .filter(|(name, _, _)| *name == scenario)
         .collect();
     let unexplained: Vec<_> = differences

@@ -67,6 +67,11 @@ pub async fn handle(
             settle_all(conn, channel, taken, requeue_or_discard(reject.requeue)).await;
             Ok(())
         }
+        basic::AMQPMethod::Recover(basic::Recover { requeue: false })
+        | basic::AMQPMethod::RecoverAsync(basic::RecoverAsync { requeue: false }) => {
+            // As RabbitMQ: redelivering to the same consumer only is not implemented (540).
+            Err(AmqpError::not_implemented(60, 110, "requeue=false").into())
+        }
         basic::AMQPMethod::Recover(_) | basic::AMQPMethod::RecoverAsync(_) => {
             let taken = std::mem::take(&mut *channel.unacked.borrow_mut())
                 .into_values()
@@ -253,9 +258,11 @@ async fn get_one(
         shard,
     };
     let owner = owner_key(conn.id, channel.id);
-    let (queue_name, no_ack) = (queue.name.clone(), get.no_ack);
+    let (queue_name, no_ack, connection) = (queue.name.clone(), get.no_ack, conn.id);
     let got = on_owner(&conn.shard, shard, move |_, reply| {
-        let _ = reply.try_send(queue_owner::get(&queue_name, owner, no_ack));
+        let got = queue_owner::access(&queue_name, connection)
+            .and_then(|()| queue_owner::get(&queue_name, owner, no_ack));
+        let _ = reply.try_send(got);
     })
     .await
     .recv_async()
@@ -406,6 +413,7 @@ pub async fn publish(
     let Some(header) = header else {
         return Err(AmqpError::unexpected_frame("content without a header").into());
     };
+    check_user_id(&header.properties)?;
     let metadata = conn.shard.metadata();
     let exchange = publish.exchange.as_str();
     let key = publish.routing_key.as_str();
@@ -432,6 +440,21 @@ pub async fn publish(
     }
     super::confirm::published(conn, channel, stored).await;
     Ok(())
+}
+
+/// As RabbitMQ: a user-id property must name the connection's user (406 otherwise), so that
+/// consumers can trust it. Every connection is `guest` until the security work lands.
+fn check_user_id(properties: &basic::AMQPProperties) -> Result<(), AmqpError> {
+    match properties.user_id() {
+        Some(user) if user.as_str().as_bytes() != super::handshake::USER => {
+            Err(AmqpError::precondition(format!(
+                "user_id property set to '{}' but authenticated user was '{}'",
+                user.as_str(),
+                String::from_utf8_lossy(super::handshake::USER)
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The topics a message goes to: the default exchange names a queue by the routing key; any

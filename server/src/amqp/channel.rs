@@ -192,6 +192,11 @@ async fn dispatch(
             conn.send_method(channel.id, AMQPClass::Channel(ok)).await?;
             Ok(())
         }
+        AMQPClass::Channel(channel::AMQPMethod::Open(_)) => Err(AmqpError::channel_error(format!(
+            "second 'channel.open' seen on channel {}",
+            channel.id
+        ))
+        .into()),
         AMQPClass::Channel(_) => {
             Err(AmqpError::command_invalid("unexpected channel method").into())
         }

@@ -246,6 +246,10 @@ async fn handle_connection_method(
 ) -> Result<bool, HandleError> {
     match method {
         AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
+            // As RabbitMQ: close-ok only once the channels are closed and the exclusive queues
+            // deleted, so that a client that reconnects at once can declare them again (py-amqp's
+            // suite reuses one exclusive queue name in every test).
+            super::channel::close_all(conn).await;
             let ok = connection::AMQPMethod::CloseOk(connection::CloseOk {});
             conn.send_method(0, AMQPClass::Connection(ok)).await?;
             Ok(false)
@@ -253,10 +257,15 @@ async fn handle_connection_method(
         AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => Ok(false),
         AMQPClass::Connection(connection::AMQPMethod::Blocked(_))
         | AMQPClass::Connection(connection::AMQPMethod::Unblocked(_)) => Ok(true),
-        other => Err(AmqpError::command_invalid(format!(
-            "unexpected method on channel 0: {}.{}",
-            other.get_amqp_class_id(),
-            method_number
+        // RabbitMQ: a method of another class on channel 0 is a channel error (504).
+        AMQPClass::Connection(_) => Err(AmqpError::command_invalid(format!(
+            "unexpected method on channel 0: 10.{method_number}"
+        ))
+        .at(10, method_number)
+        .into()),
+        other => Err(AmqpError::channel_error(format!(
+            "expected 'connection.*' on channel 0, got class {}",
+            other.get_amqp_class_id()
         ))
         .at(other.get_amqp_class_id(), method_number)
         .into()),
@@ -279,15 +288,11 @@ async fn close_connection(
     // Whatever the peer sends now is discarded, up to its close-ok (or the wait's end).
     let _ = futures_lite::future::or(
         async {
-            while let Ok(Some(frame)) = read_frame(conn, reader).await {
-                if let Frame::Method(0, _, method) = frame {
-                    if matches!(
-                        *method,
-                        AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))
-                            | AMQPClass::Connection(connection::AMQPMethod::Close(_))
-                    ) {
-                        return;
-                    }
+            loop {
+                match read_frame(conn, reader).await {
+                    Ok(Some(Frame::Method(0, _, method))) if is_close(&method) => return,
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => return,
                 }
             }
         },
@@ -295,6 +300,19 @@ async fn close_connection(
     )
     .await;
     Err(AmqpConnectionError::Refused(error))
+}
+
+fn is_close(method: &AMQPClass) -> bool {
+    matches!(
+        method,
+        AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))
+            | AMQPClass::Connection(connection::AMQPMethod::Close(_))
+    )
+}
+
+async fn drain(reader: &mut BufReader<ReadHalf>) {
+    let mut discard = [0u8; 4096];
+    while matches!(reader.read(&mut discard).await, Ok(read) if read > 0) {}
 }
 
 /// Reads one frame (`None` at a clean end of stream). The size is checked against the
@@ -314,8 +332,11 @@ pub async fn read_frame(
                 class_id: error.class_id,
                 method_id: error.method_id,
             });
-            // After a framing error the stream cannot be trusted: close without waiting.
+            // After a framing error the stream cannot be trusted: no close-ok is awaited, but
+            // what the peer still sends is read and dropped (for a moment), because a socket
+            // closed with unread data is reset, and the peer would lose our close with it.
             let _ = conn.send_method(0, AMQPClass::Connection(close)).await;
+            futures_lite::future::or(drain(reader), glommio::timer::sleep(CLOSE_OK_WAIT)).await;
             Err(AmqpConnectionError::Refused(error))
         }
     }

@@ -15,7 +15,7 @@ use super::frame::{self, Frame};
 
 const CLASS_CONNECTION: u16 = 10;
 /// The only credentials until the security work lands (RabbitMQ's default user).
-const USER: &[u8] = b"guest";
+pub(super) const USER: &[u8] = b"guest";
 const PASSWORD: &[u8] = b"guest";
 
 /// Runs the handshake; on success the connection is open with its tuned limits.

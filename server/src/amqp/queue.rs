@@ -63,6 +63,7 @@ pub async fn handle(
         }
         queue::AMQPMethod::Bind(bind) => {
             let nowait = bind.nowait;
+            check_access(conn, channel, bind.queue.as_str()).await?;
             let binding = binding_to_queue(
                 conn,
                 channel,
@@ -75,6 +76,7 @@ pub async fn handle(
             (!nowait).then_some(queue::AMQPMethod::BindOk(queue::BindOk {}))
         }
         queue::AMQPMethod::Unbind(unbind) => {
+            check_access(conn, channel, unbind.queue.as_str()).await?;
             let binding = binding_to_queue(
                 conn,
                 channel,
@@ -153,7 +155,7 @@ async fn declare_queue(
         }
         name => name.to_string(),
     };
-    let arguments = check_arguments(&declare.arguments)?;
+    let arguments = check_arguments(&declare.arguments, declare.durable, declare.exclusive)?;
     let spec = QueueSpec {
         durable: declare.durable,
         exclusive: declare.exclusive,
@@ -212,29 +214,88 @@ fn generated_name() -> String {
     format!("amq.gen-{suffix}")
 }
 
-/// The declare arguments, checked and rendered canonically (for the 406 on a redeclaration
-/// with other arguments). Priority queues and stream queues are refused, never ignored.
-fn check_arguments(arguments: &FieldTable) -> Result<String, AmqpError> {
+/// The declare arguments, checked as RabbitMQ checks them (406 for a value of the wrong type
+/// or range) and rendered canonically (for the 406 on a redeclaration with other arguments).
+/// Priority queues and stream queues are refused, never ignored.
+fn check_arguments(
+    arguments: &FieldTable,
+    durable: bool,
+    exclusive: bool,
+) -> Result<String, AmqpError> {
     for (name, value) in arguments {
-        match (name.as_str(), value) {
-            ("x-max-priority", _) => {
-                return Err(AmqpError::precondition(
-                    "x-max-priority: priority queues are not supported by Weir yet",
-                ))
-            }
-            ("x-queue-type", AMQPValue::LongString(kind)) if kind.as_bytes() == b"stream" => {
-                return Err(AmqpError::precondition(
-                    "x-queue-type stream: stream queues are not supported by Weir yet",
-                ))
-            }
-            _ => {}
-        }
+        check_argument(name.as_str(), value, durable, exclusive)?;
     }
     Ok(if arguments.inner().is_empty() {
         String::new()
     } else {
         format!("{:?}", arguments.inner())
     })
+}
+
+fn check_argument(
+    name: &str,
+    value: &AMQPValue,
+    durable: bool,
+    exclusive: bool,
+) -> Result<(), AmqpError> {
+    let invalid = |why: &str| {
+        Err(AmqpError::precondition(format!(
+            "invalid arg '{name}' for queue: {why} ({value:?})"
+        )))
+    };
+    match name {
+        "x-max-priority" => Err(AmqpError::precondition(
+            "x-max-priority: priority queues are not supported by Weir yet",
+        )),
+        "x-message-ttl" | "x-max-length" | "x-max-length-bytes" | "x-delivery-limit" => {
+            match integer(value) {
+                Some(number) if number >= 0 => Ok(()),
+                _ => invalid("expected a non-negative integer"),
+            }
+        }
+        "x-expires" => match integer(value) {
+            Some(number) if number >= 1 => Ok(()),
+            _ => invalid("expected a positive integer"),
+        },
+        "x-overflow" => match text(value).as_deref() {
+            Some("drop-head" | "reject-publish" | "reject-publish-dlx") => Ok(()),
+            _ => invalid("expected drop-head, reject-publish or reject-publish-dlx"),
+        },
+        "x-queue-type" => match text(value).as_deref() {
+            Some("classic") => Ok(()),
+            Some("quorum") if durable && !exclusive => Ok(()),
+            Some("quorum") => Err(AmqpError::precondition(
+                "invalid property 'non-durable' or 'exclusive' for a quorum queue",
+            )),
+            Some("stream") => Err(AmqpError::precondition(
+                "x-queue-type stream: stream queues are not supported by Weir yet",
+            )),
+            _ => invalid("expected classic, quorum or stream"),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// An AMQP integer of any width.
+fn integer(value: &AMQPValue) -> Option<i64> {
+    Some(match *value {
+        AMQPValue::ShortShortInt(number) => i64::from(number),
+        AMQPValue::ShortShortUInt(number) => i64::from(number),
+        AMQPValue::ShortInt(number) => i64::from(number),
+        AMQPValue::ShortUInt(number) => i64::from(number),
+        AMQPValue::LongInt(number) => i64::from(number),
+        AMQPValue::LongUInt(number) => i64::from(number),
+        AMQPValue::LongLongInt(number) => number,
+        _ => return None,
+    })
+}
+
+fn text(value: &AMQPValue) -> Option<String> {
+    match value {
+        AMQPValue::LongString(text) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
+        AMQPValue::ShortString(text) => Some(text.as_str().to_string()),
+        _ => None,
+    }
 }
 
 async fn create_topic(conn: &Conn, name: &str, spec: &QueueSpec) -> Result<(), AmqpError> {
@@ -289,6 +350,21 @@ async fn controller(conn: &Conn, job: ControlJob) -> Result<(), AmqpError> {
         .map_err(|_| AmqpError::internal("the controller is gone"))
 }
 
+/// 404 for a missing queue, 405 for another connection's exclusive queue.
+async fn check_access(conn: &Rc<Conn>, channel: &Channel, name: &str) -> Result<(), AmqpError> {
+    let name = resolve_name(channel, name)?;
+    let shard = owner(conn, &name)?;
+    let queue: Arc<str> = Arc::from(name.as_str());
+    let connection = conn.id;
+    on_owner(&conn.shard, shard, move |_, reply| {
+        let _ = reply.try_send(queue_owner::access(&queue, connection));
+    })
+    .await
+    .recv_async()
+    .await
+    .map_err(|_| AmqpError::internal("the queue's shard did not answer"))?
+}
+
 fn binding_to_queue(
     conn: &Conn,
     channel: &Channel,
@@ -313,8 +389,11 @@ async fn purge_queue(conn: &Rc<Conn>, channel: &Channel, name: &str) -> Result<u
     let name = resolve_name(channel, name)?;
     let shard = owner(conn, &name)?;
     let queue: Arc<str> = Arc::from(name.as_str());
+    let connection = conn.id;
     on_owner(&conn.shard, shard, move |_, reply| {
-        let _ = reply.try_send(queue_owner::purge(&queue));
+        let purged =
+            queue_owner::access(&queue, connection).and_then(|()| queue_owner::purge(&queue));
+        let _ = reply.try_send(purged);
     })
     .await
     .recv_async()
@@ -334,8 +413,11 @@ async fn delete_declared(
     };
     let queue: Arc<str> = Arc::from(name.as_str());
     let (if_unused, if_empty) = (delete.if_unused, delete.if_empty);
+    let connection = conn.id;
     let count = on_owner(&conn.shard, shard, move |_, reply| {
-        let _ = reply.try_send(queue_owner::delete(&queue, if_unused, if_empty));
+        let deleted = queue_owner::access(&queue, connection)
+            .and_then(|()| queue_owner::delete(&queue, if_unused, if_empty));
+        let _ = reply.try_send(deleted);
     })
     .await
     .recv_async()

@@ -203,15 +203,9 @@ pub fn declare(
     connection: ConnectionId,
     passive: bool,
 ) -> Result<(u32, u32), AmqpError> {
+    access(name, connection)?;
     if let Some(queue) = find(name) {
         let queue = queue.borrow();
-        if let Some(owner) = queue.exclusive_owner {
-            if owner != connection {
-                return Err(AmqpError::resource_locked(format!(
-                    "cannot obtain exclusive access to locked queue '{name}' in vhost '/'"
-                )));
-            }
-        }
         if !passive && queue.spec != spec {
             return Err(AmqpError::precondition(format!(
                 "inequivalent arg for queue '{name}' in vhost '/': declared {:?}, asked {spec:?}",
@@ -410,18 +404,28 @@ pub fn publish(
     })
 }
 
+/// 405 when `name` is another connection's exclusive queue: RabbitMQ refuses every queue
+/// method (declare, bind, unbind, purge, delete, consume, get) from other connections. A queue
+/// that does not exist passes (each method answers that its own way).
+pub fn access(name: &str, connection: ConnectionId) -> Result<(), AmqpError> {
+    let Some(queue) = find(name) else {
+        return Ok(());
+    };
+    let owner = queue.borrow().exclusive_owner;
+    match owner {
+        Some(owner) if owner != connection => Err(AmqpError::resource_locked(format!(
+            "cannot obtain exclusive access to locked queue '{name}' in vhost '/'"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Adds a consumer (basic.consume) and starts delivering to it.
 pub fn consume(name: &str, spec: ConsumerSpec) -> Result<(), AmqpError> {
     let queue = find(name).ok_or_else(|| missing(name))?;
+    access(name, spec.connection)?;
     {
         let mut queue = queue.borrow_mut();
-        if let Some(owner) = queue.exclusive_owner {
-            if owner != spec.connection {
-                return Err(AmqpError::resource_locked(format!(
-                    "cannot obtain exclusive access to locked queue '{name}' in vhost '/'"
-                )));
-            }
-        }
         if queue.consumers.iter().any(|c| c.spec.exclusive)
             || (spec.exclusive && !queue.consumers.is_empty())
         {
