@@ -18,11 +18,6 @@ use weir_tests::{python_with_timeout, summary, BrokerOptions};
 /// also be in docs/amqp-compat.md.
 const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
     (
-        "declare_errors",
-        "/queue_named_like_exchange",
-        "queues, exchanges and Kafka topics share one namespace: 406",
-    ),
-    (
         "prefetch",
         "/global/global_3_total",
         "basic.qos global=true is applied per consumer",

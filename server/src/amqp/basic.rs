@@ -146,7 +146,7 @@ async fn start_consumer(
     channel: &Rc<Channel>,
     consume: basic::Consume,
 ) -> Result<(), HandleError> {
-    let name = resolve_name(channel, consume.queue.as_str())?;
+    let name = resolve_name(conn, channel, consume.queue.as_str())?;
     let shard = owner(conn, &name)?;
     let tag: Arc<str> = match consume.consumer_tag.as_str() {
         "" => Arc::from(format!("amq.ctag-{}", crate::metadata::new_topic_id()).as_str()),
@@ -251,7 +251,7 @@ async fn get_one(
     channel: &Rc<Channel>,
     get: basic::Get,
 ) -> Result<(), HandleError> {
-    let name = resolve_name(channel, get.queue.as_str())?;
+    let name = resolve_name(conn, channel, get.queue.as_str())?;
     let shard = owner(conn, &name)?;
     let queue = QueueAt {
         name: Arc::from(name.as_str()),
@@ -466,11 +466,9 @@ fn route(
     properties: &basic::AMQPProperties,
 ) -> Result<Vec<String>, AmqpError> {
     if exchange.is_empty() {
-        return Ok(if is_queue(metadata, key) {
-            vec![key.to_string()]
-        } else {
-            Vec::new()
-        });
+        return Ok(super::names::queue_topic(metadata, key)
+            .into_iter()
+            .collect());
     }
     let texts: Vec<(String, Option<Vec<u8>>)> = properties
         .headers()
@@ -494,7 +492,11 @@ fn route(
         .collect();
     let topics = metadata
         .routing
-        .route(exchange, Some(key.as_bytes()), &headers)
+        .route(
+            &super::names::exchange(metadata, exchange),
+            Some(key.as_bytes()),
+            &headers,
+        )
         .map_err(|_| AmqpError::not_found(format!("no exchange '{exchange}' in vhost '/'")))?;
     Ok(topics
         .into_iter()

@@ -278,6 +278,10 @@ async fn close_connection(
     reader: &mut BufReader<ReadHalf>,
     error: AmqpError,
 ) -> Result<(), AmqpConnectionError> {
+    // The connection is over whatever the peer answers: its channels and exclusive queues go
+    // before the close is sent, so that a client that reconnects as soon as it reads the close
+    // can declare its exclusive queues again (as it can with RabbitMQ, which is quick at this).
+    super::channel::close_all(conn).await;
     let close = connection::AMQPMethod::Close(connection::Close {
         reply_code: error.code,
         reply_text: error.reply_text().into(),
@@ -316,16 +320,17 @@ async fn drain(reader: &mut BufReader<ReadHalf>) {
 }
 
 /// Reads one frame (`None` at a clean end of stream). The size is checked against the
-/// negotiated frame-max before the payload is read; a malformed frame is an `AmqpError` wrapped
-/// as `Ok(Some(Err))`-free: it surfaces as `Refused` after the close.
+/// negotiated frame-max before the payload is read; a malformed frame ends the connection (its
+/// channels released, a close sent) and surfaces as `Refused`.
 pub async fn read_frame(
-    conn: &Conn,
+    conn: &Rc<Conn>,
     reader: &mut BufReader<ReadHalf>,
 ) -> Result<Option<Frame>, AmqpConnectionError> {
     match read_frame_checked(conn, reader).await {
         Ok(frame) => Ok(frame),
         Err(HandleError::Connection(error)) => Err(error),
         Err(HandleError::Amqp(error)) => {
+            super::channel::close_all(conn).await;
             let close = connection::AMQPMethod::Close(connection::Close {
                 reply_code: error.code,
                 reply_text: error.reply_text().into(),

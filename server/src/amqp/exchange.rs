@@ -15,6 +15,7 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 use super::channel::Channel;
 use super::connection::{Conn, HandleError};
 use super::error::AmqpError;
+use super::names;
 use crate::routing::exchange::{Binding, Destination, Exchange, ExchangeType, RoutingErrorKind};
 use crate::routing::table::Change;
 use crate::shard::controller::TopicError;
@@ -48,6 +49,7 @@ pub async fn handle(
         exchange::AMQPMethod::Bind(bind) => {
             let nowait = bind.nowait;
             let binding = exchange_binding(
+                conn,
                 &bind.source,
                 &bind.destination,
                 &bind.routing_key,
@@ -59,6 +61,7 @@ pub async fn handle(
         exchange::AMQPMethod::Unbind(unbind) => {
             let nowait = unbind.nowait;
             let binding = exchange_binding(
+                conn,
                 &unbind.source,
                 &unbind.destination,
                 &unbind.routing_key,
@@ -88,7 +91,10 @@ async fn declare_exchange(conn: &Conn, declare: &exchange::Declare) -> Result<()
         ));
     }
     let metadata = conn.shard.metadata();
-    let existing = metadata.routing.exchange(name).cloned();
+    let existing = metadata
+        .routing
+        .exchange(&names::exchange(&metadata, name))
+        .cloned();
     let kind = ExchangeType::parse(declare.kind.as_str()).map_err(|_| {
         AmqpError::command_invalid(format!("unknown exchange type '{}'", declare.kind.as_str()))
     });
@@ -115,19 +121,15 @@ async fn declare_exchange(conn: &Conn, declare: &exchange::Declare) -> Result<()
         }
         None => {}
     }
-    if metadata.topics.contains_key(name) {
-        return Err(AmqpError::precondition(format!(
-            "'{name}' is a queue or topic: Weir's exchanges and queues share one namespace"
-        )));
-    }
-    let mut declared = Exchange::new(name, kind);
-    declared.alternate = match declare.arguments.inner().get("alternate-exchange") {
+    let mut declared = Exchange::new(&names::new_exchange(&metadata, name)?, kind);
+    let alternate = match declare.arguments.inner().get("alternate-exchange") {
         Some(AMQPValue::LongString(text)) => {
             Some(String::from_utf8_lossy(text.as_bytes()).into_owned())
         }
         Some(AMQPValue::ShortString(text)) => Some(text.as_str().to_string()),
         _ => None,
     };
+    declared.alternate = alternate.map(|alternate| names::exchange(&metadata, &alternate));
     change_routing(conn, vec![Change::DeclareExchange(declared)]).await
 }
 
@@ -139,22 +141,18 @@ async fn delete_exchange(conn: &Conn, delete: &exchange::Delete) -> Result<(), A
         )));
     }
     let metadata = conn.shard.metadata();
-    if !metadata.routing.is_exchange(name) {
+    let core = names::exchange(&metadata, name);
+    if !metadata.routing.is_exchange(&core) {
         return Ok(());
     }
-    if delete.if_unused && metadata.routing.bindings_from(name).next().is_some() {
+    if delete.if_unused && metadata.routing.bindings_from(&core).next().is_some() {
         return Err(AmqpError::precondition(format!("exchange '{name}' in use")));
     }
-    change_routing(
-        conn,
-        vec![Change::DeleteExchange {
-            name: name.to_string(),
-        }],
-    )
-    .await
+    change_routing(conn, vec![Change::DeleteExchange { name: core }]).await
 }
 
 fn exchange_binding(
+    conn: &Conn,
     source: &amq_protocol::types::ShortString,
     destination: &amq_protocol::types::ShortString,
     key: &amq_protocol::types::ShortString,
@@ -165,9 +163,10 @@ fn exchange_binding(
             "operation not permitted on the default exchange",
         ));
     }
+    let metadata = conn.shard.metadata();
     let mut binding = Binding::new(
-        source.as_str(),
-        Destination::Exchange(destination.as_str().to_string()),
+        &names::exchange(&metadata, source.as_str()),
+        Destination::Exchange(names::exchange(&metadata, destination.as_str())),
         key.as_str(),
     );
     binding.arguments = binding_arguments(arguments);

@@ -8,7 +8,8 @@
 //! log. Files: `frame.rs` (codec), `connection.rs` and `handshake.rs` (the connection class),
 //! `channel.rs`, one file per method class (`exchange.rs`, `queue.rs`, `basic.rs`,
 //! `confirm.rs`), `queue_owner.rs` (queues on their owner), `message.rs` (the record layout),
-//! `recovery.rs` (start), `error.rs` (reply codes).
+//! `recovery.rs` (start), `error.rs` (reply codes), `names.rs` (AMQP names in the core's
+//! one namespace).
 
 pub mod basic;
 pub mod channel;
@@ -19,6 +20,7 @@ pub mod exchange;
 pub mod frame;
 pub mod handshake;
 pub mod message;
+pub mod names;
 pub mod queue;
 pub mod queue_owner;
 pub mod recovery;

@@ -17,6 +17,7 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 use super::channel::Channel;
 use super::connection::{Conn, HandleError};
 use super::error::AmqpError;
+use super::names;
 use super::queue_owner::{self, on_owner, QueueSpec};
 use crate::metadata::Metadata;
 use crate::routing::exchange::{Binding, Destination, RoutingErrorKind};
@@ -115,10 +116,13 @@ pub async fn handle(
     Ok(())
 }
 
-/// The queue a method names: an empty name means the channel's last declared queue.
-pub fn resolve_name(channel: &Channel, name: &str) -> Result<String, AmqpError> {
+/// The core topic of the queue a method names (`names.rs`): an empty name means the channel's
+/// last declared queue. A queue that does not exist resolves to its own name (the caller's
+/// `owner` answers 404).
+pub fn resolve_name(conn: &Conn, channel: &Channel, name: &str) -> Result<String, AmqpError> {
     if !name.is_empty() {
-        return Ok(name.to_string());
+        let metadata = conn.shard.metadata();
+        return Ok(names::queue_topic(&metadata, name).unwrap_or_else(|| name.to_string()));
     }
     let last = channel.last_queue.borrow();
     if last.is_empty() {
@@ -127,17 +131,17 @@ pub fn resolve_name(channel: &Channel, name: &str) -> Result<String, AmqpError> 
     Ok(last.clone())
 }
 
-/// The owner of queue `name`, or 404.
-pub fn owner(conn: &Conn, name: &str) -> Result<ShardId, AmqpError> {
+/// The owner of the queue on core topic `topic`, or 404.
+pub fn owner(conn: &Conn, topic: &str) -> Result<ShardId, AmqpError> {
     let metadata = conn.shard.metadata();
-    if !is_queue(&metadata, name) {
-        return Err(AmqpError::not_found(format!(
-            "no queue '{name}' in vhost '/'"
-        )));
+    let missing = || {
+        let name = names::amqp_name(topic);
+        AmqpError::not_found(format!("no queue '{name}' in vhost '/'"))
+    };
+    if !is_queue(&metadata, topic) {
+        return Err(missing());
     }
-    metadata
-        .owner(name, 0)
-        .ok_or_else(|| AmqpError::not_found(format!("no queue '{name}' in vhost '/'")))
+    metadata.owner(topic, 0).ok_or_else(missing)
 }
 
 async fn declare_queue(
@@ -162,20 +166,9 @@ async fn declare_queue(
         auto_delete: declare.auto_delete,
         arguments,
     };
-    let metadata = conn.shard.metadata();
-    if metadata.topics.contains_key(&name) && !is_queue(&metadata, &name) {
-        return Err(
-            AmqpError::precondition(format!("'{name}' is a Kafka topic, not a queue")).into(),
-        );
-    }
-    if !metadata.topics.contains_key(&name) {
-        if declare.passive {
-            return Err(AmqpError::not_found(format!("no queue '{name}' in vhost '/'")).into());
-        }
-        create_topic(conn, &name, &spec).await?;
-    }
-    let shard = owner(conn, &name)?;
-    let queue: Arc<str> = Arc::from(name.as_str());
+    let topic = topic_for_declare(conn, &name, &spec, declare.passive).await?;
+    let shard = owner(conn, &topic)?;
+    let queue: Arc<str> = Arc::from(topic.as_str());
     let connection = conn.id;
     let passive = declare.passive;
     let answer = on_owner(&conn.shard, shard, move |shard, reply| {
@@ -190,16 +183,38 @@ async fn declare_queue(
         .map_err(|_| AmqpError::internal("the queue's shard did not answer"))??;
     if declare.exclusive && !passive {
         let mut exclusive = conn.exclusive_queues.borrow_mut();
-        if !exclusive.contains(&name) {
-            exclusive.push(name.clone());
+        if !exclusive.contains(&topic) {
+            exclusive.push(topic.clone());
         }
     }
-    *channel.last_queue.borrow_mut() = name.clone();
+    *channel.last_queue.borrow_mut() = topic;
     Ok(queue::DeclareOk {
         queue: name.into(),
         message_count,
         consumer_count,
     })
+}
+
+/// The core topic of the queue `name` a declare names, created (with the queue's configs)
+/// when it does not exist yet; 404 for a passive declare of a missing queue.
+async fn topic_for_declare(
+    conn: &Conn,
+    name: &str,
+    spec: &QueueSpec,
+    passive: bool,
+) -> Result<String, AmqpError> {
+    let metadata = conn.shard.metadata();
+    if let Some(topic) = names::queue_topic(&metadata, name) {
+        return Ok(topic);
+    }
+    if passive {
+        return Err(AmqpError::not_found(format!(
+            "no queue '{name}' in vhost '/'"
+        )));
+    }
+    let topic = names::new_queue_topic(&metadata, name)?;
+    create_topic(conn, &topic, spec).await?;
+    Ok(topic)
 }
 
 /// RabbitMQ's server-named queues: `amq.gen-` and 22 URL-safe base64 characters.
@@ -352,7 +367,7 @@ async fn controller(conn: &Conn, job: ControlJob) -> Result<(), AmqpError> {
 
 /// 404 for a missing queue, 405 for another connection's exclusive queue.
 async fn check_access(conn: &Rc<Conn>, channel: &Channel, name: &str) -> Result<(), AmqpError> {
-    let name = resolve_name(channel, name)?;
+    let name = resolve_name(conn, channel, name)?;
     let shard = owner(conn, &name)?;
     let queue: Arc<str> = Arc::from(name.as_str());
     let connection = conn.id;
@@ -373,20 +388,21 @@ fn binding_to_queue(
     key: &amq_protocol::types::ShortString,
     arguments: &FieldTable,
 ) -> Result<Binding, AmqpError> {
-    let name = resolve_name(channel, queue.as_str())?;
+    let name = resolve_name(conn, channel, queue.as_str())?;
     owner(conn, &name)?;
     if exchange.as_str().is_empty() {
         return Err(AmqpError::access_refused(
             "operation not permitted on the default exchange",
         ));
     }
-    let mut binding = Binding::new(exchange.as_str(), Destination::Topic(name), key.as_str());
+    let source = names::exchange(&conn.shard.metadata(), exchange.as_str());
+    let mut binding = Binding::new(&source, Destination::Topic(name), key.as_str());
     binding.arguments = super::exchange::binding_arguments(arguments);
     Ok(binding)
 }
 
 async fn purge_queue(conn: &Rc<Conn>, channel: &Channel, name: &str) -> Result<u32, AmqpError> {
-    let name = resolve_name(channel, name)?;
+    let name = resolve_name(conn, channel, name)?;
     let shard = owner(conn, &name)?;
     let queue: Arc<str> = Arc::from(name.as_str());
     let connection = conn.id;
@@ -406,7 +422,7 @@ async fn delete_declared(
     channel: &Channel,
     delete: &queue::Delete,
 ) -> Result<u32, AmqpError> {
-    let name = resolve_name(channel, delete.queue.as_str())?;
+    let name = resolve_name(conn, channel, delete.queue.as_str())?;
     let Ok(shard) = owner(conn, &name) else {
         // RabbitMQ answers delete-ok for a queue that does not exist.
         return Ok(0);

@@ -1,9 +1,10 @@
 """Declare errors and their reply codes: 404 passive/bind on what is missing, 406 redeclare with
 other arguments or another type, 403 reserved amq.* names, 405 another connection's exclusive
 queue, 406 an ack of an unknown delivery tag, 404 publish to a missing exchange, 503 an unknown
-exchange type, and a queue with an exchange's name (allowed by RabbitMQ)."""
+exchange type; a queue with an exchange's name (allowed by RabbitMQ) and names outside Kafka's
+topic rule, each used end to end."""
 
-from common import Scenario, attempt, publish
+from common import Scenario, attempt, bodies, publish, settled_count
 
 
 def main():
@@ -51,8 +52,34 @@ def main():
     s.exchanges.append(same_name)
     s.channel().exchange_declare(same_name, "direct")
     outcome["queue_named_like_exchange"] = attempt(lambda: s.channel().queue_declare(s.queue("shared-name")))
+    outcome["shared_name_round_trip"] = shared_name_round_trip(s, same_name)
+    outcome["odd_names"] = odd_names(s)
     outcome["exclusive"] = exclusive_from_another_connection(s)
     s.finish(outcome)
+
+
+def shared_name_round_trip(s, name):
+    """A queue and an exchange of one name (Celery declares both as `celery`): bind the queue to
+    the exchange, publish through the exchange and through the default exchange."""
+    channel = s.channel()
+    channel.queue_bind(name, name, "k")
+    publish(channel, "k", "via-exchange", exchange=name)
+    publish(channel, name, "via-default")
+    declared = channel.queue_declare(name, passive=True).method.queue
+    settled_count(channel, name, 2)
+    return {"declared": declared, "bodies": sorted(bodies(channel, name))}
+
+
+def odd_names(s):
+    """Names outside Kafka's topic rule (Celery's `worker@host.celery.pidbox`)."""
+    channel = s.channel()
+    queue, exchange = s.queue("worker@host/é ü"), s.exchange("pid@box")
+    declared = channel.queue_declare(queue).method.queue
+    channel.exchange_declare(exchange, "fanout")
+    channel.queue_bind(queue, exchange, "")
+    publish(channel, "any", "fanned", exchange=exchange)
+    settled_count(channel, queue, 1)
+    return {"declared": declared, "bodies": bodies(channel, queue)}
 
 
 def ack_unknown_tag(channel):
