@@ -97,11 +97,6 @@ const NOT_IMPLEMENTED_YET: &[(&str, &str, &str)] = &[
         "direct reply-to (amq.rabbitmq.reply-to)",
     ),
     ("queue_arguments", "/expires", "x-expires"),
-    (
-        "queue_arguments",
-        "/single_active",
-        "x-single-active-consumer",
-    ),
     ("ttl", "/dead", "TTL with dead-lettering"),
     ("ttl", "/message_ttl_get", "per-message TTL (expiration)"),
     ("ttl", "/queue_ttl_get", "x-message-ttl"),

@@ -31,6 +31,7 @@ pub const CONFIG_DURABLE: &str = "weir.queue.durable";
 pub const CONFIG_EXCLUSIVE: &str = "weir.queue.exclusive";
 pub const CONFIG_AUTO_DELETE: &str = "weir.queue.auto-delete";
 pub const CONFIG_ARGUMENTS: &str = "weir.queue.arguments";
+pub const CONFIG_SINGLE_ACTIVE: &str = "weir.queue.single-active-consumer";
 
 /// Whether topic `name` is an AMQP queue.
 pub fn is_queue(metadata: &Metadata, name: &str) -> bool {
@@ -47,6 +48,7 @@ pub fn spec_of(configs: &BTreeMap<String, String>) -> QueueSpec {
         durable: flag(CONFIG_DURABLE),
         exclusive: flag(CONFIG_EXCLUSIVE),
         auto_delete: flag(CONFIG_AUTO_DELETE),
+        single_active: flag(CONFIG_SINGLE_ACTIVE),
         arguments: configs.get(CONFIG_ARGUMENTS).cloned().unwrap_or_default(),
     }
 }
@@ -164,6 +166,10 @@ async fn declare_queue(
         durable: declare.durable,
         exclusive: declare.exclusive,
         auto_delete: declare.auto_delete,
+        single_active: matches!(
+            declare.arguments.inner().get("x-single-active-consumer"),
+            Some(AMQPValue::Boolean(true))
+        ),
         arguments,
     };
     let topic = topic_for_declare(conn, &name, &spec, declare.passive).await?;
@@ -268,6 +274,10 @@ fn check_argument(
                 _ => invalid("expected a non-negative integer"),
             }
         }
+        "x-single-active-consumer" => match value {
+            AMQPValue::Boolean(_) => Ok(()),
+            _ => invalid("expected a boolean"),
+        },
         "x-expires" => match integer(value) {
             Some(number) if number >= 1 => Ok(()),
             _ => invalid("expected a positive integer"),
@@ -319,6 +329,10 @@ async fn create_topic(conn: &Conn, name: &str, spec: &QueueSpec) -> Result<(), A
     configs.insert(CONFIG_EXCLUSIVE.to_string(), spec.exclusive.to_string());
     configs.insert(CONFIG_AUTO_DELETE.to_string(), spec.auto_delete.to_string());
     configs.insert(CONFIG_ARGUMENTS.to_string(), spec.arguments.clone());
+    configs.insert(
+        CONFIG_SINGLE_ACTIVE.to_string(),
+        spec.single_active.to_string(),
+    );
     // A queue is consumed, not retained: Kafka's time and size retention must not drop
     // messages nobody has acknowledged yet.
     configs.insert("retention.ms".to_string(), "-1".to_string());

@@ -88,6 +88,9 @@ pub struct QueueSpec {
     pub durable: bool,
     pub exclusive: bool,
     pub auto_delete: bool,
+    /// `x-single-active-consumer`: only the longest-registered consumer gets deliveries; the
+    /// next takes over when it cancels or its channel closes (RabbitMQ's rule).
+    pub single_active: bool,
     /// The declare arguments, rendered canonically.
     pub arguments: String,
 }
@@ -692,7 +695,12 @@ fn wait_for_room(
 impl Queue {
     /// The next consumer, from `next_consumer` on, that may take a delivery now.
     fn next_with_room(&self) -> Option<usize> {
-        let count = self.consumers.len();
+        let count = if self.spec.single_active {
+            // Consumers are kept in registration order: the first is the active one.
+            self.consumers.len().min(1)
+        } else {
+            self.consumers.len()
+        };
         (0..count)
             .map(|step| (self.next_consumer + step) % count)
             .find(|&index| {
