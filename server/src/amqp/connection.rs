@@ -282,13 +282,8 @@ async fn close_connection(
     // before the close is sent, so that a client that reconnects as soon as it reads the close
     // can declare its exclusive queues again (as it can with RabbitMQ, which is quick at this).
     super::channel::close_all(conn).await;
-    let close = connection::AMQPMethod::Close(connection::Close {
-        reply_code: error.code,
-        reply_text: error.reply_text().into(),
-        class_id: error.class_id,
-        method_id: error.method_id,
-    });
-    conn.send_method(0, AMQPClass::Connection(close)).await?;
+    let close = error.connection_close();
+    conn.send_method(0, close).await?;
     // Whatever the peer sends now is discarded, up to its close-ok (or the wait's end).
     let _ = futures_lite::future::or(
         async {
@@ -331,16 +326,11 @@ pub async fn read_frame(
         Err(HandleError::Connection(error)) => Err(error),
         Err(HandleError::Amqp(error)) => {
             super::channel::close_all(conn).await;
-            let close = connection::AMQPMethod::Close(connection::Close {
-                reply_code: error.code,
-                reply_text: error.reply_text().into(),
-                class_id: error.class_id,
-                method_id: error.method_id,
-            });
+            let close = error.connection_close();
             // After a framing error the stream cannot be trusted: no close-ok is awaited, but
             // what the peer still sends is read and dropped (for a moment), because a socket
             // closed with unread data is reset, and the peer would lose our close with it.
-            let _ = conn.send_method(0, AMQPClass::Connection(close)).await;
+            let _ = conn.send_method(0, close).await;
             futures_lite::future::or(drain(reader), glommio::timer::sleep(CLOSE_OK_WAIT)).await;
             Err(AmqpConnectionError::Refused(error))
         }

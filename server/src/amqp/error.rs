@@ -69,6 +69,19 @@ impl AmqpError {
     }
 
     /// The reply text as AMQP carries it: RabbitMQ's `CODE_NAME - text`, at most 255 bytes.
+    /// This error as the `connection.close` that reports it.
+    pub fn connection_close(&self) -> amq_protocol::protocol::AMQPClass {
+        use amq_protocol::protocol::connection;
+        amq_protocol::protocol::AMQPClass::Connection(connection::AMQPMethod::Close(
+            connection::Close {
+                reply_code: self.code,
+                reply_text: self.reply_text().into(),
+                class_id: self.class_id,
+                method_id: self.method_id,
+            },
+        ))
+    }
+
     pub fn reply_text(&self) -> String {
         let name = match self.code {
             NOT_FOUND => "NOT_FOUND",

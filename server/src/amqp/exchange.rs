@@ -122,13 +122,11 @@ async fn declare_exchange(conn: &Conn, declare: &exchange::Declare) -> Result<()
         None => {}
     }
     let mut declared = Exchange::new(&names::new_exchange(&metadata, name)?, kind);
-    let alternate = match declare.arguments.inner().get("alternate-exchange") {
-        Some(AMQPValue::LongString(text)) => {
-            Some(String::from_utf8_lossy(text.as_bytes()).into_owned())
-        }
-        Some(AMQPValue::ShortString(text)) => Some(text.as_str().to_string()),
-        _ => None,
-    };
+    let alternate = declare
+        .arguments
+        .inner()
+        .get("alternate-exchange")
+        .and_then(super::queue::text);
     declared.alternate = alternate.map(|alternate| names::exchange(&metadata, &alternate));
     change_routing(conn, vec![Change::DeclareExchange(declared)]).await
 }

@@ -103,13 +103,8 @@ fn unexpected(method: &connection::AMQPMethod, wanted: &str) -> AmqpError {
 /// Sends connection.close for a handshake failure and ends the connection (the peer's close-ok is
 /// not awaited: the handshake never completed).
 async fn refuse<T>(conn: &Rc<Conn>, error: AmqpError) -> Result<T, AmqpConnectionError> {
-    let close = connection::AMQPMethod::Close(connection::Close {
-        reply_code: error.code,
-        reply_text: error.reply_text().into(),
-        class_id: error.class_id,
-        method_id: error.method_id,
-    });
-    let _ = conn.send_method(0, AMQPClass::Connection(close)).await;
+    let close = error.connection_close();
+    let _ = conn.send_method(0, close).await;
     Err(AmqpConnectionError::Refused(error))
 }
 

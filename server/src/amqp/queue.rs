@@ -315,7 +315,8 @@ fn integer(value: &AMQPValue) -> Option<i64> {
     })
 }
 
-fn text(value: &AMQPValue) -> Option<String> {
+/// A string argument (long or short string) as text.
+pub fn text(value: &AMQPValue) -> Option<String> {
     match value {
         AMQPValue::LongString(text) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
         AMQPValue::ShortString(text) => Some(text.as_str().to_string()),
