@@ -78,29 +78,11 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
 /// amqp-compat.md, "Not done yet"). Same shape and same rule as `KNOWN_DIFFERENCES`: a row that
 /// stops differing fails the test, so this list can only shrink honestly.
 const NOT_IMPLEMENTED_YET: &[(&str, &str, &str)] = &[
-    ("confirms", "/to_full_queue", "x-overflow reject-publish"),
-    ("dead_letter", "/first_deaths", "dead-lettering"),
-    ("dead_letter", "/second_deaths", "dead-lettering"),
-    ("max_length", "/bytes_get", "x-max-length-bytes"),
-    ("max_length", "/drop_head_count", "x-max-length"),
-    ("max_length", "/drop_head_get", "x-max-length"),
-    ("max_length", "/dropped", "x-max-length with dead-lettering"),
-    (
-        "max_length",
-        "/reject_confirms",
-        "x-overflow reject-publish",
-    ),
-    ("max_length", "/reject_get", "x-overflow reject-publish"),
     (
         "properties",
         "/direct_reply_to",
         "direct reply-to (amq.rabbitmq.reply-to)",
     ),
-    ("queue_arguments", "/expires", "x-expires"),
-    ("ttl", "/dead", "TTL with dead-lettering"),
-    ("ttl", "/message_ttl_get", "per-message TTL (expiration)"),
-    ("ttl", "/queue_ttl_get", "x-message-ttl"),
-    ("ttl", "/zero_ttl_get", "x-message-ttl 0"),
     (
         "fanout_headers",
         "/headers/number",

@@ -18,10 +18,11 @@ use super::error::{AmqpError, NO_ROUTE};
 use super::exchange::value_text;
 use super::frame;
 use super::message::Message;
-use super::queue::{is_queue, owner, resolve_name};
+use super::queue::{is_queue, owner, owner_in, resolve_name};
 use super::queue_owner::{self, on_owner, owner_key, ConsumerSpec, Delivery, Outbound, Settle};
 use crate::metadata::Metadata;
 use crate::partition::PendingAppend;
+use crate::shard::Shard;
 
 /// The answer a publish waits for before its confirm: stored (or not) in one destination.
 pub type Stored = flume::Receiver<Result<(), AmqpError>>;
@@ -418,16 +419,19 @@ pub async fn publish(
     let exchange = publish.exchange.as_str();
     let key = publish.routing_key.as_str();
     let destinations = route(&metadata, exchange, key, &header.properties)?;
-    let persistent = *header.properties.delivery_mode() == Some(2);
+    let persistent = super::message::is_persistent(&header.properties);
     let message = Arc::new(Message {
         exchange: exchange.to_string(),
         routing_key: key.to_string(),
         raw_properties: header.raw_properties,
         body: body.freeze(),
+        stored_ms: super::message::now_ms(),
+        expiration_ms: super::message::expiration(&header.properties)?,
+        persistent,
     });
     let mut stored = Vec::with_capacity(destinations.len());
     for destination in &destinations {
-        stored.push(store(conn, &metadata, destination, &message, persistent).await?);
+        stored.push(store(&conn.shard, &metadata, destination, &message, persistent).await?);
     }
     if destinations.is_empty() && publish.mandatory {
         let returned = basic::AMQPMethod::Return(basic::Return {
@@ -459,7 +463,7 @@ fn check_user_id(properties: &basic::AMQPProperties) -> Result<(), AmqpError> {
 
 /// The topics a message goes to: the default exchange names a queue by the routing key; any
 /// other exchange routes through the shared table.
-fn route(
+pub fn route(
     metadata: &Metadata,
     exchange: &str,
     key: &str,
@@ -507,15 +511,15 @@ fn route(
 
 /// Stores the message in one destination: a queue on its owner, or a plain Kafka topic (the
 /// partition chosen by the routing key's hash, as Kafka clients do).
-async fn store(
-    conn: &Rc<Conn>,
+pub async fn store(
+    shard: &Rc<Shard>,
     metadata: &Metadata,
     destination: &str,
     message: &Arc<Message>,
     persistent: bool,
 ) -> Result<Stored, AmqpError> {
     if is_queue(metadata, destination) {
-        let shard = owner(conn, destination)?;
+        let owner = owner_in(metadata, destination)?;
         let durable = persistent
             && metadata.topics.get(destination).is_some_and(|topic| {
                 topic
@@ -526,8 +530,8 @@ async fn store(
         let name: Arc<str> = Arc::from(destination);
         let message = message.clone();
         return Ok(on_owner(
-            &conn.shard,
             shard,
+            owner,
             move |shard, reply| match queue_owner::publish(&shard, &name, message, durable) {
                 Ok(stored) => {
                     glommio::spawn_local(async move {
@@ -550,12 +554,9 @@ async fn store(
         message.routing_key.as_bytes(),
         partitions as u32,
     );
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64);
-    let batch = message.to_batch(now_ms).freeze();
+    let batch = message.to_batch().freeze();
     let pending = PendingAppend::issue(
-        &conn.shard,
+        shard,
         metadata,
         destination,
         partition as i32,

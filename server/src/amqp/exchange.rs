@@ -126,7 +126,7 @@ async fn declare_exchange(conn: &Conn, declare: &exchange::Declare) -> Result<()
         .arguments
         .inner()
         .get("alternate-exchange")
-        .and_then(super::queue::text);
+        .and_then(super::policy::text);
     declared.alternate = alternate.map(|alternate| names::exchange(&metadata, &alternate));
     change_routing(conn, vec![Change::DeclareExchange(declared)]).await
 }

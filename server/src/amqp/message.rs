@@ -11,8 +11,11 @@
 //!
 //! Pure data and codecs; no I/O. `Send`: messages cross shards inside `Arc`s.
 
+use amq_protocol::protocol::basic;
 use bytes::{Bytes, BytesMut};
 use weir_engine::batch::{build_batch, BatchSpec, RecordSpec};
+
+use super::error::AmqpError;
 
 pub const HEADER_EXCHANGE: &str = "amqp.exchange";
 pub const HEADER_PROPERTIES: &str = "amqp.properties";
@@ -24,6 +27,12 @@ pub struct Message {
     pub routing_key: String,
     pub raw_properties: Bytes,
     pub body: Bytes,
+    /// When it was stored (the record's timestamp): TTLs count from here.
+    pub stored_ms: i64,
+    /// Its own TTL (the `expiration` property), already checked.
+    pub expiration_ms: Option<u64>,
+    /// delivery-mode 2: stored on the device in a durable queue.
+    pub persistent: bool,
 }
 
 impl Message {
@@ -33,7 +42,7 @@ impl Message {
     }
 
     /// The message as a one-record batch, ready for `Log::append`.
-    pub fn to_batch(&self, now_ms: i64) -> BytesMut {
+    pub fn to_batch(&self) -> BytesMut {
         let headers: [(&str, &[u8]); 2] = [
             (HEADER_EXCHANGE, self.exchange.as_bytes()),
             (HEADER_PROPERTIES, &self.raw_properties),
@@ -45,11 +54,38 @@ impl Message {
             timestamp_delta_ms: 0,
         };
         let spec = BatchSpec {
-            first_timestamp_ms: now_ms,
+            first_timestamp_ms: self.stored_ms,
             ..BatchSpec::default()
         };
         build_batch(&spec, &[record])
     }
+}
+
+/// The broker's clock in ms since the epoch (record timestamps, TTLs).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+/// The `expiration` property as RabbitMQ reads it: a string of a non-negative integer of
+/// milliseconds (406 otherwise).
+pub fn expiration(properties: &basic::AMQPProperties) -> Result<Option<u64>, AmqpError> {
+    let Some(text) = properties.expiration() else {
+        return Ok(None);
+    };
+    match text.as_str().parse::<u64>() {
+        Ok(ms) => Ok(Some(ms)),
+        Err(_) => Err(AmqpError::precondition(format!(
+            "invalid expiration '{}' for message",
+            text.as_str()
+        ))),
+    }
+}
+
+/// delivery-mode 2.
+pub fn is_persistent(properties: &basic::AMQPProperties) -> bool {
+    *properties.delivery_mode() == Some(2)
 }
 
 /// The messages in `batches` (whole RecordBatch v2 batches as the log serves them), with their
@@ -73,13 +109,22 @@ pub fn decode_batches(batches: &[u8]) -> Result<Vec<(i64, Message)>, String> {
                     .and_then(|(_, value)| value.clone())
             };
             let exchange = header(HEADER_EXCHANGE).unwrap_or_default();
+            let raw_properties =
+                header(HEADER_PROPERTIES).unwrap_or_else(|| Bytes::from_static(&[0, 0]));
+            let properties = match basic::parse_properties(&raw_properties[..]) {
+                Ok((_, properties)) => properties,
+                Err(_) => basic::AMQPProperties::default(),
+            };
             let message = Message {
                 exchange: String::from_utf8_lossy(&exchange).into_owned(),
                 routing_key: String::from_utf8_lossy(&record.key.clone().unwrap_or_default())
                     .into_owned(),
-                raw_properties: header(HEADER_PROPERTIES)
-                    .unwrap_or_else(|| Bytes::from_static(&[0, 0])),
+                raw_properties,
                 body: record.value.clone().unwrap_or_default(),
+                stored_ms: record.timestamp,
+                // Checked when it was published; a record from elsewhere with a bad one has none.
+                expiration_ms: expiration(&properties).ok().flatten(),
+                persistent: is_persistent(&properties),
             };
             messages.push((record.offset, message));
         }
@@ -98,8 +143,11 @@ mod tests {
             routing_key: "process_queue".into(),
             raw_properties: Bytes::from_static(&[0x80, 0, 4, b'j', b's', b'o', b'n']),
             body: Bytes::from_static(b"{\"user_id\": 123}"),
+            stored_ms: 1_700_000_000_000,
+            expiration_ms: None,
+            persistent: false,
         };
-        let mut batch = message.to_batch(1_700_000_000_000);
+        let mut batch = message.to_batch();
         weir_engine::batch::set_base_offset(&mut batch, 41);
         weir_engine::batch::validate(&batch).unwrap();
         assert_eq!(decode_batches(&batch).unwrap(), vec![(41, message)]);

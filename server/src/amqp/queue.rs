@@ -18,6 +18,7 @@ use super::channel::Channel;
 use super::connection::{Conn, HandleError};
 use super::error::AmqpError;
 use super::names;
+use super::policy::QueuePolicy;
 use super::queue_owner::{self, on_owner, QueueSpec};
 use crate::metadata::Metadata;
 use crate::routing::exchange::{Binding, Destination, RoutingErrorKind};
@@ -50,6 +51,7 @@ pub fn spec_of(configs: &BTreeMap<String, String>) -> QueueSpec {
         auto_delete: flag(CONFIG_AUTO_DELETE),
         single_active: flag(CONFIG_SINGLE_ACTIVE),
         arguments: configs.get(CONFIG_ARGUMENTS).cloned().unwrap_or_default(),
+        policy: QueuePolicy::from_configs(configs),
     }
 }
 
@@ -135,12 +137,16 @@ pub fn resolve_name(conn: &Conn, channel: &Channel, name: &str) -> Result<String
 
 /// The owner of the queue on core topic `topic`, or 404.
 pub fn owner(conn: &Conn, topic: &str) -> Result<ShardId, AmqpError> {
-    let metadata = conn.shard.metadata();
+    owner_in(&conn.shard.metadata(), topic)
+}
+
+/// As [`owner`], in `metadata`.
+pub fn owner_in(metadata: &Metadata, topic: &str) -> Result<ShardId, AmqpError> {
     let missing = || {
         let name = names::amqp_name(topic);
         AmqpError::not_found(format!("no queue '{name}' in vhost '/'"))
     };
-    if !is_queue(&metadata, topic) {
+    if !is_queue(metadata, topic) {
         return Err(missing());
     }
     metadata.owner(topic, 0).ok_or_else(missing)
@@ -161,7 +167,8 @@ async fn declare_queue(
         }
         name => name.to_string(),
     };
-    let arguments = check_arguments(&declare.arguments, declare.durable, declare.exclusive)?;
+    let policy =
+        QueuePolicy::from_arguments(&declare.arguments, declare.durable, declare.exclusive)?;
     let spec = QueueSpec {
         durable: declare.durable,
         exclusive: declare.exclusive,
@@ -170,7 +177,8 @@ async fn declare_queue(
             declare.arguments.inner().get("x-single-active-consumer"),
             Some(AMQPValue::Boolean(true))
         ),
-        arguments,
+        arguments: canonical_arguments(&declare.arguments),
+        policy,
     };
     let topic = topic_for_declare(conn, &name, &spec, declare.passive).await?;
     let shard = owner(conn, &topic)?;
@@ -235,92 +243,13 @@ fn generated_name() -> String {
     format!("amq.gen-{suffix}")
 }
 
-/// The declare arguments, checked as RabbitMQ checks them (406 for a value of the wrong type
-/// or range) and rendered canonically (for the 406 on a redeclaration with other arguments).
-/// Priority queues and stream queues are refused, never ignored.
-fn check_arguments(
-    arguments: &FieldTable,
-    durable: bool,
-    exclusive: bool,
-) -> Result<String, AmqpError> {
-    for (name, value) in arguments {
-        check_argument(name.as_str(), value, durable, exclusive)?;
-    }
-    Ok(if arguments.inner().is_empty() {
+/// The declare arguments rendered canonically (for the 406 on a redeclaration with other
+/// arguments).
+fn canonical_arguments(arguments: &FieldTable) -> String {
+    if arguments.inner().is_empty() {
         String::new()
     } else {
         format!("{:?}", arguments.inner())
-    })
-}
-
-fn check_argument(
-    name: &str,
-    value: &AMQPValue,
-    durable: bool,
-    exclusive: bool,
-) -> Result<(), AmqpError> {
-    let invalid = |why: &str| {
-        Err(AmqpError::precondition(format!(
-            "invalid arg '{name}' for queue: {why} ({value:?})"
-        )))
-    };
-    match name {
-        "x-max-priority" => Err(AmqpError::precondition(
-            "x-max-priority: priority queues are not supported by Weir yet",
-        )),
-        "x-message-ttl" | "x-max-length" | "x-max-length-bytes" | "x-delivery-limit" => {
-            match integer(value) {
-                Some(number) if number >= 0 => Ok(()),
-                _ => invalid("expected a non-negative integer"),
-            }
-        }
-        "x-single-active-consumer" => match value {
-            AMQPValue::Boolean(_) => Ok(()),
-            _ => invalid("expected a boolean"),
-        },
-        "x-expires" => match integer(value) {
-            Some(number) if number >= 1 => Ok(()),
-            _ => invalid("expected a positive integer"),
-        },
-        "x-overflow" => match text(value).as_deref() {
-            Some("drop-head" | "reject-publish" | "reject-publish-dlx") => Ok(()),
-            _ => invalid("expected drop-head, reject-publish or reject-publish-dlx"),
-        },
-        "x-queue-type" => match text(value).as_deref() {
-            Some("classic") => Ok(()),
-            Some("quorum") if durable && !exclusive => Ok(()),
-            Some("quorum") => Err(AmqpError::precondition(
-                "invalid property 'non-durable' or 'exclusive' for a quorum queue",
-            )),
-            Some("stream") => Err(AmqpError::precondition(
-                "x-queue-type stream: stream queues are not supported by Weir yet",
-            )),
-            _ => invalid("expected classic, quorum or stream"),
-        },
-        _ => Ok(()),
-    }
-}
-
-/// An AMQP integer of any width.
-fn integer(value: &AMQPValue) -> Option<i64> {
-    Some(match *value {
-        AMQPValue::ShortShortInt(number) => i64::from(number),
-        AMQPValue::ShortShortUInt(number) => i64::from(number),
-        AMQPValue::ShortInt(number) => i64::from(number),
-        AMQPValue::ShortUInt(number) => i64::from(number),
-        AMQPValue::LongInt(number) => i64::from(number),
-        AMQPValue::LongUInt(number) => i64::from(number),
-        AMQPValue::LongLongInt(number) => number,
-        _ => return None,
-    })
-}
-
-/// A string argument (long or short string) as text.
-pub fn text(value: &AMQPValue) -> Option<String> {
-    match value {
-        AMQPValue::LongString(text) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
-        AMQPValue::ShortString(text) => Some(text.as_str().to_string()),
-        _ => None,
     }
 }
 
@@ -334,6 +263,7 @@ async fn create_topic(conn: &Conn, name: &str, spec: &QueueSpec) -> Result<(), A
         CONFIG_SINGLE_ACTIVE.to_string(),
         spec.single_active.to_string(),
     );
+    spec.policy.to_configs(&mut configs);
     // A queue is consumed, not retained: Kafka's time and size retention must not drop
     // messages nobody has acknowledged yet.
     configs.insert("retention.ms".to_string(), "-1".to_string());

@@ -98,7 +98,7 @@ async fn delete_transient_queues(shard: &Shard) {
 }
 
 async fn recover_queue(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     name: &str,
     configs: &BTreeMap<String, String>,
 ) -> anyhow::Result<()> {

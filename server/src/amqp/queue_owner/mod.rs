@@ -21,11 +21,13 @@ use std::time::Instant;
 
 use weir_engine::Offset;
 
+use super::dead_letter::Reason;
 use super::error::AmqpError;
-use super::message::Message;
+use super::message::{now_ms, Message};
+use super::policy::QueuePolicy;
 use crate::queues::{
-    AckStore, AckStoreOptions, ConsumerId, Durability, QueueKey, QueueLimits, QueueSnapshot,
-    QueueState,
+    AckStore, AckStoreOptions, ConsumerId, Durability, QueueKey, QueueSnapshot, QueueState,
+    ReturnOutcome,
 };
 use crate::shard::mesh::{reply_channel, Job, Reply};
 use crate::shard::signal::Signal;
@@ -93,6 +95,8 @@ pub struct QueueSpec {
     pub single_active: bool,
     /// The declare arguments, rendered canonically.
     pub arguments: String,
+    /// What the arguments ask for (TTL, length limits, dead-lettering, expiry).
+    pub policy: QueuePolicy,
 }
 
 /// What acknowledging a delivery does.
@@ -125,7 +129,19 @@ struct Queue {
     had_consumer: bool,
     /// Fired when the queue is deleted: its log follower stops.
     stop: Rc<Signal>,
+    shard: Rc<Shard>,
+    /// Body bytes of `messages`, and of those held: ready bytes are the difference.
+    message_bytes: u64,
+    held_bytes: u64,
+    /// The deadline (ms) of the TTL timer armed for the head, if one is.
+    expiry_armed: Option<i64>,
+    /// A message here may expire: the queue has a TTL, or one came with its own.
+    may_expire: bool,
+    /// The last declare, consume, cancel or get: `x-expires` counts from here.
+    last_used: Instant,
 }
+
+mod limits;
 
 type QueueRef = Rc<RefCell<Queue>>;
 
@@ -200,7 +216,7 @@ where
 /// Creates the queue's runtime on its owner, or checks a redeclaration against it. Answers
 /// (ready messages, consumers).
 pub fn declare(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     name: &str,
     spec: QueueSpec,
     connection: ConnectionId,
@@ -208,7 +224,8 @@ pub fn declare(
 ) -> Result<(u32, u32), AmqpError> {
     access(name, connection)?;
     if let Some(queue) = find(name) {
-        let queue = queue.borrow();
+        let mut queue = queue.borrow_mut();
+        queue.last_used = Instant::now();
         if !passive && queue.spec != spec {
             return Err(AmqpError::precondition(format!(
                 "inequivalent arg for queue '{name}' in vhost '/': declared {:?}, asked {spec:?}",
@@ -227,7 +244,7 @@ pub fn declare(
     } else {
         Durability::Transient
     };
-    let state = QueueState::new(end, end, QueueLimits::AMQP, durability);
+    let state = QueueState::new(end, end, limits::of(&spec.policy), durability);
     install(shard, name, spec, exclusive_owner, BTreeMap::new(), state);
     if let Some(queue) = find(name) {
         journal(&mut queue.borrow_mut());
@@ -242,7 +259,7 @@ fn counts(queue: &Queue) -> (u32, u32) {
 
 /// Installs a queue runtime with its state and unfinished messages.
 fn install(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     name: &str,
     spec: QueueSpec,
     exclusive_owner: Option<ConnectionId>,
@@ -252,6 +269,12 @@ fn install(
     let log = shard.log(name, 0);
     let stop = Rc::new(Signal::default());
     let name: Arc<str> = Arc::from(name);
+    let may_expire = spec.policy.message_ttl_ms.is_some()
+        || messages
+            .values()
+            .any(|message| message.expiration_ms.is_some());
+    let message_bytes = messages.values().map(|m| m.body.len() as u64).sum();
+    let expires = spec.policy.expires_ms;
     let queue = Queue {
         name: name.clone(),
         spec,
@@ -263,11 +286,21 @@ fn install(
         held: HashMap::new(),
         had_consumer: false,
         stop: stop.clone(),
+        shard: shard.clone(),
+        message_bytes,
+        held_bytes: 0,
+        expiry_armed: None,
+        may_expire,
+        last_used: Instant::now(),
     };
     let queue = Rc::new(RefCell::new(queue));
     if let Some(log) = log {
         follow(queue.clone(), log, stop);
     }
+    if let Some(expires) = expires {
+        limits::watch_unused(queue.clone(), std::time::Duration::from_millis(expires));
+    }
+    limits::arm_expiry(&queue);
     QUEUES.with(|queues| queues.borrow_mut().insert(name, queue));
 }
 
@@ -315,10 +348,9 @@ fn take_in(queue_ref: &QueueRef, found: Vec<(i64, Message)>, high_watermark: i64
             if offset < known || offset.get() >= high_watermark {
                 continue;
             }
-            queue
-                .messages
-                .entry(offset)
-                .or_insert_with(|| Arc::new(message));
+            if !queue.messages.contains_key(&offset) {
+                queue.insert_message(offset, Arc::new(message));
+            }
             end = end.max(offset.next());
         }
         if end > known {
@@ -332,7 +364,7 @@ fn take_in(queue_ref: &QueueRef, found: Vec<(i64, Message)>, high_watermark: i64
 /// everything in the log unfinished and possibly delivered), its unfinished messages from the
 /// log (`messages`, whose end is `next`). Answers how many messages are unfinished.
 pub fn recover(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     name: &str,
     spec: QueueSpec,
     messages: Vec<(i64, Message)>,
@@ -359,7 +391,12 @@ pub fn recover(
         .filter(|(offset, _)| !finished(*offset))
         .map(|(offset, message)| (offset, Arc::new(message)))
         .collect();
-    let state = QueueState::restore(&snapshot, next, QueueLimits::AMQP, Durability::Durable);
+    let state = QueueState::restore(
+        &snapshot,
+        next,
+        limits::of(&spec.policy),
+        Durability::Durable,
+    );
     let unfinished = messages.len();
     install(shard, name, spec, None, messages, state);
     unfinished
@@ -371,7 +408,8 @@ pub fn exists(name: &str) -> bool {
 }
 
 /// Appends `message` to the queue's log and offers it to consumers. The returned future
-/// resolves once the message is stored (written; `durable`: on the device).
+/// resolves once the message is stored (written; `durable`: on the device). A full
+/// `reject-publish` queue refuses it (the publisher's confirm is a nack).
 pub fn publish(
     shard: &Rc<Shard>,
     name: &str,
@@ -379,23 +417,21 @@ pub fn publish(
     durable: bool,
 ) -> Result<impl std::future::Future<Output = Result<(), AmqpError>>, AmqpError> {
     let queue = find(name).ok_or_else(|| missing(name))?;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64);
-    let batch = message.to_batch(now_ms);
+    queue.borrow().admit(&message)?;
+    let batch = message.to_batch();
     let appended = crate::partition::append(shard, name, 0, Some(&batch))
         .map_err(|error| AmqpError::internal(format!("storing to queue '{name}': {error:?}")))?;
     let offset = Offset::new(appended.base_offset);
     {
         let mut queue = queue.borrow_mut();
-        queue.messages.insert(offset, message);
+        queue.insert_message(offset, message);
         // Records another path appended before this one (a Kafka producer) leave a gap the log
         // follower fills once they are written; until then this message waits behind them.
         if offset == queue.state.next_offset() {
             queue.state.on_appended(offset.next());
         }
     }
-    dispatch(&queue);
+    limits::dispatch_fresh(&queue, offset);
     let log = appended.log;
     Ok(async move {
         let stored = if durable {
@@ -437,6 +473,7 @@ pub fn consume(name: &str, spec: ConsumerSpec) -> Result<(), AmqpError> {
             )));
         }
         queue.had_consumer = true;
+        queue.last_used = Instant::now();
         queue.consumers.push(Consumer {
             spec,
             in_flight: 0,
@@ -454,6 +491,7 @@ pub fn cancel(name: &str, owner: ConsumerId, tag: &str) -> bool {
         return false;
     };
     let mut queue = queue.borrow_mut();
+    queue.last_used = Instant::now();
     queue
         .consumers
         .retain(|c| !(owner_of(&c.spec) == owner && &*c.spec.tag == tag));
@@ -466,30 +504,41 @@ fn owner_of(spec: &ConsumerSpec) -> ConsumerId {
 
 /// basic.get: the next ready message, acquired by `owner` (and finished at once if `no_ack`).
 pub fn get(name: &str, owner: ConsumerId, no_ack: bool) -> Result<Option<Got>, AmqpError> {
-    let queue = find(name).ok_or_else(|| missing(name))?;
-    let mut queue = queue.borrow_mut();
-    let Some(acquired) = queue.state.acquire(owner, 1, Instant::now()).pop() else {
-        return Ok(None);
+    let queue_ref = find(name).ok_or_else(|| missing(name))?;
+    let got = {
+        let mut queue = queue_ref.borrow_mut();
+        queue.last_used = Instant::now();
+        let mut dead = Vec::new();
+        queue.expire_head(now_ms(), None, &mut dead);
+        queue.bury(dead);
+        let got = get_in(&mut queue, owner, no_ack);
+        journal(&mut queue);
+        got
     };
+    limits::arm_expiry(&queue_ref);
+    Ok(got)
+}
+
+fn get_in(queue: &mut Queue, owner: ConsumerId, no_ack: bool) -> Option<Got> {
+    let acquired = queue.state.acquire(owner, 1, Instant::now()).pop()?;
     let offset = acquired.offset;
     let Some(message) = queue.messages.get(&offset).cloned() else {
         // A record without a message cannot be: drop it rather than hand out nothing.
         let _ = queue.state.accept(owner, offset);
-        return Ok(None);
+        return None;
     };
     if no_ack {
         let _ = queue.state.accept(owner, offset);
-        queue.messages.remove(&offset);
+        queue.remove_message(offset);
     } else {
-        queue.held.insert(offset, None);
+        queue.hold(offset, None);
     }
-    journal(&mut queue);
-    Ok(Some(Got {
+    Some(Got {
         offset: offset.get(),
         redelivered: acquired.redelivered,
         message,
-        message_count: counts(&queue).0,
-    }))
+        message_count: counts(queue).0,
+    })
 }
 
 /// Acknowledges, requeues or discards deliveries `owner` holds, then delivers what that frees.
@@ -505,8 +554,10 @@ pub fn settle(
     };
     let result = {
         let mut queue = queue.borrow_mut();
-        let result = settle_in(&mut queue, owner, offsets, how);
+        let mut dead = Vec::new();
+        let result = settle_in(&mut queue, owner, offsets, how, &mut dead);
         journal(&mut queue);
+        queue.bury(dead);
         result
     };
     dispatch(&queue);
@@ -518,20 +569,33 @@ fn settle_in(
     owner: ConsumerId,
     offsets: &[i64],
     how: Settle,
+    dead: &mut Vec<(Arc<Message>, Reason)>,
 ) -> Result<(), AmqpError> {
     for &offset in offsets {
         let offset = Offset::new(offset);
-        let settled = match how {
-            Settle::Ack => queue.state.accept(owner, offset),
-            Settle::Requeue => queue.state.release(owner, offset).map(|_| ()),
-            Settle::Discard => queue.state.reject(owner, offset),
+        let died = match how {
+            Settle::Ack => queue.state.accept(owner, offset).map(|()| None),
+            Settle::Requeue => queue
+                .state
+                .release(owner, offset)
+                .map(|outcome| match outcome {
+                    ReturnOutcome::Requeued => None,
+                    ReturnOutcome::Archived(_) => Some(Reason::DeliveryLimit),
+                }),
+            Settle::Discard => queue
+                .state
+                .reject(owner, offset)
+                .map(|()| Some(Reason::Rejected)),
         };
-        settled
+        let died = died
             .map_err(|error| AmqpError::precondition(format!("unknown delivery tag: {error}")))?;
-        if how != Settle::Requeue {
-            queue.messages.remove(&offset);
-        }
         queue.credit_back(offset, owner);
+        let finished = how == Settle::Ack || died.is_some();
+        if finished {
+            if let (Some(message), Some(reason)) = (queue.remove_message(offset), died) {
+                dead.push((message, reason));
+            }
+        }
     }
     Ok(())
 }
@@ -539,7 +603,7 @@ fn settle_in(
 impl Queue {
     /// A held offset came back from `owner`: its consumer may take one more.
     fn credit_back(&mut self, offset: Offset, owner: ConsumerId) {
-        if let Some(Some(tag)) = self.held.remove(&offset) {
+        if let Some(Some(tag)) = self.unhold(offset) {
             if let Some(consumer) = self
                 .consumers
                 .iter_mut()
@@ -561,9 +625,19 @@ pub fn release_channel(name: &str, owner: ConsumerId) -> bool {
         let mut queue = queue.borrow_mut();
         let before = queue.consumers.len();
         queue.consumers.retain(|c| owner_of(&c.spec) != owner);
-        for returned in queue.state.release_owner(owner) {
-            queue.held.remove(&returned.offset);
+        if before > queue.consumers.len() {
+            queue.last_used = Instant::now();
         }
+        let mut dead = Vec::new();
+        for returned in queue.state.release_owner(owner) {
+            queue.unhold(returned.offset);
+            if let ReturnOutcome::Archived(_) = returned.outcome {
+                if let Some(message) = queue.remove_message(returned.offset) {
+                    dead.push((message, Reason::DeliveryLimit));
+                }
+            }
+        }
+        queue.bury(dead);
         journal(&mut queue);
         queue.spec.auto_delete && queue.had_consumer && before > 0 && queue.consumers.is_empty()
     };
@@ -578,6 +652,7 @@ pub fn purge(name: &str) -> Result<u32, AmqpError> {
     let purged = queue.state.purge();
     let Queue { messages, held, .. } = &mut *queue;
     messages.retain(|offset, _| held.contains_key(offset));
+    queue.message_bytes = queue.messages.values().map(|m| m.body.len() as u64).sum();
     journal(&mut queue);
     Ok(u32::try_from(purged).unwrap_or(u32::MAX))
 }
@@ -614,11 +689,19 @@ pub fn delete(name: &str, if_unused: bool, if_empty: bool) -> Result<u32, AmqpEr
     Ok(u32::try_from(count).unwrap_or(u32::MAX))
 }
 
-/// Hands ready messages to consumers with room, round-robin, until either runs out.
+/// Drops what expired or overflows at the head, then hands ready messages to consumers with
+/// room, round-robin, until either runs out.
 fn dispatch(queue_ref: &QueueRef) {
-    let mut queue = queue_ref.borrow_mut();
-    dispatch_ready(queue_ref, &mut queue);
-    journal(&mut queue);
+    {
+        let mut queue = queue_ref.borrow_mut();
+        let mut dead = Vec::new();
+        queue.expire_head(now_ms(), None, &mut dead);
+        queue.drop_over_limit(&mut dead);
+        dispatch_ready(queue_ref, &mut queue);
+        journal(&mut queue);
+        queue.bury(dead);
+    }
+    limits::arm_expiry(queue_ref);
 }
 
 fn dispatch_ready(queue_ref: &QueueRef, queue: &mut Queue) {
@@ -648,10 +731,10 @@ fn dispatch_ready(queue_ref: &QueueRef, queue: &mut Queue) {
         };
         if spec.no_ack {
             let _ = queue.state.accept(owner, offset);
-            queue.messages.remove(&offset);
+            queue.remove_message(offset);
         } else {
             queue.consumers[index].in_flight += 1;
-            queue.held.insert(offset, Some(spec.tag.clone()));
+            queue.hold(offset, Some(spec.tag.clone()));
         }
         queue.next_consumer = index + 1;
         match spec.sink.try_send(Outbound::Deliver(delivery)) {
