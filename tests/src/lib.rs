@@ -172,6 +172,15 @@ impl Broker {
         &self.data_dir
     }
 
+    /// The running broker's process id (the scale tests read its /proc/PID/status and fd/).
+    pub fn pid(&self) -> Result<u32> {
+        Ok(self
+            .child
+            .as_ref()
+            .context("the broker is not running")?
+            .id())
+    }
+
     /// Bytes the broker process has read from storage so far (`read_bytes` of /proc/PID/io;
     /// direct-I/O reads count).
     pub fn storage_read_bytes(&self) -> Result<u64> {

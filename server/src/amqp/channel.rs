@@ -104,10 +104,23 @@ pub async fn handle_method(
     method_number: u16,
     method: AMQPClass,
 ) -> Result<(), HandleError> {
-    if id > conn.channel_max.get() {
+    let channel_max = conn.channel_max.get();
+    let opening = matches!(method, AMQPClass::Channel(channel::AMQPMethod::Open(_)));
+    // Two limits, in this order. RabbitMQ's: how many channels are open, checked at
+    // channel.open and answered with 530 NOT_ALLOWED, which is what a client that opens channel
+    // after channel sees first. Then the spec's: a channel id is in 1..=channel-max (504;
+    // RabbitMQ does not check it, see docs/amqp-compat.md).
+    let open_count = conn.channels.borrow().len();
+    if opening && open_count >= usize::from(channel_max) && conn.channel(id).is_none() {
+        return Err(AmqpError::not_allowed(format!(
+            "number of channels opened ({open_count}) has reached the negotiated channel_max \
+             ({channel_max})"
+        ))
+        .into());
+    }
+    if id > channel_max {
         return Err(AmqpError::channel_error(format!(
-            "channel {id} above channel_max {}",
-            conn.channel_max.get()
+            "channel {id} above channel_max {channel_max}"
         ))
         .into());
     }

@@ -144,11 +144,21 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) -> Result<(), Amq
         outbox,
         conn.closed.clone(),
     ));
-    let delivering = glommio::spawn_local(super::basic::deliveries(conn.clone(), deliveries));
+    // The delivery task ends when `closed` fires (the signal polled first, so that no delivery
+    // is written after it), rather than by `Task::cancel`: glommio 0.9 never freed the memory of
+    // a task cancelled that way (about 650 bytes a connection, found with heaptrack by the 1,000
+    // idle connections test; glommio issue 636 reports the same of connection tasks).
+    let delivering = glommio::spawn_local({
+        let (conn, closed) = (conn.clone(), conn.closed.clone());
+        async move {
+            futures_lite::future::or(closed.wait(), super::basic::deliveries(conn, deliveries))
+                .await;
+        }
+    });
     let result = run(&conn, &mut reader).await;
     super::channel::close_all(&conn).await;
-    delivering.cancel().await;
     conn.closed.fire();
+    delivering.await;
     // The writer writes what is queued (a close, say), then ends; a peer that does not read
     // cannot hold the connection open past the wait.
     let written = futures_lite::future::or(writer, async {
@@ -405,7 +415,12 @@ async fn write_loop(
     outbox: flume::Receiver<Bytes>,
     closed: Rc<Signal>,
 ) -> Result<(), AmqpConnectionError> {
-    let mut staging = BytesMut::with_capacity(COALESCE_BYTES_MAX);
+    // Grows on demand: a busy connection's reaches COALESCE_BYTES_MAX and keeps it, an idle
+    // one (most of a thousand connections) holds what its handshake needed. Allocated whole up
+    // front, the 64 KiB of every short-lived connection fragmented the heap: each further round
+    // of 1,000 idle connections left 5-19 MiB more resident (docs/benchmarks.md, "AMQP
+    // connections and channels at scale").
+    let mut staging = BytesMut::new();
     loop {
         let next = futures_lite::future::or(async { outbox.recv_async().await.ok() }, async {
             closed.wait().await;
