@@ -8,8 +8,8 @@
 //! log. Files: `frame.rs` (codec), `connection.rs` and `handshake.rs` (the connection class),
 //! `channel.rs`, one file per method class (`exchange.rs`, `queue.rs`, `basic.rs`,
 //! `confirm.rs`), `queue_owner.rs` (queues on their owner), `message.rs` (the record layout),
-//! `recovery.rs` (start), `error.rs` (reply codes), `names.rs` (AMQP names in the core's
-//! one namespace).
+//! `recovery.rs` (start and clean stop), `error.rs` (reply codes), `names.rs` (AMQP names in the
+//! core's one namespace).
 
 pub mod basic;
 pub mod channel;
@@ -50,4 +50,9 @@ pub fn start_hook(
     shard: Rc<Shard>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>> {
     Box::pin(recovery::start(shard))
+}
+
+/// AMQP's clean-shutdown work on every shard (see `recovery.rs`).
+pub fn stop_hook(shard: Rc<Shard>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    Box::pin(recovery::stop(shard))
 }

@@ -139,14 +139,18 @@ thread_local! {
 /// rebuilt.
 pub async fn open_ack_store(shard: &Shard) -> anyhow::Result<()> {
     let dir = shard.config.data_dir.join("queues");
-    let store = AckStore::open(&dir, shard.id.index(), AckStoreOptions::default())
+    let options = AckStoreOptions {
+        flush_delay: std::time::Duration::from_millis(shard.config.queue_ack_flush_ms),
+        ..AckStoreOptions::default()
+    };
+    let store = AckStore::open(&dir, shard.id.index(), options)
         .await
         .map_err(|error| anyhow::anyhow!("opening the queue ack store: {error}"))?;
     ACKS.with(|acks| *acks.borrow_mut() = Some(store));
     Ok(())
 }
 
-fn ack_store() -> Option<Rc<AckStore>> {
+pub(super) fn ack_store() -> Option<Rc<AckStore>> {
     ACKS.with(|acks| acks.borrow().clone())
 }
 
