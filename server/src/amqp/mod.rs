@@ -8,13 +8,15 @@
 //! log. Files: `frame.rs` (codec), `connection.rs` and `handshake.rs` (the connection class),
 //! `channel.rs`, one file per method class (`exchange.rs`, `queue.rs`, `basic.rs`,
 //! `confirm.rs`), `queue_owner.rs` (queues on their owner), `message.rs` (the record layout),
-//! `recovery.rs` (start and clean stop), `error.rs` (reply codes), `names.rs` (AMQP names in the
-//! core's one namespace).
+//! `recovery.rs` (start and clean stop), `consumed.rs` (deleting the segments of a queue's log
+//! that are consumed), `error.rs` (reply codes), `names.rs` (AMQP names in the core's one
+//! namespace).
 
 pub mod basic;
 pub mod channel;
 pub mod confirm;
 pub mod connection;
+pub mod consumed;
 pub mod error;
 pub mod exchange;
 pub mod frame;

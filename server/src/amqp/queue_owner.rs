@@ -344,12 +344,13 @@ pub fn recover(
     next: i64,
 ) -> usize {
     let next = Offset::new(next);
-    let snapshot = durable_snapshot(name).unwrap_or(QueueSnapshot {
+    let mut snapshot = durable_snapshot(name).unwrap_or(QueueSnapshot {
         floor: Offset::new(start),
         done: Vec::new(),
         delivered_below: next,
         delivery_counts: Vec::new(),
     });
+    snapshot.floor = super::consumed::restored_floor(name, snapshot.floor, Offset::new(start));
     let finished = |offset: Offset| {
         offset < snapshot.floor
             || snapshot
@@ -367,6 +368,19 @@ pub fn recover(
     let unfinished = messages.len();
     install(shard, name, spec, None, messages, state);
     unfinished
+}
+
+/// Every queue of this shard: its name, whether it is durable, and its floor (every offset
+/// below it is finished). For deleting consumed segments (`consumed.rs`).
+pub(super) fn floors() -> Vec<(Arc<str>, bool, Offset)> {
+    QUEUES.with(|queues| {
+        let queues = queues.borrow();
+        let floor_of = |(name, queue): (&Arc<str>, &QueueRef)| {
+            let queue = queue.borrow();
+            (name.clone(), queue.spec.durable, queue.state.floor())
+        };
+        queues.iter().map(floor_of).collect()
+    })
 }
 
 /// Whether this shard has the queue's runtime.

@@ -1,8 +1,9 @@
 //! What AMQP does on every shard at start, before its listener accepts: shard 0 declares
 //! RabbitMQ's predeclared exchanges (`amq.direct`, ...) and deletes the queues that were not
 //! durable (RabbitMQ drops them on restart); every shard opens its queue ack store, rebuilds
-//! the runtimes of the durable queues it owns from their logs and acks (`queue_owner::recover`).
-//! And what it does at a clean shutdown (`stop`): persist every ack the shard has taken in.
+//! the runtimes of the durable queues it owns from their logs and acks (`queue_owner::recover`)
+//! and starts deleting their consumed segments (`consumed.rs`). And what it does at a clean
+//! shutdown (`stop`): persist every ack the shard has taken in.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -46,6 +47,7 @@ pub async fn start(shard: Rc<Shard>) -> anyhow::Result<()> {
                 .with_context(|| format!("rebuilding queue {name} from its log"))?;
         }
     }
+    super::consumed::spawn(shard);
     Ok(())
 }
 
