@@ -243,6 +243,16 @@ impl Log {
         log::enforce_retention(&self.inner).await
     }
 
+    /// Deletes every whole sealed segment whose offsets are all below `offset` (Kafka's
+    /// DeleteRecords at segment granularity: a segment holding `offset` or later offsets stays,
+    /// and so does the active segment), through the same path as retention; never blocks appends.
+    /// Answers the log start offset after it: the first remaining segment's base, which is also
+    /// what the log starts at when it is opened again.
+    pub async fn delete_segments_below(&self, offset: i64) -> Result<i64, LogError> {
+        let start = log::delete_segments_below(&self.inner, Offset::new(offset)).await?;
+        Ok(start.get())
+    }
+
     /// Flushes, syncs and closes the files.
     pub async fn close(&self) -> Result<(), LogError> {
         log::close(&self.inner).await

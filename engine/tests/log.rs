@@ -274,6 +274,79 @@ fn retention_by_size_and_age_deletes_whole_old_segments() {
     });
 }
 
+/// The base offsets of the segment files (any suffix) in `dir`, sorted, without duplicates.
+fn bases_on_disk(dir: &std::path::Path, suffix: &str) -> Vec<i64> {
+    let mut bases: Vec<i64> = files(dir, suffix)
+        .iter()
+        .filter_map(|p| p.file_stem()?.to_str()?.parse().ok())
+        .collect();
+    bases.dedup();
+    bases
+}
+
+#[test]
+fn deleting_below_an_offset_drops_whole_sealed_segments_only_and_survives_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(tmp.path(), |dir| async move {
+        let log = Log::open(&dir, small_segments(4096)).await.unwrap();
+        for i in 0..100 {
+            log.append(values(1, 300, i)).unwrap();
+        }
+        log.wait_written(99).await.unwrap();
+        let bases = bases_on_disk(&dir, ".log");
+        assert!(bases.len() >= 5, "rolled: {bases:?}");
+        let active = *bases.last().unwrap();
+        // Below the end of the first segment (or below nothing): every segment stays.
+        for below in [-5, 0, bases[1] - 1] {
+            assert_eq!(log.delete_segments_below(below).await.unwrap(), 0);
+        }
+        assert_eq!(bases_on_disk(&dir, ".log"), bases);
+        // One offset into the third segment: the two before it go, the one holding it stays.
+        assert_eq!(
+            log.delete_segments_below(bases[2] + 1).await.unwrap(),
+            bases[2]
+        );
+        assert_eq!(log.log_start_offset(), bases[2]);
+        assert_eq!(bases_on_disk(&dir, ".log"), bases[2..]);
+        for suffix in [".index", ".timeindex"] {
+            let on_disk = bases_on_disk(&dir, suffix);
+            assert!(
+                on_disk.iter().all(|&b| b >= bases[2]),
+                "{suffix}: {on_disk:?}"
+            );
+        }
+        assert!(matches!(
+            log.read(bases[2] - 1, 100).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        let kept = read_all(&log, bases[2], 10_000).await;
+        assert_eq!((kept[0].0, kept.len() as i64), (bases[2], 100 - bases[2]));
+        // Exactly at a boundary: the segment that ends there goes.
+        assert_eq!(log.delete_segments_below(bases[3]).await.unwrap(), bases[3]);
+        // Past the end: every sealed segment goes, never the active one.
+        let start = log.delete_segments_below(i64::MAX).await.unwrap();
+        assert_eq!((start, bases_on_disk(&dir, ".log")), (active, vec![active]));
+        // The start offset never moves back, and appends go on where they were.
+        assert_eq!(log.delete_segments_below(0).await.unwrap(), active);
+        assert_eq!(log.append(values(1, 1, 0)).unwrap().base_offset, 100);
+        log.close().await.unwrap();
+        let log = Log::open(&dir, small_segments(4096)).await.unwrap();
+        assert_eq!(
+            (log.log_start_offset(), log.high_watermark()),
+            (active, 101)
+        );
+        assert_eq!(
+            read_all(&log, active, 10_000).await.len() as i64,
+            101 - active
+        );
+        log.close().await.unwrap();
+        assert!(matches!(
+            log.delete_segments_below(101).await,
+            Err(LogError::Closed)
+        ));
+    });
+}
+
 #[test]
 fn lookup_by_timestamp() {
     let tmp = tempfile::tempdir().unwrap();

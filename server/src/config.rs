@@ -33,7 +33,11 @@ const SET_HELP: &str = "Broker and topic defaults with Kafka's names (repeatable
   weir.tail.cache.shard.bytes=N recent batches kept in memory per shard for consumers at the
                                 tail, shared out evenly over the shard's partitions, at least
                                 1 MiB each (default 256 MiB)
-  log.retention.check.interval.ms=N  how often each shard applies retention (default 300000)";
+  log.retention.check.interval.ms=N  how often each shard applies retention (default 300000);
+                                AMQP queues delete their consumed segments at this interval,
+                                at least every 10 s
+  weir.queue.ack.flush.ms=N     how long a shard's queue ack store gathers acks before one
+                                write and fdatasync (group commit; default 2)";
 
 /// `weir`: a thread-per-core Kafka-compatible log broker.
 #[derive(Parser, Debug, Clone, Default)]
@@ -102,6 +106,9 @@ pub struct BrokerConfig {
     pub tail_cache_shard_bytes: usize,
     /// How often each shard deletes segments past retention (`log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
+    /// How long a shard's queue ack store gathers acks before it writes and syncs them
+    /// (`weir.queue.ack.flush.ms`, group commit).
+    pub queue_ack_flush_ms: u64,
     /// Topic-level defaults (topic config names) applied under every topic's own configs.
     pub topic_defaults: BTreeMap<String, String>,
 }
@@ -226,6 +233,7 @@ impl BrokerConfig {
             connection_buffer_bytes_max: 100 << 20,
             tail_cache_shard_bytes: TAIL_CACHE_SHARD_BYTES_DEFAULT,
             retention_check_interval_ms: 300_000,
+            queue_ack_flush_ms: QUEUE_ACK_FLUSH_MS_DEFAULT,
             topic_defaults: BTreeMap::new(),
         };
         for (key, value) in values {
@@ -264,6 +272,10 @@ impl BrokerConfig {
                     .filter(|n| *n > 0)
                     .with_context(|| format!("{key}={value}: must be > 0"))?
             }
+            "weir.queue.ack.flush.ms" => {
+                self.queue_ack_flush_ms = u64::try_from(number()?)
+                    .with_context(|| format!("{key}={value}: must be >= 0"))?
+            }
             "max.connections" => {
                 self.max_connections = usize::try_from(number()?)
                     .ok()
@@ -288,20 +300,24 @@ impl BrokerConfig {
                     .filter(|n| *n > 0)
                     .with_context(|| format!("{key}={value}: must be > 0"))?
             }
-            _ => {
-                let topic_key = BROKER_ALIASES
-                    .iter()
-                    .find(|(broker, _)| *broker == key)
-                    .map(|(_, topic)| *topic)
-                    .unwrap_or(key);
-                if !TOPIC_CONFIG_NAMES.contains(&topic_key) {
-                    bail!("unknown setting {key} (see weir --help)");
-                }
-                validate_topic_config(topic_key, value).map_err(anyhow::Error::msg)?;
-                self.topic_defaults
-                    .insert(topic_key.to_string(), value.to_string());
-            }
+            _ => self.set_topic_default(key, value)?,
         }
+        Ok(())
+    }
+
+    /// A topic config's broker-wide default, by its topic or its broker name.
+    fn set_topic_default(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
+        let topic_key = BROKER_ALIASES
+            .iter()
+            .find(|(broker, _)| *broker == key)
+            .map(|(_, topic)| *topic)
+            .unwrap_or(key);
+        if !TOPIC_CONFIG_NAMES.contains(&topic_key) {
+            bail!("unknown setting {key} (see weir --help)");
+        }
+        validate_topic_config(topic_key, value).map_err(anyhow::Error::msg)?;
+        self.topic_defaults
+            .insert(topic_key.to_string(), value.to_string());
         Ok(())
     }
 
@@ -361,6 +377,9 @@ impl BrokerConfig {
 /// halving what the device could write (2 producers + 2 consumers, 100 B: 6.2-6.4 M msgs/s with
 /// ~590 MB/s of disk reads; 10.5-11.0 M with a cache that held them).
 pub const TAIL_CACHE_SHARD_BYTES_DEFAULT: usize = 256 << 20;
+/// Default of `weir.queue.ack.flush.ms`: acks need not be synchronous (a lost one is a
+/// redelivery), so a short window gathers many into one write and fdatasync.
+pub const QUEUE_ACK_FLUSH_MS_DEFAULT: u64 = 2;
 /// No partition's tail cache is smaller than this, however many partitions a shard holds.
 pub const TAIL_CACHE_PARTITION_BYTES_MIN: usize = 1 << 20;
 
@@ -514,6 +533,9 @@ mod tests {
         assert_eq!(defaults.connection_requests_in_flight_max, 64);
         assert_eq!(defaults.connection_buffer_bytes_max, 100 << 20);
         assert_eq!(defaults.tail_cache_shard_bytes, 256 << 20);
+        assert_eq!(defaults.queue_ack_flush_ms, 2);
+        let flush = config(&["weir.queue.ack.flush.ms=0"]).unwrap();
+        assert_eq!(flush.queue_ack_flush_ms, 0);
         assert_eq!(
             config(&["weir.tail.cache.shard.bytes=8388608"])
                 .unwrap()
@@ -538,6 +560,7 @@ mod tests {
             "weir.connection.max.buffer.bytes=-5",
             "weir.connection.max.buffer.bytes=lots",
             "weir.tail.cache.shard.bytes=0",
+            "weir.queue.ack.flush.ms=-1",
         ] {
             assert!(config(&[bad]).is_err(), "{bad}");
         }

@@ -113,6 +113,11 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
             } else {
                 Vec::new()
             },
+            stop_hooks: if config.amqp_listen.is_some() {
+                vec![amqp::stop_hook as shard::listener::StopHook]
+            } else {
+                Vec::new()
+            },
             ready: ready_tx.clone(),
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))

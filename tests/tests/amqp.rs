@@ -123,6 +123,156 @@ fn durable_queues_and_persistent_messages_survive_a_restart() -> Result<()> {
     Ok(())
 }
 
+/// Small segments and a fast pass, so that a queue's log rolls many segments in a test and its
+/// consumed ones go within a second.
+fn small_segments() -> BrokerOptions {
+    BrokerOptions::default()
+        .cpus("0-1")
+        .set("log.segment.bytes", "16384")
+        .set("log.retention.check.interval.ms", "100")
+}
+
+/// The `.log` files of partition 0 of topic `name`, sorted (their names are base offsets).
+fn segment_files(broker: &Broker, name: &str) -> Result<Vec<String>> {
+    let dir = broker.data_dir().join("topics").join(format!("{name}-0"));
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("{}", dir.display()))? {
+        let name = entry?.file_name().to_string_lossy().to_string();
+        if name.ends_with(".log") {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Waits (at most 30 s) until `name`'s log is down to its active segment; answers that file.
+fn wait_for_one_segment(broker: &Broker, name: &str) -> Result<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let files = segment_files(broker, name)?;
+        if let [only] = files.as_slice() {
+            return Ok(only.clone());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{name} kept {} segments: {files:?}",
+            files.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A queue is consumed, not retained (issue 12): once every message of a durable queue is
+/// acknowledged (and the acks persisted), its log shrinks to the active segment, on disk; a queue
+/// whose first message is unacknowledged keeps every segment. Both survive a clean restart with
+/// the same log start, redeliver nothing acknowledged, and keep working.
+#[test]
+fn fully_acknowledged_segments_are_deleted_and_unacknowledged_ones_kept() -> Result<()> {
+    let mut broker = Broker::start(small_segments())?;
+    let filled = run(&broker, "consumed.py", &["fill", "1000"])?;
+    assert_eq!(filled["consumed"], json!(1000), "{filled}");
+    assert_eq!(filled["in_order"], json!(true), "{filled}");
+    assert_eq!(filled["held_first"], json!("h0"), "{filled}");
+    assert_eq!(filled["held_acked"], json!(999), "{filled}");
+    assert_eq!(
+        filled["left"],
+        json!({"consumed_q": 0, "held_q": 1}),
+        "{filled}"
+    );
+    // ~300-byte records in 16 KiB segments: 1,000 messages roll about 20 of them.
+    let held = segment_files(&broker, "held_q")?;
+    assert!(held.len() >= 10, "held_q rolled: {held:?}");
+    let active = wait_for_one_segment(&broker, "consumed_q")?;
+    assert_ne!(active, "00000000000000000000.log", "nothing was deleted");
+    // Passes run every 100 ms on both shards: give held_q's owner many of them.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let held_later = segment_files(&broker, "held_q")?;
+    assert_eq!(
+        held_later, held,
+        "a segment holding an unacknowledged message went"
+    );
+
+    broker.restart()?;
+    assert_eq!(
+        segment_files(&broker, "consumed_q")?,
+        std::slice::from_ref(&active)
+    );
+    let again = run(&broker, "consumed.py", &["refill"])?;
+    assert_eq!(
+        again["left"],
+        json!({"consumed_q": 0, "held_q": 1}),
+        "{again}"
+    );
+    assert_eq!(again["held"], json!([["h0", true]]), "{again}");
+    assert_eq!(again["new"], json!(["n0", "n1", "n2"]), "{again}");
+    assert_eq!(
+        again["left_after"],
+        json!({"consumed_q": 0, "held_q": 0}),
+        "{again}"
+    );
+    // held_q is consumed now too.
+    let held_active = wait_for_one_segment(&broker, "held_q")?;
+    assert_eq!(Some(&held_active), held.last(), "held_q's active segment");
+    Ok(())
+}
+
+/// A clean shutdown (SIGTERM) persists every ack the broker took in, however long the ack
+/// store's group-commit window: with a 60 s window nothing is written before the stop, so only
+/// the shutdown's flush can keep the acknowledged messages from coming back.
+#[test]
+fn a_clean_shutdown_persists_every_ack_taken_in() -> Result<()> {
+    let options = BrokerOptions::default()
+        .cpus("0-1")
+        .set("weir.queue.ack.flush.ms", "60000");
+    let mut broker = Broker::start(options)?;
+    let acked = run(&broker, "consumed.py", &["ack", "50"])?;
+    assert_eq!(acked, json!({"acked": 50, "left": 0}), "{acked}");
+    broker.restart()?;
+    let after = run(&broker, "consumed.py", &["after_ack"])?;
+    assert_eq!(after, json!({"left": 0, "again": []}), "{after}");
+    Ok(())
+}
+
+/// Segments go only below the floor the ack store has persisted, never below acks that are only
+/// in memory: with a 60 s group-commit window nothing is persisted before the SIGKILL, so nothing
+/// of the acknowledged queue may be deleted, and after the kill every message is still there and
+/// delivered again (at-least-once), flagged redelivered. Once a clean restart has persisted the
+/// acks, the segments go.
+#[test]
+fn segments_wait_for_their_acks_to_be_persisted_and_a_kill_redelivers_them() -> Result<()> {
+    let options = small_segments().set("weir.queue.ack.flush.ms", "60000");
+    let mut broker = Broker::start(options)?;
+    let acked = run(&broker, "consumed.py", &["ack", "1000"])?;
+    assert_eq!(acked, json!({"acked": 1000, "left": 0}), "{acked}");
+    // Passes run every 100 ms: give the queue's owner many of them.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let segments = segment_files(&broker, "acked_then_stopped")?;
+    assert!(segments.len() >= 10, "rolled: {segments:?}");
+    assert_eq!(
+        segments[0], "00000000000000000000.log",
+        "deleted before persisted"
+    );
+
+    broker.kill9()?;
+    broker.start_again()?;
+    let after = run(&broker, "consumed.py", &["after_ack"])?;
+    let expected: Vec<Value> = (0..1000).map(|i| json!([format!("a{i}"), true])).collect();
+    assert_eq!(after["left"], json!(1000), "{after}");
+    assert_eq!(
+        after["again"],
+        json!(expected),
+        "every message is still in the log"
+    );
+
+    // The acks of the redeliveries are persisted by the clean shutdown; then the segments go.
+    broker.restart()?;
+    wait_for_one_segment(&broker, "acked_then_stopped")?;
+    let last = run(&broker, "consumed.py", &["after_ack"])?;
+    assert_eq!(last, json!({"left": 0, "again": []}), "{last}");
+    Ok(())
+}
+
 #[test]
 fn hostile_clients_get_the_right_close_and_the_broker_still_serves() -> Result<()> {
     let broker = two_shards()?;
@@ -228,7 +378,9 @@ fn twenty_sigkills_lose_no_confirmed_message_and_redeliver_no_persisted_ack() ->
     use std::process::{Command, Stdio};
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
     const KILLS: u64 = 20;
-    let mut broker = two_shards()?;
+    // Small segments (16 KiB, ~160 messages): consumed ones are deleted all through the loop, so
+    // a kill also lands between an ack's persistence and its segment's deletion, or amid one.
+    let mut broker = Broker::start(small_segments())?;
     let dir = tempfile::tempdir()?;
     let log = dir.path().join("events.log");
     let script = weir_tests::client_path("amqp/crash_loop.py");
@@ -257,7 +409,21 @@ fn twenty_sigkills_lose_no_confirmed_message_and_redeliver_no_persisted_ack() ->
         &[&url, log.to_str().context("log path")?, "drain"],
     )?;
     let events = CrashEvents::read(&log)?;
-    events.check(&kills)
+    events.check(&kills)?;
+    // No restart found a queue whose log starts above its restored floor (`consumed.rs`).
+    let log = broker.log();
+    anyhow::ensure!(
+        !log.contains("starts above its acknowledged floor"),
+        "segments went below a floor a kill took back"
+    );
+    // Everything is acknowledged: the queue's log goes down to its active segment.
+    let active = wait_for_one_segment(&broker, "crash_loop")?;
+    eprintln!("crash loop: crash_loop's log starts at {active}");
+    anyhow::ensure!(
+        active != "00000000000000000000.log",
+        "no segment was deleted"
+    );
+    Ok(())
 }
 
 /// Seconds between an ack leaving the client and a kill after which it must have been persisted

@@ -3,7 +3,8 @@
 //! idempotence, offsets), `plan` (which batches the next write takes, its aligned layout), `write`
 //! (one write's I/O), `writer` (the per-log writer task: writes in flight, completions in file
 //! order), `sync` (durable offset, interval fdatasync), `roll` (roll and background seal),
-//! `recovery` (open), `read` (tail cache, disk reads, read-ahead, long-poll), `retention`, `close`.
+//! `recovery` (open), `read` (tail cache, disk reads, read-ahead, long-poll), `retention` (and deleting below an
+//! offset), `close`.
 //!
 //! Shard and concurrency: a `Log` lives on the shard that owns the partition and is `!Send`; its
 //! state sits in one `Rc<RefCell<..>>`, borrowed only between awaits (never across one).
@@ -58,7 +59,7 @@ pub(crate) use append::{append, wait_durable, wait_written};
 pub(crate) use close::close;
 pub(crate) use read::{offset_for_timestamp, read, wait_for_data};
 pub(crate) use recovery::open;
-pub(crate) use retention::enforce_retention;
+pub(crate) use retention::{delete_segments_below, enforce_retention};
 
 struct PendingBatch {
     base: Offset,

@@ -7,14 +7,18 @@
 //! connection is served on the shard that accepted it, and each queue on the shard that owns its
 //! log. Files: `frame.rs` (codec), `connection.rs` and `handshake.rs` (the connection class),
 //! `channel.rs`, one file per method class (`exchange.rs`, `queue.rs`, `basic.rs`,
-//! `confirm.rs`), `queue_owner.rs` (queues on their owner), `message.rs` (the record layout),
-//! `recovery.rs` (start), `error.rs` (reply codes), `names.rs` (AMQP names in the core's
-//! one namespace).
+//! `confirm.rs`), `queue_owner/` (queues on their owner; `limits.rs`: TTL, length limits,
+//! x-expires), `policy.rs` (queue arguments), `dead_letter.rs` (x-death and the republish),
+//! `message.rs` (the record layout),
+//! `recovery.rs` (start and clean stop), `consumed.rs` (deleting the segments of a queue's log
+//! that are consumed), `error.rs` (reply codes), `names.rs` (AMQP names in the core's one
+//! namespace).
 
 pub mod basic;
 pub mod channel;
 pub mod confirm;
 pub mod connection;
+pub mod consumed;
 pub mod dead_letter;
 pub mod error;
 pub mod exchange;
@@ -52,4 +56,9 @@ pub fn start_hook(
     shard: Rc<Shard>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>> {
     Box::pin(recovery::start(shard))
+}
+
+/// AMQP's clean-shutdown work on every shard (see `recovery.rs`).
+pub fn stop_hook(shard: Rc<Shard>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    Box::pin(recovery::stop(shard))
 }

@@ -1,10 +1,14 @@
 //! What AMQP does on every shard at start, before its listener accepts: shard 0 declares
 //! RabbitMQ's predeclared exchanges (`amq.direct`, ...) and deletes the queues that were not
-//! durable (RabbitMQ drops them on restart); every shard opens its queue ack store and rebuilds
-//! the runtimes of the durable queues it owns from their logs and acks (`queue_owner::recover`).
+//! durable (RabbitMQ drops them on restart); every shard opens its queue ack store, rebuilds
+//! the runtimes of the durable queues it owns from their logs and acks (`queue_owner::recover`)
+//! and starts deleting their consumed segments (`consumed.rs`). And what it does at a clean
+//! shutdown (`stop`): persist every ack the shard has taken in.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -14,11 +18,16 @@ use super::queue::{spec_of, CONFIG_DURABLE};
 use super::queue_owner;
 use crate::routing::exchange::Exchange;
 use crate::routing::table::Change;
-use crate::shard::mesh::{reply_channel, ControlJob};
+use crate::shard::mesh::{reply_channel, ControlJob, Job};
 use crate::shard::Shard;
 
 /// Bytes read from a queue's log per step while rebuilding it.
 const RECOVERY_READ_BYTES: usize = 1 << 20;
+/// How long a stopping shard waits for the other shards' connections to close before it closes
+/// its ack store. They close within milliseconds of the shutdown (AMQP's get connection.close
+/// at once); one still open after this is stuck, and the acks it might still send are
+/// redelivered after the restart, as after a crash.
+const CONNECTIONS_CLOSED_WAIT: Duration = Duration::from_secs(2);
 
 pub async fn start(shard: Rc<Shard>) -> anyhow::Result<()> {
     queue_owner::open_ack_store(&shard).await?;
@@ -38,7 +47,32 @@ pub async fn start(shard: Rc<Shard>) -> anyhow::Result<()> {
                 .with_context(|| format!("rebuilding queue {name} from its log"))?;
         }
     }
+    super::consumed::spawn(shard);
     Ok(())
+}
+
+/// A clean shutdown, on every shard once its own connections are gone: acks of this shard's
+/// queues may still come from connections on other shards, so it waits (at most
+/// `CONNECTIONS_CLOSED_WAIT`) until no shard has a connection left, then lets its inbox serve
+/// what they sent (jobs are served in arrival order: once a marker sent now has run, every ack
+/// sent before it is recorded), then closes the ack store, which writes and syncs everything
+/// queued for its group commit. A clean restart then redelivers no message whose ack the broker
+/// took in. Logs close after this (`shard::serve`).
+pub async fn stop(shard: Rc<Shard>) {
+    let deadline = Instant::now() + CONNECTIONS_CLOSED_WAIT;
+    while shard.connections_total.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    let (reply, served) = reply_channel();
+    let marker = Job::Run(Box::new(move |_| {
+        let _ = reply.try_send(());
+    }));
+    if shard.mesh.inbox(shard.id).send_async(marker).await.is_ok() {
+        let _ = served.recv_async().await;
+    }
+    if let Some(store) = queue_owner::ack_store() {
+        store.close().await;
+    }
 }
 
 async fn declare_predeclared(shard: &Shard) -> anyhow::Result<()> {

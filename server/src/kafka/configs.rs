@@ -95,6 +95,10 @@ fn broker_configs(config: &BrokerConfig) -> BTreeMap<String, String> {
         "log.retention.check.interval.ms".into(),
         config.retention_check_interval_ms.to_string(),
     );
+    values.insert(
+        "weir.queue.ack.flush.ms".into(),
+        config.queue_ack_flush_ms.to_string(),
+    );
     for name in TOPIC_CONFIG_NAMES {
         if let Some((value, _)) = config.effective(&BTreeMap::new(), name) {
             values.insert(name.to_string(), value);

@@ -41,6 +41,7 @@ use weir_engine::Offset;
 use super::done_set::DoneSet;
 use super::state::{JournalEntry, QueueSnapshot};
 use crate::record_file::{self, RecordFileError};
+use crate::shard::signal::Signal;
 
 /// Largest record body accepted on replay. Writers split a queue's ops into records of at most
 /// `OPS_PER_RECORD` ops (19 bytes each at most) plus a name of at most 64 KiB.
@@ -213,6 +214,8 @@ pub struct AckStore {
     flusher_running: Cell<bool>,
     failed: Cell<bool>,
     closed: Cell<bool>,
+    /// Fired by `close`: cuts the flusher's group-commit wait short.
+    closing: Signal,
 }
 
 impl AckStore {
@@ -262,6 +265,7 @@ impl AckStore {
             flusher_running: Cell::new(false),
             failed: Cell::new(false),
             closed: Cell::new(false),
+            closing: Signal::default(),
         }))
     }
 
@@ -351,9 +355,12 @@ impl AckStore {
         }
     }
 
-    /// Writes what is queued, then refuses new records.
+    /// Writes what is queued (at once: the group-commit wait is cut short), then refuses new
+    /// records. A clean shutdown calls it once no connection can send acks any more, so that a
+    /// clean restart redelivers nothing whose ack the broker had taken in.
     pub async fn close(&self) {
         self.closed.set(true);
+        self.closing.fire();
         while self.flusher_running.get() {
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
@@ -395,7 +402,8 @@ impl AckStore {
     async fn flush_loop(self: Rc<Self>) {
         loop {
             if !self.options.flush_delay.is_zero() && !self.closed.get() {
-                glommio::timer::sleep(self.options.flush_delay).await;
+                let delay = glommio::timer::sleep(self.options.flush_delay);
+                futures_lite::future::or(delay, self.closing.wait()).await;
             }
             let batch = std::mem::take(&mut *self.pending.borrow_mut());
             if batch.is_empty() {
@@ -818,6 +826,37 @@ mod tests {
                     ..
                 }))
             ));
+        });
+    }
+
+    #[test]
+    fn close_writes_what_is_queued_without_waiting_out_the_group_commit() {
+        run(|dir| async move {
+            let key = QueueKey::new("closing", 0);
+            // A group-commit window far longer than the test: only `close` can write in time.
+            let slow = AckStoreOptions {
+                compact_bytes: 4 << 20,
+                flush_delay: Duration::from_secs(3600),
+            };
+            let store = AckStore::open(&dir, 0, slow).await.unwrap();
+            let state = queue_with_acks(&store, &key, 10, &[0, 1, 2, 3, 7]);
+            assert_eq!(store.durable_floor(&key), None, "nothing written yet");
+            let closed = futures_lite::future::or(
+                async {
+                    store.close().await;
+                    true
+                },
+                async {
+                    glommio::timer::sleep(Duration::from_secs(60)).await;
+                    false
+                },
+            )
+            .await;
+            assert!(closed, "close waited for the group-commit window");
+            let store = AckStore::open(&dir, 0, slow).await.unwrap();
+            assert_eq!(store.snapshot(&key), Some(state.snapshot()));
+            assert_eq!(store.durable_floor(&key), Some(offset(4)));
+            store.close().await;
         });
     }
 

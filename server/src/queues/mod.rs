@@ -20,8 +20,9 @@
 //! How a protocol layer drives it: open the shard's `AckStore` once; per queue, build the state
 //! with `QueueState::restore(store.snapshot(&key), log_end, ..)` (or `QueueState::new` for a new
 //! queue); call `on_appended` as the log grows; after each batch of operations hand
-//! `take_journal()` to `store.record(&key, ..)`; delete log segments wholly below
-//! `store.durable_floor(&key)`.
+//! `take_journal()` to `store.record(&key, ..)`; delete log segments wholly below both
+//! `store.durable_floor(&key)` and `state.floor()` (`amqp/consumed.rs` says why both); close the
+//! store at a clean shutdown, which writes what is queued.
 
 pub mod ack_store;
 pub mod done_set;

@@ -26,6 +26,9 @@ pub type Connection = Pin<Box<dyn Future<Output = Result<(), ConnectionError>>>>
 /// broker's start.
 pub type StartHook = fn(Rc<Shard>) -> Pin<Box<dyn Future<Output = anyhow::Result<()>>>>;
 
+/// A protocol's work on every shard at a clean shutdown (see `ShardStart::stop_hooks`).
+pub type StopHook = fn(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>>;
+
 /// A protocol's listening socket, bound on every shard.
 #[derive(Clone, Copy)]
 pub struct Listener {

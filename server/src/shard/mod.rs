@@ -258,6 +258,10 @@ pub struct ShardStart {
     /// The protocols' start work (e.g. rebuilding queues from their logs), run in order once
     /// the shard's logs are open and its job loop runs, before its listeners accept.
     pub start_hooks: Vec<listener::StartHook>,
+    /// The protocols' shutdown work (e.g. persisting what is queued for a group commit), run in
+    /// order once the shard's connections have drained and before its logs close; its job loop
+    /// still serves other shards meanwhile.
+    pub stop_hooks: Vec<listener::StopHook>,
     pub ready: std::sync::mpsc::Sender<Result<ShardId, String>>,
 }
 
@@ -294,6 +298,7 @@ async fn serve(start: ShardStart) -> anyhow::Result<()> {
         connections_total,
         listeners,
         start_hooks,
+        stop_hooks,
         ready,
     } = start;
     weir_engine::io::prepare_data_dir(&config.data_dir)
@@ -331,6 +336,9 @@ async fn serve(start: ShardStart) -> anyhow::Result<()> {
     }
     drain_connections(&shard).await;
     crate::groups::close(&shard).await;
+    for hook in stop_hooks {
+        hook(shard.clone()).await;
+    }
     shard.close_logs().await;
     tracing::debug!(shard = %id, "shard stopped");
     Ok(())

@@ -155,14 +155,18 @@ thread_local! {
 /// rebuilt.
 pub async fn open_ack_store(shard: &Shard) -> anyhow::Result<()> {
     let dir = shard.config.data_dir.join("queues");
-    let store = AckStore::open(&dir, shard.id.index(), AckStoreOptions::default())
+    let options = AckStoreOptions {
+        flush_delay: std::time::Duration::from_millis(shard.config.queue_ack_flush_ms),
+        ..AckStoreOptions::default()
+    };
+    let store = AckStore::open(&dir, shard.id.index(), options)
         .await
         .map_err(|error| anyhow::anyhow!("opening the queue ack store: {error}"))?;
     ACKS.with(|acks| *acks.borrow_mut() = Some(store));
     Ok(())
 }
 
-fn ack_store() -> Option<Rc<AckStore>> {
+pub(super) fn ack_store() -> Option<Rc<AckStore>> {
     ACKS.with(|acks| acks.borrow().clone())
 }
 
@@ -372,12 +376,13 @@ pub fn recover(
     next: i64,
 ) -> usize {
     let next = Offset::new(next);
-    let snapshot = durable_snapshot(name).unwrap_or(QueueSnapshot {
+    let mut snapshot = durable_snapshot(name).unwrap_or(QueueSnapshot {
         floor: Offset::new(start),
         done: Vec::new(),
         delivered_below: next,
         delivery_counts: Vec::new(),
     });
+    snapshot.floor = super::consumed::restored_floor(name, snapshot.floor, Offset::new(start));
     let finished = |offset: Offset| {
         offset < snapshot.floor
             || snapshot
@@ -400,6 +405,19 @@ pub fn recover(
     let unfinished = messages.len();
     install(shard, name, spec, None, messages, state);
     unfinished
+}
+
+/// Every queue of this shard: its name, whether it is durable, and its floor (every offset
+/// below it is finished). For deleting consumed segments (`consumed.rs`).
+pub(super) fn floors() -> Vec<(Arc<str>, bool, Offset)> {
+    QUEUES.with(|queues| {
+        let queues = queues.borrow();
+        let floor_of = |(name, queue): (&Arc<str>, &QueueRef)| {
+            let queue = queue.borrow();
+            (name.clone(), queue.spec.durable, queue.state.floor())
+        };
+        queues.iter().map(floor_of).collect()
+    })
 }
 
 /// Whether this shard has the queue's runtime.
