@@ -84,6 +84,11 @@ const NOT_IMPLEMENTED_YET: &[(&str, &str, &str)] = &[
         "direct reply-to (amq.rabbitmq.reply-to)",
     ),
     (
+        "delivery_limit",
+        "/x_delivery_count_headers",
+        "no x-delivery-count header on deliveries from quorum queues",
+    ),
+    (
         "fanout_headers",
         "/headers/number",
         "headers exchange compares values as text: an integer 42 matches the string \"42\"",
@@ -207,6 +212,8 @@ scenarios!(
     queue_arguments,
     raw_errors,
     transactions,
+    delivery_limit,
+    delayed_retry,
 );
 
 #[test]
