@@ -529,6 +529,16 @@ fn kafka_records_to_an_amqp_exchange_or_queue_reach_amqp_consumers() -> Result<(
         ]),
         "{got}"
     );
+    assert_eq!(
+        got["headers"],
+        json!({
+            "from kafka via the exchange": {"trace-id": "abc-123", "tenant": "acme"},
+            "from kafka to the queue topic": null,
+            "from amqp": null,
+            "from amqp again": null
+        }),
+        "Kafka headers are AMQP headers: {got}"
+    );
     Ok(())
 }
 

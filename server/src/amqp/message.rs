@@ -12,7 +12,10 @@
 //! Pure data and codecs; no I/O. `Send`: messages cross shards inside `Arc`s.
 
 use amq_protocol::protocol::basic;
+use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::protocol::StrBytes;
 use weir_engine::batch::{build_batch, BatchSpec, RecordSpec};
 
 use super::error::AmqpError;
@@ -109,8 +112,8 @@ pub fn decode_batches(batches: &[u8]) -> Result<Vec<(i64, Message)>, String> {
                     .and_then(|(_, value)| value.clone())
             };
             let exchange = header(HEADER_EXCHANGE).unwrap_or_default();
-            let raw_properties =
-                header(HEADER_PROPERTIES).unwrap_or_else(|| Bytes::from_static(&[0, 0]));
+            let raw_properties = header(HEADER_PROPERTIES)
+                .unwrap_or_else(|| properties_of_kafka_headers(&record.headers));
             let properties = match basic::parse_properties(&raw_properties[..]) {
                 Ok((_, properties)) => properties,
                 Err(_) => basic::AMQPProperties::default(),
@@ -132,6 +135,28 @@ pub fn decode_batches(batches: &[u8]) -> Result<Vec<(i64, Message)>, String> {
     Ok(messages)
 }
 
+/// The AMQP properties of a record a Kafka client produced: its headers become AMQP headers
+/// (each value a long string of the same bytes, a null value a void; the `amqp.*` names are
+/// this layout's own and stay out), nothing else is set.
+fn properties_of_kafka_headers(headers: &IndexMap<StrBytes, Option<Bytes>>) -> Bytes {
+    let mut table = FieldTable::default();
+    for (name, value) in headers
+        .iter()
+        .filter(|(name, _)| !name.starts_with("amqp."))
+    {
+        let value = match value {
+            Some(bytes) => AMQPValue::LongString(LongString::from(bytes.to_vec())),
+            None => AMQPValue::Void,
+        };
+        table.insert(ShortString::from(name.as_str()), value);
+    }
+    if table.inner().is_empty() {
+        return Bytes::from_static(&[0, 0]);
+    }
+    let properties = basic::AMQPProperties::default().with_headers(table);
+    super::frame::encode_properties(&properties)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +176,42 @@ mod tests {
         weir_engine::batch::set_base_offset(&mut batch, 41);
         weir_engine::batch::validate(&batch).unwrap();
         assert_eq!(decode_batches(&batch).unwrap(), vec![(41, message)]);
+    }
+
+    #[test]
+    fn a_kafka_records_headers_become_amqp_headers() {
+        let headers: [(&str, &[u8]); 3] = [
+            ("trace-id", b"abc"),
+            ("raw", &[0xff, 0]),
+            (HEADER_EXCHANGE, b"orders"),
+        ];
+        let record = RecordSpec {
+            key: Some(b"order.paid"),
+            value: Some(b"body"),
+            headers: &headers,
+            timestamp_delta_ms: 0,
+        };
+        let batch = build_batch(&BatchSpec::default(), &[record]);
+        let (_, message) = decode_batches(&batch).unwrap().remove(0);
+        let (_, properties) = basic::parse_properties(&message.raw_properties[..]).unwrap();
+        let table = properties.headers().clone().unwrap();
+        let long = |bytes: &[u8]| AMQPValue::LongString(LongString::from(bytes.to_vec()));
+        assert_eq!(table.inner().len(), 2, "{table:?}");
+        assert_eq!(table.inner().get("trace-id"), Some(&long(b"abc")));
+        assert_eq!(table.inner().get("raw"), Some(&long(&[0xff, 0])));
+        assert_eq!(message.exchange, "orders");
+    }
+
+    #[test]
+    fn a_kafka_record_without_headers_has_no_properties() {
+        let record = RecordSpec {
+            key: None,
+            value: Some(b"body"),
+            headers: &[],
+            timestamp_delta_ms: 0,
+        };
+        let batch = build_batch(&BatchSpec::default(), &[record]);
+        let (_, message) = decode_batches(&batch).unwrap().remove(0);
+        assert_eq!(&message.raw_properties[..], &[0, 0]);
     }
 }

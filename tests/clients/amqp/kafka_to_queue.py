@@ -1,6 +1,6 @@
 """One routing table for both protocols: records a Kafka client (kafka-python) produces to an
 AMQP-declared exchange, or straight to a queue's topic, reach the queue's AMQP consumer (key =
-routing key, value = body). Prints a JSON summary."""
+routing key, value = body, Kafka headers = AMQP headers). Prints a JSON summary."""
 import json
 import sys
 import time
@@ -18,7 +18,8 @@ channel.queue_bind(queue='order_events', exchange='orders', routing_key='order.*
 channel.basic_publish(exchange='orders', routing_key='order.created', body='from amqp')
 
 producer = KafkaProducer(bootstrap_servers=BOOTSTRAP)
-producer.send('orders', key=b'order.paid', value=b'from kafka via the exchange')
+producer.send('orders', key=b'order.paid', value=b'from kafka via the exchange',
+              headers=[('trace-id', b'abc-123'), ('tenant', b'acme')])
 producer.send('orders', key=b'invoice.sent', value=b'not bound')
 producer.send('order_events', key=b'direct', value=b'from kafka to the queue topic')
 producer.flush()
@@ -27,11 +28,13 @@ channel.basic_publish(exchange='orders', routing_key='order.shipped', body='from
 
 got = []
 deadline = time.time() + 15
-for method, _, body in channel.consume('order_events', inactivity_timeout=0.3):
+headers = {}
+for method, properties, body in channel.consume('order_events', inactivity_timeout=0.3):
     if method is not None:
         got.append([method.routing_key, body.decode()])
+        headers[body.decode()] = properties.headers
         channel.basic_ack(method.delivery_tag)
     if len(got) >= 4 or time.time() > deadline:
         break
 connection.close()
-print(json.dumps({"received": sorted(got)}))
+print(json.dumps({"received": sorted(got), "headers": headers}))
