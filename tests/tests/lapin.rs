@@ -5,212 +5,41 @@
 //! requeue that comes back flagged `redelivered`. `WEIR_AMQP_TARGET=rabbitmq` aims it at
 //! RabbitMQ, to prove the test itself right.
 //!
-//! lapin needs a tokio runtime; the test builds one for itself (the harness is synchronous).
+//! The client is `tests/clients/lapin`, a crate outside the workspace (its main.rs says why),
+//! built here on first use into `<target>/clients`.
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::process::Command;
 
-use anyhow::{ensure, Context, Result};
-use futures_lite::StreamExt;
-use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
-    BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use anyhow::{ensure, Result};
+use serde_json::json;
 use weir_tests::rabbitmq::AmqpTarget;
-use weir_tests::{BrokerOptions, CLIENT_TIMEOUT};
-
-const MESSAGES: usize = 10_000;
-const PREFETCH: u16 = 100;
-/// The message the consumer nacks with requeue the first time it sees it.
-const NACKED: usize = 4_321;
-const QUEUE: &str = "lapin_durable";
-/// How long the consumer waits for a delivery past its full prefetch window before it believes
-/// none is coming (proving an absence, so only a slow broker could make this pass wrongly).
-const PAST_PREFETCH_WAIT: Duration = Duration::from_millis(500);
+use weir_tests::{run, stdout_of, summary, workspace_root, BrokerOptions, CLIENT_TIMEOUT};
 
 #[test]
 fn lapin_publishes_with_confirms_and_consumes_with_acks_exactly_once_in_order() -> Result<()> {
+    let client = build_client()?;
     let target = AmqpTarget::start(BrokerOptions::default())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let url = target.url();
-    runtime.block_on(async {
-        tokio::time::timeout(CLIENT_TIMEOUT, roundtrip(&url))
-            .await
-            .context("lapin round trip timed out")?
-    })
-}
-
-async fn roundtrip(url: &str) -> Result<()> {
-    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
-    let publisher = connection.create_channel().await?;
-    // A leftover from an earlier run against a RabbitMQ that kept its durable queue.
-    publisher
-        .queue_delete(QUEUE.into(), QueueDeleteOptions::default())
-        .await?;
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    publisher
-        .queue_declare(QUEUE.into(), durable, FieldTable::default())
-        .await?;
-    publish_confirmed(&publisher).await?;
-    let consumer_channel = connection.create_channel().await?;
-    consumer_channel
-        .basic_qos(PREFETCH, BasicQosOptions::default())
-        .await?;
-    let consumer = consumer_channel
-        .basic_consume(
-            QUEUE.into(),
-            "lapin_consumer".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let received = consume_all(consumer).await?;
-    received.check()?;
-    let left = publisher
-        .basic_get(QUEUE.into(), BasicGetOptions { no_ack: true })
-        .await?;
-    ensure!(left.is_none(), "a message left after all were acked");
-    publisher
-        .queue_delete(QUEUE.into(), QueueDeleteOptions::default())
-        .await?;
-    connection.close(200, "done".into()).await?;
+    let output = run(Command::new(client).arg(target.url()), None, CLIENT_TIMEOUT)?;
+    let got = summary(&output)?;
+    ensure!(got == json!({"messages": 10_000}), "lapin client: {got}");
     Ok(())
 }
 
-/// Publishes every message persistent (delivery mode 2) on a confirm channel, all in flight at
-/// once, then waits for each confirm: all must be acks.
-async fn publish_confirmed(channel: &Channel) -> Result<()> {
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let persistent = BasicProperties::default().with_delivery_mode(2);
-    let mut confirms = Vec::with_capacity(MESSAGES);
-    for index in 0..MESSAGES {
-        let confirm = channel
-            .basic_publish(
-                "".into(),
-                QUEUE.into(),
-                BasicPublishOptions::default(),
-                body(index).as_bytes(),
-                persistent.clone(),
-            )
-            .await?;
-        confirms.push(confirm);
-    }
-    let mut acked = 0;
-    for confirm in confirms {
-        if confirm.await?.is_ack() {
-            acked += 1;
-        }
-    }
-    ensure!(
-        acked == MESSAGES,
-        "{acked} of {MESSAGES} publishes confirmed with an ack"
-    );
-    Ok(())
-}
-
-fn body(index: usize) -> String {
-    format!("m{index}")
-}
-
-/// What the consumer saw: every delivery's index and redelivered flag, in arrival order.
-#[derive(Default)]
-struct Received {
-    deliveries: Vec<(usize, bool)>,
-    /// Deliveries that arrived while the full prefetch window was unacked.
-    past_prefetch: usize,
-    /// `NACKED` was nacked once already.
-    nacked: bool,
-}
-
-/// Takes the first full prefetch window without acking and checks that no further delivery
-/// comes; then acks everything (nacking `NACKED` with requeue once) until every message is
-/// acked.
-async fn consume_all(mut consumer: Consumer) -> Result<Received> {
-    let mut received = Received::default();
-    let mut window = Vec::new();
-    while window.len() < usize::from(PREFETCH) {
-        window.push(next(&mut consumer).await?);
-    }
-    if let Ok(extra) = tokio::time::timeout(PAST_PREFETCH_WAIT, next(&mut consumer)).await {
-        received.past_prefetch += 1;
-        window.push(extra?);
-    }
-    let mut acked = 0;
-    for delivery in window {
-        acked += settle(&mut received, delivery).await?;
-    }
-    while acked < MESSAGES {
-        let delivery = next(&mut consumer).await?;
-        acked += settle(&mut received, delivery).await?;
-    }
-    Ok(received)
-}
-
-async fn next(consumer: &mut Consumer) -> Result<Delivery> {
-    Ok(consumer.next().await.context("consumer cancelled")??)
-}
-
-/// Records the delivery and acks it (1), or nacks it with requeue (0) if it is `NACKED` seen
-/// for the first time.
-async fn settle(received: &mut Received, delivery: Delivery) -> Result<usize> {
-    let text = String::from_utf8_lossy(&delivery.data).into_owned();
-    let index: usize = text
-        .strip_prefix('m')
-        .and_then(|number| number.parse().ok())
-        .with_context(|| format!("unexpected body {text:?}"))?;
-    received.deliveries.push((index, delivery.redelivered));
-    if index == NACKED && !received.nacked {
-        received.nacked = true;
-        let requeue = BasicNackOptions {
-            multiple: false,
-            requeue: true,
-        };
-        delivery.nack(requeue).await?;
-        return Ok(0);
-    }
-    delivery.ack(BasicAckOptions::default()).await?;
-    Ok(1)
-}
-
-impl Received {
-    fn check(&self) -> Result<()> {
-        ensure!(
-            self.past_prefetch == 0,
-            "a delivery arrived past prefetch {PREFETCH} with none acked"
-        );
-        let first: Vec<usize> = self
-            .deliveries
-            .iter()
-            .filter(|&&(_, redelivered)| !redelivered)
-            .map(|&(index, _)| index)
-            .collect();
-        let again: Vec<usize> = self
-            .deliveries
-            .iter()
-            .filter(|&&(_, redelivered)| redelivered)
-            .map(|&(index, _)| index)
-            .collect();
-        let in_order = first.iter().copied().eq(0..MESSAGES);
-        ensure!(
-            in_order,
-            "first deliveries not 0..{MESSAGES} in order: {} of them, first out of place at {:?}",
-            first.len(),
-            first.iter().enumerate().find(|&(at, &index)| at != index)
-        );
-        ensure!(
-            again == [NACKED],
-            "redelivered: {again:?}, expected only the nacked {NACKED}"
-        );
-        Ok(())
-    }
+/// `cargo build --release` of tests/clients/lapin (its own Cargo.lock, `--locked`).
+fn build_client() -> Result<PathBuf> {
+    let root = workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("clients");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "--release", "--locked", "--manifest-path"])
+        .arg(root.join("tests/clients/lapin/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target);
+    stdout_of(&run(&mut build, None, CLIENT_TIMEOUT)?)?;
+    Ok(target.join("release/lapin-client"))
 }
