@@ -3,8 +3,13 @@
 //! shard holds a read-only `Arc<Metadata>` replaced by versioned broadcasts, so lookups on the data
 //! path take no lock.
 //!
-//! On disk: `<data-dir>/metadata.json` (serde JSON, see docs/kafka-compat.md), replaced by
-//! write-to-`metadata.json.tmp`, fsync, rename, fsync of the directory.
+//! On disk: `<data-dir>/metadata.json` (serde JSON, see docs/kafka-compat.md), a snapshot
+//! replaced by write-to-`metadata.json.tmp`, fsync, rename, fsync of the directory; and
+//! `<data-dir>/metadata.journal`, the changes since that snapshot (`journal.rs`).
+
+mod journal;
+
+pub use journal::{Journal, JOURNAL_FILE};
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -21,7 +26,7 @@ pub const METADATA_FILE: &str = "metadata.json";
 pub struct Metadata {
     /// Bumped by every change; shards ignore broadcasts older than what they hold.
     pub version: u64,
-    pub topics: BTreeMap<String, TopicMeta>,
+    pub topics: imbl::OrdMap<String, TopicMeta>,
     /// The next producer id InitProducerId hands out; persisted before it is used.
     pub next_producer_id: i64,
     /// Exchanges and bindings: an immutable snapshot published by the controller's
@@ -31,7 +36,7 @@ pub struct Metadata {
     pub routing: Arc<crate::routing::table::RoutingTable>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicMeta {
     /// Topic id (Kafka's UUID), as 32 hex digits.
     pub id: String,
@@ -96,26 +101,29 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
     data_dir.join("topics").join(format!("{topic}-{partition}"))
 }
 
-/// Loads the metadata, or an empty one when the file does not exist yet.
+/// Loads the metadata (the snapshot and the journal's changes past it), or an empty one when
+/// there is none yet.
 pub fn load(data_dir: &Path) -> std::io::Result<Metadata> {
     let path = data_dir.join(METADATA_FILE);
-    match std::fs::read(&path) {
+    let mut metadata = match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!("{}: {error}", path.display()),
             )
-        }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Metadata {
+        })?,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Metadata {
             next_producer_id: 1000,
             ..Metadata::default()
-        }),
-        Err(error) => Err(error),
-    }
+        },
+        Err(error) => return Err(error),
+    };
+    journal::replay(data_dir, &mut metadata)?;
+    Ok(metadata)
 }
 
-/// Replaces the metadata file atomically. Blocking std I/O: it runs on the controller shard only
-/// for admin changes (create/delete/alter, producer id allocation), never on the data path.
+/// Replaces the snapshot atomically and empties the journal. Blocking std I/O: it runs at start
+/// and on the controller shard when the journal is compacted, never on the data path.
 pub fn store(data_dir: &Path, metadata: &Metadata) -> std::io::Result<()> {
     let path = data_dir.join(METADATA_FILE);
     let temporary = data_dir.join(format!("{METADATA_FILE}.tmp"));
@@ -126,7 +134,20 @@ pub fn store(data_dir: &Path, metadata: &Metadata) -> std::io::Result<()> {
         file.sync_all()?;
     }
     std::fs::rename(&temporary, &path)?;
-    std::fs::File::open(data_dir)?.sync_all()
+    std::fs::File::open(data_dir)?.sync_all()?;
+    // Only now is the journal's content in the snapshot; a crash before this point replays it
+    // onto the new snapshot, where its lines (no newer than the snapshot) change nothing.
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .open(data_dir.join(JOURNAL_FILE))
+    {
+        Ok(journal) => {
+            journal.set_len(0)?;
+            journal.sync_all()
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error),
+    }
 }
 
 #[cfg(test)]

@@ -679,3 +679,50 @@ fn hostile_thousand_idle_connections_are_held_cheaply_and_released() -> Result<(
     assert_eq!(got["bystander_after"], json!(true), "{got}");
     Ok(())
 }
+
+/// Queue declarations are metadata changes (the metadata journal): every queue a declare-ok
+/// confirmed exists after a SIGKILL that lands in the middle of a stream of declarations.
+#[test]
+fn every_confirmed_queue_declaration_survives_kill_9() -> Result<()> {
+    let mut broker = two_shards()?;
+    let port = broker.amqp_port().to_string();
+    let pid = broker.pid()?.to_string();
+    let declaring = {
+        let (port, pid) = (port.clone(), pid.clone());
+        std::thread::spawn(move || {
+            let args = [
+                "127.0.0.1",
+                port.as_str(),
+                pid.as_str(),
+                "100000",
+                "declared",
+            ];
+            summary(&python("amqp/idle_queues.py", &args)?)
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    broker.kill9()?;
+    let got = declaring
+        .join()
+        .map_err(|_| anyhow::anyhow!("declaring thread panicked"))??;
+    assert_eq!(got["broker_gone"], json!(true), "killed midway: {got}");
+    let confirmed = got["confirmed"].as_u64().context("confirmed")?;
+    assert!(
+        confirmed > 0,
+        "no declaration confirmed before the kill: {got}"
+    );
+    broker.start_again()?;
+    let pid = broker.pid()?.to_string();
+    let (port, confirmed) = (broker.amqp_port().to_string(), confirmed.to_string());
+    let args = [
+        "127.0.0.1",
+        port.as_str(),
+        pid.as_str(),
+        confirmed.as_str(),
+        "declared",
+        "--check",
+    ];
+    let checked = summary(&python("amqp/idle_queues.py", &args)?)?;
+    assert_eq!(checked["confirmed"], json!(got["confirmed"]), "{checked}");
+    Ok(())
+}

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::config::validate_topic_config;
-use crate::metadata::{assign_shard, new_topic_id, store, valid_topic_name, Metadata, TopicMeta};
+use crate::metadata::{assign_shard, new_topic_id, valid_topic_name, Journal, Metadata, TopicMeta};
 use crate::routing::broker::{self as routing_glue, CreateRouting, Refusal};
 use crate::routing::controller::RoutingController;
 use crate::routing::exchange::RoutingErrorKind;
@@ -74,6 +74,13 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
     // single writer from here on, and `commit` broadcasts its snapshot with the metadata.
     let mut routing =
         RoutingController::from_snapshot(&shard.config.data_dir, initial.routing.clone());
+    let mut journal = match Journal::open(&shard.config.data_dir, &initial) {
+        Ok(journal) => Some(journal),
+        Err(error) => {
+            tracing::error!(%error, "opening the metadata journal failed; changes are refused");
+            None
+        }
+    };
     let mut metadata = initial;
     while let Ok(job) = jobs.recv_async().await {
         let (results, validate_only, reply) = match job {
@@ -110,18 +117,25 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
             ControlJob::Routing { changes, reply } => {
                 let result =
                     routing_glue::apply(&mut routing, &changes, false).map_err(TopicError::from);
-                commit(&shard, &mut metadata, &routing, result.is_ok()).await;
+                commit(
+                    &shard,
+                    &mut journal,
+                    &mut metadata,
+                    &routing,
+                    result.is_ok(),
+                )
+                .await;
                 let _ = reply.send_async(result).await;
                 continue;
             }
             ControlJob::AllocateProducerId { reply } => {
-                let result = allocate_producer_id(&shard, &mut metadata);
+                let result = allocate_producer_id(&mut journal, &mut metadata);
                 let _ = reply.send_async(result).await;
                 continue;
             }
         };
         let changed = !validate_only && succeeded(&results);
-        commit(&shard, &mut metadata, &routing, changed).await;
+        commit(&shard, &mut journal, &mut metadata, &routing, changed).await;
         let _ = reply.send_async(results).await;
     }
 }
@@ -150,11 +164,22 @@ fn delete_topics(
     results
 }
 
-fn allocate_producer_id(shard: &Shard, metadata: &mut Metadata) -> Result<i64, TopicError> {
+/// Makes `metadata` durable through the journal (none: it could not be opened).
+fn persist(journal: &mut Option<Journal>, metadata: &Metadata) -> std::io::Result<()> {
+    match journal {
+        Some(journal) => journal.persist(metadata),
+        None => Err(std::io::Error::other("no metadata journal")),
+    }
+}
+
+fn allocate_producer_id(
+    journal: &mut Option<Journal>,
+    metadata: &mut Metadata,
+) -> Result<i64, TopicError> {
     let id = metadata.next_producer_id;
     metadata.next_producer_id += 1;
     // Persist before answering, so that an id is never handed out twice across restarts.
-    match store(&shard.config.data_dir, metadata) {
+    match persist(journal, metadata) {
         Ok(()) => Ok(id),
         Err(error) => {
             tracing::error!(%error, "persisting the producer id counter failed");
@@ -166,6 +191,7 @@ fn allocate_producer_id(shard: &Shard, metadata: &mut Metadata) -> Result<i64, T
 /// Persists and broadcasts the metadata when it changed.
 async fn commit(
     shard: &Shard,
+    journal: &mut Option<Journal>,
     metadata: &mut Metadata,
     routing: &RoutingController,
     changed: bool,
@@ -177,7 +203,7 @@ async fn commit(
     // The routing table was persisted by its own store when it changed; it travels with this
     // snapshot so that every shard sees topics and bindings change together.
     metadata.routing = routing.snapshot();
-    if let Err(error) = store(&shard.config.data_dir, metadata) {
+    if let Err(error) = persist(journal, metadata) {
         tracing::error!(%error, "persisting metadata failed; the change lives until restart");
     }
     let snapshot = Arc::new(metadata.clone());

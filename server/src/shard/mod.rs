@@ -61,12 +61,25 @@ pub struct Shard {
     metadata: RefCell<Arc<Metadata>>,
     /// Open logs of the partitions this shard owns: topic -> partition index -> log.
     logs: RefCell<HashMap<String, Vec<Option<Log>>>>,
+    /// How many partitions the installed metadata gives this shard (its tail-cache split).
+    owned_partitions: Cell<usize>,
     pub shutdown: Signal,
     /// Live connections on this shard (for the shutdown drain).
     pub connections: Cell<usize>,
     /// Live connections on all shards (for `max.connections`); an atomic counter, not a lock.
     pub connections_total: Arc<AtomicUsize>,
     pub groups: RefCell<Option<Rc<crate::groups::GroupCoordinator>>>,
+}
+
+/// What a new metadata snapshot changes for one shard.
+#[derive(Default)]
+struct TopicChanges {
+    /// Topics created or changed, and whether their configs changed.
+    touched: Vec<(String, bool)>,
+    /// Topics deleted (or deleted and created again): their logs go.
+    gone: Vec<String>,
+    /// Partitions this shard owns in the new snapshot.
+    owned: usize,
 }
 
 impl Shard {
@@ -117,39 +130,40 @@ impl Shard {
 
     /// Installs a newer metadata snapshot: deletes the logs of topics that are gone, opens the
     /// logs this shard now owns, applies changed topic configs. Older snapshots are ignored.
+    /// Costs what changed, not the number of topics (the snapshots share their unchanged parts).
     pub async fn apply_metadata(&self, next: Arc<Metadata>) {
         let previous = self.metadata();
         if next.version < previous.version {
             return;
         }
-        self.delete_gone_logs(&previous, &next).await;
+        let changes = self.topic_changes(&previous, &next);
+        self.delete_logs(&changes.gone).await;
         // The shard's tail-cache budget, shared evenly: a shard with few partitions keeps enough
         // for consumers that trail the producers by tens of milliseconds.
-        let owned = |metadata: &Metadata| {
-            metadata
-                .topics
-                .values()
-                .map(|topic| topic.partitions.iter().filter(|o| **o == self.id).count())
-                .sum::<usize>()
-        };
         let budget = self.config.tail_cache_shard_bytes;
-        let tail_cache = crate::config::tail_cache_per_partition(budget, owned(&next));
-        let tail_cache_changed =
-            tail_cache != crate::config::tail_cache_per_partition(budget, owned(&previous));
-        for (name, topic) in &next.topics {
+        let tail_cache = crate::config::tail_cache_per_partition(budget, changes.owned);
+        let tail_cache_changed = tail_cache
+            != crate::config::tail_cache_per_partition(budget, self.owned_partitions.get());
+        self.owned_partitions.set(changes.owned);
+        let touched: Vec<(String, bool)> = if tail_cache_changed {
+            next.topics
+                .keys()
+                .map(|name| (name.clone(), true))
+                .collect()
+        } else {
+            changes.touched
+        };
+        for (name, configs_changed) in touched {
+            let Some(topic) = next.topics.get(&name) else {
+                continue;
+            };
             let config = LogConfig {
                 tail_cache_bytes: tail_cache,
                 ..self.config.log_config(&topic.configs)
             };
-            let configs_changed = tail_cache_changed
-                || previous
-                    .topics
-                    .get(name)
-                    .map(|old| old.configs != topic.configs)
-                    .unwrap_or(false);
             for (index, owner) in topic.partitions.iter().enumerate() {
                 if *owner == self.id {
-                    self.open_or_configure(name, index, &config, configs_changed)
+                    self.open_or_configure(&name, index, &config, configs_changed)
                         .await;
                 }
             }
@@ -157,21 +171,52 @@ impl Shard {
         *self.metadata.borrow_mut() = next;
     }
 
-    /// Deletes the logs of topics that `next` no longer has (or has again under a new id).
-    async fn delete_gone_logs(&self, previous: &Metadata, next: &Metadata) {
+    /// What differs between two snapshots, walking only their unshared parts.
+    fn topic_changes(&self, previous: &Metadata, next: &Metadata) -> TopicChanges {
+        use imbl::ordmap::DiffItem;
+        let owned_in = |topic: &crate::metadata::TopicMeta| {
+            topic.partitions.iter().filter(|o| **o == self.id).count()
+        };
+        let mut changes = TopicChanges {
+            owned: self.owned_partitions.get(),
+            ..TopicChanges::default()
+        };
+        for item in previous.topics.diff(&next.topics) {
+            match item {
+                DiffItem::Add(name, topic) => {
+                    changes.owned += owned_in(topic);
+                    changes.touched.push((name.clone(), false));
+                }
+                DiffItem::Update {
+                    old: (_, old),
+                    new: (name, topic),
+                } => {
+                    changes.owned = changes.owned + owned_in(topic) - owned_in(old);
+                    // A topic deleted and created again under its name: a new log.
+                    if old.id != topic.id {
+                        changes.gone.push(name.clone());
+                    }
+                    changes
+                        .touched
+                        .push((name.clone(), old.configs != topic.configs));
+                }
+                DiffItem::Remove(name, old) => {
+                    changes.owned -= owned_in(old);
+                    changes.gone.push(name.clone());
+                }
+            }
+        }
+        changes
+    }
+
+    /// Deletes the logs of the topics `gone`.
+    async fn delete_logs(&self, gone: &[String]) {
         let mut doomed = Vec::new();
         {
             let mut logs = self.logs.borrow_mut();
-            for (name, old) in &previous.topics {
-                if next
-                    .topics
-                    .get(name)
-                    .map(|topic| topic.id != old.id)
-                    .unwrap_or(true)
-                {
-                    if let Some(partitions) = logs.remove(name) {
-                        doomed.extend(partitions.into_iter().flatten());
-                    }
+            for name in gone {
+                if let Some(partitions) = logs.remove(name) {
+                    doomed.extend(partitions.into_iter().flatten());
                 }
             }
         }
@@ -312,6 +357,7 @@ async fn serve(start: ShardStart) -> anyhow::Result<()> {
         mesh,
         metadata: RefCell::new(Arc::new(Metadata::default())),
         logs: RefCell::new(HashMap::new()),
+        owned_partitions: Cell::new(0),
         shutdown: Signal::default(),
         connections: Cell::new(0),
         connections_total,
