@@ -375,24 +375,40 @@ fn sigkill_loses_no_confirmed_message_and_redelivers_no_persisted_ack() -> Resul
 /// they are counted and printed, as the issue asks, not failed.
 #[test]
 fn twenty_sigkills_lose_no_confirmed_message_and_redeliver_no_persisted_ack() -> Result<()> {
+    crash_loop(20, 0.0)
+}
+
+/// The same loop with a backlog: the consumer starts 0.3 s after the publisher, so the queue
+/// holds ready messages and the consumer has a full prefetch window buffered when the broker
+/// dies; it keeps acking those into the dead connection for a moment. Those acks, timed after
+/// the kill, once counted as acks sent half a second before the next kill (they failed the
+/// old time-based check in every run); each event now belongs to its process's lifetime.
+#[test]
+fn sigkills_amid_a_backlog_redeliver_no_persisted_ack() -> Result<()> {
+    crash_loop(20, 0.3)
+}
+
+/// `kills_total` rounds of crash_loop.py (its consumer starting `backlog_seconds` after its
+/// publisher), a SIGKILL in each, then a drain and the checks of `CrashEvents::check`.
+fn crash_loop(kills_total: u64, backlog_seconds: f64) -> Result<()> {
     use std::process::{Command, Stdio};
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
-    const KILLS: u64 = 20;
     // Small segments (16 KiB, ~160 messages): consumed ones are deleted all through the loop, so
     // a kill also lands between an ack's persistence and its segment's deletion, or amid one.
     let mut broker = Broker::start(small_segments())?;
     let dir = tempfile::tempdir()?;
     let log = dir.path().join("events.log");
     let script = weir_tests::client_path("amqp/crash_loop.py");
+    let backlog = backlog_seconds.to_string();
     let mut kills = Vec::new();
-    for round in 0..KILLS {
+    for round in 0..kills_total {
         let mut client = Command::new(weir_tests::python_binary()?)
             .arg(&script)
             .args([
                 broker.amqp_url().as_str(),
                 log.to_str().context("log path")?,
             ])
-            .args(["work", &round.to_string()])
+            .args(["work", &round.to_string(), &backlog])
             .stdout(Stdio::null())
             .spawn()?;
         // A different moment in each round: 400-1,000 ms into the client's run.
@@ -430,28 +446,41 @@ fn twenty_sigkills_lose_no_confirmed_message_and_redeliver_no_persisted_ack() ->
 /// (the ack store commits every 2 ms; the rest is margin for a loaded machine).
 const ACK_PERSISTED_MARGIN: f64 = 0.25;
 
+/// One event of crash_loop.py: a message id, when, and the broker lifetime (round) of the
+/// process that logged it (`kills[lifetime]` ended it; the drain's has no kill).
+struct CrashEvent {
+    id: String,
+    time: f64,
+    lifetime: usize,
+}
+
 #[derive(Default)]
 struct CrashEvents {
     confirmed: Vec<String>,
-    /// (id, time) of every delivery and every ack, in log order.
-    got: Vec<(String, f64)>,
-    acked: Vec<(String, f64)>,
+    /// Every delivery and every ack, in log order.
+    got: Vec<CrashEvent>,
+    acked: Vec<CrashEvent>,
 }
 
 impl CrashEvents {
     fn read(path: &std::path::Path) -> Result<CrashEvents> {
         let mut events = CrashEvents::default();
+        let mut starts = 0;
         for line in std::fs::read_to_string(path)?.lines() {
             let words: Vec<&str> = line.split(' ').collect();
-            let time = |index: usize| words.get(index).and_then(|t| t.parse::<f64>().ok());
+            let event = |id: &str, index: usize| -> Result<CrashEvent> {
+                let time = words.get(index).and_then(|t| t.parse::<f64>().ok());
+                Ok(CrashEvent {
+                    id: id.to_string(),
+                    time: time.context(line.to_string())?,
+                    lifetime: starts - 1,
+                })
+            };
             match words.as_slice() {
+                ["start"] => starts += 1,
                 ["confirmed", id] => events.confirmed.push(id.to_string()),
-                ["got", id, _, _] => events
-                    .got
-                    .push((id.to_string(), time(3).context(line.to_string())?)),
-                ["acked", id, _] => events
-                    .acked
-                    .push((id.to_string(), time(2).context(line.to_string())?)),
+                ["got", id, _, _] => events.got.push(event(id, 3)?),
+                ["acked", id, _] => events.acked.push(event(id, 2)?),
                 // A line cut by the kill is the last of its lifetime: nothing to learn from it.
                 _ => {}
             }
@@ -461,7 +490,7 @@ impl CrashEvents {
 
     fn check(&self, kills: &[f64]) -> Result<()> {
         use std::collections::{HashMap, HashSet};
-        let acked: HashSet<&str> = self.acked.iter().map(|(id, _)| id.as_str()).collect();
+        let acked: HashSet<&str> = self.acked.iter().map(|ack| ack.id.as_str()).collect();
         let lost: Vec<&String> = self
             .confirmed
             .iter()
@@ -472,38 +501,26 @@ impl CrashEvents {
             "{} confirmed messages never delivered: {lost:?}",
             lost.len()
         );
-        let mut first_ack: HashMap<&str, f64> = HashMap::new();
-        for (id, time) in &self.acked {
-            first_ack.entry(id.as_str()).or_insert(*time);
-        }
-        let mut persisted_again = Vec::new();
-        for (id, got_at) in &self.got {
-            let Some(&acked_at) = first_ack.get(id.as_str()) else {
-                continue;
-            };
-            let killed_between = kills
-                .iter()
-                .any(|&kill| acked_at < kill - ACK_PERSISTED_MARGIN && kill < *got_at);
-            if killed_between {
-                persisted_again.push(id);
-            }
-        }
-        anyhow::ensure!(
-            persisted_again.is_empty(),
-            "acked well before a kill and delivered after it: {persisted_again:?}"
-        );
+        let persisted_again = self.delivered_after_a_persisted_ack(kills);
         let mut ack_counts: HashMap<&str, usize> = HashMap::new();
-        for (id, _) in &self.acked {
-            *ack_counts.entry(id.as_str()).or_default() += 1;
+        for ack in &self.acked {
+            *ack_counts.entry(ack.id.as_str()).or_default() += 1;
         }
         let duplicates = ack_counts.values().filter(|&&count| count > 1).count();
         eprintln!(
             "crash loop: {} kills, {} confirmed, {} delivered, {} distinct acked, {duplicates} \
-             delivered again after an ack that was not persisted yet",
+             delivered again after an ack, {} of them after an ack sent over \
+             {ACK_PERSISTED_MARGIN} s before its broker's kill",
             kills.len(),
             self.confirmed.len(),
             self.got.len(),
-            ack_counts.len()
+            ack_counts.len(),
+            persisted_again.len()
+        );
+        anyhow::ensure!(
+            persisted_again.is_empty(),
+            "acked well before a kill and delivered after it: {}",
+            self.history(&persisted_again, kills)
         );
         anyhow::ensure!(
             self.confirmed.len() > kills.len() * 10,
@@ -511,6 +528,56 @@ impl CrashEvents {
             self.confirmed.len()
         );
         Ok(())
+    }
+
+    /// Deliveries of a message in a lifetime after one in which its ack was sent
+    /// `ACK_PERSISTED_MARGIN` before the kill: that ack must have been persisted. Lifetimes come
+    /// from the script's `start` lines, not from times: an ack the client wrote after its
+    /// broker was killed (into a dead socket) is timed in the next lifetime, up to a second
+    /// before the next kill, and was never received by anyone.
+    fn delivered_after_a_persisted_ack(&self, kills: &[f64]) -> Vec<&String> {
+        let mut persisted_in: std::collections::HashMap<&str, usize> = Default::default();
+        for ack in &self.acked {
+            let Some(&kill) = kills.get(ack.lifetime) else {
+                continue;
+            };
+            if ack.time < kill - ACK_PERSISTED_MARGIN {
+                let earliest = persisted_in.entry(ack.id.as_str()).or_insert(ack.lifetime);
+                *earliest = (*earliest).min(ack.lifetime);
+            }
+        }
+        self.got
+            .iter()
+            .filter(|got| {
+                persisted_in
+                    .get(got.id.as_str())
+                    .is_some_and(|&lifetime| lifetime < got.lifetime)
+            })
+            .map(|got| &got.id)
+            .collect()
+    }
+
+    /// What happened to the first few of `ids`: each event as lifetime and seconds relative
+    /// to that lifetime's kill ("L3 acked -0.812": an ack 812 ms before kill 3).
+    fn history(&self, ids: &[&String], kills: &[f64]) -> String {
+        let mut out = format!("{} deliveries", ids.len());
+        for id in ids.iter().take(10) {
+            out.push_str(&format!("\n  {id}:"));
+            let got = self.got.iter().map(|event| ("got", event));
+            let acked = self.acked.iter().map(|event| ("acked", event));
+            let mut events: Vec<(&str, &CrashEvent)> = got
+                .chain(acked)
+                .filter(|(_, event)| &event.id == *id)
+                .collect();
+            events.sort_by(|a, b| a.1.time.total_cmp(&b.1.time));
+            for (what, event) in events {
+                let relative = kills
+                    .get(event.lifetime)
+                    .map_or(f64::NAN, |&k| event.time - k);
+                out.push_str(&format!(" L{} {what} {relative:+.3}", event.lifetime));
+            }
+        }
+        out
     }
 }
 

@@ -167,11 +167,13 @@ fn line_len(bytes: &[u8]) -> usize {
 }
 
 fn apply(metadata: &mut Metadata, line: Line) {
+    // A producer id allocation changes no topic and keeps the version, so the counter is taken
+    // from every line: it only grows, and the largest one seen is the one last persisted.
+    metadata.next_producer_id = metadata.next_producer_id.max(line.next_producer_id);
     if line.version <= metadata.version {
         return;
     }
     metadata.version = line.version;
-    metadata.next_producer_id = line.next_producer_id;
     for (name, meta) in line.topics {
         match meta {
             Some(meta) => metadata.topics.insert(name, meta),
@@ -237,9 +239,10 @@ mod tests {
                 }
                 None => false,
             },
+            // As the controller: a producer id is persisted without a new version.
             Op::ProducerId => {
                 metadata.next_producer_id += 1;
-                true
+                return true;
             }
             Op::Create(_) => false,
         };

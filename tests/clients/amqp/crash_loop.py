@@ -1,13 +1,18 @@
 """One broker lifetime of the 20-SIGKILL loop (tests/tests/amqp.rs), or the final drain.
 
-  work ROUND: a publisher with confirms sends persistent messages `ROUND-i` to the durable queue
-              `crash_loop` while a consumer (prefetch 50) takes and acks each message, until the
-              test kills the broker (and then this process).
+  work ROUND BACKLOG: a publisher with confirms sends persistent messages `ROUND-i` to the durable
+              queue `crash_loop` while a consumer (prefetch 50) takes and acks each message, until
+              the test kills the broker (and then this process). The consumer starts BACKLOG
+              seconds after the publisher (0: at once), so that the queue holds a backlog of
+              ready messages when the kill comes.
   drain:      takes and acks whatever is left, until the queue stays empty for 2 s.
 
 Every event is one line appended to LOG and flushed at once, so that the test reads what
-happened before the kill: `confirmed ID`, `got ID REDELIVERED TIME`, `acked ID TIME` (TIME is
-time.time() after the ack was written to the socket)."""
+happened before the kill: `start` (this process began: a new broker lifetime), `confirmed ID`,
+`got ID REDELIVERED TIME`, `acked ID TIME` (TIME is time.time() after pika wrote the ack to the
+socket). The test kills the broker first and this process after it, so the last events of a
+lifetime can come after the broker died (an ack written into a dead connection): the test tells
+lifetimes apart by `start`, not by time."""
 import sys
 import threading
 import time
@@ -57,11 +62,17 @@ def consume(idle_seconds):
 
 
 def main():
+    record("start")
     if MODE == "drain":
         consume(2.0)
         return
-    round_ = sys.argv[4]
-    threading.Thread(target=consume, args=(0.05,), daemon=True).start()
+    round_, backlog_seconds = sys.argv[4], float(sys.argv[5])
+
+    def consume_later():
+        time.sleep(backlog_seconds)
+        consume(0.05)
+
+    threading.Thread(target=consume_later, daemon=True).start()
     try:
         publish(round_)
     except Exception:  # the broker was killed: the test kills this process next
