@@ -169,20 +169,7 @@ async fn start_consumer(
     channel: &Rc<Channel>,
     consume: basic::Consume,
 ) -> Result<(), HandleError> {
-    let tag: Arc<str> = match consume.consumer_tag.as_str() {
-        "" => Arc::from(format!("amq.ctag-{}", crate::metadata::new_topic_id()).as_str()),
-        tag => Arc::from(tag),
-    };
-    let reply_tag = channel
-        .reply_consumer
-        .borrow()
-        .as_ref()
-        .map(|c| c.tag.clone());
-    if channel.consumers.borrow().contains_key(&*tag) || reply_tag.as_deref() == Some(&*tag) {
-        return Err(
-            AmqpError::not_allowed(format!("attempt to reuse consumer tag '{tag}'")).into(),
-        );
-    }
+    let tag = consumer_tag(channel, consume.consumer_tag.as_str())?;
     if consume.queue.as_str() == super::reply_to::PSEUDO_QUEUE {
         super::reply_to::start(conn, channel, tag.clone(), consume.no_ack)?;
         return consume_ok(conn, channel, &tag, consume.nowait).await;
@@ -241,6 +228,26 @@ async fn start_consumer(
         };
         deliver(conn, channel, delivery).await?;
     }
+}
+
+/// The client's consumer tag, or a generated one; 530 if the channel already uses it (for a
+/// queue or for `amq.rabbitmq.reply-to`).
+fn consumer_tag(channel: &Channel, asked: &str) -> Result<Arc<str>, AmqpError> {
+    let tag: Arc<str> = match asked {
+        "" => Arc::from(format!("amq.ctag-{}", crate::metadata::new_topic_id()).as_str()),
+        tag => Arc::from(tag),
+    };
+    let reply_tag = channel
+        .reply_consumer
+        .borrow()
+        .as_ref()
+        .map(|c| c.tag.clone());
+    if channel.consumers.borrow().contains_key(&*tag) || reply_tag.as_deref() == Some(&*tag) {
+        return Err(AmqpError::not_allowed(format!(
+            "attempt to reuse consumer tag '{tag}'"
+        )));
+    }
+    Ok(tag)
 }
 
 async fn consume_ok(
