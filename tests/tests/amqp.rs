@@ -322,7 +322,7 @@ fn exchanges_queues_and_refusals_behave_as_rabbitmq_and_kafka_reads_a_queue() ->
     assert_eq!(got["server_cancel"], json!(["watcher"]), "{got}");
     assert_eq!(got["after_nack"], json!([]), "{got}");
     assert_eq!(got["max_priority"], json!(406), "{got}");
-    assert_eq!(got["tx"], json!(540), "{got}");
+    assert_eq!(got["tx"], json!(406), "{got}");
     assert_eq!(
         got["kafka"],
         json!([{
@@ -791,5 +791,19 @@ fn every_confirmed_queue_declaration_survives_kill_9() -> Result<()> {
     ];
     let checked = summary(&python("amqp/idle_queues.py", &args)?)?;
     assert_eq!(checked["confirmed"], json!(got["confirmed"]), "{checked}");
+    Ok(())
+}
+
+#[test]
+fn direct_reply_to_rpc_replies_reach_callers_on_either_shard() -> Result<()> {
+    let broker = two_shards()?;
+    let got = run(&broker, "rpc_reply_to.py", &[])?;
+    assert_eq!(got["caller_shards"], json!([0, 0, 1, 1]), "{got}");
+    assert_eq!(got["replier_shards"], json!([0, 1]), "{got}");
+    assert_eq!(got["replies"], got["requests"], "{got}");
+    assert_eq!(got["wrong"], json!([]), "{got}");
+    // Both paths ran: a reply to a caller on the replier's shard and one across the mesh.
+    assert!(got["cross_shard"].as_u64() > Some(0), "{got}");
+    assert!(got["same_shard"].as_u64() > Some(0), "{got}");
     Ok(())
 }

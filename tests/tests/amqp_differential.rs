@@ -28,24 +28,14 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
         "x-max-priority is refused with 406 (the issue allows it), not served",
     ),
     (
-        "transactions",
-        "/tx",
-        "no transactions: tx.select is 540 NOT_IMPLEMENTED (use confirms)",
+        "direct_reply_to",
+        "/made_up_name",
+        "a reply name the broker never issued is dropped; RabbitMQ 3.10 fails with 541",
     ),
     (
-        "transactions",
-        "/commit_without_select",
-        "no transactions: every tx method is 540",
-    ),
-    (
-        "confirms",
-        "/tx_on_confirm_channel",
-        "no transactions: every tx method is 540",
-    ),
-    (
-        "confirms",
-        "/confirm_on_tx_channel",
-        "no transactions: tx.select is 540",
+        "direct_reply_to",
+        "/passive_made_up_name",
+        "a reply name the broker never issued is 404; RabbitMQ 3.10 fails with 541",
     ),
     (
         "transactions",
@@ -78,11 +68,6 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
 /// amqp-compat.md, "Not done yet"). Same shape and same rule as `KNOWN_DIFFERENCES`: a row that
 /// stops differing fails the test, so this list can only shrink honestly.
 const NOT_IMPLEMENTED_YET: &[(&str, &str, &str)] = &[
-    (
-        "properties",
-        "/direct_reply_to",
-        "direct reply-to (amq.rabbitmq.reply-to)",
-    ),
     (
         "delivery_limit",
         "/x_delivery_count_headers",
@@ -214,6 +199,7 @@ scenarios!(
     transactions,
     delivery_limit,
     delayed_retry,
+    direct_reply_to,
 );
 
 #[test]

@@ -55,17 +55,17 @@ pub async fn handle(
         basic::AMQPMethod::Get(get) => get_one(conn, channel, get).await,
         basic::AMQPMethod::Ack(ack) => {
             let taken = take_tags(channel, ack.delivery_tag, ack.multiple)?;
-            settle_all(conn, channel, taken, Settle::Ack).await;
+            settle_or_hold(conn, channel, taken, Settle::Ack).await;
             Ok(())
         }
         basic::AMQPMethod::Nack(nack) => {
             let taken = take_tags(channel, nack.delivery_tag, nack.multiple)?;
-            settle_all(conn, channel, taken, requeue_or_discard(nack.requeue)).await;
+            settle_or_hold(conn, channel, taken, requeue_or_discard(nack.requeue)).await;
             Ok(())
         }
         basic::AMQPMethod::Reject(reject) => {
             let taken = take_tags(channel, reject.delivery_tag, false)?;
-            settle_all(conn, channel, taken, requeue_or_discard(reject.requeue)).await;
+            settle_or_hold(conn, channel, taken, requeue_or_discard(reject.requeue)).await;
             Ok(())
         }
         basic::AMQPMethod::Recover(basic::Recover { requeue: false })
@@ -75,7 +75,7 @@ pub async fn handle(
         }
         basic::AMQPMethod::Recover(_) | basic::AMQPMethod::RecoverAsync(_) => {
             let taken = std::mem::take(&mut *channel.unacked.borrow_mut())
-                .into_values()
+                .into_iter()
                 .collect();
             settle_all(conn, channel, taken, Settle::Requeue).await;
             if matches!(method, basic::AMQPMethod::Recover(_)) {
@@ -98,8 +98,25 @@ fn requeue_or_discard(requeue: bool) -> Settle {
     }
 }
 
-/// The deliveries `tag` names: itself, or with `multiple` every one up to it (0 = all).
-fn take_tags(channel: &Channel, tag: u64, multiple: bool) -> Result<Vec<Unacked>, AmqpError> {
+/// In tx mode settlements wait for tx.commit (`tx.rs`); otherwise they go now.
+async fn settle_or_hold(
+    conn: &Rc<Conn>,
+    channel: &Channel,
+    taken: Vec<(u64, Unacked)>,
+    how: Settle,
+) {
+    if let Some(taken) = super::tx::hold_settle(channel, taken, how) {
+        settle_all(conn, channel, taken, how).await;
+    }
+}
+
+/// The deliveries `tag` names: itself, or with `multiple` every one up to it (0 = all), with
+/// their tags (a rolled-back transaction puts them back).
+fn take_tags(
+    channel: &Channel,
+    tag: u64,
+    multiple: bool,
+) -> Result<Vec<(u64, Unacked)>, AmqpError> {
     let mut unacked = channel.unacked.borrow_mut();
     if multiple {
         if tag != 0 && !unacked.contains_key(&tag) {
@@ -113,19 +130,24 @@ fn take_tags(channel: &Channel, tag: u64, multiple: bool) -> Result<Vec<Unacked>
             unacked.split_off(&(tag + 1))
         };
         let taken = std::mem::replace(&mut *unacked, keep);
-        return Ok(taken.into_values().collect());
+        return Ok(taken.into_iter().collect());
     }
     unacked
         .remove(&tag)
-        .map(|one| vec![one])
+        .map(|one| vec![(tag, one)])
         .ok_or_else(|| AmqpError::precondition(format!("unknown delivery tag {tag}")))
 }
 
 /// Settles deliveries on their queues' owners, one message per queue. Not awaited: acks need
 /// no answer, and the owner applies them in arrival order.
-async fn settle_all(conn: &Rc<Conn>, channel: &Channel, taken: Vec<Unacked>, how: Settle) {
+pub async fn settle_all(
+    conn: &Rc<Conn>,
+    channel: &Channel,
+    taken: Vec<(u64, Unacked)>,
+    how: Settle,
+) {
     let mut by_queue: HashMap<Arc<str>, (QueueAt, Vec<i64>)> = HashMap::new();
-    for unacked in taken {
+    for (_, unacked) in taken {
         by_queue
             .entry(unacked.queue.name.clone())
             .or_insert_with(|| (unacked.queue.clone(), Vec::new()))
@@ -147,17 +169,13 @@ async fn start_consumer(
     channel: &Rc<Channel>,
     consume: basic::Consume,
 ) -> Result<(), HandleError> {
+    let tag = consumer_tag(channel, consume.consumer_tag.as_str())?;
+    if consume.queue.as_str() == super::reply_to::PSEUDO_QUEUE {
+        super::reply_to::start(conn, channel, tag.clone(), consume.no_ack)?;
+        return consume_ok(conn, channel, &tag, consume.nowait).await;
+    }
     let name = resolve_name(conn, channel, consume.queue.as_str())?;
     let shard = owner(conn, &name)?;
-    let tag: Arc<str> = match consume.consumer_tag.as_str() {
-        "" => Arc::from(format!("amq.ctag-{}", crate::metadata::new_topic_id()).as_str()),
-        tag => Arc::from(tag),
-    };
-    if channel.consumers.borrow().contains_key(&*tag) {
-        return Err(
-            AmqpError::not_allowed(format!("attempt to reuse consumer tag '{tag}'")).into(),
-        );
-    }
     let queue = QueueAt {
         name: Arc::from(name.as_str()),
         shard,
@@ -192,12 +210,7 @@ async fn start_consumer(
         channel.consumers.borrow_mut().remove(&*tag);
         return Err(error.into());
     }
-    if !consume.nowait {
-        let ok = basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
-            consumer_tag: tag.to_string().into(),
-        });
-        conn.send_method(channel.id, AMQPClass::Basic(ok)).await?;
-    }
+    consume_ok(conn, channel, &tag, consume.nowait).await?;
     // Deliveries that came before the consume-ok, in order; the gate closes once empty.
     loop {
         let next = {
@@ -217,12 +230,48 @@ async fn start_consumer(
     }
 }
 
+/// The client's consumer tag, or a generated one; 530 if the channel already uses it (for a
+/// queue or for `amq.rabbitmq.reply-to`).
+fn consumer_tag(channel: &Channel, asked: &str) -> Result<Arc<str>, AmqpError> {
+    let tag: Arc<str> = match asked {
+        "" => Arc::from(format!("amq.ctag-{}", crate::metadata::new_topic_id()).as_str()),
+        tag => Arc::from(tag),
+    };
+    let reply_tag = channel
+        .reply_consumer
+        .borrow()
+        .as_ref()
+        .map(|c| c.tag.clone());
+    if channel.consumers.borrow().contains_key(&*tag) || reply_tag.as_deref() == Some(&*tag) {
+        return Err(AmqpError::not_allowed(format!(
+            "attempt to reuse consumer tag '{tag}'"
+        )));
+    }
+    Ok(tag)
+}
+
+async fn consume_ok(
+    conn: &Conn,
+    channel: &Channel,
+    tag: &str,
+    nowait: bool,
+) -> Result<(), HandleError> {
+    if !nowait {
+        let ok = basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+            consumer_tag: tag.into(),
+        });
+        conn.send_method(channel.id, AMQPClass::Basic(ok)).await?;
+    }
+    Ok(())
+}
+
 async fn cancel_consumer(
     conn: &Rc<Conn>,
     channel: &Rc<Channel>,
     cancel: basic::Cancel,
 ) -> Result<(), HandleError> {
     let tag = cancel.consumer_tag.as_str().to_string();
+    super::reply_to::stop(conn, channel, Some(&tag));
     let queue = channel.consumers.borrow_mut().remove(&tag);
     if let Some(queue) = queue {
         let owner = owner_key(conn.id, channel.id);
@@ -328,6 +377,11 @@ pub async fn deliveries(conn: Rc<Conn>, inbox: flume::Receiver<Outbound>) {
                 if channel.closing.get() {
                     continue;
                 }
+                if &*delivery.queue == super::reply_to::PSEUDO_QUEUE
+                    && !super::reply_to::still_consuming(&channel, &delivery.consumer_tag)
+                {
+                    continue;
+                }
                 if let Some(waiting) = channel.gated.borrow_mut().get_mut(&delivery.consumer_tag) {
                     waiting.push(delivery);
                     continue;
@@ -399,13 +453,52 @@ async fn server_cancel(conn: &Conn, channel: u16, tag: &str) -> Result<(), Handl
     Ok(())
 }
 
-/// A complete publish: routed, stored in every destination, returned if mandatory and
-/// unroutable, confirmed once stored when the channel is in confirm mode.
+/// A complete publish: checked, then held for tx.commit in tx mode, or else published now and
+/// confirmed once stored when the channel is in confirm mode.
 pub async fn publish(
     conn: &Rc<Conn>,
     channel: &Rc<Channel>,
-    publishing: Publishing,
+    mut publishing: Publishing,
 ) -> Result<(), HandleError> {
+    let Some(header) = publishing.header.as_mut() else {
+        return Err(AmqpError::unexpected_frame("content without a header").into());
+    };
+    check_user_id(&header.properties)?;
+    if let Some(properties) = super::reply_to::rewrite_request(channel, &header.properties)? {
+        header.raw_properties = frame::encode_properties(&properties);
+        header.properties = properties;
+    }
+    if channel.tx.borrow().is_some() {
+        // What RabbitMQ refuses at publish time inside a transaction too: a missing exchange,
+        // a bad expiration.
+        let (exchange, key) = (
+            &publishing.publish.exchange,
+            &publishing.publish.routing_key,
+        );
+        route(
+            &conn.shard.metadata(),
+            exchange.as_str(),
+            key.as_str(),
+            &header.properties,
+        )?;
+        super::message::expiration(&header.properties)?;
+    }
+    let Some(publishing) = super::tx::hold_publish(channel, publishing)? else {
+        return Ok(());
+    };
+    let stored = publish_now(conn, channel, publishing).await?;
+    super::confirm::published(conn, channel, stored).await;
+    Ok(())
+}
+
+/// Routes and stores a checked publish, returns it if mandatory and unroutable; answers where
+/// each destination's store will be reported. A reply (the default exchange, a reply name as
+/// routing key) goes to its caller and routes to no queue (`reply_to.rs`).
+pub async fn publish_now(
+    conn: &Rc<Conn>,
+    channel: &Rc<Channel>,
+    publishing: Publishing,
+) -> Result<Vec<Stored>, HandleError> {
     let Publishing {
         publish,
         header,
@@ -414,11 +507,15 @@ pub async fn publish(
     let Some(header) = header else {
         return Err(AmqpError::unexpected_frame("content without a header").into());
     };
-    check_user_id(&header.properties)?;
     let metadata = conn.shard.metadata();
     let exchange = publish.exchange.as_str();
     let key = publish.routing_key.as_str();
-    let destinations = route(&metadata, exchange, key, &header.properties)?;
+    let reply = exchange.is_empty() && super::reply_to::is_reply_name(key);
+    let destinations = if reply {
+        Vec::new()
+    } else {
+        route(&metadata, exchange, key, &header.properties)?
+    };
     let persistent = super::message::is_persistent(&header.properties);
     let message = Arc::new(Message {
         exchange: exchange.to_string(),
@@ -429,6 +526,9 @@ pub async fn publish(
         expiration_ms: super::message::expiration(&header.properties)?,
         persistent,
     });
+    if reply {
+        super::reply_to::deliver(conn, key, &message).await;
+    }
     let mut stored = Vec::with_capacity(destinations.len());
     for destination in &destinations {
         stored.push(store(&conn.shard, &metadata, destination, &message, persistent).await?);
@@ -442,8 +542,7 @@ pub async fn publish(
         });
         send_with_content(conn, channel.id, returned, &message).await?;
     }
-    super::confirm::published(conn, channel, stored).await;
-    Ok(())
+    Ok(stored)
 }
 
 /// As RabbitMQ: a user-id property must name the connection's user (406 otherwise), so that

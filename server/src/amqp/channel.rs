@@ -64,6 +64,10 @@ pub struct Channel {
     pub content: RefCell<Option<Publishing>>,
     /// The last queue declared on the channel (an empty queue name means it).
     pub last_queue: RefCell<String>,
+    /// tx.select was sent: publishes and acks wait here for tx.commit (`tx.rs`).
+    pub tx: RefCell<Option<super::tx::Transaction>>,
+    /// The channel's consumer of `amq.rabbitmq.reply-to` (`reply_to.rs`).
+    pub reply_consumer: RefCell<Option<super::reply_to::ReplyConsumer>>,
 }
 
 impl Channel {
@@ -80,6 +84,8 @@ impl Channel {
             confirms: RefCell::new(None),
             content: RefCell::new(None),
             last_queue: RefCell::new(String::new()),
+            tx: RefCell::new(None),
+            reply_consumer: RefCell::new(None),
         }
     }
 
@@ -217,12 +223,7 @@ async fn dispatch(
         AMQPClass::Queue(method) => super::queue::handle(conn, channel, method).await,
         AMQPClass::Basic(method) => super::basic::handle(conn, channel, method).await,
         AMQPClass::Confirm(method) => super::confirm::handle(conn, channel, method).await,
-        AMQPClass::Tx(_) => Err(AmqpError::not_implemented(
-            90,
-            0,
-            "transactions (tx.*) are not implemented; use publisher confirms",
-        )
-        .into()),
+        AMQPClass::Tx(method) => super::tx::handle(conn, channel, method).await,
         AMQPClass::Access(_) => {
             Err(AmqpError::not_implemented(30, 10, "access.request is not implemented").into())
         }
@@ -360,6 +361,8 @@ pub async fn release(conn: &Rc<Conn>, channel: &Rc<Channel>) {
     channel.gated.borrow_mut().clear();
     channel.content.borrow_mut().take();
     channel.confirms.borrow_mut().take();
+    channel.tx.borrow_mut().take();
+    super::reply_to::stop(conn, channel, None);
     let touched: Vec<(Arc<str>, ShardId)> = channel.touched.borrow_mut().drain().collect();
     let owner = owner_key(conn.id, channel.id);
     for (name, shard) in touched {

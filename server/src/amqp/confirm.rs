@@ -32,6 +32,9 @@ pub async fn handle(
     let confirm::AMQPMethod::Select(select) = method else {
         return Err(AmqpError::command_invalid("unexpected confirm method").into());
     };
+    if channel.tx.borrow().is_some() {
+        return Err(AmqpError::precondition("cannot switch from tx to confirm mode").into());
+    }
     if channel.confirms.borrow().is_none() {
         let (pending, queue) = flume::bounded(CONFIRMS_IN_FLIGHT);
         *channel.confirms.borrow_mut() = Some(Confirms {

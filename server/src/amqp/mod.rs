@@ -9,7 +9,7 @@
 //! `channel.rs`, one file per method class (`exchange.rs`, `queue.rs`, `basic.rs`,
 //! `confirm.rs`), `queue_owner/` (queues on their owner; `limits.rs`: TTL, length limits,
 //! x-expires), `policy.rs` (queue arguments), `dead_letter.rs` (x-death and the republish),
-//! `message.rs` (the record layout),
+//! `message.rs` (the record layout), `tx.rs` (transactions), `reply_to.rs` (direct reply-to),
 //! `recovery.rs` (start and clean stop), `consumed.rs` (deleting the segments of a queue's log
 //! that are consumed), `error.rs` (reply codes), `names.rs` (AMQP names in the core's one
 //! namespace).
@@ -30,6 +30,8 @@ pub mod policy;
 pub mod queue;
 pub mod queue_owner;
 pub mod recovery;
+pub mod reply_to;
+pub mod tx;
 
 use std::rc::Rc;
 

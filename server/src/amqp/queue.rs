@@ -157,6 +157,16 @@ async fn declare_queue(
     channel: &Rc<Channel>,
     declare: queue::Declare,
 ) -> Result<queue::DeclareOk, HandleError> {
+    if super::reply_to::is_reply_queue(declare.queue.as_str()) {
+        // As RabbitMQ: every declare of these is passive.
+        let name = declare.queue.as_str();
+        let (message_count, consumer_count) = super::reply_to::declare(conn, name).await?;
+        return Ok(queue::DeclareOk {
+            queue: name.into(),
+            message_count,
+            consumer_count,
+        });
+    }
     let name = match declare.queue.as_str() {
         "" => generated_name(),
         name if name.starts_with("amq.") && !declare.passive => {
