@@ -24,7 +24,7 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
     ),
     (
         "priorities",
-        "/ttl",
+        "/ttl/expired_head",
         "an expired message at the head of a priority queue is never delivered; RabbitMQ 3.10 \
          arms no expiry timer for a message that becomes the head of a non-empty queue, and \
          delivers it",

@@ -8,7 +8,7 @@ import time
 
 import pika
 
-from common import Scenario, attempt, get_all, publish, settle, settled_count, x_death
+from common import Scenario, attempt, bodies, get_all, publish, settle, settled_count, x_death
 
 
 def main():
@@ -73,18 +73,26 @@ def requeue(s, connection, channel):
 
 
 def ttl(s, channel):
-    """Each priority's head expires on its own: an expired high-priority head goes although a
-    live lower-priority message is ahead of it in publish order; an expired message behind a live
-    one of its priority waits until it reaches that priority's head."""
+    """The head (the next message to deliver) expires: a short-TTL message of the highest priority
+    published into an empty queue goes at its TTL although a live message of its priority is
+    behind it; expired messages of lower priorities wait until they reach the head."""
     q = s.queue("ttl")
     channel.queue_declare(q, arguments={"x-max-priority": 5})
+    send(channel, q, "p5-short", 5, expiration="50")
     send(channel, q, "p1-live", 1, expiration="60000")
     send(channel, q, "p1-expired-behind", 1, expiration="20")
-    send(channel, q, "p5-expired-head", 5, expiration="20")
+    send(channel, q, "p3-expired", 3, expiration="20")
     send(channel, q, "p5-live", 5)
     time.sleep(0.3)
-    count = settled_count(channel, q, 3)
-    return {"count_after_expiry": count, "get": get_all(channel, q)}
+    levels = {"count_after_expiry": settled_count(channel, q, 4), "get": bodies(channel, q)}
+    # RabbitMQ arms its expiry timer only for a message published into an empty queue, and
+    # delivers this one expired (KNOWN_DIFFERENCES); Weir's timer follows the head.
+    unarmed = s.queue("ttl-unarmed")
+    channel.queue_declare(unarmed, arguments={"x-max-priority": 5})
+    send(channel, unarmed, "p1-live", 1, expiration="60000")
+    send(channel, unarmed, "p5-expired-head", 5, expiration="20")
+    time.sleep(0.3)
+    return {"levels": levels, "expired_head": bodies(channel, unarmed)}
 
 
 def max_length(s, channel):

@@ -112,12 +112,21 @@ impl Queue {
         let Some(ready) = &mut self.priorities else {
             return self.state.acquire(owner, 1, now).pop();
         };
-        let offset = ready.first_below(self.state.next_offset())?;
-        let acquired = self.state.acquire_at(owner, offset, now)?;
-        if let Some(&level) = ready.levels.get(&offset) {
-            ready.ready.remove(&(Reverse(level), offset));
+        loop {
+            let offset = ready.first_below(self.state.next_offset())?;
+            let acquired = self.state.acquire_at(owner, offset, now);
+            let full = self.state.counts().acquired as usize >= self.state.limits().acquired_max;
+            if acquired.is_none() && full {
+                return None;
+            }
+            // Taken, or (never expected) not available after all: either way not ready here.
+            if let Some(&level) = ready.levels.get(&offset) {
+                ready.ready.remove(&(Reverse(level), offset));
+            }
+            if acquired.is_some() {
+                return acquired;
+            }
         }
-        Some(acquired)
     }
 
     /// A requeued message is ready again in its place.
@@ -157,5 +166,74 @@ impl Queue {
     /// Whether any consumer has a priority: only then does `next_with_room` compare them.
     pub(super) fn note_consumer_priorities(&mut self) {
         self.consumer_priorities = self.consumers.iter().any(|c| c.spec.priority != 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn message(priority: Option<u8>) -> Message {
+        let mut properties = basic::AMQPProperties::default();
+        if let Some(priority) = priority {
+            properties = properties.with_priority(priority);
+        }
+        Message {
+            exchange: String::new(),
+            routing_key: String::new(),
+            raw_properties: crate::amqp::frame::encode_properties(&properties),
+            body: Bytes::new(),
+            stored_ms: 0,
+            expiration_ms: None,
+            persistent: false,
+        }
+    }
+
+    fn order(ready: &Ready, next: i64) -> Vec<i64> {
+        let mut copy = Ready {
+            max: ready.max,
+            ready: ready.ready.clone(),
+            levels: ready.levels.clone(),
+        };
+        let mut order = Vec::new();
+        while let Some(offset) = copy.first_below(Offset::new(next)) {
+            copy.remove(offset);
+            order.push(offset.get());
+        }
+        order
+    }
+
+    #[test]
+    fn ready_messages_go_highest_priority_first_then_in_log_order() {
+        assert!(Ready::for_queue(None).is_none());
+        assert!(
+            Ready::for_queue(Some(0)).is_none(),
+            "one priority: log order"
+        );
+        let mut ready = Ready::for_queue(Some(5)).unwrap();
+        // offset: priority (None counts as 0, above the maximum as the maximum)
+        for (offset, priority) in [
+            (0, Some(1)),
+            (1, None),
+            (2, Some(9)),
+            (3, Some(5)),
+            (4, Some(0)),
+        ] {
+            ready.insert(Offset::new(offset), &message(priority));
+        }
+        assert_eq!(order(&ready, 5), [2, 3, 0, 1, 4]);
+        assert_eq!(order(&ready, 3), [2, 0, 1], "past the log end waits");
+        // Taken and requeued: back in its place, not at the end of its priority.
+        ready.ready.remove(&(Reverse(5), Offset::new(2)));
+        ready.insert(Offset::new(5), &message(Some(5)));
+        assert_eq!(order(&ready, 6), [3, 5, 0, 1, 4]);
+        ready.requeue(Offset::new(2));
+        assert_eq!(order(&ready, 6), [2, 3, 5, 0, 1, 4]);
+        ready.remove(Offset::new(3));
+        ready.purge(|offset| offset.get() == 5);
+        assert_eq!(order(&ready, 6), Vec::<i64>::new());
+        ready.requeue(Offset::new(5));
+        assert_eq!(order(&ready, 6), [5]);
     }
 }
