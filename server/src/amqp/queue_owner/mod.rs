@@ -14,6 +14,7 @@
 //! beyond the log's end, so a new message at a reused offset is never taken as acknowledged.
 
 use std::cell::RefCell;
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -823,4 +824,33 @@ fn wait_for_room(
         dispatch(&queue);
     })
     .detach();
+}
+
+impl Queue {
+    /// The consumer to deliver to next: of those that may take a delivery now, one of the highest
+    /// priority, taking turns from `next_consumer` on.
+    fn next_with_room(&self) -> Option<usize> {
+        let count = if self.spec.single_active {
+            // Consumers are kept in registration order: the first is the active one.
+            self.consumers.len().min(1)
+        } else {
+            self.consumers.len()
+        };
+        let has_room = |&index: &usize| {
+            let consumer = &self.consumers[index];
+            !consumer.waiting
+                && (consumer.spec.prefetch == 0
+                    || consumer.in_flight < usize::from(consumer.spec.prefetch))
+        };
+        let mut turns = (0..count).map(|step| (self.next_consumer + step) % count);
+        if !self.consumer_priorities {
+            return turns.find(has_room);
+        }
+        // The first in turn among the highest: `max_by_key` keeps the last of equals.
+        turns
+            .filter(has_room)
+            .enumerate()
+            .max_by_key(|&(turn, index)| (self.consumers[index].spec.priority, Reverse(turn)))
+            .map(|(_, index)| index)
+    }
 }

@@ -16,7 +16,8 @@
 //! A queue without `x-max-priority` (or with 0: one priority) has no `Ready`, and pays nothing.
 //!
 //! Consumers: deliveries go to the highest-priority consumers with prefetch room, round-robin
-//! among equals; a lower one gets a message only when every higher one is full.
+//! among equals; a lower one gets a message only when every higher one is full (`next_with_room`
+//! in `mod.rs`).
 //!
 //! Same shard and rules as `mod.rs`.
 
@@ -134,33 +135,6 @@ impl Queue {
         if let Some(ready) = &mut self.priorities {
             ready.requeue(offset);
         }
-    }
-
-    /// The consumer to deliver to next: of those that may take a delivery now, one of the highest
-    /// priority, taking turns from `next_consumer` on.
-    pub(super) fn next_with_room(&self) -> Option<usize> {
-        let count = if self.spec.single_active {
-            // Consumers are kept in registration order: the first is the active one.
-            self.consumers.len().min(1)
-        } else {
-            self.consumers.len()
-        };
-        let has_room = |&index: &usize| {
-            let consumer = &self.consumers[index];
-            !consumer.waiting
-                && (consumer.spec.prefetch == 0
-                    || consumer.in_flight < usize::from(consumer.spec.prefetch))
-        };
-        let mut turns = (0..count).map(|step| (self.next_consumer + step) % count);
-        if !self.consumer_priorities {
-            return turns.find(has_room);
-        }
-        // The first in turn among the highest: `max_by_key` keeps the last of equals.
-        turns
-            .filter(has_room)
-            .enumerate()
-            .max_by_key(|&(turn, index)| (self.consumers[index].spec.priority, Reverse(turn)))
-            .map(|(_, index)| index)
     }
 
     /// Whether any consumer has a priority: only then does `next_with_room` compare them.
