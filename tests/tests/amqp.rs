@@ -123,6 +123,44 @@ fn durable_queues_and_persistent_messages_survive_a_restart() -> Result<()> {
     Ok(())
 }
 
+/// A durable priority queue (`x-max-priority`) comes back from a clean restart or a SIGKILL with
+/// its unacknowledged persistent messages in priority order, publish order within a priority, and
+/// exactly the ones delivered before flagged redelivered (`tests/clients/amqp/priority.py`).
+fn durable_priority_queue_survives(kill: bool) -> Result<()> {
+    let mut broker = two_shards()?;
+    let before = run(&broker, "priority.py", &["before"])?;
+    // 12 is above the maximum (10) and counts as 10.
+    assert_eq!(
+        before["taken"],
+        json!(["p12-6", "p9-3", "p5-1"]),
+        "{before}"
+    );
+    if kill {
+        broker.kill9()?;
+        broker.start_again()?;
+    } else {
+        broker.restart()?;
+    }
+    let after = run(&broker, "priority.py", &["after"])?;
+    let expected = ["p9-3", "p5-1", "p5-4", "p3-7", "p1-0", "pNone-2", "p0-5"];
+    assert_eq!(after["bodies"], json!(expected), "{after}");
+    assert_eq!(after["count"], json!(7), "{after}");
+    let mut redelivered = vec![false; 7];
+    redelivered[..2].fill(true);
+    assert_eq!(after["redelivered"], json!(redelivered), "{after}");
+    Ok(())
+}
+
+#[test]
+fn a_durable_priority_queue_redelivers_in_priority_order_after_a_restart() -> Result<()> {
+    durable_priority_queue_survives(false)
+}
+
+#[test]
+fn a_durable_priority_queue_redelivers_in_priority_order_after_sigkill() -> Result<()> {
+    durable_priority_queue_survives(true)
+}
+
 /// Small segments and a fast pass, so that a queue's log rolls many segments in a test and its
 /// consumed ones go within a second.
 fn small_segments() -> BrokerOptions {

@@ -23,9 +23,11 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
         "basic.qos global=true is applied per consumer",
     ),
     (
-        "queue_arguments",
-        "/priority",
-        "x-max-priority is refused with 406 (the issue allows it), not served",
+        "priorities",
+        "/ttl/expired_head",
+        "an expired message at the head of a priority queue is never delivered; RabbitMQ 3.10 \
+         arms no expiry timer for a message that becomes the head of a non-empty queue, and \
+         delivers it",
     ),
     (
         "direct_reply_to",
@@ -200,6 +202,7 @@ scenarios!(
     delivery_limit,
     delayed_retry,
     direct_reply_to,
+    priorities,
 );
 
 #[test]

@@ -187,6 +187,7 @@ async fn start_consumer(
         no_ack: consume.no_ack,
         exclusive: consume.exclusive,
         prefetch: channel.prefetch.get(),
+        priority: super::policy::consumer_priority(&consume.arguments)?,
         sink: conn.sink.clone(),
     };
     channel.gated.borrow_mut().insert(tag.clone(), Vec::new());

@@ -1,6 +1,7 @@
 //! A queue's optional arguments (`x-message-ttl`, `x-expires`, `x-max-length`,
 //! `x-max-length-bytes`, `x-overflow`, `x-dead-letter-exchange`, `x-dead-letter-routing-key`,
-//! `x-delivery-limit`, `x-single-active-consumer`, `x-queue-type`, `x-max-priority`): checked
+//! `x-delivery-limit`, `x-single-active-consumer`, `x-queue-type`, `x-max-priority`), and
+//! basic.consume's `x-priority`: checked
 //! as RabbitMQ checks them at queue.declare (406 for a wrong type or range, never silently
 //! ignored), and kept as `weir.queue.*` topic configs so that a restart rebuilds the same queue.
 //!
@@ -62,10 +63,12 @@ pub struct QueuePolicy {
     pub dead_letter_routing_key: Option<String>,
     /// `x-delivery-limit`: returns allowed before a message is dead-lettered.
     pub delivery_limit: Option<u64>,
+    /// `x-max-priority`: ready messages go out highest `priority` first (capped at this).
+    pub max_priority: Option<u8>,
 }
 
 /// The topic configs that hold a policy, and the argument each comes from.
-const CONFIGS: [(&str, &str); 8] = [
+const CONFIGS: [(&str, &str); 9] = [
     ("weir.queue.message-ttl", "x-message-ttl"),
     ("weir.queue.expires", "x-expires"),
     ("weir.queue.max-length", "x-max-length"),
@@ -77,6 +80,7 @@ const CONFIGS: [(&str, &str); 8] = [
         "x-dead-letter-routing-key",
     ),
     ("weir.queue.delivery-limit", "x-delivery-limit"),
+    ("weir.queue.max-priority", "x-max-priority"),
 ];
 
 impl QueuePolicy {
@@ -117,6 +121,7 @@ impl QueuePolicy {
             dead_letter_exchange: value("x-dead-letter-exchange"),
             dead_letter_routing_key: value("x-dead-letter-routing-key"),
             delivery_limit: number("x-delivery-limit"),
+            max_priority: value("x-max-priority").and_then(|text| text.parse().ok()),
         }
     }
 
@@ -132,6 +137,7 @@ impl QueuePolicy {
             self.dead_letter_exchange.clone(),
             self.dead_letter_routing_key.clone(),
             number(self.delivery_limit),
+            self.max_priority.map(|max| max.to_string()),
         ];
         for ((config, _), value) in CONFIGS.iter().zip(values) {
             if let Some(value) = value {
@@ -153,6 +159,19 @@ impl QueuePolicy {
     }
 }
 
+/// basic.consume's `x-priority` (default 0): any AMQP integer, as RabbitMQ takes it; anything
+/// else is 406, as RabbitMQ answers.
+pub fn consumer_priority(arguments: &FieldTable) -> Result<i64, AmqpError> {
+    let Some(value) = arguments.inner().get("x-priority") else {
+        return Ok(0);
+    };
+    integer(value).ok_or_else(|| {
+        AmqpError::precondition(format!(
+            "invalid arg 'x-priority' for consumer: expected an integer ({value:?})"
+        ))
+    })
+}
+
 /// One declare argument checked; answers its value as text when the policy keeps it.
 fn check_argument(
     name: &str,
@@ -166,9 +185,12 @@ fn check_argument(
         )))
     };
     match name {
-        "x-max-priority" => Err(AmqpError::precondition(
-            "x-max-priority: priority queues are not supported by Weir yet",
-        )),
+        // RabbitMQ takes 0 too (a queue of one priority, so first in first out).
+        "x-max-priority" => match integer(value) {
+            Some(number @ 0..=255) => Ok(Some(number.to_string())),
+            Some(number) if number > 255 => invalid("max value exceeded, at most 255"),
+            _ => invalid("expected a non-negative integer"),
+        },
         "x-message-ttl" | "x-max-length" | "x-max-length-bytes" | "x-delivery-limit" => {
             match integer(value) {
                 Some(number) if number >= 0 => Ok(Some(number.to_string())),
@@ -255,6 +277,7 @@ mod tests {
             ("x-max-length", AMQPValue::ShortShortUInt(2)),
             ("x-overflow", AMQPValue::LongString("reject-publish".into())),
             ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
+            ("x-max-priority", AMQPValue::ShortShortUInt(10)),
             (
                 "x-dead-letter-routing-key",
                 AMQPValue::LongString("dead".into()),
@@ -264,6 +287,7 @@ mod tests {
         assert_eq!(policy.message_ttl_ms, Some(200));
         assert_eq!(policy.overflow, Overflow::RejectPublish);
         assert_eq!(policy.dead_letter_exchange.as_deref(), Some(""));
+        assert_eq!(policy.max_priority, Some(10));
         let mut configs = BTreeMap::new();
         policy.to_configs(&mut configs);
         assert_eq!(QueuePolicy::from_configs(&configs), policy);
@@ -278,11 +302,27 @@ mod tests {
             ("x-overflow", AMQPValue::LongString("explode".into())),
             ("x-dead-letter-exchange", AMQPValue::LongInt(1)),
             ("x-queue-type", AMQPValue::LongString("teapot".into())),
-            ("x-max-priority", AMQPValue::LongInt(10)),
+            ("x-max-priority", AMQPValue::LongInt(256)),
+            ("x-max-priority", AMQPValue::LongInt(-1)),
+            ("x-max-priority", AMQPValue::LongString("ten".into())),
+            ("x-max-priority", AMQPValue::Boolean(true)),
         ] {
             let refused = QueuePolicy::from_arguments(&table(&[(name, value)]), true, false);
             assert_eq!(refused.map_err(|error| error.code()), Err(406), "{name}");
         }
+    }
+
+    #[test]
+    fn consumer_priority_is_any_integer_and_zero_by_default() {
+        let priority = |entries: &[(&str, AMQPValue)]| {
+            consumer_priority(&table(entries)).map_err(|error| error.code())
+        };
+        assert_eq!(priority(&[]), Ok(0));
+        assert_eq!(priority(&[("x-priority", AMQPValue::LongInt(-5))]), Ok(-5));
+        let long = AMQPValue::LongLongInt(1 << 40);
+        assert_eq!(priority(&[("x-priority", long)]), Ok(1 << 40));
+        let text = AMQPValue::LongString("high".into());
+        assert_eq!(priority(&[("x-priority", text)]), Err(406));
     }
 
     #[test]

@@ -20,15 +20,43 @@ use super::state::{
 
 #[derive(Clone, Debug)]
 enum Op {
-    Acquire { owner: u8, max: u8 },
-    Accept { owner: u8, offset: u8 },
-    Reject { owner: u8, offset: u8 },
-    Release { owner: u8, offset: u8 },
-    Renew { owner: u8, offset: u8 },
-    ReleaseOwner { owner: u8 },
-    Advance { ms: u8 },
-    Append { count: u8 },
-    ArchiveAvailable { offset: u8 },
+    Acquire {
+        owner: u8,
+        max: u8,
+    },
+    /// A priority queue's pick: that record, wherever it is.
+    AcquireAt {
+        owner: u8,
+        offset: u8,
+    },
+    Accept {
+        owner: u8,
+        offset: u8,
+    },
+    Reject {
+        owner: u8,
+        offset: u8,
+    },
+    Release {
+        owner: u8,
+        offset: u8,
+    },
+    Renew {
+        owner: u8,
+        offset: u8,
+    },
+    ReleaseOwner {
+        owner: u8,
+    },
+    Advance {
+        ms: u8,
+    },
+    Append {
+        count: u8,
+    },
+    ArchiveAvailable {
+        offset: u8,
+    },
     Purge,
     Restart,
 }
@@ -37,6 +65,7 @@ fn op() -> impl Strategy<Value = Op> {
     let owner = 0u8..3;
     prop_oneof![
         4 => (owner.clone(), 0u8..6).prop_map(|(owner, max)| Op::Acquire { owner, max }),
+        2 => (owner.clone(), any::<u8>()).prop_map(|(owner, offset)| Op::AcquireAt { owner, offset }),
         4 => (owner.clone(), any::<u8>()).prop_map(|(owner, offset)| Op::Accept { owner, offset }),
         1 => (owner.clone(), any::<u8>()).prop_map(|(owner, offset)| Op::Reject { owner, offset }),
         2 => (owner.clone(), any::<u8>()).prop_map(|(owner, offset)| Op::Release { owner, offset }),
@@ -286,6 +315,7 @@ impl Harness {
     fn step(&mut self, op: &Op) {
         match *op {
             Op::Acquire { owner, max } => self.acquire(owner, usize::from(max)),
+            Op::AcquireAt { owner, offset } => self.acquire_at(owner, offset),
             Op::Accept { owner, offset } => self.finish(owner, offset, false),
             Op::Reject { owner, offset } => self.finish(owner, offset, true),
             Op::Release { owner, offset } => self.release(owner, offset),
@@ -339,6 +369,54 @@ impl Harness {
             got_offsets, want_offsets,
             "acquire hands out the lowest available"
         );
+        self.compare_acquired(&got, &want);
+    }
+
+    fn acquire_at(&mut self, owner: u8, raw: u8) {
+        let offset = self.pick(raw);
+        let got: Vec<Acquired> = self
+            .state
+            .acquire_at(
+                ConsumerId(u64::from(owner)),
+                Offset::new(offset),
+                self.now(),
+            )
+            .into_iter()
+            .collect();
+        let room = self.model.limits.acquired_max > self.model.counts().1 as usize;
+        let available = matches!(
+            self.model.records.get(&offset),
+            Some(Record::Available { .. })
+        );
+        let mut want = Vec::new();
+        if room && available {
+            // Out of log order: the ranges finished around it are no longer bounded.
+            self.model.gaps_allowed |= self.model.head() != Some(offset);
+            let deadline_ms = self
+                .model
+                .limits
+                .lock_duration
+                .map(|d| self.model.now_ms + d.as_millis() as u64);
+            if let Some(Record::Available { count }) = self.model.records.get(&offset).copied() {
+                self.model.records.insert(
+                    offset,
+                    Record::Acquired {
+                        owner,
+                        count: count + 1,
+                        deadline_ms,
+                    },
+                );
+                want.push((offset, count + 1, count > 0));
+            }
+        }
+        let got_offsets: Vec<i64> = got.iter().map(|r| r.offset.get()).collect();
+        assert_eq!(got_offsets, [offset][..want.len()], "acquire_at {offset}");
+        self.compare_acquired(&got, &want);
+    }
+
+    /// What the state handed out against what the model did (counts are lower bounds after a
+    /// restart).
+    fn compare_acquired(&mut self, got: &[Acquired], want: &[(i64, u16, bool)]) {
         for (
             &Acquired {
                 offset,
@@ -346,7 +424,7 @@ impl Harness {
                 redelivered,
             },
             &(_, count, was_delivered),
-        ) in got.iter().zip(&want)
+        ) in got.iter().zip(want)
         {
             if self.model.counts_exact {
                 assert_eq!(

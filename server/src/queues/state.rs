@@ -17,6 +17,7 @@
 //! | operation       | precondition (else `QueueError`)   | effect                                  |
 //! |-----------------|------------------------------------|-----------------------------------------|
 //! | `acquire`       | —                                  | lowest available offsets → acquired     |
+//! | `acquire_at`    | that offset available              | it → acquired (count journaled)         |
 //! | `accept`        | acquired by this owner             | acknowledged                            |
 //! | `reject`        | acquired by this owner             | archived (`Rejected`)                   |
 //! | `release`       | acquired by this owner             | available, or archived at the limit     |
@@ -28,12 +29,15 @@
 //! Order: `acquire` always hands out the lowest available offsets, so requeued messages come back
 //! in log order before newer ones (as RabbitMQ does). Offsets below `frontier` that are neither
 //! finished nor acquired sit in `returned` with their delivery counts; offsets at or above it have
-//! never been acquired since the queue was opened.
+//! never been acquired since the queue was opened. A caller with an order of its own (an AMQP
+//! priority queue) names the record with `acquire_at` instead: the frontier moves past it and the
+//! available records it passed wait in `returned` with their counts (0: never delivered).
 //!
 //! Bounds (memory is O(acquired_max), whatever the log length): at most `limits.acquired_max`
 //! (≤ `ACQUIRED_RECORDS_MAX`) records acquired; `returned` only ever holds records that were
 //! acquired and came back, and `acquire` drains it before advancing `frontier`, so
-//! `acquired + returned ≤ acquired_max` between restarts. Below `frontier` the finished ranges
+//! `acquired + returned ≤ acquired_max` between restarts (`acquire_at` breaks this bound: what it
+//! skips waits in `returned`, so a priority queue's state is O(ready), as its messages are). Below `frontier` the finished ranges
 //! are separated only by those records, so there are at most `acquired_max + 1` of them; above
 //! it, only a restore (whose ranges obeyed the same bound when written) or `archive_available`
 //! on a record that is not the queue's head can leave gaps. RabbitMQ's TTL and drop-head only
@@ -395,6 +399,41 @@ impl QueueState {
         handed
     }
 
+    /// Hands the available record `offset` to `owner`, whatever its place (a priority queue's
+    /// caller picks the order); `None` when it is not available or `acquired_max` is reached.
+    /// Available records it skips over stay available, in `returned`. No "may have been
+    /// delivered" mark can cover records handed out out of order, so the journal records each
+    /// one's delivery count as it goes (a restart then flags exactly those as redelivered).
+    pub fn acquire_at(
+        &mut self,
+        owner: ConsumerId,
+        offset: Offset,
+        now: Instant,
+    ) -> Option<Acquired> {
+        if self.acquired.len() >= self.limits.acquired_max {
+            return None;
+        }
+        let previous_count = self.take_at(offset)?;
+        let delivery_count = previous_count.saturating_add(1);
+        self.record(JournalEntry::DeliveryCount {
+            offset,
+            count: delivery_count,
+        });
+        let deadline = self.limits.lock_duration.map(|duration| now + duration);
+        let lease = Lease {
+            owner,
+            delivery_count,
+            deadline,
+            journaled_count: Some(delivery_count),
+        };
+        self.hold(offset, lease);
+        Some(Acquired {
+            offset,
+            delivery_count,
+            redelivered: previous_count > 0,
+        })
+    }
+
     /// AMQP ack, KIP-932 Accept.
     pub fn accept(&mut self, owner: ConsumerId, offset: Offset) -> Result<(), QueueError> {
         self.unhold(owner, offset)?;
@@ -518,7 +557,13 @@ impl QueueState {
 
     /// The durable part of this state, as a restart would see it once the journal is persisted.
     pub fn snapshot(&self) -> QueueSnapshot {
-        let mut counts: BTreeMap<Offset, u16> = self.returned.clone();
+        // A count of 0 is a record `acquire_at` skipped over: never delivered, never journaled.
+        let mut counts: BTreeMap<Offset, u16> = self
+            .returned
+            .iter()
+            .filter(|&(_, &count)| count > 0)
+            .map(|(&offset, &count)| (offset, count))
+            .collect();
         counts.extend(self.prior_counts.iter().map(|(&o, &c)| (o, c)));
         counts.extend(
             self.acquired
@@ -545,8 +590,15 @@ impl QueueState {
     /// Also returns the count the journal holds for it (see `Lease::journaled_count`).
     fn take_available(&mut self) -> Option<(Offset, u16, Option<u16>)> {
         if let Some((offset, count)) = self.returned.pop_first() {
-            return Some((offset, count, Some(count)));
+            // Only `take_at` leaves a never-delivered record (count 0, nothing journaled) here.
+            return Some((offset, count, (count > 0).then_some(count)));
         }
+        self.advance_frontier()
+    }
+
+    /// The available record at the frontier, taken past: its offset, the deliveries it has had
+    /// and the count the journal holds for it.
+    fn advance_frontier(&mut self) -> Option<(Offset, u16, Option<u16>)> {
         while self.frontier < self.next {
             if let Some(end) = self.done.range_end_at(self.frontier) {
                 self.frontier = end;
@@ -566,6 +618,24 @@ impl QueueState {
                 count: previous,
             });
             return Some((offset, previous, Some(previous)));
+        }
+        None
+    }
+
+    /// Takes the available record `offset` out of availability; answers the deliveries it has
+    /// had. Moves the frontier past it: the available records in between go to `returned`.
+    fn take_at(&mut self, offset: Offset) -> Option<u16> {
+        if offset < self.frontier {
+            return self.returned.remove(&offset);
+        }
+        if offset >= self.next || self.done.contains(offset) {
+            return None;
+        }
+        while let Some((skipped, count, _)) = self.advance_frontier() {
+            if skipped == offset {
+                return Some(count);
+            }
+            self.returned.insert(skipped, count);
         }
         None
     }
@@ -785,6 +855,38 @@ mod tests {
             [(2, true), (2, true), (1, false)]
         );
         state.assert_invariants();
+    }
+
+    #[test]
+    fn acquire_at_takes_any_available_record_and_keeps_those_it_passes() {
+        let now = Instant::now();
+        let mut state = queue(QueueLimits::AMQP, 6);
+        state.take_journal();
+        let first = state.acquire_at(A, offset(3), now).unwrap();
+        assert_eq!((first.delivery_count, first.redelivered), (1, false));
+        let count = |o, count| JournalEntry::DeliveryCount {
+            offset: offset(o),
+            count,
+        };
+        assert_eq!(state.take_journal(), [count(3, 1)]);
+        assert_eq!(state.acquire_at(B, offset(3), now), None, "acquired");
+        assert_eq!(state.acquire_at(B, offset(6), now), None, "past the end");
+        assert_eq!(counts(&state), (5, 1, 6));
+        assert_eq!(state.first_available(), Some(offset(0)));
+        assert_eq!(state.release(A, offset(3)), Ok(ReturnOutcome::Requeued));
+        // What the journal holds: 3 was delivered once; 0, 1, 2 (passed over) never.
+        let snapshot = state.snapshot();
+        assert_eq!(snapshot.delivery_counts, [(offset(3), 1)]);
+        assert_eq!(snapshot.delivered_below, Offset::ZERO);
+        state.assert_invariants();
+        let mut restored =
+            QueueState::restore(&snapshot, offset(6), QueueLimits::AMQP, Durability::Durable);
+        let again = restored.acquire_at(B, offset(3), now).unwrap();
+        assert_eq!((again.delivery_count, again.redelivered), (2, true));
+        let rest = restored.acquire(B, 10, now);
+        assert_eq!(offsets(&rest), [0, 1, 2, 4, 5]);
+        assert!(rest.iter().all(|r| !r.redelivered && r.delivery_count == 1));
+        restored.assert_invariants();
     }
 
     #[test]

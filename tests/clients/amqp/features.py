@@ -101,9 +101,9 @@ method, _, _ = channel.basic_get('nacked')
 channel.basic_nack(method.delivery_tag, requeue=False)
 summary["after_nack"] = drain(channel, 'nacked')
 
-# Refused: priority queues (406), tx.commit without tx.select (406).
+# Refused: a priority above RabbitMQ's maximum of 255 (406), tx.commit without tx.select (406).
 summary["max_priority"] = code_of(lambda: connection.channel().queue_declare(
-    queue='prio', arguments={'x-max-priority': 10}))
+    queue='prio', arguments={'x-max-priority': 256}))
 summary["tx"] = code_of(lambda: connect().channel().tx_commit())
 
 # A Kafka consumer reads a queue's log as a topic.

@@ -37,8 +37,8 @@ def main():
 
 
 def priority_order(s):
-    """Higher priority first, above x-max-priority counts as the maximum; or the refusal (406 is
-    what the issue allows instead of silently ignoring the argument)."""
+    """Higher priority first, above x-max-priority counts as the maximum (more in
+    priorities.py)."""
     channel = s.channel()
     channel.confirm_delivery()
     priority = s.queue("priority")

@@ -46,6 +46,9 @@ impl Queue {
     pub(super) fn insert_message(&mut self, offset: Offset, message: Arc<Message>) {
         self.may_expire |= message.expiration_ms.is_some();
         self.message_bytes += message.body.len() as u64;
+        if let Some(ready) = &mut self.priorities {
+            ready.insert(offset, &message);
+        }
         if let Some(replaced) = self.messages.insert(offset, message) {
             self.message_bytes -= replaced.body.len() as u64;
         }
@@ -53,6 +56,9 @@ impl Queue {
 
     pub(super) fn remove_message(&mut self, offset: Offset) -> Option<Arc<Message>> {
         let removed = self.messages.remove(&offset)?;
+        if let Some(ready) = &mut self.priorities {
+            ready.remove(offset);
+        }
         self.message_bytes -= removed.body.len() as u64;
         Some(removed)
     }
@@ -109,7 +115,7 @@ impl Queue {
     }
 
     fn head_deadline(&self) -> Option<i64> {
-        let head = self.state.first_available()?;
+        let head = self.head()?;
         self.deadline(self.messages.get(&head)?)
     }
 
@@ -124,7 +130,7 @@ impl Queue {
         if !self.may_expire {
             return;
         }
-        while let Some(head) = self.state.first_available() {
+        while let Some(head) = self.head() {
             let expired = self
                 .messages
                 .get(&head)
@@ -150,7 +156,7 @@ impl Queue {
             .policy
             .over_limit(self.state.counts().ready, self.ready_bytes())
         {
-            let Some(head) = self.state.first_available() else {
+            let Some(head) = self.head() else {
                 return;
             };
             if self.state.archive_available(head).is_err() {

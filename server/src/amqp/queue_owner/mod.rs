@@ -14,6 +14,7 @@
 //! beyond the log's end, so a new message at a reused offset is never taken as acknowledged.
 
 use std::cell::RefCell;
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -81,6 +82,8 @@ pub struct ConsumerSpec {
     pub exclusive: bool,
     /// Unacknowledged deliveries at once; 0 = no limit (the state's cap still holds).
     pub prefetch: u16,
+    /// `x-priority`: deliveries go to the highest-priority consumers with room (`priority.rs`).
+    pub priority: i64,
     pub sink: flume::Sender<Outbound>,
 }
 
@@ -124,6 +127,10 @@ struct Queue {
     messages: BTreeMap<Offset, Arc<Message>>,
     consumers: Vec<Consumer>,
     next_consumer: usize,
+    /// Some consumer has an `x-priority` other than 0.
+    consumer_priorities: bool,
+    /// `x-max-priority`: the priority order of the ready messages (`priority.rs`).
+    priorities: Option<priority::Ready>,
     /// Acquired offsets and the consumer (tag) they went to; `None` for basic.get.
     held: HashMap<Offset, Option<Arc<str>>>,
     had_consumer: bool,
@@ -142,6 +149,7 @@ struct Queue {
 }
 
 mod limits;
+mod priority;
 
 type QueueRef = Rc<RefCell<Queue>>;
 
@@ -279,6 +287,12 @@ fn install(
             .any(|message| message.expiration_ms.is_some());
     let message_bytes = messages.values().map(|m| m.body.len() as u64).sum();
     let expires = spec.policy.expires_ms;
+    let mut priorities = priority::Ready::for_queue(spec.policy.max_priority);
+    if let Some(ready) = &mut priorities {
+        for (&offset, message) in &messages {
+            ready.insert(offset, message);
+        }
+    }
     let queue = Queue {
         name: name.clone(),
         spec,
@@ -287,6 +301,8 @@ fn install(
         messages,
         consumers: Vec::new(),
         next_consumer: 0,
+        consumer_priorities: false,
+        priorities,
         held: HashMap::new(),
         had_consumer: false,
         stop: stop.clone(),
@@ -497,6 +513,7 @@ pub fn consume(name: &str, spec: ConsumerSpec) -> Result<(), AmqpError> {
             in_flight: 0,
             waiting: false,
         });
+        queue.note_consumer_priorities();
     }
     dispatch(&queue);
     Ok(())
@@ -513,6 +530,7 @@ pub fn cancel(name: &str, owner: ConsumerId, tag: &str) -> bool {
     queue
         .consumers
         .retain(|c| !(owner_of(&c.spec) == owner && &*c.spec.tag == tag));
+    queue.note_consumer_priorities();
     queue.spec.auto_delete && queue.had_consumer && queue.consumers.is_empty()
 }
 
@@ -538,7 +556,7 @@ pub fn get(name: &str, owner: ConsumerId, no_ack: bool) -> Result<Option<Got>, A
 }
 
 fn get_in(queue: &mut Queue, owner: ConsumerId, no_ack: bool) -> Option<Got> {
-    let acquired = queue.state.acquire(owner, 1, Instant::now()).pop()?;
+    let acquired = queue.acquire_next(owner, Instant::now())?;
     let offset = acquired.offset;
     let Some(message) = queue.messages.get(&offset).cloned() else {
         // A record without a message cannot be: drop it rather than hand out nothing.
@@ -597,7 +615,10 @@ fn settle_in(
                 .state
                 .release(owner, offset)
                 .map(|outcome| match outcome {
-                    ReturnOutcome::Requeued => None,
+                    ReturnOutcome::Requeued => {
+                        queue.requeued(offset);
+                        None
+                    }
                     ReturnOutcome::Archived(_) => Some(Reason::DeliveryLimit),
                 }),
             Settle::Discard => queue
@@ -643,15 +664,19 @@ pub fn release_channel(name: &str, owner: ConsumerId) -> bool {
         let mut queue = queue.borrow_mut();
         let before = queue.consumers.len();
         queue.consumers.retain(|c| owner_of(&c.spec) != owner);
+        queue.note_consumer_priorities();
         if before > queue.consumers.len() {
             queue.last_used = Instant::now();
         }
         let mut dead = Vec::new();
         for returned in queue.state.release_owner(owner) {
             queue.unhold(returned.offset);
-            if let ReturnOutcome::Archived(_) = returned.outcome {
-                if let Some(message) = queue.remove_message(returned.offset) {
-                    dead.push((message, Reason::DeliveryLimit));
+            match returned.outcome {
+                ReturnOutcome::Requeued => queue.requeued(returned.offset),
+                ReturnOutcome::Archived(_) => {
+                    if let Some(message) = queue.remove_message(returned.offset) {
+                        dead.push((message, Reason::DeliveryLimit));
+                    }
                 }
             }
         }
@@ -668,8 +693,16 @@ pub fn purge(name: &str) -> Result<u32, AmqpError> {
     let queue = find(name).ok_or_else(|| missing(name))?;
     let mut queue = queue.borrow_mut();
     let purged = queue.state.purge();
-    let Queue { messages, held, .. } = &mut *queue;
+    let Queue {
+        messages,
+        held,
+        priorities,
+        ..
+    } = &mut *queue;
     messages.retain(|offset, _| held.contains_key(offset));
+    if let Some(ready) = priorities {
+        ready.purge(|offset| held.contains_key(offset));
+    }
     queue.message_bytes = queue.messages.values().map(|m| m.body.len() as u64).sum();
     journal(&mut queue);
     Ok(u32::try_from(purged).unwrap_or(u32::MAX))
@@ -729,7 +762,7 @@ fn dispatch_ready(queue_ref: &QueueRef, queue: &mut Queue) {
             return;
         };
         let owner = owner_of(&queue.consumers[index].spec);
-        let Some(acquired) = queue.state.acquire(owner, 1, now).pop() else {
+        let Some(acquired) = queue.acquire_next(owner, now) else {
             return;
         };
         let offset = acquired.offset;
@@ -794,7 +827,8 @@ fn wait_for_room(
 }
 
 impl Queue {
-    /// The next consumer, from `next_consumer` on, that may take a delivery now.
+    /// The consumer to deliver to next: of those that may take a delivery now, one of the highest
+    /// priority, taking turns from `next_consumer` on.
     fn next_with_room(&self) -> Option<usize> {
         let count = if self.spec.single_active {
             // Consumers are kept in registration order: the first is the active one.
@@ -802,13 +836,21 @@ impl Queue {
         } else {
             self.consumers.len()
         };
-        (0..count)
-            .map(|step| (self.next_consumer + step) % count)
-            .find(|&index| {
-                let consumer = &self.consumers[index];
-                !consumer.waiting
-                    && (consumer.spec.prefetch == 0
-                        || consumer.in_flight < usize::from(consumer.spec.prefetch))
-            })
+        let has_room = |&index: &usize| {
+            let consumer = &self.consumers[index];
+            !consumer.waiting
+                && (consumer.spec.prefetch == 0
+                    || consumer.in_flight < usize::from(consumer.spec.prefetch))
+        };
+        let mut turns = (0..count).map(|step| (self.next_consumer + step) % count);
+        if !self.consumer_priorities {
+            return turns.find(has_room);
+        }
+        // The first in turn among the highest: `max_by_key` keeps the last of equals.
+        turns
+            .filter(has_room)
+            .enumerate()
+            .max_by_key(|&(turn, index)| (self.consumers[index].spec.priority, Reverse(turn)))
+            .map(|(_, index)| index)
     }
 }
