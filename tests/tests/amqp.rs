@@ -628,6 +628,7 @@ fn kafka_records_to_an_amqp_exchange_or_queue_reach_amqp_consumers() -> Result<(
         got["received"],
         json!([
             ["direct", "from kafka to the queue topic"],
+            ["é x 254 bytes", "a 400-byte key"],
             ["order.created", "from amqp"],
             ["order.paid", "from kafka via the exchange"],
             ["order.shipped", "from amqp again"]
@@ -639,6 +640,7 @@ fn kafka_records_to_an_amqp_exchange_or_queue_reach_amqp_consumers() -> Result<(
         json!({
             "from kafka via the exchange": {"trace-id": "abc-123", "tenant": "acme"},
             "from kafka to the queue topic": null,
+            "a 400-byte key": null,
             "from amqp": null,
             "from amqp again": null
         }),

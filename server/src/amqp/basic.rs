@@ -40,7 +40,7 @@ pub async fn handle(
             *channel.content.borrow_mut() = Some(Publishing {
                 publish,
                 header: None,
-                body: BytesMut::new(),
+                body: Default::default(),
             });
             Ok(())
         }
@@ -365,42 +365,80 @@ async fn send_with_content(
     Ok(())
 }
 
+/// Bytes of deliveries the delivery task gathers before it hands them to the writer.
+const DELIVERIES_BYTES_MAX: usize = 64 << 10;
+
 /// The connection's delivery task: turns what queues send into basic.deliver (or a server
-/// cancel) on the right channel, assigning delivery tags.
+/// cancel) on the right channel, assigning delivery tags. Deliveries already waiting in the
+/// inbox are written into one buffer and sent to the writer at once: one allocation and one
+/// hop for many messages rather than per message.
 pub async fn deliveries(conn: Rc<Conn>, inbox: flume::Receiver<Outbound>) {
-    while let Ok(outbound) = inbox.recv_async().await {
-        let result = match outbound {
-            Outbound::Deliver(delivery) => {
-                let Some(channel) = conn.channel(delivery.channel) else {
-                    // The channel is gone: its close gave the delivery back to the queue.
-                    continue;
-                };
-                if channel.closing.get() {
-                    continue;
+    let mut out = BytesMut::new();
+    while let Ok(first) = inbox.recv_async().await {
+        let mut next = Some(first);
+        while let Some(outbound) = next.take() {
+            match outbound {
+                Outbound::Deliver(delivery) => deliver_waiting(&conn, delivery, &mut out),
+                Outbound::Cancel {
+                    channel,
+                    consumer_tag,
+                } => {
+                    // After the deliveries before it, as the queue sent them.
+                    let sent = flush(&conn, &mut out).await;
+                    if sent.is_err() || server_cancel(&conn, channel, &consumer_tag).await.is_err()
+                    {
+                        return;
+                    }
                 }
-                if &*delivery.queue == super::reply_to::PSEUDO_QUEUE
-                    && !super::reply_to::still_consuming(&channel, &delivery.consumer_tag)
-                {
-                    continue;
-                }
-                if let Some(waiting) = channel.gated.borrow_mut().get_mut(&delivery.consumer_tag) {
-                    waiting.push(delivery);
-                    continue;
-                }
-                deliver(&conn, &channel, delivery).await
             }
-            Outbound::Cancel {
-                channel,
-                consumer_tag,
-            } => server_cancel(&conn, channel, &consumer_tag).await,
-        };
-        if result.is_err() {
+            if out.len() < DELIVERIES_BYTES_MAX {
+                next = inbox.try_recv().ok();
+            }
+        }
+        if flush(&conn, &mut out).await.is_err() {
             return;
         }
     }
 }
 
+async fn flush(conn: &Conn, out: &mut BytesMut) -> Result<(), HandleError> {
+    if !out.is_empty() {
+        conn.send(out.split().freeze()).await?;
+    }
+    Ok(())
+}
+
+/// One delivery from the inbox: written to `out`, held behind its consumer's consume-ok, or
+/// dropped with its channel.
+fn deliver_waiting(conn: &Conn, delivery: Delivery, out: &mut BytesMut) {
+    let Some(channel) = conn.channel(delivery.channel) else {
+        // The channel is gone: its close gave the delivery back to the queue.
+        return;
+    };
+    if channel.closing.get() {
+        return;
+    }
+    if &*delivery.queue == super::reply_to::PSEUDO_QUEUE
+        && !super::reply_to::still_consuming(&channel, &delivery.consumer_tag)
+    {
+        return;
+    }
+    if let Some(waiting) = channel.gated.borrow_mut().get_mut(&delivery.consumer_tag) {
+        waiting.push(delivery);
+        return;
+    }
+    put_delivery(conn, &channel, delivery, out);
+}
+
 async fn deliver(conn: &Conn, channel: &Channel, delivery: Delivery) -> Result<(), HandleError> {
+    let mut out = BytesMut::new();
+    put_delivery(conn, channel, delivery, &mut out);
+    conn.send(out.freeze()).await?;
+    Ok(())
+}
+
+/// Assigns the delivery its tag (remembered until acknowledged) and writes its frames.
+fn put_delivery(conn: &Conn, channel: &Channel, delivery: Delivery, out: &mut BytesMut) {
     let tag = channel.take_tag();
     if !delivery.no_ack {
         let queue = channel
@@ -429,14 +467,23 @@ async fn deliver(conn: &Conn, channel: &Channel, delivery: Delivery) -> Result<(
             },
         );
     }
-    let method = basic::AMQPMethod::Deliver(basic::Deliver {
-        consumer_tag: delivery.consumer_tag.to_string().into(),
+    let message = &delivery.message;
+    let method = frame::DeliverFields {
+        consumer_tag: &delivery.consumer_tag,
         delivery_tag: tag,
         redelivered: delivery.redelivered,
-        exchange: delivery.message.exchange.as_str().into(),
-        routing_key: delivery.message.routing_key.as_str().into(),
-    });
-    send_with_content(conn, channel.id, method, &delivery.message).await
+        exchange: &message.exchange,
+        routing_key: &message.routing_key,
+    };
+    frame::put_deliver(out, channel.id, &method);
+    let frame_max = conn.frame_max.get();
+    frame::put_content(
+        out,
+        channel.id,
+        &message.raw_properties,
+        &message.body,
+        frame_max,
+    );
 }
 
 async fn server_cancel(conn: &Conn, channel: u16, tag: &str) -> Result<(), HandleError> {

@@ -42,7 +42,51 @@ pub struct Unacked {
 pub struct Publishing {
     pub publish: basic::Publish,
     pub header: Option<ContentHeader>,
-    pub body: BytesMut,
+    pub body: Body,
+}
+
+/// A publish's body as its frames come: a body in one frame (the usual case) is kept as read,
+/// a slice of the connection's payload chunk, without a copy; more frames are joined.
+#[derive(Default)]
+pub enum Body {
+    #[default]
+    Empty,
+    One(Bytes),
+    Joined(BytesMut),
+}
+
+impl Body {
+    fn len(&self) -> usize {
+        match self {
+            Body::Empty => 0,
+            Body::One(bytes) => bytes.len(),
+            Body::Joined(bytes) => bytes.len(),
+        }
+    }
+
+    fn push(&mut self, frame: Bytes) {
+        *self = match std::mem::take(self) {
+            Body::Empty => Body::One(frame),
+            Body::One(first) => {
+                let mut joined = BytesMut::with_capacity(first.len() + frame.len());
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(&frame);
+                Body::Joined(joined)
+            }
+            Body::Joined(mut joined) => {
+                joined.extend_from_slice(&frame);
+                Body::Joined(joined)
+            }
+        };
+    }
+
+    pub fn freeze(self) -> Bytes {
+        match self {
+            Body::Empty => Bytes::new(),
+            Body::One(bytes) => bytes,
+            Body::Joined(bytes) => bytes.freeze(),
+        }
+    }
 }
 
 pub struct Channel {
@@ -325,7 +369,7 @@ pub async fn handle_body(conn: &Rc<Conn>, id: u16, body: Bytes) -> Result<(), Ha
             ))
             .into());
         }
-        publishing.body.extend_from_slice(&body);
+        publishing.body.push(body);
         if publishing.body.len() as u64 == expected {
             content.take()
         } else {

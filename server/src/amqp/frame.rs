@@ -35,6 +35,7 @@ pub const HEARTBEAT_SECONDS: u16 = 60;
 pub const BODY_BYTES_MAX: u64 = 128 << 20;
 
 const CLASS_BASIC: u16 = 60;
+const METHOD_DELIVER: u16 = 60;
 /// Classes `amq-protocol` knows; a method of another class is "not implemented" (540).
 const KNOWN_CLASSES: [u16; 8] = [10, 20, 30, 40, 50, 60, 85, 90];
 
@@ -133,6 +134,52 @@ pub fn put_method(out: &mut BytesMut, channel: u16, method: AMQPClass) {
     }
 }
 
+/// A basic.deliver's fields, borrowed: no string is built per delivery.
+pub struct DeliverFields<'a> {
+    pub consumer_tag: &'a str,
+    pub delivery_tag: u64,
+    pub redelivered: bool,
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+}
+
+/// Appends a basic.deliver method frame, written directly rather than through `amq-protocol`'s
+/// serialiser (which builds each frame in a `Vec` of its own): it is written once per message.
+/// The same bytes as `put_method` (a test compares them). A name longer than a short string
+/// cannot reach here (Kafka keys are cut by `message::short_string`); were one to, it would go
+/// through `put_method`, which treats it as the bug it is.
+pub fn put_deliver(out: &mut BytesMut, channel: u16, deliver: &DeliverFields<'_>) {
+    let names = [deliver.consumer_tag, deliver.exchange, deliver.routing_key];
+    if names.iter().any(|name| name.len() > usize::from(u8::MAX)) {
+        let method = basic::AMQPMethod::Deliver(basic::Deliver {
+            consumer_tag: deliver.consumer_tag.into(),
+            delivery_tag: deliver.delivery_tag,
+            redelivered: deliver.redelivered,
+            exchange: deliver.exchange.into(),
+            routing_key: deliver.routing_key.into(),
+        });
+        return put_method(out, channel, AMQPClass::Basic(method));
+    }
+    let size = 4 + 8 + 1 + names.iter().map(|name| 1 + name.len()).sum::<usize>();
+    out.reserve(FRAME_OVERHEAD + size);
+    out.put_u8(FRAME_METHOD);
+    out.put_u16(channel);
+    out.put_u32(size as u32);
+    out.put_u16(CLASS_BASIC);
+    out.put_u16(METHOD_DELIVER);
+    put_short_string(out, names[0]);
+    out.put_u64(deliver.delivery_tag);
+    out.put_u8(u8::from(deliver.redelivered));
+    put_short_string(out, names[1]);
+    put_short_string(out, names[2]);
+    out.put_u8(FRAME_END);
+}
+
+fn put_short_string(out: &mut BytesMut, text: &str) {
+    out.put_u8(text.len() as u8);
+    out.put_slice(text.as_bytes());
+}
+
 /// Appends a content header (with `raw_properties` as published) and the body, split into body
 /// frames of at most `frame_max` bytes each.
 pub fn put_content(
@@ -206,6 +253,35 @@ mod tests {
         match decode(kind, channel, payload).unwrap() {
             Frame::Method(3, 10, decoded) => assert_eq!(*decoded, method),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn deliver_frames_are_the_bytes_amq_protocol_writes() {
+        let long = "k".repeat(255);
+        for (tag, exchange, key, redelivered) in [
+            ("ctag", "", "queue", false),
+            ("amq.ctag-1", "orders", "order.paid", true),
+            ("", "x", long.as_str(), false),
+        ] {
+            let fields = DeliverFields {
+                consumer_tag: tag,
+                delivery_tag: 1 << 40 | 7,
+                redelivered,
+                exchange,
+                routing_key: key,
+            };
+            let mut direct = BytesMut::new();
+            put_deliver(&mut direct, 9, &fields);
+            let deliver = basic::Deliver {
+                consumer_tag: tag.into(),
+                delivery_tag: fields.delivery_tag,
+                redelivered,
+                exchange: exchange.into(),
+                routing_key: key.into(),
+            };
+            let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(deliver));
+            assert_eq!(direct, frame_bytes(9, method), "{tag} {exchange} {key}");
         }
     }
 

@@ -119,9 +119,8 @@ pub fn decode_batches(batches: &[u8]) -> Result<Vec<(i64, Message)>, String> {
                 Err(_) => basic::AMQPProperties::default(),
             };
             let message = Message {
-                exchange: String::from_utf8_lossy(&exchange).into_owned(),
-                routing_key: String::from_utf8_lossy(&record.key.clone().unwrap_or_default())
-                    .into_owned(),
+                exchange: short_string(&exchange),
+                routing_key: short_string(record.key.as_deref().unwrap_or_default()),
                 raw_properties,
                 body: record.value.clone().unwrap_or_default(),
                 stored_ms: record.timestamp,
@@ -133,6 +132,19 @@ pub fn decode_batches(batches: &[u8]) -> Result<Vec<(i64, Message)>, String> {
         }
     }
     Ok(messages)
+}
+
+/// `bytes` as an AMQP short string: text (invalid UTF-8 replaced) of at most 255 bytes, cut
+/// after the last whole character that fits. A Kafka record's key (the routing key of its
+/// delivery) can be longer, and a basic.deliver cannot carry more.
+fn short_string(bytes: &[u8]) -> String {
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
+    let mut end = text.len().min(usize::from(u8::MAX));
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text
 }
 
 /// The AMQP properties of a record a Kafka client produced: its headers become AMQP headers
@@ -160,6 +172,15 @@ fn properties_of_kafka_headers(headers: &IndexMap<StrBytes, Option<Bytes>>) -> B
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_longer_than_a_short_string_are_cut_at_a_character() {
+        assert_eq!(short_string(b"order.paid"), "order.paid");
+        assert_eq!(short_string(&[b'k'; 300]), "k".repeat(255));
+        // 'é' is two bytes: 127 of them fit in 255, the 128th would end at byte 256.
+        assert_eq!(short_string("é".repeat(200).as_bytes()), "é".repeat(127));
+        assert_eq!(short_string(&[0xff, b'a']), "\u{fffd}a");
+    }
 
     #[test]
     fn a_message_survives_its_record_layout() {

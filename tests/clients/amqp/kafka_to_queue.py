@@ -22,6 +22,8 @@ producer.send('orders', key=b'order.paid', value=b'from kafka via the exchange',
               headers=[('trace-id', b'abc-123'), ('tenant', b'acme')])
 producer.send('orders', key=b'invoice.sent', value=b'not bound')
 producer.send('order_events', key=b'direct', value=b'from kafka to the queue topic')
+# A key longer than an AMQP short string (255 bytes) is cut to the last whole character within.
+producer.send('order_events', key=('\u00e9' * 200).encode(), value=b'a 400-byte key')
 producer.flush()
 producer.close()
 channel.basic_publish(exchange='orders', routing_key='order.shipped', body='from amqp again')
@@ -31,10 +33,11 @@ deadline = time.time() + 15
 headers = {}
 for method, properties, body in channel.consume('order_events', inactivity_timeout=0.3):
     if method is not None:
-        got.append([method.routing_key, body.decode()])
+        key = method.routing_key
+        got.append([key if len(key) < 100 else f"{key[0]} x {len(key.encode())} bytes", body.decode()])
         headers[body.decode()] = properties.headers
         channel.basic_ack(method.delivery_tag)
-    if len(got) >= 4 or time.time() > deadline:
+    if len(got) >= 5 or time.time() > deadline:
         break
 connection.close()
 print(json.dumps({"received": sorted(got), "headers": headers}))
