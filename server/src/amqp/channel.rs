@@ -56,7 +56,7 @@ pub enum Body {
 }
 
 impl Body {
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Body::Empty => 0,
             Body::One(bytes) => bytes.len(),
