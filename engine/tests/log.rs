@@ -680,3 +680,62 @@ fn many_logs_share_the_shards_write_slots_without_losing_a_batch() {
         }
     });
 }
+
+/// A log opened and closed with no append leaves its files as they were (no sync, trim or index
+/// rewrite: an idle queue costs nothing to stop), and still reopens with every batch.
+#[test]
+fn an_idle_log_closes_without_rewriting_its_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sent = run(tmp.path(), |dir| async move {
+        let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+        let mut sent = Vec::new();
+        for i in 0..5 {
+            let batch = values(2, 100, i);
+            log.append(batch.clone()).unwrap();
+            sent.push((batch, 2));
+        }
+        log.wait_written(9).await.unwrap();
+        log.close().await.unwrap();
+        sent
+    });
+    let files = |dir: &std::path::Path| -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+        let mut files: Vec<_> = walk(dir)
+            .into_iter()
+            .map(|path| {
+                let meta = std::fs::metadata(&path).unwrap();
+                (path, meta.len(), meta.modified().unwrap())
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = files(tmp.path());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    run(tmp.path(), |dir| async move {
+        let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+        assert_eq!(log.high_watermark(), 10);
+        log.close().await.unwrap();
+    });
+    assert_eq!(files(tmp.path()), before, "an idle close rewrote files");
+    let expected: Vec<_> = sent.into_iter().map(|(batch, _)| batch).collect();
+    run(tmp.path(), move |dir| async move {
+        let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+        let read = read_all(&log, 0, 100).await;
+        assert_eq!(read.len(), expected.len());
+        assert_eq!(log.append(values(1, 10, 9)).unwrap().base_offset, 10);
+        log.close().await.unwrap();
+    });
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

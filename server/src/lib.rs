@@ -17,6 +17,7 @@ pub mod config;
 pub mod groups;
 pub mod kafka;
 pub mod metadata;
+pub mod open_files;
 pub mod partition;
 pub mod ports;
 pub mod queues;
@@ -68,7 +69,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let count = config.cpus.len();
     check_memlock(count, IO_MEMORY_BYTES).map_err(anyhow::Error::msg)?;
-    raise_open_files_limit();
+    open_files::raise_limit();
     create_data_dir(&config.data_dir)?;
     let _lock = lock_data_dir(&config.data_dir)?;
     ports::check_ports_free(&config)?;
@@ -251,37 +252,6 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
         );
     }
     Ok(file)
-}
-
-/// Every partition holds its active segment open, so the open-files limit bounds the number
-/// of partitions (and queues). Raises the soft limit to the hard one, and both to
-/// `OPEN_FILES_WANTED` where the process may (as root); says what it got.
-fn raise_open_files_limit() {
-    const OPEN_FILES_WANTED: libc::rlim_t = 1 << 20;
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write one plain struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return;
-        }
-        let wanted = limit.rlim_max.max(OPEN_FILES_WANTED);
-        let raised = libc::rlimit {
-            rlim_cur: wanted,
-            rlim_max: wanted,
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
-            limit.rlim_cur = limit.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-        let _ = libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-    }
-    tracing::info!(
-        open_files = limit.rlim_cur,
-        "open-files limit (one per partition or queue, one per connection)"
-    );
 }
 
 /// After a restart with fewer shards, partitions of shards that no longer exist move to one that

@@ -55,6 +55,8 @@ pub struct BrokerOptions {
     pub data_dir: Option<PathBuf>,
     /// Broker executable; `None` = `broker_binary()` (the harness's own tests use a stand-in).
     pub binary: Option<PathBuf>,
+    /// RLIMIT_NOFILE (soft and hard) to start it under; `None` = this process's.
+    pub open_files: Option<u64>,
 }
 
 impl BrokerOptions {
@@ -67,6 +69,11 @@ impl BrokerOptions {
         self.cpus = Some(cpus.to_string());
         self
     }
+
+    pub fn open_files(mut self, limit: u64) -> Self {
+        self.open_files = Some(limit);
+        self
+    }
 }
 
 /// A running `weir` process. Killed (SIGKILL) on drop, which also prints the broker's captured
@@ -77,6 +84,7 @@ pub struct Broker {
     cpus: String,
     shards: usize,
     sets: Vec<(String, String)>,
+    open_files: Option<u64>,
     data_dir: PathBuf,
     port: u16,
     log_path: PathBuf,
@@ -120,6 +128,7 @@ impl Broker {
             cpus,
             shards,
             sets: options.sets,
+            open_files: options.open_files,
             data_dir,
             port,
             log_path,
@@ -284,6 +293,24 @@ impl Broker {
         }
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info");
+        }
+        if let Some(limit) = self.open_files {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: between fork and exec only setrlimit runs, which is async-signal-safe and
+            // touches nothing but the child's own limit.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         command
             .stdin(Stdio::null())

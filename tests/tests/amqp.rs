@@ -834,6 +834,32 @@ fn every_confirmed_queue_declaration_survives_kill_9() -> Result<()> {
     Ok(())
 }
 
+/// Every queue holds its segment file open, so the open-files limit bounds the queues a broker
+/// can hold: past what it leaves (the limit less a reserve of 1,024 here), a declaration is
+/// refused with 406 naming the limit, and a Kafka CreateTopics with POLICY_VIOLATION, instead
+/// of a declare-ok for a queue whose log could not open. Every queue declared before works, and
+/// deleting queues makes room again.
+#[test]
+fn queues_past_the_open_files_limit_are_refused_and_the_rest_work() -> Result<()> {
+    let broker = Broker::start(BrokerOptions::default().cpus("0-1").open_files(2048))?;
+    let bootstrap = broker.bootstrap();
+    let got = run(&broker, "files_limit.py", &[&bootstrap])?;
+    let declared = got["declared"].as_u64().context("declared")?;
+    assert!((900..=1024).contains(&declared), "{got}");
+    assert_eq!(got["refused_code"], json!(406), "{got}");
+    let text = got["refused_text"].as_str().unwrap_or_default();
+    assert!(text.contains("open-files limit (2048"), "{got}");
+    assert_eq!(got["last_queue_gives_back"], json!("still works"), "{got}");
+    assert_eq!(got["kafka_create"], json!("PolicyViolationError"), "{got}");
+    assert_eq!(got["declare_after_deletes"], json!("ok"), "{got}");
+    assert!(
+        !broker.log().contains("Too many open files"),
+        "{}",
+        broker.log()
+    );
+    Ok(())
+}
+
 #[test]
 fn direct_reply_to_rpc_replies_reach_callers_on_either_shard() -> Result<()> {
     let broker = two_shards()?;

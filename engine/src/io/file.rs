@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use glommio::io::{DmaFile, OpenOptions};
 
@@ -18,6 +19,33 @@ use crate::LogError;
 pub(crate) struct SegmentFile {
     pub(super) file: DmaFile,
     path: PathBuf,
+    _counted: Counted,
+}
+
+/// Segment files open in this process, over every shard: each holds a descriptor for as long as
+/// it is open, so the broker can refuse a new partition before the open-files limit refuses
+/// its file. Touched only when a file opens or closes, never per read or write.
+static OPEN_SEGMENT_FILES: AtomicUsize = AtomicUsize::new(0);
+
+/// How many segment files (descriptors) the logs of this process hold open.
+pub fn open_segment_files() -> usize {
+    OPEN_SEGMENT_FILES.load(Ordering::Relaxed)
+}
+
+/// One count in `OPEN_SEGMENT_FILES`, given back when its file is dropped or closed.
+struct Counted;
+
+impl Counted {
+    fn new() -> Counted {
+        OPEN_SEGMENT_FILES.fetch_add(1, Ordering::Relaxed);
+        Counted
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        OPEN_SEGMENT_FILES.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl SegmentFile {
@@ -34,6 +62,7 @@ impl SegmentFile {
         Ok(SegmentFile {
             file,
             path: path.to_path_buf(),
+            _counted: Counted::new(),
         })
     }
 

@@ -12,6 +12,7 @@ pub(crate) mod runtime;
 
 pub use buffer::DiskBytes;
 pub(crate) use buffer::{give_buffer, take_buffer, IoBuffer};
+pub use file::open_segment_files;
 pub(crate) use file::SegmentFile;
 
 use std::path::Path;

@@ -141,6 +141,9 @@ pub(crate) struct Inner {
     high_watermark: Offset,
     durable_offset: Offset,
     start_offset: Offset,
+    /// The active segment's base and the log's end when it was opened: a log still there at
+    /// close took no append, and its files are as recovery left them (nothing to sync).
+    opened_at: (Offset, Offset),
     cache: VecDeque<CachedBatch>,
     cache_bytes: usize,
     producers: ProducerTable,

@@ -209,6 +209,7 @@ fn new_inner(
         high_watermark: active_next,
         durable_offset: active_next,
         start_offset,
+        opened_at: (active_base, active_next),
         cache: VecDeque::new(),
         cache_bytes: 0,
         producers,
