@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 static LIMIT: AtomicU64 = AtomicU64::new(0);
 
 /// What the limit keeps back for everything but segment files: client connections, the
-/// metadata and ack-store files, io_uring rings and eventfds.
+/// metadata and ack-store files, io_uring rings and eventfds. A tenth, at least 1,024, but never
+/// more than half (a limit of 1,024 still leaves 512 partitions).
 pub fn reserved(limit: u64) -> u64 {
-    (limit / 10).max(1024)
+    (limit / 10).max(1024).min(limit / 2)
 }
 
 /// How many more segment files (so, new partitions) the limit allows now, or `None` when
@@ -70,9 +71,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_reserve_is_a_tenth_and_at_least_1024() {
+    fn the_reserve_is_a_tenth_at_least_1024_at_most_half() {
         assert_eq!(reserved(20_000), 2_000);
         assert_eq!(reserved(4_096), 1_024);
+        assert_eq!(reserved(2_048), 1_024);
+        assert_eq!(reserved(1_024), 512);
         assert_eq!(reserved(1 << 20), 104_857);
     }
 }
