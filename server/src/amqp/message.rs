@@ -147,6 +147,28 @@ fn short_string(bytes: &[u8]) -> String {
     text
 }
 
+impl Message {
+    /// This message as a quorum queue delivers it: with an `x-delivery-count` header (a long) of
+    /// `returns`, the times it went back to the queue before, as RabbitMQ adds it (0 on the
+    /// first delivery). Any other property stays as published.
+    pub fn with_delivery_count(&self, returns: u16) -> Message {
+        let mut properties = match basic::parse_properties(&self.raw_properties[..]) {
+            Ok((_, properties)) => properties,
+            Err(_) => basic::AMQPProperties::default(),
+        };
+        let mut headers = properties.headers().clone().unwrap_or_default();
+        headers.insert(
+            ShortString::from("x-delivery-count"),
+            AMQPValue::LongInt(i32::from(returns)),
+        );
+        properties = properties.with_headers(headers);
+        Message {
+            raw_properties: super::frame::encode_properties(&properties),
+            ..self.clone()
+        }
+    }
+}
+
 /// The AMQP properties of a record a Kafka client produced: its headers become AMQP headers
 /// (each value a long string of the same bytes, a null value a void; the `amqp.*` names are
 /// this layout's own and stay out), nothing else is set.
@@ -172,6 +194,40 @@ fn properties_of_kafka_headers(headers: &IndexMap<StrBytes, Option<Bytes>>) -> B
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delivery_count_joins_the_headers_and_keeps_the_rest() {
+        let mut headers = FieldTable::default();
+        headers.insert("tenant".into(), AMQPValue::LongString("acme".into()));
+        let properties = basic::AMQPProperties::default()
+            .with_content_type("text/plain".into())
+            .with_headers(headers);
+        let message = Message {
+            exchange: String::new(),
+            routing_key: "q".into(),
+            raw_properties: super::super::frame::encode_properties(&properties),
+            body: Bytes::from_static(b"x"),
+            stored_ms: 0,
+            expiration_ms: None,
+            persistent: true,
+        };
+        let counted = message.with_delivery_count(2);
+        let (_, got) = basic::parse_properties(&counted.raw_properties[..]).unwrap();
+        assert_eq!(
+            got.content_type().as_ref().map(|t| t.as_str()),
+            Some("text/plain")
+        );
+        let headers = got.headers().clone().unwrap();
+        assert_eq!(
+            headers.inner().get("x-delivery-count"),
+            Some(&AMQPValue::LongInt(2))
+        );
+        assert_eq!(
+            headers.inner().get("tenant"),
+            Some(&AMQPValue::LongString("acme".into()))
+        );
+        assert_eq!(counted.body, message.body);
+    }
 
     #[test]
     fn keys_longer_than_a_short_string_are_cut_at_a_character() {

@@ -65,10 +65,12 @@ pub struct QueuePolicy {
     pub delivery_limit: Option<u64>,
     /// `x-max-priority`: ready messages go out highest `priority` first (capped at this).
     pub max_priority: Option<u8>,
+    /// `x-queue-type` `quorum`: deliveries carry RabbitMQ's `x-delivery-count` header.
+    pub quorum: bool,
 }
 
 /// The topic configs that hold a policy, and the argument each comes from.
-const CONFIGS: [(&str, &str); 9] = [
+const CONFIGS: [(&str, &str); 10] = [
     ("weir.queue.message-ttl", "x-message-ttl"),
     ("weir.queue.expires", "x-expires"),
     ("weir.queue.max-length", "x-max-length"),
@@ -81,6 +83,7 @@ const CONFIGS: [(&str, &str); 9] = [
     ),
     ("weir.queue.delivery-limit", "x-delivery-limit"),
     ("weir.queue.max-priority", "x-max-priority"),
+    ("weir.queue.type", "x-queue-type"),
 ];
 
 impl QueuePolicy {
@@ -122,6 +125,7 @@ impl QueuePolicy {
             dead_letter_routing_key: value("x-dead-letter-routing-key"),
             delivery_limit: number("x-delivery-limit"),
             max_priority: value("x-max-priority").and_then(|text| text.parse().ok()),
+            quorum: value("x-queue-type").as_deref() == Some("quorum"),
         }
     }
 
@@ -138,6 +142,7 @@ impl QueuePolicy {
             self.dead_letter_routing_key.clone(),
             number(self.delivery_limit),
             self.max_priority.map(|max| max.to_string()),
+            self.quorum.then(|| "quorum".to_string()),
         ];
         for ((config, _), value) in CONFIGS.iter().zip(values) {
             if let Some(value) = value {
@@ -213,15 +218,20 @@ fn check_argument(
             AMQPValue::Boolean(_) => Ok(None),
             _ => invalid("expected a boolean"),
         },
-        "x-queue-type" => check_queue_type(value, durable, exclusive).map(|()| None),
+        "x-queue-type" => check_queue_type(value, durable, exclusive),
         _ => Ok(None),
     }
 }
 
-fn check_queue_type(value: &AMQPValue, durable: bool, exclusive: bool) -> Result<(), AmqpError> {
+/// `Some("quorum")` for a quorum queue (the policy keeps it), `None` for a classic one.
+fn check_queue_type(
+    value: &AMQPValue,
+    durable: bool,
+    exclusive: bool,
+) -> Result<Option<String>, AmqpError> {
     match text(value).as_deref() {
-        Some("classic") => Ok(()),
-        Some("quorum") if durable && !exclusive => Ok(()),
+        Some("classic") => Ok(None),
+        Some("quorum") if durable && !exclusive => Ok(Some("quorum".to_string())),
         Some("quorum") => Err(AmqpError::precondition(
             "invalid property 'non-durable' or 'exclusive' for a quorum queue",
         )),

@@ -555,6 +555,15 @@ pub fn get(name: &str, owner: ConsumerId, no_ack: bool) -> Result<Option<Got>, A
     Ok(got)
 }
 
+/// The message as this delivery (the `delivery_count`th) hands it out: a quorum queue's carry
+/// `x-delivery-count`, a copy with its properties re-encoded; any other queue's go as stored.
+fn as_delivered(queue: &Queue, message: Arc<Message>, delivery_count: u16) -> Arc<Message> {
+    if !queue.spec.policy.quorum {
+        return message;
+    }
+    Arc::new(message.with_delivery_count(delivery_count.saturating_sub(1)))
+}
+
 fn get_in(queue: &mut Queue, owner: ConsumerId, no_ack: bool) -> Option<Got> {
     let acquired = queue.acquire_next(owner, Instant::now())?;
     let offset = acquired.offset;
@@ -563,6 +572,7 @@ fn get_in(queue: &mut Queue, owner: ConsumerId, no_ack: bool) -> Option<Got> {
         let _ = queue.state.accept(owner, offset);
         return None;
     };
+    let message = as_delivered(queue, message, acquired.delivery_count);
     if no_ack {
         let _ = queue.state.accept(owner, offset);
         queue.remove_message(offset);
@@ -770,6 +780,7 @@ fn dispatch_ready(queue_ref: &QueueRef, queue: &mut Queue) {
             let _ = queue.state.accept(owner, offset);
             continue;
         };
+        let message = as_delivered(queue, message, acquired.delivery_count);
         let spec = queue.consumers[index].spec.clone();
         let delivery = Delivery {
             channel: spec.channel,
