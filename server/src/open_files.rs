@@ -16,6 +16,11 @@ pub fn reserved(limit: u64) -> u64 {
     (limit / 10).max(1024).min(limit / 2)
 }
 
+/// Segment files (so, partitions) a limit allows in all: what the reserve leaves.
+fn partitions_max(limit: u64) -> u64 {
+    limit.saturating_sub(reserved(limit))
+}
+
 /// How many more segment files (so, new partitions) the limit allows now, or `None` when
 /// the limit was never read (unit tests of the controller).
 pub fn partition_room() -> Option<u64> {
@@ -23,8 +28,7 @@ pub fn partition_room() -> Option<u64> {
     if limit == 0 {
         return None;
     }
-    let budget = limit.saturating_sub(reserved(limit));
-    Some(budget.saturating_sub(weir_engine::io::open_segment_files() as u64))
+    Some(partitions_max(limit).saturating_sub(weir_engine::io::open_segment_files() as u64))
 }
 
 /// The limit as `partition_room` counts it.
@@ -57,10 +61,9 @@ pub fn raise_limit() {
         let _ = libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
     }
     LIMIT.store(limit.rlim_cur, Ordering::Relaxed);
-    let partitions = limit.rlim_cur.saturating_sub(reserved(limit.rlim_cur));
     tracing::info!(
         open_files = limit.rlim_cur,
-        partitions,
+        partitions = partitions_max(limit.rlim_cur),
         "open-files limit: one file per partition segment (a queue is a partition), the rest \
          for connections; raise `ulimit -n` (hard) for more"
     );

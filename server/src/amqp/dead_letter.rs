@@ -13,7 +13,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use amq_protocol::protocol::basic::{self, AMQPProperties};
+use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 
 use super::message::{now_ms, Message};
@@ -79,10 +79,7 @@ fn letter(
     exchange: &str,
     key: Option<&str>,
 ) -> Letter {
-    let properties = match basic::parse_properties(&message.raw_properties[..]) {
-        Ok((_, properties)) => properties,
-        Err(_) => AMQPProperties::default(),
-    };
+    let properties = message.properties();
     let mut headers = properties.headers().clone().unwrap_or_default();
     let death = Death {
         reason,

@@ -114,10 +114,7 @@ pub fn decode_batches(batches: &[u8]) -> Result<Vec<(i64, Message)>, String> {
             let exchange = header(HEADER_EXCHANGE).unwrap_or_default();
             let raw_properties = header(HEADER_PROPERTIES)
                 .unwrap_or_else(|| properties_of_kafka_headers(&record.headers));
-            let properties = match basic::parse_properties(&raw_properties[..]) {
-                Ok((_, properties)) => properties,
-                Err(_) => basic::AMQPProperties::default(),
-            };
+            let properties = stored_properties(&raw_properties);
             let message = Message {
                 exchange: short_string(&exchange),
                 routing_key: short_string(record.key.as_deref().unwrap_or_default()),
@@ -147,15 +144,26 @@ fn short_string(bytes: &[u8]) -> String {
     text
 }
 
+/// Stored properties, parsed; none when they cannot be read (they were checked when published,
+/// and a record from elsewhere may carry anything).
+pub fn stored_properties(raw_properties: &[u8]) -> basic::AMQPProperties {
+    match basic::parse_properties(raw_properties) {
+        Ok((_, properties)) => properties,
+        Err(_) => basic::AMQPProperties::default(),
+    }
+}
+
 impl Message {
+    /// The message's properties, as `stored_properties` reads them.
+    pub fn properties(&self) -> basic::AMQPProperties {
+        stored_properties(&self.raw_properties)
+    }
+
     /// This message as a quorum queue delivers it: with an `x-delivery-count` header (a long) of
     /// `returns`, the times it went back to the queue before, as RabbitMQ adds it (0 on the
     /// first delivery). Any other property stays as published.
     pub fn with_delivery_count(&self, returns: u16) -> Message {
-        let mut properties = match basic::parse_properties(&self.raw_properties[..]) {
-            Ok((_, properties)) => properties,
-            Err(_) => basic::AMQPProperties::default(),
-        };
+        let mut properties = self.properties();
         let mut headers = properties.headers().clone().unwrap_or_default();
         headers.insert(
             ShortString::from("x-delivery-count"),

@@ -11,6 +11,8 @@ import time
 
 import pika
 
+from drain import get_all
+
 URL, PHASE = sys.argv[1], sys.argv[2]
 
 
@@ -51,14 +53,7 @@ def after():
     connection = connect()
     channel = connection.channel()
     count = channel.queue_declare(queue='durable_tasks', durable=True, passive=True).method.message_count
-    bodies, redelivered = [], []
-    while True:
-        method, _, body = channel.basic_get('durable_tasks', auto_ack=False)
-        if method is None:
-            break
-        bodies.append(body.decode())
-        redelivered.append(method.redelivered)
-        channel.basic_ack(method.delivery_tag)
+    bodies, redelivered = get_all(channel, 'durable_tasks')
     transient = None
     try:
         connection.channel().queue_declare(queue='transient_tasks', passive=True)

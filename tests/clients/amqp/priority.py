@@ -11,6 +11,8 @@ import time
 
 import pika
 
+from drain import get_all
+
 URL, PHASE = sys.argv[1], sys.argv[2]
 QUEUE = 'priority_tasks'
 ARGUMENTS = {'x-max-priority': 10}
@@ -48,14 +50,7 @@ def after():
     connection = connect()
     channel = connection.channel()
     declared = channel.queue_declare(queue=QUEUE, durable=True, arguments=ARGUMENTS, passive=True)
-    bodies, redelivered = [], []
-    while True:
-        method, _, body = channel.basic_get(QUEUE, auto_ack=False)
-        if method is None:
-            break
-        bodies.append(body.decode())
-        redelivered.append(method.redelivered)
-        channel.basic_ack(method.delivery_tag)
+    bodies, redelivered = get_all(channel, QUEUE)
     connection.close()
     return {"count": declared.method.message_count, "bodies": bodies, "redelivered": redelivered}
 

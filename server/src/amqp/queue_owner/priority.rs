@@ -25,7 +25,6 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use amq_protocol::protocol::basic;
 use weir_engine::Offset;
 
 use super::Queue;
@@ -92,11 +91,7 @@ impl Ready {
 /// The priority a message has in a queue of `max` priorities: its `priority` property, 0 when
 /// it has none, `max` when above.
 fn level(message: &Message, max: u8) -> u8 {
-    let priority = match basic::parse_properties(&message.raw_properties[..]) {
-        Ok((_, properties)) => properties.priority().unwrap_or(0),
-        Err(_) => 0,
-    };
-    priority.min(max)
+    message.properties().priority().unwrap_or(0).min(max)
 }
 
 impl Queue {
@@ -146,6 +141,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use amq_protocol::protocol::basic;
     use bytes::Bytes;
 
     fn message(priority: Option<u8>) -> Message {
