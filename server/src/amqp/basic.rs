@@ -25,7 +25,65 @@ use crate::partition::PendingAppend;
 use crate::shard::Shard;
 
 /// The answer a publish waits for before its confirm: stored (or not) in one destination.
-pub type Stored = flume::Receiver<Result<(), AmqpError>>;
+pub enum Stored {
+    /// A queue on this shard: stored once its log has `offset` written (`durable`: on the
+    /// device). Waited on the log itself, without a task or a channel per message.
+    Log {
+        log: weir_engine::Log,
+        offset: i64,
+        durable: bool,
+    },
+    /// Another shard, or a plain topic, answers here.
+    Answer(flume::Receiver<Result<(), AmqpError>>),
+    /// Answered already.
+    Done(Result<(), AmqpError>),
+}
+
+impl Stored {
+    pub async fn wait(self) -> Result<(), AmqpError> {
+        match self {
+            Stored::Log {
+                log,
+                offset,
+                durable,
+            } => queue_owner::wait_stored(&log, offset, durable).await,
+            Stored::Answer(answer) => answer.recv_async().await.unwrap_or_else(|_| Err(gone())),
+            Stored::Done(stored) => stored,
+        }
+    }
+
+    /// Whether it is stored by now (`Some(true)`), failed (`Some(false)`) or not yet (`None`),
+    /// without waiting.
+    pub async fn settled(&mut self) -> Option<bool> {
+        match self {
+            Stored::Log {
+                log,
+                offset,
+                durable,
+            } => {
+                let wait = queue_owner::wait_stored(log, *offset, *durable);
+                futures_lite::future::poll_once(wait)
+                    .await
+                    .map(|stored| stored.is_ok())
+            }
+            Stored::Answer(answer) => {
+                let stored = match answer.try_recv() {
+                    Ok(stored) => stored,
+                    Err(flume::TryRecvError::Empty) => return None,
+                    Err(flume::TryRecvError::Disconnected) => Err(gone()),
+                };
+                let ok = stored.is_ok();
+                *self = Stored::Done(stored);
+                Some(ok)
+            }
+            Stored::Done(stored) => Some(stored.is_ok()),
+        }
+    }
+}
+
+fn gone() -> AmqpError {
+    AmqpError::internal("the queue's shard is gone")
+}
 
 pub async fn handle(
     conn: &Rc<Conn>,
@@ -666,32 +724,7 @@ pub async fn store(
     persistent: bool,
 ) -> Result<Stored, AmqpError> {
     if is_queue(metadata, destination) {
-        let owner = owner_in(metadata, destination)?;
-        let durable = persistent
-            && metadata.topics.get(destination).is_some_and(|topic| {
-                topic
-                    .configs
-                    .get(super::queue::CONFIG_DURABLE)
-                    .is_some_and(|value| value == "true")
-            });
-        let name: Arc<str> = Arc::from(destination);
-        let message = message.clone();
-        return Ok(on_owner(
-            shard,
-            owner,
-            move |shard, reply| match queue_owner::publish(&shard, &name, message, durable) {
-                Ok(stored) => {
-                    glommio::spawn_local(async move {
-                        let _ = reply.send_async(stored.await).await;
-                    })
-                    .detach();
-                }
-                Err(error) => {
-                    let _ = reply.try_send(Err(error));
-                }
-            },
-        )
-        .await);
+        return store_in_queue(shard, metadata, destination, message, persistent).await;
     }
     let partitions = metadata
         .topics
@@ -723,5 +756,56 @@ pub async fn store(
         let _ = reply.send_async(result).await;
     })
     .detach();
-    Ok(answer)
+    Ok(Stored::Answer(answer))
+}
+
+/// A queue on this shard is stored into directly; another shard's owner stores it and answers.
+async fn store_in_queue(
+    shard: &Rc<Shard>,
+    metadata: &Metadata,
+    destination: &str,
+    message: &Arc<Message>,
+    persistent: bool,
+) -> Result<Stored, AmqpError> {
+    let owner = owner_in(metadata, destination)?;
+    let durable = persistent
+        && metadata.topics.get(destination).is_some_and(|topic| {
+            topic
+                .configs
+                .get(super::queue::CONFIG_DURABLE)
+                .is_some_and(|value| value == "true")
+        });
+    if owner == shard.id {
+        // A refusal (a full reject-publish queue) is the publish's nack, not a channel error.
+        return Ok(
+            match queue_owner::publish(shard, destination, message.clone()) {
+                Ok((log, offset)) => Stored::Log {
+                    log,
+                    offset,
+                    durable,
+                },
+                Err(error) => Stored::Done(Err(error)),
+            },
+        );
+    }
+    let name: Arc<str> = Arc::from(destination);
+    let message = message.clone();
+    let answer = on_owner(
+        shard,
+        owner,
+        move |shard, reply| match queue_owner::publish(&shard, &name, message) {
+            Ok((log, offset)) => {
+                glommio::spawn_local(async move {
+                    let stored = queue_owner::wait_stored(&log, offset, durable).await;
+                    let _ = reply.send_async(stored).await;
+                })
+                .detach();
+            }
+            Err(error) => {
+                let _ = reply.try_send(Err(error));
+            }
+        },
+    )
+    .await;
+    Ok(Stored::Answer(answer))
 }

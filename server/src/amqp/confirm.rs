@@ -67,34 +67,68 @@ pub async fn published(_conn: &Rc<Conn>, channel: &Rc<Channel>, stored: Vec<Stor
     }
 }
 
+/// Confirms in publish order. A publish whose stores are done by the time the one before it is
+/// confirmed joins its basic.ack (`multiple`), so that a busy channel gets one ack per run of
+/// stored publishes rather than one per publish.
 async fn confirm_loop(conn: Rc<Conn>, channel: u16, queue: flume::Receiver<(u64, Vec<Stored>)>) {
-    while let Ok((sequence, stored)) = queue.recv_async().await {
+    let mut held = None;
+    loop {
+        let (first, stored) = match held.take() {
+            Some(next) => next,
+            None => match queue.recv_async().await {
+                Ok(next) => next,
+                Err(_) => return,
+            },
+        };
         let mut ok = true;
         for store in stored {
-            if !matches!(store.recv_async().await, Ok(Ok(()))) {
-                ok = false;
-            }
+            ok &= store.wait().await.is_ok();
         }
-        let method = if ok {
-            basic::AMQPMethod::Ack(basic::Ack {
-                delivery_tag: sequence,
-                multiple: false,
-            })
-        } else {
-            basic::AMQPMethod::Nack(basic::Nack {
-                delivery_tag: sequence,
-                multiple: false,
-                requeue: false,
-            })
-        };
-        let open = conn.channel(channel).is_some_and(|c| !c.closing.get());
-        if !open
-            || conn
-                .send_method(channel, AMQPClass::Basic(method))
-                .await
-                .is_err()
-        {
+        let mut last = first;
+        while ok {
+            let Ok((sequence, mut stored)) = queue.try_recv() else {
+                break;
+            };
+            if !all_settled(&mut stored).await {
+                held = Some((sequence, stored));
+                break;
+            }
+            last = sequence;
+        }
+        if !send_confirm(&conn, channel, first, last, ok).await {
             return;
         }
     }
+}
+
+/// True when every store is done and succeeded (a failed one waits its turn, to be nacked).
+async fn all_settled(stored: &mut [Stored]) -> bool {
+    for store in stored {
+        if store.settled().await != Some(true) {
+            return false;
+        }
+    }
+    true
+}
+
+/// basic.ack for `first..=last` (`multiple` when more than one), or basic.nack for `first`.
+/// False once the channel or connection is gone.
+async fn send_confirm(conn: &Conn, channel: u16, first: u64, last: u64, ok: bool) -> bool {
+    let method = if ok {
+        basic::AMQPMethod::Ack(basic::Ack {
+            delivery_tag: last,
+            multiple: last > first,
+        })
+    } else {
+        basic::AMQPMethod::Nack(basic::Nack {
+            delivery_tag: first,
+            multiple: false,
+            requeue: false,
+        })
+    };
+    let open = conn.channel(channel).is_some_and(|c| !c.closing.get());
+    open && conn
+        .send_method(channel, AMQPClass::Basic(method))
+        .await
+        .is_ok()
 }

@@ -136,7 +136,7 @@ async fn commit(
     }
     let mut failed = false;
     for store in stored {
-        failed |= !matches!(store.recv_async().await, Ok(Ok(())));
+        failed |= store.wait().await.is_err();
     }
     if failed {
         return Err(AmqpError::precondition("partial tx completion").into());

@@ -441,19 +441,20 @@ pub fn exists(name: &str) -> bool {
     find(name).is_some()
 }
 
-/// Appends `message` to the queue's log and offers it to consumers. The returned future
-/// resolves once the message is stored (written; `durable`: on the device). A full
-/// `reject-publish` queue refuses it (the publisher's confirm is a nack).
+/// Appends `message` to the queue's log and offers it to consumers; answers the log and the
+/// message's offset, for `wait_stored`. A full `reject-publish` queue refuses it (the
+/// publisher's confirm is a nack).
 pub fn publish(
-    shard: &Rc<Shard>,
+    shard: &Shard,
     name: &str,
     message: Arc<Message>,
-    durable: bool,
-) -> Result<impl std::future::Future<Output = Result<(), AmqpError>>, AmqpError> {
+) -> Result<(weir_engine::Log, i64), AmqpError> {
     let queue = find(name).ok_or_else(|| missing(name))?;
     queue.borrow().admit(&message)?;
-    let batch = message.to_batch();
-    let appended = crate::partition::append(shard, name, 0, Some(&batch))
+    let log = shard.log(name, 0).ok_or_else(|| missing(name))?;
+    // The batch is built once and handed to the engine as it is (no copy on the way).
+    let appended = log
+        .append(message.to_batch())
         .map_err(|error| AmqpError::internal(format!("storing to queue '{name}': {error:?}")))?;
     let offset = Offset::new(appended.base_offset);
     {
@@ -466,15 +467,21 @@ pub fn publish(
         }
     }
     limits::dispatch_fresh(&queue, offset);
-    let log = appended.log;
-    Ok(async move {
-        let stored = if durable {
-            log.wait_durable(offset.get()).await
-        } else {
-            log.wait_written(offset.get()).await
-        };
-        stored.map_err(|error| AmqpError::internal(format!("storing a message: {error}")))
-    })
+    Ok((log, offset.get()))
+}
+
+/// Resolves once `offset` of a queue's log is stored: written, or on the device when `durable`.
+pub async fn wait_stored(
+    log: &weir_engine::Log,
+    offset: i64,
+    durable: bool,
+) -> Result<(), AmqpError> {
+    let stored = if durable {
+        log.wait_durable(offset).await
+    } else {
+        log.wait_written(offset).await
+    };
+    stored.map_err(|error| AmqpError::internal(format!("storing a message: {error}")))
 }
 
 /// 405 when `name` is another connection's exclusive queue: RabbitMQ refuses every queue
