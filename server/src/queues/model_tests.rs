@@ -359,9 +359,13 @@ impl Harness {
     }
 
     fn acquire(&mut self, owner: u8, max: usize) {
-        let got = self
-            .state
-            .acquire(ConsumerId(u64::from(owner)), max, self.now());
+        let (owner_id, now) = (ConsumerId(u64::from(owner)), self.now());
+        // One at a time is the AMQP delivery loop's call; checked against the same model.
+        let got = if max == 1 {
+            self.state.acquire_one(owner_id, now).into_iter().collect()
+        } else {
+            self.state.acquire(owner_id, max, now)
+        };
         let want = self.model.acquire(owner, max);
         let got_offsets: Vec<i64> = got.iter().map(|r| r.offset.get()).collect();
         let want_offsets: Vec<i64> = want.iter().map(|&(o, _, _)| o).collect();

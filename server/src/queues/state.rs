@@ -375,28 +375,45 @@ impl QueueState {
         let want = max.min(room);
         let mut handed = Vec::with_capacity(want.min(1024));
         while handed.len() < want {
-            let Some((offset, previous_count, journaled_count)) = self.take_available() else {
+            let Some(acquired) = self.hand_next(owner, now) else {
                 break;
             };
-            let delivery_count = previous_count.saturating_add(1);
-            let deadline = self.limits.lock_duration.map(|duration| now + duration);
-            self.hold(
-                offset,
-                Lease {
-                    owner,
-                    delivery_count,
-                    deadline,
-                    journaled_count,
-                },
-            );
-            handed.push(Acquired {
-                offset,
-                delivery_count,
-                redelivered: previous_count > 0,
-            });
+            handed.push(acquired);
         }
         self.journal_delivered_mark();
         handed
+    }
+
+    /// `acquire` of one record, without a `Vec` (a queue's delivery loop hands out one at a
+    /// time, per message).
+    pub fn acquire_one(&mut self, owner: ConsumerId, now: Instant) -> Option<Acquired> {
+        if self.acquired.len() >= self.limits.acquired_max {
+            return None;
+        }
+        let acquired = self.hand_next(owner, now);
+        self.journal_delivered_mark();
+        acquired
+    }
+
+    /// Takes the next available record and leases it to `owner` (the caller checked the room).
+    fn hand_next(&mut self, owner: ConsumerId, now: Instant) -> Option<Acquired> {
+        let (offset, previous_count, journaled_count) = self.take_available()?;
+        let delivery_count = previous_count.saturating_add(1);
+        let deadline = self.limits.lock_duration.map(|duration| now + duration);
+        self.hold(
+            offset,
+            Lease {
+                owner,
+                delivery_count,
+                deadline,
+                journaled_count,
+            },
+        );
+        Some(Acquired {
+            offset,
+            delivery_count,
+            redelivered: previous_count > 0,
+        })
     }
 
     /// Hands the available record `offset` to `owner`, whatever its place (a priority queue's

@@ -336,12 +336,17 @@ fn follow(queue: QueueRef, log: weir_engine::Log, stop: Rc<Signal>) {
             if stop.is_fired() {
                 return;
             }
-            if log.high_watermark() <= next {
-                // Woken without new data (the log closing, say): do not spin.
-                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+            // AMQP publishes advance the state as they append: what they wrote is known
+            // already and is not read back.
+            let known = queue.borrow().state.next_offset().get();
+            if log.high_watermark() <= known {
+                if known == next {
+                    // Woken without new data (the log closing, say): do not spin.
+                    glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+                }
                 continue;
             }
-            let Ok(read) = log.read(next, 1 << 20).await else {
+            let Ok(read) = log.read(known, 1 << 20).await else {
                 return;
             };
             let mut found = Vec::new();

@@ -106,7 +106,7 @@ impl Queue {
     /// Hands the next message to deliver to `owner`.
     pub(super) fn acquire_next(&mut self, owner: ConsumerId, now: Instant) -> Option<Acquired> {
         let Some(ready) = &mut self.priorities else {
-            return self.state.acquire(owner, 1, now).pop();
+            return self.state.acquire_one(owner, now);
         };
         loop {
             let offset = ready.first_below(self.state.next_offset())?;
