@@ -60,6 +60,12 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
         "Weir sees the overlong body frame itself (501); RabbitMQ only the next frame (505)",
     ),
     (
+        "stream",
+        "/refused/bad_offset",
+        "an x-stream-offset that is no offset, time or interval is 406 on the channel; RabbitMQ \
+         3.10 fails with 541 on the connection",
+    ),
+    (
         "raw_errors",
         "/unknown_class",
         "an unknown method class is closed with 540; RabbitMQ drops the socket",
@@ -196,6 +202,7 @@ scenarios!(
     delayed_retry,
     direct_reply_to,
     priorities,
+    stream,
 );
 
 #[test]
