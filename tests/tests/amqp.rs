@@ -950,7 +950,10 @@ fn a_streams_max_length_bytes_deletes_its_oldest_segments() -> Result<()> {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
-    assert!(kept.len() >= 2, "retention keeps x-max-length-bytes: {kept:?}");
+    assert!(
+        kept.len() >= 2,
+        "retention keeps x-max-length-bytes: {kept:?}"
+    );
     let got = run(&broker, "stream.py", &["first", "small_events"])?;
     let first = got["first"].as_i64().unwrap_or(0);
     assert!(first > 300, "the oldest messages are gone: {got}");

@@ -541,4 +541,71 @@ mod tests {
         assert!(!drop_head.refuses(5, 100, 1));
         assert!(drop_head.over_limit(3, 0));
     }
+
+    #[test]
+    fn intervals_are_a_positive_integer_and_one_unit() {
+        for (text, ms) in [
+            ("30s", Some(30_000)),
+            ("1h", Some(3_600_000)),
+            ("7D", Some(7 * 86_400_000)),
+            ("2M", Some(60 * 86_400_000)),
+            ("1Y", Some(365 * 86_400_000)),
+            ("5m", Some(300_000)),
+            ("0s", None),
+            ("7X", None),
+            ("h", None),
+            ("", None),
+            ("-1h", None),
+            ("99999999999999999999Y", None),
+        ] {
+            assert_eq!(age_ms(text), ms, "{text}");
+        }
+    }
+
+    #[test]
+    fn stream_offsets_are_names_integers_timestamps_or_intervals() {
+        let offset = |value: AMQPValue| {
+            stream_offset(&table(&[("x-stream-offset", value)])).map_err(|error| error.code())
+        };
+        assert_eq!(stream_offset(&table(&[])), Ok(StreamOffset::Next));
+        let text = |text: &str| AMQPValue::LongString(text.into());
+        assert_eq!(offset(text("first")), Ok(StreamOffset::First));
+        assert_eq!(offset(text("last")), Ok(StreamOffset::Last));
+        assert_eq!(offset(AMQPValue::LongLongInt(7)), Ok(StreamOffset::At(7)));
+        assert_eq!(
+            offset(AMQPValue::Timestamp(2)),
+            Ok(StreamOffset::Since(2000))
+        );
+        assert_eq!(offset(text("30s")), Ok(StreamOffset::Within(30_000)));
+        assert_eq!(offset(text("soon")), Err(406));
+        assert_eq!(offset(AMQPValue::Boolean(true)), Err(406));
+    }
+
+    #[test]
+    fn a_stream_is_durable_and_takes_only_its_arguments() {
+        let stream = |entries: &[(&str, AMQPValue)], flags: DeclareFlags| {
+            let mut entries = entries.to_vec();
+            entries.push(("x-queue-type", AMQPValue::LongString("stream".into())));
+            QueuePolicy::from_arguments(&table(&entries), flags).map_err(|error| error.code())
+        };
+        let age = ("x-max-age", AMQPValue::LongString("1h".into()));
+        let policy = stream(std::slice::from_ref(&age), DURABLE).unwrap();
+        assert!(policy.stream && !policy.quorum);
+        assert_eq!(policy.max_age_ms, Some(3_600_000));
+        let mut configs = BTreeMap::new();
+        policy.stream_log_configs(&mut configs);
+        assert_eq!(configs["retention.ms"], "3600000");
+        assert_eq!(configs["retention.bytes"], "-1");
+        let transient = DeclareFlags::default();
+        assert_eq!(stream(&[], transient), Err(406));
+        let exclusive = DeclareFlags {
+            exclusive: true,
+            ..DURABLE
+        };
+        assert_eq!(stream(&[], exclusive), Err(406));
+        let ttl = ("x-message-ttl", AMQPValue::LongInt(5));
+        assert_eq!(stream(&[ttl], DURABLE), Err(406));
+        let classic = QueuePolicy::from_arguments(&table(&[age]), DURABLE);
+        assert_eq!(classic.map_err(|error| error.code()), Err(406));
+    }
 }

@@ -110,7 +110,8 @@ def kafka(bootstrap, count):
     )
     got = []
     for record in consumer:
-        got.append([record.offset, record.value.decode(), dict(record.headers).get("amqp.exchange")])
+        exchange = dict(record.headers).get("amqp.exchange")
+        got.append([record.offset, record.value.decode(), None if exchange is None else exchange.decode()])
         if len(got) >= count:
             break
     consumer.close()
