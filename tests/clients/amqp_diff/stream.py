@@ -92,6 +92,11 @@ def declare_errors(s, connection):
         ]
     ):
         outcome[f"{name}={value}"] = declare(f"arg{index}", {name: value}, durable=True)
+    for index, arguments in enumerate([{"x-max-age": "1h"}, {"x-stream-max-segment-size-bytes": 100000}]):
+        name = s.queue(f"classic{index}")
+        outcome[f"classic_with_{list(arguments)[0]}"] = attempt(
+            lambda: connection.channel().queue_declare(name, durable=True, arguments=arguments)
+        )
     return outcome
 
 
