@@ -961,3 +961,31 @@ fn a_streams_max_length_bytes_deletes_its_oldest_segments() -> Result<()> {
     assert_eq!(got["last"][1], json!(499), "{got}");
     Ok(())
 }
+
+/// A stream is not held in memory: 60,000 messages of 2 KiB (~130 MB of log) neither come into
+/// memory when the broker restarts (a stream only reopens) nor while a `first` consumer reads
+/// them all, in order (its reader holds one read's worth). The tail cache is made small, so the
+/// broker's RSS is what the stream path holds.
+#[test]
+fn a_large_stream_is_read_from_the_log_not_held_in_memory() -> Result<()> {
+    let options = BrokerOptions::default()
+        .cpus("0-1")
+        .set("weir.tail.cache.shard.bytes", "1048576");
+    let mut broker = Broker::start(options)?;
+    run(&broker, "stream.py", &["big", "60000", "2048"])?;
+    broker.restart()?;
+    let pid = broker.pid()?.to_string();
+    let got = run(&broker, "stream.py", &["read_all", "big_events", &pid])?;
+    assert_eq!(got["count"], json!(60_000), "{got}");
+    assert_eq!(got["in_order"], json!(true), "{got}");
+    let before = got["rss_before_kib"].as_i64().unwrap_or(i64::MAX);
+    let max = got["rss_max_kib"].as_i64().unwrap_or(i64::MAX);
+    // The log is ~130 MB; a restart that rebuilt it in memory, or a reader that kept what it
+    // read, would pass this many times over.
+    assert!(before < 100 << 10, "RSS after the restart: {before} KiB");
+    assert!(
+        max - before < 40 << 10,
+        "RSS grew from {before} to {max} KiB while reading"
+    );
+    Ok(())
+}

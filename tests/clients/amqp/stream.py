@@ -10,6 +10,10 @@ restarts and kills. Prints a JSON summary.
   stream.py URL first Q     the x-stream-offset of the first message a `first` consumer of Q gets
   stream.py URL kafka BOOTSTRAP N
                             reads topic `events` with kafka-python from the earliest offset
+  stream.py URL big N BYTES declares `big_events`, publishes N messages of BYTES (the last one
+                            confirmed: the log is written up to it)
+  stream.py URL read_all Q PID
+                            reads Q from `first` (prefetch 200), sampling the broker's VmRSS
 """
 import json
 import sys
@@ -118,6 +122,48 @@ def kafka(bootstrap, count):
     return {"records": len(got), "first": got[:2], "in_order": [r[0] for r in got] == list(range(len(got)))}
 
 
+def big(count, size):
+    connection = connect()
+    channel = connection.channel()
+    channel.queue_declare("big_events", durable=True, arguments=STREAM)
+    body = b"b" * size
+    for _ in range(count - 1):
+        channel.basic_publish("", "big_events", body)
+    confirmed = connection.channel()
+    confirmed.confirm_delivery()
+    confirmed.basic_publish("", "big_events", body)
+    connection.close()
+    return {"published": count}
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def read_all(queue, pid):
+    connection = connect()
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=200)
+    rss_before = rss_kib(pid)
+    rss_max, count, in_order = rss_before, 0, True
+    arguments = {"x-stream-offset": "first"}
+    for method, properties, _body in channel.consume(queue, arguments=arguments, inactivity_timeout=2):
+        if method is None:
+            break
+        in_order = in_order and properties.headers["x-stream-offset"] == count
+        count += 1
+        channel.basic_ack(method.delivery_tag)
+        if count % 2000 == 0:
+            rss_max = max(rss_max, rss_kib(pid))
+    channel.cancel()
+    connection.close()
+    return {"count": count, "in_order": in_order, "rss_before_kib": rss_before, "rss_max_kib": rss_max}
+
+
 def main():
     if STEP == "publish":
         outcome = publish(int(sys.argv[3]))
@@ -129,6 +175,10 @@ def main():
         outcome = first_offset(sys.argv[3])
     elif STEP == "kafka":
         outcome = kafka(sys.argv[3], int(sys.argv[4]))
+    elif STEP == "big":
+        outcome = big(int(sys.argv[3]), int(sys.argv[4]))
+    elif STEP == "read_all":
+        outcome = read_all(sys.argv[3], int(sys.argv[4]))
     else:
         raise SystemExit(f"unknown step {STEP}")
     print(json.dumps(outcome), flush=True)

@@ -217,8 +217,12 @@ async fn read_from(log: &Log, stop: &Signal, next: &mut i64) -> Option<VecDeque<
         let read = match log.read(*next, READ_BYTES).await {
             Ok(read) => read,
             Err(error) => {
+                // The stream is being deleted (its reader stops), or the read failed: retry.
                 tracing::warn!(dir = %log.dir().display(), %error, "reading a stream failed");
                 glommio::timer::sleep(IDLE_WAIT).await;
+                if stop.is_fired() {
+                    return None;
+                }
                 continue;
             }
         };
