@@ -66,6 +66,12 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
          3.10 fails with 541 on the connection",
     ),
     (
+        "stream",
+        "/refused/recover",
+        "basic.recover of a stream's deliveries is 540 NOT_IMPLEMENTED, as nack and reject; \
+         RabbitMQ 3.10 fails with 541",
+    ),
+    (
         "raw_errors",
         "/unknown_class",
         "an unknown method class is closed with 540; RabbitMQ drops the socket",

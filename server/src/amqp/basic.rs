@@ -79,9 +79,15 @@ pub async fn handle(
             Err(AmqpError::not_implemented(60, 110, "requeue=false").into())
         }
         basic::AMQPMethod::Recover(_) | basic::AMQPMethod::RecoverAsync(_) => {
-            let taken = std::mem::take(&mut *channel.unacked.borrow_mut())
+            let taken: Vec<_> = std::mem::take(&mut *channel.unacked.borrow_mut())
                 .into_iter()
                 .collect();
+            let method_id = if matches!(method, basic::AMQPMethod::Recover(_)) {
+                110
+            } else {
+                100
+            };
+            refuse_on_streams(conn, &taken, method_id)?;
             settle_all(conn, channel, taken, Settle::Requeue).await;
             if matches!(method, basic::AMQPMethod::Recover(_)) {
                 let ok = basic::AMQPMethod::RecoverOk(basic::RecoverOk {});
@@ -261,12 +267,17 @@ fn stream_consumer(
     super::policy::stream_offset(&consume.arguments)
 }
 
-/// RabbitMQ 3.10 closes the connection (540) for a nack or reject of a stream's delivery.
+/// RabbitMQ 3.10 closes the connection (540) for a nack or reject of a stream's delivery (and
+/// fails a basic.recover of one with 541; Weir answers it as a nack).
 fn refuse_on_streams(
     conn: &Conn,
     taken: &[(u64, Unacked)],
     method_id: u16,
 ) -> Result<(), AmqpError> {
+    let method = match method_id {
+        100 | 110 => "basic.recover",
+        _ => "basic.nack and basic.reject",
+    };
     let metadata = conn.shard.metadata();
     match taken
         .iter()
@@ -275,7 +286,7 @@ fn refuse_on_streams(
         Some((_, unacked)) => Err(stream::not_supported(
             60,
             method_id,
-            "basic.nack and basic.reject",
+            method,
             &unacked.queue.name,
         )),
         None => Ok(()),

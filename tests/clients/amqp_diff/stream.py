@@ -4,7 +4,7 @@ x-stream-offset first / last / next / a numeric offset / a timestamp / an interv
 x-stream-offset header on every delivery, prefetch credit returned by acks, two consumers each
 getting every message, messages kept after they were acknowledged, declare-ok and delete-ok counts,
 and what a stream refuses: a consumer without basic.qos, an automatic-ack consumer, basic.get,
-queue.purge, nack and reject."""
+queue.purge, nack, reject and recover."""
 
 import datetime
 
@@ -175,7 +175,7 @@ def refusals(s, q):
             channel.basic_qos(prefetch_count=10)
         channel.basic_consume(q, lambda *a: None, auto_ack=auto_ack)
 
-    def nack(requeue, reject=False):
+    def nack(requeue, reject=False, recover=False):
         connection = s.connect()
         channel = connection.channel()
         channel.basic_qos(prefetch_count=10)
@@ -184,6 +184,8 @@ def refusals(s, q):
         settle(connection, [got], minimum=6)
         if reject:
             channel.basic_reject(got[0], requeue=requeue)
+        elif recover:
+            channel.basic_recover(requeue=True)
         else:
             channel.basic_nack(got[0], requeue=requeue)
         connection.process_data_events(time_limit=0.5)
@@ -196,6 +198,7 @@ def refusals(s, q):
         "nack_requeue": attempt(lambda: nack(True)),
         "reject": attempt(lambda: nack(False, reject=True)),
         "bad_offset": attempt(lambda: consume_offset(s, q, "soon")),
+        "recover": attempt(lambda: nack(True, recover=True)),
     }
 
 
