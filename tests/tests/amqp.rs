@@ -925,6 +925,24 @@ fn a_kafka_client_reads_a_streams_topic() -> Result<()> {
     Ok(())
 }
 
+/// `x-max-age` is the stream's `retention.ms`: a second after 200 messages went into 4 KiB
+/// segments, every sealed segment is gone and a `first` consumer starts in the active one.
+#[test]
+fn a_streams_max_age_deletes_its_old_segments() -> Result<()> {
+    let broker = Broker::start(
+        BrokerOptions::default()
+            .cpus("0-1")
+            .set("log.retention.check.interval.ms", "100"),
+    )?;
+    run(&broker, "stream.py", &["aged", "200"])?;
+    wait_for_one_segment(&broker, "aged_events")?;
+    let got = run(&broker, "stream.py", &["first", "aged_events"])?;
+    let first = got["first"].as_i64().unwrap_or(0);
+    assert!(first > 150, "the sealed segments are gone: {got}");
+    assert_eq!(got["count"].as_i64(), Some(200 - first), "{got}");
+    Ok(())
+}
+
 /// `x-max-length-bytes` is the stream's `retention.bytes`: with 4 KiB segments
 /// (`x-stream-max-segment-size-bytes`) the oldest whole segments go once the log passes
 /// 20,000 bytes, and a `first` consumer starts at the oldest message kept.

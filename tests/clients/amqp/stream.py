@@ -7,6 +7,7 @@ restarts and kills. Prints a JSON summary.
   stream.py URL replay      reads `events` from `first` until quiet: bodies in order, offsets
   stream.py URL retention N declares `small_events` with x-max-length-bytes and tiny segments,
                             publishes N messages of 200 bytes with confirms
+  stream.py URL aged N      the same for `aged_events` with x-max-age 1s
   stream.py URL first Q     the x-stream-offset of the first message a `first` consumer of Q gets
   stream.py URL kafka BOOTSTRAP N
                             reads topic `events` with kafka-python from the earliest offset
@@ -82,14 +83,15 @@ def replay():
     return {"bodies": [body for body, _offset in got], "in_order": in_order(got)}
 
 
-def retention(count):
+def retention(count, queue="small_events", limit=None):
     connection = connect()
     channel = connection.channel()
     channel.confirm_delivery()
-    arguments = dict(STREAM, **{"x-max-length-bytes": 20000, "x-stream-max-segment-size-bytes": 4096})
-    channel.queue_declare("small_events", durable=True, arguments=arguments)
+    limit = limit or {"x-max-length-bytes": 20000}
+    arguments = dict(STREAM, **limit, **{"x-stream-max-segment-size-bytes": 4096})
+    channel.queue_declare(queue, durable=True, arguments=arguments)
     for i in range(count):
-        channel.basic_publish("", "small_events", f"{i:06d}".encode() + b"x" * 194)
+        channel.basic_publish("", queue, f"{i:06d}".encode() + b"x" * 194)
     connection.close()
     return {"published": count}
 
@@ -171,6 +173,8 @@ def main():
         outcome = replay()
     elif STEP == "retention":
         outcome = retention(int(sys.argv[3]))
+    elif STEP == "aged":
+        outcome = retention(int(sys.argv[3]), "aged_events", {"x-max-age": "1s"})
     elif STEP == "first":
         outcome = first_offset(sys.argv[3])
     elif STEP == "kafka":
