@@ -873,3 +873,137 @@ fn direct_reply_to_rpc_replies_reach_callers_on_either_shard() -> Result<()> {
     assert!(got["same_shard"].as_u64() > Some(0), "{got}");
     Ok(())
 }
+
+/// A stream queue (`x-queue-type=stream`) keeps what its consumers read and acked (each reader
+/// from `first` gets every message again), and its log survives a clean restart and a SIGKILL:
+/// a `first` consumer then replays every confirmed message, in order, each with its log offset
+/// as `x-stream-offset` (`tests/clients/amqp/stream.py`).
+fn stream_survives(kill: bool) -> Result<()> {
+    let mut broker = two_shards()?;
+    let published = run(&broker, "stream.py", &["publish", "300"])?;
+    assert_eq!(
+        published,
+        json!({"confirmed": 300, "first_read": 300, "in_order": true, "again": 300, "same": true}),
+        "{published}"
+    );
+    if kill {
+        broker.kill9()?;
+        broker.start_again()?;
+    } else {
+        broker.restart()?;
+    }
+    let replayed = run(&broker, "stream.py", &["replay"])?;
+    let expected: Vec<String> = (0..300).map(|i| format!("e{i}")).collect();
+    assert_eq!(replayed["bodies"], json!(expected), "{replayed}");
+    assert_eq!(replayed["in_order"], json!(true), "{replayed}");
+    Ok(())
+}
+
+#[test]
+fn a_stream_keeps_acked_messages_and_replays_them_after_a_restart() -> Result<()> {
+    stream_survives(false)
+}
+
+#[test]
+fn a_stream_replays_every_confirmed_message_after_sigkill() -> Result<()> {
+    stream_survives(true)
+}
+
+/// A stream is a log: a Kafka client reads its topic, the AMQP layout's records (`amqp.exchange`
+/// header `""` for the default exchange), from offset 0.
+#[test]
+fn a_kafka_client_reads_a_streams_topic() -> Result<()> {
+    let broker = two_shards()?;
+    run(&broker, "stream.py", &["publish", "20"])?;
+    let bootstrap = broker.bootstrap();
+    let got = run(&broker, "stream.py", &["kafka", &bootstrap, "20"])?;
+    assert_eq!(
+        got,
+        json!({"records": 20, "first": [[0, "e0", ""], [1, "e1", ""]], "in_order": true}),
+        "{got}"
+    );
+    Ok(())
+}
+
+/// `x-max-age` is the stream's `retention.ms`: a second after 200 messages went into 4 KiB
+/// segments, every sealed segment is gone and a `first` consumer starts in the active one.
+#[test]
+fn a_streams_max_age_deletes_its_old_segments() -> Result<()> {
+    let broker = Broker::start(
+        BrokerOptions::default()
+            .cpus("0-1")
+            .set("log.retention.check.interval.ms", "100"),
+    )?;
+    run(&broker, "stream.py", &["aged", "200"])?;
+    wait_for_one_segment(&broker, "aged_events")?;
+    let got = run(&broker, "stream.py", &["first", "aged_events"])?;
+    let first = got["first"].as_i64().unwrap_or(0);
+    assert!(first > 150, "the sealed segments are gone: {got}");
+    assert_eq!(got["count"].as_i64(), Some(200 - first), "{got}");
+    Ok(())
+}
+
+/// `x-max-length-bytes` is the stream's `retention.bytes`: with 4 KiB segments
+/// (`x-stream-max-segment-size-bytes`) the oldest whole segments go once the log passes
+/// 20,000 bytes, and a `first` consumer starts at the oldest message kept.
+#[test]
+fn a_streams_max_length_bytes_deletes_its_oldest_segments() -> Result<()> {
+    let broker = Broker::start(
+        BrokerOptions::default()
+            .cpus("0-1")
+            .set("log.retention.check.interval.ms", "100"),
+    )?;
+    run(&broker, "stream.py", &["retention", "500"])?;
+    // ~300-byte records: 500 of them are ~150 KB in ~40 segments; ~20 KB are kept.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let kept = loop {
+        let files = segment_files(&broker, "small_events")?;
+        if files.len() <= 8 {
+            break files;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "small_events kept {} segments",
+            files.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(
+        kept.len() >= 2,
+        "retention keeps x-max-length-bytes: {kept:?}"
+    );
+    let got = run(&broker, "stream.py", &["first", "small_events"])?;
+    let first = got["first"].as_i64().unwrap_or(0);
+    assert!(first > 300, "the oldest messages are gone: {got}");
+    assert_eq!(got["count"].as_i64(), Some(500 - first), "{got}");
+    assert_eq!(got["last"][1], json!(499), "{got}");
+    Ok(())
+}
+
+/// A stream is not held in memory: 60,000 messages of 2 KiB (~130 MB of log) neither come into
+/// memory when the broker restarts (a stream only reopens) nor while a `first` consumer reads
+/// them all, in order (its reader holds one read's worth). The tail cache is made small, so the
+/// broker's RSS is what the stream path holds.
+#[test]
+fn a_large_stream_is_read_from_the_log_not_held_in_memory() -> Result<()> {
+    let options = BrokerOptions::default()
+        .cpus("0-1")
+        .set("weir.tail.cache.shard.bytes", "1048576");
+    let mut broker = Broker::start(options)?;
+    run(&broker, "stream.py", &["big", "60000", "2048"])?;
+    broker.restart()?;
+    let pid = broker.pid()?.to_string();
+    let got = run(&broker, "stream.py", &["read_all", "big_events", &pid])?;
+    assert_eq!(got["count"], json!(60_000), "{got}");
+    assert_eq!(got["in_order"], json!(true), "{got}");
+    let before = got["rss_before_kib"].as_i64().unwrap_or(i64::MAX);
+    let max = got["rss_max_kib"].as_i64().unwrap_or(i64::MAX);
+    // The log is ~130 MB; a restart that rebuilt it in memory, or a reader that kept what it
+    // read, would pass this many times over.
+    assert!(before < 100 << 10, "RSS after the restart: {before} KiB");
+    assert!(
+        max - before < 40 << 10,
+        "RSS grew from {before} to {max} KiB while reading"
+    );
+    Ok(())
+}

@@ -60,6 +60,18 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
         "Weir sees the overlong body frame itself (501); RabbitMQ only the next frame (505)",
     ),
     (
+        "stream",
+        "/refused/bad_offset",
+        "an x-stream-offset that is no offset, time or interval is 406 on the channel; RabbitMQ \
+         3.10 fails with 541 on the connection",
+    ),
+    (
+        "stream",
+        "/refused/recover",
+        "basic.recover of a stream's deliveries is 540 NOT_IMPLEMENTED, as nack and reject; \
+         RabbitMQ 3.10 fails with 541",
+    ),
+    (
         "raw_errors",
         "/unknown_class",
         "an unknown method class is closed with 540; RabbitMQ drops the socket",
@@ -196,6 +208,7 @@ scenarios!(
     delayed_retry,
     direct_reply_to,
     priorities,
+    stream,
 );
 
 #[test]

@@ -18,8 +18,11 @@ use super::error::{AmqpError, NO_ROUTE};
 use super::exchange::value_text;
 use super::frame;
 use super::message::Message;
-use super::queue::{is_queue, owner, owner_in, resolve_name};
-use super::queue_owner::{self, on_owner, owner_key, ConsumerSpec, Delivery, Outbound, Settle};
+use super::policy::StreamOffset;
+use super::queue::{is_queue, is_stream, owner, owner_in, resolve_name};
+use super::queue_owner::{
+    self, on_owner, owner_key, stream, ConsumerSpec, Delivery, Outbound, Settle,
+};
 use crate::metadata::Metadata;
 use crate::partition::PendingAppend;
 use crate::shard::Shard;
@@ -118,11 +121,13 @@ pub async fn handle(
         }
         basic::AMQPMethod::Nack(nack) => {
             let taken = take_tags(channel, nack.delivery_tag, nack.multiple)?;
+            refuse_on_streams(conn, &taken, 120)?;
             settle_or_hold(conn, channel, taken, requeue_or_discard(nack.requeue)).await;
             Ok(())
         }
         basic::AMQPMethod::Reject(reject) => {
             let taken = take_tags(channel, reject.delivery_tag, false)?;
+            refuse_on_streams(conn, &taken, 90)?;
             settle_or_hold(conn, channel, taken, requeue_or_discard(reject.requeue)).await;
             Ok(())
         }
@@ -132,9 +137,15 @@ pub async fn handle(
             Err(AmqpError::not_implemented(60, 110, "requeue=false").into())
         }
         basic::AMQPMethod::Recover(_) | basic::AMQPMethod::RecoverAsync(_) => {
-            let taken = std::mem::take(&mut *channel.unacked.borrow_mut())
+            let taken: Vec<_> = std::mem::take(&mut *channel.unacked.borrow_mut())
                 .into_iter()
                 .collect();
+            let method_id = if matches!(method, basic::AMQPMethod::Recover(_)) {
+                110
+            } else {
+                100
+            };
+            refuse_on_streams(conn, &taken, method_id)?;
             settle_all(conn, channel, taken, Settle::Requeue).await;
             if matches!(method, basic::AMQPMethod::Recover(_)) {
                 let ok = basic::AMQPMethod::RecoverOk(basic::RecoverOk {});
@@ -246,6 +257,7 @@ async fn start_consumer(
         exclusive: consume.exclusive,
         prefetch: channel.prefetch.get(),
         priority: super::policy::consumer_priority(&consume.arguments)?,
+        stream_offset: stream_consumer(conn, channel, &name, &consume)?,
         sink: conn.sink.clone(),
     };
     channel.gated.borrow_mut().insert(tag.clone(), Vec::new());
@@ -286,6 +298,56 @@ async fn start_consumer(
             return Ok(());
         };
         deliver(conn, channel, delivery).await?;
+    }
+}
+
+/// Where a consumer of a stream starts; what RabbitMQ 3.10 refuses first: no basic.qos
+/// prefetch (406), then an automatic-ack consumer (540). Any other queue: unused.
+fn stream_consumer(
+    conn: &Conn,
+    channel: &Channel,
+    name: &str,
+    consume: &basic::Consume,
+) -> Result<StreamOffset, AmqpError> {
+    if !is_stream(&conn.shard.metadata(), name) {
+        return Ok(StreamOffset::Next);
+    }
+    if channel.prefetch.get() == 0 {
+        return Err(AmqpError::precondition(format!(
+            "consumer prefetch count is not set for 'queue '{}' in vhost '/''",
+            super::names::amqp_name(name)
+        )));
+    }
+    if consume.no_ack {
+        let method = "automatic acknowledgement";
+        return Err(stream::not_supported(60, 20, method, name));
+    }
+    super::policy::stream_offset(&consume.arguments)
+}
+
+/// RabbitMQ 3.10 closes the connection (540) for a nack or reject of a stream's delivery (and
+/// fails a basic.recover of one with 541; Weir answers it as a nack).
+fn refuse_on_streams(
+    conn: &Conn,
+    taken: &[(u64, Unacked)],
+    method_id: u16,
+) -> Result<(), AmqpError> {
+    let method = match method_id {
+        100 | 110 => "basic.recover",
+        _ => "basic.nack and basic.reject",
+    };
+    let metadata = conn.shard.metadata();
+    match taken
+        .iter()
+        .find(|(_, unacked)| is_stream(&metadata, &unacked.queue.name))
+    {
+        Some((_, unacked)) => Err(stream::not_supported(
+            60,
+            method_id,
+            method,
+            &unacked.queue.name,
+        )),
+        None => Ok(()),
     }
 }
 

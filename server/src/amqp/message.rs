@@ -163,12 +163,15 @@ impl Message {
     /// `returns`, the times it went back to the queue before, as RabbitMQ adds it (0 on the
     /// first delivery). Any other property stays as published.
     pub fn with_delivery_count(&self, returns: u16) -> Message {
+        self.with_header("x-delivery-count", AMQPValue::LongInt(i32::from(returns)))
+    }
+
+    /// This message with header `name` set to `value` (its properties re-encoded; every other
+    /// property as published).
+    pub fn with_header(&self, name: &str, value: AMQPValue) -> Message {
         let mut properties = self.properties();
         let mut headers = properties.headers().clone().unwrap_or_default();
-        headers.insert(
-            ShortString::from("x-delivery-count"),
-            AMQPValue::LongInt(i32::from(returns)),
-        );
+        headers.insert(ShortString::from(name), value);
         properties = properties.with_headers(headers);
         Message {
             raw_properties: super::frame::encode_properties(&properties),

@@ -18,7 +18,7 @@ use super::channel::Channel;
 use super::connection::{Conn, HandleError};
 use super::error::AmqpError;
 use super::names;
-use super::policy::QueuePolicy;
+use super::policy::{DeclareFlags, QueuePolicy, CONFIG_TYPE};
 use super::queue_owner::{self, on_owner, QueueSpec};
 use crate::metadata::Metadata;
 use crate::routing::exchange::{Binding, Destination, RoutingErrorKind};
@@ -40,6 +40,16 @@ pub fn is_queue(metadata: &Metadata, name: &str) -> bool {
         .topics
         .get(name)
         .is_some_and(|topic| topic.configs.contains_key(CONFIG_DURABLE))
+}
+
+/// Whether topic `name` is a stream queue (`x-queue-type=stream`).
+pub fn is_stream(metadata: &Metadata, name: &str) -> bool {
+    metadata.topics.get(name).is_some_and(|topic| {
+        topic
+            .configs
+            .get(CONFIG_TYPE)
+            .is_some_and(|kind| kind == "stream")
+    })
 }
 
 /// A queue's declared properties, as its topic configs hold them.
@@ -177,8 +187,12 @@ async fn declare_queue(
         }
         name => name.to_string(),
     };
-    let policy =
-        QueuePolicy::from_arguments(&declare.arguments, declare.durable, declare.exclusive)?;
+    let flags = DeclareFlags {
+        durable: declare.durable,
+        exclusive: declare.exclusive,
+        auto_delete: declare.auto_delete,
+    };
+    let policy = QueuePolicy::from_arguments(&declare.arguments, flags)?;
     let spec = QueueSpec {
         durable: declare.durable,
         exclusive: declare.exclusive,
@@ -274,10 +288,15 @@ async fn create_topic(conn: &Conn, name: &str, spec: &QueueSpec) -> Result<(), A
         spec.single_active.to_string(),
     );
     spec.policy.to_configs(&mut configs);
-    // A queue is consumed, not retained: Kafka's time and size retention must not drop
-    // messages nobody has acknowledged yet.
-    configs.insert("retention.ms".to_string(), "-1".to_string());
-    configs.insert("retention.bytes".to_string(), "-1".to_string());
+    if spec.policy.stream {
+        // A stream keeps its messages: Kafka retention, from its arguments.
+        spec.policy.stream_log_configs(&mut configs);
+    } else {
+        // A queue is consumed, not retained: Kafka's time and size retention must not drop
+        // messages nobody has acknowledged yet.
+        configs.insert("retention.ms".to_string(), "-1".to_string());
+        configs.insert("retention.bytes".to_string(), "-1".to_string());
+    }
     let (reply, answer) = reply_channel();
     let job = ControlJob::CreateTopics {
         topics: vec![NewTopic {

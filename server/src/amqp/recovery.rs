@@ -1,8 +1,8 @@
 //! What AMQP does on every shard at start, before its listener accepts: shard 0 declares
 //! RabbitMQ's predeclared exchanges (`amq.direct`, ...) and deletes the queues that were not
 //! durable (RabbitMQ drops them on restart); every shard opens its queue ack store, rebuilds
-//! the runtimes of the durable queues it owns from their logs and acks (`queue_owner::recover`)
-//! and starts deleting their consumed segments (`consumed.rs`). And what it does at a clean
+//! the runtimes of the durable queues it owns from their logs and acks (`queue_owner::recover`;
+//! a stream only reopens, `queue_owner/stream.rs`) and starts deleting their consumed segments (`consumed.rs`). And what it does at a clean
 //! shutdown (`stop`): persist every ack the shard has taken in.
 
 use std::collections::BTreeMap;
@@ -137,6 +137,13 @@ async fn recover_queue(
     configs: &BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
     let log = shard.log(name, 0).context("the queue's log is not open")?;
+    let spec = spec_of(configs);
+    if spec.policy.stream {
+        // A stream holds nothing in memory: its readers read the log.
+        queue_owner::stream::install(name, spec, Some(log)).map_err(anyhow::Error::msg)?;
+        tracing::info!(queue = name, "reopened stream");
+        return Ok(());
+    }
     let start = log.log_start_offset();
     let mut offset = start;
     let end = log.high_watermark();
@@ -160,7 +167,7 @@ async fn recover_queue(
         }
         glommio::yield_if_needed().await;
     }
-    let unfinished = queue_owner::recover(shard, name, spec_of(configs), messages, start, end);
+    let unfinished = queue_owner::recover(shard, name, spec, messages, start, end);
     tracing::info!(
         queue = name,
         unfinished,

@@ -25,7 +25,7 @@ use weir_engine::Offset;
 use super::dead_letter::Reason;
 use super::error::AmqpError;
 use super::message::{now_ms, Message};
-use super::policy::QueuePolicy;
+use super::policy::{QueuePolicy, StreamOffset};
 use crate::queues::{
     AckStore, AckStoreOptions, ConsumerId, Durability, QueueKey, QueueSnapshot, QueueState,
     ReturnOutcome,
@@ -84,6 +84,8 @@ pub struct ConsumerSpec {
     pub prefetch: u16,
     /// `x-priority`: deliveries go to the highest-priority consumers with room (`priority.rs`).
     pub priority: i64,
+    /// `x-stream-offset`: where a consumer of a stream starts (`stream.rs`).
+    pub stream_offset: StreamOffset,
     pub sink: flume::Sender<Outbound>,
 }
 
@@ -150,6 +152,7 @@ struct Queue {
 
 mod limits;
 mod priority;
+pub mod stream;
 
 type QueueRef = Rc<RefCell<Queue>>;
 
@@ -235,6 +238,9 @@ pub fn declare(
     passive: bool,
 ) -> Result<(u32, u32), AmqpError> {
     access(name, connection)?;
+    if stream::exists(name) {
+        return stream::redeclare(name, &spec, passive);
+    }
     if let Some(queue) = find(name) {
         let mut queue = queue.borrow_mut();
         queue.last_used = Instant::now();
@@ -248,6 +254,10 @@ pub fn declare(
     }
     if passive {
         return Err(missing(name));
+    }
+    if spec.policy.stream {
+        stream::install(name, spec, shard.log(name, 0))?;
+        return Ok((0, 0));
     }
     let exclusive_owner = spec.exclusive.then_some(connection);
     let end = Offset::new(shard.log(name, 0).map_or(0, |log| log.high_watermark()));
@@ -443,7 +453,7 @@ pub(super) fn floors() -> Vec<(Arc<str>, bool, Offset)> {
 
 /// Whether this shard has the queue's runtime.
 pub fn exists(name: &str) -> bool {
-    find(name).is_some()
+    find(name).is_some() || stream::exists(name)
 }
 
 /// Appends `message` to the queue's log and offers it to consumers; answers the log and the
@@ -454,13 +464,16 @@ pub fn publish(
     name: &str,
     message: Arc<Message>,
 ) -> Result<(weir_engine::Log, i64), AmqpError> {
+    if stream::exists(name) {
+        // A stream's readers follow its log: appending is all.
+        let log = shard.log(name, 0).ok_or_else(|| missing(name))?;
+        let appended = append(&log, name, &message)?;
+        return Ok((log, appended.base_offset));
+    }
     let queue = find(name).ok_or_else(|| missing(name))?;
     queue.borrow().admit(&message)?;
     let log = shard.log(name, 0).ok_or_else(|| missing(name))?;
-    // The batch is built once and handed to the engine as it is (no copy on the way).
-    let appended = log
-        .append(message.to_batch())
-        .map_err(|error| AmqpError::internal(format!("storing to queue '{name}': {error:?}")))?;
+    let appended = append(&log, name, &message)?;
     let offset = Offset::new(appended.base_offset);
     {
         let mut queue = queue.borrow_mut();
@@ -489,6 +502,16 @@ pub async fn wait_stored(
     stored.map_err(|error| AmqpError::internal(format!("storing a message: {error}")))
 }
 
+/// The batch is built once and handed to the engine as it is (no copy on the way).
+fn append(
+    log: &weir_engine::Log,
+    name: &str,
+    message: &Message,
+) -> Result<weir_engine::Appended, AmqpError> {
+    log.append(message.to_batch())
+        .map_err(|error| AmqpError::internal(format!("storing to queue '{name}': {error:?}")))
+}
+
 /// 405 when `name` is another connection's exclusive queue: RabbitMQ refuses every queue
 /// method (declare, bind, unbind, purge, delete, consume, get) from other connections. A queue
 /// that does not exist passes (each method answers that its own way).
@@ -507,6 +530,10 @@ pub fn access(name: &str, connection: ConnectionId) -> Result<(), AmqpError> {
 
 /// Adds a consumer (basic.consume) and starts delivering to it.
 pub fn consume(name: &str, spec: ConsumerSpec) -> Result<(), AmqpError> {
+    if stream::exists(name) {
+        let start = spec.stream_offset;
+        return stream::consume(name, spec, start);
+    }
     let queue = find(name).ok_or_else(|| missing(name))?;
     access(name, spec.connection)?;
     {
@@ -534,6 +561,7 @@ pub fn consume(name: &str, spec: ConsumerSpec) -> Result<(), AmqpError> {
 /// Removes a consumer (basic.cancel). Its unacknowledged deliveries stay with its channel.
 /// Answers whether an auto-delete queue lost its last consumer (the caller deletes it).
 pub fn cancel(name: &str, owner: ConsumerId, tag: &str) -> bool {
+    stream::stop_readers(name, |c| owner_of(c) == owner && &*c.tag == tag);
     let Some(queue) = find(name) else {
         return false;
     };
@@ -552,6 +580,9 @@ fn owner_of(spec: &ConsumerSpec) -> ConsumerId {
 
 /// basic.get: the next ready message, acquired by `owner` (and finished at once if `no_ack`).
 pub fn get(name: &str, owner: ConsumerId, no_ack: bool) -> Result<Option<Got>, AmqpError> {
+    if stream::exists(name) {
+        return Err(stream::not_supported(60, 70, "basic.get", name));
+    }
     let queue_ref = find(name).ok_or_else(|| missing(name))?;
     let got = {
         let mut queue = queue_ref.borrow_mut();
@@ -606,6 +637,11 @@ pub fn settle(
     offsets: &[i64],
     how: Settle,
 ) -> Result<(), AmqpError> {
+    if stream::exists(name) {
+        // Only acks reach here (`basic.rs` refuses nack and reject on a stream).
+        stream::settle(name, owner, offsets);
+        return Ok(());
+    }
     let Some(queue) = find(name) else {
         // Deleted meanwhile: nothing left to settle.
         return Ok(());
@@ -679,6 +715,7 @@ impl Queue {
 /// A channel closed: its consumers go and every delivery it held comes back, in order, flagged
 /// redelivered. Answers whether an auto-delete queue lost its last consumer.
 pub fn release_channel(name: &str, owner: ConsumerId) -> bool {
+    stream::stop_readers(name, |c| owner_of(c) == owner);
     let Some(queue) = find(name) else {
         return false;
     };
@@ -712,6 +749,9 @@ pub fn release_channel(name: &str, owner: ConsumerId) -> bool {
 
 /// queue.purge: drops every ready message; how many.
 pub fn purge(name: &str) -> Result<u32, AmqpError> {
+    if stream::exists(name) {
+        return Err(stream::not_supported(50, 30, "queue.purge", name));
+    }
     let queue = find(name).ok_or_else(|| missing(name))?;
     let mut queue = queue.borrow_mut();
     let purged = queue.state.purge();
@@ -733,6 +773,9 @@ pub fn purge(name: &str) -> Result<u32, AmqpError> {
 /// queue.delete on the owner: checks `if_unused`/`if_empty`, cancels the consumers (they are
 /// told), forgets the runtime. Answers the messages it held; the caller deletes the topic.
 pub fn delete(name: &str, if_unused: bool, if_empty: bool) -> Result<u32, AmqpError> {
+    if stream::exists(name) {
+        return stream::delete(name, if_unused);
+    }
     let Some(queue) = find(name) else {
         return Ok(0);
     };
