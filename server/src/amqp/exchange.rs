@@ -14,9 +14,12 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 
 use super::channel::Channel;
 use super::connection::{Conn, HandleError};
+use super::delayed::{self, hold_spec, X_DELAYED_TYPE};
 use super::error::AmqpError;
 use super::names;
-use crate::routing::exchange::{Binding, Destination, Exchange, ExchangeType, RoutingErrorKind};
+use crate::routing::exchange::{
+    Binding, Destination, Exchange, ExchangeType, RoutingErrorKind, DELAYED_TYPE_NAME,
+};
 use crate::routing::table::Change;
 use crate::shard::controller::TopicError;
 use crate::shard::mesh::{reply_channel, ControlJob};
@@ -95,17 +98,22 @@ async fn declare_exchange(conn: &Conn, declare: &exchange::Declare) -> Result<()
         .routing
         .exchange(&names::exchange(&metadata, name))
         .cloned();
-    let kind = ExchangeType::parse(declare.kind.as_str()).map_err(|_| {
-        AmqpError::command_invalid(format!("unknown exchange type '{}'", declare.kind.as_str()))
-    });
     if declare.passive {
         return existing
             .map(|_| ())
             .ok_or_else(|| AmqpError::not_found(format!("no exchange '{name}' in vhost '/'")));
     }
-    let kind = kind?;
+    let kind = declared_type(declare)?;
     match existing {
         Some(existing) if existing.kind == kind => return Ok(()),
+        Some(existing) if existing.kind.is_delayed() && kind.is_delayed() => {
+            return Err(AmqpError::precondition(format!(
+                "inequivalent arg '{X_DELAYED_TYPE}' for exchange '{name}' in vhost '/': \
+                 received '{}' but current is '{}'",
+                kind.routing().as_str(),
+                existing.kind.routing().as_str()
+            )))
+        }
         Some(existing) => {
             return Err(AmqpError::precondition(format!(
                 "inequivalent arg 'type' for exchange '{name}' in vhost '/': received '{}' but \
@@ -128,7 +136,31 @@ async fn declare_exchange(conn: &Conn, declare: &exchange::Declare) -> Result<()
         .get("alternate-exchange")
         .and_then(super::policy::text);
     declared.alternate = alternate.map(|alternate| names::exchange(&metadata, &alternate));
+    if kind.is_delayed() {
+        // The hold queue first: a delayed exchange is never without one.
+        super::queue::declare_internal(conn, &delayed::hold_queue(&declared.name), hold_spec())
+            .await?;
+    }
     change_routing(conn, vec![Change::DeclareExchange(declared)]).await
+}
+
+/// The type a declare asks for: one of the four, or `x-delayed-message` with a valid
+/// `x-delayed-type` (406 with the plugin's text otherwise); 503 for any other type.
+fn declared_type(declare: &exchange::Declare) -> Result<ExchangeType, AmqpError> {
+    let text = declare.kind.as_str();
+    if text == DELAYED_TYPE_NAME {
+        let delayed_type = declare
+            .arguments
+            .inner()
+            .get(X_DELAYED_TYPE)
+            .and_then(super::policy::text);
+        return delayed_type
+            .and_then(|text| ExchangeType::parse(&text).ok())
+            .and_then(ExchangeType::delayed)
+            .ok_or_else(|| AmqpError::precondition(delayed::INVALID_DELAYED_TYPE));
+    }
+    ExchangeType::parse(text)
+        .map_err(|_| AmqpError::command_invalid(format!("unknown exchange type '{text}'")))
 }
 
 async fn delete_exchange(conn: &Conn, delete: &exchange::Delete) -> Result<(), AmqpError> {
@@ -146,7 +178,15 @@ async fn delete_exchange(conn: &Conn, delete: &exchange::Delete) -> Result<(), A
     if delete.if_unused && metadata.routing.bindings_from(&core).next().is_some() {
         return Err(AmqpError::precondition(format!("exchange '{name}' in use")));
     }
-    change_routing(conn, vec![Change::DeleteExchange { name: core }]).await
+    let delayed = metadata
+        .routing
+        .exchange(&core)
+        .is_some_and(|exchange| exchange.kind.is_delayed());
+    change_routing(conn, vec![Change::DeleteExchange { name: core.clone() }]).await?;
+    if delayed {
+        delayed::drop_held(&conn.shard, &core).await;
+    }
+    Ok(())
 }
 
 fn exchange_binding(
