@@ -20,6 +20,7 @@ use super::names;
 use crate::routing::exchange::{
     Binding, Destination, Exchange, ExchangeType, RoutingErrorKind, DELAYED_TYPE_NAME,
 };
+use crate::routing::headers_matcher::{typed, TYPED_VOID};
 use crate::routing::table::Change;
 use crate::shard::controller::TopicError;
 use crate::shard::mesh::{reply_channel, ControlJob};
@@ -244,23 +245,26 @@ pub fn binding_arguments(table: &FieldTable) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// A header value as text, the form the headers matcher compares; `None` for values that have
-/// no text form (tables, arrays, void).
+/// A header or binding argument value as the headers matcher compares it (its truth table:
+/// `routing/headers_matcher.rs`): strings as their text, every other type as a typed text of
+/// RabbitMQ's type class, a void as presence; `None` for tables and arrays (not compared).
 pub fn value_text(value: &AMQPValue) -> Option<String> {
     Some(match value {
         AMQPValue::LongString(text) => String::from_utf8_lossy(text.as_bytes()).into_owned(),
         AMQPValue::ShortString(text) => text.as_str().to_string(),
-        AMQPValue::Boolean(flag) => flag.to_string(),
-        AMQPValue::ShortShortInt(n) => n.to_string(),
-        AMQPValue::ShortShortUInt(n) => n.to_string(),
-        AMQPValue::ShortInt(n) => n.to_string(),
-        AMQPValue::ShortUInt(n) => n.to_string(),
-        AMQPValue::LongInt(n) => n.to_string(),
-        AMQPValue::LongUInt(n) => n.to_string(),
-        AMQPValue::LongLongInt(n) => n.to_string(),
-        AMQPValue::Timestamp(n) => n.to_string(),
-        AMQPValue::Float(n) => n.to_string(),
-        AMQPValue::Double(n) => n.to_string(),
+        AMQPValue::Boolean(flag) => typed("bool", flag),
+        AMQPValue::ShortShortInt(n) => typed("int", n),
+        AMQPValue::ShortShortUInt(n) => typed("int", n),
+        AMQPValue::ShortInt(n) => typed("int", n),
+        AMQPValue::ShortUInt(n) => typed("int", n),
+        AMQPValue::LongInt(n) => typed("int", n),
+        AMQPValue::LongUInt(n) => typed("int", n),
+        AMQPValue::LongLongInt(n) => typed("int", n),
+        AMQPValue::Timestamp(n) => typed("timestamp", n),
+        AMQPValue::Float(n) => typed("float", f64::from(*n)),
+        AMQPValue::Double(n) => typed("float", n),
+        AMQPValue::DecimalValue(n) => typed("decimal", format!("{}e-{}", n.value, n.scale)),
+        AMQPValue::Void => TYPED_VOID.to_string(),
         _ => return None,
     })
 }
