@@ -940,3 +940,23 @@ fn delayed_messages_keep_their_due_times_across_a_restart() -> Result<()> {
 fn delayed_messages_keep_their_due_times_across_sigkill() -> Result<()> {
     delayed_messages_survive(true)
 }
+
+/// AMQP → Kafka → AMQP (`tests/clients/amqp/kafka_headers.py`): a Kafka consumer of a queue's
+/// topic sees each AMQP header as a record header (text as bytes, numbers and booleans as text,
+/// tables left out) beside `amqp.properties`, and the record produced back into a queue reaches
+/// an AMQP consumer with its original typed headers and properties.
+#[test]
+fn amqp_headers_reach_kafka_consumers_and_come_back_typed() -> Result<()> {
+    let broker = two_shards()?;
+    let bootstrap = broker.bootstrap();
+    let got = run(&broker, "kafka_headers.py", &[&bootstrap])?;
+    let kafka = json!({"amqp.exchange": "", "amqp.properties": "present", "tenant": "acme",
+                       "size": "42", "urgent": "true", "ratio": "1099511627776"});
+    assert_eq!(got["kafka_headers"], kafka, "{got}");
+    let headers = json!({"tenant": "acme", "size": 42, "urgent": true, "nested": {"a": 1},
+                         "ratio": 1099511627776_i64});
+    assert_eq!(got["back"]["headers"], headers, "{got}");
+    assert_eq!(got["back"]["content_type"], json!("text/plain"), "{got}");
+    assert_eq!(got["back"]["body"], json!("payload"), "{got}");
+    Ok(())
+}
