@@ -81,11 +81,7 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
 /// Gaps, not choices: features of RabbitMQ 3.10 that Weir does not implement yet (docs/
 /// amqp-compat.md, "Not done yet"). Same shape and same rule as `KNOWN_DIFFERENCES`: a row that
 /// stops differing fails the test, so this list can only shrink honestly.
-const NOT_IMPLEMENTED_YET: &[(&str, &str, &str)] = &[(
-    "fanout_headers",
-    "/headers/number",
-    "headers exchange compares values as text: an integer 42 matches the string \"42\"",
-)];
+const NOT_IMPLEMENTED_YET: &[(&str, &str, &str)] = &[];
 
 /// A scenario prints its outcome within this (each wait inside has a 10 s deadline).
 const SCENARIO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);

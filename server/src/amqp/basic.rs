@@ -244,6 +244,7 @@ async fn start_consumer(
         return consume_ok(conn, channel, &tag, consume.nowait).await;
     }
     let name = resolve_name(conn, channel, consume.queue.as_str())?;
+    refuse_hold_queue(&name)?;
     let shard = owner(conn, &name)?;
     let queue = QueueAt {
         name: Arc::from(name.as_str()),
@@ -351,6 +352,17 @@ fn refuse_on_streams(
     }
 }
 
+/// A delayed exchange's hold queue is the broker's: a consumer there would take held messages
+/// before they are due (403, as for any `amq.*` queue a client may not use).
+fn refuse_hold_queue(name: &str) -> Result<(), AmqpError> {
+    if super::delayed::is_hold_queue(name) {
+        return Err(AmqpError::access_refused(format!(
+            "queue '{name}' holds a delayed exchange's messages"
+        )));
+    }
+    Ok(())
+}
+
 /// The client's consumer tag, or a generated one; 530 if the channel already uses it (for a
 /// queue or for `amq.rabbitmq.reply-to`).
 fn consumer_tag(channel: &Channel, asked: &str) -> Result<Arc<str>, AmqpError> {
@@ -423,6 +435,7 @@ async fn get_one(
     get: basic::Get,
 ) -> Result<(), HandleError> {
     let name = resolve_name(conn, channel, get.queue.as_str())?;
+    refuse_hold_queue(&name)?;
     let shard = owner(conn, &name)?;
     let queue = QueueAt {
         name: Arc::from(name.as_str()),
@@ -679,7 +692,8 @@ pub async fn publish_now(
     let exchange = publish.exchange.as_str();
     let key = publish.routing_key.as_str();
     let reply = exchange.is_empty() && super::reply_to::is_reply_name(key);
-    let destinations = if reply {
+    let delay_ms = super::delayed::delay_of(&metadata, exchange, &header.properties);
+    let destinations = if reply || delay_ms.is_some() {
         Vec::new()
     } else {
         route(&metadata, exchange, key, &header.properties)?
@@ -698,9 +712,22 @@ pub async fn publish_now(
         super::reply_to::deliver(conn, key, &message).await;
     }
     let mut stored = Vec::with_capacity(destinations.len());
+    if let Some(delay_ms) = delay_ms {
+        let core = super::names::exchange(&metadata, exchange);
+        let held = Arc::new(Message {
+            // Its TTL counts where it is routed once due, not while held.
+            expiration_ms: None,
+            ..(*message).clone()
+        });
+        let shard = &conn.shard;
+        stored
+            .push(super::delayed::hold(shard, &metadata, &core, held, delay_ms, persistent).await?);
+    }
     for destination in &destinations {
         stored.push(store(&conn.shard, &metadata, destination, &message, persistent).await?);
     }
+    // A held message routes to nothing now: with mandatory it comes back at once, as the plugin
+    // returns it (it cannot know where it will go when due).
     if destinations.is_empty() && publish.mandatory {
         let returned = basic::AMQPMethod::Return(basic::Return {
             reply_code: NO_ROUTE,

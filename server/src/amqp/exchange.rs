@@ -14,9 +14,13 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 
 use super::channel::Channel;
 use super::connection::{Conn, HandleError};
+use super::delayed::{self, hold_spec, X_DELAYED_TYPE};
 use super::error::AmqpError;
 use super::names;
-use crate::routing::exchange::{Binding, Destination, Exchange, ExchangeType, RoutingErrorKind};
+use crate::routing::exchange::{
+    Binding, Destination, Exchange, ExchangeType, RoutingErrorKind, DELAYED_TYPE_NAME,
+};
+use crate::routing::headers_matcher::{typed, TYPED_VOID};
 use crate::routing::table::Change;
 use crate::shard::controller::TopicError;
 use crate::shard::mesh::{reply_channel, ControlJob};
@@ -95,17 +99,22 @@ async fn declare_exchange(conn: &Conn, declare: &exchange::Declare) -> Result<()
         .routing
         .exchange(&names::exchange(&metadata, name))
         .cloned();
-    let kind = ExchangeType::parse(declare.kind.as_str()).map_err(|_| {
-        AmqpError::command_invalid(format!("unknown exchange type '{}'", declare.kind.as_str()))
-    });
     if declare.passive {
         return existing
             .map(|_| ())
             .ok_or_else(|| AmqpError::not_found(format!("no exchange '{name}' in vhost '/'")));
     }
-    let kind = kind?;
+    let kind = declared_type(declare)?;
     match existing {
         Some(existing) if existing.kind == kind => return Ok(()),
+        Some(existing) if existing.kind.is_delayed() && kind.is_delayed() => {
+            return Err(AmqpError::precondition(format!(
+                "inequivalent arg '{X_DELAYED_TYPE}' for exchange '{name}' in vhost '/': \
+                 received '{}' but current is '{}'",
+                kind.routing().as_str(),
+                existing.kind.routing().as_str()
+            )))
+        }
         Some(existing) => {
             return Err(AmqpError::precondition(format!(
                 "inequivalent arg 'type' for exchange '{name}' in vhost '/': received '{}' but \
@@ -128,7 +137,31 @@ async fn declare_exchange(conn: &Conn, declare: &exchange::Declare) -> Result<()
         .get("alternate-exchange")
         .and_then(super::policy::text);
     declared.alternate = alternate.map(|alternate| names::exchange(&metadata, &alternate));
+    if kind.is_delayed() {
+        // The hold queue first: a delayed exchange is never without one.
+        super::queue::declare_internal(conn, &delayed::hold_queue(&declared.name), hold_spec())
+            .await?;
+    }
     change_routing(conn, vec![Change::DeclareExchange(declared)]).await
+}
+
+/// The type a declare asks for: one of the four, or `x-delayed-message` with a valid
+/// `x-delayed-type` (406 with the plugin's text otherwise); 503 for any other type.
+fn declared_type(declare: &exchange::Declare) -> Result<ExchangeType, AmqpError> {
+    let text = declare.kind.as_str();
+    if text == DELAYED_TYPE_NAME {
+        let delayed_type = declare
+            .arguments
+            .inner()
+            .get(X_DELAYED_TYPE)
+            .and_then(super::policy::text);
+        return delayed_type
+            .and_then(|text| ExchangeType::parse(&text).ok())
+            .and_then(ExchangeType::delayed)
+            .ok_or_else(|| AmqpError::precondition(delayed::INVALID_DELAYED_TYPE));
+    }
+    ExchangeType::parse(text)
+        .map_err(|_| AmqpError::command_invalid(format!("unknown exchange type '{text}'")))
 }
 
 async fn delete_exchange(conn: &Conn, delete: &exchange::Delete) -> Result<(), AmqpError> {
@@ -146,7 +179,15 @@ async fn delete_exchange(conn: &Conn, delete: &exchange::Delete) -> Result<(), A
     if delete.if_unused && metadata.routing.bindings_from(&core).next().is_some() {
         return Err(AmqpError::precondition(format!("exchange '{name}' in use")));
     }
-    change_routing(conn, vec![Change::DeleteExchange { name: core }]).await
+    let delayed = metadata
+        .routing
+        .exchange(&core)
+        .is_some_and(|exchange| exchange.kind.is_delayed());
+    change_routing(conn, vec![Change::DeleteExchange { name: core.clone() }]).await?;
+    if delayed {
+        delayed::drop_held(&conn.shard, &core).await;
+    }
+    Ok(())
 }
 
 fn exchange_binding(
@@ -204,23 +245,26 @@ pub fn binding_arguments(table: &FieldTable) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// A header value as text, the form the headers matcher compares; `None` for values that have
-/// no text form (tables, arrays, void).
+/// A header or binding argument value as the headers matcher compares it (its truth table:
+/// `routing/headers_matcher.rs`): strings as their text, every other type as a typed text of
+/// RabbitMQ's type class, a void as presence; `None` for tables and arrays (not compared).
 pub fn value_text(value: &AMQPValue) -> Option<String> {
     Some(match value {
         AMQPValue::LongString(text) => String::from_utf8_lossy(text.as_bytes()).into_owned(),
         AMQPValue::ShortString(text) => text.as_str().to_string(),
-        AMQPValue::Boolean(flag) => flag.to_string(),
-        AMQPValue::ShortShortInt(n) => n.to_string(),
-        AMQPValue::ShortShortUInt(n) => n.to_string(),
-        AMQPValue::ShortInt(n) => n.to_string(),
-        AMQPValue::ShortUInt(n) => n.to_string(),
-        AMQPValue::LongInt(n) => n.to_string(),
-        AMQPValue::LongUInt(n) => n.to_string(),
-        AMQPValue::LongLongInt(n) => n.to_string(),
-        AMQPValue::Timestamp(n) => n.to_string(),
-        AMQPValue::Float(n) => n.to_string(),
-        AMQPValue::Double(n) => n.to_string(),
+        AMQPValue::Boolean(flag) => typed("bool", flag),
+        AMQPValue::ShortShortInt(n) => typed("int", n),
+        AMQPValue::ShortShortUInt(n) => typed("int", n),
+        AMQPValue::ShortInt(n) => typed("int", n),
+        AMQPValue::ShortUInt(n) => typed("int", n),
+        AMQPValue::LongInt(n) => typed("int", n),
+        AMQPValue::LongUInt(n) => typed("int", n),
+        AMQPValue::LongLongInt(n) => typed("int", n),
+        AMQPValue::Timestamp(n) => typed("timestamp", n),
+        AMQPValue::Float(n) => typed("float", f64::from(*n)),
+        AMQPValue::Double(n) => typed("float", n),
+        AMQPValue::DecimalValue(n) => typed("decimal", format!("{}e-{}", n.value, n.scale)),
+        AMQPValue::Void => TYPED_VOID.to_string(),
         _ => return None,
     })
 }

@@ -46,10 +46,14 @@ impl Message {
 
     /// The message as a one-record batch, ready for `Log::append`.
     pub fn to_batch(&self) -> BytesMut {
-        let headers: [(&str, &[u8]); 2] = [
-            (HEADER_EXCHANGE, self.exchange.as_bytes()),
-            (HEADER_PROPERTIES, &self.raw_properties),
-        ];
+        let own = kafka_headers(&self.raw_properties);
+        let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(2 + own.len());
+        headers.push((HEADER_EXCHANGE, self.exchange.as_bytes()));
+        headers.push((HEADER_PROPERTIES, &self.raw_properties));
+        headers.extend(
+            own.iter()
+                .map(|(name, value)| (name.as_str(), value.as_slice())),
+        );
         let record = RecordSpec {
             key: Some(self.routing_key.as_bytes()),
             value: Some(&self.body),
@@ -62,6 +66,54 @@ impl Message {
         };
         build_batch(&spec, &[record])
     }
+}
+
+/// The AMQP `headers` table as Kafka record headers, for Kafka consumers of a queue's topic or
+/// of a topic an AMQP publish was routed to: one header per entry, in the table's order; text as
+/// its UTF-8 bytes, numbers, booleans and timestamps as their decimal text (`42`, `true`,
+/// `1.5`), a void as an empty value. Tables, arrays and byte arrays are left out (no text form),
+/// and so are names starting `amqp.` (this layout's own). Decoding ignores these headers when
+/// `amqp.properties` is present, so an AMQP reader gets the original types back.
+fn kafka_headers(raw_properties: &[u8]) -> Vec<(String, Vec<u8>)> {
+    // The property flags' bit 13 is `headers`: most messages have none, and skip the parse.
+    const HEADERS_FLAG: u8 = 0x20;
+    if raw_properties
+        .first()
+        .is_none_or(|flags| flags & HEADERS_FLAG == 0)
+    {
+        return Vec::new();
+    }
+    let Some(table) = stored_properties(raw_properties).headers().clone() else {
+        return Vec::new();
+    };
+    table
+        .inner()
+        .iter()
+        .filter(|(name, _)| !name.as_str().starts_with("amqp."))
+        .filter_map(|(name, value)| Some((name.as_str().to_string(), header_text(value)?)))
+        .collect()
+}
+
+fn header_text(value: &AMQPValue) -> Option<Vec<u8>> {
+    let text = match value {
+        AMQPValue::LongString(text) => return Some(text.as_bytes().to_vec()),
+        AMQPValue::ShortString(text) => text.as_str().to_string(),
+        AMQPValue::Boolean(flag) => flag.to_string(),
+        AMQPValue::ShortShortInt(n) => n.to_string(),
+        AMQPValue::ShortShortUInt(n) => n.to_string(),
+        AMQPValue::ShortInt(n) => n.to_string(),
+        AMQPValue::ShortUInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::LongUInt(n) => n.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::Timestamp(n) => n.to_string(),
+        AMQPValue::Float(n) => n.to_string(),
+        AMQPValue::Double(n) => n.to_string(),
+        AMQPValue::DecimalValue(n) => format!("{}e-{}", n.value, n.scale),
+        AMQPValue::Void => String::new(),
+        _ => return None,
+    };
+    Some(text.into_bytes())
 }
 
 /// The broker's clock in ms since the epoch (record timestamps, TTLs).
@@ -288,6 +340,50 @@ mod tests {
         assert_eq!(table.inner().get("trace-id"), Some(&long(b"abc")));
         assert_eq!(table.inner().get("raw"), Some(&long(&[0xff, 0])));
         assert_eq!(message.exchange, "orders");
+    }
+
+    #[test]
+    fn amqp_headers_become_kafka_headers_and_come_back_typed() {
+        let mut table = FieldTable::default();
+        table.insert("tenant".into(), AMQPValue::LongString("acme".into()));
+        table.insert("size".into(), AMQPValue::LongInt(42));
+        table.insert("urgent".into(), AMQPValue::Boolean(true));
+        table.insert("gone".into(), AMQPValue::Void);
+        table.insert(
+            "nested".into(),
+            AMQPValue::FieldTable(FieldTable::default()),
+        );
+        table.insert(
+            "amqp.exchange".into(),
+            AMQPValue::LongString("spoof".into()),
+        );
+        let properties = basic::AMQPProperties::default().with_headers(table);
+        let message = Message {
+            exchange: "orders".into(),
+            routing_key: "k".into(),
+            raw_properties: super::super::frame::encode_properties(&properties),
+            body: Bytes::from_static(b"x"),
+            stored_ms: 0,
+            expiration_ms: None,
+            persistent: false,
+        };
+        let batch = message.to_batch();
+        let mut bytes = Bytes::copy_from_slice(&batch);
+        let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes).unwrap();
+        let record = &sets[0].records[0];
+        let header = |name: &str| {
+            let found = record.headers.iter().find(|(key, _)| key.as_str() == name);
+            found.and_then(|(_, value)| value.clone())
+        };
+        assert_eq!(header("tenant").as_deref(), Some(&b"acme"[..]));
+        assert_eq!(header("size").as_deref(), Some(&b"42"[..]));
+        assert_eq!(header("urgent").as_deref(), Some(&b"true"[..]));
+        assert_eq!(header("gone").as_deref(), Some(&b""[..]));
+        assert_eq!(header("nested"), None);
+        assert_eq!(header(HEADER_EXCHANGE).as_deref(), Some(&b"orders"[..]));
+        assert_eq!(record.headers.len(), 6, "{:?}", record.headers);
+        // Back to AMQP through `amqp.properties`: the types are the published ones.
+        assert_eq!(decode_batches(&batch).unwrap()[0].1, message);
     }
 
     #[test]

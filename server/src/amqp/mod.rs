@@ -7,7 +7,8 @@
 //! connection is served on the shard that accepted it, and each queue on the shard that owns its
 //! log. Files: `frame.rs` (codec), `connection.rs` and `handshake.rs` (the connection class),
 //! `channel.rs`, one file per method class (`exchange.rs`, `queue.rs`, `basic.rs`,
-//! `confirm.rs`), `queue_owner/` (queues on their owner; `limits.rs`: TTL, length limits,
+//! `confirm.rs`), `delayed.rs` (the `x-delayed-message` exchange's held messages and timers),
+//! `queue_owner/` (queues on their owner; `limits.rs`: TTL, length limits,
 //! x-expires), `policy.rs` (queue arguments), `dead_letter.rs` (x-death and the republish),
 //! `message.rs` (the record layout), `tx.rs` (transactions), `reply_to.rs` (direct reply-to),
 //! `recovery.rs` (start and clean stop), `consumed.rs` (deleting the segments of a queue's log
@@ -20,6 +21,7 @@ pub mod confirm;
 pub mod connection;
 pub mod consumed;
 pub mod dead_letter;
+pub mod delayed;
 pub mod error;
 pub mod exchange;
 pub mod frame;

@@ -277,6 +277,25 @@ fn canonical_arguments(arguments: &FieldTable) -> String {
     }
 }
 
+/// Creates a queue the broker keeps for itself (a delayed exchange's hold queue), named `topic`
+/// in the core, and its runtime on its owner; an existing one is kept.
+pub async fn declare_internal(conn: &Conn, topic: &str, spec: QueueSpec) -> Result<(), AmqpError> {
+    if !is_queue(&conn.shard.metadata(), topic) {
+        create_topic(conn, topic, &spec).await?;
+    }
+    let shard = owner(conn, topic)?;
+    let queue: Arc<str> = Arc::from(topic);
+    let answer = on_owner(&conn.shard, shard, move |shard, reply| {
+        let _ = reply.try_send(queue_owner::declare(&shard, &queue, spec, 0, false));
+    })
+    .await;
+    answer
+        .recv_async()
+        .await
+        .map_err(|_| AmqpError::internal("the queue's shard did not answer"))??;
+    Ok(())
+}
+
 async fn create_topic(conn: &Conn, name: &str, spec: &QueueSpec) -> Result<(), AmqpError> {
     let mut configs = BTreeMap::new();
     configs.insert(CONFIG_DURABLE.to_string(), spec.durable.to_string());

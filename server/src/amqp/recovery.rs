@@ -168,6 +168,9 @@ async fn recover_queue(
         glommio::yield_if_needed().await;
     }
     let unfinished = queue_owner::recover(shard, name, spec, messages, start, end);
+    if super::delayed::is_hold_queue(name) {
+        super::delayed::resume(shard, name);
+    }
     tracing::info!(
         queue = name,
         unfinished,

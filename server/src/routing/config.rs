@@ -448,10 +448,10 @@ pub fn render_incoming<'a>(
 }
 
 fn with_binding_part(head: String, kind: ExchangeType, binding: &Binding) -> String {
-    match kind {
+    match kind.routing() {
         ExchangeType::Fanout => head,
         ExchangeType::Direct | ExchangeType::Topic => format!("{head}={}", encode(&binding.key)),
-        ExchangeType::Headers => {
+        _ => {
             let arguments: Vec<String> = binding
                 .arguments
                 .iter()

@@ -16,8 +16,35 @@
 //!
 //! A criterion "has a header" when the record carries a header with that exact (case-sensitive)
 //! name and an equal value; if a record repeats a header name, any of its values may match.
+//!
+//! Typed values, as RabbitMQ 3.10 compares them (`rabbit_exchange_type_headers`: same type
+//! class and equal value; a void argument asks only that the header be present). Text is
+//! carried as its bytes; every other AMQP type as a *typed text*: byte 0x01, its class, `:`,
+//! its value written canonically ([`typed`]). Byte equality is then RabbitMQ's typed equality:
+//!
+//! | AMQP types                         | class       | so                                   |
+//! |------------------------------------|-------------|--------------------------------------|
+//! | long and short strings             | text (raw)  | `"42"` ≠ integer 42                  |
+//! | every integer type (b B s u I i l) | `int`       | short 42 = long 42 = unsigned 42     |
+//! | float, double                      | `float`     | float 1.5 = double 1.5; 1.5 ≠ int 1  |
+//! | boolean                            | `bool`      | true ≠ `"true"`                      |
+//! | timestamp, decimal                 | their own   |                                      |
+//! | void (in a binding)                | presence    | any value of that header matches     |
+//!
+//! Kafka clients and admin write text: their binding arguments and record headers are text, so
+//! they match each other and AMQP string values as before.
 
 use std::collections::BTreeMap;
+
+/// The first byte of a typed text (a value that is not a string).
+pub const TYPED_MARK: char = '\u{1}';
+/// A void binding argument: the header must be present, with any value.
+pub const TYPED_VOID: &str = "\u{1}void";
+
+/// The typed text of a value of class `class` written `value`.
+pub fn typed(class: &str, value: impl std::fmt::Display) -> String {
+    format!("{TYPED_MARK}{class}:{value}")
+}
 
 /// The binding argument that selects the match mode.
 pub const X_MATCH: &str = "x-match";
@@ -66,7 +93,8 @@ pub struct InvalidMatchMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeadersMatcher {
     mode: MatchMode,
-    criteria: Vec<(String, Vec<u8>)>,
+    /// Name and value; `None`: presence only (a void argument).
+    criteria: Vec<(String, Option<Vec<u8>>)>,
 }
 
 impl HeadersMatcher {
@@ -82,7 +110,10 @@ impl HeadersMatcher {
             .iter()
             .filter(|(name, _)| name.as_str() != X_MATCH)
             .filter(|(name, _)| mode.considers_x_arguments() || !name.starts_with("x-"))
-            .map(|(name, value)| (name.clone(), value.as_bytes().to_vec()))
+            .map(|(name, value)| {
+                let value = (value != TYPED_VOID).then(|| value.as_bytes().to_vec());
+                (name.clone(), value)
+            })
             .collect();
         Ok(HeadersMatcher { mode, criteria })
     }
@@ -98,9 +129,13 @@ impl HeadersMatcher {
     }
 
     pub fn matches(&self, headers: &[(&str, Option<&[u8]>)]) -> bool {
-        let satisfied = |(name, value): &(String, Vec<u8>)| {
+        let satisfied = |(name, value): &(String, Option<Vec<u8>>)| {
             headers.iter().any(|(header, header_value)| {
-                header == name && *header_value == Some(value.as_slice())
+                header == name
+                    && match value {
+                        None => true,
+                        Some(value) => *header_value == Some(value.as_slice()),
+                    }
             })
         };
         match self.mode {
@@ -212,6 +247,27 @@ mod tests {
         check(&[("format", "")], &[("format", Some(b""))], true);
         let repeated: &[(&str, Option<&[u8]>)] = &[("tag", Some(b"a")), ("tag", Some(b"b"))];
         check(&[("tag", "b")], repeated, true);
+    }
+
+    #[test]
+    fn typed_values_match_by_class_and_value() {
+        let int42 = typed("int", 42);
+        let float15 = typed("float", 1.5);
+        let headers: &[(&str, Option<&[u8]>)] = &[
+            ("size", Some(int42.as_bytes())),
+            ("ratio", Some(float15.as_bytes())),
+            ("label", Some(b"42")),
+        ];
+        check(&[("size", &typed("int", 42))], headers, true);
+        check(&[("size", "42")], headers, false);
+        check(&[("label", &typed("int", 42))], headers, false);
+        check(&[("label", "42")], headers, true);
+        check(&[("ratio", &typed("float", 1.5))], headers, true);
+        check(&[("ratio", &typed("int", 1))], headers, false);
+        // Void: presence, whatever the value; absent still fails.
+        check(&[("label", TYPED_VOID)], headers, true);
+        check(&[("missing", TYPED_VOID)], headers, false);
+        check(&[("label", TYPED_VOID)], &[("label", None)], true);
     }
 
     #[test]

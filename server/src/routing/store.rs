@@ -171,6 +171,12 @@ mod tests {
             .apply(&[
                 Change::DeclareExchange(Exchange::new("app", ExchangeType::Topic)),
                 Change::DeclareExchange(Exchange::new("h", ExchangeType::Headers)),
+                Change::DeclareExchange(Exchange::new("later", ExchangeType::DelayedTopic)),
+                Change::AddBinding(Binding::new(
+                    "later",
+                    Destination::Topic("email_queue".into()),
+                    "user.*",
+                )),
                 Change::AddBinding(Binding::new(
                     "app",
                     Destination::Topic("email_queue".into()),
@@ -200,6 +206,13 @@ mod tests {
         assert_eq!(restored.version(), table.version());
         assert_eq!(
             restored.route("app", Some(b"user.x"), &[]).unwrap(),
+            ["email_queue"]
+        );
+        // A delayed exchange keeps its type and routes with its x-delayed-type.
+        let later = restored.exchange("later").map(|exchange| exchange.kind);
+        assert_eq!(later, Some(ExchangeType::DelayedTopic));
+        assert_eq!(
+            restored.route("later", Some(b"user.x"), &[]).unwrap(),
             ["email_queue"]
         );
 

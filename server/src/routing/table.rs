@@ -83,11 +83,11 @@ struct ExchangeEntry {
 
 impl ExchangeEntry {
     fn new(exchange: Exchange) -> ExchangeEntry {
-        let matcher = match exchange.kind {
+        let matcher = match exchange.kind.routing() {
             ExchangeType::Direct => Matcher::Direct(HashMap::new()),
             ExchangeType::Fanout => Matcher::Fanout,
             ExchangeType::Topic => Matcher::Topic(TopicMatcher::new()),
-            ExchangeType::Headers => Matcher::Headers(BTreeMap::new()),
+            _ => Matcher::Headers(BTreeMap::new()),
         };
         ExchangeEntry {
             exchange,
@@ -558,13 +558,13 @@ impl RoutingTable {
         let kind = self.entry(&binding.source)?.exchange.kind;
         binding.validate_for(kind)?;
         let mut binding = binding.clone();
-        match kind {
+        match kind.routing() {
             ExchangeType::Direct | ExchangeType::Topic => binding.arguments.clear(),
             ExchangeType::Fanout => {
                 binding.key.clear();
                 binding.arguments.clear();
             }
-            ExchangeType::Headers => binding.key.clear(),
+            _ => binding.key.clear(),
         }
         Ok(binding)
     }
@@ -1023,11 +1023,11 @@ mod tests {
         ];
 
         fn binding_matches(kind: ExchangeType, binding: &Binding, key: &str, header: &str) -> bool {
-            match kind {
+            match kind.routing() {
                 ExchangeType::Direct => binding.key == key,
                 ExchangeType::Fanout => true,
                 ExchangeType::Topic => reference_match(&binding.key, key.as_bytes()),
-                ExchangeType::Headers => {
+                _ => {
                     let any = binding.arguments.get("x-match").map(String::as_str) == Some("any");
                     let mut criteria = binding
                         .arguments

@@ -1,6 +1,10 @@
 """Fanout (every bound queue, the key ignored) and headers exchanges (x-match all, any, the
-default all, all with no criteria, typed values, and the x- arguments ignored by all/any), the
+default all, all with no criteria, typed values (int, long, string, bool, decimal, void as
+presence: RabbitMQ compares type classes and values), the x- arguments ignored by all/any and
+considered by all-with-x/any-with-x), the
 direct exchange with one queue bound under several keys, and the default exchange."""
+
+from decimal import Decimal
 
 import pika
 
@@ -12,6 +16,14 @@ HEADER_BINDINGS = {
     "default_all": {"format": "pdf", "type": "report"},
     "no_criteria": {"x-match": "all"},
     "number": {"x-match": "all", "size": 42},
+    "text": {"x-match": "all", "size": "42"},
+    "long": {"x-match": "all", "size": 2 ** 40},
+    "void": {"x-match": "all", "size": None},
+    "bool": {"x-match": "all", "flag": True},
+    "decimal": {"x-match": "all", "ratio": Decimal("1.5")},
+    "any_typed": {"x-match": "any", "size": 7, "flag": False},
+    "all_with_x": {"x-match": "all-with-x", "format": "pdf", "x-tenant": "7"},
+    "any_with_x": {"x-match": "any-with-x", "x-tenant": "7"},
 }
 MESSAGES = [
     ("both", {"format": "pdf", "type": "report"}),
@@ -22,6 +34,17 @@ MESSAGES = [
     ("extra", {"format": "pdf", "type": "report", "more": "yes"}),
     ("size-42", {"size": 42}),
     ("size-text", {"size": "42"}),
+    ("size-long", {"size": 2 ** 40}),
+    ("size-long-text", {"size": str(2 ** 40)}),
+    ("size-7", {"size": 7}),
+    ("flag-true", {"flag": True}),
+    ("flag-text", {"flag": "true"}),
+    ("flag-one", {"flag": 1}),
+    ("flag-false", {"flag": False}),
+    ("ratio-decimal", {"ratio": Decimal("1.5")}),
+    ("ratio-text", {"ratio": "1.5"}),
+    ("tenant", {"format": "pdf", "x-tenant": "7"}),
+    ("tenant-other", {"format": "pdf", "x-tenant": "8"}),
 ]
 
 

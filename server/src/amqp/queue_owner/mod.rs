@@ -421,11 +421,19 @@ pub fn recover(
                 .iter()
                 .any(|&(from, to)| from <= offset && offset < to)
     };
+    // A delayed exchange's held messages do not expire while held: their TTL counts in the
+    // queues they are routed to once due, as with RabbitMQ's plugin.
+    let holds = super::delayed::is_hold_queue(name);
     let messages: BTreeMap<Offset, Arc<Message>> = messages
         .into_iter()
         .map(|(offset, message)| (Offset::new(offset), message))
         .filter(|(offset, _)| !finished(*offset))
-        .map(|(offset, message)| (offset, Arc::new(message)))
+        .map(|(offset, mut message)| {
+            if holds {
+                message.expiration_ms = None;
+            }
+            (offset, Arc::new(message))
+        })
         .collect();
     let state = QueueState::restore(
         &snapshot,
@@ -510,6 +518,30 @@ fn append(
 ) -> Result<weir_engine::Appended, AmqpError> {
     log.append(message.to_batch())
         .map_err(|error| AmqpError::internal(format!("storing to queue '{name}': {error:?}")))
+}
+
+/// Acquires the message at `offset` for `owner` out of order (a delayed exchange takes its
+/// held messages by due time, `delayed.rs`); `None` if it is not available.
+pub fn take(name: &str, owner: ConsumerId, offset: Offset) -> Option<Arc<Message>> {
+    let queue = find(name)?;
+    let mut queue = queue.borrow_mut();
+    let message = queue.messages.get(&offset).cloned()?;
+    queue.state.acquire_at(owner, offset, Instant::now())?;
+    queue.hold(offset, None);
+    journal(&mut queue);
+    Some(message)
+}
+
+/// Every unfinished message of the queue, by offset (a delayed exchange's held messages, to
+/// schedule again after a restart).
+pub fn unfinished(name: &str) -> Vec<(Offset, Arc<Message>)> {
+    find(name).map_or_else(Vec::new, |queue| {
+        let queue = queue.borrow();
+        let messages = queue.messages.iter();
+        messages
+            .map(|(&offset, message)| (offset, message.clone()))
+            .collect()
+    })
 }
 
 /// 405 when `name` is another connection's exclusive queue: RabbitMQ refuses every queue
