@@ -85,15 +85,15 @@ async fn confirm_loop(conn: Rc<Conn>, channel: u16, queue: flume::Receiver<(u64,
             ok &= store.wait().await.is_ok();
         }
         let mut last = first;
-        while ok {
-            let Ok((sequence, mut stored)) = queue.try_recv() else {
-                break;
-            };
-            if !all_settled(&mut stored).await {
-                held = Some((sequence, stored));
-                break;
+        // A nack is sent alone; an ack takes along the publishes stored by now.
+        if ok {
+            while let Ok((sequence, mut stored)) = queue.try_recv() {
+                if !all_settled(&mut stored).await {
+                    held = Some((sequence, stored));
+                    break;
+                }
+                last = sequence;
             }
-            last = sequence;
         }
         if !send_confirm(&conn, channel, first, last, ok).await {
             return;

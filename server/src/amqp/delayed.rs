@@ -137,24 +137,26 @@ pub async fn hold(
     let queue: Arc<str> = Arc::from(hold_queue(exchange).as_str());
     let owner = owner_in(metadata, &queue)?;
     let due_ms = message.stored_ms.saturating_add(delay_ms);
-    Ok(Stored::Answer(on_owner(
-        shard,
-        owner,
-        move |shard, reply| match queue_owner::publish(&shard, &queue, message) {
-            Ok((log, offset)) => {
-                schedule(&shard, &queue, due_ms, Offset::new(offset));
-                glommio::spawn_local(async move {
-                    let stored = queue_owner::wait_stored(&log, offset, persistent).await;
-                    let _ = reply.send_async(stored).await;
-                })
-                .detach();
-            }
-            Err(error) => {
-                let _ = reply.try_send(Err(error));
-            }
-        },
-    )
-    .await))
+    Ok(Stored::Answer(
+        on_owner(
+            shard,
+            owner,
+            move |shard, reply| match queue_owner::publish(&shard, &queue, message) {
+                Ok((log, offset)) => {
+                    schedule(&shard, &queue, due_ms, Offset::new(offset));
+                    glommio::spawn_local(async move {
+                        let stored = queue_owner::wait_stored(&log, offset, persistent).await;
+                        let _ = reply.send_async(stored).await;
+                    })
+                    .detach();
+                }
+                Err(error) => {
+                    let _ = reply.try_send(Err(error));
+                }
+            },
+        )
+        .await,
+    ))
 }
 
 /// One hold queue's timer: held offsets by due time.
