@@ -11,6 +11,9 @@
 # Environment: RABBITMQ_URL (amqp://guest:guest@127.0.0.1:5674/%2f), WEIR_BIN
 # (target/release/weir), WEIR_BENCH (target/release/weir-bench), PORT (19600, Weir's AMQP port;
 # its Kafka ports from PORT+10), DURATION (10s), WARMUP (3s), OUT (target/amqp-vs-rabbitmq).
+# CASES (space-separated NAME:FLAGS, flags joined by commas) replaces the default cases: 1 queue
+# durable and transient, 16 durable queues, 1 KiB durable, 16 transient queues, and 1,000 durable
+# queues with a consumer each (4 consumer connections).
 # Prints one line per run; the JSON and the tables of every run are kept in OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,10 +27,14 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
 OUT=${OUT:-target/amqp-vs-rabbitmq}
 mkdir -p "$OUT"
-cases=("durable1:--durable" "transient1:" "durable16:--durable --queues 16 --consumers 2")
+default_cases="durable1:--durable transient1: durable16:--durable,--queues,16,--consumers,2"
+default_cases+=" durable1k:--durable,--message-bytes,1024 transient16:--queues,16,--consumers,2"
+default_cases+=" durable1000q:--durable,--queues,1000,--consumers,4"
+read -r -a cases <<<"${CASES:-$default_cases}"
 
 run() { # broker, case (name:flags), round
     local broker=$1 name=${2%%:*} flags=${2#*:} round=$3
+    flags=${flags//,/ }
     local json="$OUT/$name-$broker-$round.json"
     local target=(--url "$RABBITMQ_URL")
     if [ "$broker" = weir ]; then
