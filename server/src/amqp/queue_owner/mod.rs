@@ -868,29 +868,34 @@ fn dispatch_ready(queue_ref: &QueueRef, queue: &mut Queue) {
             continue;
         };
         let message = as_delivered(queue, message, acquired.delivery_count);
-        let spec = queue.consumers[index].spec.clone();
+        // The fields, not the whole spec: cloning it per delivery cost two atomic counts (its
+        // tag and its sink) each way.
+        let spec = &queue.consumers[index].spec;
+        let (tag, no_ack) = (spec.tag.clone(), spec.no_ack);
         let delivery = Delivery {
             channel: spec.channel,
-            consumer_tag: spec.tag.clone(),
+            consumer_tag: tag.clone(),
             queue: queue.name.clone(),
             offset: offset.get(),
             redelivered: acquired.redelivered,
-            no_ack: spec.no_ack,
+            no_ack,
             message,
         };
-        if spec.no_ack {
+        if no_ack {
             let _ = queue.state.accept(owner, offset);
             queue.remove_message(offset);
         } else {
             queue.consumers[index].in_flight += 1;
-            queue.hold(offset, Some(spec.tag.clone()));
+            queue.hold(offset, Some(tag.clone()));
         }
         queue.next_consumer = index + 1;
-        match spec.sink.try_send(Outbound::Deliver(delivery)) {
+        let sink = &queue.consumers[index].spec.sink;
+        match sink.try_send(Outbound::Deliver(delivery)) {
             Ok(()) => {}
             Err(flume::TrySendError::Full(delivery)) => {
+                let sink = sink.clone();
                 queue.consumers[index].waiting = true;
-                wait_for_room(queue_ref.clone(), spec.sink, delivery, owner, spec.tag);
+                wait_for_room(queue_ref.clone(), sink, delivery, owner, tag);
             }
             // The connection is gone; its close releases what it held.
             Err(flume::TrySendError::Disconnected(_)) => {}
