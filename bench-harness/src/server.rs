@@ -14,6 +14,10 @@ use anyhow::{bail, Context, Result};
 pub struct SpawnedServer {
     child: Child,
     log_path: PathBuf,
+    /// How it was started, for `restart`: the binary, its arguments, the listeners to wait for.
+    weir_bin: PathBuf,
+    args: Vec<String>,
+    listeners: Vec<String>,
     // Dropped after the child is reaped (field order), removing the data dir.
     _data_dir: tempfile::TempDir,
 }
@@ -54,43 +58,60 @@ impl SpawnedServer {
             .tempdir()
             .context("creating a temporary data dir")?;
         let log_path = data_dir.path().with_extension("log");
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
-        let mut command = Command::new(weir_bin);
-        command
-            .arg("--data-dir")
-            .arg(data_dir.path().join("data"))
-            .args(["--listen", listen, "--cpus", cpus])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+        let mut args: Vec<String> = vec!["--data-dir".into()];
+        args.push(data_dir.path().join("data").display().to_string());
+        args.extend(["--listen", listen, "--cpus", cpus].map(String::from));
         for setting in settings {
-            command.args(["--set", setting]);
+            args.extend(["--set".to_string(), setting.clone()]);
         }
         match amqp_listen {
-            Some(amqp) => {
-                command.args(["--amqp-listen", amqp]);
-            }
+            Some(amqp) => args.extend(["--amqp-listen", amqp].map(String::from)),
             // A weir with AMQP listens on 5672 by default: a Kafka run turns that off, so that
             // brokers spawned side by side share no port (SO_REUSEPORT would let them).
             None if has_amqp_listener(weir_bin) => {
-                command.args(["--amqp-listen", "none"]);
+                args.extend(["--amqp-listen", "none"].map(String::from));
             }
             None => {}
         }
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {}", weir_bin.display()))?;
+        let listeners = std::iter::once(listen).chain(amqp_listen).map(String::from);
         let mut server = SpawnedServer {
-            child,
+            child: launch(weir_bin, &args, &log_path, false)?,
             log_path,
+            weir_bin: weir_bin.to_path_buf(),
+            args,
+            listeners: listeners.collect(),
             _data_dir: data_dir,
         };
-        server.wait_listening(listen)?;
-        if let Some(amqp) = amqp_listen {
-            server.wait_listening(amqp)?;
-        }
+        server.wait_all_listening()?;
         Ok(server)
+    }
+
+    fn wait_all_listening(&mut self) -> Result<()> {
+        for listen in self.listeners.clone() {
+            self.wait_listening(&listen)?;
+        }
+        Ok(())
+    }
+
+    /// The broker's process id (for its memory figures in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the broker as Ctrl-C does (SIGINT: a clean shutdown) and starts it again on the same
+    /// data dir; answers how long the new one took from its start to every listener accepting.
+    pub fn restart(&mut self) -> Result<Duration> {
+        let pid = libc::pid_t::try_from(self.child.id()).context("pid out of range")?;
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let status = self.child.wait().context("waiting for weir to stop")?;
+        if !status.success() {
+            bail!("weir stopped with {status}; its log:\n{}", self.log_tail());
+        }
+        let started = Instant::now();
+        self.child = launch(&self.weir_bin, &self.args, &self.log_path, true)?;
+        self.wait_all_listening()?;
+        Ok(started.elapsed())
     }
 
     fn wait_listening(&mut self, listen: &str) -> Result<()> {
@@ -125,6 +146,24 @@ impl SpawnedServer {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+}
+
+/// Starts weir with `args`, its output to `log_path` (appended to on a restart).
+fn launch(weir_bin: &Path, args: &[String], log_path: &Path, append: bool) -> Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(append)
+        .write(true)
+        .truncate(!append)
+        .open(log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    Command::new(weir_bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", weir_bin.display()))
 }
 
 /// Whether this weir has the `--amqp-listen` flag (builds from before AMQP do not).

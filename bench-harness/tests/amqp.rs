@@ -335,3 +335,34 @@ fn messages_the_run_did_not_publish_fail_the_count_check() {
     assert!(received >= 1000, "{}", run.output);
     assert!(run.output.contains("ERROR: "), "{}", run.output);
 }
+
+/// `--idle-queues`: every queue declared is counted, the memory figures come from the broker's
+/// process, and (with a spawned weir) every queue is still there after the clean restart the
+/// tool makes; against another broker the queues are deleted afterwards.
+#[test]
+fn idle_queues_are_declared_measured_and_kept_across_a_restart() {
+    let queue = queue_name("idle");
+    let run = run(19486, &["--idle-queues", "1500", "--queue", &queue]);
+    assert!(
+        run.success,
+        "weir-bench amqp --idle-queues failed:\n{}",
+        run.output
+    );
+    let json = &run.json;
+    assert_eq!(json["idle_queues"], 1500, "{}", run.output);
+    assert!(json["declares_per_s"]
+        .as_f64()
+        .is_some_and(|rate| rate > 0.0));
+    if let Broker::Weir(_) = broker() {
+        let (before, after) = (&json["rss_before_kib"], &json["rss_after_kib"]);
+        assert!(
+            before
+                .as_u64()
+                .is_some_and(|b| after.as_u64().is_some_and(|a| a > b)),
+            "1,500 queues cost no memory? {}",
+            run.output
+        );
+        assert_eq!(json["queues_after_restart"], 1500, "{}", run.output);
+        assert!(json["restart_s"].as_f64().is_some_and(|s| s > 0.0));
+    }
+}

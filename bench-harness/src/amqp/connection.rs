@@ -322,6 +322,32 @@ impl Connection {
         }
     }
 
+    /// queue.declare of every name, written at once and then answered in order (pipelined, as a
+    /// client declaring many queues at start does); a refusal is an error naming the queue.
+    pub fn declare_queues(&mut self, names: &[String], durable: bool, passive: bool) -> Result<()> {
+        for name in names {
+            self.queue_method(AMQPClass::Queue(queue::AMQPMethod::Declare(
+                queue::Declare {
+                    queue: frames::short_string(name, "queue")?,
+                    passive,
+                    durable,
+                    exclusive: false,
+                    auto_delete: false,
+                    nowait: false,
+                    arguments: FieldTable::default(),
+                },
+            )))?;
+        }
+        self.flush()?;
+        for name in names {
+            match self.expect_method(CHANNEL)? {
+                AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_)) => {}
+                other => return Err(unexpected(&other).context(format!("declaring {name}"))),
+            }
+        }
+        Ok(())
+    }
+
     /// queue.purge; returns how many ready messages it removed.
     pub fn purge_queue(&mut self, name: &str) -> Result<u32> {
         match self.call(AMQPClass::Queue(queue::AMQPMethod::Purge(queue::Purge {

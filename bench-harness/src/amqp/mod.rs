@@ -15,6 +15,7 @@
 mod connection;
 mod consumer;
 mod frames;
+mod idle;
 mod publisher;
 mod report;
 mod workload;
@@ -35,6 +36,9 @@ use workload::AmqpWorkload;
 /// Runs `weir-bench amqp`: prints the table, writes `--json` and `--plot`, and fails when the
 /// run had errors (after writing the report).
 pub fn main(args: &AmqpArgs) -> Result<()> {
+    if let Some(count) = args.idle_queues {
+        return idle::main(args, count);
+    }
     let results = run(args)?;
     print!("{}", report::table(&results));
     if let Some(path) = &args.json {

@@ -86,6 +86,15 @@ pub struct AmqpArgs {
     /// The spawned server's Kafka listener (it takes this port and one per shard after it).
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub server_kafka_listen: String,
+    /// Idle-queue mode: declare this many durable queues (NAME-idle-0 ..) on one connection and
+    /// report the declare rate, the broker's resident memory per queue (the spawned server's, or
+    /// --broker-pid's) and, with --spawn-server, its clean restart time with them; no messages.
+    #[arg(long)]
+    pub idle_queues: Option<u32>,
+    /// The broker's process id, for its memory figures (/proc/PID/status) in --idle-queues mode
+    /// against a broker this tool did not start (RabbitMQ: the beam.smp process).
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
     /// Write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
