@@ -41,7 +41,10 @@ pub struct Unacked {
 /// A basic.publish whose content is arriving.
 pub struct Publishing {
     pub publish: basic::Publish,
-    pub header: Option<ContentHeader>,
+    /// Boxed as the frame decoder made it: its properties are most of a publish's size, and a
+    /// publish is moved by value through several `async fn`s on its way to the log (each move
+    /// a `memmove`, 4-5% of the shard's time before it was boxed).
+    pub header: Option<Box<ContentHeader>>,
     pub body: Body,
 }
 
@@ -300,7 +303,7 @@ pub async fn close_channel(
 pub async fn handle_header(
     conn: &Rc<Conn>,
     id: u16,
-    header: ContentHeader,
+    header: Box<ContentHeader>,
 ) -> Result<(), HandleError> {
     let channel = content_channel(conn, id)?;
     if channel.closing.get() {

@@ -247,7 +247,7 @@ async fn handle_frame(conn: &Rc<Conn>, frame: Frame) -> Result<bool, HandleError
             Err(AmqpError::command_invalid("content frame on channel 0").into())
         }
         Frame::Header(id, header) => {
-            super::channel::handle_header(conn, id, *header).await?;
+            super::channel::handle_header(conn, id, header).await?;
             Ok(true)
         }
         Frame::Body(id, body) => {
