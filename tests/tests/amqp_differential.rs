@@ -18,11 +18,6 @@ use weir_tests::{python_with_timeout, summary, BrokerOptions};
 /// also be in docs/amqp-compat.md.
 const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
     (
-        "prefetch",
-        "/global/global_3_total",
-        "basic.qos global=true is applied per consumer",
-    ),
-    (
         "priorities",
         "/ttl/expired_head",
         "an expired message at the head of a priority queue is never delivered; RabbitMQ 3.10 \
@@ -184,6 +179,7 @@ scenarios!(
     declare_errors,
     redelivery,
     prefetch,
+    global_qos,
     nack_reject,
     dead_letter,
     ttl,

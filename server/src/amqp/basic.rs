@@ -106,7 +106,14 @@ pub async fn handle(
             Ok(())
         }
         basic::AMQPMethod::Qos(qos) => {
-            channel.prefetch.set(qos.prefetch_count);
+            // RabbitMQ 3.10: global=false sets the prefetch of consumers started later and
+            // lifts any global limit; global=true sets the channel's shared limit.
+            if qos.global {
+                super::channel_credit::set_limit(conn, channel, qos.prefetch_count).await;
+            } else {
+                channel.prefetch.set(qos.prefetch_count);
+                super::channel_credit::set_limit(conn, channel, 0).await;
+            }
             let ok = basic::AMQPMethod::QosOk(basic::QosOk {});
             conn.send_method(channel.id, AMQPClass::Basic(ok)).await?;
             Ok(())
@@ -216,6 +223,7 @@ pub async fn settle_all(
     how: Settle,
 ) {
     let mut by_queue: HashMap<Arc<str>, (QueueAt, Vec<i64>)> = HashMap::new();
+    let counted = taken.iter().filter(|(_, unacked)| unacked.counted).count();
     for (_, unacked) in taken {
         by_queue
             .entry(unacked.queue.name.clone())
@@ -231,6 +239,9 @@ pub async fn settle_all(
         })
         .await;
     }
+    // After the settles: a queue that gets credit has taken the ack in first.
+    let counted = u32::try_from(counted).unwrap_or(u32::MAX);
+    super::channel_credit::settled(conn, channel, counted).await;
 }
 
 async fn start_consumer(
@@ -260,6 +271,7 @@ async fn start_consumer(
         priority: super::policy::consumer_priority(&consume.arguments)?,
         stream_offset: stream_consumer(conn, channel, &name, &consume)?,
         sink: conn.sink.clone(),
+        channel_limited: channel.credit.borrow().limited(),
     };
     channel.gated.borrow_mut().insert(tag.clone(), Vec::new());
     channel
@@ -466,6 +478,7 @@ async fn get_one(
             Unacked {
                 queue,
                 offset: got.offset,
+                counted: false,
             },
         );
     }
@@ -523,6 +536,7 @@ pub async fn deliveries(conn: Rc<Conn>, inbox: flume::Receiver<Outbound>) {
                         return;
                     }
                 }
+                credit => channel_credit(&conn, credit).await,
             }
             if out.len() < DELIVERIES_BYTES_MAX {
                 next = inbox.try_recv().ok();
@@ -531,6 +545,28 @@ pub async fn deliveries(conn: Rc<Conn>, inbox: flume::Receiver<Outbound>) {
         if flush(&conn, &mut out).await.is_err() {
             return;
         }
+    }
+}
+
+/// A queue asks for its channel's credit or gives back what it could not use.
+async fn channel_credit(conn: &Rc<Conn>, outbound: Outbound) {
+    use super::channel_credit::{unused, wanted};
+    let id = match &outbound {
+        Outbound::Want { channel, .. } | Outbound::Unused { channel, .. } => *channel,
+        Outbound::Deliver(_) | Outbound::Cancel { .. } => return,
+    };
+    // A channel that is gone or closing released its consumers: nothing to grant.
+    let Some(channel) = conn.channel(id).filter(|channel| !channel.closing.get()) else {
+        return;
+    };
+    match outbound {
+        Outbound::Want {
+            consumer_tag,
+            count,
+            ..
+        } => wanted(conn, &channel, consumer_tag, count).await,
+        Outbound::Unused { epoch, count, .. } => unused(conn, &channel, epoch, count).await,
+        Outbound::Deliver(_) | Outbound::Cancel { .. } => {}
     }
 }
 
@@ -597,9 +633,11 @@ fn put_delivery(conn: &Conn, channel: &Channel, delivery: Delivery, out: &mut By
             Unacked {
                 queue,
                 offset: delivery.offset,
+                counted: true,
             },
         );
     }
+    super::channel_credit::delivered(channel, delivery.grant_epoch, delivery.no_ack);
     let message = &delivery.message;
     let method = frame::DeliverFields {
         consumer_tag: &delivery.consumer_tag,

@@ -36,6 +36,9 @@ pub struct QueueAt {
 pub struct Unacked {
     pub queue: QueueAt,
     pub offset: i64,
+    /// A consumer's delivery: counts against the channel's global prefetch until settled
+    /// (basic.get answers do not, as RabbitMQ).
+    pub counted: bool,
 }
 
 /// A basic.publish whose content is arriving.
@@ -98,6 +101,8 @@ pub struct Channel {
     pub closing: Cell<bool>,
     /// basic.qos prefetch-count for consumers started from now on (0 = unlimited).
     pub prefetch: Cell<u16>,
+    /// basic.qos global=true: the limit shared by all its consumers (`channel_credit.rs`).
+    pub credit: RefCell<super::channel_credit::ChannelCredit>,
     next_tag: Cell<u64>,
     pub unacked: RefCell<BTreeMap<u64, Unacked>>,
     /// Consumer tag → its queue.
@@ -123,6 +128,7 @@ impl Channel {
             id,
             closing: Cell::new(false),
             prefetch: Cell::new(0),
+            credit: RefCell::default(),
             next_tag: Cell::new(1),
             unacked: RefCell::new(BTreeMap::new()),
             consumers: RefCell::new(HashMap::new()),

@@ -17,6 +17,7 @@
 
 pub mod basic;
 pub mod channel;
+pub mod channel_credit;
 pub mod confirm;
 pub mod connection;
 pub mod consumed;

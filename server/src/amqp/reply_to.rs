@@ -182,6 +182,7 @@ pub async fn deliver(conn: &Rc<Conn>, name: &str, message: &Arc<Message>) {
         redelivered: false,
         no_ack: true,
         message: message.clone(),
+        grant_epoch: None,
     };
     // Bounded: a caller that does not read holds back its repliers.
     let _ = sink.send_async(Outbound::Deliver(delivery)).await;

@@ -50,6 +50,19 @@ pub enum Outbound {
         channel: u16,
         consumer_tag: Arc<str>,
     },
+    /// A consumer on a channel with a global prefetch has ready messages and no credit: it
+    /// asks its channel for up to `count` (`channel_credit.rs`).
+    Want {
+        channel: u16,
+        consumer_tag: Arc<str>,
+        count: u32,
+    },
+    /// Credit a grant gave that the queue could not use, back to the channel.
+    Unused {
+        channel: u16,
+        epoch: u64,
+        count: u32,
+    },
 }
 
 /// One message handed to a consumer.
@@ -61,6 +74,9 @@ pub struct Delivery {
     pub redelivered: bool,
     pub no_ack: bool,
     pub message: Arc<Message>,
+    /// The epoch of the channel credit this delivery used (a consumer under a global
+    /// prefetch); `None` for consumers without one.
+    pub grant_epoch: Option<u64>,
 }
 
 /// A basic.get answer.
@@ -87,6 +103,8 @@ pub struct ConsumerSpec {
     /// `x-stream-offset`: where a consumer of a stream starts (`stream.rs`).
     pub stream_offset: StreamOffset,
     pub sink: flume::Sender<Outbound>,
+    /// Its channel has a global prefetch: each delivery needs channel credit.
+    pub channel_limited: bool,
 }
 
 /// A queue's declared properties, compared on redeclaration (406 when they differ).
@@ -117,6 +135,8 @@ struct Consumer {
     in_flight: usize,
     /// A delivery waits for room in the connection's inbox; no more until it is in.
     waiting: bool,
+    /// Channel credit: whether deliveries need it, and what a grant left (`credit.rs`).
+    credit: credit::Credit,
 }
 
 struct Queue {
@@ -150,6 +170,7 @@ struct Queue {
     last_used: Instant,
 }
 
+pub mod credit;
 mod limits;
 mod priority;
 pub mod stream;
@@ -579,10 +600,12 @@ pub fn consume(name: &str, spec: ConsumerSpec) -> Result<(), AmqpError> {
         }
         queue.had_consumer = true;
         queue.last_used = Instant::now();
+        let credit = credit::Credit::new(spec.channel_limited);
         queue.consumers.push(Consumer {
             spec,
             in_flight: 0,
             waiting: false,
+            credit,
         });
         queue.note_consumer_priorities();
     }
@@ -846,6 +869,7 @@ fn dispatch(queue_ref: &QueueRef) {
         queue.expire_head(now_ms(), None, &mut dead);
         queue.drop_over_limit(&mut dead);
         dispatch_ready(queue_ref, &mut queue);
+        credit::ask(&mut queue);
         journal(&mut queue);
         queue.bury(dead);
     }
@@ -868,6 +892,7 @@ fn dispatch_ready(queue_ref: &QueueRef, queue: &mut Queue) {
             continue;
         };
         let message = as_delivered(queue, message, acquired.delivery_count);
+        let grant_epoch = queue.consumers[index].credit.take_one();
         // The fields, not the whole spec: cloning it per delivery cost two atomic counts (its
         // tag and its sink) each way.
         let spec = &queue.consumers[index].spec;
@@ -880,6 +905,7 @@ fn dispatch_ready(queue_ref: &QueueRef, queue: &mut Queue) {
             redelivered: acquired.redelivered,
             no_ack,
             message,
+            grant_epoch,
         };
         if no_ack {
             let _ = queue.state.accept(owner, offset);
@@ -929,6 +955,13 @@ fn wait_for_room(
     .detach();
 }
 
+impl Consumer {
+    /// Room under its own prefetch (basic.qos global=false).
+    fn has_own_room(&self) -> bool {
+        self.spec.prefetch == 0 || self.in_flight < usize::from(self.spec.prefetch)
+    }
+}
+
 impl Queue {
     /// The consumer to deliver to next: of those that may take a delivery now, one of the highest
     /// priority, taking turns from `next_consumer` on.
@@ -941,9 +974,7 @@ impl Queue {
         };
         let has_room = |&index: &usize| {
             let consumer = &self.consumers[index];
-            !consumer.waiting
-                && (consumer.spec.prefetch == 0
-                    || consumer.in_flight < usize::from(consumer.spec.prefetch))
+            !consumer.waiting && consumer.has_own_room() && consumer.credit.may_deliver()
         };
         let mut turns = (0..count).map(|step| (self.next_consumer + step) % count);
         if !self.consumer_priorities {

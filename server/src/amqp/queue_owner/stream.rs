@@ -259,6 +259,8 @@ async fn deliver(reader: &Reader, queue: &Arc<str>, offset: i64, message: Messag
         redelivered: false,
         no_ack: false,
         message: Arc::new(message),
+        // A stream's readers keep their own credit; the channel's global one is not asked.
+        grant_epoch: None,
     });
     let send = async {
         // A connection that is gone is released by its close, which stops this reader.
