@@ -37,7 +37,10 @@ const SET_HELP: &str = "Broker and topic defaults with Kafka's names (repeatable
                                 AMQP queues delete their consumed segments at this interval,
                                 at least every 10 s
   weir.queue.ack.flush.ms=N     how long a shard's queue ack store gathers acks before one
-                                write and fdatasync (group commit; default 2)";
+                                write and fdatasync (group commit; default 2)
+  amqp.disk.free.limit=N        free bytes on the data directory's filesystem below which AMQP
+                                connections get connection.blocked and publishers are not read
+                                (RabbitMQ's disk_free_limit; default 50000000)";
 
 /// `weir`: a thread-per-core Kafka-compatible log broker.
 #[derive(Parser, Debug, Clone, Default)]
@@ -109,6 +112,9 @@ pub struct BrokerConfig {
     /// How long a shard's queue ack store gathers acks before it writes and syncs them
     /// (`weir.queue.ack.flush.ms`, group commit).
     pub queue_ack_flush_ms: u64,
+    /// Free bytes on the data directory's filesystem below which AMQP publishers are blocked
+    /// (`amqp.disk.free.limit`, RabbitMQ's `disk_free_limit`).
+    pub amqp_disk_free_limit_bytes: u64,
     /// Topic-level defaults (topic config names) applied under every topic's own configs.
     pub topic_defaults: BTreeMap<String, String>,
 }
@@ -234,6 +240,7 @@ impl BrokerConfig {
             tail_cache_shard_bytes: TAIL_CACHE_SHARD_BYTES_DEFAULT,
             retention_check_interval_ms: 300_000,
             queue_ack_flush_ms: QUEUE_ACK_FLUSH_MS_DEFAULT,
+            amqp_disk_free_limit_bytes: AMQP_DISK_FREE_LIMIT_BYTES_DEFAULT,
             topic_defaults: BTreeMap::new(),
         };
         for (key, value) in values {
@@ -274,6 +281,10 @@ impl BrokerConfig {
             }
             "weir.queue.ack.flush.ms" => {
                 self.queue_ack_flush_ms = u64::try_from(number()?)
+                    .with_context(|| format!("{key}={value}: must be >= 0"))?
+            }
+            "amqp.disk.free.limit" => {
+                self.amqp_disk_free_limit_bytes = u64::try_from(number()?)
                     .with_context(|| format!("{key}={value}: must be >= 0"))?
             }
             "max.connections" => {
@@ -380,6 +391,8 @@ pub const TAIL_CACHE_SHARD_BYTES_DEFAULT: usize = 256 << 20;
 /// Default of `weir.queue.ack.flush.ms`: acks need not be synchronous (a lost one is a
 /// redelivery), so a short window gathers many into one write and fdatasync.
 pub const QUEUE_ACK_FLUSH_MS_DEFAULT: u64 = 2;
+/// Default of `amqp.disk.free.limit`: RabbitMQ's `disk_free_limit` default, 50 MB.
+pub const AMQP_DISK_FREE_LIMIT_BYTES_DEFAULT: u64 = 50_000_000;
 /// No partition's tail cache is smaller than this, however many partitions a shard holds.
 pub const TAIL_CACHE_PARTITION_BYTES_MIN: usize = 1 << 20;
 
@@ -534,6 +547,9 @@ mod tests {
         assert_eq!(defaults.connection_buffer_bytes_max, 100 << 20);
         assert_eq!(defaults.tail_cache_shard_bytes, 256 << 20);
         assert_eq!(defaults.queue_ack_flush_ms, 2);
+        assert_eq!(defaults.amqp_disk_free_limit_bytes, 50_000_000);
+        let disk = config(&["amqp.disk.free.limit=1000000000000"]).unwrap();
+        assert_eq!(disk.amqp_disk_free_limit_bytes, 1_000_000_000_000);
         let flush = config(&["weir.queue.ack.flush.ms=0"]).unwrap();
         assert_eq!(flush.queue_ack_flush_ms, 0);
         assert_eq!(
@@ -561,6 +577,8 @@ mod tests {
             "weir.connection.max.buffer.bytes=lots",
             "weir.tail.cache.shard.bytes=0",
             "weir.queue.ack.flush.ms=-1",
+            "amqp.disk.free.limit=-1",
+            "amqp.disk.free.limit=50MB",
         ] {
             assert!(config(&[bad]).is_err(), "{bad}");
         }

@@ -95,6 +95,7 @@ pub async fn handle(
 ) -> Result<(), HandleError> {
     match method {
         basic::AMQPMethod::Publish(publish) => {
+            conn.published.set(true);
             if publish.immediate {
                 return Err(AmqpError::not_implemented(60, 40, "immediate=true").into());
             }
@@ -105,19 +106,7 @@ pub async fn handle(
             });
             Ok(())
         }
-        basic::AMQPMethod::Qos(qos) => {
-            // RabbitMQ 3.10: global=false sets the prefetch of consumers started later and
-            // lifts any global limit; global=true sets the channel's shared limit.
-            if qos.global {
-                super::channel_credit::set_limit(conn, channel, qos.prefetch_count).await;
-            } else {
-                channel.prefetch.set(qos.prefetch_count);
-                super::channel_credit::set_limit(conn, channel, 0).await;
-            }
-            let ok = basic::AMQPMethod::QosOk(basic::QosOk {});
-            conn.send_method(channel.id, AMQPClass::Basic(ok)).await?;
-            Ok(())
-        }
+        basic::AMQPMethod::Qos(qos) => set_qos(conn, channel, qos).await,
         basic::AMQPMethod::Consume(consume) => start_consumer(conn, channel, consume).await,
         basic::AMQPMethod::Cancel(cancel) => cancel_consumer(conn, channel, cancel).await,
         basic::AMQPMethod::Get(get) => get_one(conn, channel, get).await,
@@ -164,6 +153,24 @@ pub async fn handle(
             Err(AmqpError::command_invalid(format!("unexpected basic method {other:?}")).into())
         }
     }
+}
+
+/// RabbitMQ 3.10: global=false sets the prefetch of consumers started later and lifts any
+/// global limit; global=true sets the channel's shared limit (`channel_credit.rs`).
+async fn set_qos(
+    conn: &Rc<Conn>,
+    channel: &Rc<Channel>,
+    qos: basic::Qos,
+) -> Result<(), HandleError> {
+    if qos.global {
+        super::channel_credit::set_limit(conn, channel, qos.prefetch_count).await;
+    } else {
+        channel.prefetch.set(qos.prefetch_count);
+        super::channel_credit::set_limit(conn, channel, 0).await;
+    }
+    let ok = basic::AMQPMethod::QosOk(basic::QosOk {});
+    conn.send_method(channel.id, AMQPClass::Basic(ok)).await?;
+    Ok(())
 }
 
 fn requeue_or_discard(requeue: bool) -> Settle {

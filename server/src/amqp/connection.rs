@@ -83,6 +83,10 @@ pub struct Conn {
     pub closed: Rc<Signal>,
     /// What is left of the chunk frame payloads are read into (taken out while a read waits).
     payloads: Cell<BytesMut>,
+    /// The client announced the `connection.blocked` capability (`disk_alarm.rs`).
+    pub wants_blocked: Cell<bool>,
+    /// A basic.publish was read since the reader last looked (`disk_alarm::hold_publisher`).
+    pub published: Cell<bool>,
 }
 
 impl Conn {
@@ -146,6 +150,8 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) -> Result<(), Amq
         exclusive_queues: RefCell::new(Vec::new()),
         closed: Rc::new(Signal::default()),
         payloads: Cell::new(BytesMut::new()),
+        wants_blocked: Cell::new(false),
+        published: Cell::new(false),
     });
     let writer = glommio::spawn_local(write_loop(
         WriteHalf(stream.clone()),
@@ -186,6 +192,7 @@ async fn run(conn: &Rc<Conn>, reader: &mut BufReader<ReadHalf>) -> Result<(), Am
         spawn_heartbeats(conn, heartbeat);
     }
     loop {
+        super::disk_alarm::hold_publisher(conn).await;
         let frame = futures_lite::future::or(read_frame(conn, reader), async {
             conn.shard.shutdown.wait().await;
             Ok(None)

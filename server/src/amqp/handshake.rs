@@ -38,6 +38,7 @@ pub async fn handshake(
     if let Err(error) = authenticate(&start_ok) {
         return refuse(conn, error).await;
     }
+    conn.wants_blocked.set(announces_blocked(&start_ok));
     let tune = connection::AMQPMethod::Tune(connection::Tune {
         channel_max: frame::CHANNEL_MAX,
         frame_max: frame::FRAME_MAX,
@@ -109,6 +110,24 @@ async fn refuse<T>(conn: &Rc<Conn>, error: AmqpError) -> Result<T, AmqpConnectio
 }
 
 /// PLAIN (`\0user\0password`) or AMQPLAIN (a field table with LOGIN and PASSWORD).
+/// Whether the client's properties carry `capabilities` with `connection.blocked` true: only
+/// such clients are sent connection.blocked / unblocked, as RabbitMQ does.
+fn announces_blocked(start_ok: &connection::StartOk) -> bool {
+    let capabilities = start_ok
+        .client_properties
+        .inner()
+        .get(&ShortString::from("capabilities"));
+    let Some(AMQPValue::FieldTable(capabilities)) = capabilities else {
+        return false;
+    };
+    matches!(
+        capabilities
+            .inner()
+            .get(&ShortString::from("connection.blocked")),
+        Some(AMQPValue::Boolean(true))
+    )
+}
+
 fn authenticate(start_ok: &connection::StartOk) -> Result<(), AmqpError> {
     let response = start_ok.response.as_bytes();
     let (user, password) = match start_ok.mechanism.as_str() {

@@ -23,6 +23,7 @@ pub mod connection;
 pub mod consumed;
 pub mod dead_letter;
 pub mod delayed;
+pub mod disk_alarm;
 pub mod error;
 pub mod exchange;
 pub mod frame;

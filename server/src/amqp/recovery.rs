@@ -47,7 +47,8 @@ pub async fn start(shard: Rc<Shard>) -> anyhow::Result<()> {
                 .with_context(|| format!("rebuilding queue {name} from its log"))?;
         }
     }
-    super::consumed::spawn(shard);
+    super::consumed::spawn(shard.clone());
+    super::disk_alarm::spawn(shard);
     Ok(())
 }
 
