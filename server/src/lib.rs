@@ -11,6 +11,7 @@
 //! starts one pinned glommio executor per CPU, prints the ready line, and turns SIGINT/SIGTERM
 //! into a shutdown message to every shard.
 
+pub mod allocator;
 pub mod amqp;
 pub mod cli;
 pub mod config;

@@ -409,8 +409,10 @@ fn listen(shard: &Rc<Shard>, listeners: &[Listener]) -> anyhow::Result<Vec<glomm
         .collect())
 }
 
-/// The shard's background tasks: the wake-up tick and the retention timer.
+/// The shard's background tasks: the wake-up tick, the retention timer and the allocator's
+/// collector.
 fn spawn_housekeeping(shard: &Rc<Shard>) {
+    crate::allocator::spawn_collector(shard);
     // Belt and braces for the glommio wake-up race (see `run`): a slow tick bounds any stall.
     let ticker = shard.clone();
     glommio::spawn_local(async move {

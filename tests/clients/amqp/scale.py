@@ -29,6 +29,8 @@ CHANNEL_OPENS = 10_000
 IDLE_ROUNDS = 4
 # How long the broker may take to notice closed sockets and release them.
 SETTLE_SECONDS = 30
+# How long the broker may take to hand freed memory back to the OS.
+RSS_SETTLE_SECONDS = 10
 
 
 def rss_kib(pid):
@@ -37,6 +39,24 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+def settled_rss_kib(pid):
+    """The broker's RSS once it stops falling: its allocator hands freed memory back to the OS
+    after a purge delay (up to about 3 s: an emptied page goes back to its arena at a shard's
+    next collection, once a second, and is purged at the first collection 1 s after that;
+    server/src/allocator.rs), not at the free itself. Waits until 3 s pass without a fall of
+    more than 64 KiB, at most RSS_SETTLE_SECONDS."""
+    deadline = time.monotonic() + RSS_SETTLE_SECONDS
+    low = rss_kib(pid)
+    steady_since = time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - steady_since < 3:
+        time.sleep(0.25)
+        now = rss_kib(pid)
+        if now < low - 64:
+            steady_since = time.monotonic()
+        low = min(low, now)
+    return rss_kib(pid)
 
 
 def descriptors(pid):
@@ -286,7 +306,7 @@ def idle_round(host, port, pid, count, bystander):
         else:
             peer.sock.close()
     result["descriptors_left"] = settle(pid, baseline_descriptors) - baseline_descriptors
-    result["rss_after_close_kib"] = rss_kib(pid)
+    result["rss_after_close_kib"] = settled_rss_kib(pid)
     return result
 
 
