@@ -259,15 +259,15 @@ def channels(host, port, pid):
     rss_before = rss_kib(pid)
     summary["flood"] = channel_flood(host, port, pid, bystander)
     settle(pid, baseline_descriptors)
-    rss_after = [rss_kib(pid)]
+    rss_after = [settled_rss_kib(pid)]
     summary["asked"] = [asked_channel_max(host, port, asked) for asked in (0, 65535)]
     settle(pid, baseline_descriptors)
-    rss_after.append(rss_kib(pid))
+    rss_after.append(settled_rss_kib(pid))
     # Further full floods: memory a closed connection's channels held must be reused.
     for _ in range(3):
         channel_flood(host, port, pid, bystander)
         settle(pid, baseline_descriptors)
-        rss_after.append(rss_kib(pid))
+        rss_after.append(settled_rss_kib(pid))
     summary["rss_before_kib"] = rss_before
     summary["rss_after_rounds_kib"] = rss_after
     summary["bystander_after"] = bystander.roundtrip("after")
