@@ -78,7 +78,7 @@ def live():
     got = collect(channel, 'delayed_q', 6, time.time() + 5)
     out["order"] = [body for body, _, _ in got]
     out["early"] = [body for body, at, _ in got
-                    if sent[body][1] and at < sent[body][0] + sent[body][1] / 1000.0]
+                    if sent[body][1] and at < due(sent[body])]
     out["late"] = [body for body, at, _ in got
                    if sent[body][1] and at > sent[body][0] + sent[body][1] / 1000.0 + 0.5]
     out["x_delay"] = {body: delay for body, _, delay in got}
@@ -125,6 +125,14 @@ def live():
     return out
 
 
+def due(sent):
+    """The earliest time a message sent at `sent[0]` with delay `sent[1]` ms may arrive. The
+    broker's clock for it is the record's timestamp, in whole milliseconds, so its due time can
+    be up to 1 ms before the client's reading of the send instant plus the delay."""
+    at, delay = sent
+    return at + delay / 1000.0 - 0.001
+
+
 DELAYS = [('r6000', 6000), ('r300', 300), ('r4000', 4000), ('r5000', 5000), ('r4500', 4500)]
 
 
@@ -155,7 +163,7 @@ def after(sent):
     connection.close()
     return {
         "order": [body for body, _, _ in got],
-        "early": [body for body, at, _ in got if at < sent[body][0] + sent[body][1] / 1000.0],
+        "early": [body for body, at, _ in got if at < due(sent[body])],
         "lateness": {body: round(at - sent[body][0] - sent[body][1] / 1000.0, 3)
                      for body, at, _ in got},
         "x_delay": {body: delay for body, _, delay in got},
