@@ -5,7 +5,7 @@
 //! (`scale.py`). The scripts are in `tests/clients/amqp/`; each prints a JSON summary that the
 //! test checks.
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 use weir_tests::{python, summary, Broker, BrokerOptions};
 
@@ -1099,8 +1099,8 @@ fn amqp_headers_reach_kafka_consumers_and_come_back_typed() -> Result<()> {
 /// alarm is on however the free space moves) blocks the pika connection that publishes: it is
 /// told "low on disk" and its publish is never read to its end (nothing stored), while the
 /// connection that only consumes is still answered and not told, as RabbitMQ 3.10 does under
-/// `rabbitmqctl set_disk_free_limit` (the script's outcome there is the same). Unblocking is not
-/// tested: the limit is fixed at start, and the disk's free space is not the test's to change.
+/// `rabbitmqctl set_disk_free_limit` (the script's outcome there is the same). Unblocking:
+/// `the_disk_alarm_unblocks_publishers_when_space_is_back`.
 #[test]
 fn the_disk_alarm_blocks_publishers_with_connection_blocked() -> Result<()> {
     let free = free_bytes_of_tmp()?;
@@ -1134,17 +1134,78 @@ fn without_the_disk_alarm_nothing_is_blocked() -> Result<()> {
     Ok(())
 }
 
+/// The disk alarm's whole cycle on a real filesystem: a broker whose limit is 1 GiB below the
+/// free space of its data directory's filesystem, a pika publisher with confirms whose first
+/// publish is stored, then a file (`disk_alarm_unblock.py`) that leaves 512 MiB less than the
+/// limit free. The next publish is held: connection.blocked "low on disk", no confirm, and the
+/// queue still counts one message 3 s later. The file deleted, connection.unblocked comes and
+/// the held publish is stored and confirmed. The margins (1 GiB before the file, 512 MiB after it) are
+/// what other processes on the machine may write or delete meanwhile without changing the
+/// outcome.
+#[test]
+fn the_disk_alarm_unblocks_publishers_when_space_is_back() -> Result<()> {
+    let temp = std::env::temp_dir();
+    let limit = free_bytes(&temp)?
+        .checked_sub(1 << 30)
+        .context("less than 1 GiB free for the test")?;
+    let broker = Broker::start(
+        BrokerOptions::default()
+            .cpus("0-1")
+            .set("amqp.disk.free.limit", &limit.to_string()),
+    )?;
+    let directory = broker
+        .data_dir()
+        .parent()
+        .context("data dir has a parent")?;
+    let filler = directory.join("disk-alarm-filler");
+    let got = run(
+        &broker,
+        "disk_alarm_unblock.py",
+        &[&filler.display().to_string(), &limit.to_string()],
+    )?;
+    let _ = std::fs::remove_file(&filler);
+    assert!(got.get("error").is_none(), "{got}");
+    let free_with_file = got["free_with_file"].as_u64().context("free_with_file")?;
+    assert!(
+        free_with_file < limit,
+        "the file did not cross the limit: {got}"
+    );
+    assert_eq!(got["events_before_publish"], json!([]), "{got}");
+    let events = json!([["blocked", "low on disk"], ["unblocked"]]);
+    assert_eq!(got["events"], events, "{got}");
+    assert_eq!(got["count_before"], json!(1), "{got}");
+    assert_eq!(got["count_while_blocked"], json!(1), "{got}");
+    assert_eq!(got["count_after"], json!(2), "{got}");
+    let deleted_at = got["deleted_at"].as_f64().context("deleted_at")?;
+    let confirmed_at = got["confirmed_at"].as_f64().context("confirmed_at")?;
+    assert!(
+        deleted_at <= confirmed_at,
+        "confirmed before the file went: {got}"
+    );
+    Ok(())
+}
+
 /// Free bytes on the filesystem of the temporary directory the harness puts data directories
-/// in, as `df` reports them (available to unprivileged users, in bytes).
+/// in.
 fn free_bytes_of_tmp() -> Result<u64> {
-    let output = std::process::Command::new("df")
-        .args(["--output=avail", "-B1"])
-        .arg(std::env::temp_dir())
-        .output()
-        .context("running df")?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
-        .nth(1)
-        .and_then(|line| line.trim().parse().ok())
-        .with_context(|| format!("df printed {text:?}"))
+    free_bytes(&std::env::temp_dir())
+}
+
+/// Bytes available to an unprivileged user on the filesystem of `path` (statvfs, as the broker
+/// and `df` compute them).
+fn free_bytes(path: &std::path::Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path_c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `path_c` is NUL-terminated and `stat` is a valid out pointer.
+    let result = unsafe { libc::statvfs(path_c.as_ptr(), stat.as_mut_ptr()) };
+    ensure!(
+        result == 0,
+        "statvfs {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: statvfs succeeded and filled it.
+    let stat = unsafe { stat.assume_init() };
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
