@@ -1185,6 +1185,104 @@ fn the_disk_alarm_unblocks_publishers_when_space_is_back() -> Result<()> {
     Ok(())
 }
 
+/// A broker whose `amqp.vm.memory.high.watermark.absolute` is 1 byte has the memory alarm on
+/// from its first check: the publishing pika connection is told RabbitMQ's reason, `low on
+/// memory` (RabbitMQ 3.10 under `rabbitmqctl set_vm_memory_high_watermark absolute 1`), and its
+/// publish is not stored; the consumer-only connection is answered and not told.
+#[test]
+fn the_memory_alarm_blocks_publishers_with_rabbitmqs_reason() -> Result<()> {
+    let broker = Broker::start(
+        BrokerOptions::default()
+            .cpus("0-1")
+            .set("amqp.vm.memory.high.watermark.absolute", "1"),
+    )?;
+    let got = run(&broker, "disk_alarm.py", &[])?;
+    let blocked = json!([["blocked", "low on memory"]]);
+    assert_eq!(got["publisher_events"], blocked, "{got}");
+    assert_eq!(got["consumer_events"], json!([]), "{got}");
+    assert_eq!(got["message_count"], json!(0), "{got}");
+    Ok(())
+}
+
+/// Both alarms on: one connection.blocked whose reason names both, as RabbitMQ 3.10 words it
+/// whichever alarm came first (`low on disk & memory`).
+#[test]
+fn both_alarms_block_with_both_resources_in_the_reason() -> Result<()> {
+    let limit = (free_bytes_of_tmp()? + 1_000_000_000_000).to_string();
+    let broker = Broker::start(
+        BrokerOptions::default()
+            .cpus("0-1")
+            .set("amqp.disk.free.limit", &limit)
+            .set("amqp.vm.memory.high.watermark", "0"),
+    )?;
+    let got = run(&broker, "disk_alarm.py", &[])?;
+    let blocked = json!([["blocked", "low on disk & memory"]]);
+    assert_eq!(got["publisher_events"], blocked, "{got}");
+    assert_eq!(got["consumer_events"], json!([]), "{got}");
+    assert_eq!(got["message_count"], json!(0), "{got}");
+    Ok(())
+}
+
+/// The memory alarm's whole cycle on the broker's real resident memory: a first broker's idle
+/// RSS is measured; a second one starts with the watermark 128 MiB above it (what a broker
+/// keeps after writing fast: up to 32 MiB of pooled write buffers per shard, and as much again
+/// of slack). A pika filler
+/// publishing 1 MB messages with confirms to a queue without consumers (a queue holds its
+/// ready messages in memory) is blocked once the RSS passes the watermark, with nothing more
+/// stored; a consumer-only connection is still answered and gets a message; a second
+/// publisher's publish is held. Deleting the filled queue frees its memory (the broker's check
+/// trims glibc's arenas while above the watermark: the RSS ends below it, which the test
+/// checks), and both publishers are unblocked;
+/// the held publish is stored and confirmed (`memory_alarm_unblock.py`).
+#[test]
+fn the_memory_alarm_unblocks_publishers_when_memory_is_freed() -> Result<()> {
+    let idle = {
+        let broker = two_shards()?;
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        resident_bytes(broker.pid()?)?
+    };
+    let watermark = idle + (128 << 20);
+    let broker = Broker::start(BrokerOptions::default().cpus("0-1").set(
+        "amqp.vm.memory.high.watermark.absolute",
+        &watermark.to_string(),
+    ))?;
+    let pid = broker.pid()?.to_string();
+    let got = run(&broker, "memory_alarm_unblock.py", &[&pid])?;
+    let at_least = |key: &str| got[key].as_u64().unwrap_or(0);
+    assert_eq!(got["stalled"], json!(true), "never blocked: {got}");
+    assert!(at_least("resident_blocked") > watermark, "{got}");
+    let filled = at_least("filled");
+    assert!(filled > 0, "{got}");
+    assert_eq!(got["fill_count"], json!(filled), "{got}");
+    assert_eq!(got["got_bytes"], json!(1_000_000), "{got}");
+    let events = json!([["blocked", "low on memory"], ["unblocked"]]);
+    assert_eq!(got["filler_events"], events, "{got}");
+    assert_eq!(got["publisher_events"], events, "{got}");
+    assert_eq!(got["count_while_blocked"], json!(0), "{got}");
+    assert_eq!(got["held_count"], json!(1), "{got}");
+    let deleted_at = got["deleted_at"].as_f64().context("deleted_at")?;
+    let confirmed_at = got["confirmed_at"].as_f64().context("confirmed_at")?;
+    assert!(
+        deleted_at <= confirmed_at,
+        "confirmed before the queue went: {got}"
+    );
+    assert!(at_least("resident_after") < watermark, "{got}");
+    Ok(())
+}
+
+/// A process's resident set size in bytes (`/proc/PID/statm`).
+fn resident_bytes(pid: u32) -> Result<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm"))?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|pages| pages.parse().ok())
+        .with_context(|| format!("statm {statm:?}"))?;
+    // SAFETY: sysconf has no preconditions.
+    let page_bytes = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Ok(pages * u64::try_from(page_bytes)?)
+}
+
 /// Free bytes on the filesystem of the temporary directory the harness puts data directories
 /// in.
 fn free_bytes_of_tmp() -> Result<u64> {
