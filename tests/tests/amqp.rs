@@ -909,6 +909,28 @@ fn a_stream_replays_every_confirmed_message_after_sigkill() -> Result<()> {
     stream_survives(true)
 }
 
+/// `x-stream-offset: last` is RabbitMQ's last chunk, Weir's last record batch: after three AMQP
+/// publishes (a batch each) and one batch of five records from confluent-kafka to the stream's
+/// topic, a `last` consumer gets exactly the five, from the batch's first offset; after one more
+/// AMQP publish, only that one (`stream_last.py`).
+#[test]
+fn a_streams_last_is_its_last_batch() -> Result<()> {
+    let broker = two_shards()?;
+    let bootstrap = broker.bootstrap();
+    let got = run(&broker, "stream_last.py", &[&bootstrap])?;
+    assert_eq!(got["kafka_offsets"], json!([3, 4, 5, 6, 7]), "{got}");
+    let kafka_batch = json!([
+        ["kafka 0", 3],
+        ["kafka 1", 4],
+        ["kafka 2", 5],
+        ["kafka 3", 6],
+        ["kafka 4", 7]
+    ]);
+    assert_eq!(got["last_after_kafka"], kafka_batch, "{got}");
+    assert_eq!(got["last_after_amqp"], json!([["amqp 3", 8]]), "{got}");
+    Ok(())
+}
+
 /// A stream is a log: a Kafka client reads its topic, the AMQP layout's records (`amqp.exchange`
 /// header `""` for the default exchange), from offset 0.
 #[test]
