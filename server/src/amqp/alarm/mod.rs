@@ -40,8 +40,8 @@ use crate::shard::mesh::Job;
 use crate::shard::signal::Signal;
 use crate::shard::{Shard, ShardId};
 
-/// How often shard 0 looks at free space and memory (RabbitMQ: memory every 500 ms, disk every
-/// 10 s at most, faster when close).
+/// How often shard 0 looks at free space and memory (RabbitMQ: free space every 10 s at most,
+/// faster when close).
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A resource that can run low.
