@@ -40,7 +40,14 @@ const SET_HELP: &str = "Broker and topic defaults with Kafka's names (repeatable
                                 write and fdatasync (group commit; default 2)
   amqp.disk.free.limit=N        free bytes on the data directory's filesystem below which AMQP
                                 connections get connection.blocked and publishers are not read
-                                (RabbitMQ's disk_free_limit; default 50000000)";
+                                (RabbitMQ's disk_free_limit; default 50000000)
+  amqp.vm.memory.high.watermark=F  fraction (0 to 1) of the machine's memory (MemTotal) above
+                                which the broker's resident memory raises the memory alarm:
+                                AMQP publishers get connection.blocked and are not read
+                                (RabbitMQ's vm_memory_high_watermark; default 0.4)
+  amqp.vm.memory.high.watermark.absolute=N  the same limit in bytes instead of a fraction
+                                (RabbitMQ's vm_memory_high_watermark.absolute); wins over
+                                the fraction when both are set";
 
 /// `weir`: a thread-per-core Kafka-compatible log broker.
 #[derive(Parser, Debug, Clone, Default)]
@@ -115,8 +122,26 @@ pub struct BrokerConfig {
     /// Free bytes on the data directory's filesystem below which AMQP publishers are blocked
     /// (`amqp.disk.free.limit`, RabbitMQ's `disk_free_limit`).
     pub amqp_disk_free_limit_bytes: u64,
+    /// Resident memory above which AMQP publishers are blocked (`amqp.vm.memory.high.watermark`
+    /// and `.absolute`, RabbitMQ's `vm_memory_high_watermark`).
+    pub amqp_memory_high_watermark: MemoryWatermark,
     /// Topic-level defaults (topic config names) applied under every topic's own configs.
     pub topic_defaults: BTreeMap<String, String>,
+}
+
+/// RabbitMQ's `vm_memory_high_watermark`: a fraction of the machine's memory, or bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MemoryWatermark {
+    /// 0.0 ..= 1.0 of MemTotal (`amqp.vm.memory.high.watermark`).
+    Relative(f64),
+    /// Bytes (`amqp.vm.memory.high.watermark.absolute`).
+    Absolute(u64),
+}
+
+impl Default for MemoryWatermark {
+    fn default() -> MemoryWatermark {
+        MemoryWatermark::Relative(AMQP_MEMORY_HIGH_WATERMARK_DEFAULT)
+    }
 }
 
 /// `--amqp-listen`: an address, or `none` (AMQP off).
@@ -241,6 +266,7 @@ impl BrokerConfig {
             retention_check_interval_ms: 300_000,
             queue_ack_flush_ms: QUEUE_ACK_FLUSH_MS_DEFAULT,
             amqp_disk_free_limit_bytes: AMQP_DISK_FREE_LIMIT_BYTES_DEFAULT,
+            amqp_memory_high_watermark: MemoryWatermark::default(),
             topic_defaults: BTreeMap::new(),
         };
         for (key, value) in values {
@@ -283,10 +309,9 @@ impl BrokerConfig {
                 self.queue_ack_flush_ms = u64::try_from(number()?)
                     .with_context(|| format!("{key}={value}: must be >= 0"))?
             }
-            "amqp.disk.free.limit" => {
-                self.amqp_disk_free_limit_bytes = u64::try_from(number()?)
-                    .with_context(|| format!("{key}={value}: must be >= 0"))?
-            }
+            "amqp.disk.free.limit"
+            | "amqp.vm.memory.high.watermark"
+            | "amqp.vm.memory.high.watermark.absolute" => self.set_alarm(key, value)?,
             "max.connections" => {
                 self.max_connections = usize::try_from(number()?)
                     .ok()
@@ -312,6 +337,34 @@ impl BrokerConfig {
                     .with_context(|| format!("{key}={value}: must be > 0"))?
             }
             _ => self.set_topic_default(key, value)?,
+        }
+        Ok(())
+    }
+
+    /// The AMQP resource alarms' limits (`amqp/alarm/`), with RabbitMQ's names under `amqp.`.
+    fn set_alarm(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
+        let bytes = || -> anyhow::Result<u64> {
+            value
+                .parse::<u64>()
+                .with_context(|| format!("{key}={value}: must be an integer >= 0"))
+        };
+        match key {
+            "amqp.disk.free.limit" => self.amqp_disk_free_limit_bytes = bytes()?,
+            "amqp.vm.memory.high.watermark" => {
+                // As `rabbitmqctl set_vm_memory_high_watermark`: "a fraction between 0.0 and
+                // 1.0"; 0 blocks every publisher.
+                let fraction = value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|fraction| (0.0..=1.0).contains(fraction))
+                    .with_context(|| format!("{key}={value}: must be a fraction 0.0 to 1.0"))?;
+                self.amqp_memory_high_watermark = MemoryWatermark::Relative(fraction)
+            }
+            // Settings are applied in key order, so this one comes after the fraction and wins.
+            "amqp.vm.memory.high.watermark.absolute" => {
+                self.amqp_memory_high_watermark = MemoryWatermark::Absolute(bytes()?)
+            }
+            _ => bail!("unknown setting {key} (see weir --help)"),
         }
         Ok(())
     }
@@ -393,6 +446,8 @@ pub const TAIL_CACHE_SHARD_BYTES_DEFAULT: usize = 256 << 20;
 pub const QUEUE_ACK_FLUSH_MS_DEFAULT: u64 = 2;
 /// Default of `amqp.disk.free.limit`: RabbitMQ's `disk_free_limit` default, 50 MB.
 pub const AMQP_DISK_FREE_LIMIT_BYTES_DEFAULT: u64 = 50_000_000;
+/// Default of `amqp.vm.memory.high.watermark`: RabbitMQ's `vm_memory_high_watermark` default.
+pub const AMQP_MEMORY_HIGH_WATERMARK_DEFAULT: f64 = 0.4;
 /// No partition's tail cache is smaller than this, however many partitions a shard holds.
 pub const TAIL_CACHE_PARTITION_BYTES_MIN: usize = 1 << 20;
 
@@ -550,6 +605,7 @@ mod tests {
         assert_eq!(defaults.amqp_disk_free_limit_bytes, 50_000_000);
         let disk = config(&["amqp.disk.free.limit=1000000000000"]).unwrap();
         assert_eq!(disk.amqp_disk_free_limit_bytes, 1_000_000_000_000);
+
         let flush = config(&["weir.queue.ack.flush.ms=0"]).unwrap();
         assert_eq!(flush.queue_ack_flush_ms, 0);
         assert_eq!(
@@ -579,6 +635,60 @@ mod tests {
             "weir.queue.ack.flush.ms=-1",
             "amqp.disk.free.limit=-1",
             "amqp.disk.free.limit=50MB",
+        ] {
+            assert!(config(&[bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn memory_watermarks() {
+        let config = |set: &[&str]| {
+            BrokerConfig::from_args(Args {
+                set: set.iter().map(|s| s.to_string()).collect(),
+                cpus: Some("0".into()),
+                ..Args::default()
+            })
+        };
+        let check = |set: &[&str], watermark: MemoryWatermark| {
+            assert_eq!(
+                config(set).unwrap().amqp_memory_high_watermark,
+                watermark,
+                "{set:?}"
+            )
+        };
+        check(&[], MemoryWatermark::Relative(0.4));
+        check(
+            &["amqp.vm.memory.high.watermark=0.6"],
+            MemoryWatermark::Relative(0.6),
+        );
+        check(
+            &["amqp.vm.memory.high.watermark=0"],
+            MemoryWatermark::Relative(0.0),
+        );
+        check(
+            &["amqp.vm.memory.high.watermark.absolute=1"],
+            MemoryWatermark::Absolute(1),
+        );
+        // Both set: the absolute one wins, whatever the order.
+        for set in [
+            [
+                "amqp.vm.memory.high.watermark.absolute=1",
+                "amqp.vm.memory.high.watermark=0.5",
+            ],
+            [
+                "amqp.vm.memory.high.watermark=0.5",
+                "amqp.vm.memory.high.watermark.absolute=1",
+            ],
+        ] {
+            check(&set, MemoryWatermark::Absolute(1));
+        }
+        for bad in [
+            "amqp.vm.memory.high.watermark=1.5",
+            "amqp.vm.memory.high.watermark=-0.1",
+            "amqp.vm.memory.high.watermark=NaN",
+            "amqp.vm.memory.high.watermark=40%",
+            "amqp.vm.memory.high.watermark.absolute=-1",
+            "amqp.vm.memory.high.watermark.absolute=2GB",
         ] {
             assert!(config(&[bad]).is_err(), "{bad}");
         }

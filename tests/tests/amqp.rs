@@ -5,7 +5,7 @@
 //! (`scale.py`). The scripts are in `tests/clients/amqp/`; each prints a JSON summary that the
 //! test checks.
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 use weir_tests::{python, summary, Broker, BrokerOptions};
 
@@ -914,6 +914,28 @@ fn a_stream_replays_every_confirmed_message_after_sigkill() -> Result<()> {
     stream_survives(true)
 }
 
+/// `x-stream-offset: last` is RabbitMQ's last chunk, Weir's last record batch: after three AMQP
+/// publishes (a batch each) and one batch of five records from confluent-kafka to the stream's
+/// topic, a `last` consumer gets exactly the five, from the batch's first offset; after one more
+/// AMQP publish, only that one (`stream_last.py`).
+#[test]
+fn a_streams_last_is_its_last_batch() -> Result<()> {
+    let broker = two_shards()?;
+    let bootstrap = broker.bootstrap();
+    let got = run(&broker, "stream_last.py", &[&bootstrap])?;
+    assert_eq!(got["kafka_offsets"], json!([3, 4, 5, 6, 7]), "{got}");
+    let kafka_batch = json!([
+        ["kafka 0", 3],
+        ["kafka 1", 4],
+        ["kafka 2", 5],
+        ["kafka 3", 6],
+        ["kafka 4", 7]
+    ]);
+    assert_eq!(got["last_after_kafka"], kafka_batch, "{got}");
+    assert_eq!(got["last_after_amqp"], json!([["amqp 3", 8]]), "{got}");
+    Ok(())
+}
+
 /// A stream is a log: a Kafka client reads its topic, the AMQP layout's records (`amqp.exchange`
 /// header `""` for the default exchange), from offset 0.
 #[test]
@@ -1104,8 +1126,8 @@ fn amqp_headers_reach_kafka_consumers_and_come_back_typed() -> Result<()> {
 /// alarm is on however the free space moves) blocks the pika connection that publishes: it is
 /// told "low on disk" and its publish is never read to its end (nothing stored), while the
 /// connection that only consumes is still answered and not told, as RabbitMQ 3.10 does under
-/// `rabbitmqctl set_disk_free_limit` (the script's outcome there is the same). Unblocking is not
-/// tested: the limit is fixed at start, and the disk's free space is not the test's to change.
+/// `rabbitmqctl set_disk_free_limit` (the script's outcome there is the same). Unblocking:
+/// `the_disk_alarm_unblocks_publishers_when_space_is_back`.
 #[test]
 fn the_disk_alarm_blocks_publishers_with_connection_blocked() -> Result<()> {
     let free = free_bytes_of_tmp()?;
@@ -1139,17 +1161,176 @@ fn without_the_disk_alarm_nothing_is_blocked() -> Result<()> {
     Ok(())
 }
 
-/// Free bytes on the filesystem of the temporary directory the harness puts data directories
-/// in, as `df` reports them (available to unprivileged users, in bytes).
-fn free_bytes_of_tmp() -> Result<u64> {
-    let output = std::process::Command::new("df")
-        .args(["--output=avail", "-B1"])
-        .arg(std::env::temp_dir())
-        .output()
-        .context("running df")?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
+/// The disk alarm's whole cycle on a real filesystem: a broker whose limit is 1 GiB below the
+/// free space of its data directory's filesystem, a pika publisher with confirms whose first
+/// publish is stored, then a file (`disk_alarm_unblock.py`) that leaves 512 MiB less than the
+/// limit free. The next publish is held: connection.blocked "low on disk", no confirm, and the
+/// queue still counts one message 3 s later. The file deleted, connection.unblocked comes and
+/// the held publish is stored and confirmed. The margins (1 GiB before the file, 512 MiB after it) are
+/// what other processes on the machine may write or delete meanwhile without changing the
+/// outcome.
+#[test]
+fn the_disk_alarm_unblocks_publishers_when_space_is_back() -> Result<()> {
+    let temp = std::env::temp_dir();
+    let limit = free_bytes(&temp)?
+        .checked_sub(1 << 30)
+        .context("less than 1 GiB free for the test")?;
+    let broker = Broker::start(
+        BrokerOptions::default()
+            .cpus("0-1")
+            .set("amqp.disk.free.limit", &limit.to_string()),
+    )?;
+    let directory = broker
+        .data_dir()
+        .parent()
+        .context("data dir has a parent")?;
+    let filler = directory.join("disk-alarm-filler");
+    let got = run(
+        &broker,
+        "disk_alarm_unblock.py",
+        &[&filler.display().to_string(), &limit.to_string()],
+    )?;
+    let _ = std::fs::remove_file(&filler);
+    assert!(got.get("error").is_none(), "{got}");
+    let free_with_file = got["free_with_file"].as_u64().context("free_with_file")?;
+    assert!(
+        free_with_file < limit,
+        "the file did not cross the limit: {got}"
+    );
+    assert_eq!(got["events_before_publish"], json!([]), "{got}");
+    let events = json!([["blocked", "low on disk"], ["unblocked"]]);
+    assert_eq!(got["events"], events, "{got}");
+    assert_eq!(got["count_before"], json!(1), "{got}");
+    assert_eq!(got["count_while_blocked"], json!(1), "{got}");
+    assert_eq!(got["count_after"], json!(2), "{got}");
+    let deleted_at = got["deleted_at"].as_f64().context("deleted_at")?;
+    let confirmed_at = got["confirmed_at"].as_f64().context("confirmed_at")?;
+    assert!(
+        deleted_at <= confirmed_at,
+        "confirmed before the file went: {got}"
+    );
+    Ok(())
+}
+
+/// A broker whose `amqp.vm.memory.high.watermark.absolute` is 1 byte has the memory alarm on
+/// from its first check: the publishing pika connection is told RabbitMQ's reason, `low on
+/// memory` (RabbitMQ 3.10 under `rabbitmqctl set_vm_memory_high_watermark absolute 1`), and its
+/// publish is not stored; the consumer-only connection is answered and not told.
+#[test]
+fn the_memory_alarm_blocks_publishers_with_rabbitmqs_reason() -> Result<()> {
+    let broker = Broker::start(
+        BrokerOptions::default()
+            .cpus("0-1")
+            .set("amqp.vm.memory.high.watermark.absolute", "1"),
+    )?;
+    let got = run(&broker, "disk_alarm.py", &[])?;
+    let blocked = json!([["blocked", "low on memory"]]);
+    assert_eq!(got["publisher_events"], blocked, "{got}");
+    assert_eq!(got["consumer_events"], json!([]), "{got}");
+    assert_eq!(got["message_count"], json!(0), "{got}");
+    Ok(())
+}
+
+/// Both alarms on: one connection.blocked whose reason names both, as RabbitMQ 3.10 words it
+/// whichever alarm came first (`low on disk & memory`).
+#[test]
+fn both_alarms_block_with_both_resources_in_the_reason() -> Result<()> {
+    let limit = (free_bytes_of_tmp()? + 1_000_000_000_000).to_string();
+    let broker = Broker::start(
+        BrokerOptions::default()
+            .cpus("0-1")
+            .set("amqp.disk.free.limit", &limit)
+            .set("amqp.vm.memory.high.watermark", "0"),
+    )?;
+    let got = run(&broker, "disk_alarm.py", &[])?;
+    let blocked = json!([["blocked", "low on disk & memory"]]);
+    assert_eq!(got["publisher_events"], blocked, "{got}");
+    assert_eq!(got["consumer_events"], json!([]), "{got}");
+    assert_eq!(got["message_count"], json!(0), "{got}");
+    Ok(())
+}
+
+/// The memory alarm's whole cycle on the broker's real resident memory: a first broker's idle
+/// RSS is measured; a second one starts with the watermark 128 MiB above it (what a broker
+/// keeps after writing fast: up to 32 MiB of pooled write buffers per shard, and as much again
+/// of slack). A pika filler
+/// publishing 1 MB messages with confirms to a queue without consumers (a queue holds its
+/// ready messages in memory) is blocked once the RSS passes the watermark, with nothing more
+/// stored; a consumer-only connection is still answered and gets a message; a second
+/// publisher's publish is held. Deleting the filled queue frees its memory (the broker's check
+/// trims glibc's arenas while above the watermark: the RSS ends below it, which the test
+/// checks), and both publishers are unblocked;
+/// the held publish is stored and confirmed (`memory_alarm_unblock.py`).
+#[test]
+fn the_memory_alarm_unblocks_publishers_when_memory_is_freed() -> Result<()> {
+    let idle = {
+        let broker = two_shards()?;
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        resident_bytes(broker.pid()?)?
+    };
+    let watermark = idle + (128 << 20);
+    let broker = Broker::start(BrokerOptions::default().cpus("0-1").set(
+        "amqp.vm.memory.high.watermark.absolute",
+        &watermark.to_string(),
+    ))?;
+    let pid = broker.pid()?.to_string();
+    let got = run(&broker, "memory_alarm_unblock.py", &[&pid])?;
+    let at_least = |key: &str| got[key].as_u64().unwrap_or(0);
+    assert_eq!(got["stalled"], json!(true), "never blocked: {got}");
+    assert!(at_least("resident_blocked") > watermark, "{got}");
+    let filled = at_least("filled");
+    assert!(filled > 0, "{got}");
+    assert_eq!(got["fill_count"], json!(filled), "{got}");
+    assert_eq!(got["got_bytes"], json!(1_000_000), "{got}");
+    let events = json!([["blocked", "low on memory"], ["unblocked"]]);
+    assert_eq!(got["filler_events"], events, "{got}");
+    assert_eq!(got["publisher_events"], events, "{got}");
+    assert_eq!(got["count_while_blocked"], json!(0), "{got}");
+    assert_eq!(got["held_count"], json!(1), "{got}");
+    let deleted_at = got["deleted_at"].as_f64().context("deleted_at")?;
+    let confirmed_at = got["confirmed_at"].as_f64().context("confirmed_at")?;
+    assert!(
+        deleted_at <= confirmed_at,
+        "confirmed before the queue went: {got}"
+    );
+    assert!(at_least("resident_after") < watermark, "{got}");
+    Ok(())
+}
+
+/// A process's resident set size in bytes (`/proc/PID/statm`).
+fn resident_bytes(pid: u32) -> Result<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm"))?;
+    let pages: u64 = statm
+        .split_whitespace()
         .nth(1)
-        .and_then(|line| line.trim().parse().ok())
-        .with_context(|| format!("df printed {text:?}"))
+        .and_then(|pages| pages.parse().ok())
+        .with_context(|| format!("statm {statm:?}"))?;
+    // SAFETY: sysconf has no preconditions.
+    let page_bytes = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Ok(pages * u64::try_from(page_bytes)?)
+}
+
+/// Free bytes on the filesystem of the temporary directory the harness puts data directories
+/// in.
+fn free_bytes_of_tmp() -> Result<u64> {
+    free_bytes(&std::env::temp_dir())
+}
+
+/// Bytes available to an unprivileged user on the filesystem of `path` (statvfs, as the broker
+/// and `df` compute them).
+fn free_bytes(path: &std::path::Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path_c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `path_c` is NUL-terminated and `stat` is a valid out pointer.
+    let result = unsafe { libc::statvfs(path_c.as_ptr(), stat.as_mut_ptr()) };
+    ensure!(
+        result == 0,
+        "statvfs {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: statvfs succeeded and filled it.
+    let stat = unsafe { stat.assume_init() };
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }

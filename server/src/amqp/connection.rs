@@ -83,9 +83,9 @@ pub struct Conn {
     pub closed: Rc<Signal>,
     /// What is left of the chunk frame payloads are read into (taken out while a read waits).
     payloads: Cell<BytesMut>,
-    /// The client announced the `connection.blocked` capability (`disk_alarm.rs`).
+    /// The client announced the `connection.blocked` capability (`alarm/`).
     pub wants_blocked: Cell<bool>,
-    /// A basic.publish was read since the reader last looked (`disk_alarm::hold_publisher`).
+    /// A basic.publish was read since the reader last looked (`alarm::hold_publisher`).
     pub published: Cell<bool>,
 }
 
@@ -192,7 +192,7 @@ async fn run(conn: &Rc<Conn>, reader: &mut BufReader<ReadHalf>) -> Result<(), Am
         spawn_heartbeats(conn, heartbeat);
     }
     loop {
-        super::disk_alarm::hold_publisher(conn).await;
+        super::alarm::hold_publisher(conn).await;
         let frame = futures_lite::future::or(read_frame(conn, reader), async {
             conn.shard.shutdown.wait().await;
             Ok(None)

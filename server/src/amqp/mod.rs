@@ -13,8 +13,9 @@
 //! `message.rs` (the record layout), `tx.rs` (transactions), `reply_to.rs` (direct reply-to),
 //! `recovery.rs` (start and clean stop), `consumed.rs` (deleting the segments of a queue's log
 //! that are consumed), `error.rs` (reply codes), `names.rs` (AMQP names in the core's one
-//! namespace).
+//! namespace), `alarm/` (RabbitMQ's disk and memory alarms: connection.blocked).
 
+pub mod alarm;
 pub mod basic;
 pub mod channel;
 pub mod channel_credit;
@@ -23,7 +24,6 @@ pub mod connection;
 pub mod consumed;
 pub mod dead_letter;
 pub mod delayed;
-pub mod disk_alarm;
 pub mod error;
 pub mod exchange;
 pub mod frame;

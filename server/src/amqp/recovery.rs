@@ -48,7 +48,7 @@ pub async fn start(shard: Rc<Shard>) -> anyhow::Result<()> {
         }
     }
     super::consumed::spawn(shard.clone());
-    super::disk_alarm::spawn(shard);
+    super::alarm::spawn(shard);
     Ok(())
 }
 

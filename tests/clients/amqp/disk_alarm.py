@@ -1,8 +1,10 @@
-"""The disk alarm seen by pika 1.4.4 (which announces the connection.blocked capability):
-connection.blocked on a publishing and on a consuming connection, whether the publish was stored (the test starts
-the broker with a limit above or below the free space), and whether a connection that only
-consumes still gets answers. RabbitMQ 3.10 under `rabbitmqctl set_disk_free_limit 10TB` prints
-what the blocked case asserts. Prints a JSON summary."""
+"""The disk and memory alarms seen by pika 1.4.4 (which announces the connection.blocked
+capability): connection.blocked on a publishing and on a consuming connection, whether the
+publish was stored (the test starts the broker with a limit above or below the free space, or a
+memory watermark of 1 byte), and whether a connection that only consumes still gets answers.
+RabbitMQ 3.10 under `rabbitmqctl set_disk_free_limit 10000000000000` and/or
+`set_vm_memory_high_watermark absolute 1` prints what the blocked cases assert. Prints a JSON
+summary."""
 import json
 import sys
 import time

@@ -13,7 +13,8 @@
 //! ```text
 //! x-stream-offset   starts at (log start S, log end E)
 //! first             S
-//! last              E - 1 (the last message; S when the stream is empty)
+//! last              the first offset of the last batch below H, the high watermark
+//!                   (RabbitMQ's last chunk; Kafka control batches stepped over); S if empty
 //! next (default)    E
 //! n (integer)       n, within S..=E
 //! timestamp t       the first message stored at or after t (E if none)
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use amq_protocol::types::AMQPValue;
 use futures_lite::future;
+use weir_engine::batch::Header;
 use weir_engine::Log;
 
 use super::{owner_of, ConsumerSpec, Delivery, Outbound, QueueSpec};
@@ -40,6 +42,9 @@ use crate::shard::signal::Signal;
 
 /// Bytes a reader asks of the log per read: what it holds decoded and not delivered yet.
 const READ_BYTES: usize = 256 << 10;
+/// How many Kafka control batches (transaction markers, no message) `last` steps back over
+/// before it settles for the batch it found.
+const CONTROL_BATCHES_SKIPPED_MAX: usize = 16;
 /// A reader woken with nothing new (the log closing at shutdown) waits this long before it
 /// looks again, rather than spin.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
@@ -137,17 +142,22 @@ pub fn consume(name: &str, spec: ConsumerSpec, start: StreamOffset) -> Result<()
     Ok(())
 }
 
-/// Where a reader starts: an offset, or a time (ms) to look up in the log's time index.
+/// Where a reader starts: an offset, a time (ms) to look up in the log's time index, or the
+/// last batch below an offset (`last`).
 enum Start {
     Offset(i64),
     Time(i64),
+    LastBatchBelow(i64),
 }
 
 fn start_of(log: &Log, start: StreamOffset) -> Start {
     let (first, end) = (log.log_start_offset(), log.log_end_offset());
     match start {
         StreamOffset::First => Start::Offset(first),
-        StreamOffset::Last => Start::Offset((end - 1).max(first)),
+        StreamOffset::Last => match log.high_watermark() {
+            visible if visible > first => Start::LastBatchBelow(visible),
+            _ => Start::Offset(first),
+        },
         StreamOffset::Next => Start::Offset(end),
         StreamOffset::At(offset) => Start::Offset(offset.clamp(first, end.max(first))),
         StreamOffset::Since(ms) => Start::Time(ms),
@@ -164,7 +174,51 @@ async fn resolve(log: &Log, start: Start) -> i64 {
             Ok(Some((offset, _))) => offset.max(log.log_start_offset()),
             _ => log.log_end_offset(),
         },
+        Start::LastBatchBelow(end) => last_batch_start(log, end).await,
     }
+}
+
+/// RabbitMQ's `last`: the first offset of the last chunk. Weir's chunk is a record batch: one
+/// AMQP publish, or a Kafka producer's batch of many records. A batch that holds no message (a
+/// Kafka transaction's control batch) is stepped over, up to `CONTROL_BATCHES_SKIPPED_MAX`. A
+/// read that fails falls back to the last message (logged).
+async fn last_batch_start(log: &Log, end: i64) -> i64 {
+    let first = log.log_start_offset();
+    let mut holding = end - 1;
+    let mut start = holding;
+    for _ in 0..=CONTROL_BATCHES_SKIPPED_MAX {
+        if holding < first {
+            break;
+        }
+        let (base, control) = match batch_holding(log, holding).await {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(dir = %log.dir().display(), %error, "finding a stream's last batch");
+                return (end - 1).max(first);
+            }
+        };
+        start = base;
+        if !control {
+            break;
+        }
+        holding = base - 1;
+    }
+    start.max(first)
+}
+
+/// The base offset of the batch holding `offset`, and whether it is a control batch: a read
+/// returns whole batches from the one holding the offset asked.
+async fn batch_holding(log: &Log, offset: i64) -> Result<(i64, bool), String> {
+    let read = log
+        .read(offset, 1)
+        .await
+        .map_err(|error| error.to_string())?;
+    let header = read
+        .chunks
+        .first()
+        .and_then(|chunk| Header::new(chunk.as_slice()))
+        .ok_or_else(|| format!("no batch holds offset {offset}"))?;
+    Ok((header.base_offset(), header.is_control()))
 }
 
 /// A reader's task: reads the log from its start on and delivers each message within the
