@@ -32,35 +32,27 @@ pub fn limit_bytes(config: &BrokerConfig) -> Option<u64> {
     Some(limit)
 }
 
-/// Resident memory above the limit, once the allocator gave back what it could. A failing read
-/// leaves the alarm off (logged), as the disk check does.
+/// Resident memory above the limit. A failing read leaves the alarm off (logged), as the disk
+/// check does.
 ///
-/// glibc's malloc returns freed memory to the kernel only from the top of each arena, so memory
-/// freed below a live allocation can stay resident, and a broker could stay in alarm with that
-/// memory free: here, after a queue holding about 100 MB of messages was deleted under an 80 MB
-/// watermark, one run of three stayed at 135 MB for over a minute. So a measure above the limit
-/// is taken again after `malloc_trim(0)`, which hands back the free pages of every arena; with
-/// it, three runs of three fell to idle plus at most the shards' pooled write buffers
-/// (`POOL_BYTES_MAX`, 32 MiB per shard, kept by design). It takes each arena's lock in turn, so other
-/// shards' allocations may wait for it; it runs only while the RSS is above the limit, at most
-/// once a second.
+/// Freed memory leaves the RSS only when the allocator hands it back: each shard does so once a
+/// second (`crate::allocator`), so after a queue holding about 100 MB of messages is deleted
+/// under an 80 MB watermark the RSS falls to idle plus at most the shards' pooled write buffers
+/// (`POOL_BYTES_MAX`, 32 MiB per shard, kept by design) within a few seconds, and the alarm
+/// clears (`the_memory_alarm_unblocks_publishers_when_memory_is_freed`). Under glibc's malloc,
+/// before mimalloc, one run of three stayed at 135 MB for over a minute: memory freed below a
+/// live allocation stayed resident.
 pub fn is_high(limit: Option<u64>) -> bool {
     let Some(limit) = limit else {
         return false;
     };
-    let above = || match resident_bytes() {
+    match resident_bytes() {
         Ok(resident) => resident > limit,
         Err(error) => {
             tracing::warn!(%error, "reading /proc/self/statm failed");
             false
         }
-    };
-    if !above() {
-        return false;
     }
-    // SAFETY: malloc_trim has no preconditions; it only returns free memory to the kernel.
-    unsafe { libc::malloc_trim(0) };
-    above()
 }
 
 /// The broker's resident set size in bytes.
