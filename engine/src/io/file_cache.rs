@@ -55,12 +55,14 @@ pub fn shard_open_segment_files() -> usize {
 }
 
 thread_local! {
-    static CACHE: RefCell<Cache> = RefCell::new(Cache {
-        budget: usize::MAX,
-        open: 0,
-        tick: 0,
-        lru: BTreeMap::new(),
-    });
+    static CACHE: RefCell<Cache> = const {
+        RefCell::new(Cache {
+            budget: usize::MAX,
+            open: 0,
+            tick: 0,
+            lru: BTreeMap::new(),
+        })
+    };
 }
 
 struct Cache {
