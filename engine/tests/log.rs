@@ -681,6 +681,66 @@ fn many_logs_share_the_shards_write_slots_without_losing_a_batch() {
     });
 }
 
+/// With a shard budget of 4 segment descriptors, 20 logs of several segments each are written,
+/// read, trimmed, closed and reopened (recovery scans every segment through the cache): every
+/// batch is there each time, and the shard never holds more than the budget once idle.
+#[test]
+fn logs_with_more_segments_than_the_descriptor_budget_write_read_and_recover() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(tmp.path(), |dir| async move {
+        weir_engine::io::set_segment_files_budget(4);
+        let config = small_segments(8192);
+        let open_all = || async {
+            let mut logs = Vec::new();
+            for p in 0..20 {
+                logs.push(
+                    Log::open(&dir.join(format!("p-{p}")), config.clone())
+                        .await
+                        .unwrap(),
+                );
+            }
+            logs
+        };
+        let logs = open_all().await;
+        let mut sent: Vec<Vec<(i64, Vec<u8>)>> = vec![Vec::new(); logs.len()];
+        for round in 0..10u8 {
+            for (p, log) in logs.iter().enumerate() {
+                let mut batch = values(1, 2000, round ^ p as u8);
+                let appended = log.append(batch.clone()).unwrap();
+                weir_engine::batch::set_base_offset(&mut batch, appended.base_offset);
+                sent[p].push((appended.base_offset, batch.to_vec()));
+                log.wait_written(appended.base_offset).await.unwrap();
+            }
+        }
+        for (p, log) in logs.iter().enumerate() {
+            assert_eq!(read_all(log, 0, 64 << 10).await, sent[p], "log {p}");
+        }
+        // Deleting a prefix unlinks files that may be closed: they are opened and pinned first.
+        for (p, log) in logs.iter().enumerate() {
+            let start = log.delete_segments_below(sent[p][4].0).await.unwrap();
+            sent[p].retain(|(offset, _)| *offset >= start);
+        }
+        for log in &logs {
+            log.close().await.unwrap();
+        }
+        drop(logs);
+        assert_eq!(weir_engine::io::shard_open_segment_files(), 0);
+        let logs = open_all().await;
+        assert!(weir_engine::io::shard_open_segment_files() <= 4);
+        for (p, log) in logs.iter().enumerate() {
+            assert_eq!(
+                read_all(log, sent[p][0].0, 64 << 10).await,
+                sent[p],
+                "log {p}"
+            );
+            assert!(weir_engine::io::shard_open_segment_files() <= 4);
+        }
+        for log in &logs {
+            log.close().await.unwrap();
+        }
+    });
+}
+
 /// A log opened and closed with no append leaves its files as they were (no sync, trim or index
 /// rewrite: an idle queue costs nothing to stop), and still reopens with every batch.
 #[test]

@@ -165,4 +165,15 @@ proptest! {
         let tmp = tempfile::tempdir().unwrap();
         run(tmp.path(), move |dir| check_case(dir, ops));
     }
+
+    /// The same with a shard budget of one segment descriptor: every use of another segment
+    /// (a read of a sealed one, the seal, retention) closes and reopens files under the log.
+    #[test]
+    fn log_matches_model_with_one_segment_descriptor(ops in proptest::collection::vec(op(), 1..40)) {
+        let tmp = tempfile::tempdir().unwrap();
+        run(tmp.path(), move |dir| async move {
+            weir_engine::io::set_segment_files_budget(1);
+            check_case(dir, ops).await
+        });
+    }
 }

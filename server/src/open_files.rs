@@ -1,39 +1,32 @@
-//! The open-files limit and what it leaves for partitions. Every segment of every partition
-//! (a queue is a partition) holds a descriptor while it exists, as Kafka's segments do, so the
-//! limit bounds how many partitions one broker can hold. A creation that would pass it is
-//! refused with an error that names the limit (Kafka POLICY_VIOLATION, AMQP 406), rather than
-//! answered and left without a log that could open.
+//! The open-files limit and how it is shared. Segment files are the only descriptors a
+//! partition (a queue is a partition) holds, and each shard keeps at most its budget of them
+//! open (`weir_engine::io::set_segment_files_budget`: idle ones close, least recently used
+//! first, and reopen on use), so the limit no longer bounds how many partitions a broker holds.
+//! What does is memory (about 9 KiB per idle queue, docs/benchmarks.md) and disk; there is no
+//! admission check for them: a creation is never refused for its count.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The soft RLIMIT_NOFILE after `raise_limit`; 0 until then (no creation is refused).
+/// The soft RLIMIT_NOFILE after `raise_limit`; 0 until then.
 static LIMIT: AtomicU64 = AtomicU64::new(0);
 
 /// What the limit keeps back for everything but segment files: client connections, the
 /// metadata and ack-store files, io_uring rings and eventfds. A tenth, at least 1,024, but never
-/// more than half (a limit of 1,024 still leaves 512 partitions).
+/// more than half (a limit of 1,024 still leaves 512 segment files).
 pub fn reserved(limit: u64) -> u64 {
     (limit / 10).max(1024).min(limit / 2)
 }
 
-/// Segment files (so, partitions) a limit allows in all: what the reserve leaves.
-fn partitions_max(limit: u64) -> u64 {
-    limit.saturating_sub(reserved(limit))
-}
-
-/// How many more segment files (so, new partitions) the limit allows now, or `None` when
-/// the limit was never read (unit tests of the controller).
-pub fn partition_room() -> Option<u64> {
-    let limit = LIMIT.load(Ordering::Relaxed);
-    if limit == 0 {
-        return None;
+/// Segment descriptors each of `shards` shards may keep open: what the reserve leaves of the
+/// limit, shared equally (at least 16 each); unbounded when the limit was never read (unit
+/// tests of the shards).
+pub fn segment_files_budget(shards: usize) -> usize {
+    let files = LIMIT.load(Ordering::Relaxed);
+    if files == 0 {
+        return usize::MAX;
     }
-    Some(partitions_max(limit).saturating_sub(weir_engine::io::open_segment_files() as u64))
-}
-
-/// The limit as `partition_room` counts it.
-pub fn limit() -> u64 {
-    LIMIT.load(Ordering::Relaxed)
+    let room = files.saturating_sub(reserved(files)) / shards.max(1) as u64;
+    usize::try_from(room).unwrap_or(usize::MAX).max(16)
 }
 
 /// Raises the soft limit to the hard one, and both to `OPEN_FILES_WANTED` where the process
@@ -63,9 +56,9 @@ pub fn raise_limit() {
     LIMIT.store(limit.rlim_cur, Ordering::Relaxed);
     tracing::info!(
         open_files = limit.rlim_cur,
-        partitions = partitions_max(limit.rlim_cur),
-        "open-files limit: one file per partition segment (a queue is a partition), the rest \
-         for connections; raise `ulimit -n` (hard) for more"
+        segment_files = limit.rlim_cur.saturating_sub(reserved(limit.rlim_cur)),
+        "open-files limit: segment files share what the reserve leaves (idle ones close and \
+         reopen on use), the rest is for connections"
     );
 }
 
@@ -80,5 +73,16 @@ mod tests {
         assert_eq!(reserved(2_048), 1_024);
         assert_eq!(reserved(1_024), 512);
         assert_eq!(reserved(1 << 20), 104_857);
+    }
+
+    #[test]
+    fn shards_share_what_the_reserve_leaves() {
+        LIMIT.store(20_000, Ordering::Relaxed);
+        assert_eq!(segment_files_budget(1), 18_000);
+        assert_eq!(segment_files_budget(2), 9_000);
+        LIMIT.store(1_024, Ordering::Relaxed);
+        assert_eq!(segment_files_budget(64), 16);
+        LIMIT.store(0, Ordering::Relaxed);
+        assert_eq!(segment_files_budget(1), usize::MAX);
     }
 }

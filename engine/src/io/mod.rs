@@ -1,4 +1,5 @@
-//! The I/O seam: the only place that names glommio. `file` (the O_DIRECT segment file), `buffer`
+//! The I/O seam: the only place that names glommio. `file` (the O_DIRECT segment file),
+//! `file_cache` (the shard's budget of segment descriptors, closing idle ones), `buffer`
 //! (aligned write buffers and their per-shard pool, the bytes of a read), `runtime` (spawning,
 //! timers, yielding, the blocking pool); here: data-directory and executor set-up facts, error
 //! mapping and block alignment.
@@ -8,12 +9,15 @@
 
 mod buffer;
 mod file;
+mod file_cache;
 pub(crate) mod runtime;
 
 pub use buffer::DiskBytes;
 pub(crate) use buffer::{give_buffer, take_buffer, IoBuffer};
-pub use file::open_segment_files;
 pub(crate) use file::SegmentFile;
+pub use file_cache::{
+    open_segment_files, segment_files_budget, set_segment_files_budget, shard_open_segment_files,
+};
 
 use std::path::Path;
 
@@ -136,7 +140,7 @@ mod tests {
             let file = SegmentFile::open(&path.join("new.log"), true)
                 .await
                 .unwrap();
-            let read = file.file.read_at(0, 10).await.unwrap();
+            let read = file.handle().await.unwrap().read_at(0, 10).await.unwrap();
             assert_eq!(read.len(), 0);
             let mut buffer = take_buffer(BLOCK_BYTES);
             buffer.as_bytes_mut().fill(7);

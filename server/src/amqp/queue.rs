@@ -339,10 +339,6 @@ async fn create_topic(conn: &Conn, name: &str, spec: &QueueSpec) -> Result<(), A
         })) => Err(AmqpError::precondition(format!(
             "'{name}' is an exchange: Weir's queues and exchanges share one namespace"
         ))),
-        // As RabbitMQ's queue limit: "cannot declare queue ...: queue limit ... is reached".
-        Some(Err(TopicError::OutOfFiles(message))) => Err(AmqpError::precondition(format!(
-            "cannot declare queue '{name}': {message}"
-        ))),
         Some(Err(TopicError::InvalidName(message))) => Err(AmqpError::precondition(format!(
             "{message}: Weir queue names are 1-249 of [a-zA-Z0-9._-]"
         ))),

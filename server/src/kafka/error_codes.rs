@@ -89,7 +89,6 @@ pub fn from_topic_error(error: &TopicError) -> i16 {
         TopicError::InvalidConfig(_) => INVALID_CONFIG,
         TopicError::Routing { kind, .. } => from_routing_kind(*kind),
         TopicError::Storage => KAFKA_STORAGE_ERROR,
-        TopicError::OutOfFiles(_) => POLICY_VIOLATION,
     }
 }
 
@@ -186,7 +185,6 @@ mod tests {
             (TopicError::InvalidPartitions(String::new()), 37),
             (TopicError::InvalidConfig(String::new()), 40),
             (TopicError::Storage, 56),
-            (TopicError::OutOfFiles(String::new()), 44),
         ];
         for (error, code) in topic {
             assert_eq!(from_topic_error(&error), code, "{error:?}");

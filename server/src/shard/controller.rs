@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use crate::config::validate_topic_config;
 use crate::metadata::{assign_shard, new_topic_id, valid_topic_name, Journal, Metadata, TopicMeta};
-use crate::open_files;
 use crate::routing::broker::{self as routing_glue, CreateRouting, Refusal};
 use crate::routing::controller::RoutingController;
 use crate::routing::exchange::RoutingErrorKind;
@@ -42,9 +41,6 @@ pub enum TopicError {
     /// The change could not be made durable.
     #[error("storage error")]
     Storage,
-    /// The new partitions' files would pass the open-files limit (`crate::open_files`).
-    #[error("{0}")]
-    OutOfFiles(String),
 }
 
 impl TopicError {
@@ -237,12 +233,11 @@ fn create_topics(
     topics: Vec<NewTopic>,
     validate_only: bool,
 ) -> ItemResults {
-    let mut room = open_files::partition_room();
     topics
         .into_iter()
         .map(|topic| {
             let name = topic.name.clone();
-            let result = create_topic(shard, metadata, routing, topic, validate_only, &mut room);
+            let result = create_topic(shard, metadata, routing, topic, validate_only);
             (name, result)
         })
         .collect()
@@ -255,7 +250,6 @@ fn create_topic(
     routing: &mut RoutingController,
     topic: NewTopic,
     validate_only: bool,
-    room: &mut Option<u64>,
 ) -> Result<(), TopicError> {
     // `weir.*` routing configs declare exchanges and bindings; they are not topic configs.
     let (configs, routing_configs) = routing_glue::split_configs(topic.configs);
@@ -281,7 +275,6 @@ fn create_topic(
         topic.partitions
     };
     check_new_topic(metadata, &topic.name, partitions, &configs)?;
-    take_room(room, partitions as u64)?;
     // The topic's bindings (`weir.bindings`) are applied last of all checks and before the
     // topic is created, so a refused binding leaves no topic behind.
     routing_glue::apply(routing, &bindings, validate_only)?;
@@ -299,26 +292,6 @@ fn create_topic(
         );
         tracing::info!(topic = %topic.name, partitions, "created topic");
     }
-    Ok(())
-}
-
-/// Takes `partitions` files from what the open-files limit leaves (`None`: not counted), or
-/// refuses them all: a partition whose file could not open would be a topic or queue that
-/// exists and cannot be written.
-fn take_room(room: &mut Option<u64>, partitions: u64) -> Result<(), TopicError> {
-    let Some(left) = room else {
-        return Ok(());
-    };
-    if partitions > *left {
-        return Err(TopicError::OutOfFiles(format!(
-            "{partitions} new partition(s) would pass this broker's open-files limit ({}: one \
-             file per partition segment, {} kept for connections); there is room for {left} \
-             more. Raise the hard `ulimit -n` of the broker for more",
-            open_files::limit(),
-            open_files::reserved(open_files::limit()),
-        )));
-    }
-    *left -= partitions;
     Ok(())
 }
 
@@ -360,7 +333,6 @@ fn create_partitions(
     validate_only: bool,
 ) -> ItemResults {
     let mut results = ItemResults::new();
-    let mut room = open_files::partition_room();
     for (name, count) in items {
         let Some(topic) = metadata.topics.get_mut(&name) else {
             results.push((name, Err(TopicError::UnknownTopic)));
@@ -370,10 +342,6 @@ fn create_partitions(
         if count <= current || count > PARTITIONS_MAX {
             let message = format!("topic has {current} partitions; the new count must be larger (and <= {PARTITIONS_MAX})");
             results.push((name, Err(TopicError::InvalidPartitions(message))));
-            continue;
-        }
-        if let Err(error) = take_room(&mut room, (count - current) as u64) {
-            results.push((name, Err(error)));
             continue;
         }
         if !validate_only {

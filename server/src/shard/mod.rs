@@ -350,6 +350,7 @@ async fn serve(start: ShardStart) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("preparing data dir {}", config.data_dir.display()))?;
     let count = mesh.shards.len();
+    weir_engine::io::set_segment_files_budget(crate::open_files::segment_files_budget(count));
     let shard = Rc::new(Shard {
         id,
         count,
