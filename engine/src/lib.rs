@@ -209,6 +209,12 @@ impl Log {
         log::offsets(&self.inner).0
     }
 
+    /// Whether the log was closed (shutdown, deletion): it takes no more appends or reads, and
+    /// `wait_for_data` returns at once.
+    pub fn is_closed(&self) -> bool {
+        log::is_closed(&self.inner)
+    }
+
     /// The next offset not yet visible to readers (Kafka's high watermark; no replication).
     pub fn high_watermark(&self) -> i64 {
         log::offsets(&self.inner).1

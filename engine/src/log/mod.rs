@@ -250,6 +250,10 @@ pub(crate) fn set_config(log: &Rc<RefCell<Inner>>, config: LogConfig) {
     inner.evict_cache();
 }
 
+pub(crate) fn is_closed(log: &Rc<RefCell<Inner>>) -> bool {
+    log.borrow().closed
+}
+
 pub(crate) fn offsets(log: &Rc<RefCell<Inner>>) -> (i64, i64, i64) {
     let inner = log.borrow();
     let (start, hwm, next) = (inner.start_offset, inner.high_watermark, inner.next_offset);

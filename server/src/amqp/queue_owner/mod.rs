@@ -364,7 +364,9 @@ fn follow(queue: QueueRef, log: weir_engine::Log, stop: Rc<Signal>) {
         loop {
             let next = queue.borrow().state.next_offset().get();
             futures_lite::future::or(log.wait_for_data(next), stop.wait()).await;
-            if stop.is_fired() {
+            // A closed log wakes every wait at once and will never grow: at shutdown, 100,000
+            // queues' followers polling their closed logs kept the shard busy for minutes.
+            if stop.is_fired() || log.is_closed() {
                 return;
             }
             // AMQP publishes advance the state as they append: what they wrote is known
