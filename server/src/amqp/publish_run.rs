@@ -35,8 +35,8 @@ use super::connection::Conn;
 use super::error::AmqpError;
 use super::frame::Frame;
 use super::message::Message;
-use super::policy::{Overflow, QueuePolicy};
-use super::queue::{is_queue, owner_in, CONFIG_DURABLE};
+use super::policy::{CONFIG_MAX_PRIORITY, CONFIG_OVERFLOW};
+use super::queue::{owner_in, CONFIG_DURABLE};
 use super::queue_owner;
 use crate::metadata::Metadata;
 use crate::shard::Shard;
@@ -221,17 +221,17 @@ fn route(
 
 /// Whether a queue takes runs: a queue (not a plain topic) that cannot refuse one publish of a
 /// run alone (`reject-publish`) nor deliver them out of order (`x-max-priority`). The owner
-/// checks the same of its runtime (`queue_owner::publish_many`).
+/// checks the same of its runtime (`queue_owner::publish_many`). Two config lookups rather than
+/// the whole policy: a publisher spreading over many queues starts a run per publish. The
+/// overflow config is kept only for `reject-publish` and `reject-publish-dlx`.
 fn takes_runs(metadata: &Metadata, destination: &str) -> bool {
-    if !is_queue(metadata, destination) {
-        return false;
-    }
     let Some(topic) = metadata.topics.get(destination) else {
         return false;
     };
-    let policy = QueuePolicy::from_configs(&topic.configs);
-    let limited = policy.max_length.is_some() || policy.max_length_bytes.is_some();
-    policy.max_priority.is_none() && !(limited && policy.overflow != Overflow::DropHead)
+    let configs = &topic.configs;
+    configs.contains_key(CONFIG_DURABLE)
+        && !configs.contains_key(CONFIG_MAX_PRIORITY)
+        && !configs.contains_key(CONFIG_OVERFLOW)
 }
 
 /// Whether handling `frame` may leave the run unstored: only the next publish's frames on the
