@@ -1351,3 +1351,83 @@ fn free_bytes(path: &std::path::Path) -> Result<u64> {
     let stat = unsafe { stat.assume_init() };
     Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
+
+/// The record counts of the batches in a segment file, in file order (an active segment's file
+/// has zeros after its last batch: a zero `batchLength` ends the walk).
+fn batch_record_counts(path: &std::path::Path) -> Result<Vec<i32>> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+    let field =
+        |at: usize| i32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let mut counts = Vec::new();
+    let mut at = 0;
+    while at + 61 <= bytes.len() {
+        let length = field(at + 8);
+        if length <= 0 {
+            break;
+        }
+        counts.push(field(at + 57));
+        at += 12 + length as usize;
+    }
+    Ok(counts)
+}
+
+/// The batches of partition 0 of `name`, as record counts, over its segments in order.
+fn batches_of(broker: &Broker, name: &str) -> Result<Vec<i32>> {
+    let dir = broker.data_dir().join("topics").join(format!("{name}-0"));
+    let mut counts = Vec::new();
+    for file in segment_files(broker, name)? {
+        counts.extend(batch_record_counts(&dir.join(file))?);
+    }
+    Ok(counts)
+}
+
+/// Publishes that reach the broker in one read go to their queue as one batch of a record each
+/// (`publish_run.rs`), and every observable stays per message: each is confirmed, a Kafka
+/// consumer of the queue's topic reads each at its own offset, and a publish to a missing
+/// exchange amid a run closes the channel with 404 after the publishes before it are stored
+/// (and none after it).
+#[test]
+fn a_run_of_publishes_is_one_batch_and_a_bad_publish_amid_it_errors_as_alone() -> Result<()> {
+    let broker = two_shards()?;
+    let bootstrap = broker.bootstrap();
+    let got = run(&broker, "runs.py", &["queue", &bootstrap])?;
+    assert_eq!(got["acked"], json!(40), "{got}");
+    assert_eq!(got["nacked"], json!([]), "{got}");
+    assert_eq!(got["bad_code"], json!(404), "{got}");
+    let kafka: Vec<Value> = (0..50).map(|i| json!([i, format!("r{i}")])).collect();
+    assert_eq!(got["kafka"], json!(kafka), "{got}");
+    let held: Vec<String> = (0..50).map(|i| format!("r{i}")).collect();
+    assert_eq!(got["queue"], json!(held), "{got}");
+    let counts = batches_of(&broker, "runs")?;
+    assert_eq!(counts.iter().sum::<i32>(), 50, "{counts:?}");
+    assert!(
+        counts.iter().any(|&count| count > 1),
+        "no run was stored as one batch: {counts:?}"
+    );
+    Ok(())
+}
+
+/// A stream consumer at a numeric `x-stream-offset` inside a batch of several messages starts
+/// at that message, not at the batch's first.
+#[test]
+fn a_stream_consumer_starts_at_its_offset_inside_a_batch_of_several() -> Result<()> {
+    let broker = two_shards()?;
+    let got = run(&broker, "runs.py", &["stream"])?;
+    assert_eq!(got["acked"], json!(20), "{got}");
+    assert_eq!(got["nacked"], json!([]), "{got}");
+    let from =
+        |start: i64| -> Vec<Value> { (start..20).map(|i| json!([format!("e{i}"), i])).collect() };
+    assert_eq!(got["read"]["7"], json!(from(7)), "{got}");
+    assert_eq!(got["read"]["first"], json!(from(0)), "{got}");
+    let counts = batches_of(&broker, "run_stream")?;
+    assert_eq!(counts.iter().sum::<i32>(), 20, "{counts:?}");
+    // The case this test is for: offset 7 is in a batch that starts before it.
+    let mut base = 0;
+    let inside = counts.iter().any(|&count| {
+        let holds = base < 7 && 7 < base + count;
+        base += count;
+        holds
+    });
+    assert!(inside, "offset 7 does not sit inside a batch: {counts:?}");
+    Ok(())
+}

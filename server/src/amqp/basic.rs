@@ -19,7 +19,7 @@ use super::exchange::value_text;
 use super::frame;
 use super::message::Message;
 use super::policy::StreamOffset;
-use super::queue::{is_queue, is_stream, owner, owner_in, resolve_name};
+use super::queue::{is_queue, is_stream, owner, resolve_name};
 use super::queue_owner::{
     self, on_owner, owner_key, stream, ConsumerSpec, Delivery, Outbound, Settle,
 };
@@ -712,6 +712,11 @@ pub async fn publish(
     let Some(publishing) = super::tx::hold_publish(channel, publishing)? else {
         return Ok(());
     };
+    let Some(publishing) = super::publish_run::join(conn, channel, publishing).await? else {
+        return Ok(());
+    };
+    // Alone: the run read before it is stored first, so that it keeps its place.
+    super::publish_run::flush(conn).await;
     let stored = publish_now(conn, channel, publishing).await?;
     super::confirm::published(conn, channel, stored).await;
     Ok(())
@@ -858,7 +863,8 @@ pub async fn store(
     persistent: bool,
 ) -> Result<Stored, AmqpError> {
     if is_queue(metadata, destination) {
-        return store_in_queue(shard, metadata, destination, message, persistent).await;
+        let messages = vec![message.clone()];
+        return super::publish_run::store(shard, metadata, destination, messages, persistent).await;
     }
     let partitions = metadata
         .topics
@@ -890,56 +896,5 @@ pub async fn store(
         let _ = reply.send_async(result).await;
     })
     .detach();
-    Ok(Stored::Answer(answer))
-}
-
-/// A queue on this shard is stored into directly; another shard's owner stores it and answers.
-async fn store_in_queue(
-    shard: &Rc<Shard>,
-    metadata: &Metadata,
-    destination: &str,
-    message: &Arc<Message>,
-    persistent: bool,
-) -> Result<Stored, AmqpError> {
-    let owner = owner_in(metadata, destination)?;
-    let durable = persistent
-        && metadata.topics.get(destination).is_some_and(|topic| {
-            topic
-                .configs
-                .get(super::queue::CONFIG_DURABLE)
-                .is_some_and(|value| value == "true")
-        });
-    if owner == shard.id {
-        // A refusal (a full reject-publish queue) is the publish's nack, not a channel error.
-        return Ok(
-            match queue_owner::publish(shard, destination, message.clone()) {
-                Ok((log, offset)) => Stored::Log {
-                    log,
-                    offset,
-                    durable,
-                },
-                Err(error) => Stored::Done(Err(error)),
-            },
-        );
-    }
-    let name: Arc<str> = Arc::from(destination);
-    let message = message.clone();
-    let answer = on_owner(
-        shard,
-        owner,
-        move |shard, reply| match queue_owner::publish(&shard, &name, message) {
-            Ok((log, offset)) => {
-                glommio::spawn_local(async move {
-                    let stored = queue_owner::wait_stored(&log, offset, durable).await;
-                    let _ = reply.send_async(stored).await;
-                })
-                .detach();
-            }
-            Err(error) => {
-                let _ = reply.try_send(Err(error));
-            }
-        },
-    )
-    .await;
     Ok(Stored::Answer(answer))
 }

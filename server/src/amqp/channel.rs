@@ -409,6 +409,8 @@ async fn publish_complete(
 /// What a channel's end does: its consumers are cancelled and every delivery it held goes back
 /// to its queue. Auto-delete queues that lose their last consumer are deleted.
 pub async fn release(conn: &Rc<Conn>, channel: &Rc<Channel>) {
+    // Publishes read before the end are stored, as they were when each was stored at once.
+    super::publish_run::flush(conn).await;
     channel.unacked.borrow_mut().clear();
     channel.consumers.borrow_mut().clear();
     channel.gated.borrow_mut().clear();
@@ -432,6 +434,7 @@ pub async fn release(conn: &Rc<Conn>, channel: &Rc<Channel>) {
 
 /// The connection ended: every channel ends, then its exclusive queues are deleted.
 pub async fn close_all(conn: &Rc<Conn>) {
+    super::publish_run::flush(conn).await;
     let channels: Vec<Rc<Channel>> = conn.channels.borrow_mut().drain().map(|(_, c)| c).collect();
     for channel in channels {
         release(conn, &channel).await;

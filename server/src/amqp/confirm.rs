@@ -15,13 +15,22 @@ use super::channel::Channel;
 use super::connection::{Conn, HandleError};
 use super::error::AmqpError;
 
-/// Publishes awaiting their confirm, per channel.
+/// Runs of publishes (`publish_run.rs`, at most 1,024 publishes each) or single publishes
+/// awaiting their confirm, per channel.
 const CONFIRMS_IN_FLIGHT: usize = 65_536;
 
 /// A channel's confirm mode.
 pub struct Confirms {
     next: Cell<u64>,
-    pending: flume::Sender<(u64, Vec<Stored>)>,
+    pending: flume::Sender<Pending>,
+}
+
+/// Publishes `first..=last` (a run stored together, or one publish) and where their stores
+/// are reported: one answer for all of them.
+struct Pending {
+    first: u64,
+    last: u64,
+    stored: Vec<Stored>,
 }
 
 pub async fn handle(
@@ -52,28 +61,51 @@ pub async fn handle(
 
 /// A publish finished routing: in confirm mode it waits for its confirm; otherwise nothing
 /// waits for the stores (they complete on their own).
-pub async fn published(_conn: &Rc<Conn>, channel: &Rc<Channel>, stored: Vec<Stored>) {
+pub async fn published(conn: &Rc<Conn>, channel: &Rc<Channel>, stored: Vec<Stored>) {
+    published_run(conn, channel, 1, stored).await;
+}
+
+/// `count` publishes (a run, `publish_run.rs`) whose stores all report in `stored`: they take
+/// the next `count` sequence numbers and are confirmed together.
+pub async fn published_run(
+    _conn: &Rc<Conn>,
+    channel: &Rc<Channel>,
+    count: u64,
+    stored: Vec<Stored>,
+) {
     let queued = {
         let confirms = channel.confirms.borrow();
         confirms.as_ref().map(|confirms| {
-            let sequence = confirms.next.get();
-            confirms.next.set(sequence + 1);
-            (sequence, confirms.pending.clone())
+            let first = confirms.next.get();
+            confirms.next.set(first + count);
+            let last = first + count - 1;
+            (
+                Pending {
+                    first,
+                    last,
+                    stored,
+                },
+                confirms.pending.clone(),
+            )
         })
     };
-    if let Some((sequence, pending)) = queued {
-        // Bounded: a channel with this many unconfirmed publishes waits here (backpressure).
-        let _ = pending.send_async((sequence, stored)).await;
+    if let Some((publishes, pending)) = queued {
+        // Bounded: a channel with this many unconfirmed runs waits here (backpressure).
+        let _ = pending.send_async(publishes).await;
     }
 }
 
 /// Confirms in publish order. A publish whose stores are done by the time the one before it is
 /// confirmed joins its basic.ack (`multiple`), so that a busy channel gets one ack per run of
 /// stored publishes rather than one per publish.
-async fn confirm_loop(conn: Rc<Conn>, channel: u16, queue: flume::Receiver<(u64, Vec<Stored>)>) {
+async fn confirm_loop(conn: Rc<Conn>, channel: u16, queue: flume::Receiver<Pending>) {
     let mut held = None;
     loop {
-        let (first, stored) = match held.take() {
+        let Pending {
+            first,
+            last: run_last,
+            stored,
+        } = match held.take() {
             Some(next) => next,
             None => match queue.recv_async().await {
                 Ok(next) => next,
@@ -84,15 +116,15 @@ async fn confirm_loop(conn: Rc<Conn>, channel: u16, queue: flume::Receiver<(u64,
         for store in stored {
             ok &= store.wait().await.is_ok();
         }
-        let mut last = first;
-        // A nack is sent alone; an ack takes along the publishes stored by now.
+        let mut last = run_last;
+        // A nack is sent alone (for its run); an ack takes along the publishes stored by now.
         if ok {
-            while let Ok((sequence, mut stored)) = queue.try_recv() {
-                if !all_settled(&mut stored).await {
-                    held = Some((sequence, stored));
+            while let Ok(mut next) = queue.try_recv() {
+                if !all_settled(&mut next.stored).await {
+                    held = Some(next);
                     break;
                 }
-                last = sequence;
+                last = next.last;
             }
         }
         if !send_confirm(&conn, channel, first, last, ok).await {
@@ -111,8 +143,8 @@ async fn all_settled(stored: &mut [Stored]) -> bool {
     true
 }
 
-/// basic.ack for `first..=last` (`multiple` when more than one), or basic.nack for `first`.
-/// False once the channel or connection is gone.
+/// basic.ack, or basic.nack, for `first..=last` (`multiple` when more than one: every
+/// publish before `first` is confirmed already). False once the channel or connection is gone.
 async fn send_confirm(conn: &Conn, channel: u16, first: u64, last: u64, ok: bool) -> bool {
     let method = if ok {
         basic::AMQPMethod::Ack(basic::Ack {
@@ -121,8 +153,8 @@ async fn send_confirm(conn: &Conn, channel: u16, first: u64, last: u64, ok: bool
         })
     } else {
         basic::AMQPMethod::Nack(basic::Nack {
-            delivery_tag: first,
-            multiple: false,
+            delivery_tag: last,
+            multiple: last > first,
             requeue: false,
         })
     };

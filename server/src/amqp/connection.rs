@@ -87,6 +87,8 @@ pub struct Conn {
     pub wants_blocked: Cell<bool>,
     /// A basic.publish was read since the reader last looked (`alarm::hold_publisher`).
     pub published: Cell<bool>,
+    /// Publishes read and not stored yet, stored together (`publish_run.rs`).
+    pub run: RefCell<Option<super::publish_run::Run>>,
 }
 
 impl Conn {
@@ -152,6 +154,7 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) -> Result<(), Amq
         payloads: Cell::new(BytesMut::new()),
         wants_blocked: Cell::new(false),
         published: Cell::new(false),
+        run: RefCell::new(None),
     });
     let writer = glommio::spawn_local(write_loop(
         WriteHalf(stream.clone()),
@@ -192,6 +195,11 @@ async fn run(conn: &Rc<Conn>, reader: &mut BufReader<ReadHalf>) -> Result<(), Am
         spawn_heartbeats(conn, heartbeat);
     }
     loop {
+        // A run of publishes gathers only what is read already: stored before any wait (the
+        // socket's, or an alarm's hold, which must not keep publishes read before it).
+        if !frame::is_buffered(reader.buffer()) || !super::alarm::current().is_empty() {
+            super::publish_run::flush(conn).await;
+        }
         super::alarm::hold_publisher(conn).await;
         let frame = futures_lite::future::or(read_frame(conn, reader), async {
             conn.shard.shutdown.wait().await;
@@ -240,6 +248,9 @@ impl From<AmqpConnectionError> for HandleError {
 
 /// One frame; `Ok(false)` when the connection is done (close/close-ok exchanged).
 async fn handle_frame(conn: &Rc<Conn>, frame: Frame) -> Result<bool, HandleError> {
+    if !super::publish_run::continues(conn, &frame) {
+        super::publish_run::flush(conn).await;
+    }
     match frame {
         Frame::Heartbeat(0) => Ok(true),
         Frame::Heartbeat(_) => Err(AmqpError::frame("heartbeat on a channel other than 0").into()),

@@ -59,6 +59,17 @@ pub struct ContentHeader {
     pub raw_properties: Bytes,
 }
 
+/// Whether `buffered` (bytes read, not yet taken) starts with a whole frame: handling it will
+/// not wait for the socket.
+pub fn is_buffered(buffered: &[u8]) -> bool {
+    let Some(header) = buffered.first_chunk::<7>() else {
+        return false;
+    };
+    let (_, _, size) = parse_frame_header(header);
+    // The 7-byte header, the payload and the frame-end octet.
+    (buffered.len() as u64) >= u64::from(size) + FRAME_OVERHEAD as u64
+}
+
 /// The fixed 7-byte header: (type, channel, payload size).
 pub fn parse_frame_header(bytes: &[u8; 7]) -> (u8, u16, u32) {
     let channel = u16::from_be_bytes([bytes[1], bytes[2]]);
@@ -262,6 +273,30 @@ mod tests {
         let mut out = BytesMut::new();
         put_method(&mut out, channel, method);
         out
+    }
+
+    /// A run of publishes may only wait on bytes already read: `is_buffered` says whether the
+    /// buffer starts with a whole frame (7-byte header, payload, frame end).
+    #[test]
+    fn a_frame_is_buffered_only_when_whole() {
+        let heartbeat = [HEARTBEAT.as_slice(), &[1]].concat();
+        let body = |size: u32| {
+            let mut frame = vec![3, 0, 1];
+            frame.extend_from_slice(&size.to_be_bytes());
+            frame.extend(std::iter::repeat_n(b'x', size as usize));
+            frame.push(FRAME_END);
+            frame
+        };
+        let check = |bytes: &[u8], whole: bool| assert_eq!(is_buffered(bytes), whole, "{bytes:?}");
+        check(&[], false);
+        check(&HEARTBEAT[..6], false);
+        check(&HEARTBEAT[..7], false);
+        check(&HEARTBEAT, true);
+        check(&heartbeat, true);
+        check(&body(10), true);
+        check(&body(10)[..17], false);
+        check(&[body(10), body(3)[..4].to_vec()].concat(), true);
+        check(&[3, 0, 1, 0xff, 0xff, 0xff, 0xff, 0], false);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! An AMQP message and its record layout in a queue's log (RecordBatch v2, one record per
-//! published message), so that a Kafka consumer can read a queue as a topic of the same name.
+//! published message; a run of publishes to one queue shares a batch), so that a Kafka consumer can read a queue as a topic of the same name.
 //!
 //! | record field | holds                                                                 |
 //! |--------------|-----------------------------------------------------------------------|
@@ -10,6 +10,8 @@
 //! | header `amqp.properties` | the content header's property flags and fields, as published (AMQP 0-9-1 `basic` properties encoding) |
 //!
 //! Pure data and codecs; no I/O. `Send`: messages cross shards inside `Arc`s.
+
+use std::borrow::Borrow;
 
 use amq_protocol::protocol::basic;
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -46,7 +48,11 @@ impl Message {
 
     /// The message as a one-record batch, ready for `Log::append`.
     pub fn to_batch(&self) -> BytesMut {
-        let own = kafka_headers(&self.raw_properties);
+        to_batch(std::slice::from_ref(self))
+    }
+
+    /// This message's Kafka record headers: the layout's two, then its own AMQP headers.
+    fn record_headers<'a>(&'a self, own: &'a [(String, Vec<u8>)]) -> Vec<(&'a str, &'a [u8])> {
         let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(2 + own.len());
         headers.push((HEADER_EXCHANGE, self.exchange.as_bytes()));
         headers.push((HEADER_PROPERTIES, &self.raw_properties));
@@ -54,18 +60,40 @@ impl Message {
             own.iter()
                 .map(|(name, value)| (name.as_str(), value.as_slice())),
         );
-        let record = RecordSpec {
-            key: Some(self.routing_key.as_bytes()),
-            value: Some(&self.body),
-            headers: &headers,
-            timestamp_delta_ms: 0,
-        };
-        let spec = BatchSpec {
-            first_timestamp_ms: self.stored_ms,
-            ..BatchSpec::default()
-        };
-        build_batch(&spec, &[record])
+        headers
     }
+}
+
+/// `messages` as one batch, a record each in order (offset delta = index), ready for
+/// `Log::append`: a run of publishes to one queue is stored in one append (`publish_run.rs`).
+/// Each record keeps its own timestamp as a delta from the first. Panics when empty.
+pub fn to_batch<M: std::borrow::Borrow<Message>>(messages: &[M]) -> BytesMut {
+    let messages: Vec<&Message> = messages.iter().map(Borrow::borrow).collect();
+    let own: Vec<Vec<(String, Vec<u8>)>> = messages
+        .iter()
+        .map(|message| kafka_headers(&message.raw_properties))
+        .collect();
+    let headers: Vec<Vec<(&str, &[u8])>> = messages
+        .iter()
+        .zip(&own)
+        .map(|(message, own)| message.record_headers(own))
+        .collect();
+    let first_ms = messages.first().map_or(0, |message| message.stored_ms);
+    let records: Vec<RecordSpec<'_>> = messages
+        .iter()
+        .zip(&headers)
+        .map(|(message, headers)| RecordSpec {
+            key: Some(message.routing_key.as_bytes()),
+            value: Some(&message.body),
+            headers,
+            timestamp_delta_ms: message.stored_ms - first_ms,
+        })
+        .collect();
+    let spec = BatchSpec {
+        first_timestamp_ms: first_ms,
+        ..BatchSpec::default()
+    };
+    build_batch(&spec, &records)
 }
 
 /// The AMQP `headers` table as Kafka record headers, for Kafka consumers of a queue's topic or
@@ -397,5 +425,40 @@ mod tests {
         let batch = build_batch(&BatchSpec::default(), &[record]);
         let (_, message) = decode_batches(&batch).unwrap().remove(0);
         assert_eq!(&message.raw_properties[..], &[0, 0]);
+    }
+
+    proptest::proptest! {
+        /// A run stored as one batch reads back as the same messages, in order, each at its own
+        /// offset (base + index), with its own key, properties, body and timestamp.
+        #[test]
+        fn a_run_as_one_batch_reads_back_message_by_message(
+            run in proptest::collection::vec(
+                ("[a-z.]{0,12}", "[a-z]{0,6}", proptest::collection::vec(0u8.., 0..64),
+                 proptest::bool::ANY, 0i64..5),
+                1..40,
+            ),
+            base in 0i64..1_000_000,
+        ) {
+            let start_ms = 1_700_000_000_000;
+            let messages: Vec<Message> = run
+                .into_iter()
+                .enumerate()
+                .map(|(index, (key, exchange, body, persistent, later_ms))| Message {
+                    exchange,
+                    routing_key: key,
+                    raw_properties: Bytes::from(vec![0x10, 0, if persistent { 2 } else { 1 }]),
+                    body: Bytes::from(body),
+                    stored_ms: start_ms + index as i64 + later_ms,
+                    expiration_ms: None,
+                    persistent,
+                })
+                .collect();
+            let mut batch = to_batch(&messages);
+            weir_engine::batch::set_base_offset(&mut batch, base);
+            weir_engine::batch::validate(&batch).unwrap();
+            let expected: Vec<(i64, Message)> =
+                (base..).zip(messages.iter().cloned()).collect();
+            proptest::prop_assert_eq!(decode_batches(&batch).unwrap(), expected);
+        }
     }
 }

@@ -31,6 +31,7 @@ pub mod handshake;
 pub mod message;
 pub mod names;
 pub mod policy;
+pub mod publish_run;
 pub mod queue;
 pub mod queue_owner;
 pub mod recovery;

@@ -82,20 +82,25 @@ pub struct QueuePolicy {
 /// The topic config that holds a queue's type (`quorum`, `stream`; none for classic).
 pub const CONFIG_TYPE: &str = "weir.queue.type";
 
+/// The topic config of `x-max-priority`, and of `x-overflow` (runs of publishes look for them,
+/// `publish_run.rs`).
+pub const CONFIG_MAX_PRIORITY: &str = "weir.queue.max-priority";
+pub const CONFIG_OVERFLOW: &str = "weir.queue.overflow";
+
 /// The topic configs that hold a policy, and the argument each comes from.
 const CONFIGS: [(&str, &str); 12] = [
     ("weir.queue.message-ttl", "x-message-ttl"),
     ("weir.queue.expires", "x-expires"),
     ("weir.queue.max-length", "x-max-length"),
     ("weir.queue.max-length-bytes", "x-max-length-bytes"),
-    ("weir.queue.overflow", "x-overflow"),
+    (CONFIG_OVERFLOW, "x-overflow"),
     ("weir.queue.dead-letter-exchange", "x-dead-letter-exchange"),
     (
         "weir.queue.dead-letter-routing-key",
         "x-dead-letter-routing-key",
     ),
     ("weir.queue.delivery-limit", "x-delivery-limit"),
-    ("weir.queue.max-priority", "x-max-priority"),
+    (CONFIG_MAX_PRIORITY, "x-max-priority"),
     (CONFIG_TYPE, "x-queue-type"),
     ("weir.queue.max-age-ms", "x-max-age"),
     (

@@ -519,6 +519,61 @@ pub fn publish(
     Ok((log, offset.get()))
 }
 
+/// Appends a run of messages to the queue's log as one batch (`publish_run.rs`) and offers
+/// them to consumers with one state update; answers the log and the last message's offset.
+/// The connection's shard sends runs only to queues that neither refuse a publish
+/// (`reject-publish`) nor order by priority: their messages are then taken in exactly as one
+/// publish each would be. Should the queue have been redeclared otherwise meanwhile, each
+/// message goes alone and a refusal nacks the whole run (a nack may name stored messages).
+pub fn publish_many(
+    shard: &Shard,
+    name: &str,
+    messages: Vec<Arc<Message>>,
+) -> Result<(weir_engine::Log, i64), AmqpError> {
+    assert!(!messages.is_empty(), "a run holds at least one publish");
+    let count = messages.len() as i64;
+    if stream::exists(name) {
+        let log = shard.log(name, 0).ok_or_else(|| missing(name))?;
+        let appended = append_all(&log, name, &messages)?;
+        return Ok((log, appended.base_offset + count - 1));
+    }
+    let queue = find(name).ok_or_else(|| missing(name))?;
+    if !queue.borrow().takes_runs() {
+        let mut last = Ok(None);
+        for message in messages {
+            let stored = publish(shard, name, message).map(Some);
+            last = last.and(stored);
+        }
+        return last?.ok_or_else(|| missing(name));
+    }
+    let log = shard.log(name, 0).ok_or_else(|| missing(name))?;
+    let base = Offset::new(append_all(&log, name, &messages)?.base_offset);
+    let end = Offset::new(base.get() + count);
+    {
+        let mut queue = queue.borrow_mut();
+        for (offset, message) in (base.get()..).zip(messages) {
+            queue.insert_message(Offset::new(offset), message);
+        }
+        // As in `publish`: behind a gap another path left, the follower fills it first.
+        if base == queue.state.next_offset() {
+            queue.state.on_appended(end);
+        }
+    }
+    limits::dispatch_fresh(&queue, base);
+    Ok((log, end.get() - 1))
+}
+
+impl Queue {
+    /// Whether a run of publishes may be taken in at once: no publish can be refused on its
+    /// own and no priority reorders them.
+    fn takes_runs(&self) -> bool {
+        let policy = &self.spec.policy;
+        let limited = policy.max_length.is_some() || policy.max_length_bytes.is_some();
+        self.priorities.is_none()
+            && !(limited && policy.overflow != super::policy::Overflow::DropHead)
+    }
+}
+
 /// Resolves once `offset` of a queue's log is stored: written, or on the device when `durable`.
 pub async fn wait_stored(
     log: &weir_engine::Log,
@@ -540,6 +595,15 @@ fn append(
     message: &Message,
 ) -> Result<weir_engine::Appended, AmqpError> {
     log.append(message.to_batch())
+        .map_err(|error| AmqpError::internal(format!("storing to queue '{name}': {error:?}")))
+}
+
+fn append_all(
+    log: &weir_engine::Log,
+    name: &str,
+    messages: &[Arc<Message>],
+) -> Result<weir_engine::Appended, AmqpError> {
+    log.append(super::message::to_batch(messages))
         .map_err(|error| AmqpError::internal(format!("storing to queue '{name}': {error:?}")))
 }
 
