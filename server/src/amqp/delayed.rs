@@ -138,23 +138,13 @@ pub async fn hold(
     let owner = owner_in(metadata, &queue)?;
     let due_ms = message.stored_ms.saturating_add(delay_ms);
     Ok(Stored::Answer(
-        on_owner(
-            shard,
-            owner,
-            move |shard, reply| match queue_owner::publish(&shard, &queue, message) {
-                Ok((log, offset)) => {
-                    schedule(&shard, &queue, due_ms, Offset::new(offset));
-                    glommio::spawn_local(async move {
-                        let stored = queue_owner::wait_stored(&log, offset, persistent).await;
-                        let _ = reply.send_async(stored).await;
-                    })
-                    .detach();
-                }
-                Err(error) => {
-                    let _ = reply.try_send(Err(error));
-                }
-            },
-        )
+        on_owner(shard, owner, move |shard, reply| {
+            let published = queue_owner::publish(&shard, &queue, message);
+            if let Ok((_, offset)) = &published {
+                schedule(&shard, &queue, due_ms, Offset::new(*offset));
+            }
+            queue_owner::reply_when_stored(published, persistent, reply);
+        })
         .await,
     ))
 }

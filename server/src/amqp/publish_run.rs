@@ -302,23 +302,10 @@ pub async fn store(
         );
     }
     let name: Arc<str> = Arc::from(destination);
-    let answer =
-        queue_owner::on_owner(
-            shard,
-            owner,
-            move |shard, reply| match queue_owner::publish_many(&shard, &name, messages) {
-                Ok((log, offset)) => {
-                    glommio::spawn_local(async move {
-                        let stored = queue_owner::wait_stored(&log, offset, durable).await;
-                        let _ = reply.send_async(stored).await;
-                    })
-                    .detach();
-                }
-                Err(error) => {
-                    let _ = reply.try_send(Err(error));
-                }
-            },
-        )
-        .await;
+    let answer = queue_owner::on_owner(shard, owner, move |shard, reply| {
+        let published = queue_owner::publish_many(&shard, &name, messages);
+        queue_owner::reply_when_stored(published, durable, reply);
+    })
+    .await;
     Ok(Stored::Answer(answer))
 }

@@ -575,6 +575,27 @@ impl Queue {
 }
 
 /// Resolves once `offset` of a queue's log is stored: written, or on the device when `durable`.
+/// Answers `reply` once a publish on the owner (`publish`, `publish_many`) is stored under
+/// `durable`, from a task of its own, or at once with its refusal.
+pub fn reply_when_stored(
+    published: Result<(weir_engine::Log, i64), AmqpError>,
+    durable: bool,
+    reply: Reply<Result<(), AmqpError>>,
+) {
+    match published {
+        Ok((log, offset)) => {
+            glommio::spawn_local(async move {
+                let stored = wait_stored(&log, offset, durable).await;
+                let _ = reply.send_async(stored).await;
+            })
+            .detach();
+        }
+        Err(error) => {
+            let _ = reply.try_send(Err(error));
+        }
+    }
+}
+
 pub async fn wait_stored(
     log: &weir_engine::Log,
     offset: i64,
