@@ -25,6 +25,7 @@ pub mod queues;
 pub mod record_file;
 pub mod routing;
 pub mod shard;
+pub mod shares;
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;

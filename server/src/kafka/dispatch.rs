@@ -20,7 +20,8 @@ use kafka_protocol::protocol::{Encodable, HeaderVersion};
 use super::codec::{decode_body, encode_response, parse_request, CodecError, Parsed, Response};
 use super::{
     admin_topics, api_versions, configs, describe_cluster, fetch, find_coordinator, group_apis,
-    init_producer_id, list_offsets, metadata, offset_for_leader_epoch, produce,
+    init_producer_id, list_offsets, metadata, offset_for_leader_epoch, produce, share_acknowledge,
+    share_fetch, share_group_heartbeat,
 };
 use crate::shard::Shard;
 
@@ -141,6 +142,19 @@ pub async fn dispatch(
             request,
             m::DescribeClusterRequest,
             describe_cluster::handle
+        ),
+        ApiKey::ShareGroupHeartbeat => answer!(
+            shard,
+            request,
+            m::ShareGroupHeartbeatRequest,
+            share_group_heartbeat::handle
+        ),
+        ApiKey::ShareFetch => answer!(shard, request, m::ShareFetchRequest, share_fetch::handle),
+        ApiKey::ShareAcknowledge => answer!(
+            shard,
+            request,
+            m::ShareAcknowledgeRequest,
+            share_acknowledge::handle
         ),
         ApiKey::JoinGroup
         | ApiKey::SyncGroup

@@ -1,5 +1,5 @@
 //! Kafka error codes Weir answers with, and the functions that map the core's domain errors
-//! (partition operations, topic administration, routing, consumer groups) to them. Pure; used on
+//! (partition operations, topic administration, routing, consumer groups, share groups) to them. Pure; used on
 //! every shard.
 
 use crate::groups::GroupError;
@@ -7,6 +7,9 @@ use crate::partition::PartitionError;
 use crate::routing::broker::{ExchangeOutcome, ExchangeProduceError};
 use crate::routing::exchange::RoutingErrorKind;
 use crate::shard::controller::TopicError;
+use crate::shares::members::ShareGroupError;
+use crate::shares::partitions::AckError;
+use crate::shares::sessions::SessionError;
 
 pub const NONE: i16 = 0;
 pub const OFFSET_OUT_OF_RANGE: i16 = 1;
@@ -38,6 +41,12 @@ pub const GROUP_ID_NOT_FOUND: i16 = 69;
 pub const MEMBER_ID_REQUIRED: i16 = 79;
 pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
 pub const FENCED_INSTANCE_ID: i16 = 82;
+pub const NOT_COORDINATOR: i16 = 16;
+pub const UNKNOWN_TOPIC_ID: i16 = 100;
+pub const FENCED_MEMBER_EPOCH: i16 = 110;
+pub const INVALID_RECORD_STATE: i16 = 121;
+pub const SHARE_SESSION_NOT_FOUND: i16 = 122;
+pub const INVALID_SHARE_SESSION_EPOCH: i16 = 123;
 
 /// The Kafka error code for a partition operation's error (the only place that knows both
 /// vocabularies for the data path).
@@ -218,5 +227,31 @@ mod tests {
         }
         assert_eq!(from_group_result(&Ok::<(), GroupError>(())), NONE);
         assert_eq!(from_group_result::<()>(&Err(G::UnknownMember)), 25);
+    }
+}
+
+/// The Kafka error code for a share group coordinator's refusal.
+pub fn from_share_group_error(error: ShareGroupError) -> i16 {
+    match error {
+        ShareGroupError::UnknownMember => UNKNOWN_MEMBER_ID,
+        ShareGroupError::FencedEpoch => FENCED_MEMBER_EPOCH,
+        ShareGroupError::InvalidRequest(_) => INVALID_REQUEST,
+    }
+}
+
+/// The Kafka error code for a share session's refusal.
+pub fn from_session_error(error: SessionError) -> i16 {
+    match error {
+        SessionError::NotFound => SHARE_SESSION_NOT_FOUND,
+        SessionError::InvalidEpoch => INVALID_SHARE_SESSION_EPOCH,
+    }
+}
+
+/// The Kafka error code for a partition's refused acknowledgements.
+pub fn from_ack_error(error: AckError) -> i16 {
+    match error {
+        AckError::InvalidRecordState => INVALID_RECORD_STATE,
+        AckError::InvalidRequest => INVALID_REQUEST,
+        AckError::Partition(error) => from_partition_error(error),
     }
 }

@@ -18,16 +18,27 @@ use crate::shard::{Shard, ShardId};
 pub const CLUSTER_ID: &str = "weir";
 
 pub async fn handle(shard: &Rc<Shard>, version: i16, request: MetadataRequest) -> MetadataResponse {
-    // v0: an empty list means all topics; v1+: null means all, empty means none.
+    // v0: an empty list means all topics; v1+: null means all, empty means none. v10+ may name
+    // a topic by its id alone (librdkafka's share consumer resolves its assignment so).
+    let mut unknown_ids = Vec::new();
     let wanted: Option<Vec<String>> = match request.topics {
         None => None,
         Some(topics) if topics.is_empty() && version == 0 => None,
-        Some(topics) => Some(
-            topics
-                .into_iter()
-                .filter_map(|t| t.name.map(|n| n.0.to_string()))
-                .collect(),
-        ),
+        Some(topics) => {
+            let known = shard.metadata();
+            let mut names = Vec::with_capacity(topics.len());
+            for t in topics {
+                match (t.name, t.topic_id) {
+                    (Some(name), _) => names.push(name.0.to_string()),
+                    (None, id) if id.is_nil() => {}
+                    (None, id) => match known.topics.iter().find(|(_, m)| m.uuid() == id) {
+                        Some((name, _)) => names.push(name.clone()),
+                        None => unknown_ids.push(id),
+                    },
+                }
+            }
+            Some(names)
+        }
     };
     let allow_create = version < 4 || request.allow_auto_topic_creation;
     let mut metadata = shard.metadata();
@@ -62,9 +73,18 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: MetadataRequest) -
         Some(names) => names
             .iter()
             .map(|name| topic(shard, &metadata, name, version))
+            .chain(unknown_ids.into_iter().map(unknown_id))
             .collect(),
     };
     response
+}
+
+/// A topic asked for by an id no topic has.
+fn unknown_id(id: uuid::Uuid) -> MetadataResponseTopic {
+    let mut out = MetadataResponseTopic::default();
+    out.topic_id = id;
+    out.error_code = code::UNKNOWN_TOPIC_ID;
+    out
 }
 
 pub fn brokers(shard: &Shard) -> Vec<MetadataResponseBroker> {

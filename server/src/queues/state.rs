@@ -384,6 +384,47 @@ impl QueueState {
         handed
     }
 
+    /// `acquire` limited to offsets below `end`: a share fetch hands out only the records its
+    /// read of the log covers, so that none is counted as delivered without being sent.
+    pub fn acquire_before(
+        &mut self,
+        owner: ConsumerId,
+        max: usize,
+        end: Offset,
+        now: Instant,
+    ) -> Vec<Acquired> {
+        let room = self.limits.acquired_max.saturating_sub(self.acquired.len());
+        let want = max.min(room);
+        let mut handed = Vec::new();
+        while handed.len() < want && self.first_available().is_some_and(|next| next < end) {
+            let Some(acquired) = self.hand_next(owner, now) else {
+                break;
+            };
+            handed.push(acquired);
+        }
+        self.journal_delivered_mark();
+        handed
+    }
+
+    /// The log no longer holds the offsets below `start` (retention deleted them): every
+    /// available record there is archived without delivery; acquired ones stay until settled.
+    /// Answers how many were archived.
+    pub fn skip_below(&mut self, start: Offset) -> u64 {
+        let before = self.counts().ready;
+        let gone: Vec<Offset> = self.returned.range(..start).map(|(&o, _)| o).collect();
+        for offset in gone {
+            self.returned.remove(&offset);
+            self.finish(offset, offset.next());
+        }
+        let end = start.min(self.next);
+        if self.frontier < end {
+            let from = self.frontier;
+            self.finish(from, end);
+            self.frontier = self.frontier.max(end);
+        }
+        before - self.counts().ready
+    }
+
     /// `acquire` of one record, without a `Vec` (a queue's delivery loop hands out one at a
     /// time, per message).
     pub fn acquire_one(&mut self, owner: ConsumerId, now: Instant) -> Option<Acquired> {

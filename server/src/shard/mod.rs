@@ -366,6 +366,7 @@ async fn serve(start: ShardStart) -> anyhow::Result<()> {
     });
     shard.apply_metadata(metadata.clone()).await;
     crate::groups::open(&shard).await?;
+    crate::shares::open(&shard).await?;
 
     glommio::spawn_local(job_loop(shard.clone(), inbox.jobs)).detach();
     if let Some(control) = inbox.control {
@@ -383,6 +384,7 @@ async fn serve(start: ShardStart) -> anyhow::Result<()> {
     }
     drain_connections(&shard).await;
     crate::groups::close(&shard).await;
+    crate::shares::close().await;
     for hook in stop_hooks {
         hook(shard.clone()).await;
     }

@@ -1,0 +1,361 @@
+//! ShareFetch (v1, KIP-932): a share group member's fetch from the partitions this shard leads.
+//! In order: the share session step (`shares::sessions`), the acknowledgements the request
+//! carries (made durable before the answer), then — unless the session closes (epoch -1) —
+//! records acquired for the member from each of the session's partitions, long-polling up to
+//! `max_wait_ms` while none can be acquired.
+//!
+//! Each partition is read from its lowest available record; the member acquires the available
+//! records the read covers (at most `max_records` in all, and the partition's 2,000 locks), and
+//! the answer carries the whole batches read and the acquired ranges with their delivery
+//! counts (clients keep only the acquired records). Records are copied into the answer (the
+//! classic Fetch path writes log chunks to the socket without a copy; this one does not yet).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::share_fetch_response::{
+    AcquiredRecords, LeaderIdAndEpoch, PartitionData, ShareFetchableTopicResponse,
+};
+use kafka_protocol::messages::{ShareFetchRequest, ShareFetchResponse};
+use kafka_protocol::protocol::StrBytes;
+use weir_engine::batch::Header;
+
+use super::error_codes as code;
+use super::share_acknowledge::{apply_acks, TopicIds};
+use crate::partition;
+use crate::queues::state::SHARE_GROUP_LOCK_DURATION;
+use crate::queues::Acquired;
+use crate::shard::{Shard, ShardId};
+use crate::shares::partitions::{self, SharePartitionId};
+use crate::shares::sessions;
+
+/// Upper bound on a long poll, whatever the client asks.
+const WAIT_MAX: Duration = Duration::from_secs(30);
+/// How often a long poll looks again for records given back (released, expired) rather than
+/// appended, which wake nothing.
+const RELEASE_POLL: Duration = Duration::from_millis(50);
+/// Records per answer when the request names no limit (librdkafka's `max.poll.records`).
+const DEFAULT_MAX_RECORDS: usize = 500;
+/// Bytes read from one partition per answer at most.
+const PARTITION_BYTES_MAX: usize = 8 << 20;
+
+/// One partition's part of the answer.
+#[derive(Default)]
+struct Fetched {
+    error_code: i16,
+    records: Bytes,
+    acquired: Vec<AcquiredRecords>,
+    leader: Option<ShardId>,
+}
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _version: i16,
+    request: ShareFetchRequest,
+) -> ShareFetchResponse {
+    let mut response = ShareFetchResponse::default();
+    response.acquisition_lock_timeout_ms = SHARE_GROUP_LOCK_DURATION.as_millis() as i32;
+    let (group, member) = match (&request.group_id, &request.member_id) {
+        (Some(group), Some(member)) if !member.is_empty() => {
+            (group.0.to_string(), member.to_string())
+        }
+        _ => return refused(response, code::INVALID_REQUEST),
+    };
+    let ids = TopicIds::new(&shard.metadata());
+    let mut added = Vec::new();
+    let mut acks = Vec::new();
+    for topic in &request.topics {
+        let Some(name) = ids.name(&topic.topic_id) else {
+            return refused(response, code::UNKNOWN_TOPIC_ID);
+        };
+        for part in &topic.partitions {
+            added.push((name.clone(), part.partition_index));
+            let batches = part.acknowledgement_batches.iter();
+            let batches =
+                batches.map(|b| ((b.first_offset, b.last_offset), b.acknowledge_types.clone()));
+            acks.push((
+                (name.clone(), part.partition_index),
+                batches.collect::<Vec<_>>(),
+            ));
+        }
+    }
+    acks.retain(|(_, batches)| !batches.is_empty());
+    let forgotten = ids.partitions(
+        request
+            .forgotten_topics_data
+            .iter()
+            .map(|t| (t.topic_id, t.partitions.clone())),
+    );
+    let epoch = request.share_session_epoch;
+    if epoch == 0 && !acks.is_empty() {
+        return refused(response, code::INVALID_REQUEST);
+    }
+    let session = match sessions::step(&group, &member, epoch, &added, &forgotten) {
+        Ok(session) => session,
+        Err(error) => return refused(response, code::from_session_error(error)),
+    };
+    let ack_codes = apply_acks(shard, &group, &member, &acks).await;
+    let mut results: BTreeMap<(String, i32), Fetched> = BTreeMap::new();
+    if epoch == -1 {
+        sessions::closed(&group, &member, &session);
+    } else {
+        let limits = Limits::of(&request);
+        results = fetch_long(shard, &group, &member, &session, limits).await;
+    }
+    for (key, _) in &acks {
+        results.entry(key.clone()).or_default();
+    }
+    response.responses = shape(shard, &ids, results, &ack_codes);
+    response
+}
+
+#[derive(Clone, Copy)]
+struct Limits {
+    records: usize,
+    bytes: usize,
+    wait: Duration,
+    rotate: usize,
+}
+
+impl Limits {
+    fn of(request: &ShareFetchRequest) -> Limits {
+        Limits {
+            records: usize::try_from(request.max_records)
+                .ok()
+                .filter(|&n| n > 0)
+                .unwrap_or(DEFAULT_MAX_RECORDS),
+            bytes: usize::try_from(request.max_bytes)
+                .ok()
+                .filter(|&n| n > 0)
+                .unwrap_or(usize::MAX),
+            wait: Duration::from_millis(request.max_wait_ms.max(0) as u64).min(WAIT_MAX),
+            rotate: request.share_session_epoch.max(0) as usize,
+        }
+    }
+}
+
+/// Fetch rounds until a round acquires something, the wait is over, or the shard stops.
+async fn fetch_long(
+    shard: &Rc<Shard>,
+    group: &str,
+    member: &str,
+    session: &[(String, i32)],
+    limits: Limits,
+) -> BTreeMap<(String, i32), Fetched> {
+    let deadline = Instant::now() + limits.wait;
+    loop {
+        let results = fetch_round(shard, group, member, session, limits).await;
+        let acquired = results.values().any(|f| !f.acquired.is_empty());
+        let errors = results.values().any(|f| f.error_code != code::NONE);
+        let now = Instant::now();
+        if acquired || errors || now >= deadline || shard.shutdown.is_fired() || session.is_empty()
+        {
+            return results;
+        }
+        wait_for_any(shard, session, (deadline - now).min(RELEASE_POLL)).await;
+    }
+}
+
+/// One pass over the session's partitions, starting at a rotating one so that a small
+/// `max_records` does not starve the last.
+async fn fetch_round(
+    shard: &Rc<Shard>,
+    group: &str,
+    member: &str,
+    session: &[(String, i32)],
+    limits: Limits,
+) -> BTreeMap<(String, i32), Fetched> {
+    let mut results = BTreeMap::new();
+    let (mut records, mut bytes) = (limits.records, limits.bytes);
+    let count = session.len().max(1);
+    for index in 0..session.len() {
+        let (topic, partition) = &session[(limits.rotate + index) % count];
+        let id = SharePartitionId {
+            group: group.to_string(),
+            topic: topic.clone(),
+            partition: *partition,
+        };
+        let fetched = if records == 0 || bytes == 0 {
+            Fetched::default()
+        } else {
+            fetch_partition(shard, &id, member, records, bytes).await
+        };
+        let taken: usize = fetched.acquired.iter().map(range_len).sum();
+        records = records.saturating_sub(taken);
+        bytes = bytes.saturating_sub(fetched.records.len());
+        results.insert((topic.clone(), *partition), fetched);
+    }
+    results
+}
+
+fn range_len(range: &AcquiredRecords) -> usize {
+    (range.last_offset - range.first_offset + 1).max(0) as usize
+}
+
+async fn fetch_partition(
+    shard: &Rc<Shard>,
+    id: &SharePartitionId,
+    member: &str,
+    max_records: usize,
+    max_bytes: usize,
+) -> Fetched {
+    match shard.metadata().owner(&id.topic, id.partition) {
+        None => return failed(code::UNKNOWN_TOPIC_OR_PARTITION),
+        Some(owner) if owner != shard.id => {
+            let mut fetched = failed(code::NOT_LEADER_OR_FOLLOWER);
+            fetched.leader = Some(owner);
+            return fetched;
+        }
+        Some(_) => {}
+    }
+    let start = match partitions::first_available(shard, id) {
+        Ok(Some(start)) => start,
+        Ok(None) => return Fetched::default(),
+        Err(error) => return failed(code::from_partition_error(error)),
+    };
+    let max_bytes = max_bytes.min(PARTITION_BYTES_MAX);
+    let read = partition::read(shard, &id.topic, id.partition, start, max_bytes).await;
+    if let Some(error) = read.error {
+        return failed(code::from_partition_error(error));
+    }
+    let (records, end) = whole_batches(read.payload.iter().map(|c| c.as_slice()));
+    match partitions::acquire(shard, id, member, max_records, end) {
+        Ok(acquired) if acquired.is_empty() => Fetched::default(),
+        Ok(acquired) => Fetched {
+            error_code: code::NONE,
+            records,
+            acquired: ranges(&acquired),
+            leader: None,
+        },
+        Err(error) => failed(code::from_partition_error(error)),
+    }
+}
+
+fn failed(error_code: i16) -> Fetched {
+    Fetched {
+        error_code,
+        ..Fetched::default()
+    }
+}
+
+/// The complete record batches of a read, copied into one buffer, and the offset after the
+/// last of them (0 when there is none).
+fn whole_batches<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> (Bytes, i64) {
+    let mut all = BytesMut::new();
+    for chunk in chunks {
+        all.extend_from_slice(chunk);
+    }
+    let (mut at, mut end) = (0usize, 0i64);
+    while let Some(header) = Header::new(&all[at..]) {
+        let length = usize::try_from(header.batch_length()).unwrap_or(0);
+        let next = at + weir_engine::batch::LOG_OVERHEAD_BYTES + length;
+        if length == 0 || next > all.len() {
+            break;
+        }
+        end = header.base_offset() + i64::from(header.last_offset_delta()) + 1;
+        at = next;
+    }
+    all.truncate(at);
+    (all.freeze(), end)
+}
+
+/// Acquired records as KIP-932's ranges: consecutive offsets with one delivery count each.
+fn ranges(acquired: &[Acquired]) -> Vec<AcquiredRecords> {
+    let mut sorted: Vec<Acquired> = acquired.to_vec();
+    sorted.sort_by_key(|a| a.offset);
+    let mut out: Vec<AcquiredRecords> = Vec::new();
+    for record in sorted {
+        let offset = record.offset.get();
+        let count = i16::try_from(record.delivery_count).unwrap_or(i16::MAX);
+        match out.last_mut() {
+            Some(last) if last.last_offset + 1 == offset && last.delivery_count == count => {
+                last.last_offset = offset;
+            }
+            _ => out.push(
+                AcquiredRecords::default()
+                    .with_first_offset(offset)
+                    .with_last_offset(offset)
+                    .with_delivery_count(count),
+            ),
+        }
+    }
+    out
+}
+
+/// Waits until any of the session's partitions has records past its end, or `wait`.
+async fn wait_for_any(shard: &Rc<Shard>, session: &[(String, i32)], wait: Duration) {
+    let mut waits: Vec<Pin<Box<dyn Future<Output = ()>>>> = Vec::new();
+    waits.push(Box::pin(glommio::timer::sleep(wait)));
+    waits.push(Box::pin(async { shard.shutdown.wait().await }));
+    for (topic, partition) in session {
+        if let Some(log) = shard.log(topic, *partition) {
+            let end = log.high_watermark();
+            waits.push(Box::pin(async move { log.wait_for_data(end).await }));
+        }
+    }
+    futures_lite::future::poll_fn(|cx| {
+        for wait in waits.iter_mut() {
+            if wait.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+}
+
+/// The answer's topics: every partition fetched or acknowledged, grouped by topic id.
+fn shape(
+    shard: &Shard,
+    ids: &TopicIds,
+    results: BTreeMap<(String, i32), Fetched>,
+    ack_codes: &BTreeMap<(String, i32), i16>,
+) -> Vec<ShareFetchableTopicResponse> {
+    let mut topics: Vec<ShareFetchableTopicResponse> = Vec::new();
+    for ((topic, partition), fetched) in results {
+        let Some(topic_id) = ids.id(&topic) else {
+            continue;
+        };
+        let mut data = PartitionData::default();
+        data.partition_index = partition;
+        data.error_code = fetched.error_code;
+        data.acknowledge_error_code = *ack_codes.get(&(topic.clone(), partition)).unwrap_or(&0);
+        data.current_leader = leader(shard, fetched.leader);
+        data.records = Some(fetched.records);
+        data.acquired_records = fetched.acquired;
+        match topics.last_mut() {
+            Some(last) if last.topic_id == topic_id => last.partitions.push(data),
+            _ => {
+                let mut entry = ShareFetchableTopicResponse::default();
+                entry.topic_id = topic_id;
+                entry.partitions.push(data);
+                topics.push(entry);
+            }
+        }
+    }
+    topics
+}
+
+fn leader(shard: &Shard, owner: Option<ShardId>) -> LeaderIdAndEpoch {
+    let mut leader = LeaderIdAndEpoch::default();
+    leader.leader_id = owner.map_or(-1, |owner| shard.advertised_broker(owner) as i32);
+    leader.leader_epoch = if owner.is_some() { 0 } else { -1 };
+    leader
+}
+
+fn refused(mut response: ShareFetchResponse, error_code: i16) -> ShareFetchResponse {
+    response.error_code = error_code;
+    response.error_message = Some(StrBytes::from_static_str(match error_code {
+        code::INVALID_REQUEST => "invalid share fetch request",
+        code::UNKNOWN_TOPIC_ID => "unknown topic id",
+        code::SHARE_SESSION_NOT_FOUND => "share session not found",
+        code::INVALID_SHARE_SESSION_EPOCH => "share session epoch is not the expected one",
+        _ => "share fetch refused",
+    }));
+    response
+}

@@ -1,0 +1,85 @@
+//! ShareGroupHeartbeat (v1, KIP-932): a share group member joins, heartbeats and leaves on the
+//! group's coordinator shard (`groups::owner_shard`, as FindCoordinator names it); a request on
+//! another shard is answered NOT_COORDINATOR, so that the client looks the coordinator up again.
+//! Every answer carries the member's whole assignment.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use kafka_protocol::messages::share_group_heartbeat_response::{Assignment, TopicPartitions};
+use kafka_protocol::messages::{ShareGroupHeartbeatRequest, ShareGroupHeartbeatResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::error_codes as code;
+use crate::groups::owner_shard;
+use crate::shard::Shard;
+use crate::shares::members::{self, Heartbeat};
+use crate::shares::HEARTBEAT_INTERVAL;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _version: i16,
+    request: ShareGroupHeartbeatRequest,
+) -> ShareGroupHeartbeatResponse {
+    let mut response = ShareGroupHeartbeatResponse::default();
+    response.heartbeat_interval_ms = HEARTBEAT_INTERVAL.as_millis() as i32;
+    let group = request.group_id.0.to_string();
+    if group.is_empty() {
+        return refused(response, code::INVALID_GROUP_ID, "GroupId can't be empty.");
+    }
+    if owner_shard(&group, shard.count) != shard.id.index() {
+        return refused(
+            response,
+            code::NOT_COORDINATOR,
+            "This is not the group's coordinator.",
+        );
+    }
+    let member = request.member_id.to_string();
+    let heartbeat = Heartbeat {
+        group_id: group.clone(),
+        member_id: member.clone(),
+        member_epoch: request.member_epoch,
+        subscribed: request
+            .subscribed_topic_names
+            .map(|topics| topics.into_iter().map(|t| t.0.to_string()).collect()),
+    };
+    let metadata = shard.metadata();
+    match members::heartbeat(&metadata, heartbeat, Instant::now()) {
+        Err(error) => {
+            let text = error.to_string();
+            refused(response, code::from_share_group_error(error), &text)
+        }
+        Ok(None) => {
+            members::member_gone(shard, &group, &member).await;
+            response.member_id = Some(request.member_id);
+            response.member_epoch = -1;
+            response
+        }
+        Ok(Some(answer)) => {
+            response.member_id = Some(request.member_id);
+            response.member_epoch = answer.member_epoch;
+            let mut assignment = Assignment::default();
+            for (topic, partitions) in answer.assignment {
+                let Some(meta) = metadata.topics.get(&topic) else {
+                    continue;
+                };
+                let mut assigned = TopicPartitions::default();
+                assigned.topic_id = meta.uuid();
+                assigned.partitions = (0..partitions).collect();
+                assignment.topic_partitions.push(assigned);
+            }
+            response.assignment = Some(assignment);
+            response
+        }
+    }
+}
+
+fn refused(
+    mut response: ShareGroupHeartbeatResponse,
+    error_code: i16,
+    message: &str,
+) -> ShareGroupHeartbeatResponse {
+    response.error_code = error_code;
+    response.error_message = Some(StrBytes::from_string(message.to_string()));
+    response
+}

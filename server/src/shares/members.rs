@@ -1,0 +1,224 @@
+//! A share group's membership on its coordinator shard (KIP-932's ShareGroupHeartbeat in domain
+//! terms). A member joins with epoch 0 and the topics it subscribes to, heartbeats with the
+//! epoch it was given, leaves with -1, and is dropped after `SESSION_TIMEOUT` of silence.
+//!
+//! Assignment: every member gets every partition of the topics it subscribes to that exist.
+//! Share groups need no exclusive assignment (records, not partitions, are the unit of work),
+//! and this is KIP-932's simple assignor when members outnumber partitions; Kafka 4.2 spreads
+//! partitions when they outnumber members, which saves fetches but changes no record's fate.
+//! A member's epoch moves to the group's next epoch whenever its assignment changes.
+//!
+//! When a member is gone (left or timed out) every shard releases what it holds
+//! (`partitions::release_member`, sent over the mesh), so its records come back at once rather
+//! than when their locks expire.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::metadata::Metadata;
+use crate::shard::mesh::Job;
+use crate::shard::{Shard, ShardId};
+
+use super::SESSION_TIMEOUT;
+
+/// One heartbeat, as the coordinator takes it.
+pub struct Heartbeat {
+    pub group_id: String,
+    pub member_id: String,
+    /// 0 to join, -1 to leave, else the epoch the member was last given.
+    pub member_epoch: i32,
+    /// The subscribed topics when they changed (always on a join); `None`: unchanged.
+    pub subscribed: Option<Vec<String>>,
+}
+
+/// The coordinator's answer: the member's epoch and its whole assignment (topic, partitions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatAnswer {
+    pub member_epoch: i32,
+    pub assignment: Vec<(String, i32)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ShareGroupError {
+    #[error("unknown member")]
+    UnknownMember,
+    #[error("the member epoch is not the member's")]
+    FencedEpoch,
+    #[error("{0}")]
+    InvalidRequest(&'static str),
+}
+
+struct Member {
+    epoch: i32,
+    /// The epoch before the last change: a member whose answer was lost may still send it.
+    previous_epoch: i32,
+    subscribed: Vec<String>,
+    assignment: Vec<(String, i32)>,
+    last_seen: Instant,
+}
+
+#[derive(Default)]
+struct ShareGroup {
+    epoch: i32,
+    members: BTreeMap<String, Member>,
+}
+
+thread_local! {
+    static GROUPS: RefCell<HashMap<String, ShareGroup>> = RefCell::new(HashMap::new());
+}
+
+/// Serves one heartbeat on the group's coordinator shard. `Ok(None)` for a member that left.
+pub fn heartbeat(
+    metadata: &Metadata,
+    request: Heartbeat,
+    now: Instant,
+) -> Result<Option<HeartbeatAnswer>, ShareGroupError> {
+    if request.member_id.is_empty() {
+        return Err(ShareGroupError::InvalidRequest("MemberId can't be empty."));
+    }
+    GROUPS.with(|groups| {
+        let mut groups = groups.borrow_mut();
+        if request.member_epoch == -1 {
+            if let Some(group) = groups.get_mut(&request.group_id) {
+                group.members.remove(&request.member_id);
+            }
+            return Ok(None);
+        }
+        let group = groups.entry(request.group_id.clone()).or_default();
+        if request.member_epoch == 0 {
+            join(group, &request, now)?;
+        } else {
+            check_epoch(group, &request)?;
+        }
+        let member = group
+            .members
+            .get_mut(&request.member_id)
+            .expect("joined or checked");
+        member.last_seen = now;
+        if let Some(topics) = request.subscribed {
+            member.subscribed = topics;
+        }
+        let assignment = assign(metadata, &member.subscribed);
+        if assignment != member.assignment || member.epoch == 0 {
+            group.epoch += 1;
+            member.previous_epoch = member.epoch;
+            member.epoch = group.epoch;
+            member.assignment = assignment;
+        }
+        Ok(Some(HeartbeatAnswer {
+            member_epoch: member.epoch,
+            assignment: member.assignment.clone(),
+        }))
+    })
+}
+
+/// A join (epoch 0): a new member, or one that restarted with its id.
+fn join(group: &mut ShareGroup, request: &Heartbeat, now: Instant) -> Result<(), ShareGroupError> {
+    if request.subscribed.as_ref().is_none_or(Vec::is_empty) {
+        return Err(ShareGroupError::InvalidRequest(
+            "SubscribedTopicNames must be set in first request.",
+        ));
+    }
+    let member = Member {
+        epoch: 0,
+        previous_epoch: 0,
+        subscribed: Vec::new(),
+        assignment: Vec::new(),
+        last_seen: now,
+    };
+    group.members.insert(request.member_id.clone(), member);
+    Ok(())
+}
+
+/// A heartbeat of a member in the group: its epoch must be the current one or the one before.
+fn check_epoch(group: &ShareGroup, request: &Heartbeat) -> Result<(), ShareGroupError> {
+    let member = group
+        .members
+        .get(&request.member_id)
+        .ok_or(ShareGroupError::UnknownMember)?;
+    let epoch = request.member_epoch;
+    if epoch != member.epoch && epoch != member.previous_epoch {
+        return Err(ShareGroupError::FencedEpoch);
+    }
+    Ok(())
+}
+
+/// Every partition of every subscribed topic that exists (exchanges keep no records).
+fn assign(metadata: &Metadata, subscribed: &[String]) -> Vec<(String, i32)> {
+    let mut topics: Vec<&String> = subscribed.iter().collect();
+    topics.sort();
+    topics.dedup();
+    topics
+        .into_iter()
+        .filter_map(|name| {
+            let topic = metadata.topics.get(name)?;
+            Some((name.clone(), topic.partitions.len() as i32))
+        })
+        .collect()
+}
+
+/// Drops the members silent for longer than the session timeout; answers (group, member).
+fn sweep(now: Instant) -> Vec<(String, String)> {
+    GROUPS.with(|groups| {
+        let mut gone = Vec::new();
+        for (name, group) in groups.borrow_mut().iter_mut() {
+            group.members.retain(|id, member| {
+                let alive = now.duration_since(member.last_seen) < SESSION_TIMEOUT;
+                if !alive {
+                    gone.push((name.clone(), id.clone()));
+                }
+                alive
+            });
+        }
+        groups
+            .borrow_mut()
+            .retain(|_, group| !group.members.is_empty());
+        gone
+    })
+}
+
+/// Tells every shard that `member` of `group` is gone, so they release what it holds.
+pub async fn member_gone(shard: &Shard, group: &str, member: &str) {
+    for index in 0..shard.count {
+        let (group, member) = (group.to_string(), member.to_string());
+        let job = Job::Run(Box::new(move |_| {
+            super::partitions::release_member(&group, &member);
+            super::sessions::drop_member(&group, &member);
+        }));
+        let _ = shard.mesh.inbox(ShardId(index)).send_async(job).await;
+    }
+}
+
+/// Once a second, drops timed-out members and has their records released.
+pub fn spawn_sweeper(shard: Rc<Shard>) {
+    glommio::spawn_local(async move {
+        loop {
+            futures_lite::future::or(
+                glommio::timer::sleep(Duration::from_secs(1)),
+                shard.shutdown.wait(),
+            )
+            .await;
+            if shard.shutdown.is_fired() {
+                return;
+            }
+            for (group, member) in sweep(Instant::now()) {
+                tracing::info!(group, member, "share group member timed out");
+                member_gone(&shard, &group, &member).await;
+            }
+        }
+    })
+    .detach();
+}
+
+/// (group, members, epoch) of the share groups this shard coordinates, for ListGroups.
+pub fn listing() -> Vec<(String, usize, i32)> {
+    GROUPS.with(|groups| {
+        groups
+            .borrow()
+            .iter()
+            .map(|(name, group)| (name.clone(), group.members.len(), group.epoch))
+            .collect()
+    })
+}

@@ -1,0 +1,54 @@
+//! Share groups (KIP-932, "queues for Kafka") in domain terms: members of a share group take
+//! records of the same partitions cooperatively, each record acquired by one member under a
+//! time-limited lock and settled one by one (accept, release, reject). Core: no wire types or
+//! codes; `kafka/share_*.rs` decode, map codes and shape each answer.
+//!
+//! - `members.rs`: a group's membership on its coordinator shard (`groups::owner_shard`, as a
+//!   classic group): member epochs, subscriptions, the assignment (every member gets every
+//!   partition of the topics it subscribes to), the session-timeout sweep.
+//! - `partitions.rs`: a share partition's per-record state on the shard owning the partition's
+//!   log: the queues' `QueueState` (one machinery with AMQP queues) with KIP-932's limits,
+//!   persisted in the shard's own ack store (`<data-dir>/shares/acks-<shard>.log`).
+//! - `sessions.rs`: share sessions (KIP-932's fetch sessions), per member, on each shard that
+//!   leads partitions the member fetches.
+//!
+//! A share partition's state only ever lives on the partition's owner shard, and share fetches
+//! and acknowledgements are served only there (other shards answer NOT_LEADER_OR_FOLLOWER), so
+//! nothing about a record's state crosses shards but a departed member's release.
+
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::queues::ConsumerId;
+use crate::shard::Shard;
+
+pub mod members;
+pub mod partitions;
+pub mod sessions;
+
+/// KIP-932's `group.share.heartbeat.interval.ms` default.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// KIP-932's `group.share.session.timeout.ms` default: a member silent this long is gone.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Opens the shard's share state (its ack store) and starts the member sweep.
+pub async fn open(shard: &Rc<Shard>) -> anyhow::Result<()> {
+    partitions::open_store(shard).await?;
+    members::spawn_sweeper(shard.clone());
+    Ok(())
+}
+
+/// A clean shutdown, once the shard's connections are gone (share requests for a partition are
+/// served only on its owner shard, so none can come after): persists what is queued.
+pub async fn close() {
+    partitions::close_store().await;
+}
+
+/// The state machine's owner key for a member: a 64-bit hash of its id (members choose their
+/// own ids, UUIDs in practice; the state only needs them distinct within one partition).
+pub fn member_key(member_id: &str) -> ConsumerId {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    member_id.hash(&mut hasher);
+    ConsumerId(hasher.finish())
+}

@@ -1,0 +1,292 @@
+//! Share partitions: the per-record state of one share group on one partition, on the shard
+//! that owns the partition's log. The state is the queues' `QueueState` with KIP-932's limits
+//! (`QueueLimits::SHARE_GROUP`: 2,000 records acquired at once, 5 deliveries, 30 s locks), the
+//! same machinery an AMQP queue's deliveries and acks run on; its journal goes to this shard's
+//! share ack store, so a restart redelivers no record whose acknowledgement was answered and
+//! every record that was acquired but not settled (flagged with one more delivery).
+//!
+//! A share partition starts, the first time a member of its group fetches it, at the log's end
+//! (KIP-932's `share.auto.offset.reset` default, `latest`). Its state is keyed in the store by
+//! the topic's id, so a topic deleted and created again under the same name starts afresh.
+//! Records the log no longer holds (retention) are skipped without delivery. Locks that expired
+//! are returned whenever the partition is touched, before anything else happens to it.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+use weir_engine::Offset;
+
+use super::member_key;
+use crate::partition::PartitionError;
+use crate::queues::{
+    AckStore, AckStoreOptions, Acquired, Durability, QueueError, QueueKey, QueueLimits, QueueState,
+};
+use crate::shard::Shard;
+
+/// One share group's view of one partition.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SharePartitionId {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+}
+
+struct SharePartition {
+    key: QueueKey,
+    state: QueueState,
+}
+
+/// KIP-932's acknowledge types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckType {
+    /// No record at that offset (compaction, control records): finished.
+    Gap,
+    Accept,
+    Release,
+    Reject,
+}
+
+impl AckType {
+    pub fn from_code(code: i8) -> Option<AckType> {
+        match code {
+            0 => Some(AckType::Gap),
+            1 => Some(AckType::Accept),
+            2 => Some(AckType::Release),
+            3 => Some(AckType::Reject),
+            _ => None,
+        }
+    }
+}
+
+/// What a partition's acknowledgements came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    /// A record the member does not hold (never acquired, expired, or another's).
+    #[error("record is not acquired by this member")]
+    InvalidRecordState,
+    #[error("malformed acknowledgement batch")]
+    InvalidRequest,
+    #[error("{0}")]
+    Partition(PartitionError),
+}
+
+thread_local! {
+    static STORE: RefCell<Option<Rc<AckStore>>> = const { RefCell::new(None) };
+    static PARTITIONS: RefCell<HashMap<SharePartitionId, SharePartition>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Opens `<data-dir>/shares/acks-<shard>.log`.
+pub async fn open_store(shard: &Shard) -> anyhow::Result<()> {
+    let dir = shard.config.data_dir.join("shares");
+    let options = AckStoreOptions {
+        flush_delay: std::time::Duration::from_millis(shard.config.queue_ack_flush_ms),
+        ..AckStoreOptions::default()
+    };
+    let store = AckStore::open(&dir, shard.id.index(), options)
+        .await
+        .map_err(|error| anyhow::anyhow!("opening the share-group ack store: {error}"))?;
+    STORE.with(|slot| *slot.borrow_mut() = Some(store));
+    Ok(())
+}
+
+pub async fn close_store() {
+    let store = STORE.with(|slot| slot.borrow_mut().take());
+    if let Some(store) = store {
+        store.close().await;
+    }
+}
+
+fn store() -> Option<Rc<AckStore>> {
+    STORE.with(|slot| slot.borrow().clone())
+}
+
+/// Waits until every acknowledgement taken in so far is durable.
+pub async fn sync() -> Result<(), PartitionError> {
+    match store() {
+        Some(store) => store.sync().await.map_err(|_| PartitionError::Storage),
+        None => Err(PartitionError::Closed),
+    }
+}
+
+/// Runs `work` on the partition's state, brought up to date with its log first (new records,
+/// retention, expired locks), then hands what changed to the ack store.
+fn with_state<R>(
+    shard: &Shard,
+    id: &SharePartitionId,
+    work: impl FnOnce(&mut QueueState) -> R,
+) -> Result<R, PartitionError> {
+    let log = shard
+        .log(&id.topic, id.partition)
+        .ok_or(PartitionError::NotOwner)?;
+    let topic_id = shard
+        .metadata()
+        .topics
+        .get(&id.topic)
+        .map(|topic| topic.id.clone())
+        .ok_or(PartitionError::UnknownPartition)?;
+    let store = store().ok_or(PartitionError::Closed)?;
+    let end = Offset::new(log.high_watermark());
+    PARTITIONS.with(|partitions| {
+        let mut partitions = partitions.borrow_mut();
+        let entry = partitions
+            .entry(id.clone())
+            .or_insert_with(|| open_partition(&store, id, &topic_id, end));
+        let state = &mut entry.state;
+        if end > state.next_offset() {
+            state.on_appended(end);
+        }
+        state.skip_below(Offset::new(log.log_start_offset()));
+        state.expire(Instant::now());
+        let result = work(state);
+        store
+            .record(&entry.key, state.take_journal())
+            .map_err(|_| PartitionError::Storage)?;
+        Ok(result)
+    })
+}
+
+fn open_partition(
+    store: &AckStore,
+    id: &SharePartitionId,
+    topic_id: &str,
+    end: Offset,
+) -> SharePartition {
+    let key = QueueKey::new(format!("share/{topic_id}/{}", id.group), id.partition);
+    let limits = QueueLimits::SHARE_GROUP;
+    let state = match store.snapshot(&key) {
+        Some(snapshot) => QueueState::restore(&snapshot, end, limits, Durability::Durable),
+        None => QueueState::new(end, end, limits, Durability::Durable),
+    };
+    SharePartition { key, state }
+}
+
+/// The lowest record available to the group (where a share fetch reads from), if any.
+pub fn first_available(
+    shard: &Shard,
+    id: &SharePartitionId,
+) -> Result<Option<i64>, PartitionError> {
+    with_state(shard, id, |state| state.first_available().map(Offset::get))
+}
+
+/// Acquires for `member` up to `max` available records below `end` (what the read covered).
+pub fn acquire(
+    shard: &Shard,
+    id: &SharePartitionId,
+    member: &str,
+    max: usize,
+    end: i64,
+) -> Result<Vec<Acquired>, PartitionError> {
+    let owner = member_key(member);
+    with_state(shard, id, |state| {
+        state.acquire_before(owner, max, Offset::new(end), Instant::now())
+    })
+}
+
+/// Applies one acknowledgement batch: `types` has one type for the whole range or one per
+/// offset. Every offset is tried; the first refusal is answered.
+pub fn acknowledge(
+    shard: &Shard,
+    id: &SharePartitionId,
+    member: &str,
+    (first, last): (i64, i64),
+    types: &[i8],
+) -> Result<(), AckError> {
+    let count = last.checked_sub(first).map(|span| span + 1).unwrap_or(0);
+    if first < 0 || count <= 0 || (types.len() != 1 && types.len() as i64 != count) {
+        return Err(AckError::InvalidRequest);
+    }
+    let kinds: Option<Vec<AckType>> = types.iter().map(|&t| AckType::from_code(t)).collect();
+    let kinds = kinds.ok_or(AckError::InvalidRequest)?;
+    let owner = member_key(member);
+    let outcome = with_state(shard, id, |state| {
+        let mut refused = None;
+        for (index, offset) in (first..=last).enumerate() {
+            let kind = kinds[if kinds.len() == 1 { 0 } else { index }];
+            if let Err(error) = settle(state, owner, Offset::new(offset), kind) {
+                refused.get_or_insert(error);
+            }
+        }
+        refused
+    });
+    match outcome {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => Err(AckError::InvalidRecordState),
+        Err(error) => Err(AckError::Partition(error)),
+    }
+}
+
+fn settle(
+    state: &mut QueueState,
+    owner: crate::queues::ConsumerId,
+    offset: Offset,
+    kind: AckType,
+) -> Result<(), QueueError> {
+    match kind {
+        AckType::Gap | AckType::Accept => state.accept(owner, offset),
+        AckType::Release => state.release(owner, offset).map(|_| ()),
+        AckType::Reject => state.reject(owner, offset),
+    }
+}
+
+/// Releases what `member` holds in the named partitions of `group` on this shard (its share
+/// session closed or forgot them).
+pub fn release_in(group: &str, member: &str, partitions: &[(String, i32)]) {
+    let owner = member_key(member);
+    PARTITIONS.with(|all| {
+        let mut all = all.borrow_mut();
+        for (topic, partition) in partitions {
+            let id = SharePartitionId {
+                group: group.to_string(),
+                topic: topic.clone(),
+                partition: *partition,
+            };
+            if let Some(entry) = all.get_mut(&id) {
+                entry.state.release_owner(owner);
+                record(&entry.key, &mut entry.state);
+            }
+        }
+    });
+}
+
+/// Releases everything `member` holds in `group` on this shard (it left or timed out).
+pub fn release_member(group: &str, member: &str) {
+    let owner = member_key(member);
+    PARTITIONS.with(|all| {
+        for (id, entry) in all.borrow_mut().iter_mut() {
+            if id.group == group {
+                entry.state.release_owner(owner);
+                record(&entry.key, &mut entry.state);
+            }
+        }
+    });
+}
+
+fn record(key: &QueueKey, state: &mut QueueState) {
+    let journal = state.take_journal();
+    if let Some(store) = store() {
+        // A failed store refuses every later record too; the fetches that follow report it.
+        let _ = store.record(key, journal);
+    }
+}
+
+/// (records ready, records acquired) of every share partition of `group` on this shard.
+pub fn counts(group: &str) -> Vec<(String, i32, u64, u64)> {
+    PARTITIONS.with(|all| {
+        all.borrow()
+            .iter()
+            .filter(|(id, _)| id.group == group)
+            .map(|(id, entry)| {
+                let counts = entry.state.counts();
+                (
+                    id.topic.clone(),
+                    id.partition,
+                    counts.ready,
+                    counts.acquired,
+                )
+            })
+            .collect()
+    })
+}
