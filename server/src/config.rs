@@ -125,6 +125,8 @@ pub struct BrokerConfig {
     /// Resident memory above which AMQP publishers are blocked (`amqp.vm.memory.high.watermark`
     /// and `.absolute`, RabbitMQ's `vm_memory_high_watermark`).
     pub amqp_memory_high_watermark: MemoryWatermark,
+    /// Share groups' settings (`share.auto.offset.reset`, `group.share.*`).
+    pub shares: SharesConfig,
     /// Topic-level defaults (topic config names) applied under every topic's own configs.
     pub topic_defaults: BTreeMap<String, String>,
 }
@@ -267,6 +269,7 @@ impl BrokerConfig {
             queue_ack_flush_ms: QUEUE_ACK_FLUSH_MS_DEFAULT,
             amqp_disk_free_limit_bytes: AMQP_DISK_FREE_LIMIT_BYTES_DEFAULT,
             amqp_memory_high_watermark: MemoryWatermark::default(),
+            shares: SharesConfig::default(),
             topic_defaults: BTreeMap::new(),
         };
         for (key, value) in values {
@@ -309,6 +312,10 @@ impl BrokerConfig {
                 self.queue_ack_flush_ms = u64::try_from(number()?)
                     .with_context(|| format!("{key}={value}: must be >= 0"))?
             }
+            "share.auto.offset.reset"
+            | "group.share.record.lock.duration.ms"
+            | "group.share.delivery.count.limit"
+            | "group.share.partition.max.record.locks" => self.shares.set(key, value)?,
             "amqp.disk.free.limit"
             | "amqp.vm.memory.high.watermark"
             | "amqp.vm.memory.high.watermark.absolute" => self.set_alarm(key, value)?,
@@ -542,6 +549,61 @@ pub fn parse_cpus(text: &str) -> anyhow::Result<Vec<usize>> {
     cpus.sort_unstable();
     cpus.dedup();
     Ok(cpus)
+}
+
+/// Share groups' settings, under Kafka's names. Kafka sets them per group (group configs);
+/// Weir sets them for every share group of the broker.
+#[derive(Clone, Debug)]
+pub struct SharesConfig {
+    /// Per share partition: `group.share.record.lock.duration.ms`,
+    /// `group.share.delivery.count.limit`, `group.share.partition.max.record.locks`.
+    pub limits: crate::queues::QueueLimits,
+    /// Where a share group starts on a partition it has never fetched: the log's start
+    /// (`share.auto.offset.reset=earliest`) or its end (`latest`, Kafka's default).
+    pub from_earliest: bool,
+}
+
+impl Default for SharesConfig {
+    fn default() -> Self {
+        SharesConfig {
+            limits: crate::queues::QueueLimits::SHARE_GROUP,
+            from_earliest: false,
+        }
+    }
+}
+
+impl SharesConfig {
+    /// One setting, within the range Kafka 4.2 accepts for it.
+    fn set(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
+        if key == "share.auto.offset.reset" {
+            self.from_earliest = match value {
+                "earliest" => true,
+                "latest" => false,
+                _ => anyhow::bail!("{key}={value}: must be earliest or latest"),
+            };
+            return Ok(());
+        }
+        let number: i64 = value
+            .parse()
+            .with_context(|| format!("{key}={value}: not an integer"))?;
+        let within = |low: i64, high: i64| {
+            (low..=high)
+                .contains(&number)
+                .then_some(number)
+                .with_context(|| format!("{key}={number}: must be {low}..{high}"))
+        };
+        match key {
+            "group.share.record.lock.duration.ms" => {
+                let ms = within(1_000, 3_600_000)? as u64;
+                self.limits.lock_duration = Some(std::time::Duration::from_millis(ms));
+            }
+            "group.share.delivery.count.limit" => {
+                self.limits.delivery_limit = Some(within(2, 10)? as u16);
+            }
+            _ => self.limits.acquired_max = within(100, 10_000)? as usize,
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -149,6 +149,32 @@ pub fn from_group_result<T>(result: &Result<T, GroupError>) -> i16 {
     }
 }
 
+/// The Kafka error code for a share group coordinator's refusal.
+pub fn from_share_group_error(error: ShareGroupError) -> i16 {
+    match error {
+        ShareGroupError::UnknownMember => UNKNOWN_MEMBER_ID,
+        ShareGroupError::FencedEpoch => FENCED_MEMBER_EPOCH,
+        ShareGroupError::InvalidRequest(_) => INVALID_REQUEST,
+    }
+}
+
+/// The Kafka error code for a share session's refusal.
+pub fn from_session_error(error: SessionError) -> i16 {
+    match error {
+        SessionError::NotFound => SHARE_SESSION_NOT_FOUND,
+        SessionError::InvalidEpoch => INVALID_SHARE_SESSION_EPOCH,
+    }
+}
+
+/// The Kafka error code for a partition's refused acknowledgements.
+pub fn from_ack_error(error: AckError) -> i16 {
+    match error {
+        AckError::InvalidRecordState => INVALID_RECORD_STATE,
+        AckError::InvalidRequest => INVALID_REQUEST,
+        AckError::Partition(error) => from_partition_error(error),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,31 +253,5 @@ mod tests {
         }
         assert_eq!(from_group_result(&Ok::<(), GroupError>(())), NONE);
         assert_eq!(from_group_result::<()>(&Err(G::UnknownMember)), 25);
-    }
-}
-
-/// The Kafka error code for a share group coordinator's refusal.
-pub fn from_share_group_error(error: ShareGroupError) -> i16 {
-    match error {
-        ShareGroupError::UnknownMember => UNKNOWN_MEMBER_ID,
-        ShareGroupError::FencedEpoch => FENCED_MEMBER_EPOCH,
-        ShareGroupError::InvalidRequest(_) => INVALID_REQUEST,
-    }
-}
-
-/// The Kafka error code for a share session's refusal.
-pub fn from_session_error(error: SessionError) -> i16 {
-    match error {
-        SessionError::NotFound => SHARE_SESSION_NOT_FOUND,
-        SessionError::InvalidEpoch => INVALID_SHARE_SESSION_EPOCH,
-    }
-}
-
-/// The Kafka error code for a partition's refused acknowledgements.
-pub fn from_ack_error(error: AckError) -> i16 {
-    match error {
-        AckError::InvalidRecordState => INVALID_RECORD_STATE,
-        AckError::InvalidRequest => INVALID_REQUEST,
-        AckError::Partition(error) => from_partition_error(error),
     }
 }

@@ -28,7 +28,6 @@ use weir_engine::batch::Header;
 use super::error_codes as code;
 use super::share_acknowledge::{apply_acks, TopicIds};
 use crate::partition;
-use crate::queues::state::SHARE_GROUP_LOCK_DURATION;
 use crate::queues::Acquired;
 use crate::shard::{Shard, ShardId};
 use crate::shares::partitions::{self, SharePartitionId};
@@ -59,7 +58,8 @@ pub async fn handle(
     request: ShareFetchRequest,
 ) -> ShareFetchResponse {
     let mut response = ShareFetchResponse::default();
-    response.acquisition_lock_timeout_ms = SHARE_GROUP_LOCK_DURATION.as_millis() as i32;
+    let lock = shard.config.shares.limits.lock_duration;
+    response.acquisition_lock_timeout_ms = lock.map_or(-1, |d| d.as_millis() as i32);
     let (group, member) = match (&request.group_id, &request.member_id) {
         (Some(group), Some(member)) if !member.is_empty() => {
             (group.0.to_string(), member.to_string())

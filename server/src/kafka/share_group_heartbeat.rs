@@ -50,7 +50,8 @@ pub async fn handle(
             refused(response, code::from_share_group_error(error), &text)
         }
         Ok(None) => {
-            members::member_gone(shard, &group, &member).await;
+            // What it holds comes back when its share sessions close (the client sends its
+            // last acknowledgements there, possibly after this) or their locks expire.
             response.member_id = Some(request.member_id);
             response.member_epoch = -1;
             response

@@ -24,6 +24,16 @@ enum Op {
         owner: u8,
         max: u8,
     },
+    /// A share fetch's take: only records below what its read covered.
+    AcquireBefore {
+        owner: u8,
+        max: u8,
+        end: u8,
+    },
+    /// Retention deleted the log below `start`.
+    SkipBelow {
+        start: u8,
+    },
     /// A priority queue's pick: that record, wherever it is.
     AcquireAt {
         owner: u8,
@@ -65,6 +75,9 @@ fn op() -> impl Strategy<Value = Op> {
     let owner = 0u8..3;
     prop_oneof![
         4 => (owner.clone(), 0u8..6).prop_map(|(owner, max)| Op::Acquire { owner, max }),
+        2 => (owner.clone(), 0u8..6, any::<u8>())
+            .prop_map(|(owner, max, end)| Op::AcquireBefore { owner, max, end }),
+        1 => any::<u8>().prop_map(|start| Op::SkipBelow { start }),
         2 => (owner.clone(), any::<u8>()).prop_map(|(owner, offset)| Op::AcquireAt { owner, offset }),
         4 => (owner.clone(), any::<u8>()).prop_map(|(owner, offset)| Op::Accept { owner, offset }),
         1 => (owner.clone(), any::<u8>()).prop_map(|(owner, offset)| Op::Reject { owner, offset }),
@@ -151,7 +164,7 @@ impl Model {
         (ready, acquired, ready + acquired)
     }
 
-    fn acquire(&mut self, owner: u8, max: usize) -> Vec<(i64, u16, bool)> {
+    fn acquire(&mut self, owner: u8, max: usize, end: i64) -> Vec<(i64, u16, bool)> {
         let room = self.limits.acquired_max - self.counts().1 as usize;
         let deadline_ms = self
             .limits
@@ -159,7 +172,7 @@ impl Model {
             .map(|d| self.now_ms + d.as_millis() as u64);
         let mut handed = Vec::new();
         for (&offset, record) in self.records.iter_mut() {
-            if handed.len() == max.min(room) {
+            if handed.len() == max.min(room) || offset >= end {
                 break;
             }
             if let Record::Available { count } = *record {
@@ -314,7 +327,24 @@ impl Harness {
 impl Harness {
     fn step(&mut self, op: &Op) {
         match *op {
-            Op::Acquire { owner, max } => self.acquire(owner, usize::from(max)),
+            Op::Acquire { owner, max } => self.acquire(owner, usize::from(max), None),
+            Op::AcquireBefore { owner, max, end } => {
+                let end = self.pick(end);
+                self.acquire(owner, usize::from(max), Some(end))
+            }
+            Op::SkipBelow { start } => {
+                let start = self.pick(start);
+                let mut want = 0;
+                for (_, record) in self.model.records.range_mut(..start) {
+                    if matches!(record, Record::Available { .. }) {
+                        *record = Record::Done;
+                        want += 1;
+                    }
+                }
+                // Acquired records below `start` stay: finished ranges around them.
+                self.model.gaps_allowed = true;
+                assert_eq!(self.state.skip_below(Offset::new(start.max(0))), want);
+            }
             Op::AcquireAt { owner, offset } => self.acquire_at(owner, offset),
             Op::Accept { owner, offset } => self.finish(owner, offset, false),
             Op::Reject { owner, offset } => self.finish(owner, offset, true),
@@ -358,15 +388,18 @@ impl Harness {
         self.check();
     }
 
-    fn acquire(&mut self, owner: u8, max: usize) {
+    fn acquire(&mut self, owner: u8, max: usize, end: Option<i64>) {
         let (owner_id, now) = (ConsumerId(u64::from(owner)), self.now());
         // One at a time is the AMQP delivery loop's call; checked against the same model.
-        let got = if max == 1 {
-            self.state.acquire_one(owner_id, now).into_iter().collect()
-        } else {
-            self.state.acquire(owner_id, max, now)
+        let got = match end {
+            Some(end) => {
+                let end = Offset::new(end.max(0));
+                self.state.acquire_before(owner_id, max, end, now)
+            }
+            None if max == 1 => self.state.acquire_one(owner_id, now).into_iter().collect(),
+            None => self.state.acquire(owner_id, max, now),
         };
-        let want = self.model.acquire(owner, max);
+        let want = self.model.acquire(owner, max, end.unwrap_or(i64::MAX));
         let got_offsets: Vec<i64> = got.iter().map(|r| r.offset.get()).collect();
         let want_offsets: Vec<i64> = want.iter().map(|&(o, _, _)| o).collect();
         assert_eq!(

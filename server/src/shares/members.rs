@@ -8,9 +8,10 @@
 //! partitions when they outnumber members, which saves fetches but changes no record's fate.
 //! A member's epoch moves to the group's next epoch whenever its assignment changes.
 //!
-//! When a member is gone (left or timed out) every shard releases what it holds
-//! (`partitions::release_member`, sent over the mesh), so its records come back at once rather
-//! than when their locks expire.
+//! A member that leaves gives its records back when its share sessions close (a closing client
+//! sends its last acknowledgements there, after or beside its leave heartbeat). A member that
+//! times out is gone for good: every shard releases what it holds and drops its sessions
+//! (`member_gone`, over the mesh), so its records come back without waiting for their locks.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -179,8 +180,8 @@ fn sweep(now: Instant) -> Vec<(String, String)> {
     })
 }
 
-/// Tells every shard that `member` of `group` is gone, so they release what it holds.
-pub async fn member_gone(shard: &Shard, group: &str, member: &str) {
+/// Tells every shard that `member` of `group` timed out, so they release what it holds.
+async fn member_gone(shard: &Shard, group: &str, member: &str) {
     for index in 0..shard.count {
         let (group, member) = (group.to_string(), member.to_string());
         let job = Job::Run(Box::new(move |_| {

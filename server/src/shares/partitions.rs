@@ -1,12 +1,14 @@
 //! Share partitions: the per-record state of one share group on one partition, on the shard
 //! that owns the partition's log. The state is the queues' `QueueState` with KIP-932's limits
-//! (`QueueLimits::SHARE_GROUP`: 2,000 records acquired at once, 5 deliveries, 30 s locks), the
+//! (`QueueLimits::SHARE_GROUP`: 2,000 records acquired at once, 5 deliveries, 30 s locks; set
+//! with Kafka's `group.share.*` names, `config.rs`), the
 //! same machinery an AMQP queue's deliveries and acks run on; its journal goes to this shard's
 //! share ack store, so a restart redelivers no record whose acknowledgement was answered and
 //! every record that was acquired but not settled (flagged with one more delivery).
 //!
 //! A share partition starts, the first time a member of its group fetches it, at the log's end
-//! (KIP-932's `share.auto.offset.reset` default, `latest`). Its state is keyed in the store by
+//! (KIP-932's `share.auto.offset.reset` default, `latest`) or, with the broker-wide
+//! `--set share.auto.offset.reset=earliest`, at its start. Its state is keyed in the store by
 //! the topic's id, so a topic deleted and created again under the same name starts afresh.
 //! Records the log no longer holds (retention) are skipped without delivery. Locks that expired
 //! are returned whenever the partition is touched, before anything else happens to it.
@@ -131,9 +133,20 @@ fn with_state<R>(
     let end = Offset::new(log.high_watermark());
     PARTITIONS.with(|partitions| {
         let mut partitions = partitions.borrow_mut();
-        let entry = partitions
-            .entry(id.clone())
-            .or_insert_with(|| open_partition(&store, id, &topic_id, end));
+        let entry = partitions.entry(id.clone()).or_insert_with(|| {
+            let start = if shard.config.shares.from_earliest {
+                Offset::new(log.log_start_offset())
+            } else {
+                end
+            };
+            open_partition(
+                &store,
+                id,
+                &topic_id,
+                (start, end),
+                shard.config.shares.limits,
+            )
+        });
         let state = &mut entry.state;
         if end > state.next_offset() {
             state.on_appended(end);
@@ -152,13 +165,13 @@ fn open_partition(
     store: &AckStore,
     id: &SharePartitionId,
     topic_id: &str,
-    end: Offset,
+    (start, end): (Offset, Offset),
+    limits: QueueLimits,
 ) -> SharePartition {
     let key = QueueKey::new(format!("share/{topic_id}/{}", id.group), id.partition);
-    let limits = QueueLimits::SHARE_GROUP;
     let state = match store.snapshot(&key) {
         Some(snapshot) => QueueState::restore(&snapshot, end, limits, Durability::Durable),
-        None => QueueState::new(end, end, limits, Durability::Durable),
+        None => QueueState::new(start, end, limits, Durability::Durable),
     };
     SharePartition { key, state }
 }
