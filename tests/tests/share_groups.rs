@@ -2,7 +2,8 @@
 //! consumer) against the real broker: records split between members and each accepted once,
 //! release and redelivery counts, reject, the delivery count limit, a crashed consumer's
 //! records coming back when their locks expire, and no accepted record delivered again after a
-//! SIGKILL. Scenarios are in `clients/share_groups.py`.
+//! SIGKILL, and pika and a share consumer splitting one AMQP queue. Scenarios are in
+//! `clients/share_groups.py`.
 
 use std::collections::BTreeSet;
 
@@ -131,5 +132,24 @@ fn after_sigkill_no_accepted_record_is_delivered_again_and_held_ones_come_back()
         redelivered >= held,
         "the {held} held at the kill come back counted as delivered before: {redelivered}"
     );
+    Ok(())
+}
+
+#[test]
+fn pika_and_a_share_consumer_on_one_queue_process_each_message_once() -> Result<()> {
+    let broker = broker()?;
+    let port = broker.amqp_port().to_string();
+    let result = scenario(
+        &broker,
+        "mixed",
+        &["--amqp-port", &port, "--topic", "jobs", "--count", "2000"],
+    )?;
+    let (pika, share) = (result["pika"].as_u64(), result["share"].as_u64());
+    assert!(
+        pika.unwrap_or(0) > 0 && share.unwrap_or(0) > 0,
+        "both take work: {result}"
+    );
+    assert_eq!(pika.unwrap_or(0) + share.unwrap_or(0), 2000, "{result}");
+    assert_eq!(result["left_in_queue"], 0, "{result}");
     Ok(())
 }

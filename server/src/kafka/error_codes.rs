@@ -172,6 +172,7 @@ pub fn from_ack_error(error: AckError) -> i16 {
         AckError::InvalidRecordState => INVALID_RECORD_STATE,
         AckError::InvalidRequest => INVALID_REQUEST,
         AckError::Partition(error) => from_partition_error(error),
+        AckError::Unsupported => INVALID_REQUEST,
     }
 }
 

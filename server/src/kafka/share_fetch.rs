@@ -216,7 +216,7 @@ async fn fetch_partition(
     let start = match partitions::first_available(shard, id) {
         Ok(Some(start)) => start,
         Ok(None) => return Fetched::default(),
-        Err(error) => return failed(code::from_partition_error(error)),
+        Err(error) => return failed(code::from_ack_error(error)),
     };
     let max_bytes = max_bytes.min(PARTITION_BYTES_MAX);
     let read = partition::read(shard, &id.topic, id.partition, start, max_bytes).await;
@@ -232,7 +232,7 @@ async fn fetch_partition(
             acquired: ranges(&acquired),
             leader: None,
         },
-        Err(error) => failed(code::from_partition_error(error)),
+        Err(error) => failed(code::from_ack_error(error)),
     }
 }
 

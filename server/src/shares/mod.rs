@@ -9,6 +9,8 @@
 //! - `partitions.rs`: a share partition's per-record state on the shard owning the partition's
 //!   log: the queues' `QueueState` (one machinery with AMQP queues) with KIP-932's limits,
 //!   persisted in the shard's own ack store (`<data-dir>/shares/acks-<shard>.log`).
+//! - `queues.rs`: share groups on an AMQP queue's log take records from the queue's own state
+//!   (a hook the AMQP layer sets), beside its AMQP consumers.
 //! - `sessions.rs`: share sessions (KIP-932's fetch sessions), per member, on each shard that
 //!   leads partitions the member fetches.
 //!
@@ -25,6 +27,7 @@ use crate::shard::Shard;
 
 pub mod members;
 pub mod partitions;
+pub mod queues;
 pub mod sessions;
 
 /// KIP-932's `group.share.heartbeat.interval.ms` default.

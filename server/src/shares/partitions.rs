@@ -21,6 +21,7 @@ use std::time::Instant;
 use weir_engine::Offset;
 
 use super::member_key;
+use super::queues::{self, QueueRefusal};
 use crate::partition::PartitionError;
 use crate::queues::{
     AckStore, AckStoreOptions, Acquired, Durability, QueueError, QueueKey, QueueLimits, QueueState,
@@ -72,6 +73,24 @@ pub enum AckError {
     InvalidRequest,
     #[error("{0}")]
     Partition(PartitionError),
+    /// A queue share groups cannot consume (`queues::QueueRefusal::Unsupported`).
+    #[error("share groups cannot consume this queue")]
+    Unsupported,
+}
+
+impl From<PartitionError> for AckError {
+    fn from(error: PartitionError) -> AckError {
+        AckError::Partition(error)
+    }
+}
+
+impl From<QueueRefusal> for AckError {
+    fn from(refusal: QueueRefusal) -> AckError {
+        match refusal {
+            QueueRefusal::NotAcquired => AckError::InvalidRecordState,
+            QueueRefusal::Unsupported => AckError::Unsupported,
+        }
+    }
 }
 
 thread_local! {
@@ -177,11 +196,11 @@ fn open_partition(
 }
 
 /// The lowest record available to the group (where a share fetch reads from), if any.
-pub fn first_available(
-    shard: &Shard,
-    id: &SharePartitionId,
-) -> Result<Option<i64>, PartitionError> {
-    with_state(shard, id, |state| state.first_available().map(Offset::get))
+pub fn first_available(shard: &Shard, id: &SharePartitionId) -> Result<Option<i64>, AckError> {
+    if let Some(queue) = queues::queue(&id.topic) {
+        return queue.first_available(&id.topic).map_err(AckError::from);
+    }
+    with_state(shard, id, |state| state.first_available().map(Offset::get)).map_err(AckError::from)
 }
 
 /// Acquires for `member` up to `max` available records below `end` (what the read covered).
@@ -191,11 +210,17 @@ pub fn acquire(
     member: &str,
     max: usize,
     end: i64,
-) -> Result<Vec<Acquired>, PartitionError> {
+) -> Result<Vec<Acquired>, AckError> {
     let owner = member_key(member);
+    if let Some(queue) = queues::queue(&id.topic) {
+        return queue
+            .acquire(&id.topic, owner, max, end)
+            .map_err(AckError::from);
+    }
     with_state(shard, id, |state| {
         state.acquire_before(owner, max, Offset::new(end), Instant::now())
     })
+    .map_err(AckError::from)
 }
 
 /// Applies one acknowledgement batch: `types` has one type for the whole range or one per
@@ -214,6 +239,16 @@ pub fn acknowledge(
     let kinds: Option<Vec<AckType>> = types.iter().map(|&t| AckType::from_code(t)).collect();
     let kinds = kinds.ok_or(AckError::InvalidRequest)?;
     let owner = member_key(member);
+    if let Some(queue) = queues::queue(&id.topic) {
+        let mut refused = None;
+        for (index, offset) in (first..=last).enumerate() {
+            let kind = kinds[if kinds.len() == 1 { 0 } else { index }];
+            if let Err(error) = queue.settle(&id.topic, owner, offset, kind) {
+                refused.get_or_insert(AckError::from(error));
+            }
+        }
+        return refused.map_or(Ok(()), Err);
+    }
     let outcome = with_state(shard, id, |state| {
         let mut refused = None;
         for (index, offset) in (first..=last).enumerate() {
@@ -248,6 +283,11 @@ fn settle(
 /// session closed or forgot them).
 pub fn release_in(group: &str, member: &str, partitions: &[(String, i32)]) {
     let owner = member_key(member);
+    for (topic, _) in partitions {
+        if let Some(queue) = queues::queue(topic) {
+            queue.release(topic, owner);
+        }
+    }
     PARTITIONS.with(|all| {
         let mut all = all.borrow_mut();
         for (topic, partition) in partitions {

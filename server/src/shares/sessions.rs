@@ -78,13 +78,13 @@ pub fn closed(group: &str, member: &str, partitions: &[(String, i32)]) {
     partitions::release_in(group, member, partitions);
 }
 
-/// The member is gone from its group: its session here goes too.
+/// The member timed out of its group: its session here goes too, and what it held there.
 pub fn drop_member(group: &str, member: &str) {
-    SESSIONS.with(|sessions| {
-        sessions
-            .borrow_mut()
-            .remove(&(group.to_string(), member.to_string()));
-    });
+    let key = (group.to_string(), member.to_string());
+    let session = SESSIONS.with(|sessions| sessions.borrow_mut().remove(&key));
+    if let Some(session) = session {
+        give_back(group, member, &session);
+    }
 }
 
 fn give_back(group: &str, member: &str, session: &Session) {

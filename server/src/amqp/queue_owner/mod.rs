@@ -173,6 +173,7 @@ struct Queue {
 pub mod credit;
 mod limits;
 mod priority;
+pub mod shared;
 pub mod stream;
 
 type QueueRef = Rc<RefCell<Queue>>;
