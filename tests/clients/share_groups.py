@@ -5,7 +5,8 @@ against a broker started with share.auto.offset.reset=earliest and short locks. 
   topic; every record is accepted exactly once, by one of them; a third consumer gets nothing.
 - release: a released record comes back with delivery count 2.
 - reject: a rejected record never comes back; a record released again and again stops coming
-  back after the delivery count limit (--limit) deliveries.
+  back after the delivery count limit deliveries; with --dlq, both are read back from that
+  dead-letter topic with their headers.
 - hold: acquire records and exit without acknowledging or closing (a crashed consumer); prints
   how many it held.
 - take: consume and accept everything available until --idle seconds pass with nothing; prints
@@ -32,10 +33,10 @@ args_parser.add_argument("--scenario", required=True)
 args_parser.add_argument("--topic", default="tasks")
 args_parser.add_argument("--group", default="workers")
 args_parser.add_argument("--count", type=int, default=1000)
-args_parser.add_argument("--limit", type=int, default=3)
 args_parser.add_argument("--accept", type=int, default=0)
 args_parser.add_argument("--idle", type=float, default=3.0)
 args_parser.add_argument("--amqp-port", default="5672")
+args_parser.add_argument("--dlq", default="")
 args = args_parser.parse_args()
 
 
@@ -166,8 +167,32 @@ def next_record(share, seconds=30):
             return messages[0]
 
 
+def read_dead_letters(count):
+    """The records of the dead-letter topic --dlq: (reason, source offset, value)."""
+    from confluent_kafka import Consumer
+
+    reader = Consumer({"bootstrap.servers": args.bootstrap, "group.id": "dlq-reader",
+                       "auto.offset.reset": "earliest"})
+    reader.subscribe([args.dlq])
+    got = []
+    deadline = Deadline(30, "dead letters")
+    while len(got) < count:
+        deadline.check(got=got)
+        message = reader.poll(0.5)
+        if message is None:
+            continue
+        check(message.error() is None, f"dlq: {message.error()}")
+        headers = {k: v.decode() for k, v in (message.headers() or [])}
+        got.append((headers.get("__dlq.errors.reason"), headers.get("__dlq.errors.offset"),
+                    headers.get("__dlq.errors.group"), message.value().decode()[:8]))
+    reader.close()
+    return sorted(got)
+
+
 def reject():
     create_topic(args.topic)
+    if args.dlq:
+        create_topic(args.dlq, 1)
     share = consumer("x")
     produce(args.topic, 2)
     deliveries = {}
@@ -186,7 +211,9 @@ def reject():
         commit(share, "reject")
     share.close()
     other = [count for key, count in deliveries.items() if key != rejected]
-    done(rejected_deliveries=deliveries.get(rejected, 0), released_deliveries=other)
+    dead = read_dead_letters(2) if args.dlq else []
+    done(rejected_deliveries=deliveries.get(rejected, 0), released_deliveries=other,
+         dead_letters=dead)
 
 
 def hold():

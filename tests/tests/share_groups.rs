@@ -18,7 +18,8 @@ fn broker() -> Result<Broker> {
         BrokerOptions::default()
             .set("share.auto.offset.reset", "earliest")
             .set("group.share.record.lock.duration.ms", "2000")
-            .set("group.share.delivery.count.limit", "3"),
+            .set("group.share.delivery.count.limit", "3")
+            .set("errors.deadletterqueue.topic.name", "dlq.tasks"),
     )
 }
 
@@ -61,15 +62,30 @@ fn a_released_record_comes_back_with_delivery_count_2() -> Result<()> {
 }
 
 #[test]
-fn a_rejected_record_never_returns_and_the_delivery_limit_archives() -> Result<()> {
+fn a_rejected_record_never_returns_and_the_delivery_limit_archives_both_to_the_dlq() -> Result<()> {
     let broker = broker()?;
-    let result = scenario(&broker, "reject", &["--idle", "4"])?;
+    let result = scenario(&broker, "reject", &["--idle", "4", "--dlq", "dlq.tasks"])?;
     assert_eq!(result["rejected_deliveries"], 1, "{result}");
     assert_eq!(
         result["released_deliveries"],
         serde_json::json!([3]),
         "released every time, delivered group.share.delivery.count.limit=3 times: {result}"
     );
+    let reasons: Vec<&str> = result["dead_letters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|dead| dead[0].as_str())
+        .collect();
+    assert_eq!(reasons, ["delivery_limit", "rejected"], "{result}");
+    for dead in result["dead_letters"].as_array().into_iter().flatten() {
+        assert_eq!(dead[2], "workers", "the group in the headers: {result}");
+        let offset = dead[1].as_str().unwrap_or("");
+        assert!(
+            dead[3].as_str().is_some_and(|v| v.starts_with("0000000")),
+            "the record's own value, offset {offset}: {result}"
+        );
+    }
     Ok(())
 }
 

@@ -11,6 +11,8 @@
 //!   persisted in the shard's own ack store (`<data-dir>/shares/acks-<shard>.log`).
 //! - `queues.rs`: share groups on an AMQP queue's log take records from the queue's own state
 //!   (a hook the AMQP layer sets), beside its AMQP consumers.
+//! - `dead_letter.rs`: copies of rejected and delivery-limited records to a dead-letter topic
+//!   (KIP-1191).
 //! - `sessions.rs`: share sessions (KIP-932's fetch sessions), per member, on each shard that
 //!   leads partitions the member fetches.
 //!
@@ -25,6 +27,7 @@ use std::time::Duration;
 use crate::queues::ConsumerId;
 use crate::shard::Shard;
 
+pub mod dead_letter;
 pub mod members;
 pub mod partitions;
 pub mod queues;

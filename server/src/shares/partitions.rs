@@ -20,11 +20,13 @@ use std::time::Instant;
 
 use weir_engine::Offset;
 
+use super::dead_letter::{self, DeadRecord};
 use super::member_key;
 use super::queues::{self, QueueRefusal};
 use crate::partition::PartitionError;
 use crate::queues::{
     AckStore, AckStoreOptions, Acquired, Durability, QueueError, QueueKey, QueueLimits, QueueState,
+    ReturnOutcome, Returned,
 };
 use crate::shard::Shard;
 
@@ -94,13 +96,18 @@ impl From<QueueRefusal> for AckError {
 }
 
 thread_local! {
+    /// This shard, for the dead-letter copies' tasks.
+    static SHARD: RefCell<Option<Rc<Shard>>> = const { RefCell::new(None) };
+    /// Records archived unaccepted and not yet handed to `dead_letter::send`: (group, record).
+    static DEAD: RefCell<Vec<(String, DeadRecord)>> = const { RefCell::new(Vec::new()) };
     static STORE: RefCell<Option<Rc<AckStore>>> = const { RefCell::new(None) };
     static PARTITIONS: RefCell<HashMap<SharePartitionId, SharePartition>> =
         RefCell::new(HashMap::new());
 }
 
 /// Opens `<data-dir>/shares/acks-<shard>.log`.
-pub async fn open_store(shard: &Shard) -> anyhow::Result<()> {
+pub async fn open_store(shard: &Rc<Shard>) -> anyhow::Result<()> {
+    SHARD.with(|slot| *slot.borrow_mut() = Some(shard.clone()));
     let dir = shard.config.data_dir.join("shares");
     let options = AckStoreOptions {
         flush_delay: std::time::Duration::from_millis(shard.config.queue_ack_flush_ms),
@@ -150,7 +157,7 @@ fn with_state<R>(
         .ok_or(PartitionError::UnknownPartition)?;
     let store = store().ok_or(PartitionError::Closed)?;
     let end = Offset::new(log.high_watermark());
-    PARTITIONS.with(|partitions| {
+    let result = PARTITIONS.with(|partitions| {
         let mut partitions = partitions.borrow_mut();
         let entry = partitions.entry(id.clone()).or_insert_with(|| {
             let start = if shard.config.shares.from_earliest {
@@ -171,13 +178,46 @@ fn with_state<R>(
             state.on_appended(end);
         }
         state.skip_below(Offset::new(log.log_start_offset()));
-        state.expire(Instant::now());
+        let expired = state.expire(Instant::now());
+        note_returned(id, &expired);
         let result = work(state);
         store
             .record(&entry.key, state.take_journal())
             .map_err(|_| PartitionError::Storage)?;
         Ok(result)
-    })
+    });
+    send_dead();
+    result
+}
+
+/// Notes the records among `returned` that reached the delivery limit, for the dead-letter topic.
+fn note_returned(id: &SharePartitionId, returned: &[Returned]) {
+    for record in returned {
+        if matches!(record.outcome, ReturnOutcome::Archived(_)) {
+            note_dead(id, record.offset.get(), "delivery_limit");
+        }
+    }
+}
+
+fn note_dead(id: &SharePartitionId, offset: i64, reason: &'static str) {
+    let record = DeadRecord {
+        topic: id.topic.clone(),
+        partition: id.partition,
+        offset,
+        reason,
+    };
+    DEAD.with(|dead| dead.borrow_mut().push((id.group.clone(), record)));
+}
+
+/// Sends what was archived unaccepted since the last call to the dead-letter topic.
+fn send_dead() {
+    let dead = DEAD.with(|dead| std::mem::take(&mut *dead.borrow_mut()));
+    let Some(shard) = SHARD.with(|slot| slot.borrow().clone()) else {
+        return;
+    };
+    for (group, record) in dead {
+        dead_letter::send(&shard, &group, vec![record]);
+    }
 }
 
 fn open_partition(
@@ -253,7 +293,7 @@ pub fn acknowledge(
         let mut refused = None;
         for (index, offset) in (first..=last).enumerate() {
             let kind = kinds[if kinds.len() == 1 { 0 } else { index }];
-            if let Err(error) = settle(state, owner, Offset::new(offset), kind) {
+            if let Err(error) = settle(state, id, owner, Offset::new(offset), kind) {
                 refused.get_or_insert(error);
             }
         }
@@ -268,14 +308,24 @@ pub fn acknowledge(
 
 fn settle(
     state: &mut QueueState,
+    id: &SharePartitionId,
     owner: crate::queues::ConsumerId,
     offset: Offset,
     kind: AckType,
 ) -> Result<(), QueueError> {
     match kind {
         AckType::Gap | AckType::Accept => state.accept(owner, offset),
-        AckType::Release => state.release(owner, offset).map(|_| ()),
-        AckType::Reject => state.reject(owner, offset),
+        AckType::Release => {
+            if let ReturnOutcome::Archived(_) = state.release(owner, offset)? {
+                note_dead(id, offset.get(), "delivery_limit");
+            }
+            Ok(())
+        }
+        AckType::Reject => {
+            state.reject(owner, offset)?;
+            note_dead(id, offset.get(), "rejected");
+            Ok(())
+        }
     }
 }
 
@@ -297,11 +347,13 @@ pub fn release_in(group: &str, member: &str, partitions: &[(String, i32)]) {
                 partition: *partition,
             };
             if let Some(entry) = all.get_mut(&id) {
-                entry.state.release_owner(owner);
+                let returned = entry.state.release_owner(owner);
+                note_returned(&id, &returned);
                 record(&entry.key, &mut entry.state);
             }
         }
     });
+    send_dead();
 }
 
 /// Releases everything `member` holds in `group` on this shard (it left or timed out).
@@ -310,11 +362,13 @@ pub fn release_member(group: &str, member: &str) {
     PARTITIONS.with(|all| {
         for (id, entry) in all.borrow_mut().iter_mut() {
             if id.group == group {
-                entry.state.release_owner(owner);
+                let returned = entry.state.release_owner(owner);
+                note_returned(id, &returned);
                 record(&entry.key, &mut entry.state);
             }
         }
     });
+    send_dead();
 }
 
 fn record(key: &QueueKey, state: &mut QueueState) {
