@@ -355,6 +355,7 @@ fn refused(mut response: ShareFetchResponse, error_code: i16) -> ShareFetchRespo
         code::UNKNOWN_TOPIC_ID => "unknown topic id",
         code::SHARE_SESSION_NOT_FOUND => "share session not found",
         code::INVALID_SHARE_SESSION_EPOCH => "share session epoch is not the expected one",
+        code::SHARE_SESSION_LIMIT_REACHED => "the share session limit has been reached",
         _ => "share fetch refused",
     }));
     response
