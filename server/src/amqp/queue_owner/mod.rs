@@ -807,6 +807,9 @@ fn settle_in(
     how: Settle,
     dead: &mut Vec<(Arc<Message>, Reason)>,
 ) -> Result<(), AmqpError> {
+    if how == Settle::Ack {
+        return ack_all(queue, owner, offsets);
+    }
     for &offset in offsets {
         let offset = Offset::new(offset);
         let died = match how {
@@ -837,6 +840,18 @@ fn settle_in(
         }
     }
     Ok(())
+}
+
+/// Acks go to the state all at once (`QueueState::accept_all`): an ack `multiple` names a run
+/// of consecutive offsets, which the state finishes as one range.
+fn ack_all(queue: &mut Queue, owner: ConsumerId, offsets: &[i64]) -> Result<(), AmqpError> {
+    let offsets: Vec<Offset> = offsets.iter().map(|&offset| Offset::new(offset)).collect();
+    let (accepted, result) = queue.state.accept_all(owner, &offsets);
+    for &offset in &offsets[..accepted] {
+        queue.credit_back(offset, owner);
+        queue.remove_message(offset);
+    }
+    result.map_err(|error| AmqpError::precondition(format!("unknown delivery tag: {error}")))
 }
 
 impl Queue {
