@@ -47,12 +47,13 @@
 //! Durability: a durable state records a journal of what changed (`JournalEntry`), which the
 //! caller drains with `take_journal` and hands to the ack store. The state never waits for it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use weir_engine::Offset;
 
 use super::done_set::DoneSet;
+use crate::integer_hash::IntegerMap;
 
 /// Hard cap on records acquired at once in one queue partition. AMQP has no such limit (prefetch
 /// 0 is unlimited); Weir caps unacknowledged deliveries per queue here so that per-queue memory is
@@ -234,7 +235,7 @@ pub struct QueueState {
     /// Available offsets below `frontier`, with the deliveries they have had.
     returned: BTreeMap<Offset, u16>,
     acquired: BTreeMap<Offset, Lease>,
-    by_owner: HashMap<ConsumerId, BTreeSet<Offset>>,
+    by_owner: IntegerMap<ConsumerId, BTreeSet<Offset>>,
     deadlines: BTreeSet<(Instant, Offset)>,
     /// From a restore: delivery counts of offsets at or above `frontier`.
     prior_counts: BTreeMap<Offset, u16>,
@@ -290,7 +291,7 @@ impl QueueState {
             frontier: floor,
             returned: BTreeMap::new(),
             acquired: BTreeMap::new(),
-            by_owner: HashMap::new(),
+            by_owner: IntegerMap::default(),
             deadlines: BTreeSet::new(),
             prior_counts,
             delivered_below: snapshot.delivered_below,

@@ -26,6 +26,7 @@ use super::dead_letter::Reason;
 use super::error::AmqpError;
 use super::message::{now_ms, Message};
 use super::policy::{QueuePolicy, StreamOffset};
+use crate::integer_hash::IntegerMap;
 use crate::queues::{
     AckStore, AckStoreOptions, ConsumerId, Durability, QueueKey, QueueSnapshot, QueueState,
     ReturnOutcome,
@@ -154,7 +155,7 @@ struct Queue {
     /// `x-max-priority`: the priority order of the ready messages (`priority.rs`).
     priorities: Option<priority::Ready>,
     /// Acquired offsets and the consumer (tag) they went to; `None` for basic.get.
-    held: HashMap<Offset, Option<Arc<str>>>,
+    held: IntegerMap<Offset, Option<Arc<str>>>,
     had_consumer: bool,
     /// Fired when the queue is deleted: its log follower stops.
     stop: Rc<Signal>,
@@ -334,7 +335,7 @@ fn install(
         next_consumer: 0,
         consumer_priorities: false,
         priorities,
-        held: HashMap::new(),
+        held: IntegerMap::default(),
         had_consumer: false,
         stop: stop.clone(),
         shard: shard.clone(),
