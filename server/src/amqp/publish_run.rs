@@ -223,7 +223,7 @@ fn route(
 /// dangling address, and glibc's AVX-512 `memcmp` reads it with masked loads that take a
 /// fault-suppression assist: about 100 ns a compare on the benchmark VM, against 2 ns for two
 /// 15-byte strings. The default exchange is empty in nearly every publish, and this compare
-/// was 6% of the shard's time in a one-queue run (docs/benchmarks.md).
+/// was 5-6% of the shard's time in a one-queue run (docs/benchmarks.md).
 fn same_str(a: &str, b: &str) -> bool {
     a.len() == b.len() && (a.is_empty() || a == b)
 }
