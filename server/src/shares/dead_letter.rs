@@ -12,7 +12,6 @@
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -65,9 +64,7 @@ async fn copy(shard: &Shard, group: &str, target: &str, dead: &DeadRecord) -> an
         ("__dlq.errors.reason", dead.reason.to_string()),
     ];
     for (name, value) in headers {
-        record
-            .headers
-            .insert(StrBytes::from_static_str(name), Some(Bytes::from(value)));
+        record.headers.insert(name.into(), Some(Bytes::from(value)));
     }
     let batch = encode(record)?;
     let metadata = shard.metadata();
