@@ -1119,6 +1119,70 @@ fn delayed_messages_keep_their_due_times_across_sigkill() -> Result<()> {
     delayed_messages_survive(true)
 }
 
+/// A message reaches a delayed exchange through an exchange-to-exchange binding
+/// (`delayed.py e2e`): with `x-delay` it waits there, never early, and arrives with `x-delay`
+/// negated, while the front exchange's own binding took it at once; without, it passes at once.
+#[test]
+fn delayed_messages_wait_behind_an_exchange_to_exchange_binding() -> Result<()> {
+    let broker = two_shards()?;
+    let got = run(&broker, "delayed.py", &["e2e"])?;
+    assert_eq!(got["front"], json!(["e0", "e800"]), "{got}");
+    assert_eq!(got["order"], json!(["e0", "e800"]), "{got}");
+    assert_eq!(got["early"], json!([]), "{got}");
+    assert_eq!(got["x_delay"], json!({"e0": null, "e800": -800}), "{got}");
+    let lateness = got["lateness"]["e800"].as_f64().context("lateness")?;
+    assert!(lateness < 0.5, "e800 late by {lateness} s: {got}");
+    Ok(())
+}
+
+/// A Kafka producer (confluent-kafka, acks=all) produces to a delayed exchange
+/// (`delayed.py kafka`): the record whose header `x-delay` is `800` is acknowledged once held
+/// (at once, not when due), arrives no earlier than 800 ms later with `x-delay` -800; the one
+/// without the header arrives at once.
+#[test]
+fn delayed_messages_produced_by_kafka_clients_wait() -> Result<()> {
+    let broker = two_shards()?;
+    let bootstrap = broker.bootstrap();
+    let got = run(&broker, "delayed.py", &["kafka", &bootstrap])?;
+    assert_eq!(got["order"], json!(["knone", "k800"]), "{got}");
+    assert_eq!(got["early"], json!([]), "{got}");
+    assert_eq!(
+        got["x_delay"],
+        json!({"knone": null, "k800": -800}),
+        "{got}"
+    );
+    let acked = got["acked_after"]["k800"].as_f64().context("acked")?;
+    assert!(
+        acked < 0.5,
+        "acknowledged after {acked} s, not once held: {got}"
+    );
+    let lateness = got["lateness"]["k800"].as_f64().context("lateness")?;
+    assert!(lateness < 0.5, "k800 late by {lateness} s: {got}");
+    Ok(())
+}
+
+/// Messages held by both new paths (an exchange-to-exchange binding, a Kafka produce) survive a
+/// SIGKILL and arrive at their original due times (`delayed.py paths_before`, `paths_after`).
+#[test]
+fn delayed_messages_from_every_path_survive_sigkill() -> Result<()> {
+    let mut broker = two_shards()?;
+    let bootstrap = broker.bootstrap();
+    let before = run(&broker, "delayed.py", &["paths_before", &bootstrap])?;
+    assert_eq!(before["acked"], json!(true), "{before}");
+    broker.kill9()?;
+    broker.start_again()?;
+    let sent = before["sent"].to_string();
+    let after = run(&broker, "delayed.py", &["paths_after", &sent])?;
+    assert_eq!(after["order"], json!(["e4000", "k4500"]), "{after}");
+    assert_eq!(after["early"], json!([]), "{after}");
+    for body in ["e4000", "k4500"] {
+        let lateness = after["lateness"][body].as_f64().context("lateness")?;
+        assert!(lateness < 1.0, "{body} late by {lateness} s: {after}");
+    }
+    assert_eq!(after["x_delay"]["k4500"], json!(-4500), "{after}");
+    Ok(())
+}
+
 /// AMQP → Kafka → AMQP (`tests/clients/amqp/kafka_headers.py`): a Kafka consumer of a queue's
 /// topic sees each AMQP header as a record header (text as bytes, numbers and booleans as text,
 /// tables left out) beside `amqp.properties`, and the record produced back into a queue reaches

@@ -777,7 +777,7 @@ pub async fn publish_now(
         super::reply_to::deliver(conn, key, &message).await;
     }
     let mut stored = Vec::with_capacity(destinations.len());
-    if let Some(delay_ms) = delay_ms {
+    if delay_ms.is_some() {
         let core = super::names::exchange(&metadata, exchange);
         let held = Arc::new(Message {
             // Its TTL counts where it is routed once due, not while held.
@@ -785,15 +785,18 @@ pub async fn publish_now(
             ..(*message).clone()
         });
         let shard = &conn.shard;
-        stored
-            .push(super::delayed::hold(shard, &metadata, &core, held, delay_ms, persistent).await?);
+        stored.push(super::delayed::hold(shard, &metadata, &core, held, persistent).await?);
     }
     for destination in &destinations {
         stored.push(store(&conn.shard, &metadata, destination, &message, persistent).await?);
     }
     // A held message routes to nothing now: with mandatory it comes back at once, as the plugin
-    // returns it (it cannot know where it will go when due).
-    if destinations.is_empty() && publish.mandatory {
+    // returns it (it cannot know where it will go when due). So does one held only by delayed
+    // exchanges it reached through exchange-to-exchange bindings.
+    let routed = destinations
+        .iter()
+        .any(|d| !super::delayed::is_hold_queue(d));
+    if !routed && publish.mandatory {
         let returned = basic::AMQPMethod::Return(basic::Return {
             reply_code: NO_ROUTE,
             reply_text: "NO_ROUTE".into(),
@@ -821,7 +824,8 @@ fn check_user_id(properties: &basic::AMQPProperties) -> Result<(), AmqpError> {
 }
 
 /// The topics a message goes to: the default exchange names a queue by the routing key; any
-/// other exchange routes through the shared table.
+/// other exchange routes through the shared table, where a delayed exchange holds a message
+/// that asks for a delay (its hold queue is then a destination).
 pub fn route(
     metadata: &Metadata,
     exchange: &str,
@@ -833,6 +837,21 @@ pub fn route(
             .into_iter()
             .collect());
     }
+    let core = super::names::exchange(metadata, exchange);
+    let delayed = super::delayed::requested_delay(properties).is_some();
+    route_core(metadata, &core, key, properties, delayed)
+        .map_err(|_| AmqpError::not_found(format!("no exchange '{exchange}' in vhost '/'")))
+}
+
+/// As `route`, from exchange `core` (the table's name); `delayed`: whether a delayed exchange
+/// holds the message. Topics the metadata does not know are left out.
+pub fn route_core(
+    metadata: &Metadata,
+    core: &str,
+    key: &str,
+    properties: &basic::AMQPProperties,
+    delayed: bool,
+) -> Result<Vec<String>, AmqpError> {
     let texts: Vec<(String, Option<Vec<u8>>)> = properties
         .headers()
         .as_ref()
@@ -855,12 +874,8 @@ pub fn route(
         .collect();
     let topics = metadata
         .routing
-        .route(
-            &super::names::exchange(metadata, exchange),
-            Some(key.as_bytes()),
-            &headers,
-        )
-        .map_err(|_| AmqpError::not_found(format!("no exchange '{exchange}' in vhost '/'")))?;
+        .route_delayed(core, Some(key.as_bytes()), &headers, delayed)
+        .map_err(|_| AmqpError::not_found(format!("no exchange '{core}' in vhost '/'")))?;
     Ok(topics
         .into_iter()
         .filter(|topic| metadata.topics.contains_key(*topic))

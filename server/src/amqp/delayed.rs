@@ -1,15 +1,23 @@
 //! RabbitMQ's `x-delayed-message` exchange (the delayed-message plugin), kept on the log.
 //!
 //! A delayed exchange `E` routes with its `x-delayed-type` (`ExchangeType::Delayed*`). A message
-//! published to it with a positive integer `x-delay` header is *held*: appended to `E`'s hold
-//! queue, a durable queue `amq.weir.delayed.<E>` (a log and ack state like any queue's, so it is
-//! stored, confirmed and recovered as a durable queue's messages are), and routed through `E`'s
-//! bindings once due, with `x-delay` set to minus the delay, as the plugin does. The due time is
-//! absolute: the record's timestamp (the broker's clock when it was stored) plus `x-delay`, so a
-//! restart neither loses a held message nor moves its time (the plugin's #72 and #133).
+//! that reaches it asking for a delay (a positive integer `x-delay` header; a Kafka record's
+//! header holds the decimal text, `routing::delayed`) is *held*: appended to `E`'s hold queue, a
+//! durable queue `amq.weir.delayed.<E>` (a log and ack state like any queue's, so it is stored,
+//! confirmed and recovered as a durable queue's messages are), and routed through `E`'s bindings
+//! once due, with `x-delay` set to minus the delay, as the plugin does. It reaches `E` by any
+//! path that routes: published to `E` ([`hold`]), or routed to it through an exchange-to-exchange
+//! binding, a Kafka produce or a dead-letter exchange (the routing table stops at `E` and names
+//! its hold queue as the destination). The due time is absolute: the record's timestamp (the
+//! broker's clock when an AMQP publish was stored; a Kafka record's own timestamp) plus
+//! `x-delay`, so a restart neither loses a held message nor moves its time (the plugin's #72 and
+//! #133).
 //!
 //! Each hold queue has a timer on the shard that owns its log: a min-heap of (due ms, offset)
-//! and one task that sleeps until the earliest due time (or until an earlier one arrives). When
+//! and one task that sleeps until the earliest due time (or until an earlier one arrives). The
+//! timer follows the queue, not a publish path: the queue's owner schedules every message its
+//! state takes in, appended by an AMQP publish or found in the log by its follower
+//! (`queue_owner::publish`, `take_in`), and every unfinished one at start ([`resume`]). When
 //! messages are due it takes them from the queue out of order (`queue_owner::take`), routes and
 //! stores each where `E`'s bindings say, waits until every destination stored it, then
 //! acknowledges it in the hold queue. The acknowledgement is the record that routing happened:
@@ -28,6 +36,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::routing::delayed::{delay_ms_of_text, DELAY_MS_MAX};
+pub use crate::routing::delayed::{hold_queue, is_hold_queue, X_DELAY};
 use amq_protocol::protocol::basic;
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use weir_engine::Offset;
@@ -41,14 +51,11 @@ use crate::metadata::Metadata;
 use crate::queues::ConsumerId;
 use crate::shard::Shard;
 
-/// The header that asks for a delay, in milliseconds.
-pub const X_DELAY: &str = "x-delay";
 /// The declare argument naming the type that routes a due message.
 pub const X_DELAYED_TYPE: &str = "x-delayed-type";
 /// The plugin's refusal of a missing or unknown `x-delayed-type`.
 pub const INVALID_DELAYED_TYPE: &str =
     "Invalid argument, 'x-delayed-type' must be an existing exchange type";
-const HOLD_PREFIX: &str = "amq.weir.delayed.";
 /// The owner key the timer acquires held messages under; no connection has it (connection ids
 /// carry their shard in the top bits, far below this).
 const TIMER: ConsumerId = ConsumerId(u64::MAX);
@@ -56,27 +63,6 @@ const TIMER: ConsumerId = ConsumerId(u64::MAX);
 const DUE_BATCH_MAX: usize = 256;
 /// How long a message whose destinations failed to store it waits before it is tried again.
 const RETRY_MS: i64 = 1_000;
-/// Longest delay honoured, as the plugin's (2^32 - 1 ms, about 49 days); longer ones are cut.
-const DELAY_MS_MAX: i64 = u32::MAX as i64;
-
-/// The hold queue of delayed exchange `exchange` (a core name): its name prefixed, or, for a name
-/// too long to take the prefix, its head and a hash of the whole.
-pub fn hold_queue(exchange: &str) -> String {
-    let name = format!("{HOLD_PREFIX}{exchange}");
-    if name.len() <= crate::routing::exchange::NAME_BYTES_MAX {
-        return name;
-    }
-    let hash = exchange
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        });
-    format!("{HOLD_PREFIX}{}.{hash:016x}", &exchange[..200])
-}
-
-pub fn is_hold_queue(name: &str) -> bool {
-    name.starts_with(HOLD_PREFIX)
-}
 
 /// The spec of every hold queue: durable, so that it is rebuilt at start.
 pub fn hold_spec() -> QueueSpec {
@@ -106,9 +92,24 @@ pub fn delay_of(
     if !declared.kind.is_delayed() {
         return None;
     }
+    requested_delay(properties)
+}
+
+/// The delay a published message asks for wherever it is routed: a positive integer `x-delay`
+/// (cut at the plugin's maximum); absent, zero, negative or not an integer asks for none.
+pub fn requested_delay(properties: &basic::AMQPProperties) -> Option<i64> {
     let headers = properties.headers().as_ref()?;
     let delay = integer(headers.inner().get(X_DELAY)?)?;
     (delay > 0).then_some(delay.min(DELAY_MS_MAX))
+}
+
+/// The delay of a message in a hold queue, which asked for one to get there: an integer, or
+/// the decimal text a Kafka record's header carries (its AMQP form is a long string).
+fn held_delay(value: &AMQPValue) -> Option<i64> {
+    match value {
+        AMQPValue::LongString(text) => delay_ms_of_text(text.as_bytes()),
+        other => integer(other),
+    }
 }
 
 fn integer(value: &AMQPValue) -> Option<i64> {
@@ -125,28 +126,43 @@ fn integer(value: &AMQPValue) -> Option<i64> {
 }
 
 /// Holds `message` (published to delayed exchange `exchange`, a core name) in the exchange's hold
-/// queue; answers where its store is reported (the publisher's confirm waits for it).
+/// queue; answers where its store is reported (the publisher's confirm waits for it). Its due
+/// time is read back from the stored message (`schedule_held`), as after a restart.
 pub async fn hold(
     shard: &Rc<Shard>,
     metadata: &Metadata,
     exchange: &str,
     message: Arc<Message>,
-    delay_ms: i64,
     persistent: bool,
 ) -> Result<Stored, AmqpError> {
     let queue: Arc<str> = Arc::from(hold_queue(exchange).as_str());
     let owner = owner_in(metadata, &queue)?;
-    let due_ms = message.stored_ms.saturating_add(delay_ms);
     Ok(Stored::Answer(
         on_owner(shard, owner, move |shard, reply| {
+            // The queue's owner schedules it once it is taken in (`schedule_held`).
             let published = queue_owner::publish(&shard, &queue, message);
-            if let Ok((_, offset)) = &published {
-                schedule(&shard, &queue, due_ms, Offset::new(*offset));
-            }
             queue_owner::reply_when_stored(published, persistent, reply);
         })
         .await,
     ))
+}
+
+/// Schedules a message hold queue `queue` took in (on the queue's owner): at its timestamp plus
+/// its `x-delay`, at once if that has passed.
+pub fn schedule_held(shard: &Rc<Shard>, queue: &Arc<str>, offset: Offset, message: &Message) {
+    let delay = message
+        .properties()
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get(X_DELAY).and_then(held_delay))
+        .unwrap_or(0)
+        .clamp(0, DELAY_MS_MAX);
+    schedule(
+        shard,
+        queue,
+        message.stored_ms.saturating_add(delay),
+        offset,
+    );
 }
 
 /// One hold queue's timer: held offsets by due time.
@@ -226,6 +242,9 @@ async fn route_due(shard: &Rc<Shard>, queue: &Arc<str>, timer: &Timer) {
     let metadata = shard.metadata();
     let mut routed = Vec::new();
     let now = now_ms();
+    // Due messages route from the exchange that held them, whichever exchange they were
+    // published to (an exchange-to-exchange binding led them here, or a Kafka produce).
+    let exchange = metadata.routing.held_by(queue).map(str::to_string);
     while routed.len() < DUE_BATCH_MAX {
         let due = {
             let mut heap = timer.due.borrow_mut();
@@ -241,7 +260,11 @@ async fn route_due(shard: &Rc<Shard>, queue: &Arc<str>, timer: &Timer) {
             // Finished already (routed before a restart and acknowledged), or gone.
             continue;
         };
-        let stores = route_one(shard, &metadata, &held, now).await;
+        let stores = match &exchange {
+            Some(exchange) => route_one(shard, &metadata, exchange, &held, now).await,
+            // The exchange is gone (its hold queue goes with it): nothing to route through.
+            None => Vec::new(),
+        };
         routed.push((due_ms, offset, stores));
     }
     for (due_ms, offset, stores) in routed {
@@ -262,21 +285,23 @@ async fn route_due(shard: &Rc<Shard>, queue: &Arc<str>, timer: &Timer) {
     }
 }
 
-/// Stores one due message where its exchange routes it now; an exchange gone, or no binding
-/// matching, drops it (as RabbitMQ drops an unroutable message).
+/// Stores one due message where its delayed exchange (a core name) routes it now, with no delay
+/// asked (it was served); no binding matching drops it (as RabbitMQ drops an unroutable
+/// message).
 async fn route_one(
     shard: &Rc<Shard>,
     metadata: &Metadata,
+    exchange: &str,
     held: &Message,
     now: i64,
 ) -> Vec<Stored> {
     let properties = held.properties();
     let delivered = Arc::new(due_message(held, &properties, now));
-    let destinations =
-        match super::basic::route(metadata, &held.exchange, &held.routing_key, &properties) {
-            Ok(destinations) => destinations,
-            Err(_) => return Vec::new(),
-        };
+    let key = &held.routing_key;
+    let destinations = match super::basic::route_core(metadata, exchange, key, &properties, false) {
+        Ok(destinations) => destinations,
+        Err(_) => return Vec::new(),
+    };
     let mut stores = Vec::with_capacity(destinations.len());
     for destination in &destinations {
         let persistent = delivered.persistent;
@@ -303,7 +328,7 @@ fn due_message(held: &Message, properties: &basic::AMQPProperties, now: i64) -> 
 }
 
 fn negate_delay(headers: &mut FieldTable) {
-    let Some(delay) = headers.inner().get(X_DELAY).and_then(integer) else {
+    let Some(delay) = headers.inner().get(X_DELAY).and_then(held_delay) else {
         return;
     };
     let negated = match i32::try_from(-delay) {
@@ -318,19 +343,7 @@ fn negate_delay(headers: &mut FieldTable) {
 pub fn resume(shard: &Rc<Shard>, queue: &str) {
     let queue: Arc<str> = Arc::from(queue);
     for (offset, message) in queue_owner::unfinished(&queue) {
-        let delay = message
-            .properties()
-            .headers()
-            .as_ref()
-            .and_then(|headers| headers.inner().get(X_DELAY).and_then(integer))
-            .unwrap_or(0)
-            .clamp(0, DELAY_MS_MAX);
-        schedule(
-            shard,
-            &queue,
-            message.stored_ms.saturating_add(delay),
-            offset,
-        );
+        schedule_held(shard, &queue, offset, &message);
     }
 }
 

@@ -14,6 +14,7 @@
 //! - [`topic_matcher`], [`headers_matcher`]: the per-type matchers.
 //! - [`exchange`]: exchange and binding declarations, limits, validation, kinds of refusal.
 //! - [`table`]: the routing table and `route()` (e2e bindings, cycles, alternate exchanges).
+//! - [`delayed`]: where routing stops at a delayed exchange (its hold queue, `x-delay`).
 //! - [`config`]: the `weir.*` Kafka configs that declare exchanges and bindings.
 //! - [`partitioner`]: Kafka's default partitioner (murmur2) for destination partitions.
 //! - [`records`], [`decompress`]: splitting produced batches per destination partition.
@@ -25,6 +26,7 @@ pub mod broker;
 pub mod config;
 pub mod controller;
 pub mod decompress;
+pub mod delayed;
 pub mod exchange;
 pub mod headers_matcher;
 pub mod partitioner;

@@ -99,7 +99,9 @@ pub fn route_produce(
         records,
         |key, headers, destinations: &mut Vec<(&str, u32)>| {
             // The exchange was checked above and the table does not change during this call.
-            let Ok(topics) = table.route_with(exchange, key, headers, &mut scratch) else {
+            // A record asking for a delay stops at a delayed exchange's hold queue.
+            let delayed = super::delayed::asks_delay(headers);
+            let Ok(topics) = table.route_with(exchange, key, headers, delayed, &mut scratch) else {
                 return Reuse::ByKey;
             };
             for topic in topics {

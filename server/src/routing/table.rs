@@ -11,11 +11,15 @@
 //!  work list = [exchange]; seen = {exchange}
 //!  for each exchange X taken from the work list:
 //!      D = destinations X's own bindings match for (key, headers)
+//!      if X is delayed and the record asks for a delay: X's hold queue joins the result;
+//!          next exchange                                         (the plugin's route/2 answers [])
 //!      if D is empty and X has an alternate exchange A: D = [A]
 //!      topics in D join the result; exchanges in D not yet seen join the work list   (cycles cut)
 //!  result = the set of topics (one copy each, however many paths reach them)
 //! ```
-//! An empty result is an unroutable record: the caller counts and drops it.
+//! An empty result is an unroutable record: the caller counts and drops it. A hold queue in the
+//! result is a topic like any other; its owner routes the record from the delayed exchange once
+//! due (`delayed`, `amqp/delayed.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -76,6 +80,9 @@ enum Matcher {
 #[derive(Debug, Clone)]
 struct ExchangeEntry {
     exchange: Exchange,
+    /// A delayed exchange's hold queue (`delayed::hold_queue`), kept here so that `route_with`
+    /// can hand out its name borrowed from the table.
+    hold_queue: Option<String>,
     /// Bindings whose source is this exchange.
     bindings: BTreeSet<Binding>,
     matcher: Matcher,
@@ -89,8 +96,13 @@ impl ExchangeEntry {
             ExchangeType::Topic => Matcher::Topic(TopicMatcher::new()),
             _ => Matcher::Headers(BTreeMap::new()),
         };
+        let hold_queue = exchange
+            .kind
+            .is_delayed()
+            .then(|| super::delayed::hold_queue(&exchange.name));
         ExchangeEntry {
             exchange,
+            hold_queue,
             bindings: BTreeSet::new(),
             matcher,
         }
@@ -269,16 +281,41 @@ impl RoutingTable {
     }
 
     /// The topics a record produced to `exchange` goes to: sorted, each once; empty when the
-    /// record is unroutable. A null key routes as the empty key (zero words).
+    /// record is unroutable. A null key routes as the empty key (zero words). The record asks
+    /// for no delay (see [`route_delayed`](Self::route_delayed)).
     pub fn route(
         &self,
         exchange: &str,
         key: Option<&[u8]>,
         headers: &[(&str, Option<&[u8]>)],
     ) -> Result<Vec<&str>, RoutingError> {
+        self.route_delayed(exchange, key, headers, false)
+    }
+
+    /// As [`route`](Self::route); `delayed`: the record asks for a delay (its protocol read its
+    /// `x-delay` header, `delayed`), so a delayed exchange it reaches holds it.
+    pub fn route_delayed(
+        &self,
+        exchange: &str,
+        key: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+        delayed: bool,
+    ) -> Result<Vec<&str>, RoutingError> {
         let mut scratch = RouteScratch::default();
-        self.route_with(exchange, key, headers, &mut scratch)
+        self.route_with(exchange, key, headers, delayed, &mut scratch)
             .map(<[&str]>::to_vec)
+    }
+
+    /// The delayed exchange whose hold queue is `queue`, if one is.
+    pub fn held_by(&self, queue: &str) -> Option<&str> {
+        let holds = |entry: &ExchangeEntry| entry.hold_queue.as_deref() == Some(queue);
+        // The hold queue's name is the exchange's prefixed, but for names too long for that.
+        let plain = queue
+            .strip_prefix("amq.weir.delayed.")
+            .and_then(|name| self.exchanges.get_key_value(name))
+            .filter(|(_, entry)| holds(entry));
+        let found = plain.or_else(|| self.exchanges.iter().find(|(_, entry)| holds(entry)));
+        found.map(|(name, _)| name.as_str())
     }
 
     /// As [`route`](Self::route), reusing `scratch`'s buffers so that routing a batch of records
@@ -288,6 +325,7 @@ impl RoutingTable {
         exchange: &str,
         key: Option<&[u8]>,
         headers: &[(&str, Option<&[u8]>)],
+        delayed: bool,
         scratch: &'s mut RouteScratch<'a>,
     ) -> Result<&'s [&'a str], RoutingError> {
         let (start, _) = self.exchanges.get_key_value(exchange).ok_or_else(|| {
@@ -312,6 +350,10 @@ impl RoutingTable {
             let Some(entry) = self.exchanges.get(current) else {
                 continue;
             };
+            if let (true, Some(hold_queue)) = (delayed, &entry.hold_queue) {
+                topics.push(hold_queue);
+                continue;
+            }
             found.clear();
             entry.matches(key, headers, found);
             if found.is_empty() {
@@ -349,7 +391,8 @@ impl RoutingTable {
             let Some(entry) = self.exchanges.get(current) else {
                 continue;
             };
-            if !entry.is_key_independent() {
+            // A delayed exchange holds records by their `x-delay` header.
+            if !entry.is_key_independent() || entry.exchange.kind.is_delayed() {
                 return None;
             }
             let onward = entry
@@ -964,6 +1007,45 @@ mod tests {
         assert_eq!(table.key_independent_route("h"), Some(vec!["d"]));
         assert_eq!(table.key_independent_route("keyed"), None);
         assert_eq!(table.key_independent_route("missing"), None);
+    }
+
+    #[test]
+    fn a_delayed_exchange_holds_records_that_ask_for_a_delay() {
+        // x → d (delayed, routes as direct) → t, and x → other: a record asking for a delay
+        // stops at d, whichever exchange it started from; one asking for none passes d.
+        let long = "l".repeat(crate::routing::exchange::NAME_BYTES_MAX);
+        let table = table(&[
+            declare("x", ExchangeType::Direct),
+            declare("d", ExchangeType::DelayedDirect),
+            declare(&long, ExchangeType::DelayedFanout),
+            bind("x", exchange("d"), "k"),
+            bind("x", topic("other"), "k"),
+            bind("x", exchange(&long), "k"),
+            bind("d", topic("t"), "k"),
+            bind(&long, topic("t"), ""),
+            declare("fan", ExchangeType::Fanout),
+            bind("fan", exchange("d"), ""),
+        ]);
+        let held_long = crate::routing::delayed::hold_queue(&long);
+        let route = |start: &str, delayed: bool| -> Vec<String> {
+            let routed = table
+                .route_delayed(start, Some(b"k"), &[], delayed)
+                .unwrap();
+            routed.into_iter().map(str::to_string).collect()
+        };
+        let mut expected = vec!["amq.weir.delayed.d".to_string(), held_long.clone()];
+        expected.push("other".to_string());
+        expected.sort();
+        assert_eq!(route("x", true), expected);
+        assert_eq!(route("x", false), ["other", "t"]);
+        assert_eq!(route("d", true), ["amq.weir.delayed.d"]);
+        assert_eq!(route("d", false), ["t"]);
+        // Whether a record is held depends on its headers: no whole-batch forwarding.
+        assert_eq!(table.key_independent_route("fan"), None);
+        assert_eq!(table.held_by("amq.weir.delayed.d"), Some("d"));
+        assert_eq!(table.held_by(&held_long), Some(long.as_str()));
+        assert_eq!(table.held_by("amq.weir.delayed.x"), None);
+        assert_eq!(table.held_by("t"), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! Everything in `Shard` is `!Send` and lives on its own executor; `RefCell` borrows are never
 //! held across an `.await`.
 
+mod bounded_join;
 pub mod controller;
 pub mod listener;
 pub mod mesh;
@@ -34,6 +35,11 @@ use signal::Signal;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound on how long a lost cross-thread wake-up can stall a shard.
 const TICK: Duration = Duration::from_millis(50);
+/// Logs a shard opens at once when a metadata snapshot gives it new partitions (at start: every
+/// one it owns). Each open awaits a few io_uring round trips (open, size, scan read); in
+/// sequence, 100,000 queues' logs took 8.6 s of a restart, most of it waiting. The bound keeps
+/// the descriptors and scan buffers of opens in flight small beside the descriptor budget.
+const LOG_OPENS_IN_FLIGHT_MAX: usize = 64;
 
 /// A shard's index: 0 to the shard count, the index of its executor, its mesh inbox and (unless
 /// `--advertise-bootstrap`) its Kafka broker id. Persisted as a plain number in `metadata.json`.
@@ -153,6 +159,7 @@ impl Shard {
         } else {
             changes.touched
         };
+        let mut opens = Vec::new();
         for (name, configs_changed) in touched {
             let Some(topic) = next.topics.get(&name) else {
                 continue;
@@ -162,12 +169,22 @@ impl Shard {
                 ..self.config.log_config(&topic.configs)
             };
             for (index, owner) in topic.partitions.iter().enumerate() {
-                if *owner == self.id {
-                    self.open_or_configure(&name, index, &config, configs_changed)
-                        .await;
+                if *owner != self.id {
+                    continue;
+                }
+                match self.log(&name, index as i32) {
+                    Some(log) if configs_changed => log.set_config(config.clone()),
+                    Some(_) => {}
+                    None => opens.push((name.clone(), index, config.clone())),
                 }
             }
         }
+        // Each partition's log is its own directory: the opens are independent, and the order
+        // they finish in does not matter (each fills its own slot).
+        let opens = opens
+            .iter()
+            .map(|(name, index, config)| self.open_log(name, *index, config));
+        bounded_join::join_bounded(opens, LOG_OPENS_IN_FLIGHT_MAX).await;
         *self.metadata.borrow_mut() = next;
     }
 
@@ -227,22 +244,9 @@ impl Shard {
         }
     }
 
-    /// Opens the log of partition `index` of `name` if this shard has none yet, else applies
-    /// `config` to it when `configs_changed`.
-    async fn open_or_configure(
-        &self,
-        name: &str,
-        index: usize,
-        config: &LogConfig,
-        configs_changed: bool,
-    ) {
+    /// Opens the log of partition `index` of `name`, which this shard has none of yet.
+    async fn open_log(&self, name: &str, index: usize, config: &LogConfig) {
         let partition = index as i32;
-        if let Some(log) = self.log(name, partition) {
-            if configs_changed {
-                log.set_config(config.clone());
-            }
-            return;
-        }
         let dir = partition_dir(&self.config.data_dir, name, partition);
         match Log::open(&dir, config.clone()).await {
             Ok(log) => {
@@ -251,6 +255,9 @@ impl Shard {
                 if slots.len() <= index {
                     slots.resize(index + 1, None);
                 }
+                // Snapshots are applied one at a time (the job loop awaits each), and a snapshot
+                // opens each partition once: no other open of it was in flight.
+                assert!(slots[index].is_none(), "a partition's log opened twice");
                 slots[index] = Some(log);
             }
             Err(error) => {

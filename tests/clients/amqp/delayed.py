@@ -7,6 +7,14 @@
           (confirms), prints when each was sent; the test then restarts or SIGKILLs the broker.
   after SENT_JSON: consumes for a while; says when each message arrived (epoch seconds), so the
           test checks every one came once, in due order, not before its due time.
+  e2e:    a direct exchange bound exchange-to-exchange to a delayed one: what asks for a delay
+          waits there (the other binding of the direct exchange routes at once), what does not
+          passes straight through.
+  kafka BOOTSTRAP: confluent-kafka produces to the delayed exchange, one record with header
+          `x-delay` (decimal text) and one without; says when each was acknowledged and arrived.
+  paths_before BOOTSTRAP: one held message by each path (e2e with pika and confirms, Kafka with
+          acks=all), due seconds after; the test SIGKILLs the broker.
+  paths_after SENT_JSON: as `after`, for those two.
 Prints a JSON summary."""
 import json
 import sys
@@ -171,9 +179,129 @@ def after(sent):
     }
 
 
+def declare_e2e(channel, durable=False):
+    """delayed_front (direct) → delayed_back (x-delayed-message, direct) → delayed_e2e_q, and
+    delayed_front → delayed_front_q: the delay sits behind an exchange-to-exchange binding."""
+    channel.exchange_declare('delayed_front', 'direct', durable=durable)
+    channel.exchange_declare('delayed_back', 'x-delayed-message', durable=durable,
+                             arguments={'x-delayed-type': 'direct'})
+    channel.exchange_bind('delayed_back', 'delayed_front', routing_key='k')
+    channel.queue_declare('delayed_e2e_q', durable=durable)
+    channel.queue_bind('delayed_e2e_q', 'delayed_back', routing_key='k')
+    channel.queue_declare('delayed_front_q', durable=durable)
+    channel.queue_bind('delayed_front_q', 'delayed_front', routing_key='k')
+
+
+def arrivals(got, sent):
+    """What `collect` got, against what was sent: order, the early ones, lateness, x-delay."""
+    return {
+        "order": [body for body, _, _ in got],
+        "early": [body for body, at, _ in got if sent[body][1] and at < due(sent[body])],
+        "lateness": {body: round(at - sent[body][0] - (sent[body][1] or 0) / 1000.0, 3)
+                     for body, at, _ in got},
+        "x_delay": {body: delay for body, _, delay in got},
+    }
+
+
+def e2e():
+    connection = connect()
+    channel = connection.channel()
+    channel.confirm_delivery()
+    declare_e2e(channel)
+    sent = {}
+    for body, delay in [('e800', 800), ('e0', None)]:
+        headers = {} if delay is None else {'x-delay': delay}
+        sent[body] = [time.time(), delay]
+        channel.basic_publish('delayed_front', 'k', body,
+                              properties=pika.BasicProperties(headers=headers))
+    # The front's own binding takes both at once; the delayed exchange only the undelayed one.
+    front = collect(channel, 'delayed_front_q', 2, time.time() + 1)
+    got = collect(channel, 'delayed_e2e_q', 2, time.time() + 4)
+    connection.close()
+    out = arrivals(got, sent)
+    out["front"] = sorted(body for body, _, _ in front)
+    return out
+
+
+def produce(bootstrap, records):
+    """Produces (key, value, x-delay text or None) to delayed_kafka with acks=all; answers
+    {value: [time produced, delay ms or None, seconds until acknowledged]}."""
+    from confluent_kafka import Producer
+    producer = Producer({'bootstrap.servers': bootstrap, 'acks': 'all', 'linger.ms': 0})
+    sent, acked = {}, {}
+
+    def delivered(error, message):
+        value = message.value().decode()
+        acked[value] = None if error else round(time.time() - sent[value][0], 3)
+
+    for key, value, delay in records:
+        headers = [] if delay is None else [('x-delay', delay.encode())]
+        sent[value] = [time.time(), None if delay is None else int(delay)]
+        producer.produce('delayed_kafka', key=key, value=value, headers=headers,
+                         on_delivery=delivered)
+        producer.poll(0)
+    producer.flush(10)
+    return {value: sent[value] + [acked.get(value)] for value in sent}
+
+
+def declare_kafka(channel, durable=False):
+    channel.exchange_declare('delayed_kafka', 'x-delayed-message', durable=durable,
+                             arguments={'x-delayed-type': 'direct'})
+    channel.queue_declare('delayed_kafka_q', durable=durable)
+    channel.queue_bind('delayed_kafka_q', 'delayed_kafka', routing_key='job')
+
+
+def kafka(bootstrap):
+    connection = connect()
+    channel = connection.channel()
+    declare_kafka(channel)
+    produced = produce(bootstrap, [('job', 'k800', '800'), ('job', 'knone', None)])
+    got = collect(channel, 'delayed_kafka_q', 2, time.time() + 4)
+    connection.close()
+    sent = {value: record[:2] for value, record in produced.items()}
+    out = arrivals(got, sent)
+    out["acked_after"] = {value: record[2] for value, record in produced.items()}
+    return out
+
+
+def paths_before(bootstrap):
+    connection = connect()
+    channel = connection.channel()
+    channel.confirm_delivery()
+    declare_e2e(channel, durable=True)
+    declare_kafka(channel, durable=True)
+    sent = {'e4000': [time.time(), 4000]}
+    channel.basic_publish('delayed_front', 'k', 'e4000',
+                          properties=pika.BasicProperties(delivery_mode=2,
+                                                          headers={'x-delay': 4000}))
+    channel.queue_purge('delayed_front_q')
+    connection.close()
+    produced = produce(bootstrap, [('job', 'k4500', '4500')])
+    sent['k4500'] = produced['k4500'][:2]
+    return {"sent": sent, "acked": produced['k4500'][2] is not None}
+
+
+def paths_after(sent):
+    deadline = max(at + delay / 1000.0 for at, delay in sent.values()) + 3
+    connection = connect()
+    channel = connection.channel()
+    got = collect(channel, 'delayed_e2e_q', 1, deadline)
+    got += collect(channel, 'delayed_kafka_q', 1, deadline)
+    connection.close()
+    return arrivals(got, sent)
+
+
 if PHASE == 'live':
     print(json.dumps(live()))
 elif PHASE == 'before':
     print(json.dumps(before()))
+elif PHASE == 'e2e':
+    print(json.dumps(e2e()))
+elif PHASE == 'kafka':
+    print(json.dumps(kafka(sys.argv[3])))
+elif PHASE == 'paths_before':
+    print(json.dumps(paths_before(sys.argv[3])))
+elif PHASE == 'paths_after':
+    print(json.dumps(paths_after(json.loads(sys.argv[3]))))
 else:
     print(json.dumps(after(json.loads(sys.argv[3]))))

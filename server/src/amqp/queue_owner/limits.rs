@@ -43,7 +43,15 @@ pub(super) fn of(policy: &QueuePolicy) -> QueueLimits {
 }
 
 impl Queue {
-    pub(super) fn insert_message(&mut self, offset: Offset, message: Arc<Message>) {
+    pub(super) fn insert_message(&mut self, offset: Offset, mut message: Arc<Message>) {
+        // A delayed exchange's held messages do not expire while held, however they got here:
+        // their TTL counts in the queues they are routed to once due, as with the plugin.
+        if message.expiration_ms.is_some() && super::super::delayed::is_hold_queue(&self.name) {
+            message = Arc::new(Message {
+                expiration_ms: None,
+                ..(*message).clone()
+            });
+        }
         self.may_expire |= message.expiration_ms.is_some();
         self.message_bytes += message.body.len() as u64;
         if let Some(ready) = &mut self.priorities {

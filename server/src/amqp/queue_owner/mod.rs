@@ -399,9 +399,9 @@ fn follow(queue: QueueRef, log: weir_engine::Log, stop: Rc<Signal>) {
 
 /// Adds records read from the log (those the state does not know yet) and offers them.
 fn take_in(queue_ref: &QueueRef, found: Vec<(i64, Message)>, high_watermark: i64) {
+    let known = queue_ref.borrow().state.next_offset();
     {
         let mut queue = queue_ref.borrow_mut();
-        let known = queue.state.next_offset();
         let mut end = known;
         for (offset, message) in found {
             let offset = Offset::new(offset);
@@ -417,7 +417,30 @@ fn take_in(queue_ref: &QueueRef, found: Vec<(i64, Message)>, high_watermark: i64
             queue.state.on_appended(end);
         }
     }
+    // With the records found, those an AMQP publish left behind a gap are taken in too.
+    let end = queue_ref.borrow().state.next_offset();
+    schedule_held(queue_ref, known, end);
     dispatch(queue_ref);
+}
+
+/// A hold queue's messages in `from..to`, just taken into its state, join its delayed
+/// exchange's timer (`delayed.rs`): the timer follows the queue, whatever path appended them.
+/// Outside any borrow: scheduling may start the timer's task.
+fn schedule_held(queue_ref: &QueueRef, from: Offset, to: Offset) {
+    let (shard, name, held) = {
+        let queue = queue_ref.borrow();
+        if from >= to || !super::delayed::is_hold_queue(&queue.name) {
+            return;
+        }
+        let messages = queue.messages.range(from..to);
+        let held: Vec<(Offset, Arc<Message>)> = messages
+            .map(|(&offset, message)| (offset, message.clone()))
+            .collect();
+        (queue.shard.clone(), queue.name.clone(), held)
+    };
+    for (offset, message) in held {
+        super::delayed::schedule_held(&shard, &name, offset, &message);
+    }
 }
 
 /// Installs a durable queue found at start: its state from the ack store (or, when it has none,
@@ -508,14 +531,19 @@ pub fn publish(
     let log = shard.log(name, 0).ok_or_else(|| missing(name))?;
     let appended = append(&log, name, &message)?;
     let offset = Offset::new(appended.base_offset);
-    {
+    let taken_in = {
         let mut queue = queue.borrow_mut();
         queue.insert_message(offset, message);
         // Records another path appended before this one (a Kafka producer) leave a gap the log
         // follower fills once they are written; until then this message waits behind them.
-        if offset == queue.state.next_offset() {
+        let taken_in = offset == queue.state.next_offset();
+        if taken_in {
             queue.state.on_appended(offset.next());
         }
+        taken_in
+    };
+    if taken_in {
+        schedule_held(&queue, offset, offset.next());
     }
     limits::dispatch_fresh(&queue, offset);
     Ok((log, offset.get()))
@@ -560,6 +588,9 @@ pub fn publish_many(
         if base == queue.state.next_offset() {
             queue.state.on_appended(end);
         }
+    }
+    if queue.borrow().state.next_offset() >= end {
+        schedule_held(&queue, base, end);
     }
     limits::dispatch_fresh(&queue, base);
     Ok((log, end.get() - 1))
