@@ -20,6 +20,7 @@ mod producer;
 mod report;
 mod run;
 mod server;
+mod share;
 mod stats;
 mod wire;
 mod workload;
