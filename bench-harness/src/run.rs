@@ -40,11 +40,20 @@ pub fn run(args: &RunArgs) -> Result<Results> {
             Some(path) => path.clone(),
             None => server::default_weir_bin()?,
         };
+        let mut settings = args.server_set.clone();
+        // Share consumers join after producing: from `latest` they would see nothing.
+        if args.share_group.is_some()
+            && !settings
+                .iter()
+                .any(|setting| setting.starts_with("share.auto.offset.reset="))
+        {
+            settings.push("share.auto.offset.reset=earliest".to_owned());
+        }
         Some(SpawnedServer::start(
             &weir_bin,
             &args.bootstrap,
             &args.server_cpus,
-            &args.server_set,
+            &settings,
             None,
         )?)
     } else {
