@@ -313,6 +313,7 @@ impl BrokerConfig {
                     .with_context(|| format!("{key}={value}: must be >= 0"))?
             }
             "share.auto.offset.reset"
+            | "errors.deadletterqueue.topic.name"
             | "group.share.record.lock.duration.ms"
             | "group.share.delivery.count.limit"
             | "group.share.partition.max.record.locks" => self.shares.set(key, value)?,
@@ -561,6 +562,9 @@ pub struct SharesConfig {
     /// Where a share group starts on a partition it has never fetched: the log's start
     /// (`share.auto.offset.reset=earliest`) or its end (`latest`, Kafka's default).
     pub from_earliest: bool,
+    /// Where rejected and delivery-limited records are copied (KIP-1191's
+    /// `errors.deadletterqueue.topic.name`); `None`: they are only archived.
+    pub dead_letter_topic: Option<String>,
 }
 
 impl Default for SharesConfig {
@@ -568,6 +572,7 @@ impl Default for SharesConfig {
         SharesConfig {
             limits: crate::queues::QueueLimits::SHARE_GROUP,
             from_earliest: false,
+            dead_letter_topic: None,
         }
     }
 }
@@ -575,6 +580,15 @@ impl Default for SharesConfig {
 impl SharesConfig {
     /// One setting, within the range Kafka 4.2 accepts for it.
     fn set(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
+        if key == "errors.deadletterqueue.topic.name" {
+            // KIP-1191's errors.deadletterqueue.topic.name.prefix default: a DLQ is named so.
+            anyhow::ensure!(
+                value.starts_with("dlq.") && value.len() > 4,
+                "{key}={value}: must start with dlq. (KIP-1191's prefix)"
+            );
+            self.dead_letter_topic = Some(value.to_string());
+            return Ok(());
+        }
         if key == "share.auto.offset.reset" {
             self.from_earliest = match value {
                 "earliest" => true,

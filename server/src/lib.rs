@@ -16,6 +16,7 @@ pub mod amqp;
 pub mod cli;
 pub mod config;
 pub mod groups;
+pub mod integer_hash;
 pub mod kafka;
 pub mod metadata;
 pub mod open_files;

@@ -5,12 +5,15 @@ against a broker started with share.auto.offset.reset=earliest and short locks. 
   topic; every record is accepted exactly once, by one of them; a third consumer gets nothing.
 - release: a released record comes back with delivery count 2.
 - reject: a rejected record never comes back; a record released again and again stops coming
-  back after the delivery count limit (--limit) deliveries.
+  back after the delivery count limit deliveries; with --dlq, both are read back from that
+  dead-letter topic with their headers.
 - hold: acquire records and exit without acknowledging or closing (a crashed consumer); prints
   how many it held.
 - take: consume and accept everything available until --idle seconds pass with nothing; prints
   the (partition, offset) pairs and their delivery counts.
 - produce: produce --count records to --topic (created with 4 partitions).
+- mixed: a pika consumer and a share consumer on one AMQP queue (--amqp-port): each published
+  message processed by exactly one of them.
 - accept-some: accept --accept records, commit them durably, then exit holding more acquired
   (a crash mid-run); prints the accepted pairs and how many it held.
 """
@@ -30,9 +33,10 @@ args_parser.add_argument("--scenario", required=True)
 args_parser.add_argument("--topic", default="tasks")
 args_parser.add_argument("--group", default="workers")
 args_parser.add_argument("--count", type=int, default=1000)
-args_parser.add_argument("--limit", type=int, default=3)
 args_parser.add_argument("--accept", type=int, default=0)
 args_parser.add_argument("--idle", type=float, default=3.0)
+args_parser.add_argument("--amqp-port", default="5672")
+args_parser.add_argument("--dlq", default="")
 args = args_parser.parse_args()
 
 
@@ -163,8 +167,32 @@ def next_record(share, seconds=30):
             return messages[0]
 
 
+def read_dead_letters(count):
+    """The records of the dead-letter topic --dlq: (reason, source offset, value)."""
+    from confluent_kafka import Consumer
+
+    reader = Consumer({"bootstrap.servers": args.bootstrap, "group.id": "dlq-reader",
+                       "auto.offset.reset": "earliest"})
+    reader.subscribe([args.dlq])
+    got = []
+    deadline = Deadline(30, "dead letters")
+    while len(got) < count:
+        deadline.check(got=got)
+        message = reader.poll(0.5)
+        if message is None:
+            continue
+        check(message.error() is None, f"dlq: {message.error()}")
+        headers = {k: v.decode() for k, v in (message.headers() or [])}
+        got.append((headers.get("__dlq.errors.reason"), headers.get("__dlq.errors.offset"),
+                    headers.get("__dlq.errors.group"), message.value().decode()[:8]))
+    reader.close()
+    return sorted(got)
+
+
 def reject():
     create_topic(args.topic)
+    if args.dlq:
+        create_topic(args.dlq, 1)
     share = consumer("x")
     produce(args.topic, 2)
     deliveries = {}
@@ -183,7 +211,9 @@ def reject():
         commit(share, "reject")
     share.close()
     other = [count for key, count in deliveries.items() if key != rejected]
-    done(rejected_deliveries=deliveries.get(rejected, 0), released_deliveries=other)
+    dead = read_dead_letters(2) if args.dlq else []
+    done(rejected_deliveries=deliveries.get(rejected, 0), released_deliveries=other,
+         dead_letters=dead)
 
 
 def hold():
@@ -226,6 +256,69 @@ def take_all():
     done(records=got)
 
 
+def mixed():
+    """pika consumers and a share consumer on one AMQP queue: each message processed once."""
+    import pika
+
+    host, port = args.bootstrap.split(":")[0], int(args.amqp_port)
+    params = pika.ConnectionParameters(host=host, port=port)
+    setup = pika.BlockingConnection(params)
+    channel = setup.channel()
+    channel.queue_declare(queue=args.topic, durable=True)
+    got = {"pika": [], "share": []}
+    stop = threading.Event()
+
+    def pika_worker():
+        connection = pika.BlockingConnection(params)
+        ch = connection.channel()
+        ch.basic_qos(prefetch_count=10)
+        for method, _props, body in ch.consume(args.topic, inactivity_timeout=0.2):
+            if stop.is_set():
+                break
+            if method is None:
+                continue
+            got["pika"].append(body)
+            time.sleep(0.001)  # some work, so that the share consumer gets its part
+            ch.basic_ack(method.delivery_tag)
+        ch.cancel()
+        connection.close()
+
+    def share_worker():
+        share = consumer("m")
+        while not stop.is_set():
+            messages = poll_records(share)
+            for message in messages:
+                got["share"].append(message.value())
+                share.acknowledge(message, AcknowledgeType.ACCEPT)
+            if messages:
+                commit(share, "mixed")
+        share.close()
+
+    threads = [threading.Thread(target=pika_worker), threading.Thread(target=share_worker)]
+    for thread in threads:
+        thread.start()
+    time.sleep(3)  # both consuming before the first publish
+    channel.confirm_delivery()
+    for i in range(args.count):
+        channel.basic_publish("", args.topic, b"job-%06d" % i,
+                              pika.BasicProperties(delivery_mode=2))
+    deadline = Deadline(120, "every message processed")
+    while len(got["pika"]) + len(got["share"]) < args.count:
+        deadline.check(pika=len(got["pika"]), share=len(got["share"]))
+        time.sleep(0.2)
+    time.sleep(args.idle)  # anything processed twice would arrive now
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    every = got["pika"] + got["share"]
+    check(len(every) == len(set(every)), "a message was processed twice",
+          total=len(every), distinct=len(set(every)))
+    check(len(set(every)) == args.count, "not every message was processed", got=len(set(every)))
+    remaining = channel.queue_declare(queue=args.topic, passive=True).method.message_count
+    setup.close()
+    done(pika=len(got["pika"]), share=len(got["share"]), left_in_queue=remaining)
+
+
 def produce_only():
     create_topic(args.topic)
     produce(args.topic, args.count)
@@ -239,5 +332,6 @@ def produce_only():
     "hold": hold,
     "take": take_all,
     "produce": produce_only,
+    "mixed": mixed,
     "accept-some": accept_some,
 }[args.scenario]()

@@ -2,7 +2,8 @@
 //! consumer) against the real broker: records split between members and each accepted once,
 //! release and redelivery counts, reject, the delivery count limit, a crashed consumer's
 //! records coming back when their locks expire, and no accepted record delivered again after a
-//! SIGKILL. Scenarios are in `clients/share_groups.py`.
+//! SIGKILL, and pika and a share consumer splitting one AMQP queue. Scenarios are in
+//! `clients/share_groups.py`.
 
 use std::collections::BTreeSet;
 
@@ -17,7 +18,8 @@ fn broker() -> Result<Broker> {
         BrokerOptions::default()
             .set("share.auto.offset.reset", "earliest")
             .set("group.share.record.lock.duration.ms", "2000")
-            .set("group.share.delivery.count.limit", "3"),
+            .set("group.share.delivery.count.limit", "3")
+            .set("errors.deadletterqueue.topic.name", "dlq.tasks"),
     )
 }
 
@@ -60,15 +62,30 @@ fn a_released_record_comes_back_with_delivery_count_2() -> Result<()> {
 }
 
 #[test]
-fn a_rejected_record_never_returns_and_the_delivery_limit_archives() -> Result<()> {
+fn a_rejected_record_never_returns_and_the_delivery_limit_archives_both_to_the_dlq() -> Result<()> {
     let broker = broker()?;
-    let result = scenario(&broker, "reject", &["--idle", "4"])?;
+    let result = scenario(&broker, "reject", &["--idle", "4", "--dlq", "dlq.tasks"])?;
     assert_eq!(result["rejected_deliveries"], 1, "{result}");
     assert_eq!(
         result["released_deliveries"],
         serde_json::json!([3]),
         "released every time, delivered group.share.delivery.count.limit=3 times: {result}"
     );
+    let reasons: Vec<&str> = result["dead_letters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|dead| dead[0].as_str())
+        .collect();
+    assert_eq!(reasons, ["delivery_limit", "rejected"], "{result}");
+    for dead in result["dead_letters"].as_array().into_iter().flatten() {
+        assert_eq!(dead[2], "workers", "the group in the headers: {result}");
+        let offset = dead[1].as_str().unwrap_or("");
+        assert!(
+            dead[3].as_str().is_some_and(|v| v.starts_with("0000000")),
+            "the record's own value, offset {offset}: {result}"
+        );
+    }
     Ok(())
 }
 
@@ -131,5 +148,24 @@ fn after_sigkill_no_accepted_record_is_delivered_again_and_held_ones_come_back()
         redelivered >= held,
         "the {held} held at the kill come back counted as delivered before: {redelivered}"
     );
+    Ok(())
+}
+
+#[test]
+fn pika_and_a_share_consumer_on_one_queue_process_each_message_once() -> Result<()> {
+    let broker = broker()?;
+    let port = broker.amqp_port().to_string();
+    let result = scenario(
+        &broker,
+        "mixed",
+        &["--amqp-port", &port, "--topic", "jobs", "--count", "2000"],
+    )?;
+    let (pika, share) = (result["pika"].as_u64(), result["share"].as_u64());
+    assert!(
+        pika.unwrap_or(0) > 0 && share.unwrap_or(0) > 0,
+        "both take work: {result}"
+    );
+    assert_eq!(pika.unwrap_or(0) + share.unwrap_or(0), 2000, "{result}");
+    assert_eq!(result["left_in_queue"], 0, "{result}");
     Ok(())
 }

@@ -14,7 +14,6 @@
 //! reply code RabbitMQ gives, as a channel or a connection close (`error.rs`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -30,6 +29,7 @@ use super::channel::Channel;
 use super::error::{AmqpError, Scope};
 use super::frame::{self, Frame, FRAME_END, HEARTBEAT};
 use super::queue_owner::{ConnectionId, Outbound};
+use crate::integer_hash::IntegerMap;
 use crate::shard::listener::ConnectionError;
 use crate::shard::signal::Signal;
 use crate::shard::Shard;
@@ -74,7 +74,7 @@ pub struct Conn {
     pub channel_max: Cell<u16>,
     pub heartbeat: Cell<u16>,
     out: flume::Sender<Bytes>,
-    pub channels: RefCell<HashMap<u16, Rc<Channel>>>,
+    pub channels: RefCell<IntegerMap<u16, Rc<Channel>>>,
     /// Where this connection's consumers receive deliveries (handed to queues).
     pub sink: flume::Sender<Outbound>,
     /// Exclusive queues this connection declared: deleted when it closes.
@@ -147,7 +147,7 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) -> Result<(), Amq
         channel_max: Cell::new(frame::CHANNEL_MAX),
         heartbeat: Cell::new(0),
         out,
-        channels: RefCell::new(HashMap::new()),
+        channels: RefCell::new(IntegerMap::default()),
         sink,
         exclusive_queues: RefCell::new(Vec::new()),
         closed: Rc::new(Signal::default()),

@@ -51,16 +51,19 @@ impl Message {
         to_batch(std::slice::from_ref(self))
     }
 
-    /// This message's Kafka record headers: the layout's two, then its own AMQP headers.
-    fn record_headers<'a>(&'a self, own: &'a [(String, Vec<u8>)]) -> Vec<(&'a str, &'a [u8])> {
-        let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(2 + own.len());
+    /// Appends this message's Kafka record headers to `headers`: the layout's two, then its own
+    /// AMQP headers.
+    fn push_record_headers<'a>(
+        &'a self,
+        own: &'a [(String, Vec<u8>)],
+        headers: &mut Vec<(&'a str, &'a [u8])>,
+    ) {
         headers.push((HEADER_EXCHANGE, self.exchange.as_bytes()));
         headers.push((HEADER_PROPERTIES, &self.raw_properties));
         headers.extend(
             own.iter()
                 .map(|(name, value)| (name.as_str(), value.as_slice())),
         );
-        headers
     }
 }
 
@@ -73,19 +76,24 @@ pub fn to_batch<M: std::borrow::Borrow<Message>>(messages: &[M]) -> BytesMut {
         .iter()
         .map(|message| kafka_headers(&message.raw_properties))
         .collect();
-    let headers: Vec<Vec<(&str, &[u8])>> = messages
-        .iter()
-        .zip(&own)
-        .map(|(message, own)| message.record_headers(own))
-        .collect();
+    // Every record's headers in one Vec, sliced per record: one allocation per batch rather
+    // than one per message.
+    let own_count: usize = own.iter().map(Vec::len).sum();
+    let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(2 * messages.len() + own_count);
+    let mut ends = Vec::with_capacity(messages.len());
+    for (message, own) in messages.iter().zip(&own) {
+        message.push_record_headers(own, &mut headers);
+        ends.push(headers.len());
+    }
+    let starts = std::iter::once(0).chain(ends.iter().copied());
     let first_ms = messages.first().map_or(0, |message| message.stored_ms);
     let records: Vec<RecordSpec<'_>> = messages
         .iter()
-        .zip(&headers)
-        .map(|(message, headers)| RecordSpec {
+        .zip(starts.zip(&ends))
+        .map(|(message, (start, &end))| RecordSpec {
             key: Some(message.routing_key.as_bytes()),
             value: Some(&message.body),
-            headers,
+            headers: &headers[start..end],
             timestamp_delta_ms: message.stored_ms - first_ms,
         })
         .collect();

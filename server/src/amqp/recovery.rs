@@ -31,6 +31,7 @@ const CONNECTIONS_CLOSED_WAIT: Duration = Duration::from_secs(2);
 
 pub async fn start(shard: Rc<Shard>) -> anyhow::Result<()> {
     queue_owner::open_ack_store(&shard).await?;
+    crate::shares::queues::set_hook(Rc::new(queue_owner::shared::SharedQueues));
     if shard.id.index() == 0 {
         declare_predeclared(&shard).await?;
         delete_transient_queues(&shard).await;

@@ -47,6 +47,7 @@ pub const FENCED_MEMBER_EPOCH: i16 = 110;
 pub const INVALID_RECORD_STATE: i16 = 121;
 pub const SHARE_SESSION_NOT_FOUND: i16 = 122;
 pub const INVALID_SHARE_SESSION_EPOCH: i16 = 123;
+pub const SHARE_SESSION_LIMIT_REACHED: i16 = 133;
 
 /// The Kafka error code for a partition operation's error (the only place that knows both
 /// vocabularies for the data path).
@@ -154,6 +155,7 @@ pub fn from_share_group_error(error: ShareGroupError) -> i16 {
     match error {
         ShareGroupError::UnknownMember => UNKNOWN_MEMBER_ID,
         ShareGroupError::FencedEpoch => FENCED_MEMBER_EPOCH,
+        ShareGroupError::GroupFull => GROUP_MAX_SIZE_REACHED,
         ShareGroupError::InvalidRequest(_) => INVALID_REQUEST,
     }
 }
@@ -163,6 +165,7 @@ pub fn from_session_error(error: SessionError) -> i16 {
     match error {
         SessionError::NotFound => SHARE_SESSION_NOT_FOUND,
         SessionError::InvalidEpoch => INVALID_SHARE_SESSION_EPOCH,
+        SessionError::LimitReached => SHARE_SESSION_LIMIT_REACHED,
     }
 }
 
@@ -172,6 +175,7 @@ pub fn from_ack_error(error: AckError) -> i16 {
         AckError::InvalidRecordState => INVALID_RECORD_STATE,
         AckError::InvalidRequest => INVALID_REQUEST,
         AckError::Partition(error) => from_partition_error(error),
+        AckError::Unsupported => INVALID_REQUEST,
     }
 }
 

@@ -221,7 +221,7 @@ async fn fetch_partition(
     let start = match partitions::first_available(shard, id) {
         Ok(Some(start)) => start,
         Ok(None) => return Fetched::default(),
-        Err(error) => return failed(code::from_partition_error(error)),
+        Err(error) => return failed(code::from_ack_error(error)),
     };
     let max_bytes = max_bytes.min(PARTITION_BYTES_MAX).min(READ_BYTES_MAX);
     let read = partition::read(shard, &id.topic, id.partition, start, max_bytes).await;
@@ -238,7 +238,7 @@ async fn fetch_partition(
             acquired: ranges(&acquired),
             leader: None,
         },
-        Err(error) => failed(code::from_partition_error(error)),
+        Err(error) => failed(code::from_ack_error(error)),
     }
 }
 
@@ -381,6 +381,7 @@ fn refused(mut response: ShareFetchResponse, error_code: i16) -> ShareFetchRespo
         code::UNKNOWN_TOPIC_ID => "unknown topic id",
         code::SHARE_SESSION_NOT_FOUND => "share session not found",
         code::INVALID_SHARE_SESSION_EPOCH => "share session epoch is not the expected one",
+        code::SHARE_SESSION_LIMIT_REACHED => "the share session limit has been reached",
         _ => "share fetch refused",
     }));
     response

@@ -43,6 +43,12 @@ enum Op {
         owner: u8,
         offset: u8,
     },
+    /// An ack `multiple`: `count` offsets from `offset` on, in order.
+    AcceptAll {
+        owner: u8,
+        offset: u8,
+        count: u8,
+    },
     Reject {
         owner: u8,
         offset: u8,
@@ -80,6 +86,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<u8>().prop_map(|start| Op::SkipBelow { start }),
         2 => (owner.clone(), any::<u8>()).prop_map(|(owner, offset)| Op::AcquireAt { owner, offset }),
         4 => (owner.clone(), any::<u8>()).prop_map(|(owner, offset)| Op::Accept { owner, offset }),
+        2 => (owner.clone(), any::<u8>(), 0u8..6)
+            .prop_map(|(owner, offset, count)| Op::AcceptAll { owner, offset, count }),
         1 => (owner.clone(), any::<u8>()).prop_map(|(owner, offset)| Op::Reject { owner, offset }),
         2 => (owner.clone(), any::<u8>()).prop_map(|(owner, offset)| Op::Release { owner, offset }),
         1 => (owner.clone(), any::<u8>()).prop_map(|(owner, offset)| Op::Renew { owner, offset }),
@@ -347,6 +355,11 @@ impl Harness {
             }
             Op::AcquireAt { owner, offset } => self.acquire_at(owner, offset),
             Op::Accept { owner, offset } => self.finish(owner, offset, false),
+            Op::AcceptAll {
+                owner,
+                offset,
+                count,
+            } => self.accept_all(owner, offset, count),
             Op::Reject { owner, offset } => self.finish(owner, offset, true),
             Op::Release { owner, offset } => self.release(owner, offset),
             Op::Renew { owner, offset } => self.renew(owner, offset),
@@ -500,6 +513,24 @@ impl Harness {
         let want = self.model.held(owner, offset).map(|_| ());
         if want.is_ok() {
             self.model.records.insert(offset, Record::Done);
+        }
+        assert_eq!(got, want);
+    }
+
+    /// The model accepts one offset after the other and stops at the first it refuses.
+    fn accept_all(&mut self, owner: u8, raw: u8, count: u8) {
+        let first = self.pick(raw);
+        let offsets: Vec<i64> = (first..first + i64::from(count)).collect();
+        let typed: Vec<Offset> = offsets.iter().map(|&offset| Offset::new(offset)).collect();
+        let got = self.state.accept_all(ConsumerId(u64::from(owner)), &typed);
+        let mut want = (0, Ok(()));
+        for &offset in &offsets {
+            if let Err(error) = self.model.held(owner, offset) {
+                want.1 = Err(error);
+                break;
+            }
+            self.model.records.insert(offset, Record::Done);
+            want.0 += 1;
         }
         assert_eq!(got, want);
     }

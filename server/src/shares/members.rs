@@ -41,8 +41,13 @@ pub struct HeartbeatAnswer {
     pub assignment: Vec<(String, i32)>,
 }
 
+/// Members a share group takes (Kafka's `group.share.max.size` default).
+pub const MEMBERS_MAX: usize = 200;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ShareGroupError {
+    #[error("the share group has reached its maximum size")]
+    GroupFull,
     #[error("unknown member")]
     UnknownMember,
     #[error("the member epoch is not the member's")]
@@ -121,6 +126,9 @@ fn join(group: &mut ShareGroup, request: &Heartbeat, now: Instant) -> Result<(),
         return Err(ShareGroupError::InvalidRequest(
             "SubscribedTopicNames must be set in first request.",
         ));
+    }
+    if !group.members.contains_key(&request.member_id) && group.members.len() >= MEMBERS_MAX {
+        return Err(ShareGroupError::GroupFull);
     }
     let member = Member {
         epoch: 0,
@@ -222,4 +230,46 @@ pub fn listing() -> Vec<(String, usize, i32)> {
             .map(|(name, group)| (name.clone(), group.members.len(), group.epoch))
             .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(member: &str, epoch: i32, topics: Option<&[&str]>) -> Heartbeat {
+        Heartbeat {
+            group_id: format!("g-{}", std::process::id()),
+            member_id: member.to_string(),
+            member_epoch: epoch,
+            subscribed: topics.map(|t| t.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn epochs_fence_stale_members_and_a_group_stops_at_its_size() {
+        let metadata = Metadata::default();
+        let now = Instant::now();
+        let joined = heartbeat(&metadata, beat("m0", 0, Some(&["t"])), now).unwrap();
+        let epoch = joined.unwrap().member_epoch;
+        assert!(epoch > 0);
+        let again = heartbeat(&metadata, beat("m0", epoch, None), now).unwrap();
+        assert_eq!(again.unwrap().member_epoch, epoch, "no change, same epoch");
+        let stale = heartbeat(&metadata, beat("m0", epoch + 5, None), now);
+        assert_eq!(stale, Err(ShareGroupError::FencedEpoch));
+        let unknown = heartbeat(&metadata, beat("nobody", 3, None), now);
+        assert_eq!(unknown, Err(ShareGroupError::UnknownMember));
+        let no_topics = heartbeat(&metadata, beat("m1", 0, None), now);
+        assert!(matches!(no_topics, Err(ShareGroupError::InvalidRequest(_))));
+        for index in 1..MEMBERS_MAX {
+            let member = format!("m{index}");
+            heartbeat(&metadata, beat(&member, 0, Some(&["t"])), now).unwrap();
+        }
+        let full = heartbeat(&metadata, beat("one-too-many", 0, Some(&["t"])), now);
+        assert_eq!(full, Err(ShareGroupError::GroupFull));
+        assert_eq!(heartbeat(&metadata, beat("m0", -1, None), now), Ok(None));
+        let room = heartbeat(&metadata, beat("one-too-many", 0, Some(&["t"])), now);
+        assert!(room.is_ok(), "a member left: room for one");
+        let later = now + SESSION_TIMEOUT + Duration::from_secs(1);
+        assert_eq!(sweep(later).len(), MEMBERS_MAX, "silent members time out");
+    }
 }

@@ -9,6 +9,10 @@
 //! - `partitions.rs`: a share partition's per-record state on the shard owning the partition's
 //!   log: the queues' `QueueState` (one machinery with AMQP queues) with KIP-932's limits,
 //!   persisted in the shard's own ack store (`<data-dir>/shares/acks-<shard>.log`).
+//! - `queues.rs`: share groups on an AMQP queue's log take records from the queue's own state
+//!   (a hook the AMQP layer sets), beside its AMQP consumers.
+//! - `dead_letter.rs`: copies of rejected and delivery-limited records to a dead-letter topic
+//!   (KIP-1191).
 //! - `sessions.rs`: share sessions (KIP-932's fetch sessions), per member, on each shard that
 //!   leads partitions the member fetches.
 //!
@@ -23,8 +27,10 @@ use std::time::Duration;
 use crate::queues::ConsumerId;
 use crate::shard::Shard;
 
+pub mod dead_letter;
 pub mod members;
 pub mod partitions;
+pub mod queues;
 pub mod sessions;
 
 /// KIP-932's `group.share.heartbeat.interval.ms` default.

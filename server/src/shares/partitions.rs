@@ -20,10 +20,13 @@ use std::time::Instant;
 
 use weir_engine::Offset;
 
+use super::dead_letter::{self, DeadRecord};
 use super::member_key;
+use super::queues::{self, QueueRefusal};
 use crate::partition::PartitionError;
 use crate::queues::{
     AckStore, AckStoreOptions, Acquired, Durability, QueueError, QueueKey, QueueLimits, QueueState,
+    ReturnOutcome, Returned,
 };
 use crate::shard::Shard;
 
@@ -72,16 +75,39 @@ pub enum AckError {
     InvalidRequest,
     #[error("{0}")]
     Partition(PartitionError),
+    /// A queue share groups cannot consume (`queues::QueueRefusal::Unsupported`).
+    #[error("share groups cannot consume this queue")]
+    Unsupported,
+}
+
+impl From<PartitionError> for AckError {
+    fn from(error: PartitionError) -> AckError {
+        AckError::Partition(error)
+    }
+}
+
+impl From<QueueRefusal> for AckError {
+    fn from(refusal: QueueRefusal) -> AckError {
+        match refusal {
+            QueueRefusal::NotAcquired => AckError::InvalidRecordState,
+            QueueRefusal::Unsupported => AckError::Unsupported,
+        }
+    }
 }
 
 thread_local! {
+    /// This shard, for the dead-letter copies' tasks.
+    static SHARD: RefCell<Option<Rc<Shard>>> = const { RefCell::new(None) };
+    /// Records archived unaccepted and not yet handed to `dead_letter::send`: (group, record).
+    static DEAD: RefCell<Vec<(String, DeadRecord)>> = const { RefCell::new(Vec::new()) };
     static STORE: RefCell<Option<Rc<AckStore>>> = const { RefCell::new(None) };
     static PARTITIONS: RefCell<HashMap<SharePartitionId, SharePartition>> =
         RefCell::new(HashMap::new());
 }
 
 /// Opens `<data-dir>/shares/acks-<shard>.log`.
-pub async fn open_store(shard: &Shard) -> anyhow::Result<()> {
+pub async fn open_store(shard: &Rc<Shard>) -> anyhow::Result<()> {
+    SHARD.with(|slot| *slot.borrow_mut() = Some(shard.clone()));
     let dir = shard.config.data_dir.join("shares");
     let options = AckStoreOptions {
         flush_delay: std::time::Duration::from_millis(shard.config.queue_ack_flush_ms),
@@ -131,7 +157,7 @@ fn with_state<R>(
         .ok_or(PartitionError::UnknownPartition)?;
     let store = store().ok_or(PartitionError::Closed)?;
     let end = Offset::new(log.high_watermark());
-    PARTITIONS.with(|partitions| {
+    let result = PARTITIONS.with(|partitions| {
         let mut partitions = partitions.borrow_mut();
         let entry = partitions.entry(id.clone()).or_insert_with(|| {
             let start = if shard.config.shares.from_earliest {
@@ -152,13 +178,46 @@ fn with_state<R>(
             state.on_appended(end);
         }
         state.skip_below(Offset::new(log.log_start_offset()));
-        state.expire(Instant::now());
+        let expired = state.expire(Instant::now());
+        note_returned(id, &expired);
         let result = work(state);
         store
             .record(&entry.key, state.take_journal())
             .map_err(|_| PartitionError::Storage)?;
         Ok(result)
-    })
+    });
+    send_dead();
+    result
+}
+
+/// Notes the records among `returned` that reached the delivery limit, for the dead-letter topic.
+fn note_returned(id: &SharePartitionId, returned: &[Returned]) {
+    for record in returned {
+        if matches!(record.outcome, ReturnOutcome::Archived(_)) {
+            note_dead(id, record.offset.get(), "delivery_limit");
+        }
+    }
+}
+
+fn note_dead(id: &SharePartitionId, offset: i64, reason: &'static str) {
+    let record = DeadRecord {
+        topic: id.topic.clone(),
+        partition: id.partition,
+        offset,
+        reason,
+    };
+    DEAD.with(|dead| dead.borrow_mut().push((id.group.clone(), record)));
+}
+
+/// Sends what was archived unaccepted since the last call to the dead-letter topic.
+fn send_dead() {
+    let dead = DEAD.with(|dead| std::mem::take(&mut *dead.borrow_mut()));
+    let Some(shard) = SHARD.with(|slot| slot.borrow().clone()) else {
+        return;
+    };
+    for (group, record) in dead {
+        dead_letter::send(&shard, &group, vec![record]);
+    }
 }
 
 fn open_partition(
@@ -177,11 +236,11 @@ fn open_partition(
 }
 
 /// The lowest record available to the group (where a share fetch reads from), if any.
-pub fn first_available(
-    shard: &Shard,
-    id: &SharePartitionId,
-) -> Result<Option<i64>, PartitionError> {
-    with_state(shard, id, |state| state.first_available().map(Offset::get))
+pub fn first_available(shard: &Shard, id: &SharePartitionId) -> Result<Option<i64>, AckError> {
+    if let Some(queue) = queues::queue(&id.topic) {
+        return queue.first_available(&id.topic).map_err(AckError::from);
+    }
+    with_state(shard, id, |state| state.first_available().map(Offset::get)).map_err(AckError::from)
 }
 
 /// Acquires for `member` up to `max` available records below `end` (what the read covered).
@@ -191,11 +250,17 @@ pub fn acquire(
     member: &str,
     max: usize,
     end: i64,
-) -> Result<Vec<Acquired>, PartitionError> {
+) -> Result<Vec<Acquired>, AckError> {
     let owner = member_key(member);
+    if let Some(queue) = queues::queue(&id.topic) {
+        return queue
+            .acquire(&id.topic, owner, max, end)
+            .map_err(AckError::from);
+    }
     with_state(shard, id, |state| {
         state.acquire_before(owner, max, Offset::new(end), Instant::now())
     })
+    .map_err(AckError::from)
 }
 
 /// Applies one acknowledgement batch: `types` has one type for the whole range or one per
@@ -214,11 +279,21 @@ pub fn acknowledge(
     let kinds: Option<Vec<AckType>> = types.iter().map(|&t| AckType::from_code(t)).collect();
     let kinds = kinds.ok_or(AckError::InvalidRequest)?;
     let owner = member_key(member);
+    if let Some(queue) = queues::queue(&id.topic) {
+        let mut refused = None;
+        for (index, offset) in (first..=last).enumerate() {
+            let kind = kinds[if kinds.len() == 1 { 0 } else { index }];
+            if let Err(error) = queue.settle(&id.topic, owner, offset, kind) {
+                refused.get_or_insert(AckError::from(error));
+            }
+        }
+        return refused.map_or(Ok(()), Err);
+    }
     let outcome = with_state(shard, id, |state| {
         let mut refused = None;
         for (index, offset) in (first..=last).enumerate() {
             let kind = kinds[if kinds.len() == 1 { 0 } else { index }];
-            if let Err(error) = settle(state, owner, Offset::new(offset), kind) {
+            if let Err(error) = settle(state, id, owner, Offset::new(offset), kind) {
                 refused.get_or_insert(error);
             }
         }
@@ -233,14 +308,24 @@ pub fn acknowledge(
 
 fn settle(
     state: &mut QueueState,
+    id: &SharePartitionId,
     owner: crate::queues::ConsumerId,
     offset: Offset,
     kind: AckType,
 ) -> Result<(), QueueError> {
     match kind {
         AckType::Gap | AckType::Accept => state.accept(owner, offset),
-        AckType::Release => state.release(owner, offset).map(|_| ()),
-        AckType::Reject => state.reject(owner, offset),
+        AckType::Release => {
+            if let ReturnOutcome::Archived(_) = state.release(owner, offset)? {
+                note_dead(id, offset.get(), "delivery_limit");
+            }
+            Ok(())
+        }
+        AckType::Reject => {
+            state.reject(owner, offset)?;
+            note_dead(id, offset.get(), "rejected");
+            Ok(())
+        }
     }
 }
 
@@ -248,6 +333,11 @@ fn settle(
 /// session closed or forgot them).
 pub fn release_in(group: &str, member: &str, partitions: &[(String, i32)]) {
     let owner = member_key(member);
+    for (topic, _) in partitions {
+        if let Some(queue) = queues::queue(topic) {
+            queue.release(topic, owner);
+        }
+    }
     PARTITIONS.with(|all| {
         let mut all = all.borrow_mut();
         for (topic, partition) in partitions {
@@ -257,11 +347,13 @@ pub fn release_in(group: &str, member: &str, partitions: &[(String, i32)]) {
                 partition: *partition,
             };
             if let Some(entry) = all.get_mut(&id) {
-                entry.state.release_owner(owner);
+                let returned = entry.state.release_owner(owner);
+                note_returned(&id, &returned);
                 record(&entry.key, &mut entry.state);
             }
         }
     });
+    send_dead();
 }
 
 /// Releases everything `member` holds in `group` on this shard (it left or timed out).
@@ -270,11 +362,13 @@ pub fn release_member(group: &str, member: &str) {
     PARTITIONS.with(|all| {
         for (id, entry) in all.borrow_mut().iter_mut() {
             if id.group == group {
-                entry.state.release_owner(owner);
+                let returned = entry.state.release_owner(owner);
+                note_returned(id, &returned);
                 record(&entry.key, &mut entry.state);
             }
         }
     });
+    send_dead();
 }
 
 fn record(key: &QueueKey, state: &mut QueueState) {

@@ -9,8 +9,14 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::partitions;
 
+/// Share sessions a shard keeps at once (Kafka's `group.share.max.share.sessions` default):
+/// bounds what members, hostile or not, can make a shard hold.
+pub const SESSIONS_MAX: usize = 2_000;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
+    #[error("the share session limit has been reached")]
+    LimitReached,
     #[error("share session not found")]
     NotFound,
     #[error("share session epoch is not the expected one")]
@@ -47,6 +53,9 @@ pub fn step(
             if let Some(old) = sessions.remove(&key) {
                 give_back(group, member, &old);
             }
+            if sessions.len() >= SESSIONS_MAX {
+                return Err(SessionError::LimitReached);
+            }
             sessions.insert(key.clone(), Session::default());
         }
         let Some(session) = sessions.get_mut(&key) else {
@@ -78,16 +87,49 @@ pub fn closed(group: &str, member: &str, partitions: &[(String, i32)]) {
     partitions::release_in(group, member, partitions);
 }
 
-/// The member is gone from its group: its session here goes too.
+/// The member timed out of its group: its session here goes too, and what it held there.
 pub fn drop_member(group: &str, member: &str) {
-    SESSIONS.with(|sessions| {
-        sessions
-            .borrow_mut()
-            .remove(&(group.to_string(), member.to_string()));
-    });
+    let key = (group.to_string(), member.to_string());
+    let session = SESSIONS.with(|sessions| sessions.borrow_mut().remove(&key));
+    if let Some(session) = session {
+        give_back(group, member, &session);
+    }
 }
 
 fn give_back(group: &str, member: &str, session: &Session) {
     let held: Vec<(String, i32)> = session.partitions.iter().cloned().collect();
     partitions::release_in(group, member, &held);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_follow_one_another_and_sessions_are_bounded() {
+        let parts = [("t".to_string(), 0)];
+        assert_eq!(step("g", "m", 1, &[], &[]), Err(SessionError::NotFound));
+        assert_eq!(step("g", "m", 0, &parts, &[]).unwrap(), parts.to_vec());
+        assert!(step("g", "m", 1, &[], &[]).is_ok());
+        assert_eq!(step("g", "m", 1, &[], &[]), Err(SessionError::InvalidEpoch));
+        assert_eq!(
+            step("g", "m", 2, &[], &[]),
+            Err(SessionError::NotFound),
+            "an out-of-step session is dropped"
+        );
+        assert!(step("g", "m", 0, &parts, &[]).is_ok());
+        assert_eq!(step("g", "m", -1, &[], &[]).unwrap(), parts.to_vec());
+        assert_eq!(step("g", "m", -1, &[], &[]), Err(SessionError::NotFound));
+        for index in 0..SESSIONS_MAX {
+            step("g", &format!("m{index}"), 0, &parts, &[]).unwrap();
+        }
+        assert_eq!(
+            step("g", "one-too-many", 0, &parts, &[]),
+            Err(SessionError::LimitReached)
+        );
+        assert!(
+            step("g", "m0", 0, &parts, &[]).is_ok(),
+            "replacing one is not a new one"
+        );
+    }
 }

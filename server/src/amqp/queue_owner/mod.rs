@@ -26,6 +26,7 @@ use super::dead_letter::Reason;
 use super::error::AmqpError;
 use super::message::{now_ms, Message};
 use super::policy::{QueuePolicy, StreamOffset};
+use crate::integer_hash::IntegerMap;
 use crate::queues::{
     AckStore, AckStoreOptions, ConsumerId, Durability, QueueKey, QueueSnapshot, QueueState,
     ReturnOutcome,
@@ -154,7 +155,7 @@ struct Queue {
     /// `x-max-priority`: the priority order of the ready messages (`priority.rs`).
     priorities: Option<priority::Ready>,
     /// Acquired offsets and the consumer (tag) they went to; `None` for basic.get.
-    held: HashMap<Offset, Option<Arc<str>>>,
+    held: IntegerMap<Offset, Option<Arc<str>>>,
     had_consumer: bool,
     /// Fired when the queue is deleted: its log follower stops.
     stop: Rc<Signal>,
@@ -173,6 +174,7 @@ struct Queue {
 pub mod credit;
 mod limits;
 mod priority;
+pub mod shared;
 pub mod stream;
 
 type QueueRef = Rc<RefCell<Queue>>;
@@ -334,7 +336,7 @@ fn install(
         next_consumer: 0,
         consumer_priorities: false,
         priorities,
-        held: HashMap::new(),
+        held: IntegerMap::default(),
         had_consumer: false,
         stop: stop.clone(),
         shard: shard.clone(),
@@ -807,6 +809,9 @@ fn settle_in(
     how: Settle,
     dead: &mut Vec<(Arc<Message>, Reason)>,
 ) -> Result<(), AmqpError> {
+    if how == Settle::Ack {
+        return ack_all(queue, owner, offsets);
+    }
     for &offset in offsets {
         let offset = Offset::new(offset);
         let died = match how {
@@ -837,6 +842,18 @@ fn settle_in(
         }
     }
     Ok(())
+}
+
+/// Acks go to the state all at once (`QueueState::accept_all`): an ack `multiple` names a run
+/// of consecutive offsets, which the state finishes as one range.
+fn ack_all(queue: &mut Queue, owner: ConsumerId, offsets: &[i64]) -> Result<(), AmqpError> {
+    let offsets: Vec<Offset> = offsets.iter().map(|&offset| Offset::new(offset)).collect();
+    let (accepted, result) = queue.state.accept_all(owner, &offsets);
+    for &offset in &offsets[..accepted] {
+        queue.credit_back(offset, owner);
+        queue.remove_message(offset);
+    }
+    result.map_err(|error| AmqpError::precondition(format!("unknown delivery tag: {error}")))
 }
 
 impl Queue {
