@@ -14,12 +14,15 @@ use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{
     create_topics_request::{self, CreatableTopic},
     list_offsets_request, metadata_request, ApiVersionsRequest, ApiVersionsResponse, BrokerId,
-    CreateTopicsRequest, CreateTopicsResponse, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, TopicName,
+    CreateTopicsRequest, CreateTopicsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use crate::wire::{self, API_API_VERSIONS, API_CREATE_TOPICS, API_LIST_OFFSETS, API_METADATA};
+use crate::wire::{
+    self, API_API_VERSIONS, API_CREATE_TOPICS, API_FIND_COORDINATOR, API_LIST_OFFSETS,
+    API_METADATA, API_SHARE_ACKNOWLEDGE, API_SHARE_FETCH, API_SHARE_GROUP_HEARTBEAT,
+};
 
 /// Socket timeout: a broker that stops answering fails the run instead of hanging it.
 pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
@@ -66,7 +69,7 @@ impl Connection {
         })
     }
 
-    fn call<Request: Encodable, Response: Decodable>(
+    pub fn call<Request: Encodable, Response: Decodable>(
         &mut self,
         api_key: i16,
         version: i16,
@@ -108,10 +111,17 @@ impl Connection {
     }
 }
 
-/// Whether the request uses the flexible (tagged-field) headers. Only CreateTopics is ever sent
-/// at a flexible version here (v5+, for configs longer than an int16 string allows).
+/// Whether the request uses the flexible (tagged-field) headers: CreateTopics v5+ (configs longer
+/// than an int16 string allows), Metadata v10+ and FindCoordinator v3 (share mode: topic ids, the
+/// share group's coordinator), and the share group APIs, flexible in every version.
 fn is_flexible(api_key: i16, version: i16) -> bool {
-    api_key == API_CREATE_TOPICS && version >= 5
+    match api_key {
+        API_CREATE_TOPICS => version >= 5,
+        API_METADATA => version >= 9,
+        API_FIND_COORDINATOR => version >= 3,
+        API_SHARE_GROUP_HEARTBEAT | API_SHARE_FETCH | API_SHARE_ACKNOWLEDGE => true,
+        _ => false,
+    }
 }
 
 /// Versions the broker supports, by API key.
@@ -329,4 +339,47 @@ pub fn latest_offsets(
         );
     }
     Ok(offsets)
+}
+
+/// A topic's id (share mode: ShareFetch names topics by id), from Metadata v10+.
+pub fn topic_id(
+    connection: &mut Connection,
+    versions: &ApiVersions,
+    topic: &str,
+) -> Result<uuid::Uuid> {
+    let version = versions.pick(API_METADATA, (10, 12), "Metadata with topic ids")?;
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+        )
+        .with_name(Some(TopicName(StrBytes::from_string(topic.to_owned()))))]));
+    let response: MetadataResponse = connection.call(API_METADATA, version, &request)?;
+    let found = response
+        .topics
+        .iter()
+        .find(|entry| entry.name.as_ref().is_some_and(|name| &*name.0 == topic));
+    match found {
+        Some(entry) if entry.error_code == 0 && !entry.topic_id.is_nil() => Ok(entry.topic_id),
+        _ => bail!("Metadata v{version} gives topic {topic} no id"),
+    }
+}
+
+/// The address of a group's coordinator (FindCoordinator v3, key type 0: share groups are
+/// groups).
+pub fn coordinator(
+    connection: &mut Connection,
+    versions: &ApiVersions,
+    group: &str,
+) -> Result<String> {
+    let version = versions.pick(API_FIND_COORDINATOR, (3, 3), "FindCoordinator")?;
+    let request = FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_string(group.to_owned()))
+        .with_key_type(0);
+    let response: FindCoordinatorResponse =
+        connection.call(API_FIND_COORDINATOR, version, &request)?;
+    ensure!(
+        response.error_code == 0,
+        "FindCoordinator {group}: error {}",
+        response.error_code
+    );
+    Ok(format!("{}:{}", &*response.host, response.port))
 }

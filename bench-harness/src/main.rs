@@ -1,6 +1,7 @@
 //! weir-bench: Kafka-protocol and AMQP 0-9-1 load generator and in-process storage benchmark.
 //!
-//! `weir-bench [flags]` runs the Kafka load generator (see `workload.rs` for the flags);
+//! `weir-bench [flags]` runs the Kafka load generator (see `workload.rs` for the flags; with
+//! `--share-group` its consumers are KIP-932 share consumers, `share.rs`);
 //! `weir-bench amqp [flags]` the AMQP one (`amqp/`); `weir-bench engine` runs the storage benchmark; `weir-bench encode` measures the client's own
 //! batch-building rate; `weir-bench loopback` measures the machine's TCP bandwidth over loopback. Threads: the main thread orchestrates and reports; producers, their ack
 //! readers and fetchers are plain OS threads with blocking sockets (see `producer.rs`,
@@ -20,6 +21,7 @@ mod producer;
 mod report;
 mod run;
 mod server;
+mod share;
 mod stats;
 mod wire;
 mod workload;

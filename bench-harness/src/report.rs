@@ -101,6 +101,12 @@ pub struct Results {
     pub plain_produce_msgs_per_s: Option<f64>,
     /// --compare-plain: exchange_routed_msgs_per_s / plain_produce_msgs_per_s.
     pub routed_to_plain_ratio: Option<f64>,
+    /// Share mode: distinct records acquired by the share consumers.
+    pub share_acquired_messages: Option<u64>,
+    /// Share mode: records whose Accept the broker confirmed (also consumed_messages_per_group).
+    pub share_acknowledged_messages: Option<u64>,
+    /// Share mode: records acquired more than once (any fails the run).
+    pub share_duplicate_messages: Option<u64>,
 }
 
 impl Results {

@@ -23,9 +23,10 @@ use crate::consumer::{self, FetcherPlan};
 use crate::producer::{self, ProducerPlan, Target};
 use crate::report::{human_rate, Latency, Results, SeriesPoint};
 use crate::server::{self, SpawnedServer};
+use crate::share::{self, SharePlan};
 use crate::stats::{self, Clock, CpuPlan, FlowSnapshot, Shared};
 use crate::wire::{self, FetchLimits, FetchPosition, API_FETCH, API_PRODUCE};
-use crate::workload::{parse_cpus, RunArgs, Stop, Workload};
+use crate::workload::{parse_cpus, RunArgs, ShareSpec, Stop, Workload};
 
 pub type Worker = JoinHandle<Result<Histogram<u64>>>;
 pub type LateFetchers = Box<dyn FnOnce() -> Result<Vec<Worker>>>;
@@ -39,11 +40,20 @@ pub fn run(args: &RunArgs) -> Result<Results> {
             Some(path) => path.clone(),
             None => server::default_weir_bin()?,
         };
+        let mut settings = args.server_set.clone();
+        // Share consumers join after producing: from `latest` they would see nothing.
+        if args.share_group.is_some()
+            && !settings
+                .iter()
+                .any(|setting| setting.starts_with("share.auto.offset.reset="))
+        {
+            settings.push("share.auto.offset.reset=earliest".to_owned());
+        }
         Some(SpawnedServer::start(
             &weir_bin,
             &args.bootstrap,
             &args.server_cpus,
-            &args.server_set,
+            &settings,
             None,
         )?)
     } else {
@@ -170,6 +180,25 @@ fn run_against_broker(args: &RunArgs, workload: Arc<Workload>) -> Result<Results
     let shared = Arc::new(shared);
     let stop_consumers = Arc::new(AtomicBool::new(false));
 
+    let ledger = Arc::new(share::Ledger::default());
+    let share_consumers = match &workload.share {
+        Some(spec) => Some(share_spawner(
+            &mut connection,
+            &versions,
+            SharePlans {
+                spec: spec.clone(),
+                workload: workload.clone(),
+                cluster: cluster.clone(),
+                targets: targets.clone(),
+                start_offsets: start_offsets.clone(),
+                shared: shared.clone(),
+                ledger: ledger.clone(),
+                cpus: cpus.clone(),
+                stop: stop_consumers.clone(),
+            },
+        )?),
+        None => None,
+    };
     // Fetchers start before the first message, or (with --backlog) once producing is over.
     let spawn_fetchers = {
         let workload = workload.clone();
@@ -219,11 +248,15 @@ fn run_against_broker(args: &RunArgs, workload: Arc<Workload>) -> Result<Results
             Ok(fetchers)
         }
     };
-    let (fetchers, late_fetchers): (Vec<Worker>, Option<LateFetchers>) = if args.backlog {
-        (Vec::new(), Some(Box::new(spawn_fetchers)))
-    } else {
-        (spawn_fetchers()?, None)
-    };
+    let (fetchers, late_fetchers): (Vec<Worker>, Option<LateFetchers>) =
+        if let Some(spawn) = share_consumers {
+            // Share consumers read the backlog: the records are all there before the first fetch.
+            (Vec::new(), Some(spawn))
+        } else if args.backlog {
+            (Vec::new(), Some(Box::new(spawn_fetchers)))
+        } else {
+            (spawn_fetchers()?, None)
+        };
 
     let producers = start_producers(
         &workload,
@@ -307,7 +340,73 @@ fn run_against_broker(args: &RunArgs, workload: Arc<Workload>) -> Result<Results
             .map(|_| measured.consume_msgs_per_s),
         plain_produce_msgs_per_s: None,
         routed_to_plain_ratio: None,
+        share_acquired_messages: workload
+            .share
+            .as_ref()
+            .map(|_| ledger.acquired.load(Relaxed)),
+        share_acknowledged_messages: workload
+            .share
+            .as_ref()
+            .map(|_| ledger.acknowledged.load(Relaxed)),
+        share_duplicate_messages: workload
+            .share
+            .as_ref()
+            .map(|_| ledger.duplicates.load(Relaxed)),
     })
+}
+
+/// What share mode needs to start its consumers once producing is over.
+struct SharePlans {
+    spec: ShareSpec,
+    workload: Arc<Workload>,
+    cluster: Cluster,
+    targets: Vec<((usize, i32), i32)>,
+    start_offsets: Vec<i64>,
+    shared: Arc<Shared>,
+    ledger: Arc<share::Ledger>,
+    cpus: Arc<CpuPlan>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Looks up the topic's id and the group's coordinator now; the returned closure starts the
+/// share consumers, each with every partition (KIP-932: members share partitions).
+fn share_spawner(
+    connection: &mut Connection,
+    versions: &admin::ApiVersions,
+    plans: SharePlans,
+) -> Result<LateFetchers> {
+    let topic = plans.workload.topics[0].clone();
+    let topic_id = admin::topic_id(connection, versions, &topic)?;
+    let coordinator = admin::coordinator(connection, versions, &plans.spec.group)?;
+    let partitions: BTreeMap<i32, (String, i64)> = plans
+        .targets
+        .iter()
+        .zip(&plans.start_offsets)
+        .map(|(&((_, partition), leader), &start)| {
+            (partition, (plans.cluster.brokers[&leader].clone(), start))
+        })
+        .collect();
+    Ok(Box::new(move || {
+        (0..plans.workload.consumers as usize)
+            .map(|index| {
+                share::spawn(SharePlan {
+                    group: plans.spec.group.clone(),
+                    name: format!("share-c{index}"),
+                    coordinator: coordinator.clone(),
+                    topic: topic.clone(),
+                    topic_id,
+                    partitions: partitions.clone(),
+                    max_records: plans.spec.max_records,
+                    max_bytes: plans.workload.fetch_partition_max_bytes,
+                    payload_bytes: plans.workload.payload_bytes(),
+                    shared: plans.shared.clone(),
+                    ledger: plans.ledger.clone(),
+                    cpus: plans.cpus.clone(),
+                    stop: plans.stop.clone(),
+                })
+            })
+            .collect()
+    }))
 }
 
 /// Every (topic index, partition) with its leader id, in topic then partition order.

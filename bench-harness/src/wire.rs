@@ -15,6 +15,10 @@ pub const API_LIST_OFFSETS: i16 = 2;
 pub const API_METADATA: i16 = 3;
 pub const API_API_VERSIONS: i16 = 18;
 pub const API_CREATE_TOPICS: i16 = 19;
+pub const API_FIND_COORDINATOR: i16 = 10;
+pub const API_SHARE_GROUP_HEARTBEAT: i16 = 76;
+pub const API_SHARE_FETCH: i16 = 78;
+pub const API_SHARE_ACKNOWLEDGE: i16 = 79;
 
 /// Version ranges the harness can speak, as (api key, min, max).
 pub const PRODUCE_VERSIONS: (i16, i16) = (3, 8);

@@ -228,6 +228,13 @@ pub struct RunArgs {
     /// report routed/plain.
     #[arg(long)]
     pub compare_plain: bool,
+    /// Share mode (KIP-932): produce the records first, then --consumers share consumers of this
+    /// share group consume and acknowledge (Accept) every record once.
+    #[arg(long)]
+    pub share_group: Option<String>,
+    /// Share mode: ShareFetch max_records (KIP-932's batch of records per answer).
+    #[arg(long, default_value = "500")]
+    pub share_max_records: i32,
 }
 
 /// How a run ends.
@@ -264,6 +271,14 @@ pub struct Workload {
     pub fetch_partition_max_bytes: i32,
     /// Exchange mode: `topics` is then `[exchange]` followed by the destinations.
     pub exchange: Option<ExchangeSpec>,
+    /// Share mode: the share group and ShareFetch max_records.
+    pub share: Option<ShareSpec>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ShareSpec {
+    pub group: String,
+    pub max_records: i32,
 }
 
 struct Defaults {
@@ -453,6 +468,10 @@ impl Workload {
             fetch_max_bytes: args.fetch_max_bytes.unwrap_or(32 << 20),
             fetch_partition_max_bytes: args.fetch_partition_max_bytes.unwrap_or(8 << 20),
             exchange,
+            share: args.share_group.clone().map(|group| ShareSpec {
+                group,
+                max_records: args.share_max_records,
+            }),
         };
         workload.check()?;
         Ok(workload)
@@ -463,6 +482,20 @@ impl Workload {
             ensure!(
                 spec.exchange_type != ExchangeType::Direct || self.keys == Keys::None,
                 "--exchange-type direct needs --keys none (records then route by the empty key)"
+            );
+        }
+        if let Some(share) = &self.share {
+            ensure!(
+                self.exchange.is_none() && self.topics.len() == 1,
+                "--share-group reads one plain topic (no --exchange, --topics 1)"
+            );
+            ensure!(
+                self.consumer_groups == 1,
+                "--share-group is the one group (--consumer-groups 1)"
+            );
+            ensure!(
+                share.max_records >= 1,
+                "--share-max-records must be at least 1"
             );
         }
         ensure!(self.partitions >= 1, "--partitions must be at least 1");
