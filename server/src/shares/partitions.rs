@@ -109,8 +109,12 @@ thread_local! {
 pub async fn open_store(shard: &Rc<Shard>) -> anyhow::Result<()> {
     SHARD.with(|slot| *slot.borrow_mut() = Some(shard.clone()));
     let dir = shard.config.data_dir.join("shares");
+    // No gathering delay: every acknowledgement of a share group has a request waiting on it
+    // (ShareAcknowledge, or a ShareFetch that carries it, with one in flight per session), so
+    // waiting to gather more only adds to each round trip; what arrives while a write and its
+    // fdatasync are under way still goes together in the next one.
     let options = AckStoreOptions {
-        flush_delay: std::time::Duration::from_millis(shard.config.queue_ack_flush_ms),
+        flush_delay: std::time::Duration::ZERO,
         ..AckStoreOptions::default()
     };
     let store = AckStore::open(&dir, shard.id.index(), options)
