@@ -28,5 +28,6 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod share_acknowledge;
 pub mod share_fetch;
+pub mod share_group_describe;
 pub mod share_group_heartbeat;
 pub mod sync_group;
