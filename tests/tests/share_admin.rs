@@ -20,7 +20,7 @@ use kafka_protocol::messages::share_fetch_request::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use weir_engine::batch::{build_batch, BatchSpec, RecordSpec};
-use weir_tests::{Broker, BrokerOptions};
+use weir_tests::{python, summary, Broker, BrokerOptions};
 
 const CLIENT_ID: &str = "share-admin-test";
 
@@ -97,13 +97,14 @@ fn topic_id(client: &mut Client, name: &str) -> Result<uuid::Uuid> {
     Ok(response.topics[0].topic_id)
 }
 
-fn produce(client: &mut Client, topic: &str, count: usize) -> Result<()> {
+fn produce(client: &mut Client, topic: &str, partition: i32, count: usize) -> Result<()> {
     let record = RecordSpec {
         value: Some(b"v"),
         ..RecordSpec::default()
     };
     let batch = build_batch(&BatchSpec::default(), &vec![record; count]).freeze();
     let mut data = PartitionProduceData::default();
+    data.index = partition;
     data.records = Some(batch);
     let mut topic_data = TopicProduceData::default();
     topic_data.name = TopicName(text(topic));
@@ -248,9 +249,29 @@ fn share_groups_are_described_and_listed_from_any_shard() -> Result<()> {
     Ok(())
 }
 
-/// A ShareFetch of partition 0 of `topic` in session `epoch`, carrying `acks` for it.
+/// A ShareFetch of partition 0 of `topic` by member m1 in session `epoch`, with `acks` for it.
 fn share_fetch(
     client: &mut Client,
+    (group, topic): (&str, uuid::Uuid),
+    epoch: i32,
+    acks: &[(i64, i64, Vec<i8>)],
+) -> Result<ShareFetchResponse> {
+    share_fetch_with_acks(client, (group, "m1"), topic, epoch, acks)
+}
+
+/// A ShareFetch of partition 0 of `topic` by `member`, in session `epoch`.
+fn share_fetch_as(
+    client: &mut Client,
+    member: (&str, &str),
+    topic: uuid::Uuid,
+    epoch: i32,
+) -> Result<ShareFetchResponse> {
+    share_fetch_with_acks(client, member, topic, epoch, &[])
+}
+
+fn share_fetch_with_acks(
+    client: &mut Client,
+    (group, member): (&str, &str),
     topic: uuid::Uuid,
     epoch: i32,
     acks: &[(i64, i64, Vec<i8>)],
@@ -271,8 +292,8 @@ fn share_fetch(
     fetched.topic_id = topic;
     fetched.partitions.push(partition);
     let mut request = ShareFetchRequest::default();
-    request.group_id = Some(GroupId(text("g")));
-    request.member_id = Some(text("m1"));
+    request.group_id = Some(GroupId(text(group)));
+    request.member_id = Some(text(member));
     request.share_session_epoch = epoch;
     request.max_wait_ms = 500;
     request.max_records = 100;
@@ -300,7 +321,7 @@ fn hostile_share_requests_are_answered_and_the_connection_stays_usable() -> Resu
     )?;
     let mut client = Client::connect(broker.port())?;
     create_topic(&mut client, "jobs", 1)?;
-    produce(&mut client, "jobs", 5)?;
+    produce(&mut client, "jobs", 0, 5)?;
     let topic = topic_id(&mut client, "jobs")?;
     let joined = heartbeat(&mut client, "g", "m1", 0, Some(&["jobs"]))?;
     assert_eq!((joined.error_code, joined.member_epoch), (0, 1));
@@ -317,39 +338,219 @@ fn hostile_share_requests_are_answered_and_the_connection_stays_usable() -> Resu
     );
 
     // ShareFetch without a session, and a session opened with acknowledgements.
-    let answer = share_fetch(&mut client, topic, 3, &[])?;
+    let answer = share_fetch(&mut client, ("g", topic), 3, &[])?;
     assert_eq!(answer.error_code, 122, "SHARE_SESSION_NOT_FOUND");
-    let answer = share_fetch(&mut client, topic, 0, &[(0, 0, vec![1])])?;
+    let answer = share_fetch(&mut client, ("g", topic), 0, &[(0, 0, vec![1])])?;
     assert_eq!(answer.error_code, 42, "INVALID_REQUEST");
     let unknown = uuid::Uuid::from_u128(0x5eed);
-    assert_eq!(share_fetch(&mut client, unknown, 0, &[])?.error_code, 100);
+    assert_eq!(
+        share_fetch(&mut client, ("g", unknown), 0, &[])?.error_code,
+        100
+    );
 
     // A session that acquires the five records, accepts offset 0, then acknowledges it again.
-    let answer = share_fetch(&mut client, topic, 0, &[])?;
+    let answer = share_fetch(&mut client, ("g", topic), 0, &[])?;
     assert_eq!(answer.error_code, 0);
     let acquired = &answer.responses[0].partitions[0].acquired_records;
     assert_eq!((acquired[0].first_offset, acquired[0].last_offset), (0, 4));
-    let answer = share_fetch(&mut client, topic, 1, &[(0, 0, vec![1])])?;
+    let answer = share_fetch(&mut client, ("g", topic), 1, &[(0, 0, vec![1])])?;
     assert_eq!(partition_codes(&answer)?, (0, 0));
-    let answer = share_fetch(&mut client, topic, 2, &[(0, 0, vec![1])])?;
+    let answer = share_fetch(&mut client, ("g", topic), 2, &[(0, 0, vec![1])])?;
     assert_eq!(partition_codes(&answer)?.1, 121, "INVALID_RECORD_STATE");
-    let answer = share_fetch(&mut client, topic, 3, &[(2, 1, vec![1])])?;
+    let answer = share_fetch(&mut client, ("g", topic), 3, &[(2, 1, vec![1])])?;
     assert_eq!(partition_codes(&answer)?.1, 42, "last before first");
-    let answer = share_fetch(&mut client, topic, 4, &[(1, 3, vec![1, 1])])?;
+    let answer = share_fetch(&mut client, ("g", topic), 4, &[(1, 3, vec![1, 1])])?;
     assert_eq!(
         partition_codes(&answer)?.1,
         42,
         "two types for three offsets"
     );
-    let answer = share_fetch(&mut client, topic, 99, &[])?;
+    let answer = share_fetch(&mut client, ("g", topic), 99, &[])?;
     assert_eq!(answer.error_code, 123, "INVALID_SHARE_SESSION_EPOCH");
 
     // Still serving on the same connection: the out-of-step session gave its records back,
     // so a new one acquires the four not accepted.
-    let answer = share_fetch(&mut client, topic, 0, &[])?;
+    let answer = share_fetch(&mut client, ("g", topic), 0, &[])?;
     assert_eq!(answer.error_code, 0);
     let acquired = &answer.responses[0].partitions[0].acquired_records;
     assert_eq!((acquired[0].first_offset, acquired[0].last_offset), (1, 4));
     assert_eq!(heartbeat(&mut client, "g", "m1", 1, None)?.error_code, 0);
+    Ok(())
+}
+
+/// The port of the shard that leads `topic`'s `partition` (share fetches are served there).
+fn leader_port(client: &mut Client, topic: &str, partition: usize) -> Result<u16> {
+    let mut wanted = metadata_request::MetadataRequestTopic::default();
+    wanted.name = Some(TopicName(text(topic)));
+    let mut request = MetadataRequest::default();
+    request.topics = Some(vec![wanted]);
+    let response = client.call(12, &request)?;
+    let leader = response.topics[0].partitions[partition].leader_id;
+    let broker = response.brokers.iter().find(|b| b.node_id == leader);
+    Ok(broker.context("the leader is a listed broker")?.port as u16)
+}
+
+fn describe_offsets(
+    client: &mut Client,
+    group: &str,
+    topics: Option<&[(&str, &[i32])]>,
+) -> Result<Vec<(String, i32, i64, i16)>> {
+    let mut wanted =
+        describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestGroup::default();
+    wanted.group_id = GroupId(text(group));
+    wanted.topics = topics.map(|topics| {
+        topics
+            .iter()
+            .map(|(name, partitions)| {
+                let mut topic =
+                    describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestTopic::default();
+                topic.topic_name = TopicName(text(name));
+                topic.partitions = partitions.to_vec();
+                topic
+            })
+            .collect()
+    });
+    let mut request = DescribeShareGroupOffsetsRequest::default();
+    request.groups.push(wanted);
+    let response = client.call(0, &request)?;
+    let group = &response.groups[0];
+    ensure!(group.error_code == 0, "{group:?}");
+    let mut rows = Vec::new();
+    for topic in &group.topics {
+        for p in &topic.partitions {
+            let row = (
+                topic.topic_name.to_string(),
+                p.partition_index,
+                p.start_offset,
+                p.error_code,
+            );
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// (top-level error, per-partition errors) of an AlterShareGroupOffsets of `topic`.
+fn alter_offsets(
+    client: &mut Client,
+    group: &str,
+    topic: &str,
+    starts: &[(i32, i64)],
+) -> Result<(i16, Vec<i16>)> {
+    let mut altered =
+        alter_share_group_offsets_request::AlterShareGroupOffsetsRequestTopic::default();
+    altered.topic_name = TopicName(text(topic));
+    for &(partition_index, start_offset) in starts {
+        let mut partition =
+            alter_share_group_offsets_request::AlterShareGroupOffsetsRequestPartition::default();
+        partition.partition_index = partition_index;
+        partition.start_offset = start_offset;
+        altered.partitions.push(partition);
+    }
+    let mut request = AlterShareGroupOffsetsRequest::default();
+    request.group_id = GroupId(text(group));
+    request.topics.push(altered);
+    let response = client.call(0, &request)?;
+    let codes = response
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+        .collect();
+    Ok((response.error_code, codes))
+}
+
+/// (top-level error, per-topic errors) of a DeleteShareGroupOffsets of `topics`.
+fn delete_offsets(client: &mut Client, group: &str, topics: &[&str]) -> Result<(i16, Vec<i16>)> {
+    let mut request = DeleteShareGroupOffsetsRequest::default();
+    request.group_id = GroupId(text(group));
+    for name in topics {
+        let mut topic =
+            delete_share_group_offsets_request::DeleteShareGroupOffsetsRequestTopic::default();
+        topic.topic_name = TopicName(text(name));
+        request.topics.push(topic);
+    }
+    let response = client.call(0, &request)?;
+    let codes = response.responses.iter().map(|t| t.error_code).collect();
+    Ok((response.error_code, codes))
+}
+
+#[test]
+fn share_group_offsets_are_described_altered_and_deleted() -> Result<()> {
+    let broker = Broker::start(BrokerOptions::default().cpus("0-1"))?;
+    let mut admin = Client::connect(broker.port())?;
+    create_topic(&mut admin, "events", 2)?;
+    produce(&mut admin, "events", 0, 10)?;
+    let both: &[(&str, &[i32])] = &[("events", &[0, 1]), ("nope", &[0])];
+    let row = |topic: &str, partition, start| (topic.to_string(), partition, start, 0);
+    let never = vec![
+        row("events", 0, -1),
+        row("events", 1, -1),
+        row("nope", 0, -1),
+    ];
+    assert_eq!(describe_offsets(&mut admin, "og", Some(both))?, never);
+
+    // Not while the group has a member.
+    let coordinator = join_on_coordinator(&broker, "og", "m1", "events")?;
+    assert_eq!(alter_offsets(&mut admin, "og", "events", &[(0, 4)])?.0, 68);
+    assert_eq!(delete_offsets(&mut admin, "og", &["events"])?.0, 68);
+
+    // Set, then read back (also through a null topic list), out-of-range offsets refused.
+    let mut on_coordinator = Client::connect(coordinator)?;
+    assert_eq!(
+        heartbeat(&mut on_coordinator, "og", "m1", -1, None)?.error_code,
+        0
+    );
+    let starts = [(0, 4), (1, 0), (1, 99), (0, -5), (7, 0)];
+    let altered = alter_offsets(&mut admin, "og", "events", &starts)?;
+    assert_eq!(altered, (0, vec![0, 0, 1, 1, 3]));
+    let set = vec![row("events", 0, 4), row("events", 1, 0), row("nope", 0, -1)];
+    assert_eq!(describe_offsets(&mut admin, "og", Some(both))?, set);
+    assert_eq!(describe_offsets(&mut admin, "og", None)?, set[..2].to_vec());
+
+    // A member fetches from the start offset set.
+    let rejoined = heartbeat(&mut on_coordinator, "og", "m2", 0, Some(&["events"]))?;
+    assert_eq!(rejoined.error_code, 0);
+    let mut leader = Client::connect(leader_port(&mut admin, "events", 0)?)?;
+    let events = topic_id(&mut admin, "events")?;
+    let mut request_as = |epoch| share_fetch_as(&mut leader, ("og", "m2"), events, epoch);
+    let answer = request_as(0)?;
+    let acquired = &answer.responses[0].partitions[0].acquired_records;
+    assert_eq!(
+        (acquired[0].first_offset, acquired[0].last_offset),
+        (4, 9),
+        "{answer:?}"
+    );
+    assert_eq!(
+        heartbeat(&mut on_coordinator, "og", "m2", -1, None)?.error_code,
+        0
+    );
+
+    // Deleted: never fetched again, as far as the group knows.
+    assert_eq!(
+        delete_offsets(&mut admin, "og", &["events", "nope"])?,
+        (0, vec![0, 3])
+    );
+    assert_eq!(describe_offsets(&mut admin, "og", Some(both))?, never);
+    assert_eq!(delete_offsets(&mut admin, "og", &["events"])?, (0, vec![3]));
+    Ok(())
+}
+
+/// confluent-kafka 2.16.1's AdminClient against ListGroups v5 with a share group live: its
+/// list_consumer_groups keeps only consumer protocol types (as against Kafka 4.2), so it lists
+/// the classic group with its type and leaves the share group out; the older list_groups shows
+/// the share group (ListGroups lists it; DescribeGroups calls it Dead, not a classic group).
+#[test]
+fn confluent_admin_lists_groups_beside_a_share_group() -> Result<()> {
+    let broker = Broker::start(BrokerOptions::default())?;
+    let bootstrap = broker.bootstrap();
+    let result = summary(&python("share_admin.py", &["--bootstrap", &bootstrap])?)?;
+    let classic = serde_json::json!([["classic-admins", "CLASSIC", "EMPTY"]]);
+    assert_eq!(result["every"], classic, "{result}");
+    assert_eq!(result["classic_only"], classic, "{result}");
+    let old = result["list_groups"].as_array().context("list_groups")?;
+    assert!(
+        old.contains(&serde_json::json!(["share-admins", "", "Dead"])),
+        "{result}"
+    );
     Ok(())
 }

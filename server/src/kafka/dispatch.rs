@@ -19,7 +19,8 @@ use kafka_protocol::protocol::{Encodable, HeaderVersion};
 
 use super::codec::{decode_body, encode_response, parse_request, CodecError, Parsed, Response};
 use super::{
-    admin_topics, api_versions, configs, describe_cluster, fetch, find_coordinator, group_apis,
+    admin_topics, alter_share_group_offsets, api_versions, configs, delete_share_group_offsets,
+    describe_cluster, describe_share_group_offsets, fetch, find_coordinator, group_apis,
     init_producer_id, list_offsets, metadata, offset_for_leader_epoch, produce, share_acknowledge,
     share_fetch, share_group_describe, share_group_heartbeat,
 };
@@ -149,6 +150,24 @@ pub async fn dispatch(
             request,
             m::ShareGroupDescribeRequest,
             share_group_describe::handle
+        ),
+        ApiKey::DescribeShareGroupOffsets => answer!(
+            shard,
+            request,
+            m::DescribeShareGroupOffsetsRequest,
+            describe_share_group_offsets::handle
+        ),
+        ApiKey::AlterShareGroupOffsets => answer!(
+            shard,
+            request,
+            m::AlterShareGroupOffsetsRequest,
+            alter_share_group_offsets::handle
+        ),
+        ApiKey::DeleteShareGroupOffsets => answer!(
+            shard,
+            request,
+            m::DeleteShareGroupOffsetsRequest,
+            delete_share_group_offsets::handle
         ),
         ApiKey::ShareFetch => answer!(shard, request, m::ShareFetchRequest, share_fetch::handle),
         ApiKey::ShareAcknowledge => answer!(

@@ -3,13 +3,16 @@
 //! shards through the mesh.
 
 pub mod admin_topics;
+pub mod alter_share_group_offsets;
 pub mod api_versions;
 pub mod codec;
 pub mod configs;
 pub mod connection;
 pub mod connection_budget;
+pub mod delete_share_group_offsets;
 pub mod describe_cluster;
 pub mod describe_groups;
+pub mod describe_share_group_offsets;
 pub mod dispatch;
 pub mod error_codes;
 pub mod fetch;

@@ -9,6 +9,8 @@
 //! - `partitions.rs`: a share partition's per-record state on the shard owning the partition's
 //!   log: the queues' `QueueState` (one machinery with AMQP queues) with KIP-932's limits,
 //!   persisted in the shard's own ack store (`<data-dir>/shares/acks-<shard>.log`).
+//! - `offsets.rs`: the share-group offset admin APIs (start offsets read, set, forgotten),
+//!   across the coordinator and the partitions' owner shards.
 //! - `sessions.rs`: share sessions (KIP-932's fetch sessions), per member, on each shard that
 //!   leads partitions the member fetches.
 //!
@@ -25,6 +27,7 @@ use crate::shard::mesh::{reply_channel, Job};
 use crate::shard::{Shard, ShardId};
 
 pub mod members;
+pub mod offsets;
 pub mod partitions;
 pub mod sessions;
 
