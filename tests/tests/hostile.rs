@@ -428,9 +428,58 @@ fn sample_body(key: ApiKey, version: i16, batch: &Bytes) -> BytesMut {
         ApiKey::CreatePartitions => encode!(CreatePartitionsRequest::default()),
         ApiKey::IncrementalAlterConfigs => encode!(IncrementalAlterConfigsRequest::default()),
         ApiKey::DescribeCluster => encode!(DescribeClusterRequest::default()),
-        _ => {}
+        _ => share_sample_body(key, version, &mut out),
     }
     out
+}
+
+/// `sample_body` of the share-group admin APIs.
+fn share_sample_body(key: ApiKey, version: i16, out: &mut BytesMut) {
+    let topic = TopicName(text("well-behaved"));
+    macro_rules! encode {
+        ($value:expr) => {{
+            let _ = $value.encode(out, version);
+        }};
+    }
+    match key {
+        ApiKey::ShareGroupDescribe => {
+            let mut request = ShareGroupDescribeRequest::default();
+            request.group_ids.push(GroupId(text("hostile-share")));
+            encode!(request)
+        }
+        ApiKey::DescribeShareGroupOffsets => {
+            let mut wanted =
+                describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestGroup::default();
+            wanted.group_id = GroupId(text("hostile-share"));
+            let mut request = DescribeShareGroupOffsetsRequest::default();
+            request.groups.push(wanted);
+            encode!(request)
+        }
+        ApiKey::AlterShareGroupOffsets => {
+            let mut partition =
+                alter_share_group_offsets_request::AlterShareGroupOffsetsRequestPartition::default(
+                );
+            partition.start_offset = 1;
+            let mut altered =
+                alter_share_group_offsets_request::AlterShareGroupOffsetsRequestTopic::default();
+            altered.topic_name = topic;
+            altered.partitions.push(partition);
+            let mut request = AlterShareGroupOffsetsRequest::default();
+            request.group_id = GroupId(text("hostile-share"));
+            request.topics.push(altered);
+            encode!(request)
+        }
+        ApiKey::DeleteShareGroupOffsets => {
+            let mut deleted =
+                delete_share_group_offsets_request::DeleteShareGroupOffsetsRequestTopic::default();
+            deleted.topic_name = topic;
+            let mut request = DeleteShareGroupOffsetsRequest::default();
+            request.group_id = GroupId(text("hostile-share"));
+            request.topics.push(deleted);
+            encode!(request)
+        }
+        _ => {}
+    }
 }
 
 /// Array counts far beyond the frame (found by the request_decoder fuzz target: a 14-byte

@@ -19,9 +19,10 @@ use kafka_protocol::protocol::{Encodable, HeaderVersion};
 
 use super::codec::{decode_body, encode_response, parse_request, CodecError, Parsed, Response};
 use super::{
-    admin_topics, api_versions, configs, describe_cluster, fetch, find_coordinator, group_apis,
+    admin_topics, alter_share_group_offsets, api_versions, configs, delete_share_group_offsets,
+    describe_cluster, describe_share_group_offsets, fetch, find_coordinator, group_apis,
     init_producer_id, list_offsets, metadata, offset_for_leader_epoch, produce, share_acknowledge,
-    share_fetch, share_group_heartbeat,
+    share_fetch, share_group_describe, share_group_heartbeat,
 };
 use crate::shard::Shard;
 
@@ -143,11 +144,30 @@ pub async fn dispatch(
             m::DescribeClusterRequest,
             describe_cluster::handle
         ),
-        ApiKey::ShareGroupHeartbeat => answer!(
+        ApiKey::ShareGroupHeartbeat => share_group_heartbeat::dispatch(shard, &request, peer)?,
+        ApiKey::ShareGroupDescribe => answer!(
             shard,
             request,
-            m::ShareGroupHeartbeatRequest,
-            share_group_heartbeat::handle
+            m::ShareGroupDescribeRequest,
+            share_group_describe::handle
+        ),
+        ApiKey::DescribeShareGroupOffsets => answer!(
+            shard,
+            request,
+            m::DescribeShareGroupOffsetsRequest,
+            describe_share_group_offsets::handle
+        ),
+        ApiKey::AlterShareGroupOffsets => answer!(
+            shard,
+            request,
+            m::AlterShareGroupOffsetsRequest,
+            alter_share_group_offsets::handle
+        ),
+        ApiKey::DeleteShareGroupOffsets => answer!(
+            shard,
+            request,
+            m::DeleteShareGroupOffsetsRequest,
+            delete_share_group_offsets::handle
         ),
         ApiKey::ShareFetch => answer!(shard, request, m::ShareFetchRequest, share_fetch::handle),
         ApiKey::ShareAcknowledge => answer!(

@@ -8,6 +8,7 @@ use crate::routing::broker::{ExchangeOutcome, ExchangeProduceError};
 use crate::routing::exchange::RoutingErrorKind;
 use crate::shard::controller::TopicError;
 use crate::shares::members::ShareGroupError;
+use crate::shares::offsets::OffsetsError;
 use crate::shares::partitions::AckError;
 use crate::shares::sessions::SessionError;
 
@@ -48,6 +49,7 @@ pub const INVALID_RECORD_STATE: i16 = 121;
 pub const SHARE_SESSION_NOT_FOUND: i16 = 122;
 pub const INVALID_SHARE_SESSION_EPOCH: i16 = 123;
 pub const SHARE_SESSION_LIMIT_REACHED: i16 = 133;
+pub const NON_EMPTY_GROUP: i16 = 68;
 
 /// The Kafka error code for a partition operation's error (the only place that knows both
 /// vocabularies for the data path).
@@ -157,6 +159,14 @@ pub fn from_share_group_error(error: ShareGroupError) -> i16 {
         ShareGroupError::FencedEpoch => FENCED_MEMBER_EPOCH,
         ShareGroupError::GroupFull => GROUP_MAX_SIZE_REACHED,
         ShareGroupError::InvalidRequest(_) => INVALID_REQUEST,
+    }
+}
+
+/// The Kafka error code for a refused share-group offsets request.
+pub fn from_offsets_error(error: OffsetsError) -> i16 {
+    match error {
+        OffsetsError::NonEmptyGroup => NON_EMPTY_GROUP,
+        OffsetsError::CoordinatorNotAvailable => COORDINATOR_NOT_AVAILABLE,
     }
 }
 

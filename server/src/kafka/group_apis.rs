@@ -70,7 +70,7 @@ mod tests {
     use super::super::describe_groups::described_group;
     use super::super::join_group::{join_request, join_response};
     use super::super::leave_group::leave_response;
-    use super::super::list_groups::listed_group;
+    use super::super::list_groups::{listed_group, listed_share_group};
     use super::super::offset_commit::{commit_request, commit_response};
     use super::super::offset_fetch::{fetch_response, group_response, Wanted};
     use super::super::sync_group::{sync_request, sync_response};
@@ -79,6 +79,7 @@ mod tests {
         GroupListing, GroupState, JoinOutcome, JoinedMember, LeavingMember, Synced,
         TopicPartitions,
     };
+    use crate::shares::members::{ShareGroupListing, ShareGroupState};
 
     fn encodes<T: Encodable>(response: &T, version: i16) {
         if let Err(error) = response.encode(&mut BytesMut::new(), version) {
@@ -318,6 +319,28 @@ mod tests {
                 listed.group_type.as_str(),
                 if version >= 5 { "classic" } else { "" }
             );
+        }
+    }
+
+    #[test]
+    fn share_groups_list_with_their_type_from_v5() {
+        for version in 0..=5 {
+            let share = ShareGroupListing {
+                group_id: "s".to_string(),
+                state: ShareGroupState::Stable,
+            };
+            let mut response = ListGroupsResponse::default();
+            response.groups = vec![listed_share_group(version, share)];
+            encodes(&response, version);
+            let listed = &response.groups[0];
+            assert_eq!(listed.protocol_type.as_str(), "share");
+            let shown = (listed.group_state.as_str(), listed.group_type.as_str());
+            let expected = match version {
+                5 => ("Stable", "share"),
+                4 => ("Stable", ""),
+                _ => ("", ""),
+            };
+            assert_eq!(shown, expected, "v{version}");
         }
     }
 

@@ -1,5 +1,9 @@
-//! ListGroups (v0-v4 advertised): a broker lists the groups it coordinates (clients ask every
+//! ListGroups (v0-v5 advertised): a broker lists the groups it coordinates (clients ask every
 //! broker and merge); the bootstrap port stands for the whole cluster, so it asks every shard.
+//! Classic groups come from each shard's coordinator, share groups from its `shares::members`
+//! (type "share", protocol type "share", as Kafka 4.2 lists them, in every version). The states
+//! and types filters match without regard to case, as Kafka's; a type Weir does not know
+//! (`consumer`, `streams`) matches nothing.
 
 use std::rc::Rc;
 
@@ -11,7 +15,12 @@ use super::codec::{decode_body, CodecError, Request};
 use super::dispatch::{later, Peer, Pending};
 use super::error_codes as code;
 use crate::groups::{self, GroupListing, GroupRequest, GroupResponse};
-use crate::shard::Shard;
+use crate::shard::{Shard, ShardId};
+use crate::shares::members::{self, ShareGroupListing};
+use crate::shares::on_shard;
+
+const CLASSIC: &str = "classic";
+const SHARE: &str = "share";
 
 pub fn handle(
     shard: &Rc<Shard>,
@@ -32,13 +41,27 @@ pub fn handle(
         request.correlation_id,
         async move {
             let states: Vec<String> = body.states_filter.iter().map(|s| s.to_string()).collect();
+            let types: Vec<String> = body.types_filter.iter().map(|t| t.to_string()).collect();
             let mut response = ListGroupsResponse::default();
             for owner in owners {
-                match groups::call(&shard, owner, GroupRequest::List(states.clone())).await {
-                    Some(GroupResponse::List(listed)) => response
-                        .groups
-                        .extend(listed.into_iter().map(|group| listed_group(version, group))),
-                    _ => response.error_code = code::COORDINATOR_NOT_AVAILABLE,
+                if wanted(&types, CLASSIC) {
+                    match groups::call(&shard, owner, GroupRequest::List(states.clone())).await {
+                        Some(GroupResponse::List(listed)) => response
+                            .groups
+                            .extend(listed.into_iter().map(|group| listed_group(version, group))),
+                        _ => response.error_code = code::COORDINATOR_NOT_AVAILABLE,
+                    }
+                }
+                if wanted(&types, SHARE) {
+                    match on_shard(&shard, ShardId(owner), |_| members::listing()).await {
+                        Some(listed) => response.groups.extend(
+                            listed
+                                .into_iter()
+                                .filter(|group| wanted(&states, group.state.name()))
+                                .map(|group| listed_share_group(version, group)),
+                        ),
+                        None => response.error_code = code::COORDINATOR_NOT_AVAILABLE,
+                    }
                 }
             }
             response
@@ -46,16 +69,43 @@ pub fn handle(
     ))
 }
 
-/// One group in `version`'s layout: its state from v4, its type (always classic) from v5.
+/// An empty filter lets everything through; else `value` must be in it, whatever its case.
+fn wanted(filter: &[String], value: &str) -> bool {
+    filter.is_empty() || filter.iter().any(|f| f.trim().eq_ignore_ascii_case(value))
+}
+
+/// One classic group in `version`'s layout: its state from v4, its type from v5.
 pub fn listed_group(version: i16, group: GroupListing) -> ListedGroup {
+    shaped(
+        version,
+        group.group_id,
+        group.protocol_type,
+        group.state.name(),
+        CLASSIC,
+    )
+}
+
+/// One share group in `version`'s layout.
+pub fn listed_share_group(version: i16, group: ShareGroupListing) -> ListedGroup {
+    let state = group.state.name();
+    shaped(version, group.group_id, SHARE.to_string(), state, SHARE)
+}
+
+fn shaped(
+    version: i16,
+    group_id: String,
+    protocol_type: String,
+    state: &'static str,
+    group_type: &'static str,
+) -> ListedGroup {
     let mut listed = ListedGroup::default();
-    listed.group_id = GroupId(StrBytes::from_string(group.group_id));
-    listed.protocol_type = StrBytes::from_string(group.protocol_type);
+    listed.group_id = GroupId(StrBytes::from_string(group_id));
+    listed.protocol_type = StrBytes::from_string(protocol_type);
     if version >= 4 {
-        listed.group_state = StrBytes::from_static_str(group.state.name());
+        listed.group_state = StrBytes::from_static_str(state);
     }
     if version >= 5 {
-        listed.group_type = StrBytes::from_static_str("classic");
+        listed.group_type = StrBytes::from_static_str(group_type);
     }
     listed
 }

@@ -3,13 +3,16 @@
 //! shards through the mesh.
 
 pub mod admin_topics;
+pub mod alter_share_group_offsets;
 pub mod api_versions;
 pub mod codec;
 pub mod configs;
 pub mod connection;
 pub mod connection_budget;
+pub mod delete_share_group_offsets;
 pub mod describe_cluster;
 pub mod describe_groups;
+pub mod describe_share_group_offsets;
 pub mod dispatch;
 pub mod error_codes;
 pub mod fetch;
@@ -28,5 +31,6 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod share_acknowledge;
 pub mod share_fetch;
+pub mod share_group_describe;
 pub mod share_group_heartbeat;
 pub mod sync_group;

@@ -10,16 +10,43 @@ use kafka_protocol::messages::share_group_heartbeat_response::{Assignment, Topic
 use kafka_protocol::messages::{ShareGroupHeartbeatRequest, ShareGroupHeartbeatResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use super::codec::{decode_body, CodecError, Request};
+use super::dispatch::{later, Peer, Pending};
 use super::error_codes as code;
 use crate::groups::owner_shard;
 use crate::shard::Shard;
-use crate::shares::members::{self, Heartbeat};
+use crate::shares::members::{self, ClientInfo, Heartbeat};
 use crate::shares::HEARTBEAT_INTERVAL;
 
-pub async fn handle(
+/// Decodes the request and notes who sent it (ShareGroupDescribe shows it).
+pub fn dispatch(
     shard: &Rc<Shard>,
-    _version: i16,
+    request: &Request,
+    peer: &Peer<'_>,
+) -> Result<Pending, CodecError> {
+    let body: ShareGroupHeartbeatRequest = decode_body(request)?;
+    let client = ClientInfo {
+        client_id: request
+            .header
+            .client_id
+            .as_ref()
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        client_host: peer.client_host.to_string(),
+    };
+    let shard = shard.clone();
+    Ok(later(
+        request.key,
+        request.version,
+        request.correlation_id,
+        async move { handle(&shard, body, client) },
+    ))
+}
+
+fn handle(
+    shard: &Rc<Shard>,
     request: ShareGroupHeartbeatRequest,
+    client: ClientInfo,
 ) -> ShareGroupHeartbeatResponse {
     let mut response = ShareGroupHeartbeatResponse::default();
     response.heartbeat_interval_ms = HEARTBEAT_INTERVAL.as_millis() as i32;
@@ -42,6 +69,7 @@ pub async fn handle(
         subscribed: request
             .subscribed_topic_names
             .map(|topics| topics.into_iter().map(|t| t.0.to_string()).collect()),
+        client,
     };
     let metadata = shard.metadata();
     match members::heartbeat(&metadata, heartbeat, Instant::now()) {

@@ -8,6 +8,9 @@
 //! partitions when they outnumber members, which saves fetches but changes no record's fate.
 //! A member's epoch moves to the group's next epoch whenever its assignment changes.
 //!
+//! A group whose last member is gone stays, Empty, until the broker stops (Kafka keeps it until
+//! DeleteGroups): ShareGroupDescribe and ListGroups show it, its offsets can be altered.
+//!
 //! A member that leaves gives its records back when its share sessions close (a closing client
 //! sends its last acknowledgements there, after or beside its leave heartbeat). A member that
 //! times out is gone for good: every shard releases what it holds and drops its sessions
@@ -32,6 +35,63 @@ pub struct Heartbeat {
     pub member_epoch: i32,
     /// The subscribed topics when they changed (always on a join); `None`: unchanged.
     pub subscribed: Option<Vec<String>>,
+    /// Who sent it (the request header's client id, the peer's address), for ShareGroupDescribe.
+    pub client: ClientInfo,
+}
+
+/// A member's client as ShareGroupDescribe shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub client_id: String,
+    /// As Kafka shows it: `/127.0.0.1`.
+    pub client_host: String,
+}
+
+/// A share group's state as Kafka 4.2 names them: Empty (no members), Stable (members); a group
+/// the coordinator does not know is Dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareGroupState {
+    Empty,
+    Stable,
+}
+
+impl ShareGroupState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ShareGroupState::Empty => "Empty",
+            ShareGroupState::Stable => "Stable",
+        }
+    }
+}
+
+/// One member, as ShareGroupDescribe shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribedMember {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub client: ClientInfo,
+    pub subscribed: Vec<String>,
+    /// (topic, partition count): the member has every partition of the topic.
+    pub assignment: Vec<(String, i32)>,
+}
+
+/// A share group as ShareGroupDescribe shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareGroupDescription {
+    pub group_id: String,
+    pub state: ShareGroupState,
+    pub group_epoch: i32,
+    /// The epoch of the assignment the members hold. Weir assigns within the heartbeat that
+    /// changes the group, so it is always the group epoch.
+    pub assignment_epoch: i32,
+    pub members: Vec<DescribedMember>,
+}
+
+/// One share group, as ListGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareGroupListing {
+    pub group_id: String,
+    pub state: ShareGroupState,
 }
 
 /// The coordinator's answer: the member's epoch and its whole assignment (topic, partitions).
@@ -63,12 +123,27 @@ struct Member {
     subscribed: Vec<String>,
     assignment: Vec<(String, i32)>,
     last_seen: Instant,
+    client: ClientInfo,
 }
 
+/// A group stays, Empty, once its last member is gone (as Kafka keeps a share group until
+/// DeleteGroups): admins describe it and alter its offsets then. It is not persisted: after a
+/// restart a group is known again from its first heartbeat (its share-partition state is
+/// persisted, per partition).
 #[derive(Default)]
 struct ShareGroup {
     epoch: i32,
     members: BTreeMap<String, Member>,
+}
+
+impl ShareGroup {
+    fn state(&self) -> ShareGroupState {
+        if self.members.is_empty() {
+            ShareGroupState::Empty
+        } else {
+            ShareGroupState::Stable
+        }
+    }
 }
 
 thread_local! {
@@ -103,6 +178,7 @@ pub fn heartbeat(
             .get_mut(&request.member_id)
             .expect("joined or checked");
         member.last_seen = now;
+        member.client = request.client;
         if let Some(topics) = request.subscribed {
             member.subscribed = topics;
         }
@@ -136,6 +212,7 @@ fn join(group: &mut ShareGroup, request: &Heartbeat, now: Instant) -> Result<(),
         subscribed: Vec::new(),
         assignment: Vec::new(),
         last_seen: now,
+        client: ClientInfo::default(),
     };
     group.members.insert(request.member_id.clone(), member);
     Ok(())
@@ -181,9 +258,6 @@ fn sweep(now: Instant) -> Vec<(String, String)> {
                 alive
             });
         }
-        groups
-            .borrow_mut()
-            .retain(|_, group| !group.members.is_empty());
         gone
     })
 }
@@ -221,14 +295,54 @@ pub fn spawn_sweeper(shard: Rc<Shard>) {
     .detach();
 }
 
-/// (group, members, epoch) of the share groups this shard coordinates, for ListGroups.
-pub fn listing() -> Vec<(String, usize, i32)> {
+/// The share groups this shard coordinates, for ListGroups.
+pub fn listing() -> Vec<ShareGroupListing> {
     GROUPS.with(|groups| {
         groups
             .borrow()
             .iter()
-            .map(|(name, group)| (name.clone(), group.members.len(), group.epoch))
+            .map(|(name, group)| ShareGroupListing {
+                group_id: name.clone(),
+                state: group.state(),
+            })
             .collect()
+    })
+}
+
+/// `group` as this (its coordinator) shard knows it; `None` for a group it does not know.
+pub fn describe(group_id: &str) -> Option<ShareGroupDescription> {
+    GROUPS.with(|groups| {
+        let groups = groups.borrow();
+        let group = groups.get(group_id)?;
+        let members = group
+            .members
+            .iter()
+            .map(|(id, member)| DescribedMember {
+                member_id: id.clone(),
+                member_epoch: member.epoch,
+                client: member.client.clone(),
+                subscribed: member.subscribed.clone(),
+                assignment: member.assignment.clone(),
+            })
+            .collect();
+        Some(ShareGroupDescription {
+            group_id: group_id.to_string(),
+            state: group.state(),
+            group_epoch: group.epoch,
+            assignment_epoch: group.epoch,
+            members,
+        })
+    })
+}
+
+/// Whether `group` has members on this (its coordinator) shard: its offsets can be altered or
+/// deleted only when it has none.
+pub fn has_members(group_id: &str) -> bool {
+    GROUPS.with(|groups| {
+        groups
+            .borrow()
+            .get(group_id)
+            .is_some_and(|group| !group.members.is_empty())
     })
 }
 
@@ -242,6 +356,7 @@ mod tests {
             member_id: member.to_string(),
             member_epoch: epoch,
             subscribed: topics.map(|t| t.iter().map(|s| s.to_string()).collect()),
+            client: ClientInfo::default(),
         }
     }
 

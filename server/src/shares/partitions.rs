@@ -401,3 +401,105 @@ pub fn counts(group: &str) -> Vec<(String, i32, u64, u64)> {
             .collect()
     })
 }
+
+// The share-group offset admin APIs (DescribeShareGroupOffsets, AlterShareGroupOffsets,
+// DeleteShareGroupOffsets) on the partition's owner shard.
+
+/// The ack store's key of a share partition: by topic id, so a topic created again under the
+/// same name starts afresh.
+fn share_key(topic_id: &str, id: &SharePartitionId) -> QueueKey {
+    QueueKey::new(format!("share/{topic_id}/{}", id.group), id.partition)
+}
+
+/// The partition's topic id and log end, checked to be on this shard.
+fn owned(shard: &Shard, id: &SharePartitionId) -> Result<(String, i64, i64), PartitionError> {
+    let log = shard
+        .log(&id.topic, id.partition)
+        .ok_or(PartitionError::NotOwner)?;
+    let topic_id = shard
+        .metadata()
+        .topics
+        .get(&id.topic)
+        .map(|topic| topic.id.clone())
+        .ok_or(PartitionError::UnknownPartition)?;
+    Ok((topic_id, log.log_start_offset(), log.high_watermark()))
+}
+
+/// KIP-932's share-partition start offset: every record below it is acknowledged or archived.
+/// `None` when the group never fetched the partition (nor had its offset set).
+pub fn start_offset(shard: &Shard, id: &SharePartitionId) -> Result<Option<i64>, PartitionError> {
+    let (topic_id, _, _) = owned(shard, id)?;
+    let loaded = PARTITIONS.with(|all| all.borrow().get(id).map(|p| p.state.floor().get()));
+    if loaded.is_some() {
+        return Ok(loaded);
+    }
+    let store = store().ok_or(PartitionError::Closed)?;
+    Ok(store
+        .snapshot(&share_key(&topic_id, id))
+        .map(|s| s.floor.get()))
+}
+
+/// Starts the share partition afresh at `start`, as Kafka's AlterShareGroupOffsets initializes
+/// it: nothing below is delivered, everything from it on is available once. The group has no
+/// members (the caller checked), so no acknowledgement is in flight but a departed member's,
+/// which then finds its record gone (INVALID_RECORD_STATE).
+pub fn start_at(shard: &Shard, id: &SharePartitionId, start: i64) -> Result<(), PartitionError> {
+    let (topic_id, log_start, end) = owned(shard, id)?;
+    // Past the end there is no record to start at; the queues' state keeps offsets in the log.
+    if !(0..=end).contains(&start) {
+        return Err(PartitionError::OffsetOutOfRange);
+    }
+    let store = store().ok_or(PartitionError::Closed)?;
+    let key = share_key(&topic_id, id);
+    let start = Offset::new(start.max(log_start));
+    let limits = shard.config.shares.limits;
+    let mut state = QueueState::new(start, Offset::new(end), limits, Durability::Durable);
+    // The forget and the new state's floor reach the store in this order.
+    store.forget(&key).map_err(|_| PartitionError::Storage)?;
+    store
+        .record(&key, state.take_journal())
+        .map_err(|_| PartitionError::Storage)?;
+    PARTITIONS.with(|all| {
+        all.borrow_mut()
+            .insert(id.clone(), SharePartition { key, state })
+    });
+    Ok(())
+}
+
+/// Forgets the share partition (DeleteShareGroupOffsets): the group's next fetch starts it as
+/// `share.auto.offset.reset` says. Answers whether there was a state to forget.
+pub fn forget(shard: &Shard, id: &SharePartitionId) -> Result<bool, PartitionError> {
+    let (topic_id, _, _) = owned(shard, id)?;
+    let store = store().ok_or(PartitionError::Closed)?;
+    let key = share_key(&topic_id, id);
+    let loaded = PARTITIONS.with(|all| all.borrow_mut().remove(id).is_some());
+    let existed = loaded || store.snapshot(&key).is_some();
+    if existed {
+        store.forget(&key).map_err(|_| PartitionError::Storage)?;
+    }
+    Ok(existed)
+}
+
+/// (topic id, partition) of every share partition of `group` with a state on this shard.
+pub fn of_group(group: &str) -> Vec<(String, i32)> {
+    let mut found: Vec<(String, i32)> = PARTITIONS.with(|all| {
+        all.borrow()
+            .values()
+            .filter_map(|p| topic_id_of(&p.key, group).map(|t| (t, p.key.partition)))
+            .collect()
+    });
+    if let Some(store) = store() {
+        let stored = store.queues().into_iter();
+        found.extend(stored.filter_map(|key| topic_id_of(&key, group).map(|t| (t, key.partition))));
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// The topic id in a share key of `group` (`share/<topic-id>/<group>`; ids hold no '/').
+fn topic_id_of(key: &QueueKey, group: &str) -> Option<String> {
+    let rest = key.name.strip_prefix("share/")?;
+    let (topic_id, owner) = rest.split_once('/')?;
+    (owner == group).then(|| topic_id.to_string())
+}

@@ -1,0 +1,64 @@
+//! AlterShareGroupOffsets (v0, KIP-932): sets the start offset of share partitions of a group
+//! without members (else NON_EMPTY_GROUP), each on the partition's owner shard
+//! (`shares::offsets`): the partition starts afresh there, as Kafka initializes it. Per
+//! partition: UNKNOWN_TOPIC_OR_PARTITION for a topic or partition that does not exist (as
+//! Kafka), OFFSET_OUT_OF_RANGE for a start offset below 0 or past the log's end (Weir's own).
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::alter_share_group_offsets_response::{
+    AlterShareGroupOffsetsResponsePartition, AlterShareGroupOffsetsResponseTopic,
+};
+use kafka_protocol::messages::{AlterShareGroupOffsetsRequest, AlterShareGroupOffsetsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::error_codes as code;
+use super::share_acknowledge::TopicIds;
+use crate::shard::Shard;
+use crate::shares::offsets::{self, OffsetsError};
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _version: i16,
+    request: AlterShareGroupOffsetsRequest,
+) -> AlterShareGroupOffsetsResponse {
+    let mut response = AlterShareGroupOffsetsResponse::default();
+    let group = request.group_id.0.to_string();
+    if group.is_empty() {
+        response.error_code = code::INVALID_GROUP_ID;
+        return response;
+    }
+    if let Err(error) = offsets::check_empty(shard, &group).await {
+        response.error_code = code::from_offsets_error(error);
+        response.error_message = Some(StrBytes::from_string(refusal(error, &group)));
+        return response;
+    }
+    let ids = TopicIds::new(&shard.metadata());
+    for topic in request.topics {
+        let name = topic.topic_name.0.to_string();
+        let mut out = AlterShareGroupOffsetsResponseTopic::default();
+        out.topic_id = ids.id(&name).unwrap_or_default();
+        for partition in topic.partitions {
+            let index = partition.partition_index;
+            let done = offsets::start_at(shard, &group, (&name, index), partition.start_offset);
+            let mut result = AlterShareGroupOffsetsResponsePartition::default();
+            result.partition_index = index;
+            if let Err(error) = done.await {
+                result.error_code = code::from_partition_error(error);
+                result.error_message = Some(StrBytes::from_string(error.to_string()));
+            }
+            out.partitions.push(result);
+        }
+        out.topic_name = topic.topic_name;
+        response.responses.push(out);
+    }
+    response
+}
+
+/// Kafka's message for a group with members, or the coordinator's absence.
+pub fn refusal(error: OffsetsError, group: &str) -> String {
+    match error {
+        OffsetsError::NonEmptyGroup => format!("The group {group} is not empty."),
+        OffsetsError::CoordinatorNotAvailable => error.to_string(),
+    }
+}
