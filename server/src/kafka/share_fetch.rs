@@ -4,10 +4,11 @@
 //! records acquired for the member from each of the session's partitions, long-polling up to
 //! `max_wait_ms` while none can be acquired.
 //!
-//! Each partition is read from its lowest available record; the member acquires the available
-//! records the read covers (at most `max_records` in all, and the partition's 2,000 locks), and
-//! the answer carries the whole batches read and the acquired ranges with their delivery
-//! counts (clients keep only the acquired records). Records are copied into the answer (the
+//! Each partition is read from its lowest available record, up to the batch that covers
+//! `max_records`; the member acquires every available record of those batches (batch-aligned,
+//! as Kafka 4.2's default acquire mode: `max_records` may be exceeded to finish a batch; the
+//! partition's lock limit still bounds it), and the answer carries those whole batches and the
+//! acquired ranges with their delivery counts (clients keep only the acquired records). Records are copied into the answer (the
 //! classic Fetch path writes log chunks to the socket without a copy; this one does not yet).
 
 use std::collections::BTreeMap;
@@ -230,7 +231,12 @@ async fn fetch_partition(
     }
     let chunks = read.payload.iter().map(|c| c.as_slice());
     let (records, end) = whole_batches(chunks, start, max_records);
-    match partitions::acquire(shard, id, member, max_records, end) {
+    // Batch-aligned, as Kafka 4.2's default `share.acquire.mode` (batch_optimized, KIP-1206):
+    // every available record of the batches that cover `max_records` is acquired, so a batch is
+    // never split between answers (KIP-932 lets `max_records` be exceeded for this). The lock
+    // limit still bounds it.
+    let aligned = usize::try_from(end.saturating_sub(start)).unwrap_or(0);
+    match partitions::acquire(shard, id, member, aligned.max(max_records), end) {
         Ok(acquired) if acquired.is_empty() => Fetched::default(),
         Ok(acquired) => Fetched {
             error_code: code::NONE,
