@@ -150,22 +150,14 @@ fn with_state<R>(
     id: &SharePartitionId,
     work: impl FnOnce(&mut QueueState) -> R,
 ) -> Result<R, PartitionError> {
-    let log = shard
-        .log(&id.topic, id.partition)
-        .ok_or(PartitionError::NotOwner)?;
-    let topic_id = shard
-        .metadata()
-        .topics
-        .get(&id.topic)
-        .map(|topic| topic.id.clone())
-        .ok_or(PartitionError::UnknownPartition)?;
+    let (topic_id, log_start, end) = owned(shard, id)?;
+    let (log_start, end) = (Offset::new(log_start), Offset::new(end));
     let store = store().ok_or(PartitionError::Closed)?;
-    let end = Offset::new(log.high_watermark());
     let result = PARTITIONS.with(|partitions| {
         let mut partitions = partitions.borrow_mut();
         let entry = partitions.entry(id.clone()).or_insert_with(|| {
             let start = if shard.config.shares.from_earliest {
-                Offset::new(log.log_start_offset())
+                log_start
             } else {
                 end
             };
@@ -181,7 +173,7 @@ fn with_state<R>(
         if end > state.next_offset() {
             state.on_appended(end);
         }
-        state.skip_below(Offset::new(log.log_start_offset()));
+        state.skip_below(log_start);
         let expired = state.expire(Instant::now());
         note_returned(id, &expired);
         let result = work(state);
@@ -231,7 +223,7 @@ fn open_partition(
     (start, end): (Offset, Offset),
     limits: QueueLimits,
 ) -> SharePartition {
-    let key = QueueKey::new(format!("share/{topic_id}/{}", id.group), id.partition);
+    let key = share_key(topic_id, id);
     let state = match store.snapshot(&key) {
         Some(snapshot) => QueueState::restore(&snapshot, end, limits, Durability::Durable),
         None => QueueState::new(start, end, limits, Durability::Durable),
@@ -411,7 +403,7 @@ fn share_key(topic_id: &str, id: &SharePartitionId) -> QueueKey {
     QueueKey::new(format!("share/{topic_id}/{}", id.group), id.partition)
 }
 
-/// The partition's topic id and log end, checked to be on this shard.
+/// The partition's topic id, log start and log end, checked to be on this shard.
 fn owned(shard: &Shard, id: &SharePartitionId) -> Result<(String, i64, i64), PartitionError> {
     let log = shard
         .log(&id.topic, id.partition)
