@@ -24,13 +24,9 @@ pub async fn handle(
 ) -> AlterShareGroupOffsetsResponse {
     let mut response = AlterShareGroupOffsetsResponse::default();
     let group = request.group_id.0.to_string();
-    if group.is_empty() {
-        response.error_code = code::INVALID_GROUP_ID;
-        return response;
-    }
-    if let Err(error) = offsets::check_empty(shard, &group).await {
-        response.error_code = code::from_offsets_error(error);
-        response.error_message = Some(StrBytes::from_string(refusal(error, &group)));
+    if let Some((error_code, message)) = refusal_of(shard, &group).await {
+        response.error_code = error_code;
+        response.error_message = message;
         return response;
     }
     let ids = TopicIds::new(&shard.metadata());
@@ -55,8 +51,19 @@ pub async fn handle(
     response
 }
 
+/// Why Alter or DeleteShareGroupOffsets refuses `group` as a whole (an empty id, members, no
+/// coordinator): the error code and Kafka's message; `None` when it may go ahead.
+pub async fn refusal_of(shard: &Rc<Shard>, group: &str) -> Option<(i16, Option<StrBytes>)> {
+    if group.is_empty() {
+        return Some((code::INVALID_GROUP_ID, None));
+    }
+    let error = offsets::check_empty(shard, group).await.err()?;
+    let message = StrBytes::from_string(refusal(error, group));
+    Some((code::from_offsets_error(error), Some(message)))
+}
+
 /// Kafka's message for a group with members, or the coordinator's absence.
-pub fn refusal(error: OffsetsError, group: &str) -> String {
+fn refusal(error: OffsetsError, group: &str) -> String {
     match error {
         OffsetsError::NonEmptyGroup => format!("The group {group} is not empty."),
         OffsetsError::CoordinatorNotAvailable => error.to_string(),

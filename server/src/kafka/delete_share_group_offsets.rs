@@ -10,7 +10,7 @@ use kafka_protocol::messages::delete_share_group_offsets_response::DeleteShareGr
 use kafka_protocol::messages::{DeleteShareGroupOffsetsRequest, DeleteShareGroupOffsetsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::alter_share_group_offsets::refusal;
+use super::alter_share_group_offsets::refusal_of;
 use super::error_codes as code;
 use crate::partition::PartitionError;
 use crate::shard::Shard;
@@ -23,13 +23,9 @@ pub async fn handle(
 ) -> DeleteShareGroupOffsetsResponse {
     let mut response = DeleteShareGroupOffsetsResponse::default();
     let group = request.group_id.0.to_string();
-    if group.is_empty() {
-        response.error_code = code::INVALID_GROUP_ID;
-        return response;
-    }
-    if let Err(error) = offsets::check_empty(shard, &group).await {
-        response.error_code = code::from_offsets_error(error);
-        response.error_message = Some(StrBytes::from_string(refusal(error, &group)));
+    if let Some((error_code, message)) = refusal_of(shard, &group).await {
+        response.error_code = error_code;
+        response.error_message = message;
         return response;
     }
     for topic in request.topics {
