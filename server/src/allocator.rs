@@ -11,7 +11,8 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::shard::Shard;
+use crate::shard::mesh::on_shard;
+use crate::shard::{Shard, ShardId};
 
 /// How often a shard hands its expired free memory back (mimalloc's purge delay is 1 s).
 const COLLECT_INTERVAL: Duration = Duration::from_secs(1);
@@ -35,4 +36,17 @@ pub fn spawn_collector(shard: &Rc<Shard>) {
         }
     })
     .detach();
+}
+
+/// Hands every shard's free memory back to the OS now, purge delay or not, and returns once
+/// all have: the memory alarm calls it before it raises, so that the RSS it compares is live
+/// memory and not a burst's garbage (`amqp/alarm/memory.rs`). Each heap is only ever collected
+/// by its own thread.
+pub async fn collect_everywhere(shard: &Rc<Shard>) {
+    for index in 0..shard.mesh.shards.len() {
+        // SAFETY: as in `spawn_collector`; `true` also purges ranges still in their delay.
+        let collect = |_: &Rc<Shard>| unsafe { libmimalloc_sys::mi_collect(true) };
+        // A stopping shard answers nothing; its heap goes with it.
+        let _ = on_shard(shard, ShardId(index), collect).await;
+    }
 }

@@ -15,9 +15,9 @@ use super::codec::{decode_body, CodecError, Request};
 use super::dispatch::{later, Peer, Pending};
 use super::error_codes as code;
 use crate::groups::{self, GroupListing, GroupRequest, GroupResponse};
+use crate::shard::mesh::on_shard;
 use crate::shard::{Shard, ShardId};
 use crate::shares::members::{self, ShareGroupListing};
-use crate::shares::on_shard;
 
 const CLASSIC: &str = "classic";
 const SHARE: &str = "share";

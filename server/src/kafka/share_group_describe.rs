@@ -16,9 +16,9 @@ use kafka_protocol::protocol::StrBytes;
 use super::error_codes as code;
 use crate::groups::owner_shard;
 use crate::metadata::Metadata;
+use crate::shard::mesh::on_shard;
 use crate::shard::{Shard, ShardId};
 use crate::shares::members::{self, DescribedMember, ShareGroupDescription};
-use crate::shares::on_shard;
 
 /// KIP-932's one assignor name; Weir's assignment is described in `shares::members`.
 const ASSIGNOR: &str = "simple";

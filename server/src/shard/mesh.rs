@@ -27,6 +27,26 @@ pub fn reply_channel<T>() -> (flume::Sender<T>, flume::Receiver<T>) {
     flume::bounded(1)
 }
 
+/// Runs `work` on shard `owner` (at once when that is this shard) and answers what it returns:
+/// for state that is only ever touched on its own shard (a share group's, a thread's heap).
+/// `None` when that shard no longer takes work (it is stopping).
+pub async fn on_shard<T, F>(shard: &Rc<Shard>, owner: ShardId, work: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&Rc<Shard>) -> T + Send + 'static,
+{
+    if owner == shard.id {
+        return Some(work(shard));
+    }
+    let (reply, answer) = reply_channel();
+    let job = Job::Run(Box::new(move |shard| {
+        // A fresh one-slot channel: this send never waits.
+        let _ = reply.try_send(work(&shard));
+    }));
+    shard.mesh.inbox(owner).send_async(job).await.ok()?;
+    answer.recv_async().await.ok()
+}
+
 /// Work a shard does for another shard.
 pub enum Job {
     Metadata {

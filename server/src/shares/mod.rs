@@ -27,8 +27,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::queues::ConsumerId;
-use crate::shard::mesh::{reply_channel, Job};
-use crate::shard::{Shard, ShardId};
+use crate::shard::Shard;
 
 pub mod dead_letter;
 pub mod members;
@@ -61,24 +60,4 @@ pub fn member_key(member_id: &str) -> ConsumerId {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     member_id.hash(&mut hasher);
     ConsumerId(hasher.finish())
-}
-
-/// Runs `work` on shard `owner` (at once when that is this shard) and answers what it returns:
-/// the share state of a group or partition is only ever touched on its own shard. `None` when
-/// that shard no longer takes work (it is stopping).
-pub async fn on_shard<T, F>(shard: &Rc<Shard>, owner: ShardId, work: F) -> Option<T>
-where
-    T: Send + 'static,
-    F: FnOnce(&Rc<Shard>) -> T + Send + 'static,
-{
-    if owner == shard.id {
-        return Some(work(shard));
-    }
-    let (reply, answer) = reply_channel();
-    let job = Job::Run(Box::new(move |shard| {
-        // A fresh one-slot channel: this send never waits.
-        let _ = reply.try_send(work(&shard));
-    }));
-    shard.mesh.inbox(owner).send_async(job).await.ok()?;
-    answer.recv_async().await.ok()
 }

@@ -14,8 +14,9 @@ use crate::groups::owner_shard;
 use crate::partition::PartitionError;
 use crate::shard::{Shard, ShardId};
 
+use super::members;
 use super::partitions::{self, SharePartitionId};
-use super::{members, on_shard};
+use crate::shard::mesh::on_shard;
 
 /// Why a whole request is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

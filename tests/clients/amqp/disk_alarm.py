@@ -21,7 +21,7 @@ def connect(events):
     connection.add_on_connection_blocked_callback(
         lambda _c, frame: events.append(['blocked', frame.method.reason]))
     connection.add_on_connection_unblocked_callback(lambda _c, _frame: events.append(['unblocked']))
-    # The broker checks free space at start and every second after.
+    # The broker checks free space at start and every 100 ms after.
     connection.process_data_events(time_limit=1.5)
     return connection
 

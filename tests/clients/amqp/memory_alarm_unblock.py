@@ -23,7 +23,7 @@ BODY = b'm' * 1_000_000
 # Enough to pass any watermark the test sets (idle + 128 MiB) several times over; a broker that
 # never blocks is stopped here.
 FILL_MAX = 400
-# The filler is blocked once it made no progress for this long (the check runs every second).
+# The filler is blocked once it made no progress for this long (the check runs every 100 ms).
 STALLED_S = 3
 # How long the held publish waits before the queue goes.
 HELD_S = 3
@@ -108,7 +108,7 @@ def main():
         confirmed_at = None
     filling.join()
     publisher.process_data_events(time_limit=0.5)
-    # The broker's check runs every second.
+    # The broker's check runs every 100 ms; the allocator returns memory once a second.
     time.sleep(1.5)
     resident_after = resident_bytes()
     held_count = message_count(checking, HELD)
