@@ -107,6 +107,11 @@ pub struct Results {
     pub share_acknowledged_messages: Option<u64>,
     /// Share mode: records acquired more than once (any fails the run).
     pub share_duplicate_messages: Option<u64>,
+    /// Share mode: ShareFetch round trips, their mean time (request written to answer read),
+    /// and the mean time the harness spent between an answer and its next request.
+    pub share_round_trips: Option<u64>,
+    pub share_round_trip_us_mean: Option<f64>,
+    pub share_client_us_mean: Option<f64>,
 }
 
 impl Results {

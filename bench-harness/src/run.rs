@@ -352,6 +352,12 @@ fn run_against_broker(args: &RunArgs, workload: Arc<Workload>) -> Result<Results
             .share
             .as_ref()
             .map(|_| ledger.duplicates.load(Relaxed)),
+        share_round_trips: workload
+            .share
+            .as_ref()
+            .map(|_| ledger.round_trips.load(Relaxed)),
+        share_round_trip_us_mean: workload.share.as_ref().and_then(|_| ledger.round_trip_us()),
+        share_client_us_mean: workload.share.as_ref().and_then(|_| ledger.client_us()),
     })
 }
 

@@ -63,9 +63,30 @@ pub struct Ledger {
     pub duplicates: AtomicU64,
     /// Records acknowledged, as the broker confirmed.
     pub acknowledged: AtomicU64,
+    /// ShareFetch round trips of every session, and the time spent in them (request written to
+    /// answer read) and in the sessions' loops all told: the rest is the harness's own handling
+    /// of each answer, so the two say which side of a round trip bounds the rate.
+    pub round_trips: AtomicU64,
+    pub round_trip_ns: AtomicU64,
+    pub session_ns: AtomicU64,
 }
 
 impl Ledger {
+    /// Mean ShareFetch round trip in µs, if there was one.
+    pub fn round_trip_us(&self) -> Option<f64> {
+        let trips = self.round_trips.load(Relaxed);
+        (trips > 0).then(|| self.round_trip_ns.load(Relaxed) as f64 / trips as f64 / 1e3)
+    }
+
+    /// Mean time between an answer and the next request, in µs (the sessions' loops less their
+    /// round trips).
+    pub fn client_us(&self) -> Option<f64> {
+        let trips = self.round_trips.load(Relaxed);
+        let in_loops = self.session_ns.load(Relaxed);
+        let rest = in_loops.saturating_sub(self.round_trip_ns.load(Relaxed));
+        (trips > 0).then(|| rest as f64 / trips as f64 / 1e3)
+    }
+
     /// Marks `first..=last` of `partition` acquired, relative to `start` (the log start of the
     /// backlog); returns how many were already marked.
     fn mark(&self, partition: i32, start: i64, first: i64, last: i64) -> Result<u64> {
@@ -283,11 +304,18 @@ impl Session<'_> {
         let mut histogram = stats::new_histogram();
         let mut pending = Pending::new();
         let mut epoch = 0i32;
+        let ledger = &self.plan.ledger;
+        let started = Instant::now();
         while !self.done() {
             let request = self.fetch_request(epoch, &pending);
+            let sent_at = Instant::now();
             let response: ShareFetchResponse = connection
                 .call(API_SHARE_FETCH, 1, &request)
                 .with_context(|| format!("ShareFetch from {}", self.leader))?;
+            ledger.round_trips.fetch_add(1, Relaxed);
+            ledger
+                .round_trip_ns
+                .fetch_add(sent_at.elapsed().as_nanos() as u64, Relaxed);
             ensure!(
                 response.error_code == 0,
                 "ShareFetch epoch {epoch}: error {} {}",
@@ -320,6 +348,9 @@ impl Session<'_> {
             // Epochs run 1, 2, ... and wrap to 1 (0 opens a session, -1 closes it).
             epoch = epoch.checked_add(1).unwrap_or(1);
         }
+        ledger
+            .session_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
         self.close(&mut connection, &pending)?;
         Ok(histogram)
     }

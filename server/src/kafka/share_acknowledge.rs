@@ -69,6 +69,19 @@ pub async fn apply_acks(
     member: &str,
     acks: &[PartitionAcks],
 ) -> BTreeMap<(String, i32), i16> {
+    let codes = settle_acks(shard, group, member, acks);
+    durable(codes, !acks.is_empty()).await
+}
+
+/// Applies every partition's acknowledgements to the share partitions' state (at once, in
+/// memory; the ack store is told) and answers each partition's code, before they are durable:
+/// a ShareFetch fetches while they become so (`share_fetch::handle`).
+pub fn settle_acks(
+    shard: &Shard,
+    group: &str,
+    member: &str,
+    acks: &[PartitionAcks],
+) -> BTreeMap<(String, i32), i16> {
     let mut codes = BTreeMap::new();
     for ((topic, partition), batches) in acks {
         let id = SharePartitionId {
@@ -87,7 +100,16 @@ pub async fn apply_acks(
             refused.map_or(code::NONE, code::from_ack_error),
         );
     }
-    if !acks.is_empty() {
+    codes
+}
+
+/// Waits until the settled acknowledgements (`any`: there were some) are durable; a partition
+/// whose acks were taken gets the ack store's error instead if they cannot be made so.
+pub async fn durable(
+    mut codes: BTreeMap<(String, i32), i16>,
+    any: bool,
+) -> BTreeMap<(String, i32), i16> {
+    if any {
         if let Err(error) = partitions::sync().await {
             for code in codes.values_mut() {
                 if *code == code::NONE {

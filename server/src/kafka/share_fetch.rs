@@ -27,7 +27,7 @@ use kafka_protocol::protocol::StrBytes;
 use weir_engine::batch::Header;
 
 use super::error_codes as code;
-use super::share_acknowledge::{apply_acks, TopicIds};
+use super::share_acknowledge::{durable, settle_acks, TopicIds};
 use crate::partition;
 use crate::queues::Acquired;
 use crate::shard::{Shard, ShardId};
@@ -105,14 +105,21 @@ pub async fn handle(
         Ok(session) => session,
         Err(error) => return refused(response, code::from_session_error(error)),
     };
-    let ack_codes = apply_acks(shard, &group, &member, &acks).await;
-    let mut results: BTreeMap<(String, i32), Fetched> = BTreeMap::new();
-    if epoch == -1 {
-        sessions::closed(&group, &member, &session);
-    } else {
-        let limits = Limits::of(&request);
-        results = fetch_long(shard, &group, &member, &session, limits).await;
-    }
+    let settled = settle_acks(shard, &group, &member, &acks);
+    let made_durable = durable(settled, !acks.is_empty());
+    let fetching = async {
+        if epoch == -1 {
+            sessions::closed(&group, &member, &session);
+            return BTreeMap::new();
+        }
+        // The ack store's flusher is a task of its own: let it start its write before this
+        // fetch's acquisitions and copies take the shard, so the two overlap.
+        futures_lite::future::yield_now().await;
+        fetch_long(shard, &group, &member, &session, Limits::of(&request)).await
+    };
+    // Answered once both are done: the acknowledgements durable (KIP-932: the acknowledge error
+    // code says they are) and the next records acquired, which did not wait for the write.
+    let (ack_codes, mut results) = futures_lite::future::zip(made_durable, fetching).await;
     for (key, _) in &acks {
         results.entry(key.clone()).or_default();
     }
