@@ -554,3 +554,37 @@ fn confluent_admin_lists_groups_beside_a_share_group() -> Result<()> {
     );
     Ok(())
 }
+
+/// KIP-1222's Renew (acknowledge type 4) at ShareFetch / ShareAcknowledge v2, which no client
+/// of this suite sends (librdkafka 2.16's ShareConsumer has no Renew): `share_renew.py` writes
+/// the requests byte by byte from Kafka 4.2's message definitions. With 2 s locks, a member
+/// renews its records twice, holding them past two lock durations while another member gets
+/// nothing; then the other gets them with delivery count 2; refused renewals answer Kafka's
+/// errors; Renew then Accept settles each record once. Then on an AMQP queue's log, where the
+/// queue's state keeps no lock: Renew checks the holder, and an accept settles for AMQP too.
+#[test]
+fn renew_acknowledgements_extend_locks() -> Result<()> {
+    let broker = Broker::start(
+        BrokerOptions::default()
+            .cpus("0")
+            .set("group.share.record.lock.duration.ms", "2000")
+            .set("share.auto.offset.reset", "earliest"),
+    )?;
+    let bootstrap = broker.bootstrap();
+    let amqp = broker.amqp_port().to_string();
+    let args = [
+        "--bootstrap",
+        &bootstrap,
+        "--lock-ms",
+        "2000",
+        "--amqp-port",
+        &amqp,
+    ];
+    let result = summary(&python("share_renew.py", &args)?)?;
+    let held = result["held_for_locks"]
+        .as_f64()
+        .context("held_for_locks")?;
+    assert!(held > 2.0, "{result}");
+    assert_eq!(result["queue"]["acquired"], 2, "{result}");
+    Ok(())
+}

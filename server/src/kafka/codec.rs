@@ -38,8 +38,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::ShareGroupHeartbeat, 1, 1),
     (ApiKey::ShareGroupDescribe, 1, 1),
-    (ApiKey::ShareFetch, 1, 1),
-    (ApiKey::ShareAcknowledge, 1, 1),
+    (ApiKey::ShareFetch, 1, 2),
+    (ApiKey::ShareAcknowledge, 1, 2),
     (ApiKey::DescribeShareGroupOffsets, 0, 0),
     (ApiKey::AlterShareGroupOffsets, 0, 0),
     (ApiKey::DeleteShareGroupOffsets, 0, 0),
@@ -231,6 +231,7 @@ impl Response {
 mod tests {
     use super::*;
     use kafka_protocol::messages::ApiVersionsResponse;
+    use kafka_protocol::protocol::StrBytes;
 
     fn frame(key: i16, version: i16, tail: &[u8]) -> Bytes {
         let mut out = BytesMut::new();
@@ -303,5 +304,92 @@ mod tests {
             i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize,
             bytes.len() - 4
         );
+    }
+
+    /// Encodes `message` at `version`, decodes it back, and checks it survived.
+    fn round_trip<M>(message: &M, version: i16) -> Bytes
+    where
+        M: Encodable + Decodable + PartialEq + std::fmt::Debug,
+    {
+        let mut bytes = BytesMut::new();
+        message.encode(&mut bytes, version).unwrap();
+        assert_eq!(bytes.len(), message.compute_size(version).unwrap());
+        let bytes = bytes.freeze();
+        let decoded = M::decode(&mut bytes.clone(), version).unwrap();
+        assert_eq!(&decoded, message, "v{version}");
+        bytes
+    }
+
+    #[test]
+    fn share_fetch_v2_carries_the_acquire_mode_and_the_renew_flag() {
+        use kafka_protocol::messages::share_fetch_request::{
+            AcknowledgementBatch, FetchPartition, FetchTopic,
+        };
+        use kafka_protocol::messages::{ShareFetchRequest, ShareFetchResponse};
+        let batch = AcknowledgementBatch::default()
+            .with_first_offset(3)
+            .with_last_offset(5)
+            .with_acknowledge_types(vec![4]);
+        let partition = FetchPartition::default()
+            .with_partition_index(2)
+            .with_acknowledgement_batches(vec![batch]);
+        let topic = FetchTopic::default()
+            .with_topic_id(uuid::Uuid::from_u128(7))
+            .with_partitions(vec![partition]);
+        let v1 = ShareFetchRequest::default()
+            .with_member_id(Some(StrBytes::from_static_str("m")))
+            .with_share_session_epoch(3)
+            .with_max_bytes(0)
+            .with_topics(vec![topic]);
+        let v1_bytes = round_trip(&v1, 1);
+        let v2 = v1
+            .clone()
+            .with_share_acquire_mode(1)
+            .with_is_renew_ack(true);
+        let v2_bytes = round_trip(&v2, 2);
+        // Both new fields sit after BatchSize: two bytes more, the rest unchanged.
+        assert_eq!(v2_bytes.len(), v1_bytes.len() + 2);
+        let after_batch_size = 1 + 2 + 4 * 6; // null group, "m", six int32s
+        assert_eq!(&v2_bytes[after_batch_size..after_batch_size + 2], &[1, 1]);
+        assert_eq!(
+            &v2_bytes[after_batch_size + 2..],
+            &v1_bytes[after_batch_size..]
+        );
+        // Version 1 has neither field: set, they cannot be encoded; decoded, they are the defaults.
+        assert!(v2.encode(&mut BytesMut::new(), 1).is_err());
+        let decoded = ShareFetchRequest::decode(&mut v1_bytes.clone(), 1).unwrap();
+        assert_eq!(
+            (decoded.share_acquire_mode, decoded.is_renew_ack),
+            (0, false)
+        );
+        // The response has no new field in version 2.
+        let response = ShareFetchResponse::default().with_acquisition_lock_timeout_ms(2000);
+        assert_eq!(round_trip(&response, 1), round_trip(&response, 2));
+        assert!(ShareFetchRequest::decode(&mut v2_bytes.clone(), 3).is_err());
+    }
+
+    #[test]
+    fn share_acknowledge_v2_carries_the_renew_flag_and_the_lock_duration() {
+        use kafka_protocol::messages::{ShareAcknowledgeRequest, ShareAcknowledgeResponse};
+        let v1 = ShareAcknowledgeRequest::default()
+            .with_member_id(Some(StrBytes::from_static_str("m")))
+            .with_share_session_epoch(4);
+        let v1_bytes = round_trip(&v1, 1);
+        let v2 = v1.clone().with_is_renew_ack(true);
+        let v2_bytes = round_trip(&v2, 2);
+        // IsRenewAck follows ShareSessionEpoch.
+        assert_eq!(v2_bytes.len(), v1_bytes.len() + 1);
+        assert_eq!(v2_bytes[1 + 2 + 4], 1);
+        assert!(v2.encode(&mut BytesMut::new(), 1).is_err());
+        // AcquisitionLockTimeoutMs (version 2+, ignorable) follows ErrorMessage; version 1
+        // leaves it out.
+        let response = ShareAcknowledgeResponse::default().with_acquisition_lock_timeout_ms(2000);
+        let response_v2 = round_trip(&response, 2);
+        let mut response_v1 = BytesMut::new();
+        response.encode(&mut response_v1, 1).unwrap();
+        assert_eq!(response_v2.len(), response_v1.len() + 4);
+        assert_eq!(&response_v2[7..11], &2000i32.to_be_bytes());
+        let decoded = ShareAcknowledgeResponse::decode(&mut response_v1.freeze(), 1).unwrap();
+        assert_eq!(decoded.acquisition_lock_timeout_ms, 0);
     }
 }

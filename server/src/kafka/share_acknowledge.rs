@@ -1,7 +1,12 @@
-//! ShareAcknowledge (v1, KIP-932): a share group member settles records it acquired from the
+//! ShareAcknowledge (v1-v2, KIP-932): a share group member settles records it acquired from the
 //! partitions this shard leads, without fetching more (a commit, or the final acknowledgements
 //! of a closing consumer with session epoch -1). The answer comes once the acknowledgements
 //! are durable. Also the pieces ShareFetch shares with it: topic ids, applying acknowledgements.
+//!
+//! Version 2 (Kafka 4.2, KIP-1222) adds the acknowledge type Renew (4), which restarts the
+//! record's acquisition lock (`shares::partitions::AckType::Renew`), the request's `IsRenewAck`
+//! flag (set by clients when a batch holds a Renew) and the lock duration in the answer. A Renew
+//! in a version 1 request is INVALID_REQUEST for its partition, as Kafka answers it.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -61,6 +66,12 @@ impl TopicIds {
 /// Acknowledgement batches of one partition: ((first, last), types).
 pub type PartitionAcks = ((String, i32), Vec<((i64, i64), Vec<i8>)>);
 
+/// The first request version whose acknowledgements may Renew (KIP-1222), of ShareFetch and
+/// ShareAcknowledge alike.
+pub const RENEW_VERSION: i16 = 2;
+/// KIP-1222's acknowledge type Renew.
+const RENEW_TYPE: i8 = 4;
+
 /// Applies every partition's acknowledgements, then waits until they are durable. Answers each
 /// partition's acknowledge error code.
 pub async fn apply_acks(
@@ -68,19 +79,23 @@ pub async fn apply_acks(
     group: &str,
     member: &str,
     acks: &[PartitionAcks],
+    version: i16,
 ) -> BTreeMap<(String, i32), i16> {
-    let codes = settle_acks(shard, group, member, acks);
+    let codes = settle_acks(shard, group, member, acks, version);
     durable(codes, !acks.is_empty()).await
 }
 
 /// Applies every partition's acknowledgements to the share partitions' state (at once, in
 /// memory; the ack store is told) and answers each partition's code, before they are durable:
-/// a ShareFetch fetches while they become so (`share_fetch::handle`).
+/// a ShareFetch fetches while they become so (`share_fetch::handle`). `version` is the
+/// request's: below `RENEW_VERSION` a batch with a Renew is refused (INVALID_REQUEST) and not
+/// applied.
 pub fn settle_acks(
     shard: &Shard,
     group: &str,
     member: &str,
     acks: &[PartitionAcks],
+    version: i16,
 ) -> BTreeMap<(String, i32), i16> {
     let mut codes = BTreeMap::new();
     for ((topic, partition), batches) in acks {
@@ -91,6 +106,11 @@ pub fn settle_acks(
         };
         let mut refused: Option<AckError> = None;
         for (range, types) in batches {
+            let renews = types.contains(&RENEW_TYPE);
+            if renews && version < RENEW_VERSION {
+                refused.get_or_insert(AckError::InvalidRequest);
+                continue;
+            }
             if let Err(error) = partitions::acknowledge(shard, &id, member, *range, types) {
                 refused.get_or_insert(error);
             }
@@ -123,10 +143,13 @@ pub async fn durable(
 
 pub async fn handle(
     shard: &Rc<Shard>,
-    _version: i16,
+    version: i16,
     request: ShareAcknowledgeRequest,
 ) -> ShareAcknowledgeResponse {
     let mut response = ShareAcknowledgeResponse::default();
+    // Version 2's: how long a renewed lock now runs (-1: no lock).
+    let lock = shard.config.shares.limits.lock_duration;
+    response.acquisition_lock_timeout_ms = lock.map_or(-1, |d| d.as_millis() as i32);
     let (group, member) = match (&request.group_id, &request.member_id) {
         (Some(group), Some(member)) if !member.is_empty() => {
             (group.0.to_string(), member.to_string())
@@ -158,7 +181,7 @@ pub async fn handle(
             return refused(response, code::from_session_error(error), &text);
         }
     };
-    let codes = apply_acks(shard, &group, &member, &acks).await;
+    let codes = apply_acks(shard, &group, &member, &acks, version).await;
     if epoch == -1 {
         sessions::closed(&group, &member, &session);
     }

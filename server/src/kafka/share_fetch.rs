@@ -1,4 +1,4 @@
-//! ShareFetch (v1, KIP-932): a share group member's fetch from the partitions this shard leads.
+//! ShareFetch (v1-v2, KIP-932): a share group member's fetch from the partitions this shard leads.
 //! In order: the share session step (`shares::sessions`), the acknowledgements the request
 //! carries (made durable before the answer), then — unless the session closes (epoch -1) —
 //! records acquired for the member from each of the session's partitions, long-polling up to
@@ -10,6 +10,12 @@
 //! partition's lock limit still bounds it), and the answer carries those whole batches and the
 //! acquired ranges with their delivery counts (clients keep only the acquired records). Records are copied into the answer (the
 //! classic Fetch path writes log chunks to the socket without a copy; this one does not yet).
+//!
+//! Version 2 (Kafka 4.2) adds `ShareAcquireMode` (KIP-1206: 1, record_limit, acquires at most
+//! `max_records`, no batch alignment) and, for KIP-1222's Renew acknowledgements, `IsRenewAck`:
+//! such a request only acknowledges (its acknowledgements may Renew locks) and fetches nothing,
+//! and Kafka refuses it (INVALID_REQUEST) unless its `MaxWaitMs`, `MinBytes`, `MaxBytes` and
+//! `MaxRecords` are all 0.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -58,9 +64,13 @@ struct Fetched {
     leader: Option<ShardId>,
 }
 
+/// KIP-1206's acquire modes (ShareFetch v2's `ShareAcquireMode`).
+const BATCH_OPTIMIZED: i8 = 0;
+const RECORD_LIMIT: i8 = 1;
+
 pub async fn handle(
     shard: &Rc<Shard>,
-    _version: i16,
+    version: i16,
     request: ShareFetchRequest,
 ) -> ShareFetchResponse {
     let mut response = ShareFetchResponse::default();
@@ -72,6 +82,19 @@ pub async fn handle(
         }
         _ => return refused(response, code::INVALID_REQUEST),
     };
+    if ![BATCH_OPTIMIZED, RECORD_LIMIT].contains(&request.share_acquire_mode) {
+        return refused(response, code::INVALID_REQUEST);
+    }
+    // A renewing request (version 2+ only: the codec refuses the flag below) fetches nothing,
+    // and says so with zero limits.
+    let renewing = request.is_renew_ack;
+    let limits_zero = request.max_wait_ms == 0
+        && request.min_bytes == 0
+        && request.max_bytes == 0
+        && request.max_records == 0;
+    if renewing && !limits_zero {
+        return refused(response, code::INVALID_REQUEST);
+    }
     let ids = TopicIds::new(&shard.metadata());
     let mut added = Vec::new();
     let mut acks = Vec::new();
@@ -105,11 +128,14 @@ pub async fn handle(
         Ok(session) => session,
         Err(error) => return refused(response, code::from_session_error(error)),
     };
-    let settled = settle_acks(shard, &group, &member, &acks);
+    let settled = settle_acks(shard, &group, &member, &acks, version);
     let made_durable = durable(settled, !acks.is_empty());
     let fetching = async {
         if epoch == -1 {
             sessions::closed(&group, &member, &session);
+            return BTreeMap::new();
+        }
+        if renewing {
             return BTreeMap::new();
         }
         // The ack store's flusher is a task of its own: let it start its write before this
@@ -133,6 +159,8 @@ struct Limits {
     bytes: usize,
     wait: Duration,
     rotate: usize,
+    /// KIP-1206's record_limit mode: never more than `records`, even inside a batch.
+    strict: bool,
 }
 
 impl Limits {
@@ -148,6 +176,7 @@ impl Limits {
                 .unwrap_or(usize::MAX),
             wait: Duration::from_millis(request.max_wait_ms.max(0) as u64).min(WAIT_MAX),
             rotate: request.share_session_epoch.max(0) as usize,
+            strict: request.share_acquire_mode == RECORD_LIMIT,
         }
     }
 }
@@ -196,7 +225,7 @@ async fn fetch_round(
         let fetched = if records == 0 || bytes == 0 {
             Fetched::default()
         } else {
-            fetch_partition(shard, &id, member, records, bytes).await
+            fetch_partition(shard, &id, member, records, bytes, limits.strict).await
         };
         let taken: usize = fetched.acquired.iter().map(range_len).sum();
         records = records.saturating_sub(taken);
@@ -216,6 +245,7 @@ async fn fetch_partition(
     member: &str,
     max_records: usize,
     max_bytes: usize,
+    strict: bool,
 ) -> Fetched {
     match shard.metadata().owner(&id.topic, id.partition) {
         None => return failed(code::UNKNOWN_TOPIC_OR_PARTITION),
@@ -241,9 +271,14 @@ async fn fetch_partition(
     // Batch-aligned, as Kafka 4.2's default `share.acquire.mode` (batch_optimized, KIP-1206):
     // every available record of the batches that cover `max_records` is acquired, so a batch is
     // never split between answers (KIP-932 lets `max_records` be exceeded for this). The lock
-    // limit still bounds it.
+    // limit still bounds it. In record_limit mode, `max_records` at most.
     let aligned = usize::try_from(end.saturating_sub(start)).unwrap_or(0);
-    match partitions::acquire(shard, id, member, aligned.max(max_records), end) {
+    let max = if strict {
+        max_records
+    } else {
+        aligned.max(max_records)
+    };
+    match partitions::acquire(shard, id, member, max, end) {
         Ok(acquired) if acquired.is_empty() => Fetched::default(),
         Ok(acquired) => Fetched {
             error_code: code::NONE,

@@ -43,7 +43,7 @@ struct SharePartition {
     state: QueueState,
 }
 
-/// KIP-932's acknowledge types.
+/// KIP-932's acknowledge types, and KIP-1222's Renew.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AckType {
     /// No record at that offset (compaction, control records): finished.
@@ -51,6 +51,10 @@ pub enum AckType {
     Accept,
     Release,
     Reject,
+    /// KIP-1222: the member still works on the record; its lock runs for another full lock
+    /// duration from now. Nothing else changes (state, delivery count, owner), and nothing is
+    /// journalled: locks are not durable (a restart hands every acquired record out again).
+    Renew,
 }
 
 impl AckType {
@@ -60,6 +64,7 @@ impl AckType {
             1 => Some(AckType::Accept),
             2 => Some(AckType::Release),
             3 => Some(AckType::Reject),
+            4 => Some(AckType::Renew),
             _ => None,
         }
     }
@@ -322,6 +327,8 @@ fn settle(
             note_dead(id, offset.get(), "rejected");
             Ok(())
         }
+        // `with_state` expired the locks due first: a lapsed one cannot be renewed.
+        AckType::Renew => state.renew(owner, offset, Instant::now()),
     }
 }
 

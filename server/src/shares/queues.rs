@@ -39,7 +39,8 @@ pub trait QueueHook {
         max: usize,
         end: i64,
     ) -> Result<Vec<Acquired>, QueueRefusal>;
-    /// Accept (and Gap) acknowledge, Release requeues, Reject dead-letters (the queue's DLX).
+    /// Accept (and Gap) acknowledge, Release requeues, Reject dead-letters (the queue's DLX),
+    /// Renew checks that `owner` still holds the record (a queue's holds have no lock).
     fn settle(
         &self,
         topic: &str,

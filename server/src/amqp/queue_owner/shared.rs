@@ -78,6 +78,17 @@ impl QueueHook for SharedQueues {
             AckType::Gap | AckType::Accept => Settle::Ack,
             AckType::Release => Settle::Requeue,
             AckType::Reject => Settle::Discard,
+            AckType::Renew => {
+                // The queue's state keeps no lock for what it hands out (an AMQP delivery has
+                // none): Renew only checks that the member still holds the record.
+                let queue = find(topic).ok_or(QueueRefusal::Unsupported)?;
+                let mut queue = queue.borrow_mut();
+                let now = Instant::now();
+                return queue
+                    .state
+                    .renew(owner, Offset::new(offset), now)
+                    .map_err(|_| QueueRefusal::NotAcquired);
+            }
         };
         settle(topic, owner, &[offset], how).map_err(|_| QueueRefusal::NotAcquired)
     }
