@@ -210,9 +210,7 @@ async fn wait_for_any(
     wait: Duration,
 ) {
     let metadata = shard.metadata();
-    let mut waits: Vec<Pin<Box<dyn Future<Output = ()>>>> = Vec::new();
-    waits.push(Box::pin(glommio::timer::sleep(wait)));
-    waits.push(Box::pin(async { shard.shutdown.wait().await }));
+    let mut waits: Vec<Wait<'_>> = Vec::new();
     for (name, parts) in results {
         for part in parts {
             let offset = part.high_watermark;
@@ -241,6 +239,17 @@ async fn wait_for_any(
             }
         }
     }
+    first_of(shard, wait, waits).await
+}
+
+/// One thing a long poll waits for.
+pub type Wait<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
+
+/// Waits until the first of `waits` is done, `wait` has passed, or the shard shuts down: the
+/// long poll of Fetch and ShareFetch.
+pub async fn first_of(shard: &Shard, wait: Duration, mut waits: Vec<Wait<'_>>) {
+    waits.push(Box::pin(glommio::timer::sleep(wait)));
+    waits.push(Box::pin(shard.shutdown.wait()));
     futures_lite::future::poll_fn(|cx| {
         for wait in waits.iter_mut() {
             if wait.as_mut().poll(cx).is_ready() {

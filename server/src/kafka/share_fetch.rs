@@ -18,10 +18,7 @@
 //! `MaxRecords` are all 0.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -33,6 +30,7 @@ use kafka_protocol::protocol::StrBytes;
 use weir_engine::batch::Header;
 
 use super::error_codes as code;
+use super::fetch::{first_of, Wait};
 use super::share_acknowledge::{durable, settle_acks, TopicIds};
 use crate::partition;
 use crate::queues::Acquired;
@@ -363,24 +361,14 @@ fn ranges(acquired: &[Acquired]) -> Vec<AcquiredRecords> {
 
 /// Waits until any of the session's partitions has records past its end, or `wait`.
 async fn wait_for_any(shard: &Rc<Shard>, session: &[(String, i32)], wait: Duration) {
-    let mut waits: Vec<Pin<Box<dyn Future<Output = ()>>>> = Vec::new();
-    waits.push(Box::pin(glommio::timer::sleep(wait)));
-    waits.push(Box::pin(async { shard.shutdown.wait().await }));
+    let mut waits: Vec<Wait<'_>> = Vec::new();
     for (topic, partition) in session {
         if let Some(log) = shard.log(topic, *partition) {
             let end = log.high_watermark();
             waits.push(Box::pin(async move { log.wait_for_data(end).await }));
         }
     }
-    futures_lite::future::poll_fn(|cx| {
-        for wait in waits.iter_mut() {
-            if wait.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(());
-            }
-        }
-        Poll::Pending
-    })
-    .await;
+    first_of(shard, wait, waits).await
 }
 
 /// The answer's topics: every partition fetched or acknowledged, grouped by topic id.
