@@ -64,14 +64,15 @@ pub async fn handle(
     request: ShareFetchRequest,
 ) -> ShareFetchResponse {
     let mut response = ShareFetchResponse::default();
-    let lock = shard.config.shares.limits.lock_duration;
-    response.acquisition_lock_timeout_ms = lock.map_or(-1, |d| d.as_millis() as i32);
     let (group, member) = match (&request.group_id, &request.member_id) {
         (Some(group), Some(member)) if !member.is_empty() => {
             (group.0.to_string(), member.to_string())
         }
         _ => return refused(response, code::INVALID_REQUEST),
     };
+    // The group's own `share.record.lock.duration.ms` where it has one.
+    let lock = crate::shares::group_configs::of(shard, &group).lock_duration;
+    response.acquisition_lock_timeout_ms = lock.as_millis() as i32;
     let ids = TopicIds::new(&shard.metadata());
     let mut added = Vec::new();
     let mut acks = Vec::new();

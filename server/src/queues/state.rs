@@ -84,7 +84,8 @@ const _: () = assert!(DELIVERED_MARK_AHEAD >= 2);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConsumerId(pub u64);
 
-/// Per-queue limits, fixed when the queue is opened.
+/// Per-queue limits, set when the queue is opened; a share group's lock duration and delivery
+/// limit can change later (`QueueState::set_limits`, its group configs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueLimits {
     /// Records acquired at once, at most `ACQUIRED_RECORDS_MAX`.
@@ -302,6 +303,17 @@ impl QueueState {
 
     pub fn limits(&self) -> QueueLimits {
         self.limits
+    }
+
+    /// New limits from now on: a lock duration applies to the records acquired after it (a
+    /// record acquired before keeps its deadline), a delivery limit to the records returned
+    /// after it. `acquired_max` stays what it was (records acquired past a lower cap could not
+    /// be given back without a release).
+    pub fn set_limits(&mut self, limits: QueueLimits) {
+        self.limits = QueueLimits {
+            acquired_max: self.limits.acquired_max,
+            ..limits
+        };
     }
 
     /// Every offset below the floor is finished: the caller may delete whole log segments below
