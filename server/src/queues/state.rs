@@ -919,6 +919,31 @@ mod tests {
         (counts.ready, counts.acquired, counts.total)
     }
 
+    /// A share group's lock duration changed by its group configs: records acquired before keep
+    /// their deadline, records acquired after get the new one; the cap stays.
+    #[test]
+    fn new_limits_apply_to_what_is_acquired_after_them() {
+        let now = Instant::now();
+        let mut state = queue(QueueLimits::SHARE_GROUP, 4);
+        assert_eq!(offsets(&state.acquire(A, 1, now)), [0]);
+        state.set_limits(QueueLimits {
+            lock_duration: Some(Duration::from_secs(1)),
+            acquired_max: 1,
+            ..QueueLimits::SHARE_GROUP
+        });
+        assert_eq!(
+            state.limits().acquired_max,
+            QueueLimits::SHARE_GROUP.acquired_max
+        );
+        assert_eq!(offsets(&state.acquire(B, 1, now)), [1]);
+        let returned = state.expire(now + Duration::from_secs(2));
+        let back: Vec<i64> = returned.iter().map(|r| r.offset.get()).collect();
+        assert_eq!(back, [1], "only the record acquired under the 1 s lock");
+        let later = state.expire(now + QueueLimits::SHARE_GROUP.lock_duration.unwrap());
+        assert_eq!(later.len(), 1, "the first keeps its 30 s lock");
+        state.assert_invariants();
+    }
+
     #[test]
     fn acquire_hands_out_the_lowest_offsets_and_respects_the_cap() {
         let now = Instant::now();
