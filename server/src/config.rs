@@ -312,11 +312,7 @@ impl BrokerConfig {
                 self.queue_ack_flush_ms = u64::try_from(number()?)
                     .with_context(|| format!("{key}={value}: must be >= 0"))?
             }
-            "share.auto.offset.reset"
-            | "errors.deadletterqueue.topic.name"
-            | "group.share.record.lock.duration.ms"
-            | "group.share.delivery.count.limit"
-            | "group.share.partition.max.record.locks" => self.shares.set(key, value)?,
+            key if SharesConfig::KEYS.contains(&key) => self.shares.set(key, value)?,
             "amqp.disk.free.limit"
             | "amqp.vm.memory.high.watermark"
             | "amqp.vm.memory.high.watermark.absolute" => self.set_alarm(key, value)?,
@@ -552,8 +548,9 @@ pub fn parse_cpus(text: &str) -> anyhow::Result<Vec<usize>> {
     Ok(cpus)
 }
 
-/// Share groups' settings, under Kafka's names. Kafka sets them per group (group configs);
-/// Weir sets them for every share group of the broker.
+/// Share groups' settings, under Kafka's names: the broker's, which a group's own configs
+/// (`share.*` group configs, IncrementalAlterConfigs on resource type GROUP:
+/// `shares::group_configs`) override within the `min`/`max` bounds.
 #[derive(Clone, Debug)]
 pub struct SharesConfig {
     /// Per share partition: `group.share.record.lock.duration.ms`,
@@ -565,6 +562,18 @@ pub struct SharesConfig {
     /// Where rejected and delivery-limited records are copied (KIP-1191's
     /// `errors.deadletterqueue.topic.name`); `None`: they are only archived.
     pub dead_letter_topic: Option<String>,
+    /// `group.share.session.timeout.ms` (45000): a member silent this long is gone.
+    pub session_timeout_ms: u64,
+    /// `group.share.heartbeat.interval.ms` (5000), told to members in every heartbeat answer.
+    pub heartbeat_interval_ms: u64,
+    /// The bounds of a group's `share.session.timeout.ms`, `share.heartbeat.interval.ms` and
+    /// `share.record.lock.duration.ms` (`group.share.{min,max}.*`, Kafka 4.2's defaults:
+    /// 45000–60000, 5000–15000, 15000–60000).
+    pub session_timeout_bounds: (u64, u64),
+    pub heartbeat_interval_bounds: (u64, u64),
+    pub record_lock_duration_bounds: (u64, u64),
+    /// The keys set on the broker (`--set`, the config file), for DescribeConfigs' sources.
+    pub explicit: std::collections::BTreeSet<String>,
 }
 
 impl Default for SharesConfig {
@@ -573,13 +582,37 @@ impl Default for SharesConfig {
             limits: crate::queues::QueueLimits::SHARE_GROUP,
             from_earliest: false,
             dead_letter_topic: None,
+            session_timeout_ms: 45_000,
+            heartbeat_interval_ms: 5_000,
+            session_timeout_bounds: (45_000, 60_000),
+            heartbeat_interval_bounds: (5_000, 15_000),
+            record_lock_duration_bounds: (15_000, 60_000),
+            explicit: std::collections::BTreeSet::new(),
         }
     }
 }
 
 impl SharesConfig {
+    /// The broker settings `set` takes.
+    const KEYS: [&'static str; 13] = [
+        "share.auto.offset.reset",
+        "errors.deadletterqueue.topic.name",
+        "group.share.record.lock.duration.ms",
+        "group.share.delivery.count.limit",
+        "group.share.partition.max.record.locks",
+        "group.share.session.timeout.ms",
+        "group.share.heartbeat.interval.ms",
+        "group.share.min.session.timeout.ms",
+        "group.share.max.session.timeout.ms",
+        "group.share.min.heartbeat.interval.ms",
+        "group.share.max.heartbeat.interval.ms",
+        "group.share.min.record.lock.duration.ms",
+        "group.share.max.record.lock.duration.ms",
+    ];
+
     /// One setting, within the range Kafka 4.2 accepts for it.
     fn set(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
+        self.explicit.insert(key.to_string());
         if key == "errors.deadletterqueue.topic.name" {
             // KIP-1191's errors.deadletterqueue.topic.name.prefix default: a DLQ is named so.
             anyhow::ensure!(
@@ -614,9 +647,40 @@ impl SharesConfig {
             "group.share.delivery.count.limit" => {
                 self.limits.delivery_limit = Some(within(2, 10)? as u16);
             }
-            _ => self.limits.acquired_max = within(100, 10_000)? as usize,
+            "group.share.partition.max.record.locks" => {
+                self.limits.acquired_max = within(100, 10_000)? as usize
+            }
+            "group.share.session.timeout.ms" => {
+                self.session_timeout_ms = within(1, i32::MAX.into())? as u64
+            }
+            "group.share.heartbeat.interval.ms" => {
+                self.heartbeat_interval_ms = within(1, i32::MAX.into())? as u64
+            }
+            "group.share.min.session.timeout.ms" => {
+                self.session_timeout_bounds.0 = within(1, i32::MAX.into())? as u64
+            }
+            "group.share.max.session.timeout.ms" => {
+                self.session_timeout_bounds.1 = within(1, i32::MAX.into())? as u64
+            }
+            "group.share.min.heartbeat.interval.ms" => {
+                self.heartbeat_interval_bounds.0 = within(1, i32::MAX.into())? as u64
+            }
+            "group.share.max.heartbeat.interval.ms" => {
+                self.heartbeat_interval_bounds.1 = within(1, i32::MAX.into())? as u64
+            }
+            "group.share.min.record.lock.duration.ms" => {
+                self.record_lock_duration_bounds.0 = within(1_000, 3_600_000)? as u64
+            }
+            _ => self.record_lock_duration_bounds.1 = within(1_000, 3_600_000)? as u64,
         }
         Ok(())
+    }
+
+    /// The acquisition lock of the broker's share groups, in ms.
+    pub fn lock_duration_ms(&self) -> u64 {
+        self.limits
+            .lock_duration
+            .map_or(0, |duration| duration.as_millis() as u64)
     }
 }
 

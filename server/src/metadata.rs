@@ -1,5 +1,5 @@
-//! Cluster metadata: topics, their partitions' owning shards, per-topic configs, and the producer
-//! id counter. The controller shard (shard 0) owns the only mutable copy and persists it; every
+//! Cluster metadata: topics, their partitions' owning shards, per-topic configs, per-group configs
+//! (Kafka's group configs, resource type GROUP), and the producer id counter. The controller shard (shard 0) owns the only mutable copy and persists it; every
 //! shard holds a read-only `Arc<Metadata>` replaced by versioned broadcasts, so lookups on the data
 //! path take no lock.
 //!
@@ -29,6 +29,11 @@ pub struct Metadata {
     pub topics: imbl::OrdMap<String, TopicMeta>,
     /// The next producer id InitProducerId hands out; persisted before it is used.
     pub next_producer_id: i64,
+    /// Group configs as set (Kafka names, e.g. `share.record.lock.duration.ms`), by group id; a
+    /// group may have configs before it exists (as in Kafka). Validated by `shares::group_configs`
+    /// before the controller stores them.
+    #[serde(default, skip_serializing_if = "imbl::OrdMap::is_empty")]
+    pub group_configs: imbl::OrdMap<String, BTreeMap<String, String>>,
     /// Exchanges and bindings: an immutable snapshot published by the controller's
     /// `routing::controller::RoutingController`, broadcast with the metadata. Persisted by the
     /// routing store (`<data-dir>/routing/`), not in this file.

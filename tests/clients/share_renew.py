@@ -8,7 +8,8 @@ with ShareAcknowledge, once with a renew-only ShareFetch) across more than one l
 member b fetches nothing; a stops renewing and b gets them with delivery count 2; a's late renew,
 a Renew in a version 1 request and a renew-only fetch with fetch limits are refused as Kafka
 refuses them; b renews then accepts, and the records are settled once: accepting again is
-INVALID_RECORD_STATE and nothing comes back after another lock duration.
+INVALID_RECORD_STATE and nothing comes back after another lock duration. A group whose
+`share.renew.acknowledge.enable` is false cannot renew (INVALID_RECORD_STATE).
 
 With --amqp-port, also on an AMQP queue's log (a share group takes records from the queue's own
 state, which keeps no lock: a member holds them until its session ends): Renew succeeds for the
@@ -321,6 +322,7 @@ def main():
     time.sleep(1.1 * lock)
     again = a.fetch(wait_ms=200)[3] + b.fetch(wait_ms=200)[3]
     check(again == [], "settled records are not delivered again", got=again)
+    renew_disabled(admin, tid)
     queue = on_a_queue(admin, lock) if args.amqp_port else None
     done(
         held_for_locks=round(held_for / lock, 1),
@@ -328,6 +330,25 @@ def main():
         queue=queue,
         seconds=round(time.monotonic() - started, 1),
     )
+
+
+def renew_disabled(admin, tid):
+    """A group whose `share.renew.acknowledge.enable` is false (Kafka 4.3's group config, set
+    with the AdminClient) gets INVALID_RECORD_STATE for a Renew; its Accept still settles."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+    group = "renew-off"
+    entry = ConfigEntry("share.renew.acknowledge.enable", "false",
+                        incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource(ResourceType.GROUP, group, incremental_configs=[entry])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+    c = Member(args.bootstrap, "member-c", args.topic, tid, group=group)
+    error, _, _, acquired = c.fetch(wait_ms=5000)
+    check(error == NONE and acquired == [(0, 2, 1)], "c acquires the three", got=(error, acquired))
+    code = c.acknowledge([(0, 2, [RENEW])], renew=True)[2]
+    check(code == INVALID_RECORD_STATE, "renewing with renew disabled", got=code)
+    check(c.acknowledge([(0, 2, [ACCEPT])])[2] == NONE, "c accepts")
 
 
 def on_a_queue(admin, lock):

@@ -560,7 +560,8 @@ fn confluent_admin_lists_groups_beside_a_share_group() -> Result<()> {
 /// the requests byte by byte from Kafka 4.2's message definitions. With 2 s locks, a member
 /// renews its records twice, holding them past two lock durations while another member gets
 /// nothing; then the other gets them with delivery count 2; refused renewals answer Kafka's
-/// errors; Renew then Accept settles each record once. Then on an AMQP queue's log, where the
+/// errors; Renew then Accept settles each record once; a group with the group config
+/// `share.renew.acknowledge.enable=false` cannot renew. Then on an AMQP queue's log, where the
 /// queue's state keeps no lock: Renew checks the holder, and an accept settles for AMQP too.
 #[test]
 fn renew_acknowledgements_extend_locks() -> Result<()> {

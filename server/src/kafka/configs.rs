@@ -1,6 +1,8 @@
-//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics (resource type 2), with
-//! Kafka's config names; broker resources (type 4) can be described, not altered at run time.
-//! Changes go through the controller and reach the owning shards' logs with the next metadata.
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics (resource type 2) and
+//! groups (type 32: share groups' `share.*` configs, `shares::group_configs`), with Kafka's config
+//! names; broker resources (type 4) can be described, not altered at run time. Changes go through
+//! the controller and reach every shard (the logs' and share partitions' owners) with the next
+//! metadata, before the answer.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -19,15 +21,20 @@ use super::admin_topics::controller_call;
 use super::error_codes as code;
 use crate::config::{BrokerConfig, TOPIC_CONFIG_NAMES};
 use crate::routing::config::ConfigOperation;
-use crate::shard::mesh::{ConfigChange, ControlJob};
+use crate::shard::mesh::{ConfigChange, ControlJob, GroupConfigChange};
 use crate::shard::Shard;
+use crate::shares::group_configs::{self, Kind};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_GROUP: i8 = 32;
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
+const SOURCE_GROUP: i8 = 8;
+const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
+const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
 
 fn text(value: &str) -> StrBytes {
@@ -76,6 +83,44 @@ fn topic_entries(
         }
     }
     entries
+}
+
+/// A group's configs as Kafka's DescribeConfigs lists them: every group config Weir takes, the
+/// group's value (source 8, GROUP_CONFIG) or else the broker's (4 when set on the broker, else 5);
+/// any group, known or not.
+fn group_entries(
+    shard: &Shard,
+    version: i16,
+    configs: Option<&BTreeMap<String, String>>,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Vec<DescribeConfigsResourceResult> {
+    let mut entries = Vec::new();
+    for name in group_configs::NAMES.into_iter().filter(|n| wanted(n)) {
+        let (value, source) = match configs.and_then(|c| c.get(name)) {
+            Some(value) => (value.clone(), SOURCE_GROUP),
+            None => match group_configs::broker_value(&shard.config.shares, name) {
+                Some((value, true)) => (value, SOURCE_STATIC_BROKER),
+                Some((value, false)) => (value, SOURCE_DEFAULT),
+                None => continue,
+            },
+        };
+        let mut out = entry(version, name, &value, source);
+        if version >= 3 {
+            out.config_type = match group_configs::kind(name) {
+                Some(Kind::Boolean) => TYPE_BOOLEAN,
+                Some(Kind::Int) => TYPE_INT,
+                _ => TYPE_STRING,
+            };
+        }
+        entries.push(out);
+    }
+    entries
+}
+
+/// Kafka's answer for a group resource without a name.
+fn refuse_empty_group(result: &mut DescribeConfigsResult) {
+    result.error_code = code::INVALID_REQUEST;
+    result.error_message = Some(text("Group name must not be empty"));
 }
 
 /// The broker configs DescribeConfigs lists for a broker resource.
@@ -165,9 +210,17 @@ pub async fn describe(
                         .push(entry(version, name, value, SOURCE_STATIC_BROKER));
                 }
             }
+            RESOURCE_GROUP => {
+                let group = resource.resource_name.as_str();
+                match metadata.group_configs.get(group) {
+                    _ if group.is_empty() => refuse_empty_group(&mut result),
+                    configs => result.configs = group_entries(shard, version, configs, &wanted),
+                }
+            }
             _ => {
                 result.error_code = code::INVALID_REQUEST;
-                result.error_message = Some(text("only topic (2) and broker (4) resources"));
+                result.error_message =
+                    Some(text("only topic (2), broker (4) and group (32) resources"));
             }
         }
         result.resource_name = resource.resource_name;
@@ -176,7 +229,8 @@ pub async fn describe(
     response
 }
 
-/// Applies topic config changes through the controller; other resource types get an error.
+/// Applies topic and group config changes through the controller; other resource types get an
+/// error.
 async fn apply(
     shard: &Shard,
     resources: Vec<(i8, String, Result<ConfigChange, String>)>,
@@ -184,19 +238,54 @@ async fn apply(
 ) -> Vec<(i8, String, i16, Option<String>)> {
     let mut answers: Vec<(i8, String, i16, Option<String>)> = Vec::new();
     let mut changes = Vec::new();
+    let mut group_changes = Vec::new();
     for (kind, name, change) in resources {
         match (kind, change) {
             (RESOURCE_TOPIC, Ok(change)) => changes.push(change),
-            (RESOURCE_TOPIC, Err(message)) => {
+            (RESOURCE_TOPIC | RESOURCE_GROUP, Err(message)) => {
                 answers.push((kind, name, code::INVALID_CONFIG, Some(message)))
             }
+            (RESOURCE_GROUP, Ok(_)) if name.is_empty() => answers.push((
+                kind,
+                name,
+                code::INVALID_REQUEST,
+                Some("Group name must not be empty".into()),
+            )),
+            (RESOURCE_GROUP, Ok(change)) => match change.routing.first() {
+                // `weir.*` names declare routing on topics; no group has them.
+                Some((config, _)) => answers.push((
+                    kind,
+                    name,
+                    code::INVALID_CONFIG,
+                    Some(format!("Unknown group config name: {config}")),
+                )),
+                None => group_changes.push(GroupConfigChange {
+                    group: change.topic,
+                    replace_all: change.replace_all,
+                    edits: change.edits,
+                }),
+            },
             _ => answers.push((
                 kind,
                 name,
                 code::INVALID_REQUEST,
-                Some("only topic configs can be altered".into()),
+                Some("only topic (2) and group (32) configs can be altered".into()),
             )),
         }
+    }
+    if !group_changes.is_empty() {
+        let names: Vec<String> = group_changes.iter().map(|c| c.group.clone()).collect();
+        let results = controller_call(shard, &names, |reply| ControlJob::AlterGroupConfigs {
+            changes: group_changes,
+            validate_only,
+            reply,
+        })
+        .await;
+        answers.extend(
+            results
+                .into_iter()
+                .map(|(name, error, message)| (RESOURCE_GROUP, name, error, message)),
+        );
     }
     if !changes.is_empty() {
         let names: Vec<String> = changes.iter().map(|c| c.topic.clone()).collect();

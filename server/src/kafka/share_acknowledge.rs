@@ -98,6 +98,9 @@ pub fn settle_acks(
     version: i16,
 ) -> BTreeMap<(String, i32), i16> {
     let mut codes = BTreeMap::new();
+    // Kafka 4.3's `share.renew.acknowledge.enable` (default true): a group that turned it off
+    // gets INVALID_RECORD_STATE for a Renew, as Kafka answers it.
+    let renew_enabled = crate::shares::group_configs::renew_enabled(shard, group);
     for ((topic, partition), batches) in acks {
         let id = SharePartitionId {
             group: group.to_string(),
@@ -109,6 +112,10 @@ pub fn settle_acks(
             let renews = types.contains(&RENEW_TYPE);
             if renews && version < RENEW_VERSION {
                 refused.get_or_insert(AckError::InvalidRequest);
+                continue;
+            }
+            if renews && !renew_enabled {
+                refused.get_or_insert(AckError::InvalidRecordState);
                 continue;
             }
             if let Err(error) = partitions::acknowledge(shard, &id, member, *range, types) {

@@ -66,33 +66,36 @@ struct Fetched {
 const BATCH_OPTIMIZED: i8 = 0;
 const RECORD_LIMIT: i8 = 1;
 
+/// A known acquire mode, and a renewing request (version 2+ only: the codec refuses the flag
+/// below) that fetches nothing and says so with zero limits (KIP-1222).
+fn well_formed(request: &ShareFetchRequest) -> bool {
+    let limits_zero = request.max_wait_ms == 0
+        && request.min_bytes == 0
+        && request.max_bytes == 0
+        && request.max_records == 0;
+    [BATCH_OPTIMIZED, RECORD_LIMIT].contains(&request.share_acquire_mode)
+        && (!request.is_renew_ack || limits_zero)
+}
+
 pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     request: ShareFetchRequest,
 ) -> ShareFetchResponse {
     let mut response = ShareFetchResponse::default();
-    let lock = shard.config.shares.limits.lock_duration;
-    response.acquisition_lock_timeout_ms = lock.map_or(-1, |d| d.as_millis() as i32);
     let (group, member) = match (&request.group_id, &request.member_id) {
         (Some(group), Some(member)) if !member.is_empty() => {
             (group.0.to_string(), member.to_string())
         }
         _ => return refused(response, code::INVALID_REQUEST),
     };
-    if ![BATCH_OPTIMIZED, RECORD_LIMIT].contains(&request.share_acquire_mode) {
+    // The group's own `share.record.lock.duration.ms` where it has one.
+    let lock = crate::shares::group_configs::of(shard, &group).lock_duration;
+    response.acquisition_lock_timeout_ms = lock.as_millis() as i32;
+    if !well_formed(&request) {
         return refused(response, code::INVALID_REQUEST);
     }
-    // A renewing request (version 2+ only: the codec refuses the flag below) fetches nothing,
-    // and says so with zero limits.
     let renewing = request.is_renew_ack;
-    let limits_zero = request.max_wait_ms == 0
-        && request.min_bytes == 0
-        && request.max_bytes == 0
-        && request.max_records == 0;
-    if renewing && !limits_zero {
-        return refused(response, code::INVALID_REQUEST);
-    }
     let ids = TopicIds::new(&shard.metadata());
     let mut added = Vec::new();
     let mut acks = Vec::new();

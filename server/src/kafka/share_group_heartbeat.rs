@@ -16,7 +16,6 @@ use super::error_codes as code;
 use crate::groups::owner_shard;
 use crate::shard::Shard;
 use crate::shares::members::{self, ClientInfo, Heartbeat};
-use crate::shares::HEARTBEAT_INTERVAL;
 
 /// Decodes the request and notes who sent it (ShareGroupDescribe shows it).
 pub fn dispatch(
@@ -49,8 +48,10 @@ fn handle(
     client: ClientInfo,
 ) -> ShareGroupHeartbeatResponse {
     let mut response = ShareGroupHeartbeatResponse::default();
-    response.heartbeat_interval_ms = HEARTBEAT_INTERVAL.as_millis() as i32;
     let group = request.group_id.0.to_string();
+    // The group's own `share.heartbeat.interval.ms` where it has one.
+    let interval = crate::shares::group_configs::of(shard, &group).heartbeat_interval;
+    response.heartbeat_interval_ms = interval.as_millis() as i32;
     if group.is_empty() {
         return refused(response, code::INVALID_GROUP_ID, "GroupId can't be empty.");
     }

@@ -32,6 +32,10 @@ struct Line {
     next_producer_id: i64,
     /// Topics created or altered (`Some`) and deleted (`None`) by this change.
     topics: BTreeMap<String, Option<TopicMeta>>,
+    /// Groups whose configs this change set (`Some`, the whole set) or removed (`None`). Absent
+    /// from lines that change none (and from every line written before group configs existed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    groups: BTreeMap<String, Option<BTreeMap<String, String>>>,
 }
 
 /// The controller's writer of metadata changes (shard 0 only; blocking std I/O, admin path).
@@ -68,6 +72,7 @@ impl Journal {
             version: metadata.version,
             next_producer_id: metadata.next_producer_id,
             topics: changed_topics(&self.persisted, metadata),
+            groups: changed_groups(&self.persisted, metadata),
         };
         let mut bytes = serde_json::to_vec(&line).map_err(io::Error::other)?;
         bytes.push(b'\n');
@@ -110,6 +115,30 @@ fn changed_topics(old: &Metadata, new: &Metadata) -> BTreeMap<String, Option<Top
         }
     }
     topics
+}
+
+/// The groups whose configs differ between `old` and `new`.
+fn changed_groups(
+    old: &Metadata,
+    new: &Metadata,
+) -> BTreeMap<String, Option<BTreeMap<String, String>>> {
+    use imbl::ordmap::DiffItem;
+    let mut groups = BTreeMap::new();
+    for item in old.group_configs.diff(&new.group_configs) {
+        match item {
+            DiffItem::Add(name, configs)
+            | DiffItem::Update {
+                new: (name, configs),
+                ..
+            } => {
+                groups.insert(name.clone(), Some(configs.clone()));
+            }
+            DiffItem::Remove(name, _) => {
+                groups.insert(name.clone(), None);
+            }
+        }
+    }
+    groups
 }
 
 /// Applies the journal in `dir` (if any) to `metadata`, its snapshot. A torn last line is cut
@@ -180,6 +209,12 @@ fn apply(metadata: &mut Metadata, line: Line) {
             None => metadata.topics.remove(&name),
         };
     }
+    for (group, configs) in line.groups {
+        match configs {
+            Some(configs) => metadata.group_configs.insert(group, configs),
+            None => metadata.group_configs.remove(&group),
+        };
+    }
 }
 
 fn damaged(path: &Path, offset: usize) -> io::Error {
@@ -209,6 +244,8 @@ mod tests {
         Create(u8),
         Delete(u8),
         Alter(u8, u16),
+        /// A group's lock duration set (`Some`) or its configs deleted (`None`).
+        GroupConfig(u8, Option<u16>),
         ProducerId,
     }
 
@@ -217,6 +254,7 @@ mod tests {
             (0u8..20).prop_map(Op::Create),
             (0u8..20).prop_map(Op::Delete),
             (0u8..20, any::<u16>()).prop_map(|(t, v)| Op::Alter(t, v)),
+            (0u8..5, proptest::option::of(any::<u16>())).prop_map(|(g, v)| Op::GroupConfig(g, v)),
             Just(Op::ProducerId),
         ]
     }
@@ -239,6 +277,13 @@ mod tests {
                 }
                 None => false,
             },
+            Op::GroupConfig(g, Some(v)) => {
+                let configs =
+                    BTreeMap::from([("share.record.lock.duration.ms".to_string(), v.to_string())]);
+                metadata.group_configs.insert(format!("g{g}"), configs);
+                true
+            }
+            Op::GroupConfig(g, None) => metadata.group_configs.remove(&format!("g{g}")).is_some(),
             // As the controller: a producer id is persisted without a new version.
             Op::ProducerId => {
                 metadata.next_producer_id += 1;
@@ -255,6 +300,7 @@ mod tests {
     fn same(left: &Metadata, right: &Metadata) -> bool {
         left.version == right.version
             && left.next_producer_id == right.next_producer_id
+            && left.group_configs == right.group_configs
             && left.topics.len() == right.topics.len()
             && left.topics.iter().all(|(name, meta)| {
                 right.topics.get(name).is_some_and(|other| {

@@ -84,7 +84,8 @@ const _: () = assert!(DELIVERED_MARK_AHEAD >= 2);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConsumerId(pub u64);
 
-/// Per-queue limits, fixed when the queue is opened.
+/// Per-queue limits, set when the queue is opened; a share group's lock duration and delivery
+/// limit can change later (`QueueState::set_limits`, its group configs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueLimits {
     /// Records acquired at once, at most `ACQUIRED_RECORDS_MAX`.
@@ -302,6 +303,17 @@ impl QueueState {
 
     pub fn limits(&self) -> QueueLimits {
         self.limits
+    }
+
+    /// New limits from now on: a lock duration applies to the records acquired after it (a
+    /// record acquired before keeps its deadline), a delivery limit to the records returned
+    /// after it. `acquired_max` stays what it was (records acquired past a lower cap could not
+    /// be given back without a release).
+    pub fn set_limits(&mut self, limits: QueueLimits) {
+        self.limits = QueueLimits {
+            acquired_max: self.limits.acquired_max,
+            ..limits
+        };
     }
 
     /// Every offset below the floor is finished: the caller may delete whole log segments below
@@ -905,6 +917,31 @@ mod tests {
     fn counts(state: &QueueState) -> (u64, u64, u64) {
         let counts = state.counts();
         (counts.ready, counts.acquired, counts.total)
+    }
+
+    /// A share group's lock duration changed by its group configs: records acquired before keep
+    /// their deadline, records acquired after get the new one; the cap stays.
+    #[test]
+    fn new_limits_apply_to_what_is_acquired_after_them() {
+        let now = Instant::now();
+        let mut state = queue(QueueLimits::SHARE_GROUP, 4);
+        assert_eq!(offsets(&state.acquire(A, 1, now)), [0]);
+        state.set_limits(QueueLimits {
+            lock_duration: Some(Duration::from_secs(1)),
+            acquired_max: 1,
+            ..QueueLimits::SHARE_GROUP
+        });
+        assert_eq!(
+            state.limits().acquired_max,
+            QueueLimits::SHARE_GROUP.acquired_max
+        );
+        assert_eq!(offsets(&state.acquire(B, 1, now)), [1]);
+        let returned = state.expire(now + Duration::from_secs(2));
+        let back: Vec<i64> = returned.iter().map(|r| r.offset.get()).collect();
+        assert_eq!(back, [1], "only the record acquired under the 1 s lock");
+        let later = state.expire(now + QueueLimits::SHARE_GROUP.lock_duration.unwrap());
+        assert_eq!(later.len(), 1, "the first keeps its 30 s lock");
+        state.assert_invariants();
     }
 
     #[test]

@@ -16,7 +16,9 @@ use crate::routing::broker::{self as routing_glue, CreateRouting, Refusal};
 use crate::routing::controller::RoutingController;
 use crate::routing::exchange::RoutingErrorKind;
 
-use super::mesh::{reply_channel, ConfigChange, ControlJob, ItemResults, Job, NewTopic};
+use super::mesh::{
+    reply_channel, ConfigChange, ControlJob, GroupConfigChange, ItemResults, Job, NewTopic,
+};
 use super::Shard;
 
 /// Why the controller refused one item of a change; the message says why to the client.
@@ -74,13 +76,7 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
     // single writer from here on, and `commit` broadcasts its snapshot with the metadata.
     let mut routing =
         RoutingController::from_snapshot(&shard.config.data_dir, initial.routing.clone());
-    let mut journal = match Journal::open(&shard.config.data_dir, &initial) {
-        Ok(journal) => Some(journal),
-        Err(error) => {
-            tracing::error!(%error, "opening the metadata journal failed; changes are refused");
-            None
-        }
-    };
+    let mut journal = open_journal(&shard, &initial);
     let mut metadata = initial;
     while let Ok(job) = jobs.recv_async().await {
         let (results, validate_only, reply) = match job {
@@ -114,6 +110,14 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
                 let results = alter_configs(&mut metadata, &mut routing, changes, validate_only);
                 (results, validate_only, reply)
             }
+            ControlJob::AlterGroupConfigs {
+                changes,
+                validate_only,
+                reply,
+            } => {
+                let results = alter_group_configs(&shard, &mut metadata, changes, validate_only);
+                (results, validate_only, reply)
+            }
             ControlJob::Routing { changes, reply } => {
                 let result =
                     routing_glue::apply(&mut routing, &changes, false).map_err(TopicError::from);
@@ -137,6 +141,17 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
         let changed = !validate_only && succeeded(&results);
         commit(&shard, &mut journal, &mut metadata, &routing, changed).await;
         let _ = reply.send_async(results).await;
+    }
+}
+
+/// The metadata journal over `initial`; `None` (every change refused) when it cannot be opened.
+fn open_journal(shard: &Shard, initial: &Metadata) -> Option<Journal> {
+    match Journal::open(&shard.config.data_dir, initial) {
+        Ok(journal) => Some(journal),
+        Err(error) => {
+            tracing::error!(%error, "opening the metadata journal failed; changes are refused");
+            None
+        }
     }
 }
 
@@ -410,6 +425,35 @@ fn alter_config(
         }
     }
     Ok(())
+}
+
+/// Group configs: each group's whole set after the change is validated (as Kafka validates the
+/// merged set), then stored; a group left with none has no entry. A group need not exist.
+fn alter_group_configs(
+    shard: &Shard,
+    metadata: &mut Metadata,
+    changes: Vec<GroupConfigChange>,
+    validate_only: bool,
+) -> ItemResults {
+    use crate::shares::group_configs;
+    changes
+        .into_iter()
+        .map(|change| {
+            let current = metadata.group_configs.get(&change.group);
+            let configs = group_configs::edited(current, change.replace_all, &change.edits);
+            let result = group_configs::validate(&shard.config.shares, &configs)
+                .map_err(TopicError::InvalidConfig);
+            if result.is_ok() && !validate_only {
+                tracing::info!(group = %change.group, ?configs, "group configs");
+                if configs.is_empty() {
+                    metadata.group_configs.remove(&change.group);
+                } else {
+                    metadata.group_configs.insert(change.group.clone(), configs);
+                }
+            }
+            (change.group, result)
+        })
+        .collect()
 }
 
 #[cfg(test)]

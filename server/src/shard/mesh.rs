@@ -110,6 +110,15 @@ pub struct ConfigChange {
     pub routing: Vec<(String, crate::routing::config::ConfigOperation)>,
 }
 
+/// One group's config change: IncrementalAlterConfigs / AlterConfigs on resource type GROUP.
+pub struct GroupConfigChange {
+    pub group: String,
+    /// AlterConfigs replaces the whole set; IncrementalAlterConfigs edits it.
+    pub replace_all: bool,
+    /// (name, Some(value) = set, None = delete)
+    pub edits: Vec<(String, Option<String>)>,
+}
+
 /// Per-item result of a controller change: (name, outcome).
 pub type ItemResults = Vec<(String, Result<(), TopicError>)>;
 
@@ -131,6 +140,12 @@ pub enum ControlJob {
     },
     AlterConfigs {
         changes: Vec<ConfigChange>,
+        validate_only: bool,
+        reply: Reply<ItemResults>,
+    },
+    /// Group configs (`shares::group_configs`), validated and stored in the metadata.
+    AlterGroupConfigs {
+        changes: Vec<GroupConfigChange>,
         validate_only: bool,
         reply: Reply<ItemResults>,
     },

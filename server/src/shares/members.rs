@@ -1,6 +1,7 @@
 //! A share group's membership on its coordinator shard (KIP-932's ShareGroupHeartbeat in domain
 //! terms). A member joins with epoch 0 and the topics it subscribes to, heartbeats with the
-//! epoch it was given, leaves with -1, and is dropped after `SESSION_TIMEOUT` of silence.
+//! epoch it was given, leaves with -1, and is dropped after its group's session timeout of silence
+//! (`share.session.timeout.ms` where the group has it, else the broker's, 45 s by default).
 //!
 //! Assignment: every member gets every partition of the topics it subscribes to that exist.
 //! Share groups need no exclusive assignment (records, not partitions, are the unit of work),
@@ -24,8 +25,6 @@ use std::time::{Duration, Instant};
 use crate::metadata::Metadata;
 use crate::shard::mesh::Job;
 use crate::shard::{Shard, ShardId};
-
-use super::SESSION_TIMEOUT;
 
 /// One heartbeat, as the coordinator takes it.
 pub struct Heartbeat {
@@ -245,13 +244,15 @@ fn assign(metadata: &Metadata, subscribed: &[String]) -> Vec<(String, i32)> {
         .collect()
 }
 
-/// Drops the members silent for longer than the session timeout; answers (group, member).
-fn sweep(now: Instant) -> Vec<(String, String)> {
+/// Drops the members silent for longer than their group's session timeout; answers (group,
+/// member).
+fn sweep(now: Instant, session_timeout: impl Fn(&str) -> Duration) -> Vec<(String, String)> {
     GROUPS.with(|groups| {
         let mut gone = Vec::new();
         for (name, group) in groups.borrow_mut().iter_mut() {
+            let timeout = session_timeout(name);
             group.members.retain(|id, member| {
-                let alive = now.duration_since(member.last_seen) < SESSION_TIMEOUT;
+                let alive = now.duration_since(member.last_seen) < timeout;
                 if !alive {
                     gone.push((name.clone(), id.clone()));
                 }
@@ -286,7 +287,8 @@ pub fn spawn_sweeper(shard: Rc<Shard>) {
             if shard.shutdown.is_fired() {
                 return;
             }
-            for (group, member) in sweep(Instant::now()) {
+            let timeout = |group: &str| super::group_configs::of(&shard, group).session_timeout;
+            for (group, member) in sweep(Instant::now(), timeout) {
                 tracing::info!(group, member, "share group member timed out");
                 member_gone(&shard, &group, &member).await;
             }
@@ -348,6 +350,7 @@ pub fn has_members(group_id: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::SESSION_TIMEOUT;
     use super::*;
 
     fn beat(member: &str, epoch: i32, topics: Option<&[&str]>) -> Heartbeat {
@@ -385,6 +388,14 @@ mod tests {
         let room = heartbeat(&metadata, beat("one-too-many", 0, Some(&["t"])), now);
         assert!(room.is_ok(), "a member left: room for one");
         let later = now + SESSION_TIMEOUT + Duration::from_secs(1);
-        assert_eq!(sweep(later).len(), MEMBERS_MAX, "silent members time out");
+        assert!(
+            sweep(later, |_| 2 * SESSION_TIMEOUT).is_empty(),
+            "a longer timeout"
+        );
+        assert_eq!(
+            sweep(later, |_| SESSION_TIMEOUT).len(),
+            MEMBERS_MAX,
+            "silent members time out"
+        );
     }
 }

@@ -15,6 +15,8 @@
 //!   (KIP-1191).
 //! - `offsets.rs`: the share-group offset admin APIs (start offsets read, set, forgotten),
 //!   across the coordinator and the partitions' owner shards.
+//! - `group_configs.rs`: a group's own `share.*` configs (Kafka's group configs), over the
+//!   broker's settings, from the metadata every shard holds.
 //! - `sessions.rs`: share sessions (KIP-932's fetch sessions), per member, on each shard that
 //!   leads partitions the member fetches.
 //!
@@ -30,15 +32,16 @@ use crate::queues::ConsumerId;
 use crate::shard::Shard;
 
 pub mod dead_letter;
+pub mod group_configs;
 pub mod members;
 pub mod offsets;
 pub mod partitions;
 pub mod queues;
 pub mod sessions;
 
-/// KIP-932's `group.share.heartbeat.interval.ms` default.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
-/// KIP-932's `group.share.session.timeout.ms` default: a member silent this long is gone.
+/// KIP-932's `group.share.session.timeout.ms` default: a member silent this long is gone (the
+/// broker's is `SharesConfig::session_timeout_ms`, a group's own `share.session.timeout.ms`:
+/// `group_configs`).
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// Opens the shard's share state (its ack store) and starts the member sweep.

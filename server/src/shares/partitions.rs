@@ -7,8 +7,9 @@
 //! every record that was acquired but not settled (flagged with one more delivery).
 //!
 //! A share partition starts, the first time a member of its group fetches it, at the log's end
-//! (KIP-932's `share.auto.offset.reset` default, `latest`) or, with the broker-wide
-//! `--set share.auto.offset.reset=earliest`, at its start. Its state is keyed in the store by
+//! (KIP-932's `share.auto.offset.reset` default, `latest`) or, with the group's
+//! `share.auto.offset.reset=earliest` (or the broker's), at its start; the group's
+//! `share.record.lock.duration.ms` applies to what it acquires from then on (`group_configs`). Its state is keyed in the store by
 //! the topic's id, so a topic deleted and created again under the same name starts afresh.
 //! Records the log no longer holds (retention) are skipped without delivery. Locks that expired
 //! are returned whenever the partition is touched, before anything else happens to it.
@@ -160,21 +161,20 @@ fn with_state<R>(
     let store = store().ok_or(PartitionError::Closed)?;
     let result = PARTITIONS.with(|partitions| {
         let mut partitions = partitions.borrow_mut();
+        // The group's own configs where it has them (`group_configs`), else the broker's.
+        let limits = super::group_configs::limits(shard, &id.group);
         let entry = partitions.entry(id.clone()).or_insert_with(|| {
-            let start = if shard.config.shares.from_earliest {
+            let start = if super::group_configs::of(shard, &id.group).from_earliest {
                 log_start
             } else {
                 end
             };
-            open_partition(
-                &store,
-                id,
-                &topic_id,
-                (start, end),
-                shard.config.shares.limits,
-            )
+            open_partition(&store, id, &topic_id, (start, end), limits)
         });
         let state = &mut entry.state;
+        if state.limits() != limits {
+            state.set_limits(limits);
+        }
         if end > state.next_offset() {
             state.on_appended(end);
         }
@@ -451,7 +451,7 @@ pub fn start_at(shard: &Shard, id: &SharePartitionId, start: i64) -> Result<(), 
     let store = store().ok_or(PartitionError::Closed)?;
     let key = share_key(&topic_id, id);
     let start = Offset::new(start.max(log_start));
-    let limits = shard.config.shares.limits;
+    let limits = super::group_configs::limits(shard, &id.group);
     let mut state = QueueState::new(start, Offset::new(end), limits, Durability::Durable);
     // The forget and the new state's floor reach the store in this order.
     store.forget(&key).map_err(|_| PartitionError::Storage)?;
