@@ -73,8 +73,10 @@ impl SpawnedServer {
             }
             None => {}
         }
-        // The same for the metrics endpoint (default 127.0.0.1:9644) of a weir that has one.
-        if has_flag(weir_bin, "--metrics-listen") {
+        // The same for the metrics endpoint (default 127.0.0.1:9644) of a weir that has one,
+        // unless a setting asks for it (`--server-set metrics-listen=HOST:PORT`).
+        let metrics_asked = settings.iter().any(|s| s.starts_with("metrics-listen="));
+        if !metrics_asked && has_flag(weir_bin, "--metrics-listen") {
             args.extend(["--metrics-listen", "none"].map(String::from));
         }
         let listeners = std::iter::once(listen).chain(amqp_listen).map(String::from);
