@@ -9,6 +9,7 @@
 #   confluent-kafka==2.16.1 kafka-python==3.0.12  pip, in the venv tests/.venv
 #   pika==1.4.4 celery==5.7.0 (kombu, amqp 5.4.2) pip, in the venv tests/.venv
 #   pytest==8.0.0 pytest-rerunfailures==14.0      pip: what py-amqp's integration suite runs under
+#   prometheus-client==0.26.0                     pip: the real text-format parser of metrics.rs
 #   amqp==5.4.2 sdist                             pip download, unpacked in tests/.py-amqp/ for its
 #                                                 t/integration suite (the wheel does not ship t/)
 #   kafkajs@2.2.4 amqplib@2.3.1                   npm, in tests/node_modules (tests/package.json)
@@ -17,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PYTHON_PACKAGES=(confluent-kafka==2.16.1 kafka-python==3.0.12 pika==1.4.4 celery==5.7.0 kombu==5.7.0
-    amqp==5.4.2 vine==5.1.0 pytest==8.0.0 pytest-rerunfailures==14.0)
+    amqp==5.4.2 vine==5.1.0 pytest==8.0.0 pytest-rerunfailures==14.0 prometheus-client==0.26.0)
 KAFKAJS_VERSION=2.2.4
 AMQPLIB_VERSION=2.3.1
 PY_AMQP_VERSION=5.4.2

@@ -73,6 +73,12 @@ impl SpawnedServer {
             }
             None => {}
         }
+        // The same for the metrics endpoint (default 127.0.0.1:9644) of a weir that has one,
+        // unless a setting asks for it (`--server-set metrics-listen=HOST:PORT`).
+        let metrics_asked = settings.iter().any(|s| s.starts_with("metrics-listen="));
+        if !metrics_asked && has_flag(weir_bin, "--metrics-listen") {
+            args.extend(["--metrics-listen", "none"].map(String::from));
+        }
         let listeners = std::iter::once(listen).chain(amqp_listen).map(String::from);
         let mut server = SpawnedServer {
             child: launch(weir_bin, &args, &log_path, false)?,
@@ -168,11 +174,16 @@ fn launch(weir_bin: &Path, args: &[String], log_path: &Path, append: bool) -> Re
 
 /// Whether this weir has the `--amqp-listen` flag (builds from before AMQP do not).
 fn has_amqp_listener(weir_bin: &Path) -> bool {
+    has_flag(weir_bin, "--amqp-listen")
+}
+
+/// Whether this weir's `--help` names `flag` (older builds lack newer flags).
+fn has_flag(weir_bin: &Path, flag: &str) -> bool {
     Command::new(weir_bin)
         .arg("--help")
         .stdin(Stdio::null())
         .output()
-        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains("--amqp-listen"))
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains(flag))
 }
 
 /// weir binds its ports with SO_REUSEPORT, so a second broker on the same ports would silently

@@ -80,6 +80,7 @@ impl TestWeir {
                 &format!("127.0.0.1:{}", port + 10),
             ])
             .args(["--amqp-listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", "none"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -218,6 +218,7 @@ fn an_independent_client_reads_what_weir_bench_produced() {
         .arg("--data-dir")
         .arg(dir.path())
         .args(["--listen", &format!("127.0.0.1:{port}"), "--cpus", "0"])
+        .args(["--metrics-listen", "none"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

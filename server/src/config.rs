@@ -33,6 +33,8 @@ const SET_HELP: &str = "Broker and topic defaults with Kafka's names (repeatable
   weir.tail.cache.shard.bytes=N recent batches kept in memory per shard for consumers at the
                                 tail, shared out evenly over the shard's partitions, at least
                                 1 MiB each (default 256 MiB)
+  weir.metrics.objects.max=N    topics, partitions and queues /metrics names one by one, of each
+                                kind, the first N by name (default 1000; see docs/metrics.md)
   log.retention.check.interval.ms=N  how often each shard applies retention (default 300000);
                                 AMQP queues delete their consumed segments at this interval,
                                 at least every 10 s
@@ -70,6 +72,10 @@ pub struct Args {
     /// `none` disables AMQP.
     #[arg(long, value_name = "HOST:PORT")]
     pub amqp_listen: Option<String>,
+    /// Prometheus metrics address (HTTP, `GET /metrics`, served by shard 0), default
+    /// 127.0.0.1:9644; `none` disables it.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
     /// Host name put in Metadata responses (default: the --listen host).
     #[arg(long, value_name = "HOST")]
     pub advertised_host: Option<String>,
@@ -80,7 +86,8 @@ pub struct Args {
     /// CPUs to run shards on, one pinned glommio executor each: `0-3`, `0,2,5` (default: all).
     #[arg(long, value_name = "LIST")]
     pub cpus: Option<String>,
-    /// TOML file: `data-dir`, `listen`, `advertised-host`, `cpus`, and any `--set` name as a key
+    /// TOML file: `data-dir`, `listen`, `amqp-listen`, `metrics-listen`, `advertised-host`,
+    /// `cpus`, and any `--set` name as a key
     /// (dotted keys such as `num.partitions = 3` work as written). Flags override the file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -99,6 +106,8 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     /// The AMQP listener's address (every shard, SO_REUSEPORT); `None` = AMQP disabled.
     pub amqp_listen: Option<SocketAddr>,
+    /// The Prometheus endpoint's address (shard 0 only); `None` = no metrics endpoint.
+    pub metrics_listen: Option<SocketAddr>,
     pub advertised_host: String,
     pub cpus: Vec<usize>,
     pub advertise_bootstrap: bool,
@@ -116,6 +125,9 @@ pub struct BrokerConfig {
     pub tail_cache_shard_bytes: usize,
     /// How often each shard deletes segments past retention (`log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
+    /// Topics, partitions and queues the metrics name one by one, each kind (the first by
+    /// name); the rest count only in the totals (`weir.metrics.objects.max`).
+    pub metrics_objects_max: usize,
     /// How long a shard's queue ack store gathers acks before it writes and syncs them
     /// (`weir.queue.ack.flush.ms`, group commit).
     pub queue_ack_flush_ms: u64,
@@ -146,16 +158,16 @@ impl Default for MemoryWatermark {
     }
 }
 
-/// `--amqp-listen`: an address, or `none` (AMQP off).
-fn parse_amqp_listen(text: &str) -> anyhow::Result<Option<SocketAddr>> {
+/// `--amqp-listen` or `--metrics-listen` (`flag`): an address, or `none` (off).
+fn parse_optional_listen(flag: &str, text: &str) -> anyhow::Result<Option<SocketAddr>> {
     if text.eq_ignore_ascii_case("none") {
         return Ok(None);
     }
     let address = text
         .to_socket_addrs()
-        .with_context(|| format!("--amqp-listen {text}"))?
+        .with_context(|| format!("--{flag} {text}"))?
         .next()
-        .with_context(|| format!("--amqp-listen {text} resolves to no address"))?;
+        .with_context(|| format!("--{flag} {text} resolves to no address"))?;
     Ok(Some(address))
 }
 
@@ -211,6 +223,8 @@ impl BrokerConfig {
         let listen_text = take(args.listen, "listen").unwrap_or_else(|| "127.0.0.1:9092".into());
         let amqp_text =
             take(args.amqp_listen, "amqp-listen").unwrap_or_else(|| "127.0.0.1:5672".into());
+        let metrics_text =
+            take(args.metrics_listen, "metrics-listen").unwrap_or_else(|| "127.0.0.1:9644".into());
         let advertised = take(args.advertised_host, "advertised-host");
         let cpus_text = take(args.cpus, "cpus");
         let advertise_bootstrap = args.advertise_bootstrap
@@ -224,7 +238,8 @@ impl BrokerConfig {
             .with_context(|| format!("--listen {listen_text}"))?
             .next()
             .with_context(|| format!("--listen {listen_text} resolves to no address"))?;
-        let amqp_listen = parse_amqp_listen(&amqp_text)?;
+        let amqp_listen = parse_optional_listen("amqp-listen", &amqp_text)?;
+        let metrics_listen = parse_optional_listen("metrics-listen", &metrics_text)?;
         let advertised_host = match advertised {
             Some(host) => host,
             None => match listen_text.rsplit_once(':') {
@@ -255,6 +270,7 @@ impl BrokerConfig {
             data_dir: PathBuf::from(data_dir),
             listen,
             amqp_listen,
+            metrics_listen,
             advertised_host,
             cpus,
             advertise_bootstrap,
@@ -266,6 +282,7 @@ impl BrokerConfig {
             connection_buffer_bytes_max: 100 << 20,
             tail_cache_shard_bytes: TAIL_CACHE_SHARD_BYTES_DEFAULT,
             retention_check_interval_ms: 300_000,
+            metrics_objects_max: 1000,
             queue_ack_flush_ms: QUEUE_ACK_FLUSH_MS_DEFAULT,
             amqp_disk_free_limit_bytes: AMQP_DISK_FREE_LIMIT_BYTES_DEFAULT,
             amqp_memory_high_watermark: MemoryWatermark::default(),
@@ -307,6 +324,10 @@ impl BrokerConfig {
                     .ok()
                     .filter(|n| *n > 0)
                     .with_context(|| format!("{key}={value}: must be > 0"))?
+            }
+            "weir.metrics.objects.max" => {
+                self.metrics_objects_max = usize::try_from(number()?)
+                    .with_context(|| format!("{key}={value}: must be >= 0"))?
             }
             "weir.queue.ack.flush.ms" => {
                 self.queue_ack_flush_ms = u64::try_from(number()?)

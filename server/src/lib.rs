@@ -19,6 +19,7 @@ pub mod groups;
 pub mod integer_hash;
 pub mod kafka;
 pub mod metadata;
+pub mod metrics;
 pub mod open_files;
 pub mod partition;
 pub mod ports;
@@ -113,11 +114,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
             metadata: metadata.clone(),
             connections_total: connections_total.clone(),
             listeners: listeners(&config),
-            start_hooks: if config.amqp_listen.is_some() {
-                vec![amqp::start_hook as shard::listener::StartHook]
-            } else {
-                Vec::new()
-            },
+            start_hooks: start_hooks(&config),
             stop_hooks: if config.amqp_listen.is_some() {
                 vec![amqp::stop_hook as shard::listener::StopHook]
             } else {
@@ -183,6 +180,9 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     if let Some(amqp) = config.amqp_listen {
         tracing::info!("amqp listener on {amqp} (every shard)");
     }
+    if let Some(metrics) = config.metrics_listen {
+        tracing::info!("prometheus metrics on http://{metrics}/metrics (shard 0)");
+    }
 
     let mut signals = signals;
     std::thread::spawn(move || {
@@ -214,6 +214,26 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     tracing::info!("weir stopped");
     Ok(())
 }
+
+/// The start hooks: AMQP's (rebuilding queues) unless it is off, then the metrics endpoint's.
+fn start_hooks(config: &BrokerConfig) -> Vec<shard::listener::StartHook> {
+    let mut hooks: Vec<shard::listener::StartHook> = Vec::new();
+    if config.amqp_listen.is_some() {
+        hooks.push(amqp::start_hook);
+    }
+    if config.metrics_listen.is_some() {
+        hooks.push(|shard| Box::pin(async move { metrics::http::start(&shard, &METRICS) }));
+    }
+    hooks
+}
+
+/// What the protocols tell the metrics endpoint (the core's `metrics` names no protocol).
+static METRICS: metrics::Protocols = metrics::Protocols {
+    api_name: kafka::api_name,
+    error_name: |error| kafka::error_codes::name(kafka::error_codes::from_partition_error(error)),
+    queues: amqp::queue_owner::metrics,
+    resident_bytes: || amqp::alarm::memory::resident_bytes().ok(),
+};
 
 /// Every protocol's listeners, in binding order: Kafka's, then AMQP's unless disabled.
 fn listeners(config: &BrokerConfig) -> Vec<shard::listener::Listener> {

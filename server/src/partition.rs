@@ -184,9 +184,15 @@ pub fn append(
         first.get_or_insert(appended.base_offset);
         last = (appended.last_offset, appended.log_start_offset);
     }
+    let base_offset = first.unwrap_or(last.0);
+    crate::metrics::appended(
+        topic,
+        records.len(),
+        u64::try_from(last.0 - base_offset + 1).unwrap_or(0),
+    );
     Ok(Appended {
         log,
-        base_offset: first.unwrap_or(last.0),
+        base_offset,
         last_offset: last.0,
         log_start_offset: last.1,
     })
@@ -221,7 +227,9 @@ pub async fn read(
     max_bytes: usize,
 ) -> FetchOutcome<Chunk> {
     let Some(log) = shard.log(topic, partition) else {
-        return FetchOutcome::failed(missing(shard, topic, partition));
+        let error = missing(shard, topic, partition);
+        crate::metrics::partition_error(crate::metrics::Op::Fetch, error);
+        return FetchOutcome::failed(error);
     };
     let empty = |error, high_watermark, log_start_offset| FetchOutcome {
         error,
@@ -233,17 +241,20 @@ pub async fn read(
         return empty(None, offset, log.log_start_offset());
     }
     match log.read(offset, max_bytes).await {
-        Ok(read) => FetchOutcome {
-            error: None,
-            high_watermark: read.high_watermark,
-            log_start_offset: read.log_start_offset,
-            payload: read.chunks,
-        },
-        Err(error) => empty(
-            Some(PartitionError::from(error)),
-            log.high_watermark(),
-            log.log_start_offset(),
-        ),
+        Ok(read) => {
+            crate::metrics::read(topic, read.chunks.iter().map(Chunk::as_slice));
+            FetchOutcome {
+                error: None,
+                high_watermark: read.high_watermark,
+                log_start_offset: read.log_start_offset,
+                payload: read.chunks,
+            }
+        }
+        Err(error) => {
+            let error = PartitionError::from(error);
+            crate::metrics::partition_error(crate::metrics::Op::Fetch, error);
+            empty(Some(error), log.high_watermark(), log.log_start_offset())
+        }
     }
 }
 
@@ -331,6 +342,14 @@ impl PendingAppend {
 
     /// Waits for the append's answer; `durable` must be what `issue` was given.
     pub async fn finish(self, durable: bool) -> ProduceOutcome {
+        let outcome = self.outcome(durable).await;
+        if let Some(error) = outcome.error {
+            crate::metrics::partition_error(crate::metrics::Op::Produce, error);
+        }
+        outcome
+    }
+
+    async fn outcome(self, durable: bool) -> ProduceOutcome {
         match self {
             PendingAppend::Local(appended) => finish_append(appended, durable).await,
             PendingAppend::Remote(answer) => answer

@@ -29,6 +29,7 @@ fn addresses(config: &BrokerConfig) -> Vec<SocketAddr> {
     std::iter::once(config.listen)
         .chain((0..config.cpus.len()).map(|i| at(config.listen.port() + 1 + i as u16)))
         .chain(config.amqp_listen)
+        .chain(config.metrics_listen)
         .collect()
 }
 

@@ -28,7 +28,7 @@ import time
 
 VENV = os.path.join(tempfile.gettempdir(), "weir-tests-venv")
 KAFKA_PYTHON = "kafka-python==3.0.12"
-DEFAULT_WEIR_ARGS = "--listen 127.0.0.1:{port} --data-dir {data_dir} --cpus 0-1 --amqp-listen none"
+DEFAULT_WEIR_ARGS = "--listen 127.0.0.1:{port} --data-dir {data_dir} --cpus 0-1 --amqp-listen none --metrics-listen none"
 
 
 def ensure_kafka_python():

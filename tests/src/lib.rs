@@ -110,9 +110,9 @@ impl Broker {
             None => default_cpus()?,
         };
         let shards = count_cpus(&cpus)?;
-        // Bootstrap, one port per shard, and AMQP's.
+        // Bootstrap, one port per shard, AMQP's and the metrics endpoint's.
         ensure!(
-            shards + 2 <= PORT_STEP as usize,
+            shards + 3 <= PORT_STEP as usize,
             "{shards} shards need more than {PORT_STEP} ports"
         );
         let temp = tempfile::Builder::new()
@@ -120,7 +120,7 @@ impl Broker {
             .tempdir()
             .context("creating the broker's temp dir")?;
         let data_dir = options.data_dir.unwrap_or_else(|| temp.path().join("data"));
-        let port = free_port_range(shards + 2)?;
+        let port = free_port_range(shards + 3)?;
         let log_path = temp.path().join("broker.log");
         let mut broker = Broker {
             child: None,
@@ -159,6 +159,16 @@ impl Broker {
     /// `127.0.0.1:PORT` of the AMQP listener.
     pub fn amqp_addr(&self) -> String {
         format!("127.0.0.1:{}", self.amqp_port())
+    }
+
+    /// The metrics endpoint's port: after AMQP's.
+    pub fn metrics_port(&self) -> u16 {
+        self.port + 2 + self.shards as u16
+    }
+
+    /// `127.0.0.1:PORT` of the metrics endpoint (`GET /metrics`).
+    pub fn metrics_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.metrics_port())
     }
 
     /// The AMQP URL clients connect with: guest/guest on vhost `/`.
@@ -286,6 +296,8 @@ impl Broker {
             .arg(self.bootstrap())
             .arg("--amqp-listen")
             .arg(self.amqp_addr())
+            .arg("--metrics-listen")
+            .arg(self.metrics_addr())
             .arg("--cpus")
             .arg(&self.cpus);
         for (key, value) in &self.sets {

@@ -122,6 +122,8 @@ impl Broker {
                 "0-1",
                 "--amqp-listen",
                 "none",
+                "--metrics-listen",
+                "none",
             ])
             .args(["--set", "log.retention.check.interval.ms=200"])
             .env("RUST_LOG", "info")

@@ -55,6 +55,8 @@ impl Broker {
                 "0-1",
                 "--amqp-listen",
                 "none",
+                "--metrics-listen",
+                "none",
             ])
             .args(extra)
             .env("RUST_LOG", "info")
@@ -825,6 +827,8 @@ fn connection_limits_are_validated_at_start() {
                 "0",
                 "--amqp-listen",
                 "none",
+                "--metrics-listen",
+                "none",
             ])
             .args(args)
             .env_remove("RUST_BACKTRACE")
@@ -895,6 +899,8 @@ fn a_second_listener_on_the_port_stops_the_start() {
             "--cpus",
             "0-1",
             "--amqp-listen",
+            "none",
+            "--metrics-listen",
             "none",
         ])
         .env_remove("RUST_BACKTRACE")

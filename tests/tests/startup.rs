@@ -42,6 +42,8 @@ fn a_data_dir_that_is_a_file_is_named_as_such() {
         &format!("127.0.0.1:{port}"),
         "--cpus",
         "0",
+        "--metrics-listen",
+        "none",
     ]));
     assert!(
         stderr.contains(&format!(
@@ -66,6 +68,8 @@ fn a_port_held_by_another_program_names_that_program() {
         &format!("127.0.0.1:{port}"),
         "--cpus",
         "0",
+        "--metrics-listen",
+        "none",
     ]));
     let this_test = std::fs::read_to_string("/proc/self/comm").unwrap();
     assert!(
@@ -90,6 +94,8 @@ fn a_port_held_by_another_weir_broker_says_so() {
         &broker.bootstrap(),
         "--cpus",
         "0",
+        "--metrics-listen",
+        "none",
     ]));
     let held = format!(
         "port {} is in use: {} is held by another Weir broker (pid ",

@@ -120,6 +120,8 @@ pub struct Channel {
     pub tx: RefCell<Option<super::tx::Transaction>>,
     /// The channel's consumer of `amq.rabbitmq.reply-to` (`reply_to.rs`).
     pub reply_consumer: RefCell<Option<super::reply_to::ReplyConsumer>>,
+    /// Counts the channel in `rabbitmq_channels` while it lives.
+    _gauge: crate::metrics::ChannelGauge,
 }
 
 impl Channel {
@@ -139,6 +141,7 @@ impl Channel {
             last_queue: RefCell::new(String::new()),
             tx: RefCell::new(None),
             reply_consumer: RefCell::new(None),
+            _gauge: crate::metrics::ChannelGauge::new(),
         }
     }
 

@@ -99,6 +99,11 @@ pub struct GroupCoordinator {
 }
 
 impl GroupCoordinator {
+    /// How many classic groups this shard coordinates (the metrics).
+    pub fn group_count(&self) -> usize {
+        self.groups.borrow().len()
+    }
+
     /// Opens (or creates) this shard's group state under `groups_dir`: replays the shard's offset
     /// log and starts the sweeper. Must run on the shard's executor.
     pub async fn open(groups_dir: &Path, shard: usize) -> anyhow::Result<Rc<GroupCoordinator>> {

@@ -23,6 +23,7 @@ use glommio::net::TcpStream;
 use super::codec::{Piece, Response};
 use super::connection_budget::{Budget, Ticket};
 use super::dispatch::{dispatch, Peer, Pending};
+use crate::metrics::RequestStamp;
 use crate::shard::listener::{self, Listener};
 use crate::shard::Shard;
 
@@ -90,7 +91,7 @@ async fn serve(
         shard.config.connection_buffer_bytes_max,
     );
     // Unbounded as a channel, bounded by the budget: every entry holds a request's ticket.
-    let (queue, answers) = local_channel::new_unbounded::<(Pending, Ticket)>();
+    let (queue, answers) = local_channel::new_unbounded::<(Pending, Ticket, RequestStamp)>();
     let write_task = glommio::spawn_local({
         let budget = budget.clone();
         async move {
@@ -117,8 +118,9 @@ async fn serve(
                 client_host: &client_host,
                 bootstrap,
             };
+            let stamp = RequestStamp::start(&frame);
             let pending = dispatch(shard, frame, &peer).await?;
-            if queue.send((pending, ticket)).await.is_err() {
+            if queue.send((pending, ticket, stamp)).await.is_err() {
                 return Ok(()); // the writer stopped: the socket is gone
             }
         }
@@ -188,19 +190,22 @@ async fn read_frame<R: AsyncRead + Unpin>(
 }
 
 /// Answers in request order; each request's ticket (and its answer's) is given back once the
-/// answer is written.
+/// answer is written, and its latency (read to written) counted.
 async fn write_loop(
     mut writer: WriteHalf,
-    answers: local_channel::LocalReceiver<(Pending, Ticket)>,
+    answers: local_channel::LocalReceiver<(Pending, Ticket, RequestStamp)>,
     budget: &Rc<Budget>,
 ) -> Result<(), ConnectionError> {
     let mut staging = BytesMut::with_capacity(COALESCE_BYTES_MAX);
-    while let Some((pending, _request)) = answers.recv().await {
+    while let Some((pending, _request, stamp)) = answers.recv().await {
         let Some(response) = pending.await? else {
+            stamp.finish(0);
             continue;
         };
-        let _answer = budget.charge_answer(response.wire_bytes());
+        let bytes = response.wire_bytes();
+        let _answer = budget.charge_answer(bytes);
         write_response(&mut writer, &mut staging, response).await?;
+        stamp.finish(bytes);
     }
     Ok(())
 }

@@ -51,6 +51,21 @@ pub const INVALID_SHARE_SESSION_EPOCH: i16 = 123;
 pub const SHARE_SESSION_LIMIT_REACHED: i16 = 133;
 pub const NON_EMPTY_GROUP: i16 = 68;
 
+/// Kafka's name of a code the data path answers with (the metrics' `error` label).
+pub fn name(code: i16) -> &'static str {
+    match code {
+        UNKNOWN_TOPIC_OR_PARTITION => "UNKNOWN_TOPIC_OR_PARTITION",
+        NOT_LEADER_OR_FOLLOWER => "NOT_LEADER_OR_FOLLOWER",
+        CORRUPT_MESSAGE => "CORRUPT_MESSAGE",
+        MESSAGE_TOO_LARGE => "MESSAGE_TOO_LARGE",
+        OFFSET_OUT_OF_RANGE => "OFFSET_OUT_OF_RANGE",
+        OUT_OF_ORDER_SEQUENCE_NUMBER => "OUT_OF_ORDER_SEQUENCE_NUMBER",
+        INVALID_PRODUCER_EPOCH => "INVALID_PRODUCER_EPOCH",
+        KAFKA_STORAGE_ERROR => "KAFKA_STORAGE_ERROR",
+        _ => "UNKNOWN_SERVER_ERROR",
+    }
+}
+
 /// The Kafka error code for a partition operation's error (the only place that knows both
 /// vocabularies for the data path).
 pub fn from_partition_error(error: PartitionError) -> i16 {

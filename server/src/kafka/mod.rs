@@ -34,3 +34,34 @@ pub mod share_fetch;
 pub mod share_group_describe;
 pub mod share_group_heartbeat;
 pub mod sync_group;
+
+/// An API key's name as Redpanda names its request handlers, Kafka's name in snake case
+/// (`produce`, `api_versions`; `api_N` for a key kafka-protocol does not know). For the metrics.
+pub fn api_name(key: i16) -> String {
+    let Ok(api) = kafka_protocol::messages::ApiKey::try_from(key) else {
+        return format!("api_{key}");
+    };
+    let camel = format!("{api:?}");
+    let mut snake = String::with_capacity(camel.len() + 4);
+    for (index, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if index > 0 {
+                snake.push('_');
+            }
+            snake.push(c.to_ascii_lowercase());
+        } else {
+            snake.push(c);
+        }
+    }
+    snake
+}
+
+#[cfg(test)]
+mod api_name_tests {
+    #[test]
+    fn api_names_are_snake_case() {
+        assert_eq!(super::api_name(0), "produce");
+        assert_eq!(super::api_name(18), "api_versions");
+        assert_eq!(super::api_name(-3), "api_-3");
+    }
+}

@@ -44,6 +44,7 @@ pub struct Listener {
 pub async fn accept_loop(
     shard: Rc<Shard>,
     listener: TcpListener,
+    name: &'static str,
     serve: fn(Rc<Shard>, TcpStream) -> Connection,
 ) {
     loop {
@@ -64,11 +65,13 @@ pub async fn accept_loop(
                     continue;
                 }
                 let shard = shard.clone();
+                crate::metrics::connection_opened(name);
                 glommio::spawn_local(async move {
                     let peer = stream.peer_addr().ok();
                     if let Err(error) = serve(shard.clone(), stream).await {
                         tracing::info!(shard = %shard.id, ?peer, %error, "closing connection");
                     }
+                    crate::metrics::connection_closed(name);
                     release_connection(&shard);
                 })
                 .detach();

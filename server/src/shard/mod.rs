@@ -100,6 +100,18 @@ impl Shard {
         logs.get(topic)?.get(index)?.clone()
     }
 
+    /// Calls `visit(topic, partition, log)` for every open log of this shard (no await: the
+    /// logs cannot change meanwhile).
+    pub fn for_each_log(&self, mut visit: impl FnMut(&str, i32, &Log)) {
+        for (topic, partitions) in self.logs.borrow().iter() {
+            for (index, log) in partitions.iter().enumerate() {
+                if let Some(log) = log {
+                    visit(topic, index as i32, log);
+                }
+            }
+        }
+    }
+
     /// Broker id = shard id; broker port = bootstrap port + 1 + shard.
     pub fn broker_port(&self, shard: ShardId) -> u16 {
         self.config.listen.port() + 1 + shard.index() as u16
@@ -409,12 +421,12 @@ fn listen(shard: &Rc<Shard>, listeners: &[Listener]) -> anyhow::Result<Vec<glomm
         let socket = TcpListener::bind(address)
             .map_err(std::io::Error::from)
             .with_context(|| format!("binding {} {address}", listener.name))?;
-        bound.push((socket, listener.serve));
+        bound.push((socket, listener.name, listener.serve));
     }
     Ok(bound
         .into_iter()
-        .map(|(socket, serve)| {
-            glommio::spawn_local(listener::accept_loop(shard.clone(), socket, serve))
+        .map(|(socket, name, serve)| {
+            glommio::spawn_local(listener::accept_loop(shard.clone(), socket, name, serve))
         })
         .collect())
 }

@@ -149,6 +149,11 @@ thread_local! {
     static GROUPS: RefCell<HashMap<String, ShareGroup>> = RefCell::new(HashMap::new());
 }
 
+/// How many share groups this shard coordinates (the metrics).
+pub fn group_count() -> usize {
+    GROUPS.with(|groups| groups.borrow().len())
+}
+
 /// Serves one heartbeat on the group's coordinator shard. `Ok(None)` for a member that left.
 pub fn heartbeat(
     metadata: &Metadata,

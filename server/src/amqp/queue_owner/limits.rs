@@ -54,6 +54,7 @@ impl Queue {
         }
         self.may_expire |= message.expiration_ms.is_some();
         self.message_bytes += message.body.len() as u64;
+        self.published += 1;
         if let Some(ready) = &mut self.priorities {
             ready.insert(offset, &message);
         }

@@ -169,6 +169,11 @@ struct Queue {
     may_expire: bool,
     /// The last declare, consume, cancel or get: `x-expires` counts from here.
     last_used: Instant,
+    /// Messages taken in, handed to consumers (and basic.get), and acknowledged, for the
+    /// metrics (`rabbitmq_queue_messages_*_total`).
+    published: u64,
+    delivered: u64,
+    acked: u64,
 }
 
 pub mod credit;
@@ -345,6 +350,9 @@ fn install(
         expiry_armed: None,
         may_expire,
         last_used: Instant::now(),
+        published: 0,
+        delivered: 0,
+        acked: 0,
     };
     let queue = Rc::new(RefCell::new(queue));
     if let Some(log) = log {
@@ -507,6 +515,29 @@ pub(super) fn floors() -> Vec<(Arc<str>, bool, Offset)> {
     })
 }
 
+/// The metrics of this shard's queues (streams have no per-message state and are left out).
+pub fn metrics() -> Vec<crate::metrics::gather::QueueStats> {
+    QUEUES.with(|queues| {
+        queues
+            .borrow()
+            .values()
+            .map(|queue| {
+                let queue = queue.borrow();
+                let counts = queue.state.counts();
+                crate::metrics::gather::QueueStats {
+                    name: queue.name.to_string(),
+                    ready: counts.ready,
+                    unacked: counts.acquired,
+                    consumers: queue.consumers.len() as u64,
+                    published: queue.published,
+                    delivered: queue.delivered,
+                    acked: queue.acked,
+                }
+            })
+            .collect()
+    })
+}
+
 /// Whether this shard has the queue's runtime.
 pub fn exists(name: &str) -> bool {
     find(name).is_some() || stream::exists(name)
@@ -648,8 +679,13 @@ fn append(
     name: &str,
     message: &Message,
 ) -> Result<weir_engine::Appended, AmqpError> {
-    log.append(message.to_batch())
-        .map_err(|error| AmqpError::internal(format!("storing to queue '{name}': {error:?}")))
+    let batch = message.to_batch();
+    let bytes = batch.len();
+    let appended = log
+        .append(batch)
+        .map_err(|error| AmqpError::internal(format!("storing to queue '{name}': {error:?}")))?;
+    crate::metrics::appended(name, bytes, 1);
+    Ok(appended)
 }
 
 fn append_all(
@@ -657,8 +693,13 @@ fn append_all(
     name: &str,
     messages: &[Arc<Message>],
 ) -> Result<weir_engine::Appended, AmqpError> {
-    log.append(super::message::to_batch(messages))
-        .map_err(|error| AmqpError::internal(format!("storing to queue '{name}': {error:?}")))
+    let batch = super::message::to_batch(messages);
+    let bytes = batch.len();
+    let appended = log
+        .append(batch)
+        .map_err(|error| AmqpError::internal(format!("storing to queue '{name}': {error:?}")))?;
+    crate::metrics::appended(name, bytes, messages.len() as u64);
+    Ok(appended)
 }
 
 /// Acquires the message at `offset` for `owner` out of order (a delayed exchange takes its
@@ -791,6 +832,7 @@ fn get_in(queue: &mut Queue, owner: ConsumerId, no_ack: bool) -> Option<Got> {
         return None;
     };
     let message = as_delivered(queue, message, acquired.delivery_count);
+    queue.delivered += 1;
     if no_ack {
         let _ = queue.state.accept(owner, offset);
         queue.remove_message(offset);
@@ -880,6 +922,7 @@ fn settle_in(
 fn ack_all(queue: &mut Queue, owner: ConsumerId, offsets: &[i64]) -> Result<(), AmqpError> {
     let offsets: Vec<Offset> = offsets.iter().map(|&offset| Offset::new(offset)).collect();
     let (accepted, result) = queue.state.accept_all(owner, &offsets);
+    queue.acked += accepted as u64;
     for &offset in &offsets[..accepted] {
         queue.credit_back(offset, owner);
         queue.remove_message(offset);
@@ -1050,6 +1093,7 @@ fn dispatch_ready(queue_ref: &QueueRef, queue: &mut Queue) {
             queue.hold(offset, Some(tag.clone()));
         }
         queue.next_consumer = index + 1;
+        queue.delivered += 1;
         let sink = &queue.consumers[index].spec.sink;
         match sink.try_send(Outbound::Deliver(delivery)) {
             Ok(()) => {}
