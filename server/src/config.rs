@@ -158,6 +158,30 @@ impl Default for MemoryWatermark {
     }
 }
 
+/// `--cpus` (default: every CPU), checked against the broker ports `listen` leaves above it
+/// (one per shard).
+fn cpus_for(text: Option<String>, listen: SocketAddr) -> anyhow::Result<Vec<usize>> {
+    let cpus: Vec<usize> = match text {
+        Some(text) => parse_cpus(&text)?,
+        None => (0..std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1))
+            .collect(),
+    };
+    if cpus.is_empty() {
+        bail!("--cpus selects no CPU");
+    }
+    let shards = cpus.len();
+    if listen.port() as usize + shards >= u16::MAX as usize {
+        bail!(
+            "--listen port {} leaves no room for {} broker ports",
+            listen.port(),
+            shards
+        );
+    }
+    Ok(cpus)
+}
+
 /// `--amqp-listen` or `--metrics-listen` (`flag`): an address, or `none` (off).
 fn parse_optional_listen(flag: &str, text: &str) -> anyhow::Result<Option<SocketAddr>> {
     if text.eq_ignore_ascii_case("none") {
@@ -247,24 +271,7 @@ impl BrokerConfig {
                 _ => "127.0.0.1".to_string(),
             },
         };
-        let cpus = match cpus_text {
-            Some(text) => parse_cpus(&text)?,
-            None => (0..std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1))
-                .collect(),
-        };
-        if cpus.is_empty() {
-            bail!("--cpus selects no CPU");
-        }
-        let shards = cpus.len();
-        if listen.port() as usize + shards >= u16::MAX as usize {
-            bail!(
-                "--listen port {} leaves no room for {} broker ports",
-                listen.port(),
-                shards
-            );
-        }
+        let cpus = cpus_for(cpus_text, listen)?;
 
         let mut config = BrokerConfig {
             data_dir: PathBuf::from(data_dir),

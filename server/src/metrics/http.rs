@@ -81,6 +81,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, protocols: &'stati
 
 /// What a request head asks for.
 #[derive(Debug, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // HTTP's own names for the answers.
 enum Request {
     Metrics,
     NotFound,

@@ -292,6 +292,10 @@ impl Scrape {
                 .map(|(id, totals)| (shard(id), field(totals)));
             family(encoder, name, help, COUNTER, rows)?;
         }
+        self.encode_listeners(encoder)
+    }
+
+    fn encode_listeners(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
         let listener = |name: &str| label("listener", name.replace(' ', "_"));
         family(
             encoder,
@@ -515,6 +519,10 @@ impl Scrape {
                 .take(self.objects_max)
                 .map(|(topic, p)| (label("topic", topic.clone()), p.len() as u64)),
         )?;
+        self.encode_cluster(encoder)
+    }
+
+    fn encode_cluster(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
         family(
             encoder,
             "weir_cluster_topics",
