@@ -44,6 +44,9 @@ impl Broker {
                 "0-1",
                 "--amqp-listen",
                 "none",
+                // Tests run side by side: none may take the default metrics port.
+                "--metrics-listen",
+                "none",
             ])
             .args(extra)
             .env("RUST_LOG", "info")
