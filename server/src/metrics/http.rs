@@ -18,6 +18,7 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::Protocols;
+use crate::shard::listener::accept_or_shutdown;
 use crate::shard::Shard;
 
 /// The request line and headers may take this many bytes.
@@ -51,12 +52,7 @@ pub fn start(shard: &Rc<Shard>, protocols: &'static Protocols) -> anyhow::Result
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, protocols: &'static Protocols) {
     let open = Rc::new(Cell::new(0usize));
     loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shard.shutdown.wait().await;
-            None
-        })
-        .await;
-        match accepted {
+        match accept_or_shutdown(&shard, &listener).await {
             None => return,
             Some(Ok(stream)) => {
                 if open.get() >= CONNECTIONS_MAX {

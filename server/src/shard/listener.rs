@@ -40,6 +40,19 @@ pub struct Listener {
     pub serve: fn(Rc<Shard>, TcpStream) -> Connection,
 }
 
+/// The next accepted connection, or `None` once the shard shuts down: the step of every accept
+/// loop (the protocols' here, the metrics endpoint's).
+pub async fn accept_or_shutdown(
+    shard: &Shard,
+    listener: &TcpListener,
+) -> Option<glommio::Result<TcpStream, ()>> {
+    futures_lite::future::or(async { Some(listener.accept().await) }, async {
+        shard.shutdown.wait().await;
+        None
+    })
+    .await
+}
+
 /// Accepts connections until shutdown; each admitted one is served by its own task.
 pub async fn accept_loop(
     shard: Rc<Shard>,
@@ -48,12 +61,7 @@ pub async fn accept_loop(
     serve: fn(Rc<Shard>, TcpStream) -> Connection,
 ) {
     loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shard.shutdown.wait().await;
-            None
-        })
-        .await;
-        match accepted {
+        match accept_or_shutdown(&shard, &listener).await {
             None => return,
             Some(Ok(stream)) => {
                 if !admit_connection(&shard) {
