@@ -334,20 +334,27 @@ def main():
 
 def renew_disabled(admin, tid):
     """A group whose `share.renew.acknowledge.enable` is false (Kafka 4.3's group config, set
-    with the AdminClient) gets INVALID_RECORD_STATE for a Renew; its Accept still settles."""
+    with the AdminClient) gets INVALID_RECORD_STATE for a Renew; its Accept still settles. Its
+    own `share.record.lock.duration.ms` is the lock both ShareFetch and ShareAcknowledge name."""
     from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
-    group = "renew-off"
-    entry = ConfigEntry("share.renew.acknowledge.enable", "false",
-                        incremental_operation=AlterConfigOpType.SET)
-    resource = ConfigResource(ResourceType.GROUP, group, incremental_configs=[entry])
+    group, group_lock_ms = "renew-off", 20000
+    entries = [
+        ConfigEntry("share.renew.acknowledge.enable", "false",
+                    incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("share.record.lock.duration.ms", str(group_lock_ms),
+                    incremental_operation=AlterConfigOpType.SET),
+    ]
+    resource = ConfigResource(ResourceType.GROUP, group, incremental_configs=entries)
     for future in admin.incremental_alter_configs([resource]).values():
         future.result(timeout=30)
     c = Member(args.bootstrap, "member-c", args.topic, tid, group=group)
-    error, _, _, acquired = c.fetch(wait_ms=5000)
+    error, lock_ms, _, acquired = c.fetch(wait_ms=5000)
     check(error == NONE and acquired == [(0, 2, 1)], "c acquires the three", got=(error, acquired))
-    code = c.acknowledge([(0, 2, [RENEW])], renew=True)[2]
+    check(lock_ms == group_lock_ms, "ShareFetch names the group's lock", lock_ms=lock_ms)
+    _, lock_ms, code = c.acknowledge([(0, 2, [RENEW])], renew=True)
     check(code == INVALID_RECORD_STATE, "renewing with renew disabled", got=code)
+    check(lock_ms == group_lock_ms, "ShareAcknowledge v2 names the group's lock", lock_ms=lock_ms)
     check(c.acknowledge([(0, 2, [ACCEPT])])[2] == NONE, "c accepts")
 
 

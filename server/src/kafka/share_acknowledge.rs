@@ -21,6 +21,7 @@ use uuid::Uuid;
 use super::error_codes as code;
 use crate::metadata::Metadata;
 use crate::shard::Shard;
+use crate::shares::group_configs;
 use crate::shares::partitions::{self, AckError, SharePartitionId};
 use crate::shares::sessions;
 
@@ -154,15 +155,14 @@ pub async fn handle(
     request: ShareAcknowledgeRequest,
 ) -> ShareAcknowledgeResponse {
     let mut response = ShareAcknowledgeResponse::default();
-    // Version 2's: how long a renewed lock now runs (-1: no lock).
-    let lock = shard.config.shares.limits.lock_duration;
-    response.acquisition_lock_timeout_ms = lock.map_or(-1, |d| d.as_millis() as i32);
     let (group, member) = match (&request.group_id, &request.member_id) {
         (Some(group), Some(member)) if !member.is_empty() => {
             (group.0.to_string(), member.to_string())
         }
         _ => return refused(response, code::INVALID_REQUEST, "invalid request"),
     };
+    // Version 2's: how long a renewed lock now runs, the group's as ShareFetch answers it.
+    response.acquisition_lock_timeout_ms = group_configs::lock_timeout_ms(shard, &group);
     let epoch = request.share_session_epoch;
     if epoch == 0 {
         let text = "share session epoch 0 cannot acknowledge";

@@ -35,6 +35,7 @@ use super::share_acknowledge::{durable, settle_acks, TopicIds};
 use crate::partition;
 use crate::queues::Acquired;
 use crate::shard::{Shard, ShardId};
+use crate::shares::group_configs;
 use crate::shares::partitions::{self, SharePartitionId};
 use crate::shares::sessions;
 
@@ -89,9 +90,7 @@ pub async fn handle(
         }
         _ => return refused(response, code::INVALID_REQUEST),
     };
-    // The group's own `share.record.lock.duration.ms` where it has one.
-    let lock = crate::shares::group_configs::of(shard, &group).lock_duration;
-    response.acquisition_lock_timeout_ms = lock.as_millis() as i32;
+    response.acquisition_lock_timeout_ms = group_configs::lock_timeout_ms(shard, &group);
     if !well_formed(&request) {
         return refused(response, code::INVALID_REQUEST);
     }

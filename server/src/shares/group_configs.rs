@@ -242,6 +242,13 @@ pub fn limits(shard: &Shard, group: &str) -> QueueLimits {
     }
 }
 
+/// The lock a record `group` acquires or renews now gets, in ms, as ShareFetch and
+/// ShareAcknowledge v2 answer it (`acquisition_lock_timeout_ms`): the group's own
+/// `share.record.lock.duration.ms` where it has one, else the broker's.
+pub fn lock_timeout_ms(shard: &Shard, group: &str) -> i32 {
+    i32::try_from(of(shard, group).lock_duration.as_millis()).unwrap_or(i32::MAX)
+}
+
 /// Whether `group` may renew acquisition locks (KIP-1222's Renew acknowledgement).
 pub fn renew_enabled(shard: &Shard, group: &str) -> bool {
     of(shard, group).renew_enabled
