@@ -26,6 +26,7 @@ pub mod ports;
 pub mod queues;
 pub mod record_file;
 pub mod routing;
+pub mod security;
 pub mod shard;
 pub mod shares;
 

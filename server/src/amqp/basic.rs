@@ -704,7 +704,7 @@ pub async fn publish(
     let Some(header) = publishing.header.as_mut() else {
         return Err(AmqpError::unexpected_frame("content without a header").into());
     };
-    check_user_id(&header.properties)?;
+    check_user_id(conn, &header.properties)?;
     if let Some(properties) = super::reply_to::rewrite_request(channel, &header.properties)? {
         header.raw_properties = frame::encode_properties(&properties);
         header.properties = properties;
@@ -809,18 +809,20 @@ pub async fn publish_now(
 }
 
 /// As RabbitMQ: a user-id property must name the connection's user (406 otherwise), so that
-/// consumers can trust it. Every connection is `guest` until the security work lands.
-fn check_user_id(properties: &basic::AMQPProperties) -> Result<(), AmqpError> {
-    match properties.user_id() {
-        Some(user) if user.as_str().as_bytes() != super::handshake::USER => {
-            Err(AmqpError::precondition(format!(
-                "user_id property set to '{}' but authenticated user was '{}'",
-                user.as_str(),
-                String::from_utf8_lossy(super::handshake::USER)
-            )))
-        }
-        _ => Ok(()),
+/// consumers can trust it.
+fn check_user_id(conn: &Conn, properties: &basic::AMQPProperties) -> Result<(), AmqpError> {
+    let Some(user) = properties.user_id() else {
+        return Ok(());
+    };
+    let principal = conn.session.principal();
+    if user.as_str() == principal.name() {
+        return Ok(());
     }
+    Err(AmqpError::precondition(format!(
+        "user_id property set to '{}' but authenticated user was '{}'",
+        user.as_str(),
+        principal.name()
+    )))
 }
 
 /// The topics a message goes to: the default exchange names a queue by the routing key; any

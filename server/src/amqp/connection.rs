@@ -30,6 +30,7 @@ use super::error::{AmqpError, Scope};
 use super::frame::{self, Frame, FRAME_END, HEARTBEAT};
 use super::queue_owner::{ConnectionId, Outbound};
 use crate::integer_hash::IntegerMap;
+use crate::security::{Principal, Session};
 use crate::shard::listener::ConnectionError;
 use crate::shard::signal::Signal;
 use crate::shard::Shard;
@@ -89,6 +90,8 @@ pub struct Conn {
     pub published: Cell<bool>,
     /// Publishes read and not stored yet, stored together (`publish_run.rs`).
     pub run: RefCell<Option<super::publish_run::Run>>,
+    /// Who the connection acts for: `User:ANONYMOUS` until start-ok names its user.
+    pub session: Session,
 }
 
 impl Conn {
@@ -155,6 +158,7 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) -> Result<(), Amq
         wants_blocked: Cell::new(false),
         published: Cell::new(false),
         run: RefCell::new(None),
+        session: Session::new(Principal::anonymous()),
     });
     let writer = glommio::spawn_local(write_loop(
         WriteHalf(stream.clone()),

@@ -9,13 +9,15 @@ use amq_protocol::protocol::{connection, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
 use futures_lite::io::BufReader;
 
+use crate::security::Principal;
+
 use super::connection::{read_frame, AmqpConnectionError, Conn, ReadHalf};
 use super::error::AmqpError;
 use super::frame::{self, Frame};
 
 const CLASS_CONNECTION: u16 = 10;
 /// The only credentials until the security work lands (RabbitMQ's default user).
-pub(super) const USER: &[u8] = b"guest";
+const USER: &[u8] = b"guest";
 const PASSWORD: &[u8] = b"guest";
 
 /// Runs the handshake; on success the connection is open with its tuned limits.
@@ -35,8 +37,9 @@ pub async fn handshake(
         connection::AMQPMethod::StartOk(start_ok) => start_ok,
         other => return refuse(conn, unexpected(&other, "start-ok")).await,
     };
-    if let Err(error) = authenticate(&start_ok) {
-        return refuse(conn, error).await;
+    match authenticate(&start_ok) {
+        Ok(principal) => conn.session.authenticate(principal),
+        Err(error) => return refuse(conn, error).await,
     }
     conn.wants_blocked.set(announces_blocked(&start_ok));
     let tune = connection::AMQPMethod::Tune(connection::Tune {
@@ -128,7 +131,7 @@ fn announces_blocked(start_ok: &connection::StartOk) -> bool {
     )
 }
 
-fn authenticate(start_ok: &connection::StartOk) -> Result<(), AmqpError> {
+fn authenticate(start_ok: &connection::StartOk) -> Result<Principal, AmqpError> {
     let response = start_ok.response.as_bytes();
     let (user, password) = match start_ok.mechanism.as_str() {
         "PLAIN" => {
@@ -149,7 +152,7 @@ fn authenticate(start_ok: &connection::StartOk) -> Result<(), AmqpError> {
         }
     };
     if user == USER && password == PASSWORD {
-        Ok(())
+        Ok(Principal::user(&String::from_utf8_lossy(user)))
     } else {
         Err(AmqpError::access_refused(format!(
             "username or password not allowed (mechanism {})",

@@ -24,6 +24,7 @@ use super::codec::{Piece, Response};
 use super::connection_budget::{Budget, Ticket};
 use super::dispatch::{dispatch, Peer, Pending};
 use crate::metrics::RequestStamp;
+use crate::security::{Principal, Session};
 use crate::shard::listener::{self, Listener};
 use crate::shard::Shard;
 
@@ -84,6 +85,7 @@ async fn serve(
         .map(|peer| format!("/{}", peer.ip()))
         .unwrap_or_default();
     let stream = Rc::new(RefCell::new(stream));
+    let session = Rc::new(Session::new(Principal::anonymous()));
     let mut reader = BufReader::with_capacity(64 << 10, ReadHalf(stream.clone()));
     let writer = WriteHalf(stream.clone());
     let budget = Budget::new(
@@ -117,6 +119,7 @@ async fn serve(
             let peer = Peer {
                 client_host: &client_host,
                 bootstrap,
+                session: &session,
             };
             let stamp = RequestStamp::start(&frame);
             let pending = dispatch(shard, frame, &peer).await?;

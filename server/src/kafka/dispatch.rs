@@ -24,6 +24,7 @@ use super::{
     init_producer_id, list_offsets, metadata, offset_for_leader_epoch, produce, share_acknowledge,
     share_fetch, share_group_describe, share_group_heartbeat,
 };
+use crate::security::Session;
 use crate::shard::Shard;
 
 pub type Pending = Pin<Box<dyn Future<Output = Result<Option<Response>, CodecError>>>>;
@@ -59,6 +60,8 @@ pub struct Peer<'a> {
     pub client_host: &'a str,
     /// Connected to the shared bootstrap port rather than a shard's own broker port.
     pub bootstrap: bool,
+    /// Who the connection acts for (`User:ANONYMOUS` until it authenticates).
+    pub session: &'a Rc<Session>,
 }
 
 #[expect(
