@@ -6,7 +6,8 @@
 //! Plain data, no shared state. Not for keys a client chooses freely: a multiply hash has no
 //! seed, so a client could pick keys that collide. The keys here are the broker's own (offsets,
 //! consumer ids) or bounded by the broker (channel ids up to `channel_max`), so the worst a
-//! client can do is slow its own connection's lookups.
+//! client can do is slow its own connection's lookups. Routing hashes a batch's record keys with
+//! it too, with the number of keys bounded (`routing/records.rs`).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

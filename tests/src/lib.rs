@@ -691,6 +691,17 @@ pub fn summary(output: &Output) -> Result<serde_json::Value> {
     serde_json::from_str(line).with_context(|| format!("summary is not JSON: {line}"))
 }
 
+/// A summary's list of `[partition, offset]` pairs (share-group clients print the records they
+/// hold or settled so), as a set; an absent list is empty.
+pub fn offset_pairs(value: &serde_json::Value) -> std::collections::BTreeSet<(i64, i64)> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|pair| Some((pair[0].as_i64()?, pair[1].as_i64()?)))
+        .collect()
+}
+
 /// Requires a successful exit and returns stdout as text.
 pub fn stdout_of(output: &Output) -> Result<String> {
     ensure!(

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use anyhow::Result;
 use serde_json::{json, Value};
-use weir_tests::{python, summary, Broker, BrokerOptions};
+use weir_tests::{offset_pairs, python, summary, Broker, BrokerOptions};
 
 /// Kafka's INVALID_CONFIG.
 const INVALID_CONFIG: i64 = 40;
@@ -49,15 +49,6 @@ fn taken(value: &Value) -> Vec<((i64, i64), i64)> {
         .into_iter()
         .flatten()
         .filter_map(|r| Some(((r[0].as_i64()?, r[1].as_i64()?), r[2].as_i64()?)))
-        .collect()
-}
-
-fn held(value: &Value) -> BTreeSet<(i64, i64)> {
-    value["held"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|pair| Some((pair[0].as_i64()?, pair[1].as_i64()?)))
         .collect()
 }
 
@@ -151,7 +142,7 @@ fn applied_per_group(broker: &Broker) -> Result<()> {
     );
 
     // A member that crashes holding records: with the group's 1 s lock they come back at once.
-    let fast_held = held(&share(broker, "hold", "fast", &[])?);
+    let fast_held = offset_pairs(&share(broker, "hold", "fast", &[])?["held"]);
     assert!(!fast_held.is_empty());
     let fast_taken = share(broker, "take", "fast", &["--idle", "3"])?;
     let records = taken(&fast_taken);
@@ -163,7 +154,7 @@ fn applied_per_group(broker: &Broker) -> Result<()> {
         assert!(*count >= least, "{key:?}: {fast_taken}");
     }
     // The same on a group with the broker's 30 s lock: the held records stay locked.
-    let slow_held = held(&share(broker, "hold", "slow", &[])?);
+    let slow_held = offset_pairs(&share(broker, "hold", "slow", &[])?["held"]);
     let slow_taken = share(broker, "take", "slow", &["--idle", "3"])?;
     let keys: BTreeSet<(i64, i64)> = taken(&slow_taken).into_iter().map(|(k, _)| k).collect();
     assert!(keys.len() <= 20 - slow_held.len(), "{slow_taken}");

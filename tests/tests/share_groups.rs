@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use anyhow::Result;
 use serde_json::Value;
-use weir_tests::{python, summary, Broker, BrokerOptions};
+use weir_tests::{offset_pairs, python, summary, Broker, BrokerOptions};
 
 /// Share partitions start at the log's start (the scenarios produce before they consume), locks
 /// last 2 s (the shortest Kafka allows is 1 s), and a record goes out at most 3 times.
@@ -28,15 +28,6 @@ fn scenario(broker: &Broker, name: &str, extra: &[&str]) -> Result<Value> {
     let mut args = vec!["--bootstrap", &bootstrap, "--scenario", name];
     args.extend_from_slice(extra);
     summary(&python("share_groups.py", &args)?)
-}
-
-fn pairs(value: &Value) -> BTreeSet<(i64, i64)> {
-    value
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|pair| Some((pair[0].as_i64()?, pair[1].as_i64()?)))
-        .collect()
 }
 
 #[test]
@@ -94,7 +85,7 @@ fn a_crashed_consumers_records_reach_another_after_the_lock_duration() -> Result
     let broker = broker()?;
     scenario(&broker, "produce", &["--count", "100"])?;
     let held = scenario(&broker, "hold", &[])?;
-    let held = pairs(&held["held"]);
+    let held = offset_pairs(&held["held"]);
     assert!(!held.is_empty());
     let taken = scenario(&broker, "take", &["--idle", "5"])?;
     let records = taken["records"].as_array().cloned().unwrap_or_default();
@@ -120,7 +111,7 @@ fn after_sigkill_no_accepted_record_is_delivered_again_and_held_ones_come_back()
     let mut broker = broker()?;
     scenario(&broker, "produce", &["--count", "1000"])?;
     let first = scenario(&broker, "accept-some", &["--accept", "300"])?;
-    let accepted = pairs(&first["accepted"]);
+    let accepted = offset_pairs(&first["accepted"]);
     assert_eq!(accepted.len(), 300, "{first}");
     broker.kill9()?;
     broker.start_again()?;

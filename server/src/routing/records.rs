@@ -31,12 +31,13 @@
 //!   transactional flags; control records (transaction markers are never routed).
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash};
 
 use bytes::{Bytes, BytesMut};
 
 use super::decompress;
 use super::exchange::RoutingErrorKind;
+use crate::integer_hash::IntegerHasher;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
 };
@@ -445,59 +446,10 @@ fn write_outputs<D: Ord>(
     Ok(batches)
 }
 
-/// FxHash (rustc's hasher): a multiply-rotate per word, much cheaper than SipHash for the short
-/// keys and names hashed per routed record. Not DoS-resistant, hence `MEMO_KEYS_MAX`.
-#[derive(Debug, Default, Clone, Copy)]
-struct FastHasher {
-    hash: u64,
-}
-
-type FastHash = BuildHasherDefault<FastHasher>;
-
-impl FastHasher {
-    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-    fn add(&mut self, word: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
-    }
-}
-
-impl Hasher for FastHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u8(&mut self, value: u8) {
-        self.add(u64::from(value));
-    }
-
-    fn write_u32(&mut self, value: u32) {
-        self.add(u64::from(value));
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.add(value);
-    }
-
-    fn write_usize(&mut self, value: usize) {
-        self.add(value as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.hash
-    }
-}
+/// The integer maps' multiply hash (`integer_hash.rs`) for the short keys and names hashed per
+/// routed record: much cheaper than SipHash. It has no seed, so a producer could choose keys
+/// that collide; `MEMO_KEYS_MAX` bounds what that costs, and only its own batch pays.
+type FastHash = BuildHasherDefault<IntegerHasher>;
 
 /// Fills the 61-byte header of an output batch whose records are written, then its CRC.
 fn write_batch_header<D>(batch: &mut [u8], output: &Output<D>) {
