@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 mod admin;
 mod amqp;
 mod batch;
+mod broker_metrics;
 mod consumer;
 mod encode_bench;
 mod engine_bench;

@@ -112,6 +112,8 @@ pub struct Results {
     pub share_round_trips: Option<u64>,
     pub share_round_trip_us_mean: Option<f64>,
     pub share_client_us_mean: Option<f64>,
+    /// --broker-metrics: what the broker itself counted over the run.
+    pub broker: Option<crate::broker_metrics::BrokerView>,
 }
 
 impl Results {
@@ -250,6 +252,9 @@ pub fn table(results: &Results) -> String {
             human_rate(plain),
             ratio * 100.0
         );
+    }
+    if let Some(view) = &results.broker {
+        let _ = writeln!(out, "{}", crate::broker_metrics::line(view));
     }
     for error in &results.errors {
         let _ = writeln!(out, "ERROR: {error}");

@@ -19,6 +19,7 @@ use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 
 use crate::admin::{self, Cluster, Connection};
+use crate::broker_metrics::Poller;
 use crate::consumer::{self, FetcherPlan};
 use crate::producer::{self, ProducerPlan, Target};
 use crate::report::{human_rate, Latency, Results, SeriesPoint};
@@ -35,31 +36,15 @@ pub type LateFetchers = Box<dyn FnOnce() -> Result<Vec<Worker>>>;
 /// which make the process exit non-zero after the report is written.
 pub fn run(args: &RunArgs) -> Result<Results> {
     let workload = Arc::new(Workload::resolve(args)?);
-    let mut spawned = if args.spawn_server {
-        let weir_bin = match &args.weir_bin {
-            Some(path) => path.clone(),
-            None => server::default_weir_bin()?,
-        };
-        let mut settings = args.server_set.clone();
-        // Share consumers join after producing: from `latest` they would see nothing.
-        if args.share_group.is_some()
-            && !settings
-                .iter()
-                .any(|setting| setting.starts_with("share.auto.offset.reset="))
-        {
-            settings.push("share.auto.offset.reset=earliest".to_owned());
-        }
-        Some(SpawnedServer::start(
-            &weir_bin,
-            &args.bootstrap,
-            &args.server_cpus,
-            &settings,
-            None,
-        )?)
-    } else {
-        None
+    let mut spawned = spawn(args)?;
+    let poller = match &args.broker_metrics {
+        Some(address) => Some(Poller::start(
+            address,
+            Duration::from_millis(args.broker_metrics_interval_ms.max(1)),
+        )?),
+        None => None,
     };
-    let result = match &workload.exchange {
+    let mut result = match &workload.exchange {
         Some(spec) if args.compare_plain => {
             // The same records to a plain topic first, on the same broker.
             let mut plain = (*workload).clone();
@@ -81,6 +66,15 @@ pub fn run(args: &RunArgs) -> Result<Results> {
         }
         _ => run_against_broker(args, workload),
     };
+    if let Some(poller) = poller {
+        let view = poller.finish();
+        if let Ok(results) = &mut result {
+            match view {
+                Ok(view) => results.broker = Some(view),
+                Err(error) => results.errors.push(format!("broker metrics: {error:#}")),
+            }
+        }
+    }
     if let Some(server) = &mut spawned {
         if !server.is_running() {
             eprintln!(
@@ -90,6 +84,36 @@ pub fn run(args: &RunArgs) -> Result<Results> {
         }
     }
     result
+}
+
+/// The broker of --spawn-server, started with the settings the run needs.
+fn spawn(args: &RunArgs) -> Result<Option<SpawnedServer>> {
+    if !args.spawn_server {
+        return Ok(None);
+    }
+    let weir_bin = match &args.weir_bin {
+        Some(path) => path.clone(),
+        None => server::default_weir_bin()?,
+    };
+    let mut settings = args.server_set.clone();
+    // Share consumers join after producing: from `latest` they would see nothing.
+    if args.share_group.is_some()
+        && !settings
+            .iter()
+            .any(|setting| setting.starts_with("share.auto.offset.reset="))
+    {
+        settings.push("share.auto.offset.reset=earliest".to_owned());
+    }
+    if let Some(address) = &args.broker_metrics {
+        settings.push(format!("metrics-listen={address}"));
+    }
+    Ok(Some(SpawnedServer::start(
+        &weir_bin,
+        &args.bootstrap,
+        &args.server_cpus,
+        &settings,
+        None,
+    )?))
 }
 
 #[expect(
@@ -358,6 +382,7 @@ fn run_against_broker(args: &RunArgs, workload: Arc<Workload>) -> Result<Results
             .map(|_| ledger.round_trips.load(Relaxed)),
         share_round_trip_us_mean: workload.share.as_ref().and_then(|_| ledger.round_trip_us()),
         share_client_us_mean: workload.share.as_ref().and_then(|_| ledger.client_us()),
+        broker: None,
     })
 }
 

@@ -62,7 +62,11 @@ impl SpawnedServer {
         args.push(data_dir.path().join("data").display().to_string());
         args.extend(["--listen", listen, "--cpus", cpus].map(String::from));
         for setting in settings {
-            args.extend(["--set".to_string(), setting.clone()]);
+            // `metrics-listen=HOST:PORT` is the one setting that is a flag of its own.
+            match setting.strip_prefix("metrics-listen=") {
+                Some(address) => args.extend(["--metrics-listen".to_string(), address.into()]),
+                None => args.extend(["--set".to_string(), setting.clone()]),
+            }
         }
         match amqp_listen {
             Some(amqp) => args.extend(["--amqp-listen", amqp].map(String::from)),

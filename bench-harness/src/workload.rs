@@ -199,6 +199,14 @@ pub struct RunArgs {
     /// Extra `--set key=value` settings for the spawned server.
     #[arg(long = "server-set")]
     pub server_set: Vec<String>,
+    /// Scrape the broker's Prometheus endpoint (HOST:PORT, weir's --metrics-listen) during the
+    /// run and report what the broker counted beside the client's figures. With --spawn-server,
+    /// the spawned weir serves its metrics there.
+    #[arg(long)]
+    pub broker_metrics: Option<String>,
+    /// How often --broker-metrics scrapes.
+    #[arg(long, default_value = "1000")]
+    pub broker_metrics_interval_ms: u64,
     /// Write the results as JSON.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,

@@ -260,3 +260,35 @@ fn an_independent_client_reads_what_weir_bench_produced() {
     );
     assert!(lines.iter().all(|size| *size == "100"));
 }
+
+/// `--broker-metrics`: weir-bench scrapes the spawned broker's Prometheus endpoint during the run,
+/// and what the broker counted agrees with what the bench counted (ports 19600..19603).
+#[test]
+fn the_brokers_own_counts_agree_with_the_bench() {
+    let Some(run) = run(
+        19600,
+        &[
+            "--messages",
+            "300000",
+            "--partitions",
+            "2",
+            "--broker-metrics",
+            "127.0.0.1:19603",
+            "--broker-metrics-interval-ms",
+            "100",
+            "--server-set",
+            "flush.messages=1",
+        ],
+    ) else {
+        return;
+    };
+    check_counts(&run, 300_000, 1);
+    let broker = &run.json["broker"];
+    assert!(broker["scrapes"].as_u64().unwrap_or(0) >= 2, "{}", run.output);
+    // The first scrape comes before the topic exists: everything after is in the difference.
+    assert_eq!(broker["records_produced"], 300_000.0, "{}", run.output);
+    assert_eq!(broker["records_fetched"], 300_000.0, "{}", run.output);
+    assert!(broker["fsyncs"].as_f64().unwrap_or(0.0) >= 1.0, "{}", run.output);
+    assert!(broker["fsync_ms_mean"].as_f64().is_some(), "{}", run.output);
+    assert!(run.output.contains("broker (/metrics"), "{}", run.output);
+}

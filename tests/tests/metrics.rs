@@ -49,12 +49,18 @@ fn sum_of(samples: &Samples, name: &str, with: &str) -> f64 {
 
 #[test]
 fn counters_follow_kafka_and_amqp_clients() -> Result<()> {
-    let broker = Broker::start(BrokerOptions::default().set("num.partitions", "3"))?;
+    // flush.messages=1: every produce is fdatasynced, so the fsync counters have work to count.
+    let options = BrokerOptions::default()
+        .set("num.partitions", "3")
+        .set("flush.messages", "1");
+    let broker = Broker::start(options)?;
     let before = scrape(&broker)?;
     ensure!(value(&before, "weir_shards") == broker.shards() as f64);
     ensure!(value(&before, "process_resident_memory_bytes") > 1e6);
     let after = kafka_clients_move_counters(&broker, &before)?;
     request_counts_and_histograms_agree(&before, &after)?;
+    storage_counters_follow(&before, &after)?;
+    group_lag_follows_new_records(&broker)?;
     amqp_clients_move_queue_counters(&broker, &before)
 }
 
@@ -154,6 +160,98 @@ fn request_counts_and_histograms_agree(before: &Samples, after: &Samples) -> Res
             "listener="
         ) >= 3.0
     );
+    Ok(())
+}
+
+/// The produce was written and fdatasynced (flush.messages=1), and both reads were served from
+/// the tail cache or disk; every histogram's count is its +Inf bucket.
+fn storage_counters_follow(before: &Samples, after: &Samples) -> Result<()> {
+    for name in [
+        "weir_storage_fsync_latency_seconds",
+        "weir_storage_write_latency_seconds",
+    ] {
+        let count = moved(before, after, &format!("{name}_count"));
+        ensure!(count >= 1.0, "{name}: {count}");
+        let inf = value(after, &format!("{name}_bucket{{le=+Inf}}"));
+        ensure!(
+            inf == value(after, &format!("{name}_count")),
+            "{name}: +Inf {inf}"
+        );
+    }
+    let fsyncs = sum_of(after, "weir_storage_fsyncs_total", "shard=")
+        - sum_of(before, "weir_storage_fsyncs_total", "shard=");
+    ensure!(
+        fsyncs == moved(before, after, "weir_storage_fsync_latency_seconds_count"),
+        "{fsyncs} fsyncs"
+    );
+    let reads = sum_of(after, "weir_log_reads_total", "source=")
+        - sum_of(before, "weir_log_reads_total", "source=");
+    ensure!(reads >= 2.0, "{reads} log reads for two readers");
+    // The watcher runs on every shard (a stall is not expected, so only its presence is checked).
+    let stall_rows = after
+        .keys()
+        .filter(|key| key.starts_with("weir_reactor_stalls_total{"))
+        .count();
+    ensure!(
+        stall_rows == broker_shards(after),
+        "{stall_rows} stall rows"
+    );
+    Ok(())
+}
+
+fn broker_shards(samples: &Samples) -> usize {
+    value(samples, "weir_shards") as usize
+}
+
+/// The group committed all 100 records: lag 0. Thirty more records make its lag 30, per
+/// partition (summed) and per group, with the committed offsets unchanged.
+fn group_lag_follows_new_records(broker: &Broker) -> Result<()> {
+    let group = "group=metrics-group";
+    let caught_up = scrape(broker)?;
+    ensure!(
+        sum_of(
+            &caught_up,
+            "weir_kafka_consumer_group_committed_offset",
+            group
+        ) == 100.0
+    );
+    ensure!(sum_of(&caught_up, "weir_kafka_consumer_group_lag", group) == 0.0);
+    // Into a partition the group committed (kcat may have put all 100 records in one).
+    let partition = caught_up
+        .iter()
+        .find(|(key, value)| {
+            key.starts_with("weir_kafka_consumer_group_committed_offset{")
+                && key.contains(group)
+                && **value > 0.0
+        })
+        .and_then(|(key, _)| key.split("partition=").nth(1)?.split(',').next())
+        .context("no committed partition")?
+        .to_string();
+    let lines: String = (0..30).map(|i| format!("late-{i}\n")).collect();
+    stdout_of(&kcat(
+        &[
+            "-b",
+            &broker.bootstrap(),
+            "-P",
+            "-t",
+            "metrics-topic",
+            "-p",
+            &partition,
+        ],
+        lines.as_bytes(),
+    )?)?;
+    let behind = scrape(broker)?;
+    let lag_rows = sum_of(
+        &behind,
+        "weir_kafka_consumer_group_lag",
+        "group=metrics-group,",
+    );
+    ensure!(lag_rows == 30.0, "lag over partitions {lag_rows}");
+    let key = |name: &str| format!("{name}{{{group}}}");
+    ensure!(value(&behind, &key("weir_kafka_consumer_group_lag_sum")) == 30.0);
+    let max = value(&behind, &key("weir_kafka_consumer_group_lag_max"));
+    ensure!(max > 0.0 && max <= 30.0, "lag max {max}");
+    ensure!(sum_of(&behind, "weir_kafka_consumer_group_committed_offset", group) == 100.0);
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Instant;
 
 use glommio::io::{DmaFile, OpenOptions};
 
@@ -77,7 +78,9 @@ impl SegmentFile {
             Err(error) => return (Err(error), Some(buffer)),
         };
         let buffer = Rc::new(buffer.into_dma());
+        let started = Instant::now();
         let written = file.write_rc_at(buffer.clone(), position).await;
+        super::stats::written(started);
         let buffer = Rc::try_unwrap(buffer).ok().map(IoBuffer::from_dma);
         (written.map_err(|e| self.error(e)), buffer)
     }
@@ -92,7 +95,10 @@ impl SegmentFile {
 
     pub(crate) async fn fdatasync(&self) -> Result<(), LogError> {
         let file = self.handle().await?;
-        file.fdatasync().await.map_err(|e| self.error(e))
+        let started = Instant::now();
+        let synced = file.fdatasync().await;
+        super::stats::synced(started);
+        synced.map_err(|e| self.error(e))
     }
 
     pub(crate) async fn truncate(&self, size: u64) -> Result<(), LogError> {

@@ -1,7 +1,7 @@
 //! The I/O seam: the only place that names glommio. `file` (the O_DIRECT segment file),
 //! `file_cache` (the shard's budget of segment descriptors, closing idle ones), `buffer`
 //! (aligned write buffers and their per-shard pool, the bytes of a read), `runtime` (spawning,
-//! timers, yielding, the blocking pool); here: data-directory and executor set-up facts, error
+//! timers, yielding, the blocking pool), `stats` (what the shard's logs did to their files); here: data-directory and executor set-up facts, error
 //! mapping and block alignment.
 //!
 //! Shard: whichever calls it; the buffer pool is per thread (per shard), so nothing here is shared
@@ -11,6 +11,7 @@ mod buffer;
 mod file;
 mod file_cache;
 pub(crate) mod runtime;
+pub mod stats;
 
 pub use buffer::DiskBytes;
 pub(crate) use buffer::{give_buffer, take_buffer, IoBuffer};

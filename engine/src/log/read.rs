@@ -119,6 +119,7 @@ fn plan_read(inner: &mut Inner, offset: Offset, max_bytes: usize) -> Result<Read
         return Ok(ReadSource::Ready(empty));
     }
     if inner.cache.front().is_some_and(|c| c.base <= offset) {
+        crate::io::stats::read_from_tail_cache(true);
         return Ok(ReadSource::Ready(read_cache(inner, offset, max_bytes)));
     }
     let Some(segment) = inner
@@ -150,6 +151,7 @@ fn plan_read(inner: &mut Inner, offset: Offset, max_bytes: usize) -> Result<Read
         // The exact position of the batch, known from the read that came before.
         from = ahead.position;
     }
+    crate::io::stats::read_from_tail_cache(false);
     Ok(ReadSource::Disk(DiskRead {
         file,
         path,

@@ -104,6 +104,11 @@ impl GroupCoordinator {
         self.groups.borrow().len()
     }
 
+    /// The offsets committed to the groups this shard coordinates (the metrics' lag).
+    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        self.offsets.all_offsets()
+    }
+
     /// Opens (or creates) this shard's group state under `groups_dir`: replays the shard's offset
     /// log and starts the sweeper. Must run on the shard's executor.
     pub async fn open(groups_dir: &Path, shard: usize) -> anyhow::Result<Rc<GroupCoordinator>> {

@@ -187,6 +187,19 @@ impl OffsetStore {
             .collect()
     }
 
+    /// Every committed offset on this shard: (group, topic, partition, offset), for the metrics.
+    pub fn all_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        let offsets = self.offsets.borrow();
+        offsets
+            .iter()
+            .flat_map(|(group, partitions)| {
+                partitions.iter().map(move |((topic, partition), value)| {
+                    (group.clone(), topic.clone(), *partition, value.offset)
+                })
+            })
+            .collect()
+    }
+
     pub fn has_group(&self, group: &str) -> bool {
         self.offsets.borrow().contains_key(group)
     }

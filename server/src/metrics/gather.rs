@@ -5,6 +5,9 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use weir_engine::io::stats::IoStats;
+
+use super::stall::StallTotals;
 use super::{
     ApiStats, ExecutorTotals, ListenerStats, Protocols, TopicStats, COUNTERS, PARTITION_ERRORS,
 };
@@ -49,6 +52,19 @@ pub struct ShardSnapshot {
     pub amqp_channels: u64,
     pub queues: Vec<QueueStats>,
     pub executor: ExecutorTotals,
+    pub io: IoStats,
+    pub stalls: StallTotals,
+    /// Offsets committed to the classic groups this shard coordinates.
+    pub group_offsets: Vec<GroupOffset>,
+}
+
+/// An offset a classic group committed for one partition.
+#[derive(Clone, Debug)]
+pub struct GroupOffset {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
 }
 
 /// This shard's snapshot.
@@ -90,11 +106,20 @@ pub fn snapshot(shard: &Shard, protocols: &Protocols) -> ShardSnapshot {
                 high_watermark: log.high_watermark(),
             });
     });
-    let consumer_groups = shard
-        .groups
-        .borrow()
+    let groups = shard.groups.borrow();
+    let consumer_groups = groups.as_ref().map_or(0, |groups| groups.group_count()) as u64;
+    let group_offsets = groups
         .as_ref()
-        .map_or(0, |groups| groups.group_count()) as u64;
+        .map(|groups| groups.committed_offsets())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(group, topic, partition, offset)| GroupOffset {
+            group,
+            topic,
+            partition,
+            offset,
+        })
+        .collect();
     ShardSnapshot {
         shard: shard.id.index(),
         apis,
@@ -107,6 +132,9 @@ pub fn snapshot(shard: &Shard, protocols: &Protocols) -> ShardSnapshot {
         amqp_channels,
         queues: (protocols.queues)(),
         executor: super::executor_totals(),
+        io: weir_engine::io::stats::snapshot(),
+        stalls: super::stall::totals(),
+        group_offsets,
     }
 }
 

@@ -34,11 +34,12 @@ const CONNECTIONS_MAX: usize = 16;
 const LINGER: Duration = Duration::from_millis(200);
 
 /// Binds the metrics listener on shard 0 when it is enabled and starts its accept loop, which
-/// ends at shutdown. The composition root runs it as a start hook on every shard.
+/// ends at shutdown; every shard starts its stall watcher (`stall.rs`). The composition root runs it as a start hook on every shard.
 pub fn start(shard: &Rc<Shard>, protocols: &'static Protocols) -> anyhow::Result<()> {
     let Some(address) = shard.config.metrics_listen else {
         return Ok(());
     };
+    super::stall::watch(shard);
     if shard.id.index() != 0 {
         return Ok(());
     }

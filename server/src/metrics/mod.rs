@@ -20,6 +20,7 @@
 pub mod gather;
 pub mod http;
 pub mod render;
+pub mod stall;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

@@ -6,15 +6,19 @@
 //! `weir.metrics.objects.max` each (the first by name); the rest count in the totals and in
 //! `weir_metrics_objects_omitted`, so that a broker with 100,000 queues scrapes in bounded time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use weir_engine::io::stats::{
+    IoStats, Latencies, LATENCY_BUCKETS_MICROS as IO_LATENCY_BUCKETS_MICROS,
+};
 
-use super::gather::{PartitionOffsets, QueueStats, ShardSnapshot};
+use super::gather::{GroupOffset, PartitionOffsets, QueueStats, ShardSnapshot};
+use super::stall::StallTotals;
 use super::{
     ApiStats, ExecutorTotals, ListenerStats, Protocols, TopicStats, LATENCY_BUCKETS_MICROS,
     PARTITION_ERRORS,
@@ -45,6 +49,9 @@ struct Scrape {
     share_groups: u64,
     amqp_channels: u64,
     queues: BTreeMap<String, QueueStats>,
+    io: Vec<(usize, IoStats)>,
+    stalls: Vec<(usize, StallTotals)>,
+    group_offsets: Vec<GroupOffset>,
 }
 
 impl Scrape {
@@ -72,6 +79,9 @@ impl Scrape {
 
     fn add(&mut self, snapshot: ShardSnapshot) {
         self.executors.push((snapshot.shard, snapshot.executor));
+        self.io.push((snapshot.shard, snapshot.io));
+        self.stalls.push((snapshot.shard, snapshot.stalls));
+        self.group_offsets.extend(snapshot.group_offsets);
         for ListenerStats {
             name,
             accepted,
@@ -125,6 +135,28 @@ pub fn text(snapshots: Vec<ShardSnapshot>, objects_max: usize, protocols: &Proto
     // Writing to a String cannot fail, nor can the collector (it only formats numbers).
     let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
     out
+}
+
+/// One histogram without labels (bucket counts not cumulative; past the last bound only in
+/// `count`).
+fn histogram(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    latencies: &Latencies,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    let buckets: Vec<(f64, u64)> = IO_LATENCY_BUCKETS_MICROS
+        .iter()
+        .zip(latencies.buckets)
+        .map(|(bound, count)| (*bound as f64 / 1e6, count))
+        .collect();
+    metric.encode_histogram::<NoLabelSet>(
+        latencies.micros_sum as f64 / 1e6,
+        latencies.count,
+        &buckets,
+        None,
+    )
 }
 
 /// One metric family: `rows` of (labels, value).
@@ -216,6 +248,7 @@ impl Collector for Scrape {
             ("topic", self.topics.len()),
             ("partition", self.partitions.values().map(Vec::len).sum()),
             ("queue", self.queues.len()),
+            ("group_partition", self.group_offsets.len()),
         ]
         .map(|(kind, count)| {
             let omitted = count.saturating_sub(self.objects_max) as u64;
@@ -292,7 +325,78 @@ impl Scrape {
                 .map(|(id, totals)| (shard(id), field(totals)));
             family(encoder, name, help, COUNTER, rows)?;
         }
+        self.encode_storage(encoder)?;
+        self.encode_stalls(encoder)?;
         self.encode_listeners(encoder)
+    }
+
+    fn encode_storage(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let shard = |shard: &usize| label("shard", shard.to_string());
+        family(
+            encoder,
+            "weir_storage_fsyncs",
+            "fdatasyncs of segment files, by shard",
+            COUNTER,
+            self.io.iter().map(|(id, io)| (shard(id), io.fsyncs.count)),
+        )?;
+        let merged = |field: fn(&IoStats) -> &Latencies| {
+            let mut all = Latencies::default();
+            for (_, io) in &self.io {
+                let one = field(io);
+                all.count += one.count;
+                all.micros_sum += one.micros_sum;
+                for (sum, add) in all.buckets.iter_mut().zip(one.buckets) {
+                    *sum += add;
+                }
+            }
+            all
+        };
+        histogram(
+            encoder,
+            "weir_storage_fsync_latency_seconds",
+            "Time an fdatasync of a segment file took, all shards",
+            &merged(|io| &io.fsyncs),
+        )?;
+        histogram(
+            encoder,
+            "weir_storage_write_latency_seconds",
+            "Time a write of appended data to a segment file took (O_DIRECT), all shards",
+            &merged(|io| &io.writes),
+        )?;
+        let reads = |source: &'static str, count: fn(&IoStats) -> u64| {
+            let total: u64 = self.io.iter().map(|(_, io)| count(io)).sum();
+            (label("source", source), total)
+        };
+        family(
+            encoder,
+            "weir_log_reads",
+            "Reads of partition logs by where they were served from: the tail cache or disk",
+            COUNTER,
+            [
+                reads("tail_cache", |io| io.tail_cache_reads),
+                reads("disk", |io| io.disk_reads),
+            ],
+        )
+    }
+
+    fn encode_stalls(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let shard = |shard: &usize| label("shard", shard.to_string());
+        family(
+            encoder,
+            "weir_reactor_stalls",
+            "Times a shard ran its 50 ms watcher timer 10 ms or more late (a task did not yield)",
+            COUNTER,
+            self.stalls.iter().map(|(id, s)| (shard(id), s.stalls)),
+        )?;
+        family(
+            encoder,
+            "weir_reactor_stalled_seconds",
+            "How late those timers ran, summed",
+            COUNTER,
+            self.stalls
+                .iter()
+                .map(|(id, s)| (shard(id), s.stalled_seconds)),
+        )
     }
 
     fn encode_listeners(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
@@ -519,7 +623,82 @@ impl Scrape {
                 .take(self.objects_max)
                 .map(|(topic, p)| (label("topic", topic.clone()), p.len() as u64)),
         )?;
+        self.encode_lag(encoder)?;
         self.encode_cluster(encoder)
+    }
+
+    /// Classic groups' committed offsets and their lag behind the high watermark, per partition
+    /// (up to `objects_max` rows) and per group (Redpanda's `consumer_group_lag_sum` / `_max`).
+    fn encode_lag(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let high_watermarks: HashMap<(&str, i32), i64> = self
+            .partitions
+            .iter()
+            .flat_map(|(topic, partitions)| {
+                partitions
+                    .iter()
+                    .map(move |p| ((topic.as_str(), p.partition), p.high_watermark))
+            })
+            .collect();
+        let mut rows: Vec<(&GroupOffset, Option<i64>)> = self
+            .group_offsets
+            .iter()
+            .map(|o| {
+                let hwm = high_watermarks.get(&(o.topic.as_str(), o.partition));
+                (o, hwm.map(|hwm| (hwm - o.offset).max(0)))
+            })
+            .collect();
+        rows.sort_by(|(a, _), (b, _)| {
+            (&a.group, &a.topic, a.partition).cmp(&(&b.group, &b.topic, b.partition))
+        });
+        let labels = |o: &GroupOffset| {
+            vec![
+                ("group", o.group.clone()),
+                ("topic", o.topic.clone()),
+                ("partition", o.partition.to_string()),
+            ]
+        };
+        let shown = &rows[..rows.len().min(self.objects_max)];
+        family(
+            encoder,
+            "weir_kafka_consumer_group_committed_offset",
+            "Offset a classic consumer group committed for a partition",
+            GAUGE,
+            shown.iter().map(|(o, _)| (labels(o), o.offset)),
+        )?;
+        family(
+            encoder,
+            "weir_kafka_consumer_group_lag",
+            "Records between a group's committed offset and the partition's high watermark",
+            GAUGE,
+            shown
+                .iter()
+                .filter_map(|(o, lag)| Some((labels(o), (*lag)?))),
+        )?;
+        let mut groups: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+        for (o, lag) in &rows {
+            let entry = groups.entry(o.group.as_str()).or_default();
+            entry.0 += lag.unwrap_or(0);
+            entry.1 = entry.1.max(lag.unwrap_or(0));
+        }
+        let groups: Vec<_> = groups.into_iter().take(self.objects_max).collect();
+        family(
+            encoder,
+            "weir_kafka_consumer_group_lag_sum",
+            "A classic group's lag summed over its partitions",
+            GAUGE,
+            groups
+                .iter()
+                .map(|(g, (sum, _))| (label("group", *g), *sum)),
+        )?;
+        family(
+            encoder,
+            "weir_kafka_consumer_group_lag_max",
+            "A classic group's largest lag on one partition",
+            GAUGE,
+            groups
+                .iter()
+                .map(|(g, (_, max))| (label("group", *g), *max)),
+        )
     }
 
     fn encode_cluster(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
