@@ -284,11 +284,19 @@ fn the_brokers_own_counts_agree_with_the_bench() {
     };
     check_counts(&run, 300_000, 1);
     let broker = &run.json["broker"];
-    assert!(broker["scrapes"].as_u64().unwrap_or(0) >= 2, "{}", run.output);
+    assert!(
+        broker["scrapes"].as_u64().unwrap_or(0) >= 2,
+        "{}",
+        run.output
+    );
     // The first scrape comes before the topic exists: everything after is in the difference.
     assert_eq!(broker["records_produced"], 300_000.0, "{}", run.output);
     assert_eq!(broker["records_fetched"], 300_000.0, "{}", run.output);
-    assert!(broker["fsyncs"].as_f64().unwrap_or(0.0) >= 1.0, "{}", run.output);
+    assert!(
+        broker["fsyncs"].as_f64().unwrap_or(0.0) >= 1.0,
+        "{}",
+        run.output
+    );
     assert!(broker["fsync_ms_mean"].as_f64().is_some(), "{}", run.output);
     assert!(run.output.contains("broker (/metrics"), "{}", run.output);
 }
