@@ -166,7 +166,24 @@ pub struct Log {
     inner: Rc<RefCell<log::Inner>>,
 }
 
+/// Names a log without keeping it open: for memos of a log's data that must not outlive it nor
+/// be taken for a later log's (a deleted topic created again). It holds the allocation only, so
+/// no other log can take its address while the name exists.
+#[derive(Clone)]
+pub struct LogName(std::rc::Weak<RefCell<log::Inner>>);
+
+impl LogName {
+    /// Whether `log` is the log this names (and still open).
+    pub fn names(&self, log: &Log) -> bool {
+        std::ptr::eq(self.0.as_ptr(), Rc::as_ptr(&log.inner))
+    }
+}
+
 impl Log {
+    pub fn name(&self) -> LogName {
+        LogName(Rc::downgrade(&self.inner))
+    }
+
     /// Opens (recovering) or creates the partition directory `dir`. Call
     /// [`io::prepare_data_dir`] on the data directory first on every executor.
     pub async fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {

@@ -40,6 +40,9 @@ const SET_HELP: &str = "Broker and topic defaults with Kafka's names (repeatable
                                 at least every 10 s
   weir.queue.ack.flush.ms=N     how long a shard's queue ack store gathers acks before one
                                 write and fdatasync (group commit; default 2)
+  weir.share.state.fsync=BOOL   fdatasync the share-group ack store before acknowledgements are
+                                answered (default false: written to the OS, as Kafka's
+                                __share_group_state; a machine crash can only redeliver)
   amqp.disk.free.limit=N        free bytes on the data directory's filesystem below which AMQP
                                 connections get connection.blocked and publishers are not read
                                 (RabbitMQ's disk_free_limit; default 50000000)
@@ -590,6 +593,12 @@ pub struct SharesConfig {
     /// Where rejected and delivery-limited records are copied (KIP-1191's
     /// `errors.deadletterqueue.topic.name`); `None`: they are only archived.
     pub dead_letter_topic: Option<String>,
+    /// `weir.share.state.fsync` (false): whether the share-group ack store fdatasyncs each write
+    /// before the acknowledgements it carries are answered. Off, as Kafka leaves its
+    /// `__share_group_state` log to the OS (`log.flush.interval.messages` unbounded): an answered
+    /// acknowledgement survives a crash of the broker, and a crash of the machine can only bring
+    /// a record back (a redelivery), never lose one.
+    pub state_fdatasync: bool,
     /// `group.share.session.timeout.ms` (45000): a member silent this long is gone.
     pub session_timeout_ms: u64,
     /// `group.share.heartbeat.interval.ms` (5000), told to members in every heartbeat answer.
@@ -610,6 +619,7 @@ impl Default for SharesConfig {
             limits: crate::queues::QueueLimits::SHARE_GROUP,
             from_earliest: false,
             dead_letter_topic: None,
+            state_fdatasync: false,
             session_timeout_ms: 45_000,
             heartbeat_interval_ms: 5_000,
             session_timeout_bounds: (45_000, 60_000),
@@ -622,8 +632,9 @@ impl Default for SharesConfig {
 
 impl SharesConfig {
     /// The broker settings `set` takes.
-    const KEYS: [&'static str; 13] = [
+    const KEYS: [&'static str; 14] = [
         "share.auto.offset.reset",
+        "weir.share.state.fsync",
         "errors.deadletterqueue.topic.name",
         "group.share.record.lock.duration.ms",
         "group.share.delivery.count.limit",
@@ -648,6 +659,14 @@ impl SharesConfig {
                 "{key}={value}: must start with dlq. (KIP-1191's prefix)"
             );
             self.dead_letter_topic = Some(value.to_string());
+            return Ok(());
+        }
+        if key == "weir.share.state.fsync" {
+            self.state_fdatasync = match value {
+                "true" => true,
+                "false" => false,
+                _ => anyhow::bail!("{key}={value}: must be true or false"),
+            };
             return Ok(());
         }
         if key == "share.auto.offset.reset" {

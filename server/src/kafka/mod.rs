@@ -33,6 +33,7 @@ pub mod share_acknowledge;
 pub mod share_fetch;
 pub mod share_group_describe;
 pub mod share_group_heartbeat;
+pub mod share_reads;
 pub mod sync_group;
 
 /// An API key's name as Redpanda names its request handlers, Kafka's name in snake case

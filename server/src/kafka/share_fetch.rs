@@ -8,8 +8,8 @@
 //! `max_records`; the member acquires every available record of those batches (batch-aligned,
 //! as Kafka 4.2's default acquire mode: `max_records` may be exceeded to finish a batch; the
 //! partition's lock limit still bounds it), and the answer carries those whole batches and the
-//! acquired ranges with their delivery counts (clients keep only the acquired records). Records are copied into the answer (the
-//! classic Fetch path writes log chunks to the socket without a copy; this one does not yet).
+//! acquired ranges with their delivery counts (clients keep only the acquired records). The batches come from `share_reads`, which reads
+//! a partition's log once for the several answers a large batch needs.
 //!
 //! Version 2 (Kafka 4.2) adds `ShareAcquireMode` (KIP-1206: 1, record_limit, acquires at most
 //! `max_records`, no batch alignment) and, for KIP-1222's Renew acknowledgements, `IsRenewAck`:
@@ -21,17 +21,17 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::share_fetch_response::{
     AcquiredRecords, LeaderIdAndEpoch, PartitionData, ShareFetchableTopicResponse,
 };
 use kafka_protocol::messages::{ShareFetchRequest, ShareFetchResponse};
 use kafka_protocol::protocol::StrBytes;
-use weir_engine::batch::Header;
 
 use super::error_codes as code;
 use super::fetch::{first_of, Wait};
 use super::share_acknowledge::{durable, settle_acks, TopicIds};
+use super::share_reads;
 use crate::partition;
 use crate::queues::Acquired;
 use crate::shard::{Shard, ShardId};
@@ -261,13 +261,10 @@ async fn fetch_partition(
         Ok(None) => return Fetched::default(),
         Err(error) => return failed(code::from_ack_error(error)),
     };
-    let max_bytes = max_bytes.min(PARTITION_BYTES_MAX).min(READ_BYTES_MAX);
-    let read = partition::read(shard, &id.topic, id.partition, start, max_bytes).await;
-    if let Some(error) = read.error {
-        return failed(code::from_partition_error(error));
-    }
-    let chunks = read.payload.iter().map(|c| c.as_slice());
-    let (records, end) = whole_batches(chunks, start, max_records);
+    let (records, end) = match batches(shard, id, start, max_records, max_bytes).await {
+        Ok(found) => found,
+        Err(error_code) => return failed(error_code),
+    };
     // Batch-aligned, as Kafka 4.2's default `share.acquire.mode` (batch_optimized, KIP-1206):
     // every available record of the batches that cover `max_records` is acquired, so a batch is
     // never split between answers (KIP-932 lets `max_records` be exceeded for this). The lock
@@ -297,45 +294,39 @@ fn failed(error_code: i16) -> Fetched {
     }
 }
 
-/// The complete record batches of a read from `start`, copied into one buffer, and the offset
-/// after the last of them (0 when there is none). Batches stop once they cover `max_records`
-/// offsets from `start`: no more can be acquired, and copying (then sending) the rest of the
-/// read cost more than the records acquired (500 records of 100 B in an 8 MiB answer).
-/// The engine's chunks hold whole batches; a partial one ends the answer.
-fn whole_batches<'a>(
-    chunks: impl Iterator<Item = &'a [u8]>,
+/// The whole batches that answer from `start` (`share_reads`): remembered from an earlier read
+/// of this partition when they can be, read from the log when not.
+async fn batches(
+    shard: &Rc<Shard>,
+    id: &SharePartitionId,
     start: i64,
     max_records: usize,
-) -> (Bytes, i64) {
-    let wanted_end = start.saturating_add(i64::try_from(max_records).unwrap_or(i64::MAX));
-    let mut kept: Vec<&[u8]> = Vec::new();
-    let mut end = 0i64;
-    'chunks: for chunk in chunks {
-        let mut at = 0usize;
-        while let Some(header) = Header::new(&chunk[at..]) {
-            let length = usize::try_from(header.batch_length()).unwrap_or(0);
-            let next = at + weir_engine::batch::LOG_OVERHEAD_BYTES + length;
-            if length == 0 || next > chunk.len() {
-                kept.push(&chunk[..at]);
-                break 'chunks;
-            }
-            end = header.base_offset() + i64::from(header.last_offset_delta()) + 1;
-            at = next;
-            if end >= wanted_end {
-                kept.push(&chunk[..at]);
-                break 'chunks;
-            }
-        }
-        kept.push(&chunk[..at]);
-        if at < chunk.len() {
-            break;
-        }
+    max_bytes: usize,
+) -> Result<(Bytes, i64), i16> {
+    let (topic, partition) = (id.topic.as_str(), id.partition);
+    let log = shard
+        .log(topic, partition)
+        .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)?;
+    if let Some((records, end)) =
+        share_reads::remembered(&log, topic, partition, start, max_records)
+    {
+        crate::metrics::read(topic, [records.as_ref()]);
+        return Ok((records, end));
     }
-    let mut all = BytesMut::with_capacity(kept.iter().map(|c| c.len()).sum());
-    for chunk in kept {
-        all.extend_from_slice(chunk);
+    let max_bytes = max_bytes.min(PARTITION_BYTES_MAX).min(READ_BYTES_MAX);
+    let read = partition::read(shard, topic, partition, start, max_bytes).await;
+    if let Some(error) = read.error {
+        return Err(code::from_partition_error(error));
     }
-    (all.freeze(), end)
+    let chunks = &read.payload;
+    Ok(share_reads::remember(
+        &log,
+        topic,
+        partition,
+        chunks,
+        start,
+        max_records,
+    ))
 }
 
 /// Acquired records as KIP-932's ranges: consecutive offsets with one delivery count each.
@@ -423,54 +414,4 @@ fn refused(mut response: ShareFetchResponse, error_code: i16) -> ShareFetchRespo
         _ => "share fetch refused",
     }));
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use weir_engine::batch::{field, HEADER_BYTES, LOG_OVERHEAD_BYTES};
-
-    /// A header-only batch of `count` offsets from `base` (whole_batches reads no more).
-    fn batch(base: i64, count: i32) -> Vec<u8> {
-        let mut bytes = vec![0u8; HEADER_BYTES];
-        bytes[field::BASE_OFFSET].copy_from_slice(&base.to_be_bytes());
-        let length = (HEADER_BYTES - LOG_OVERHEAD_BYTES) as i32;
-        bytes[field::BATCH_LENGTH].copy_from_slice(&length.to_be_bytes());
-        bytes[field::LAST_OFFSET_DELTA].copy_from_slice(&(count - 1).to_be_bytes());
-        bytes
-    }
-
-    /// Chunks of batches `(base, count)`; checks the end offset and how many batches are kept.
-    fn check(chunks: &[&[(i64, i32)]], start: i64, max_records: usize, end: i64, kept: usize) {
-        let chunks: Vec<Vec<u8>> = chunks
-            .iter()
-            .map(|batches| batches.iter().flat_map(|&(b, c)| batch(b, c)).collect())
-            .collect();
-        let (records, got_end) =
-            whole_batches(chunks.iter().map(Vec::as_slice), start, max_records);
-        assert_eq!((got_end, records.len()), (end, kept * HEADER_BYTES));
-    }
-
-    #[test]
-    fn answers_stop_at_the_batch_that_covers_max_records() {
-        // Everything fits: every batch of every chunk.
-        check(&[&[(0, 10), (10, 10)], &[(20, 10)]], 0, 500, 30, 3);
-        // 500 records from offset 0 end inside the second batch: the third is not copied.
-        check(&[&[(0, 300), (300, 300), (600, 300)]], 0, 500, 600, 2);
-        // Counted from `start`, which may sit inside the first batch.
-        check(&[&[(0, 300)], &[(300, 300)]], 250, 50, 300, 1);
-        // One batch larger than max_records still goes whole.
-        check(&[&[(0, 4000)]], 0, 500, 4000, 1);
-        // Nothing read.
-        check(&[], 0, 500, 0, 0);
-    }
-
-    #[test]
-    fn a_partial_batch_ends_the_answer() {
-        let mut chunk = batch(0, 10);
-        chunk.extend_from_slice(&batch(10, 10)[..20]);
-        let later = batch(20, 10);
-        let (records, end) = whole_batches([&chunk[..], &later[..]].into_iter(), 0, 500);
-        assert_eq!((end, records.len()), (10, HEADER_BYTES));
-    }
 }

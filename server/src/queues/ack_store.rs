@@ -86,6 +86,10 @@ pub struct AckStoreOptions {
     pub compact_bytes: u64,
     /// How long the flusher gathers records before it writes (group commit).
     pub flush_delay: Duration,
+    /// Whether each flush ends with an fdatasync. Without it a flush is durable against a
+    /// crash of the broker's process (the write is in the kernel's page cache) but not of the
+    /// machine, as a Kafka log left to the OS is.
+    pub fdatasync: bool,
 }
 
 impl Default for AckStoreOptions {
@@ -93,6 +97,7 @@ impl Default for AckStoreOptions {
         AckStoreOptions {
             compact_bytes: 4 << 20,
             flush_delay: Duration::from_millis(2),
+            fdatasync: true,
         }
     }
 }
@@ -471,9 +476,11 @@ impl AckStore {
         record_file::write_all(&file, bytes, position)
             .await
             .map_err(|source| self.io(source))?;
-        file.fdatasync()
-            .await
-            .map_err(|error| self.io(error.into()))?;
+        if self.options.fdatasync {
+            file.fdatasync()
+                .await
+                .map_err(|error| self.io(error.into()))?;
+        }
         self.file_bytes.set(position + length);
         Ok(())
     }
@@ -727,6 +734,7 @@ mod tests {
         AckStoreOptions {
             compact_bytes,
             flush_delay: Duration::from_millis(1),
+            fdatasync: true,
         }
     }
 
@@ -837,6 +845,7 @@ mod tests {
             let slow = AckStoreOptions {
                 compact_bytes: 4 << 20,
                 flush_delay: Duration::from_secs(3600),
+                fdatasync: true,
             };
             let store = AckStore::open(&dir, 0, slow).await.unwrap();
             let state = queue_with_acks(&store, &key, 10, &[0, 1, 2, 3, 7]);

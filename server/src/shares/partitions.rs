@@ -121,6 +121,7 @@ pub async fn open_store(shard: &Rc<Shard>) -> anyhow::Result<()> {
     // fdatasync are under way still goes together in the next one.
     let options = AckStoreOptions {
         flush_delay: std::time::Duration::ZERO,
+        fdatasync: shard.config.shares.state_fdatasync,
         ..AckStoreOptions::default()
     };
     let store = AckStore::open(&dir, shard.id.index(), options)
