@@ -1,8 +1,9 @@
 //! TLS on every listener, against the real broker with real clients: confluent-kafka (librdkafka
 //! 2.16) and kcat (librdkafka 2.0.2) over `SSL://`, pika over `amqps://`, plaintext clients on a
 //! PLAINTEXT listener of the same broker (Metadata sends each client to its own listener's
-//! ports), mutual TLS (`ssl.client.auth=required`), and plaintext clients on TLS ports closed
-//! without keeping their `max.connections` slots.
+//! ports), mutual TLS (`ssl.client.auth=required`), and bad handshakes (a plaintext client on the
+//! SSL port, a stalled one) closed within `weir.tls.handshake.timeout.ms` without keeping their
+//! `max.connections` slots.
 //!
 //! The certificates are made by the test with rcgen (a CA, a server certificate for 127.0.0.1 and
 //! localhost, a client certificate, an expired one, and one from another CA); no key is committed.
@@ -342,6 +343,30 @@ fn plaintext_clients_on_tls_ports_are_closed_and_free_their_slots() -> Result<()
     ensure!(
         !log.contains("not done within weir.tls.handshake.timeout.ms"),
         "a plaintext client waited for the handshake timeout:\n{log}"
+    );
+    Ok(())
+}
+
+#[test]
+fn stalled_handshakes_are_closed_after_the_timeout() -> Result<()> {
+    let certs = certificates()?;
+    let options = tls_options(&certs)
+        .set("max.connections", "3")
+        .set("weir.tls.handshake.timeout.ms", "300");
+    let broker = Broker::start(options)?;
+    // TCP connects that send nothing.
+    for _ in 0..BAD_CONNECTIONS {
+        closed_by_broker(broker.ssl_port(), &[], CLOSE_GUARD).context("stalled on SSL")?;
+        closed_by_broker(broker.amqps_port(), &[], CLOSE_GUARD).context("stalled on amqps")?;
+    }
+    ensure!(
+        kcat_metadata(&broker.ssl_bootstrap(), &certs.ca, None)?,
+        "no slot left for a good client"
+    );
+    let log = broker.log();
+    ensure!(
+        log.contains("not done within weir.tls.handshake.timeout.ms=300"),
+        "no timeout logged:\n{log}"
     );
     Ok(())
 }
