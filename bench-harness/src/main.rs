@@ -23,6 +23,7 @@ mod run;
 mod server;
 mod share;
 mod stats;
+mod tls;
 mod wire;
 mod workload;
 

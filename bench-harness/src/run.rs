@@ -25,6 +25,7 @@ use crate::report::{human_rate, Latency, Results, SeriesPoint};
 use crate::server::{self, SpawnedServer};
 use crate::share::{self, SharePlan};
 use crate::stats::{self, Clock, CpuPlan, FlowSnapshot, Shared};
+use crate::tls;
 use crate::wire::{self, FetchLimits, FetchPosition, API_FETCH, API_PRODUCE};
 use crate::workload::{parse_cpus, RunArgs, ShareSpec, Stop, Workload};
 
@@ -35,6 +36,7 @@ pub type LateFetchers = Box<dyn FnOnce() -> Result<Vec<Worker>>>;
 /// which make the process exit non-zero after the report is written.
 pub fn run(args: &RunArgs) -> Result<Results> {
     let workload = Arc::new(Workload::resolve(args)?);
+    let certificates = set_up_tls(args)?;
     let mut spawned = if args.spawn_server {
         let weir_bin = match &args.weir_bin {
             Some(path) => path.clone(),
@@ -49,9 +51,16 @@ pub fn run(args: &RunArgs) -> Result<Results> {
         {
             settings.push("share.auto.offset.reset=earliest".to_owned());
         }
+        let listen = match &certificates {
+            Some(certificates) => {
+                settings.extend(certificates.server_settings());
+                format!("SSL://{}", args.bootstrap)
+            }
+            None => args.bootstrap.clone(),
+        };
         Some(SpawnedServer::start(
             &weir_bin,
-            &args.bootstrap,
+            &listen,
             &args.server_cpus,
             &settings,
             None,
@@ -90,6 +99,23 @@ pub fn run(args: &RunArgs) -> Result<Results> {
         }
     }
     result
+}
+
+/// `--tls`: every connection speaks TLS from here on. Answers the certificates made for a
+/// spawned broker when no `--tls-ca` was given (kept until the run ends).
+fn set_up_tls(args: &RunArgs) -> Result<Option<tls::RunCertificates>> {
+    if !args.tls {
+        return Ok(None);
+    }
+    match &args.tls_ca {
+        Some(ca) => tls::install(ca).map(|()| None),
+        None if args.spawn_server => {
+            let certificates = tls::run_certificates()?;
+            tls::install(&certificates.ca)?;
+            Ok(Some(certificates))
+        }
+        None => bail!("--tls needs --tls-ca (or --spawn-server, which makes its own)"),
+    }
 }
 
 #[expect(
