@@ -19,6 +19,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
+use crate::tls::Stream;
 use crate::wire::{
     self, API_API_VERSIONS, API_CREATE_TOPICS, API_FIND_COORDINATOR, API_LIST_OFFSETS,
     API_METADATA, API_SHARE_ACKNOWLEDGE, API_SHARE_FETCH, API_SHARE_GROUP_HEARTBEAT,
@@ -29,13 +30,13 @@ pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
 
 const TOPIC_ALREADY_EXISTS: i16 = 36;
 
-/// Opens a TCP connection with the harness's socket settings.
-pub fn connect(address: &str) -> Result<TcpStream> {
+/// Opens a connection with the harness's socket settings: TCP, or TLS under `--tls`.
+pub fn connect(address: &str) -> Result<Stream> {
     let stream = TcpStream::connect(address).with_context(|| format!("connecting to {address}"))?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(SOCKET_TIMEOUT))?;
     stream.set_write_timeout(Some(SOCKET_TIMEOUT))?;
-    Ok(stream)
+    crate::tls::wrap(stream, address)
 }
 
 /// Waits until `address` accepts connections: a broker may open its per-shard ports a moment after
@@ -55,7 +56,7 @@ pub fn wait_connectable(address: &str, timeout: Duration) -> Result<()> {
 
 /// A request/response connection for admin calls.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     correlation_id: i32,
     frame: Vec<u8>,
 }

@@ -24,6 +24,7 @@ mod run;
 mod server;
 mod share;
 mod stats;
+mod tls;
 mod wire;
 mod workload;
 

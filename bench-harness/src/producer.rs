@@ -18,7 +18,6 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -30,6 +29,7 @@ use hdrhistogram::Histogram;
 
 use crate::batch::{record_bytes, BatchBuilder, VALUE_TIMESTAMP_BYTES};
 use crate::stats::{self, CpuPlan, Shared};
+use crate::tls::Stream;
 use crate::wire;
 use crate::workload::{Keys, Workload};
 
@@ -93,7 +93,7 @@ impl Staging {
 }
 
 struct Link {
-    stream: TcpStream,
+    stream: Stream,
     /// Closed batches for the next request.
     pending: Vec<usize>,
     /// (target, generation) of open batches whose linger expired: closed when the request goes.
@@ -537,7 +537,7 @@ struct Window {
 
 fn spawn_ack_reader(
     plan: &ProducerPlan,
-    stream: TcpStream,
+    stream: Stream,
     receiver: Receiver<InFlight>,
     window: Window,
 ) -> Result<JoinHandle<Result<Histogram<u64>>>> {
@@ -561,7 +561,7 @@ fn spawn_ack_reader(
 }
 
 fn read_acks(
-    mut stream: TcpStream,
+    mut stream: Stream,
     receiver: Receiver<InFlight>,
     version: i16,
     payload_bytes: u64,

@@ -26,6 +26,7 @@ use crate::report::{human_rate, Latency, Results, SeriesPoint};
 use crate::server::{self, SpawnedServer};
 use crate::share::{self, SharePlan};
 use crate::stats::{self, Clock, CpuPlan, FlowSnapshot, Shared};
+use crate::tls;
 use crate::wire::{self, FetchLimits, FetchPosition, API_FETCH, API_PRODUCE};
 use crate::workload::{parse_cpus, RunArgs, ShareSpec, Stop, Workload};
 
@@ -36,7 +37,8 @@ pub type LateFetchers = Box<dyn FnOnce() -> Result<Vec<Worker>>>;
 /// which make the process exit non-zero after the report is written.
 pub fn run(args: &RunArgs) -> Result<Results> {
     let workload = Arc::new(Workload::resolve(args)?);
-    let mut spawned = spawn(args)?;
+    let certificates = set_up_tls(args)?;
+    let mut spawned = spawn(args, certificates.as_ref())?;
     let poller = match &args.broker_metrics {
         Some(address) => Some(Poller::start(
             address,
@@ -87,7 +89,10 @@ pub fn run(args: &RunArgs) -> Result<Results> {
 }
 
 /// The broker of --spawn-server, started with the settings the run needs.
-fn spawn(args: &RunArgs) -> Result<Option<SpawnedServer>> {
+fn spawn(
+    args: &RunArgs,
+    certificates: Option<&tls::RunCertificates>,
+) -> Result<Option<SpawnedServer>> {
     if !args.spawn_server {
         return Ok(None);
     }
@@ -107,13 +112,37 @@ fn spawn(args: &RunArgs) -> Result<Option<SpawnedServer>> {
     if let Some(address) = &args.broker_metrics {
         settings.push(format!("metrics-listen={address}"));
     }
+    let listen = match certificates {
+        Some(certificates) => {
+            settings.extend(certificates.server_settings());
+            format!("SSL://{}", args.bootstrap)
+        }
+        None => args.bootstrap.clone(),
+    };
     Ok(Some(SpawnedServer::start(
         &weir_bin,
-        &args.bootstrap,
+        &listen,
         &args.server_cpus,
         &settings,
         None,
     )?))
+}
+
+/// `--tls`: every connection speaks TLS from here on. Answers the certificates made for a
+/// spawned broker when no `--tls-ca` was given (kept until the run ends).
+fn set_up_tls(args: &RunArgs) -> Result<Option<tls::RunCertificates>> {
+    if !args.tls {
+        return Ok(None);
+    }
+    match &args.tls_ca {
+        Some(ca) => tls::install(ca).map(|()| None),
+        None if args.spawn_server => {
+            let certificates = tls::run_certificates()?;
+            tls::install(&certificates.ca)?;
+            Ok(Some(certificates))
+        }
+        None => bail!("--tls needs --tls-ca (or --spawn-server, which makes its own)"),
+    }
 }
 
 #[expect(

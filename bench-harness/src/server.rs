@@ -38,7 +38,7 @@ pub fn default_weir_bin() -> Result<PathBuf> {
 }
 
 impl SpawnedServer {
-    /// Starts weir with its Kafka listener on `listen` and, with `amqp_listen`, its AMQP listener
+    /// Starts weir with its Kafka listener on `listen` (`HOST:PORT` or `SSL://HOST:PORT`) and, with `amqp_listen`, its AMQP listener
     /// there (`--amqp-listen`); returns once every listener it was given accepts connections.
     pub fn start(
         weir_bin: &Path,
@@ -48,7 +48,11 @@ impl SpawnedServer {
         amqp_listen: Option<&str>,
     ) -> Result<Self> {
         let shards = crate::workload::parse_cpus(cpus)?.len();
-        check_ports_free(listen, shards)?;
+        // `SSL://HOST:PORT` (--tls) listens on HOST:PORT too.
+        let address = listen
+            .split_once("://")
+            .map_or(listen, |(_, address)| address);
+        check_ports_free(address, shards)?;
         if let Some(amqp) = amqp_listen {
             // One AMQP port, shared by every shard.
             check_ports_free(amqp, 0)?;
@@ -83,7 +87,9 @@ impl SpawnedServer {
         if !metrics_asked && has_flag(weir_bin, "--metrics-listen") {
             args.extend(["--metrics-listen", "none"].map(String::from));
         }
-        let listeners = std::iter::once(listen).chain(amqp_listen).map(String::from);
+        let listeners = std::iter::once(address)
+            .chain(amqp_listen)
+            .map(String::from);
         let mut server = SpawnedServer {
             child: launch(weir_bin, &args, &log_path, false)?,
             log_path,

@@ -207,6 +207,14 @@ pub struct RunArgs {
     /// How often --broker-metrics scrapes.
     #[arg(long, default_value = "1000")]
     pub broker_metrics_interval_ms: u64,
+    /// Speak TLS to the broker (its `SSL://` listener at --bootstrap), trusting --tls-ca. With
+    /// --spawn-server and no --tls-ca, the spawned broker gets an SSL listener and a certificate
+    /// made for the run.
+    #[arg(long)]
+    pub tls: bool,
+    /// The CA file (PEM) the broker's certificate chains to, for --tls.
+    #[arg(long, requires = "tls")]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Write the results as JSON.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,

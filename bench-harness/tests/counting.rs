@@ -148,6 +148,34 @@ fn keyed_partitions_groups_and_acks_all_count_exactly() {
     check_counts(&run, 100_001, 2);
 }
 
+/// `--tls` with `--spawn-server`: the broker gets an `SSL://` listener and a certificate made for
+/// the run, and every connection (admin, producers with their ack readers, fetchers) speaks TLS;
+/// fetches large enough to span many TLS records. Port 21440 (its own range).
+#[test]
+fn over_tls_every_message_is_acknowledged_and_consumed() {
+    let Some(run) = run(
+        21440,
+        &[
+            "--tls",
+            "--messages",
+            "100000",
+            "--message-bytes",
+            "100",
+            "--partitions",
+            "4",
+            "--producers",
+            "2",
+            "--consumer-groups",
+            "2",
+            "--topic",
+            "tls",
+        ],
+    ) else {
+        return;
+    };
+    check_counts(&run, 100_000, 2);
+}
+
 /// One request in flight and one batch per request: the window is full most of the time, so
 /// batches whose linger expired keep taking records while they wait (the accumulator path).
 #[test]

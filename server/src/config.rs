@@ -13,6 +13,9 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use weir_engine::{Durability, LogConfig};
 
+use crate::security::listener::{self, AmqpListener, KafkaListener};
+use crate::security::tls::{ClientAuth, TlsSettings};
+
 const SET_HELP: &str = "Broker and topic defaults with Kafka's names (repeatable):
   num.partitions=N              partitions of an auto-created topic (default 1)
   auto.create.topics.enable=B   create unknown topics on first Metadata request (default true)
@@ -52,7 +55,15 @@ const SET_HELP: &str = "Broker and topic defaults with Kafka's names (repeatable
                                 (RabbitMQ's vm_memory_high_watermark; default 0.4)
   amqp.vm.memory.high.watermark.absolute=N  the same limit in bytes instead of a fraction
                                 (RabbitMQ's vm_memory_high_watermark.absolute); wins over
-                                the fraction when both are set";
+                                the fraction when both are set
+  ssl.certificate.location=FILE the broker's certificate chain (PEM) for SSL/SASL_SSL listeners
+                                and amqps (librdkafka's name)
+  ssl.key.location=FILE         its private key (PEM: PKCS#8, PKCS#1 or SEC1)
+  ssl.ca.location=FILE          CA certificates (PEM) that client certificates must chain to
+  ssl.client.auth=MODE          none (default), requested (a certificate, if sent, must be
+                                trusted) or required (mutual TLS)
+  weir.tls.handshake.timeout.ms=N  a TLS handshake not done in this time closes the connection
+                                (default 10000)";
 
 /// `weir`: a thread-per-core Kafka-compatible log broker.
 #[derive(Parser, Debug, Clone, Default)]
@@ -67,14 +78,17 @@ pub struct Args {
     /// Directory holding topic logs, metadata.json and consumer group state.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Bootstrap address every shard listens on (SO_REUSEPORT); shard i also listens on
-    /// port+1+i and is advertised as broker id i there. Default 127.0.0.1:9092.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub listen: Option<String>,
-    /// AMQP 0-9-1 address every shard listens on (SO_REUSEPORT), default 127.0.0.1:5672;
-    /// `none` disables AMQP.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub amqp_listen: Option<String>,
+    /// Kafka listener, repeatable, in Kafka's syntax: `PLAINTEXT://HOST:PORT`, `SSL://…`,
+    /// `SASL_PLAINTEXT://…`, `SASL_SSL://…`, or a bare HOST:PORT (PLAINTEXT). Every shard
+    /// listens on its bootstrap port (SO_REUSEPORT); shard i also on port+1+i, advertised as
+    /// broker id i to the clients of that listener. Default 127.0.0.1:9092.
+    #[arg(long, value_name = "[PROTOCOL://]HOST:PORT")]
+    pub listen: Vec<String>,
+    /// AMQP 0-9-1 listener, repeatable: `amqp://HOST:PORT`, `amqps://HOST:PORT` (TLS) or a bare
+    /// HOST:PORT (amqp); every shard listens (SO_REUSEPORT). Default 127.0.0.1:5672; `none`
+    /// disables AMQP.
+    #[arg(long, value_name = "[amqp[s]://]HOST:PORT")]
+    pub amqp_listen: Vec<String>,
     /// Prometheus metrics address (HTTP, `GET /metrics`, served by shard 0), default
     /// 127.0.0.1:9644; `none` disables it.
     #[arg(long, value_name = "HOST:PORT")]
@@ -106,9 +120,12 @@ pub struct Args {
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub data_dir: PathBuf,
-    pub listen: SocketAddr,
-    /// The AMQP listener's address (every shard, SO_REUSEPORT); `None` = AMQP disabled.
-    pub amqp_listen: Option<SocketAddr>,
+    /// Kafka's listeners (at least one), in the order given.
+    pub listeners: Vec<KafkaListener>,
+    /// AMQP's listeners (every shard, SO_REUSEPORT); empty = AMQP disabled.
+    pub amqp_listeners: Vec<AmqpListener>,
+    /// Certificates and client authentication for the TLS listeners (`ssl.*`).
+    pub tls: TlsSettings,
     /// The Prometheus endpoint's address (shard 0 only); `None` = no metrics endpoint.
     pub metrics_listen: Option<SocketAddr>,
     pub advertised_host: String,
@@ -161,9 +178,9 @@ impl Default for MemoryWatermark {
     }
 }
 
-/// `--cpus` (default: every CPU), checked against the broker ports `listen` leaves above it
-/// (one per shard).
-fn cpus_for(text: Option<String>, listen: SocketAddr) -> anyhow::Result<Vec<usize>> {
+/// `--cpus` (default: every CPU), checked against the broker ports each Kafka listener leaves
+/// above it (one per shard).
+fn cpus_for(text: Option<String>, listeners: &[KafkaListener]) -> anyhow::Result<Vec<usize>> {
     let cpus: Vec<usize> = match text {
         Some(text) => parse_cpus(&text)?,
         None => (0..std::thread::available_parallelism()
@@ -175,14 +192,43 @@ fn cpus_for(text: Option<String>, listen: SocketAddr) -> anyhow::Result<Vec<usiz
         bail!("--cpus selects no CPU");
     }
     let shards = cpus.len();
-    if listen.port() as usize + shards >= u16::MAX as usize {
-        bail!(
-            "--listen port {} leaves no room for {} broker ports",
-            listen.port(),
-            shards
-        );
+    for listener in listeners {
+        if listener.address.port() as usize + shards >= u16::MAX as usize {
+            bail!("--listen {listener} leaves no room for {shards} broker ports");
+        }
     }
     Ok(cpus)
+}
+
+/// `--listen` values (each one listener or a comma-separated list), default 127.0.0.1:9092.
+fn kafka_listeners(texts: &[String]) -> anyhow::Result<Vec<KafkaListener>> {
+    let mut listeners = Vec::new();
+    for text in texts {
+        listeners.extend(listener::parse_kafka_listeners(text).context("--listen")?);
+    }
+    if listeners.is_empty() {
+        listeners = listener::parse_kafka_listeners("127.0.0.1:9092")?;
+    }
+    listener::check_sasl_supported(&listeners).context("--listen")?;
+    Ok(listeners)
+}
+
+/// `--amqp-listen` values; `none` (alone) turns AMQP off.
+fn amqp_listeners(texts: &[String]) -> anyhow::Result<Vec<AmqpListener>> {
+    if texts
+        .iter()
+        .any(|text| text.trim().eq_ignore_ascii_case("none"))
+    {
+        if texts.len() > 1 {
+            bail!("--amqp-listen none cannot be given with other AMQP listeners");
+        }
+        return Ok(Vec::new());
+    }
+    let mut listeners = Vec::new();
+    for text in texts {
+        listeners.extend(listener::parse_amqp_listeners(text).context("--amqp-listen")?);
+    }
+    Ok(listeners)
 }
 
 /// `--amqp-listen` or `--metrics-listen` (`flag`): an address, or `none` (off).
@@ -247,9 +293,16 @@ impl BrokerConfig {
         let mut take = |flag: Option<String>, key: &str| flag.or_else(|| values.remove(key));
         let data_dir = take(args.data_dir.map(|d| d.display().to_string()), "data-dir")
             .unwrap_or_else(|| "./data".into());
-        let listen_text = take(args.listen, "listen").unwrap_or_else(|| "127.0.0.1:9092".into());
-        let amqp_text =
-            take(args.amqp_listen, "amqp-listen").unwrap_or_else(|| "127.0.0.1:5672".into());
+        // Flags win over the file; a repeated flag adds listeners.
+        let mut take_list = |flags: Vec<String>, key: &str| match flags.is_empty() {
+            true => take(None, key).into_iter().collect::<Vec<_>>(),
+            false => flags,
+        };
+        let listen_texts = take_list(args.listen, "listen");
+        let mut amqp_texts = take_list(args.amqp_listen, "amqp-listen");
+        if amqp_texts.is_empty() {
+            amqp_texts.push("127.0.0.1:5672".into());
+        }
         let metrics_text =
             take(args.metrics_listen, "metrics-listen").unwrap_or_else(|| "127.0.0.1:9644".into());
         let advertised = take(args.advertised_host, "advertised-host");
@@ -260,26 +313,23 @@ impl BrokerConfig {
                 .map(|v| v == "true")
                 .unwrap_or(false);
 
-        let listen = listen_text
-            .to_socket_addrs()
-            .with_context(|| format!("--listen {listen_text}"))?
-            .next()
-            .with_context(|| format!("--listen {listen_text} resolves to no address"))?;
-        let amqp_listen = parse_optional_listen("amqp-listen", &amqp_text)?;
+        let listeners = kafka_listeners(&listen_texts)?;
+        let amqp_listeners = amqp_listeners(&amqp_texts)?;
         let metrics_listen = parse_optional_listen("metrics-listen", &metrics_text)?;
         let advertised_host = match advertised {
             Some(host) => host,
-            None => match listen_text.rsplit_once(':') {
-                Some((host, _)) if host != "0.0.0.0" && host != "[::]" => host.to_string(),
-                _ => "127.0.0.1".to_string(),
+            None => match listeners[0].host.as_str() {
+                "" | "0.0.0.0" | "[::]" => "127.0.0.1".to_string(),
+                host => host.to_string(),
             },
         };
-        let cpus = cpus_for(cpus_text, listen)?;
+        let cpus = cpus_for(cpus_text, &listeners)?;
 
         let mut config = BrokerConfig {
             data_dir: PathBuf::from(data_dir),
-            listen,
-            amqp_listen,
+            listeners,
+            amqp_listeners,
+            tls: TlsSettings::default(),
             metrics_listen,
             advertised_host,
             cpus,
@@ -302,7 +352,38 @@ impl BrokerConfig {
         for (key, value) in values {
             config.set(&key, &value)?;
         }
+        crate::ports::check_listeners_distinct(&config)?;
+        config.check_tls_settings()?;
         Ok(config)
+    }
+
+    /// Whether any listener (Kafka or AMQP) speaks TLS.
+    pub fn any_tls_listener(&self) -> bool {
+        self.listeners.iter().any(|l| l.protocol.tls()) || self.amqp_listeners.iter().any(|l| l.tls)
+    }
+
+    /// A TLS listener needs a certificate and its key; mutual TLS needs the CAs to check clients
+    /// against. Checked here so that a bad command line fails before anything starts (the files
+    /// themselves are read by `security::tls::server_config` at start).
+    fn check_tls_settings(&self) -> anyhow::Result<()> {
+        if !self.any_tls_listener() {
+            return Ok(());
+        }
+        let tls = &self.tls;
+        if tls.certificate.is_none() || tls.key.is_none() {
+            bail!(
+                "a TLS listener (SSL://, SASL_SSL:// or amqps://) needs \
+                 --set ssl.certificate.location=FILE and --set ssl.key.location=FILE (PEM)"
+            );
+        }
+        if tls.client_auth != ClientAuth::None && tls.ca.is_none() {
+            bail!(
+                "ssl.client.auth={} needs --set ssl.ca.location=FILE: the CA certificates (PEM) \
+                 that client certificates must chain to",
+                tls.client_auth.name()
+            );
+        }
+        Ok(())
     }
 
     fn set(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
@@ -365,6 +446,7 @@ impl BrokerConfig {
                     .filter(|n| *n > 0)
                     .with_context(|| format!("{key}={value}: must be > 0"))?
             }
+            key if TlsSettings::KEYS.contains(&key) => self.tls.set(key, value)?,
             "weir.tail.cache.shard.bytes" => {
                 self.tail_cache_shard_bytes = usize::try_from(number()?)
                     .ok()
@@ -547,6 +629,17 @@ fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, St
         }
         toml::Value::String(text) => {
             out.insert(prefix.to_string(), text.clone());
+        }
+        // `listen = ["PLAINTEXT://…", "SSL://…"]`: a list, as Kafka's comma-separated one.
+        toml::Value::Array(items) => {
+            let texts: Vec<String> = items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            out.insert(prefix.to_string(), texts.join(","));
         }
         other => {
             out.insert(prefix.to_string(), other.to_string());
@@ -765,7 +858,7 @@ mod tests {
             ..Args::default()
         };
         let config = BrokerConfig::from_args(args).unwrap();
-        assert_eq!(config.listen.port(), 19150);
+        assert_eq!(config.listeners[0].address.port(), 19150);
         assert_eq!(config.num_partitions, 4);
         let log = config.log_config(&BTreeMap::new());
         assert_eq!(log.segment_bytes, 1 << 20);
@@ -879,6 +972,130 @@ mod tests {
         ] {
             assert!(config(&[bad]).is_err(), "{bad}");
         }
+    }
+
+    /// `Err(fragment)`: the start fails with an error containing it.
+    fn check_listeners(listen: &[&str], amqp: &[&str], set: &[&str], want: Result<&str, &str>) {
+        let result = BrokerConfig::from_args(Args {
+            listen: listen.iter().map(|s| s.to_string()).collect(),
+            amqp_listen: amqp.iter().map(|s| s.to_string()).collect(),
+            set: set.iter().map(|s| s.to_string()).collect(),
+            metrics_listen: Some("none".into()),
+            cpus: Some("0-1".into()),
+            ..Args::default()
+        });
+        match (result, want) {
+            (Ok(config), Ok(expected)) => {
+                let kafka = config.listeners.iter().map(ToString::to_string);
+                let amqp_names = config.amqp_listeners.iter().map(ToString::to_string);
+                let all: Vec<String> = kafka.chain(amqp_names).collect();
+                assert_eq!(all.join(" "), expected, "{listen:?} {amqp:?}");
+            }
+            (Err(error), Err(fragment)) => {
+                let message = format!("{error:#}");
+                assert!(message.contains(fragment), "{listen:?} {amqp:?}: {message}");
+            }
+            (got, want) => panic!("{listen:?} {amqp:?}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn listeners_from_flags() {
+        let tls = ["ssl.certificate.location=c.pem", "ssl.key.location=k.pem"];
+        check_listeners(
+            &[],
+            &[],
+            &[],
+            Ok("PLAINTEXT://127.0.0.1:9092 amqp://127.0.0.1:5672"),
+        );
+        check_listeners(
+            &["127.0.0.1:21000", "SSL://127.0.0.1:21010"],
+            &["none"],
+            &tls,
+            Ok("PLAINTEXT://127.0.0.1:21000 SSL://127.0.0.1:21010"),
+        );
+        check_listeners(
+            &["127.0.0.1:21000"],
+            &["amqps://127.0.0.1:21020", "amqp://127.0.0.1:21021"],
+            &tls,
+            Ok("PLAINTEXT://127.0.0.1:21000 amqps://127.0.0.1:21020 amqp://127.0.0.1:21021"),
+        );
+    }
+
+    #[test]
+    fn bad_listeners_are_refused_with_clear_errors() {
+        let tls = ["ssl.certificate.location=c.pem", "ssl.key.location=k.pem"];
+        // Shard 1's broker port of the first listener is the second's bootstrap port.
+        check_listeners(
+            &["127.0.0.1:21000", "SSL://127.0.0.1:21002"],
+            &["none"],
+            &tls,
+            Err("listeners clash on port 21002: PLAINTEXT://127.0.0.1:21000 (shard 1's broker port) and SSL://127.0.0.1:21002 (bootstrap port)"),
+        );
+        check_listeners(
+            &["0.0.0.0:21000"],
+            &["127.0.0.1:21001"],
+            &[],
+            Err("clash on port 21001"),
+        );
+        check_listeners(
+            &["SSL://127.0.0.1:21000"],
+            &["none"],
+            &[],
+            Err("needs --set ssl.certificate.location"),
+        );
+        check_listeners(
+            &["127.0.0.1:21000"],
+            &["amqps://127.0.0.1:21020"],
+            &[],
+            Err("needs --set ssl.certificate.location"),
+        );
+        let mutual = [tls[0], tls[1], "ssl.client.auth=required"];
+        check_listeners(
+            &["SSL://127.0.0.1:21000"],
+            &["none"],
+            &mutual,
+            Err("needs --set ssl.ca.location"),
+        );
+        check_listeners(
+            &["SSL://127.0.0.1:21000"],
+            &["none"],
+            &["ssl.client.auth=maybe"],
+            Err("must be required, requested or none"),
+        );
+        check_listeners(
+            &["SASL_SSL://127.0.0.1:21000"],
+            &["none"],
+            &tls,
+            Err("SASL listeners need the SASL support"),
+        );
+        check_listeners(
+            &["TCP://127.0.0.1:21000"],
+            &[],
+            &[],
+            Err("unknown security protocol"),
+        );
+        check_listeners(
+            &["127.0.0.1:21000"],
+            &["none", "127.0.0.1:21020"],
+            &[],
+            Err("cannot be given with other"),
+        );
+    }
+
+    #[test]
+    fn listeners_from_the_config_file() {
+        // The file's list, as a TOML array (or Kafka's comma-separated string).
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("weir.toml");
+        std::fs::write(&file, "listen = [\"127.0.0.1:21000\", \"SSL://127.0.0.1:21010\"]\namqp-listen = \"none\"\n\"ssl.certificate.location\" = \"c.pem\"\n\"ssl.key.location\" = \"k.pem\"\n").unwrap();
+        let config = BrokerConfig::from_args(Args {
+            config: Some(file),
+            cpus: Some("0".into()),
+            ..Args::default()
+        })
+        .unwrap();
+        assert_eq!(config.listeners[1].to_string(), "SSL://127.0.0.1:21010");
     }
 
     #[test]

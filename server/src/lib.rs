@@ -95,6 +95,11 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         .context("loading exchanges and bindings")?
         .snapshot();
     let metadata = Arc::new(metadata);
+    // Read once, shared by every shard's TLS listeners (handshakes only, not the data path).
+    let tls = match config.any_tls_listener() {
+        true => Some(security::tls::server_config(&config.tls)?),
+        false => None,
+    };
 
     let (mesh, inboxes) = shard::mesh::build(count);
     let connections_total = Arc::new(AtomicUsize::new(0));
@@ -114,9 +119,9 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
             inbox,
             metadata: metadata.clone(),
             connections_total: connections_total.clone(),
-            listeners: listeners(&config),
+            listeners: listeners(&config, shard::ShardId(id), tls.as_ref()),
             start_hooks: start_hooks(&config),
-            stop_hooks: if config.amqp_listen.is_some() {
+            stop_hooks: if !config.amqp_listeners.is_empty() {
                 vec![amqp::stop_hook as shard::listener::StopHook]
             } else {
                 Vec::new()
@@ -169,16 +174,19 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         }
         bail!("{message}");
     }
-    let port = config.listen.port();
-    tracing::info!(
-        "weir ready: bootstrap {}:{}, shards {}, broker ports {}-{}",
-        config.advertised_host,
-        port,
-        count,
-        port + 1,
-        port + count as u16
-    );
-    if let Some(amqp) = config.amqp_listen {
+    for listener in &config.listeners {
+        let port = listener.address.port();
+        tracing::info!(
+            "weir ready: {} bootstrap {}:{}, shards {}, broker ports {}-{}",
+            listener.protocol,
+            config.advertised_host,
+            port,
+            count,
+            port + 1,
+            port + count as u16
+        );
+    }
+    for amqp in &config.amqp_listeners {
         tracing::info!("amqp listener on {amqp} (every shard)");
     }
     if let Some(metrics) = config.metrics_listen {
@@ -219,7 +227,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
 /// The start hooks: AMQP's (rebuilding queues) unless it is off, then the metrics endpoint's.
 fn start_hooks(config: &BrokerConfig) -> Vec<shard::listener::StartHook> {
     let mut hooks: Vec<shard::listener::StartHook> = Vec::new();
-    if config.amqp_listen.is_some() {
+    if !config.amqp_listeners.is_empty() {
         hooks.push(amqp::start_hook);
     }
     if config.metrics_listen.is_some() {
@@ -236,12 +244,15 @@ static METRICS: metrics::Protocols = metrics::Protocols {
     resident_bytes: || amqp::alarm::memory::resident_bytes().ok(),
 };
 
-/// Every protocol's listeners, in binding order: Kafka's, then AMQP's unless disabled.
-fn listeners(config: &BrokerConfig) -> Vec<shard::listener::Listener> {
-    let mut listeners = kafka::connection::listeners();
-    if config.amqp_listen.is_some() {
-        listeners.extend(amqp::listeners());
-    }
+/// Every protocol's listeners on shard `id`, in binding order: Kafka's, then AMQP's (none when
+/// disabled). `tls`: the broker's TLS configuration, present when a listener needs it.
+fn listeners(
+    config: &BrokerConfig,
+    id: shard::ShardId,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+) -> Vec<shard::listener::Listener> {
+    let mut listeners = kafka::connection::listeners(config, id, tls);
+    listeners.extend(amqp::listeners(config, tls));
     listeners
 }
 

@@ -19,18 +19,53 @@ use crate::config::BrokerConfig;
 /// io_uring; a port counts as taken only if it stays taken this long.
 const SETTLE: Duration = Duration::from_secs(1);
 
-/// The bootstrap address, every shard's broker port and the AMQP listener (when enabled).
+/// Every address the broker binds, each with what it is for errors: each Kafka listener's
+/// bootstrap address and every shard's broker port above it, the AMQP listeners, the metrics
+/// endpoint.
+fn labelled_addresses(config: &BrokerConfig) -> Vec<(SocketAddr, String)> {
+    let mut out = Vec::new();
+    for listener in &config.listeners {
+        out.push((listener.address, format!("{listener} (bootstrap port)")));
+        for shard in 0..config.cpus.len() {
+            let mut address = listener.address;
+            address.set_port(listener.address.port() + 1 + shard as u16);
+            out.push((address, format!("{listener} (shard {shard}'s broker port)")));
+        }
+    }
+    for listener in &config.amqp_listeners {
+        out.push((listener.address, listener.to_string()));
+    }
+    if let Some(metrics) = config.metrics_listen {
+        out.push((metrics, format!("metrics http://{metrics}")));
+    }
+    out
+}
+
+/// The addresses of `labelled_addresses`.
 fn addresses(config: &BrokerConfig) -> Vec<SocketAddr> {
-    let at = |port: u16| {
-        let mut address = config.listen;
-        address.set_port(port);
-        address
-    };
-    std::iter::once(config.listen)
-        .chain((0..config.cpus.len()).map(|i| at(config.listen.port() + 1 + i as u16)))
-        .chain(config.amqp_listen)
-        .chain(config.metrics_listen)
+    labelled_addresses(config)
+        .into_iter()
+        .map(|(address, _)| address)
         .collect()
+}
+
+/// No two of the broker's own listeners may share a port (a Kafka listener takes its port and
+/// the next one per shard): checked when the configuration is read, before anything binds.
+pub fn check_listeners_distinct(config: &BrokerConfig) -> anyhow::Result<()> {
+    let all = labelled_addresses(config);
+    for (index, (address, label)) in all.iter().enumerate() {
+        let clash = all[..index].iter().find(|(other, _)| {
+            other.port() == address.port() && overlaps(other.ip(), address.ip())
+        });
+        if let Some((_, other_label)) = clash {
+            bail!(
+                "listeners clash on port {}: {other_label} and {label} (a Kafka listener uses \
+                 its port and the next one per shard)",
+                address.port()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Every shard binds its ports with SO_REUSEPORT, which would let a second broker share them

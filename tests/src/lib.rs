@@ -57,6 +57,9 @@ pub struct BrokerOptions {
     pub binary: Option<PathBuf>,
     /// RLIMIT_NOFILE (soft and hard) to start it under; `None` = this process's.
     pub open_files: Option<u64>,
+    /// Also listen with TLS: an `SSL://` Kafka listener (`Broker::ssl_bootstrap`) and an
+    /// `amqps://` one (`Broker::amqps_port`); the test sets the `ssl.*` certificates.
+    pub tls_listeners: bool,
 }
 
 impl BrokerOptions {
@@ -67,6 +70,11 @@ impl BrokerOptions {
 
     pub fn cpus(mut self, cpus: &str) -> Self {
         self.cpus = Some(cpus.to_string());
+        self
+    }
+
+    pub fn tls_listeners(mut self) -> Self {
+        self.tls_listeners = true;
         self
     }
 
@@ -85,6 +93,7 @@ pub struct Broker {
     shards: usize,
     sets: Vec<(String, String)>,
     open_files: Option<u64>,
+    tls_listeners: bool,
     data_dir: PathBuf,
     port: u16,
     log_path: PathBuf,
@@ -110,9 +119,15 @@ impl Broker {
             None => default_cpus()?,
         };
         let shards = count_cpus(&cpus)?;
-        // Bootstrap, one port per shard, AMQP's and the metrics endpoint's.
+        // Bootstrap, one port per shard, AMQP's and the metrics endpoint's; with TLS, the SSL
+        // listener's bootstrap and shard ports and amqps's.
+        let port_count = if options.tls_listeners {
+            2 * shards + 5
+        } else {
+            shards + 3
+        };
         ensure!(
-            shards + 3 <= PORT_STEP as usize,
+            port_count <= PORT_STEP as usize,
             "{shards} shards need more than {PORT_STEP} ports"
         );
         let temp = tempfile::Builder::new()
@@ -120,7 +135,7 @@ impl Broker {
             .tempdir()
             .context("creating the broker's temp dir")?;
         let data_dir = options.data_dir.unwrap_or_else(|| temp.path().join("data"));
-        let port = free_port_range(shards + 3)?;
+        let port = free_port_range(port_count)?;
         let log_path = temp.path().join("broker.log");
         let mut broker = Broker {
             child: None,
@@ -129,6 +144,7 @@ impl Broker {
             shards,
             sets: options.sets,
             open_files: options.open_files,
+            tls_listeners: options.tls_listeners,
             data_dir,
             port,
             log_path,
@@ -181,6 +197,22 @@ impl Broker {
         (0..self.shards)
             .map(|shard| self.port + 1 + shard as u16)
             .collect()
+    }
+
+    /// The `SSL://` Kafka listener's bootstrap port (after the metrics port), with
+    /// `BrokerOptions::tls_listeners`; its shard i is on port + 1 + i.
+    pub fn ssl_port(&self) -> u16 {
+        self.port + 3 + self.shards as u16
+    }
+
+    /// `127.0.0.1:PORT` of the SSL listener.
+    pub fn ssl_bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.ssl_port())
+    }
+
+    /// The `amqps://` listener's port, after the SSL listener's shard ports.
+    pub fn amqps_port(&self) -> u16 {
+        self.ssl_port() + 1 + self.shards as u16
     }
 
     pub fn shards(&self) -> usize {
@@ -300,6 +332,13 @@ impl Broker {
             .arg(self.metrics_addr())
             .arg("--cpus")
             .arg(&self.cpus);
+        if self.tls_listeners {
+            command
+                .arg("--listen")
+                .arg(format!("SSL://{}", self.ssl_bootstrap()))
+                .arg("--amqp-listen")
+                .arg(format!("amqps://127.0.0.1:{}", self.amqps_port()));
+        }
         for (key, value) in &self.sets {
             command.arg("--set").arg(format!("{key}={value}"));
         }
@@ -340,6 +379,10 @@ impl Broker {
         let mut ports = vec![self.port];
         ports.extend(self.shard_ports());
         ports.push(self.amqp_port());
+        if self.tls_listeners {
+            ports.extend((0..=self.shards as u16).map(|i| self.ssl_port() + i));
+            ports.push(self.amqps_port());
+        }
         loop {
             let child = self.child.as_mut().context("broker is not running")?;
             if let Some(status) = child.try_wait()? {

@@ -23,13 +23,14 @@ use std::time::Duration;
 use amq_protocol::protocol::{channel, connection, AMQPClass};
 use bytes::{Bytes, BytesMut};
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use glommio::net::TcpStream;
 
 use super::channel::Channel;
 use super::error::{AmqpError, Scope};
 use super::frame::{self, Frame, FRAME_END, HEARTBEAT};
 use super::queue_owner::{ConnectionId, Outbound};
 use crate::integer_hash::IntegerMap;
+use crate::security::listener::SecurityProtocol;
+use crate::security::stream::Stream;
 use crate::security::{Principal, Session};
 use crate::shard::listener::ConnectionError;
 use crate::shard::signal::Signal;
@@ -118,12 +119,16 @@ impl Conn {
 }
 
 /// Serves one connection until it closes.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) -> Result<(), ConnectionError> {
+pub async fn serve(shard: Rc<Shard>, stream: Stream) -> Result<(), ConnectionError> {
     serve_connection(shard, stream).await.map_err(Into::into)
 }
 
-async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) -> Result<(), AmqpConnectionError> {
-    let _ = stream.set_nodelay(true);
+async fn serve_connection(shard: Rc<Shard>, stream: Stream) -> Result<(), AmqpConnectionError> {
+    // AMQP has no SASL listeners: its start-ok authenticates on every connection.
+    let protocol = match stream.is_tls() {
+        true => SecurityProtocol::Ssl,
+        false => SecurityProtocol::Plaintext,
+    };
     let stream = Rc::new(RefCell::new(stream));
     let mut reader = BufReader::with_capacity(64 << 10, ReadHalf(stream.clone()));
     let mut header = [0u8; 8];
@@ -158,7 +163,7 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) -> Result<(), Amq
         wants_blocked: Cell::new(false),
         published: Cell::new(false),
         run: RefCell::new(None),
-        session: Session::new(Principal::anonymous()),
+        session: Session::new(Principal::anonymous(), protocol),
     });
     let writer = glommio::spawn_local(write_loop(
         WriteHalf(stream.clone()),
@@ -501,14 +506,16 @@ async fn write_loop(
             }
         }
         writer.write_all(&staging).await?;
+        // A no-op on plain TCP; on TLS it sends what rustls still holds encrypted.
+        writer.flush().await?;
         staging.clear();
     }
 }
 
 /// The read side of a socket shared with its writer on the same shard.
-pub struct ReadHalf(Rc<RefCell<TcpStream>>);
+pub struct ReadHalf(Rc<RefCell<Stream>>);
 /// The write side of a socket shared with its reader on the same shard.
-struct WriteHalf(Rc<RefCell<TcpStream>>);
+struct WriteHalf(Rc<RefCell<Stream>>);
 
 impl AsyncRead for ReadHalf {
     fn poll_read(

@@ -39,23 +39,31 @@ pub mod reply_to;
 pub mod tx;
 
 use std::rc::Rc;
+use std::sync::Arc;
 
+use crate::config::BrokerConfig;
+use crate::security::tls::TlsListener;
 use crate::shard::listener::Listener;
 use crate::shard::Shard;
 
-/// AMQP's listener: every shard binds `--amqp-listen`.
-pub fn listeners() -> Vec<Listener> {
-    vec![Listener {
-        name: "amqp",
-        address: |shard| {
-            // `lib.rs` adds this listener only when AMQP is enabled.
-            shard
-                .config
-                .amqp_listen
-                .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 5672)))
-        },
-        serve: |shard, stream| Box::pin(async move { connection::serve(shard, stream).await }),
-    }]
+/// AMQP's listeners: every shard binds each of `--amqp-listen` (`amqps://` ones with TLS, whose
+/// configuration `tls` is, present when a listener needs it).
+pub fn listeners(config: &BrokerConfig, tls: Option<&Arc<rustls::ServerConfig>>) -> Vec<Listener> {
+    config
+        .amqp_listeners
+        .iter()
+        .map(|amqp| Listener {
+            name: if amqp.tls { "amqps" } else { "amqp" },
+            address: amqp.address,
+            tls: amqp.tls.then(|| {
+                let server = tls.expect("lib.rs builds the TLS configuration for a TLS listener");
+                TlsListener::new(server.clone(), config.tls.handshake_timeout)
+            }),
+            serve: Box::new(|shard, stream| {
+                Box::pin(async move { connection::serve(shard, stream).await })
+            }),
+        })
+        .collect()
 }
 
 /// AMQP's start work on every shard (see `recovery.rs`).

@@ -18,50 +18,94 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use glommio::channels::local_channel;
-use glommio::net::TcpStream;
+use std::sync::Arc;
 
 use super::codec::{Piece, Response};
 use super::connection_budget::{Budget, Ticket};
 use super::dispatch::{dispatch, Peer, Pending};
+use crate::config::BrokerConfig;
 use crate::metrics::RequestStamp;
+use crate::security::listener::SecurityProtocol;
+use crate::security::stream::Stream;
+use crate::security::tls::TlsListener;
 use crate::security::{Principal, Session};
 use crate::shard::listener::{self, Listener};
-use crate::shard::Shard;
+use crate::shard::{Shard, ShardId};
 
 /// Pieces smaller than this are copied into one staging buffer to save system calls; larger
 /// ones (log chunks) go to the socket as they are.
 const COALESCE_BYTES_MAX: usize = 32 << 10;
 
-/// Kafka's listeners: the bootstrap port every shard shares (SO_REUSEPORT) and each shard's own
-/// broker port (bootstrap port + 1 + shard), which Metadata advertises.
-pub fn listeners() -> Vec<Listener> {
-    vec![
-        Listener {
-            name: "bootstrap",
-            address: |shard| shard.config.listen,
-            serve: |shard, stream| Box::pin(async move { serve_kafka(&shard, stream, true).await }),
-        },
-        Listener {
-            name: "broker port",
-            address: |shard| {
-                let mut address = shard.config.listen;
-                address.set_port(shard.broker_port(shard.id));
-                address
-            },
-            serve: |shard, stream| {
-                Box::pin(async move { serve_kafka(&shard, stream, false).await })
-            },
-        },
-    ]
+/// Kafka's listeners on shard `shard`, for each of `config.listeners`: the bootstrap port every
+/// shard shares (SO_REUSEPORT) and the shard's own broker port (bootstrap port + 1 + shard),
+/// which Metadata advertises to the clients of that listener. `tls`: the broker's TLS
+/// configuration, present when a listener needs it.
+pub fn listeners(
+    config: &BrokerConfig,
+    shard: ShardId,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+) -> Vec<Listener> {
+    let mut out = Vec::new();
+    for (index, kafka) in config.listeners.iter().enumerate() {
+        let tls = kafka.protocol.tls().then(|| {
+            let server = tls.expect("lib.rs builds the TLS configuration for a TLS listener");
+            TlsListener::new(server.clone(), config.tls.handshake_timeout)
+        });
+        let mut broker = kafka.address;
+        broker.set_port(kafka.address.port() + 1 + shard.index() as u16);
+        for (bootstrap, address) in [(true, kafka.address), (false, broker)] {
+            let port = Port {
+                listener: index,
+                protocol: kafka.protocol,
+                bootstrap,
+            };
+            out.push(Listener {
+                name: port.name(),
+                address,
+                tls: tls.clone(),
+                serve: Box::new(move |shard, stream| {
+                    Box::pin(async move { serve_kafka(&shard, stream, port).await })
+                }),
+            });
+        }
+    }
+    out
 }
 
-/// `bootstrap`: whether this is the shared bootstrap listener (vs this shard's broker port).
+/// Which port a connection came in through.
+#[derive(Clone, Copy)]
+struct Port {
+    /// Index into `config.listeners`.
+    listener: usize,
+    protocol: SecurityProtocol,
+    /// The shared bootstrap port rather than this shard's broker port.
+    bootstrap: bool,
+}
+
+impl Port {
+    /// The listener's name in logs and metrics (a PLAINTEXT listener keeps the names it had
+    /// before listeners had protocols).
+    fn name(self) -> &'static str {
+        use SecurityProtocol::*;
+        match (self.protocol, self.bootstrap) {
+            (Plaintext, true) => "bootstrap",
+            (Plaintext, false) => "broker port",
+            (Ssl, true) => "ssl bootstrap",
+            (Ssl, false) => "ssl broker port",
+            (SaslPlaintext, true) => "sasl_plaintext bootstrap",
+            (SaslPlaintext, false) => "sasl_plaintext broker port",
+            (SaslSsl, true) => "sasl_ssl bootstrap",
+            (SaslSsl, false) => "sasl_ssl broker port",
+        }
+    }
+}
+
 async fn serve_kafka(
     shard: &Rc<Shard>,
-    stream: TcpStream,
-    bootstrap: bool,
+    stream: Stream,
+    port: Port,
 ) -> Result<(), listener::ConnectionError> {
-    serve(shard, stream, bootstrap).await.map_err(Into::into)
+    serve(shard, stream, port).await.map_err(Into::into)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,18 +118,13 @@ pub enum ConnectionError {
     Codec(#[from] super::codec::CodecError),
 }
 
-async fn serve(
-    shard: &Rc<Shard>,
-    stream: TcpStream,
-    bootstrap: bool,
-) -> Result<(), ConnectionError> {
-    let _ = stream.set_nodelay(true);
+async fn serve(shard: &Rc<Shard>, stream: Stream, port: Port) -> Result<(), ConnectionError> {
     let client_host = stream
         .peer_addr()
         .map(|peer| format!("/{}", peer.ip()))
         .unwrap_or_default();
     let stream = Rc::new(RefCell::new(stream));
-    let session = Rc::new(Session::new(Principal::anonymous()));
+    let session = Rc::new(Session::new(Principal::anonymous(), port.protocol));
     let mut reader = BufReader::with_capacity(64 << 10, ReadHalf(stream.clone()));
     let writer = WriteHalf(stream.clone());
     let budget = Budget::new(
@@ -118,7 +157,8 @@ async fn serve(
             };
             let peer = Peer {
                 client_host: &client_host,
-                bootstrap,
+                bootstrap: port.bootstrap,
+                listener: port.listener,
                 session: &session,
             };
             let stamp = RequestStamp::start(&frame);
@@ -241,13 +281,15 @@ async fn write_response(
         writer.write_all(staging).await?;
         staging.clear();
     }
-    Ok(())
+    // A no-op on plain TCP; on TLS it sends what rustls still holds encrypted when the socket
+    // took less than all of it.
+    writer.flush().await
 }
 
 /// The read side of a socket shared with its writer on the same shard.
-struct ReadHalf(Rc<RefCell<TcpStream>>);
+struct ReadHalf(Rc<RefCell<Stream>>);
 /// The write side of a socket shared with its reader on the same shard.
-struct WriteHalf(Rc<RefCell<TcpStream>>);
+struct WriteHalf(Rc<RefCell<Stream>>);
 
 impl AsyncRead for ReadHalf {
     fn poll_read(

@@ -13,6 +13,7 @@ pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     _request: DescribeClusterRequest,
+    listener: usize,
 ) -> DescribeClusterResponse {
     let mut response = DescribeClusterResponse::default();
     if version >= 1 {
@@ -20,7 +21,7 @@ pub async fn handle(
     }
     response.cluster_id = StrBytes::from_static_str(CLUSTER_ID);
     response.controller_id = BrokerId(0);
-    response.brokers = brokers(shard)
+    response.brokers = brokers(shard, listener)
         .into_iter()
         .map(|broker| {
             let mut out = DescribeClusterBroker::default();

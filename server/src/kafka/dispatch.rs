@@ -52,6 +52,16 @@ macro_rules! answer {
             $handler(&shard, version, body).await
         })
     }};
+    // A handler that also takes something of the connection's (a `Copy` value).
+    ($shard:expr, $request:expr, $type:ty, $handler:path, $extra:expr) => {{
+        let body: $type = decode_body(&$request)?;
+        let shard = $shard.clone();
+        let version = $request.version;
+        let extra = $extra;
+        later($request.key, version, $request.correlation_id, async move {
+            $handler(&shard, version, body, extra).await
+        })
+    }};
 }
 
 /// Who is on the other end of a connection.
@@ -60,6 +70,9 @@ pub struct Peer<'a> {
     pub client_host: &'a str,
     /// Connected to the shared bootstrap port rather than a shard's own broker port.
     pub bootstrap: bool,
+    /// The Kafka listener the connection came in through (an index into `config.listeners`):
+    /// Metadata and FindCoordinator advertise its ports.
+    pub listener: usize,
     /// Who the connection acts for (`User:ANONYMOUS` until it authenticates).
     pub session: &'a Rc<Session>,
 }
@@ -93,7 +106,15 @@ pub async fn dispatch(
             })
         }
         ApiKey::ApiVersions => answer!(shard, request, m::ApiVersionsRequest, api_versions::handle),
-        ApiKey::Metadata => answer!(shard, request, m::MetadataRequest, metadata::handle),
+        ApiKey::Metadata => {
+            answer!(
+                shard,
+                request,
+                m::MetadataRequest,
+                metadata::handle,
+                peer.listener
+            )
+        }
         ApiKey::ListOffsets => answer!(shard, request, m::ListOffsetsRequest, list_offsets::handle),
         ApiKey::CreateTopics => answer!(
             shard,
@@ -133,7 +154,8 @@ pub async fn dispatch(
             shard,
             request,
             m::FindCoordinatorRequest,
-            find_coordinator::handle
+            find_coordinator::handle,
+            peer.listener
         ),
         ApiKey::OffsetForLeaderEpoch => answer!(
             shard,
@@ -145,7 +167,8 @@ pub async fn dispatch(
             shard,
             request,
             m::DescribeClusterRequest,
-            describe_cluster::handle
+            describe_cluster::handle,
+            peer.listener
         ),
         ApiKey::ShareGroupHeartbeat => share_group_heartbeat::dispatch(shard, &request, peer)?,
         ApiKey::ShareGroupDescribe => answer!(

@@ -13,7 +13,8 @@ use crate::shard::Shard;
 use crate::shard::ShardId;
 
 /// (error, node id, host, port) for one key.
-fn locate(shard: &Shard, key: &str, key_type: i8) -> (i16, i32, StrBytes, i32) {
+/// `listener`: the Kafka listener the client came in through, whose ports are advertised.
+fn locate(shard: &Shard, key: &str, key_type: i8, listener: usize) -> (i16, i32, StrBytes, i32) {
     if key_type != 0 {
         return (code::COORDINATOR_NOT_AVAILABLE, -1, StrBytes::default(), -1);
     }
@@ -22,7 +23,7 @@ fn locate(shard: &Shard, key: &str, key_type: i8) -> (i16, i32, StrBytes, i32) {
         code::NONE,
         owner as i32,
         StrBytes::from_string(shard.config.advertised_host.clone()),
-        shard.advertised_port(owner) as i32,
+        shard.advertised_port(listener, owner) as i32,
     )
 }
 
@@ -30,11 +31,13 @@ pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     request: FindCoordinatorRequest,
+    listener: usize,
 ) -> FindCoordinatorResponse {
     let mut response = FindCoordinatorResponse::default();
     if version >= 4 {
         for key in request.coordinator_keys {
-            let (error_code, node, host, port) = locate(shard, key.as_str(), request.key_type);
+            let (error_code, node, host, port) =
+                locate(shard, key.as_str(), request.key_type, listener);
             let mut coordinator = Coordinator::default();
             coordinator.key = key;
             coordinator.node_id = BrokerId(node);
@@ -45,7 +48,8 @@ pub async fn handle(
         }
         return response;
     }
-    let (error_code, node, host, port) = locate(shard, request.key.as_str(), request.key_type);
+    let (error_code, node, host, port) =
+        locate(shard, request.key.as_str(), request.key_type, listener);
     response.error_code = error_code;
     response.node_id = BrokerId(node);
     response.host = host;

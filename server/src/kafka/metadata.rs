@@ -17,7 +17,13 @@ use crate::shard::{Shard, ShardId};
 
 pub const CLUSTER_ID: &str = "weir";
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, request: MetadataRequest) -> MetadataResponse {
+/// `listener`: the Kafka listener the client came in through (see `brokers`).
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: MetadataRequest,
+    listener: usize,
+) -> MetadataResponse {
     // v0: an empty list means all topics; v1+: null means all, empty means none. v10+ may name
     // a topic by its id alone (librdkafka's share consumer resolves its assignment so).
     let mut unknown_ids = Vec::new();
@@ -58,7 +64,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: MetadataRequest) -
         }
     }
     let mut response = MetadataResponse::default();
-    response.brokers = brokers(shard);
+    response.brokers = brokers(shard, listener);
     if version >= 2 {
         response.cluster_id = Some(StrBytes::from_static_str(CLUSTER_ID));
     }
@@ -87,13 +93,14 @@ fn unknown_id(id: uuid::Uuid) -> MetadataResponseTopic {
     out
 }
 
-pub fn brokers(shard: &Shard) -> Vec<MetadataResponseBroker> {
+/// The brokers at their ports on Kafka listener `listener`, the one the client came in through.
+pub fn brokers(shard: &Shard, listener: usize) -> Vec<MetadataResponseBroker> {
     (0..shard.advertised_broker_count())
         .map(|id| {
             let mut broker = MetadataResponseBroker::default();
             broker.node_id = BrokerId(id as i32);
             broker.host = StrBytes::from_string(shard.config.advertised_host.clone());
-            broker.port = shard.advertised_port(id) as i32;
+            broker.port = shard.advertised_port(listener, id) as i32;
             broker
         })
         .collect()

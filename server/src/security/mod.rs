@@ -3,6 +3,13 @@
 //!
 //! Core module: imports no protocol. A principal is named as Kafka names it (`User:alice`), the
 //! form ACLs and `super.users` use; AMQP's user `guest` is the principal `User:guest`.
+//!
+//! Files: `listener.rs` (listener syntax, `SecurityProtocol`), `tls.rs` (the `ssl.*` settings,
+//! rustls configuration, bounded handshakes), `stream.rs` (a connection's plain or TLS stream).
+
+pub mod listener;
+pub mod stream;
+pub mod tls;
 
 use std::cell::RefCell;
 use std::fmt;
@@ -47,13 +54,22 @@ impl fmt::Display for Principal {
 #[derive(Debug)]
 pub struct Session {
     principal: RefCell<Principal>,
+    /// The security protocol of the listener the connection came in through.
+    protocol: listener::SecurityProtocol,
 }
 
 impl Session {
-    pub fn new(principal: Principal) -> Session {
+    pub fn new(principal: Principal, protocol: listener::SecurityProtocol) -> Session {
         Session {
             principal: RefCell::new(principal),
+            protocol,
         }
+    }
+
+    /// The listener's security protocol: whether the connection is TLS, and whether it must
+    /// authenticate with SASL.
+    pub fn protocol(&self) -> listener::SecurityProtocol {
+        self.protocol
     }
 
     pub fn principal(&self) -> Principal {
@@ -73,7 +89,8 @@ mod tests {
     #[test]
     fn principals_print_as_kafka_names_them() {
         assert_eq!(Principal::anonymous().to_string(), "User:ANONYMOUS");
-        let session = Session::new(Principal::anonymous());
+        let session = Session::new(Principal::anonymous(), listener::SecurityProtocol::Ssl);
+        assert!(session.protocol().tls());
         session.authenticate(Principal::user("alice"));
         assert_eq!(session.principal().to_string(), "User:alice");
         assert_eq!(session.principal().name(), "alice");

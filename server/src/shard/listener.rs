@@ -1,7 +1,9 @@
 //! Listeners: what a protocol plugs into the shard runtime. The composition root (`lib.rs::run`)
-//! hands every shard a list of [`Listener`]s (Kafka's bootstrap and broker ports today); the shard
-//! binds each one and runs [`accept_loop`] on it, which admits connections against the shared
-//! budget (`max.connections`) and hands each to the protocol's `serve`.
+//! hands every shard a list of [`Listener`]s (each Kafka listener's bootstrap and broker ports,
+//! AMQP's); the shard binds each one and runs [`accept_loop`] on it, which admits connections
+//! against the shared budget (`max.connections`), runs the TLS handshake on a TLS listener
+//! (bounded in time, holding the connection's slot), and hands the stream to the protocol's
+//! `serve`.
 //!
 //! Runs on every shard; each listener's sockets belong to the shard that bound them. Core module:
 //! imports no protocol (a protocol names itself here only through the function pointers it gives).
@@ -15,6 +17,8 @@ use std::time::Duration;
 use glommio::net::{TcpListener, TcpStream};
 
 use super::{admit_connection, release_connection, Shard};
+use crate::security::stream::Stream;
+use crate::security::tls::TlsListener;
 
 /// Why a connection closed early, as the protocol reports it (logged, then dropped).
 pub type ConnectionError = Box<dyn std::error::Error>;
@@ -29,15 +33,19 @@ pub type StartHook = fn(Rc<Shard>) -> Pin<Box<dyn Future<Output = anyhow::Result
 /// A protocol's work on every shard at a clean shutdown (see `ShardStart::stop_hooks`).
 pub type StopHook = fn(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>>;
 
-/// A protocol's listening socket, bound on every shard.
-#[derive(Clone, Copy)]
+/// Serves one accepted connection (plain or TLS, handshake done) until it closes or the shard
+/// shuts down. `Send` because the main thread builds it; it is called only on its shard.
+pub type Serve = Box<dyn Fn(Rc<Shard>, Stream) -> Connection + Send>;
+
+/// A protocol's listening socket on one shard.
 pub struct Listener {
-    /// What the socket is, for errors: "binding {name} {address}".
+    /// What the socket is, for errors ("binding {name} {address}") and the metrics' label.
     pub name: &'static str,
-    /// The address the socket binds on `shard` (shards share an address through SO_REUSEPORT).
-    pub address: fn(&Shard) -> SocketAddr,
-    /// Serves one accepted connection until it closes or the shard shuts down.
-    pub serve: fn(Rc<Shard>, TcpStream) -> Connection,
+    /// The address the socket binds (shards share an address through SO_REUSEPORT).
+    pub address: SocketAddr,
+    /// The TLS handshake every accepted connection goes through first, on a TLS listener.
+    pub tls: Option<TlsListener>,
+    pub serve: Serve,
 }
 
 /// The next accepted connection, or `None` once the shard shuts down: the step of every accept
@@ -54,14 +62,13 @@ pub async fn accept_or_shutdown(
 }
 
 /// Accepts connections until shutdown; each admitted one is served by its own task.
-pub async fn accept_loop(
-    shard: Rc<Shard>,
-    listener: TcpListener,
-    name: &'static str,
-    serve: fn(Rc<Shard>, TcpStream) -> Connection,
-) {
+pub async fn accept_loop(shard: Rc<Shard>, socket: TcpListener, listener: Listener) {
+    let Listener {
+        name, tls, serve, ..
+    } = listener;
+    let serve = Rc::new(serve);
     loop {
-        match accept_or_shutdown(&shard, &listener).await {
+        match accept_or_shutdown(&shard, &socket).await {
             None => return,
             Some(Ok(stream)) => {
                 if !admit_connection(&shard) {
@@ -73,11 +80,12 @@ pub async fn accept_loop(
                     continue;
                 }
                 let shard = shard.clone();
+                let (tls, serve) = (tls.clone(), serve.clone());
                 crate::metrics::connection_opened(name);
                 glommio::spawn_local(async move {
                     let peer = stream.peer_addr().ok();
-                    if let Err(error) = serve(shard.clone(), stream).await {
-                        tracing::info!(shard = %shard.id, ?peer, %error, "closing connection");
+                    if let Err(error) = handshake_and_serve(&shard, stream, tls, &**serve).await {
+                        tracing::info!(shard = %shard.id, ?peer, listener = name, %error, "closing connection");
                     }
                     crate::metrics::connection_closed(name);
                     release_connection(&shard);
@@ -91,4 +99,20 @@ pub async fn accept_loop(
             }
         }
     }
+}
+
+/// The TLS handshake on a TLS listener (its errors and timeout close the connection), then the
+/// protocol's `serve`.
+async fn handshake_and_serve(
+    shard: &Rc<Shard>,
+    tcp: TcpStream,
+    tls: Option<TlsListener>,
+    serve: &dyn Fn(Rc<Shard>, Stream) -> Connection,
+) -> Result<(), ConnectionError> {
+    let _ = tcp.set_nodelay(true);
+    let stream = match tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => tls.accept(tcp).await?,
+    };
+    serve(shard.clone(), stream).await
 }

@@ -112,9 +112,10 @@ impl Shard {
         }
     }
 
-    /// Broker id = shard id; broker port = bootstrap port + 1 + shard.
-    pub fn broker_port(&self, shard: ShardId) -> u16 {
-        self.config.listen.port() + 1 + shard.index() as u16
+    /// Broker id = shard id; its port on Kafka listener `listener` (an index into
+    /// `config.listeners`) = that listener's bootstrap port + 1 + shard.
+    pub fn broker_port(&self, listener: usize, shard: ShardId) -> u16 {
+        self.config.listeners[listener].address.port() + 1 + shard.index() as u16
     }
 
     /// The brokers Metadata advertises: one per shard; with `--advertise-bootstrap` a single
@@ -137,12 +138,14 @@ impl Shard {
         }
     }
 
-    /// The port of advertised broker `broker`.
-    pub fn advertised_port(&self, broker: usize) -> u16 {
+    /// The port of advertised broker `broker` on Kafka listener `listener`: clients are sent to
+    /// the ports of the listener they came in through, as Kafka advertises the matching listener
+    /// (an SSL client is never sent to a plaintext port).
+    pub fn advertised_port(&self, listener: usize, broker: usize) -> u16 {
         if self.config.advertise_bootstrap {
-            self.config.listen.port()
+            self.config.listeners[listener].address.port()
         } else {
-            self.broker_port(ShardId(broker))
+            self.broker_port(listener, ShardId(broker))
         }
     }
 
@@ -394,7 +397,7 @@ async fn serve(start: ShardStart) -> anyhow::Result<()> {
     for hook in start_hooks {
         hook(shard.clone()).await?;
     }
-    let accepting = listen(&shard, &listeners)?;
+    let accepting = listen(&shard, listeners)?;
     let _ = ready.send(Ok(id));
     spawn_housekeeping(&shard);
     shard.shutdown.wait().await;
@@ -414,19 +417,19 @@ async fn serve(start: ShardStart) -> anyhow::Result<()> {
 
 /// Binds every listener (all before any accepts, so a taken port fails the start) and starts
 /// their accept loops.
-fn listen(shard: &Rc<Shard>, listeners: &[Listener]) -> anyhow::Result<Vec<glommio::Task<()>>> {
+fn listen(shard: &Rc<Shard>, listeners: Vec<Listener>) -> anyhow::Result<Vec<glommio::Task<()>>> {
     let mut bound = Vec::with_capacity(listeners.len());
     for listener in listeners {
-        let address = (listener.address)(shard);
+        let address = listener.address;
         let socket = TcpListener::bind(address)
             .map_err(std::io::Error::from)
             .with_context(|| format!("binding {} {address}", listener.name))?;
-        bound.push((socket, listener.name, listener.serve));
+        bound.push((socket, listener));
     }
     Ok(bound
         .into_iter()
-        .map(|(socket, name, serve)| {
-            glommio::spawn_local(listener::accept_loop(shard.clone(), socket, name, serve))
+        .map(|(socket, listener)| {
+            glommio::spawn_local(listener::accept_loop(shard.clone(), socket, listener))
         })
         .collect())
 }
