@@ -33,6 +33,10 @@ const SET_HELP: &str = "Broker and topic defaults with Kafka's names (repeatable
   weir.tail.cache.shard.bytes=N recent batches kept in memory per shard for consumers at the
                                 tail, shared out evenly over the shard's partitions, at least
                                 1 MiB each (default 256 MiB)
+  connection.failed.authentication.delay.ms=N  how long a failed SASL authentication waits
+                                before its answer and the close (default 100)
+  weir.amqp.loopback.users=A,B  AMQP users allowed only from loopback addresses (RabbitMQ's
+                                loopback_users; default guest; empty = none)
   weir.metrics.objects.max=N    topics, partitions and queues /metrics names one by one, of each
                                 kind, the first N by name (default 1000; see docs/metrics.md)
   log.retention.check.interval.ms=N  how often each shard applies retention (default 300000);
@@ -139,6 +143,8 @@ pub struct BrokerConfig {
     pub amqp_memory_high_watermark: MemoryWatermark,
     /// Share groups' settings (`share.auto.offset.reset`, `group.share.*`).
     pub shares: SharesConfig,
+    /// Authentication settings (`security::SecurityConfig`).
+    pub security: crate::security::SecurityConfig,
     /// Topic-level defaults (topic config names) applied under every topic's own configs.
     pub topic_defaults: BTreeMap<String, String>,
 }
@@ -294,6 +300,7 @@ impl BrokerConfig {
             amqp_disk_free_limit_bytes: AMQP_DISK_FREE_LIMIT_BYTES_DEFAULT,
             amqp_memory_high_watermark: MemoryWatermark::default(),
             shares: SharesConfig::default(),
+            security: crate::security::SecurityConfig::default(),
             topic_defaults: BTreeMap::new(),
         };
         for (key, value) in values {
@@ -361,6 +368,23 @@ impl BrokerConfig {
                     .ok()
                     .filter(|n| *n > 0)
                     .with_context(|| format!("{key}={value}: must be > 0"))?
+            }
+            "connection.failed.authentication.delay.ms" => {
+                self.security.failed_authentication_delay_ms = u64::try_from(number()?)
+                    .with_context(|| format!("{key}={value}: must be >= 0"))?
+            }
+            "weir.amqp.loopback.users" => {
+                self.security.amqp_loopback_users = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|user| !user.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
+            "weir.sasl.required" => {
+                self.security.sasl_required = value
+                    .parse()
+                    .with_context(|| format!("{key}={value}: not true/false"))?
             }
             "weir.tail.cache.shard.bytes" => {
                 self.tail_cache_shard_bytes = usize::try_from(number()?)

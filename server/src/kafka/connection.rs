@@ -120,11 +120,17 @@ async fn serve(
                 client_host: &client_host,
                 bootstrap,
                 session: &session,
+                sasl: shard.config.security.sasl_required,
             };
             let stamp = RequestStamp::start(&frame);
             let pending = dispatch(shard, frame, &peer).await?;
             if queue.send((pending, ticket, stamp)).await.is_err() {
                 return Ok(()); // the writer stopped: the socket is gone
+            }
+            if session.has_failed() {
+                // Authentication failed: answer what was read (the failure, after its delay),
+                // read nothing more, close.
+                return Ok(());
             }
         }
     }

@@ -132,6 +132,21 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
                 let _ = reply.send_async(result).await;
                 continue;
             }
+            ControlJob::AlterUsers { changes, reply } => {
+                let mut results = crate::security::users::apply(&mut metadata.users, &changes);
+                let changed = results.iter().any(|(_, result)| result.is_ok());
+                commit(&shard, &mut journal, &mut metadata, &routing, changed).await;
+                if changed && journal.is_none() {
+                    // Credentials that would vanish on restart are not reported as stored.
+                    for (_, result) in &mut results {
+                        if result.is_ok() {
+                            *result = Err(crate::security::users::UserError::Storage);
+                        }
+                    }
+                }
+                let _ = reply.send_async(results).await;
+                continue;
+            }
             ControlJob::AllocateProducerId { reply } => {
                 let result = allocate_producer_id(&mut journal, &mut metadata);
                 let _ = reply.send_async(result).await;
