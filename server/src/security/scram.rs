@@ -29,7 +29,7 @@ pub const ITERATIONS_MAX: u32 = 16384;
 
 /// Length of the server's part of the nonce and of generated salts, in random bytes.
 const NONCE_BYTES: usize = 24;
-const SALT_BYTES: usize = 32;
+pub const SALT_BYTES: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Mechanism {
@@ -312,6 +312,59 @@ pub fn server_final(first: &ScramFirst, client_final: &[u8]) -> Result<Vec<u8>, 
     Ok(format!("v={}", BASE64.encode(server_signature)).into_bytes())
 }
 
+/// The client's side of SCRAM (for `weir user`'s own authentication and for tests): the
+/// client-final message answering `server_first`, and the server-final the server must send.
+pub fn client_final(
+    mechanism: Mechanism,
+    password: &str,
+    client_first_bare: &str,
+    server_first: &[u8],
+) -> Result<(String, Vec<u8>), ScramError> {
+    let text = std::str::from_utf8(server_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
+    let (mut nonce, mut salt, mut iterations) = (None, None, None);
+    for attribute in text.split(',') {
+        match attribute.split_once('=') {
+            Some(("r", value)) => nonce = Some(value),
+            Some(("s", value)) => salt = BASE64.decode(value).ok(),
+            Some(("i", value)) => iterations = value.parse::<u32>().ok(),
+            _ => {}
+        }
+    }
+    let client_nonce = client_first_bare
+        .rsplit_once("r=")
+        .map(|(_, nonce)| nonce)
+        .ok_or(ScramError::Malformed("no client nonce"))?;
+    let nonce = nonce
+        .filter(|n| n.starts_with(client_nonce) && n.len() > client_nonce.len())
+        .ok_or(ScramError::Nonce)?;
+    let salt = salt.ok_or(ScramError::Malformed("no salt"))?;
+    let iterations = iterations
+        .filter(|i| (ITERATIONS_MIN..=ITERATIONS_MAX).contains(i))
+        .ok_or(ScramError::Malformed("iterations out of bounds"))?;
+    let salted = mechanism.salted_password(password.as_bytes(), &salt, iterations);
+    let client_key = mechanism.hmac(&salted, b"Client Key");
+    let stored_key = mechanism.hash(&client_key);
+    let without_proof = format!("c=biws,r={nonce}");
+    let auth_message = format!("{client_first_bare},{text},{without_proof}");
+    let signature = mechanism.hmac(&stored_key, auth_message.as_bytes());
+    let proof: Vec<u8> = client_key
+        .iter()
+        .zip(&signature)
+        .map(|(k, s)| k ^ s)
+        .collect();
+    let server_key = mechanism.hmac(&salted, b"Server Key");
+    let server_signature = mechanism.hmac(&server_key, auth_message.as_bytes());
+    Ok((
+        format!("{without_proof},p={}", BASE64.encode(proof)),
+        format!("v={}", BASE64.encode(server_signature)).into_bytes(),
+    ))
+}
+
+/// A client nonce: random, printable, without commas.
+pub fn client_nonce() -> String {
+    BASE64.encode(random_bytes(NONCE_BYTES))
+}
+
 /// PLAIN's message (RFC 4616): `authzid NUL authcid NUL password`. `(authcid, password)`; an
 /// authzid other than empty or the user itself is refused (no impersonation).
 pub fn parse_plain(message: &[u8]) -> Option<(&str, &str)> {
@@ -392,6 +445,26 @@ mod tests {
             Some(ScramError::Credentials)
         );
         assert_eq!(decode_saslname("a=2Cb=3D").unwrap(), "a,b=");
+    }
+
+    #[test]
+    fn client_and_server_agree() {
+        for mechanism in Mechanism::ALL {
+            let credential = Credential::from_password(mechanism, "s3cret", 4096);
+            let bare = format!("n=al=2Cice,r={}", client_nonce());
+            let first = server_first(mechanism, format!("n,,{bare}").as_bytes(), |user| {
+                (user == "al,ice").then(|| credential.clone())
+            })
+            .unwrap();
+            let (message, expected) =
+                client_final(mechanism, "s3cret", &bare, first.server_first()).unwrap();
+            assert_eq!(server_final(&first, message.as_bytes()).unwrap(), expected);
+            let (wrong, _) = client_final(mechanism, "other", &bare, first.server_first()).unwrap();
+            assert_eq!(
+                server_final(&first, wrong.as_bytes()),
+                Err(ScramError::Credentials)
+            );
+        }
     }
 
     #[test]
