@@ -55,6 +55,19 @@ pub fn listeners() -> Vec<Listener> {
     ]
 }
 
+/// Whether a connection must authenticate with SASL before it may send anything but
+/// ApiVersions, SaslHandshake and SaslAuthenticate. The one place that decides it: today the
+/// broker-wide `weir.sasl.required`; with Kafka's listener syntax, also every `SASL_PLAINTEXT://`
+/// and `SASL_SSL://` listener.
+fn requires_sasl(shard: &Shard) -> bool {
+    shard.config.security.sasl_required
+}
+
+/// Kafka's `sasl.server.max.receive.size` (its default): the largest frame a connection that
+/// must authenticate may send before it has, so that unauthenticated peers cannot make the broker
+/// buffer `socket.request.max.bytes` each. A larger one closes the connection, as in Kafka.
+const UNAUTHENTICATED_FRAME_BYTES_MAX: usize = 524_288;
+
 /// `bootstrap`: whether this is the shared bootstrap listener (vs this shard's broker port).
 async fn serve_kafka(
     shard: &Rc<Shard>,
@@ -68,7 +81,10 @@ async fn serve_kafka(
 pub enum ConnectionError {
     #[error("socket: {0}")]
     Io(#[from] io::Error),
-    #[error("frame of {size} bytes exceeds socket.request.max.bytes {max}")]
+    #[error(
+        "frame of {size} bytes exceeds {max} (socket.request.max.bytes; before SASL \
+         authentication sasl.server.max.receive.size)"
+    )]
     FrameTooLarge { size: i64, max: usize },
     #[error(transparent)]
     Codec(#[from] super::codec::CodecError),
@@ -86,6 +102,7 @@ async fn serve(
         .unwrap_or_default();
     let stream = Rc::new(RefCell::new(stream));
     let session = Rc::new(Session::new(Principal::anonymous()));
+    let sasl = requires_sasl(shard);
     let mut reader = BufReader::with_capacity(64 << 10, ReadHalf(stream.clone()));
     let writer = WriteHalf(stream.clone());
     let budget = Budget::new(
@@ -105,8 +122,13 @@ async fn serve(
 
     let read_result: Result<(), ConnectionError> = async {
         loop {
+            let frame_bytes_max = if sasl && !session.is_authenticated() {
+                UNAUTHENTICATED_FRAME_BYTES_MAX.min(shard.config.socket_request_max_bytes)
+            } else {
+                shard.config.socket_request_max_bytes
+            };
             let frame = futures_lite::future::or(
-                read_frame(&mut reader, shard.config.socket_request_max_bytes, &budget),
+                read_frame(&mut reader, frame_bytes_max, &budget),
                 async {
                     shard.shutdown.wait().await;
                     Ok(None)
@@ -120,7 +142,7 @@ async fn serve(
                 client_host: &client_host,
                 bootstrap,
                 session: &session,
-                sasl: shard.config.security.sasl_required,
+                sasl,
             };
             let stamp = RequestStamp::start(&frame);
             let pending = dispatch(shard, frame, &peer).await?;

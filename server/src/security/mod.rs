@@ -59,6 +59,9 @@ pub struct Session {
     mechanism_chosen: Cell<bool>,
     /// Set when authentication failed: the protocol reads no more and closes the connection.
     failed: Cell<bool>,
+    /// The exchange's messages come without the protocol's own framing (Kafka's SaslHandshake
+    /// v0: bare size-prefixed tokens until the exchange ends).
+    unframed: Cell<bool>,
 }
 
 impl fmt::Debug for Session {
@@ -78,7 +81,16 @@ impl Session {
             exchange: RefCell::new(None),
             mechanism_chosen: Cell::new(false),
             failed: Cell::new(false),
+            unframed: Cell::new(false),
         }
+    }
+
+    pub fn is_unframed(&self) -> bool {
+        self.unframed.get()
+    }
+
+    pub fn set_unframed(&self, unframed: bool) {
+        self.unframed.set(unframed);
     }
 
     pub fn is_authenticated(&self) -> bool {
@@ -144,8 +156,9 @@ pub struct SecurityConfig {
     /// RabbitMQ's `loopback_users`: AMQP users who may connect only from a loopback address
     /// (`weir.amqp.loopback.users`, comma-separated; default `guest`).
     pub amqp_loopback_users: Vec<String>,
-    /// TEMPORARY until the listener syntax (`SASL_PLAINTEXT://`) lands: require SASL on every
-    /// Kafka listener (`weir.sasl.required=true`).
+    /// Require SASL on every Kafka listener (`weir.sasl.required=true`), until Kafka's listener
+    /// syntax (`SASL_PLAINTEXT://`) says it per listener. Read in one place only:
+    /// `kafka::connection::requires_sasl`.
     pub sasl_required: bool,
 }
 
