@@ -309,6 +309,32 @@ impl BrokerConfig {
         Ok(config)
     }
 
+    /// Authentication settings; `false` when `key` is not one of them.
+    fn set_security(&mut self, key: &str, value: &str) -> anyhow::Result<bool> {
+        match key {
+            "connection.failed.authentication.delay.ms" => {
+                self.security.failed_authentication_delay_ms = value
+                    .parse::<u64>()
+                    .with_context(|| format!("{key}={value}: must be an integer >= 0"))?
+            }
+            "weir.amqp.loopback.users" => {
+                self.security.amqp_loopback_users = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|user| !user.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
+            "weir.sasl.required" => {
+                self.security.sasl_required = value
+                    .parse()
+                    .with_context(|| format!("{key}={value}: not true/false"))?
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
     fn set(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
         let number = || -> anyhow::Result<i64> {
             value
@@ -369,29 +395,13 @@ impl BrokerConfig {
                     .filter(|n| *n > 0)
                     .with_context(|| format!("{key}={value}: must be > 0"))?
             }
-            "connection.failed.authentication.delay.ms" => {
-                self.security.failed_authentication_delay_ms = u64::try_from(number()?)
-                    .with_context(|| format!("{key}={value}: must be >= 0"))?
-            }
-            "weir.amqp.loopback.users" => {
-                self.security.amqp_loopback_users = value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|user| !user.is_empty())
-                    .map(String::from)
-                    .collect()
-            }
-            "weir.sasl.required" => {
-                self.security.sasl_required = value
-                    .parse()
-                    .with_context(|| format!("{key}={value}: not true/false"))?
-            }
             "weir.tail.cache.shard.bytes" => {
                 self.tail_cache_shard_bytes = usize::try_from(number()?)
                     .ok()
                     .filter(|n| *n > 0)
                     .with_context(|| format!("{key}={value}: must be > 0"))?
             }
+            _ if self.set_security(key, value)? => {}
             _ => self.set_topic_default(key, value)?,
         }
         Ok(())
@@ -881,6 +891,43 @@ mod tests {
             "amqp.vm.memory.high.watermark=40%",
             "amqp.vm.memory.high.watermark.absolute=-1",
             "amqp.vm.memory.high.watermark.absolute=2GB",
+        ] {
+            assert!(config(&[bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn security_settings() {
+        let config = |set: &[&str]| {
+            BrokerConfig::from_args(Args {
+                set: set.iter().map(|s| s.to_string()).collect(),
+                cpus: Some("0".into()),
+                ..Args::default()
+            })
+        };
+        let defaults = config(&[]).unwrap().security;
+        assert_eq!(defaults.amqp_loopback_users, ["guest"]);
+        assert_eq!(defaults.failed_authentication_delay_ms, 100);
+        assert!(!defaults.sasl_required);
+        let loopback = |value: &str| {
+            config(&[&format!("weir.amqp.loopback.users={value}")])
+                .unwrap()
+                .security
+                .amqp_loopback_users
+        };
+        assert_eq!(loopback("guest, ops ,"), ["guest", "ops"]);
+        assert!(loopback("").is_empty());
+        let set = config(&[
+            "weir.sasl.required=true",
+            "connection.failed.authentication.delay.ms=0",
+        ])
+        .unwrap()
+        .security;
+        assert!(set.sasl_required);
+        assert_eq!(set.failed_authentication_delay_ms, 0);
+        for bad in [
+            "weir.sasl.required=yes",
+            "connection.failed.authentication.delay.ms=-1",
         ] {
             assert!(config(&[bad]).is_err(), "{bad}");
         }

@@ -43,8 +43,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeShareGroupOffsets, 0, 0),
     (ApiKey::AlterShareGroupOffsets, 0, 0),
     (ApiKey::DeleteShareGroupOffsets, 0, 0),
-    // v0 SaslHandshake is followed by raw SASL tokens outside Kafka's framing: not offered.
-    (ApiKey::SaslHandshake, 1, 1),
+    // v0 is followed by bare SASL tokens instead of SaslAuthenticate (librdkafka 2.0 checks
+    // that v0 is offered before it uses SCRAM at all).
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),

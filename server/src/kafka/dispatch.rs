@@ -87,6 +87,9 @@ pub async fn dispatch(
     peer: &Peer<'_>,
 ) -> Result<Pending, CodecError> {
     use kafka_protocol::messages as m;
+    if peer.session.is_unframed() {
+        return Ok(sasl::unframed_token(shard, &frame, peer));
+    }
     let request = match parse_request(frame)? {
         Parsed::UnsupportedApiVersions { correlation_id } => {
             let bytes = api_versions::unsupported(correlation_id)?;

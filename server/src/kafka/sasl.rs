@@ -1,4 +1,4 @@
-//! SaslHandshake (v1) and SaslAuthenticate (v0-v2): a connection's SASL exchange
+//! SaslHandshake (v0-v1) and SaslAuthenticate (v0-v2): a connection's SASL exchange
 //! (`security::sasl`), as Kafka's `SaslServerAuthenticator` runs it.
 //!
 //! Both take effect in the dispatch phase (see dispatch.rs): the reader has the outcome before
@@ -15,6 +15,10 @@
 //! authenticated    ILLEGAL_SASL_STATE, close (no re-authentication, KIP-368)
 //! ```
 //! On a listener without SASL both answer ILLEGAL_SASL_STATE (as Kafka's request handler does).
+//!
+//! After SaslHandshake v0 the client sends the exchange's tokens as bare size-prefixed frames
+//! (no request header) and gets bare tokens back; a failure closes the connection without an
+//! answer, after the same delay (Kafka's `SaslServerAuthenticator` for pre-1.0 clients).
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -56,6 +60,7 @@ pub fn handshake(request: &Request, peer: &Peer<'_>) -> Result<Pending, CodecErr
         session.fail();
         code::ILLEGAL_SASL_STATE
     } else if session.start_exchange(body.mechanism.as_str()) {
+        session.set_unframed(request.version == 0);
         code::NONE
     } else {
         tracing::info!(mechanism = %body.mechanism.as_str(), "SASL mechanism not offered");
@@ -119,4 +124,34 @@ pub fn authenticate(
         &response,
     )?;
     Ok(answer_after(bytes, delay))
+}
+
+/// One bare token of an exchange begun with SaslHandshake v0.
+pub fn unframed_token(shard: &Rc<Shard>, token: &[u8], peer: &Peer<'_>) -> Pending {
+    let session = peer.session;
+    let users = &shard.metadata().users;
+    let answer = match session.step_exchange(token, users) {
+        Some(Step::Challenge(bytes)) => bytes,
+        Some(Step::Success { user, response }) => {
+            tracing::debug!(%user, client = peer.client_host, "SASL authenticated (unframed)");
+            session.set_unframed(false);
+            response
+        }
+        Some(Step::Failure(message)) => {
+            tracing::info!(client = peer.client_host, %message, "SASL authentication failed");
+            let delay = shard.config.security.failed_authentication_delay_ms;
+            return Box::pin(async move {
+                glommio::timer::sleep(Duration::from_millis(delay)).await;
+                Ok(None)
+            });
+        }
+        None => {
+            session.fail();
+            return Box::pin(async { Ok(None) });
+        }
+    };
+    let mut bytes = bytes::BytesMut::with_capacity(4 + answer.len());
+    bytes::BufMut::put_u32(&mut bytes, answer.len() as u32);
+    bytes.extend_from_slice(&answer);
+    answer_after(bytes.freeze(), None)
 }

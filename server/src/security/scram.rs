@@ -176,6 +176,9 @@ pub struct ScramFirst {
     gs2_header: String,
     client_first_bare: String,
     server_first: String,
+    /// The client's nonce (client-first's `r=`), a prefix of `nonce`.
+    client_nonce: String,
+    /// The combined nonce: the client's, then the server's.
     nonce: String,
 }
 
@@ -213,7 +216,7 @@ pub fn server_first(
         .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic() && b != b','))
         .ok_or(ScramError::Malformed("no nonce"))?;
     let credential = lookup(&user).ok_or(ScramError::Credentials)?;
-    let nonce = format!("{client_nonce}{}", BASE64.encode(random_bytes(NONCE_BYTES)));
+    let nonce = format!("{client_nonce}{}", self::random_nonce());
     let server_first = format!(
         "r={nonce},s={},i={}",
         BASE64.encode(&credential.salt),
@@ -226,6 +229,7 @@ pub fn server_first(
         gs2_header: gs2_header.to_string(),
         client_first_bare: bare.to_string(),
         server_first,
+        client_nonce: client_nonce.to_string(),
         nonce,
     })
 }
@@ -288,7 +292,7 @@ pub fn server_final(first: &ScramFirst, client_final: &[u8]) -> Result<Vec<u8>, 
     if binding != Some(expected_binding.as_str()) {
         return Err(ScramError::ChannelBinding);
     }
-    if nonce != Some(first.nonce.as_str()) {
+    if !nonce.is_some_and(|nonce| nonce_echoed(first, nonce)) {
         return Err(ScramError::Nonce);
     }
     let proof = BASE64
@@ -310,6 +314,19 @@ pub fn server_final(first: &ScramFirst, client_final: &[u8]) -> Result<Vec<u8>, 
     }
     let server_signature = mechanism.hmac(&credential.server_key, auth_message.as_bytes());
     Ok(format!("v={}", BASE64.encode(server_signature)).into_bytes())
+}
+
+/// Whether client-final's nonce is the combined nonce server-first sent. RFC 5802 wants it
+/// exactly; librdkafka before 2.6.1 (confluentinc/librdkafka#4895; kcat 1.7's 2.0.2 among them)
+/// sends its own nonce once more in front (`c-nonce` + the whole combined nonce). Kafka 3.8.1-3.9
+/// accepted that (`endsWith`), Kafka 4 refuses it. Weir accepts exactly that one extra form, not
+/// any prefix: the proof signs the text the client sent, so it still decides, and the nonce
+/// still binds the answer to this exchange.
+fn nonce_echoed(first: &ScramFirst, nonce: &str) -> bool {
+    nonce == first.nonce
+        || nonce
+            .strip_prefix(first.client_nonce.as_str())
+            .is_some_and(|rest| rest == first.nonce)
 }
 
 /// The client's side of SCRAM (for `weir user`'s own authentication and for tests): the
@@ -362,7 +379,13 @@ pub fn client_final(
 
 /// A client nonce: random, printable, without commas.
 pub fn client_nonce() -> String {
-    BASE64.encode(random_bytes(NONCE_BYTES))
+    random_nonce()
+}
+
+/// A nonce: random, letters, digits, `-` and `_` only, like Kafka's alphanumeric ones (no `=`
+/// or `+`, which some clients' attribute parsers trip over).
+fn random_nonce() -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes(NONCE_BYTES))
 }
 
 /// PLAIN's message (RFC 4616): `authzid NUL authcid NUL password`. `(authcid, password)`; an
@@ -465,6 +488,23 @@ mod tests {
                 Err(ScramError::Credentials)
             );
         }
+    }
+
+    /// librdkafka before 2.6.1 repeats its nonce in front of the combined one; nothing else passes.
+    #[test]
+    fn nonce_echo_forms() {
+        let credential = Credential::from_password(Mechanism::Sha256, "pw", 4096);
+        let first = server_first(Mechanism::Sha256, b"n,,n=u,r=cnonce", |_| {
+            Some(credential.clone())
+        })
+        .unwrap();
+        let combined = first.nonce.clone();
+        assert!(nonce_echoed(&first, &combined));
+        assert!(nonce_echoed(&first, &format!("cnonce{combined}")));
+        assert!(!nonce_echoed(&first, &format!("x{combined}")));
+        assert!(!nonce_echoed(&first, &format!("cnoncecnonce{combined}")));
+        assert!(!nonce_echoed(&first, "cnonce"));
+        assert!(!nonce_echoed(&first, &combined[..combined.len() - 1]));
     }
 
     #[test]

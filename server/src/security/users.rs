@@ -147,9 +147,11 @@ pub fn credential(users: &Users, user: &str, mechanism: Mechanism) -> Option<Cre
 /// attempts cannot fill it; it is cleared when full (bounded memory).
 const PLAIN_CACHE_ENTRIES_MAX: usize = 1024;
 
+/// `(user, SHA-256(salt, password))` to the StoredKey that password matched.
+type VerifiedPasswords = HashMap<(String, Vec<u8>), Vec<u8>>;
+
 thread_local! {
-    static PLAIN_VERIFIED: RefCell<HashMap<(String, Vec<u8>), Vec<u8>>> =
-        RefCell::new(HashMap::new());
+    static PLAIN_VERIFIED: RefCell<VerifiedPasswords> = RefCell::new(HashMap::new());
 }
 
 /// Whether `password` is `user`'s, by any of the user's SCRAM credentials (SHA-512 first).
