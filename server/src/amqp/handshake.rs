@@ -114,7 +114,6 @@ async fn refuse<T>(conn: &Rc<Conn>, error: AmqpError) -> Result<T, AmqpConnectio
     Err(AmqpConnectionError::Refused(error))
 }
 
-/// PLAIN (`\0user\0password`) or AMQPLAIN (a field table with LOGIN and PASSWORD).
 /// Whether the client's properties carry `capabilities` with `connection.blocked` true: only
 /// such clients are sent connection.blocked / unblocked, as RabbitMQ does.
 fn announces_blocked(start_ok: &connection::StartOk) -> bool {
@@ -133,6 +132,7 @@ fn announces_blocked(start_ok: &connection::StartOk) -> bool {
     )
 }
 
+/// PLAIN (`\0user\0password`) or AMQPLAIN (a field table with LOGIN and PASSWORD).
 fn authenticate(conn: &Conn, start_ok: &connection::StartOk) -> Result<Principal, AmqpError> {
     let response = start_ok.response.as_bytes();
     let (user, password) = match start_ok.mechanism.as_str() {
