@@ -8,6 +8,8 @@
 //! library so that `main.rs` stays thin, hence `anyhow` errors with context rather than a
 //! `thiserror` enum.
 
+pub mod user;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -64,9 +66,9 @@ pub enum Command {
     /// Create, delete and list SCRAM users (on a running broker, or offline with --data-dir).
     User {
         #[command(flatten)]
-        target: crate::cli_user::Target,
+        target: user::Target,
         #[command(subcommand)]
-        command: crate::cli_user::UserCommand,
+        command: user::UserCommand,
     },
 }
 
@@ -75,7 +77,7 @@ pub fn run(command: &Command) -> Result<()> {
     match command {
         Command::Exchange { bootstrap, command } => run_exchange(bootstrap, command),
         Command::Binding { bootstrap, command } => run_binding(bootstrap, command),
-        Command::User { target, command } => crate::cli_user::run(target, command),
+        Command::User { target, command } => user::run(target, command),
     }
 }
 

@@ -14,7 +14,6 @@
 pub mod allocator;
 pub mod amqp;
 pub mod cli;
-pub mod cli_user;
 pub mod config;
 pub mod groups;
 pub mod integer_hash;

@@ -4,7 +4,7 @@
 //! data directory, which is how the first user is made for a broker with only SASL listeners
 //! (Kafka's `kafka-storage format --add-scram`).
 //!
-//! Runs in the CLI process, beside `cli.rs` (whose blocking admin client it uses).
+//! Runs in the CLI process, under `cli.rs` (whose blocking admin client it uses).
 
 use std::path::{Path, PathBuf};
 
