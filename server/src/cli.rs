@@ -8,6 +8,8 @@
 //! library so that `main.rs` stays thin, hence `anyhow` errors with context rather than a
 //! `thiserror` enum.
 
+pub mod user;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -61,6 +63,13 @@ pub enum Command {
         #[command(subcommand)]
         command: BindingCommand,
     },
+    /// Create, delete and list SCRAM users (on a running broker, or offline with --data-dir).
+    User {
+        #[command(flatten)]
+        target: user::Target,
+        #[command(subcommand)]
+        command: user::UserCommand,
+    },
 }
 
 /// Runs an admin subcommand to completion.
@@ -68,6 +77,7 @@ pub fn run(command: &Command) -> Result<()> {
     match command {
         Command::Exchange { bootstrap, command } => run_exchange(bootstrap, command),
         Command::Binding { bootstrap, command } => run_binding(bootstrap, command),
+        Command::User { target, command } => user::run(target, command),
     }
 }
 
@@ -222,7 +232,7 @@ pub fn run_binding(bootstrap: &str, command: &BindingCommand) -> Result<()> {
 type Configs = Vec<(String, String)>;
 
 /// One connection to a broker, speaking versions both sides support.
-struct AdminClient {
+pub(crate) struct AdminClient {
     stream: TcpStream,
     correlation_id: i32,
     /// (api key, max version the broker supports)
@@ -230,7 +240,7 @@ struct AdminClient {
 }
 
 impl AdminClient {
-    fn connect(bootstrap: &str) -> Result<AdminClient> {
+    pub(crate) fn connect(bootstrap: &str) -> Result<AdminClient> {
         let stream = TcpStream::connect(bootstrap)
             .with_context(|| format!("connecting to the broker at {bootstrap}"))?;
         stream
@@ -260,7 +270,7 @@ impl AdminClient {
     }
 
     /// The highest version of `R` both this library and the broker speak.
-    fn version<R: Request + Message>(&self) -> Result<i16> {
+    pub(crate) fn version<R: Request + Message>(&self) -> Result<i16> {
         let broker_max = self
             .broker_versions
             .iter()
@@ -274,7 +284,7 @@ impl AdminClient {
         Ok(version)
     }
 
-    fn call<R: Request>(&mut self, request: &R, version: i16) -> Result<R::Response> {
+    pub(crate) fn call<R: Request>(&mut self, request: &R, version: i16) -> Result<R::Response> {
         self.correlation_id += 1;
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)

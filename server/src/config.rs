@@ -36,6 +36,10 @@ const SET_HELP: &str = "Broker and topic defaults with Kafka's names (repeatable
   weir.tail.cache.shard.bytes=N recent batches kept in memory per shard for consumers at the
                                 tail, shared out evenly over the shard's partitions, at least
                                 1 MiB each (default 256 MiB)
+  connection.failed.authentication.delay.ms=N  how long a failed SASL authentication waits
+                                before its answer and the close (default 100)
+  weir.amqp.loopback.users=A,B  AMQP users allowed only from loopback addresses (RabbitMQ's
+                                loopback_users; default guest; empty = none)
   weir.metrics.objects.max=N    topics, partitions and queues /metrics names one by one, of each
                                 kind, the first N by name (default 1000; see docs/metrics.md)
   log.retention.check.interval.ms=N  how often each shard applies retention (default 300000);
@@ -159,6 +163,8 @@ pub struct BrokerConfig {
     pub amqp_memory_high_watermark: MemoryWatermark,
     /// Share groups' settings (`share.auto.offset.reset`, `group.share.*`).
     pub shares: SharesConfig,
+    /// Authentication settings (`security::SecurityConfig`).
+    pub security: crate::security::SecurityConfig,
     /// Topic-level defaults (topic config names) applied under every topic's own configs.
     pub topic_defaults: BTreeMap<String, String>,
 }
@@ -209,7 +215,6 @@ fn kafka_listeners(texts: &[String]) -> anyhow::Result<Vec<KafkaListener>> {
     if listeners.is_empty() {
         listeners = listener::parse_kafka_listeners("127.0.0.1:9092")?;
     }
-    listener::check_sasl_supported(&listeners).context("--listen")?;
     Ok(listeners)
 }
 
@@ -347,6 +352,7 @@ impl BrokerConfig {
             amqp_disk_free_limit_bytes: AMQP_DISK_FREE_LIMIT_BYTES_DEFAULT,
             amqp_memory_high_watermark: MemoryWatermark::default(),
             shares: SharesConfig::default(),
+            security: crate::security::SecurityConfig::default(),
             topic_defaults: BTreeMap::new(),
         };
         for (key, value) in values {
@@ -384,6 +390,32 @@ impl BrokerConfig {
             );
         }
         Ok(())
+    }
+
+    /// Authentication settings; `false` when `key` is not one of them.
+    fn set_security(&mut self, key: &str, value: &str) -> anyhow::Result<bool> {
+        match key {
+            "connection.failed.authentication.delay.ms" => {
+                self.security.failed_authentication_delay_ms = value
+                    .parse::<u64>()
+                    .with_context(|| format!("{key}={value}: must be an integer >= 0"))?
+            }
+            "weir.amqp.loopback.users" => {
+                self.security.amqp_loopback_users = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|user| !user.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
+            "weir.sasl.required" => {
+                self.security.sasl_required = value
+                    .parse()
+                    .with_context(|| format!("{key}={value}: not true/false"))?
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 
     fn set(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
@@ -453,6 +485,7 @@ impl BrokerConfig {
                     .filter(|n| *n > 0)
                     .with_context(|| format!("{key}={value}: must be > 0"))?
             }
+            _ if self.set_security(key, value)? => {}
             _ => self.set_topic_default(key, value)?,
         }
         Ok(())
@@ -1064,12 +1097,6 @@ mod tests {
             Err("must be required, requested or none"),
         );
         check_listeners(
-            &["SASL_SSL://127.0.0.1:21000"],
-            &["none"],
-            &tls,
-            Err("SASL listeners need the SASL support"),
-        );
-        check_listeners(
             &["TCP://127.0.0.1:21000"],
             &[],
             &[],
@@ -1096,6 +1123,43 @@ mod tests {
         })
         .unwrap();
         assert_eq!(config.listeners[1].to_string(), "SSL://127.0.0.1:21010");
+    }
+
+    #[test]
+    fn security_settings() {
+        let config = |set: &[&str]| {
+            BrokerConfig::from_args(Args {
+                set: set.iter().map(|s| s.to_string()).collect(),
+                cpus: Some("0".into()),
+                ..Args::default()
+            })
+        };
+        let defaults = config(&[]).unwrap().security;
+        assert_eq!(defaults.amqp_loopback_users, ["guest"]);
+        assert_eq!(defaults.failed_authentication_delay_ms, 100);
+        assert!(!defaults.sasl_required);
+        let loopback = |value: &str| {
+            config(&[&format!("weir.amqp.loopback.users={value}")])
+                .unwrap()
+                .security
+                .amqp_loopback_users
+        };
+        assert_eq!(loopback("guest, ops ,"), ["guest", "ops"]);
+        assert!(loopback("").is_empty());
+        let set = config(&[
+            "weir.sasl.required=true",
+            "connection.failed.authentication.delay.ms=0",
+        ])
+        .unwrap()
+        .security;
+        assert!(set.sasl_required);
+        assert_eq!(set.failed_authentication_delay_ms, 0);
+        for bad in [
+            "weir.sasl.required=yes",
+            "connection.failed.authentication.delay.ms=-1",
+        ] {
+            assert!(config(&[bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

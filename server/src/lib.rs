@@ -258,7 +258,7 @@ fn listeners(
 
 /// Creates the data dir if it is missing. A path that exists but is not a directory is named as
 /// such: `create_dir_all` alone says only `File exists (os error 17)`.
-fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+pub(crate) fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     if let Ok(metadata) = std::fs::metadata(dir) {
         if !metadata.is_dir() {
             bail!("data dir {} is a file, not a directory", dir.display());
@@ -269,7 +269,7 @@ fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 
 /// Holds an exclusive `flock` on `<data-dir>/.lock` for the life of the process, so that two
 /// brokers never share a data directory.
-fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
     let path = dir.join(".lock");
     let file = std::fs::OpenOptions::new()

@@ -34,6 +34,9 @@ pub struct Metadata {
     /// before the controller stores them.
     #[serde(default, skip_serializing_if = "imbl::OrdMap::is_empty")]
     pub group_configs: imbl::OrdMap<String, BTreeMap<String, String>>,
+    /// SCRAM credentials by user (`security::users`), changed by AlterUserScramCredentials.
+    #[serde(default, skip_serializing_if = "imbl::OrdMap::is_empty")]
+    pub users: crate::security::users::Users,
     /// Exchanges and bindings: an immutable snapshot published by the controller's
     /// `routing::controller::RoutingController`, broadcast with the metadata. Persisted by the
     /// routing store (`<data-dir>/routing/`), not in this file.

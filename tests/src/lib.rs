@@ -60,6 +60,9 @@ pub struct BrokerOptions {
     /// Also listen with TLS: an `SSL://` Kafka listener (`Broker::ssl_bootstrap`) and an
     /// `amqps://` one (`Broker::amqps_port`); the test sets the `ssl.*` certificates.
     pub tls_listeners: bool,
+    /// Host the AMQP listener binds (`0.0.0.0` for clients from a non-loopback address);
+    /// `None` = 127.0.0.1.
+    pub amqp_host: Option<String>,
 }
 
 impl BrokerOptions {
@@ -94,6 +97,7 @@ pub struct Broker {
     sets: Vec<(String, String)>,
     open_files: Option<u64>,
     tls_listeners: bool,
+    amqp_host: Option<String>,
     data_dir: PathBuf,
     port: u16,
     log_path: PathBuf,
@@ -145,6 +149,7 @@ impl Broker {
             sets: options.sets,
             open_files: options.open_files,
             tls_listeners: options.tls_listeners,
+            amqp_host: options.amqp_host,
             data_dir,
             port,
             log_path,
@@ -327,7 +332,10 @@ impl Broker {
             .arg("--listen")
             .arg(self.bootstrap())
             .arg("--amqp-listen")
-            .arg(self.amqp_addr())
+            .arg(match &self.amqp_host {
+                Some(host) => format!("{host}:{}", self.amqp_port()),
+                None => self.amqp_addr(),
+            })
             .arg("--metrics-listen")
             .arg(self.metrics_addr())
             .arg("--cpus")
@@ -544,10 +552,16 @@ pub fn count_cpus(list: &str) -> Result<usize> {
     Ok(count)
 }
 
-/// A run of `count` consecutive free ports in 20000..=29999, starting from a pid-derived slot so
-/// that test binaries running at the same time (other worktrees) rarely try the same ports.
+/// A run of `count` consecutive free ports in 20000..=29999 (or `$WEIR_TEST_PORTS`, `FIRST-LAST`,
+/// for runs that were handed a range of their own), starting from a pid-derived slot so that test
+/// binaries running at the same time (other worktrees) rarely try the same ports.
 pub fn free_port_range(count: usize) -> Result<u16> {
-    let slots = (PORT_LAST + 1 - PORT_FIRST) / PORT_STEP;
+    let (port_first, port_last) = port_bounds()?;
+    let slots = (port_last + 1 - port_first) / PORT_STEP;
+    ensure!(
+        slots > 0,
+        "port range {port_first}-{port_last} is too small"
+    );
     let _ = NEXT_PORT_SLOT.compare_exchange(
         0,
         1 + std::process::id() % slots,
@@ -556,7 +570,7 @@ pub fn free_port_range(count: usize) -> Result<u16> {
     );
     for _ in 0..slots {
         let slot = NEXT_PORT_SLOT.fetch_add(1, Ordering::SeqCst) % slots;
-        let first = PORT_FIRST + slot * PORT_STEP;
+        let first = port_first + slot * PORT_STEP;
         let ports = (first..first + count as u32).map(|port| port as u16);
         // Holding every listener until all are bound proves the whole run is free right now.
         let listeners: Vec<_> = ports
@@ -566,7 +580,23 @@ pub fn free_port_range(count: usize) -> Result<u16> {
             return Ok(first as u16);
         }
     }
-    bail!("no {count} consecutive free ports in {PORT_FIRST}..={PORT_LAST}")
+    bail!("no {count} consecutive free ports in {port_first}..={port_last}")
+}
+
+/// `$WEIR_TEST_PORTS` (`FIRST-LAST`), else `PORT_FIRST..=PORT_LAST`.
+fn port_bounds() -> Result<(u32, u32)> {
+    let Ok(range) = std::env::var("WEIR_TEST_PORTS") else {
+        return Ok((PORT_FIRST, PORT_LAST));
+    };
+    let (first, last) = range
+        .split_once('-')
+        .context("WEIR_TEST_PORTS is FIRST-LAST")?;
+    let (first, last): (u32, u32) = (first.trim().parse()?, last.trim().parse()?);
+    ensure!(
+        first < last && last <= u16::MAX as u32,
+        "WEIR_TEST_PORTS {range}"
+    );
+    Ok((first, last))
 }
 
 /// `tests/clients/<name>`.

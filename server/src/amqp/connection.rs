@@ -93,6 +93,8 @@ pub struct Conn {
     pub run: RefCell<Option<super::publish_run::Run>>,
     /// Who the connection acts for: `User:ANONYMOUS` until start-ok names its user.
     pub session: Session,
+    /// The peer connected from a loopback address (RabbitMQ's `loopback_users` check).
+    pub loopback: bool,
 }
 
 impl Conn {
@@ -129,6 +131,7 @@ async fn serve_connection(shard: Rc<Shard>, stream: Stream) -> Result<(), AmqpCo
         true => SecurityProtocol::Ssl,
         false => SecurityProtocol::Plaintext,
     };
+    let loopback = stream.peer_addr().is_ok_and(|peer| peer.ip().is_loopback());
     let stream = Rc::new(RefCell::new(stream));
     let mut reader = BufReader::with_capacity(64 << 10, ReadHalf(stream.clone()));
     let mut header = [0u8; 8];
@@ -164,6 +167,7 @@ async fn serve_connection(shard: Rc<Shard>, stream: Stream) -> Result<(), AmqpCo
         published: Cell::new(false),
         run: RefCell::new(None),
         session: Session::new(Principal::anonymous(), protocol),
+        loopback,
     });
     let writer = glommio::spawn_local(write_loop(
         WriteHalf(stream.clone()),

@@ -1,5 +1,7 @@
-//! The connection class up to `open-ok`: start / start-ok (PLAIN and AMQPLAIN, guest/guest as
-//! RabbitMQ's default user), tune / tune-ok (frame-max, channel-max and heartbeat negotiated:
+//! The connection class up to `open-ok`: start / start-ok (PLAIN and AMQPLAIN against the user
+//! store, `security::users`, which Kafka's SASL shares; guest/guest built in as RabbitMQ's default
+//! user until the store has a user `guest`; the users of `weir.amqp.loopback.users` refused from
+//! non-loopback addresses, as RabbitMQ's `loopback_users`), tune / tune-ok (frame-max, channel-max and heartbeat negotiated:
 //! the lower non-zero value wins, and the peer may not exceed what the broker offered), and open
 //! (vhost `/` only). The rest of the connection class (close, close-ok) is in `connection.rs`.
 
@@ -16,9 +18,9 @@ use super::error::AmqpError;
 use super::frame::{self, Frame};
 
 const CLASS_CONNECTION: u16 = 10;
-/// The only credentials until the security work lands (RabbitMQ's default user).
-const USER: &[u8] = b"guest";
-const PASSWORD: &[u8] = b"guest";
+/// RabbitMQ's default user, built in: it exists until the user store has a user of this name,
+/// whose credentials then apply instead.
+const GUEST: &str = "guest";
 
 /// Runs the handshake; on success the connection is open with its tuned limits.
 pub async fn handshake(
@@ -37,7 +39,7 @@ pub async fn handshake(
         connection::AMQPMethod::StartOk(start_ok) => start_ok,
         other => return refuse(conn, unexpected(&other, "start-ok")).await,
     };
-    match authenticate(&start_ok) {
+    match authenticate(conn, &start_ok) {
         Ok(principal) => conn.session.authenticate(principal),
         Err(error) => return refuse(conn, error).await,
     }
@@ -112,7 +114,6 @@ async fn refuse<T>(conn: &Rc<Conn>, error: AmqpError) -> Result<T, AmqpConnectio
     Err(AmqpConnectionError::Refused(error))
 }
 
-/// PLAIN (`\0user\0password`) or AMQPLAIN (a field table with LOGIN and PASSWORD).
 /// Whether the client's properties carry `capabilities` with `connection.blocked` true: only
 /// such clients are sent connection.blocked / unblocked, as RabbitMQ does.
 fn announces_blocked(start_ok: &connection::StartOk) -> bool {
@@ -131,7 +132,8 @@ fn announces_blocked(start_ok: &connection::StartOk) -> bool {
     )
 }
 
-fn authenticate(start_ok: &connection::StartOk) -> Result<Principal, AmqpError> {
+/// PLAIN (`\0user\0password`) or AMQPLAIN (a field table with LOGIN and PASSWORD).
+fn authenticate(conn: &Conn, start_ok: &connection::StartOk) -> Result<Principal, AmqpError> {
     let response = start_ok.response.as_bytes();
     let (user, password) = match start_ok.mechanism.as_str() {
         "PLAIN" => {
@@ -151,16 +153,42 @@ fn authenticate(start_ok: &connection::StartOk) -> Result<Principal, AmqpError> 
             .hard())
         }
     };
-    if user == USER && password == PASSWORD {
-        Ok(Principal::user(&String::from_utf8_lossy(user)))
-    } else {
-        Err(AmqpError::access_refused(format!(
-            "username or password not allowed (mechanism {})",
-            start_ok.mechanism.as_str()
-        ))
-        .at(CLASS_CONNECTION, 11)
-        .hard())
+    let refused = |message: String| {
+        Err(AmqpError::access_refused(message)
+            .at(CLASS_CONNECTION, 11)
+            .hard())
+    };
+    let (Ok(user), Ok(password)) = (std::str::from_utf8(user), std::str::from_utf8(password))
+    else {
+        return refused(login_refused(start_ok));
+    };
+    if !password_matches(conn, user, password) {
+        tracing::info!(%user, mechanism = start_ok.mechanism.as_str(), "AMQP login refused");
+        return refused(login_refused(start_ok));
     }
+    let security = &conn.shard.config.security;
+    if !conn.loopback && security.amqp_loopback_users.iter().any(|u| u == user) {
+        return refused(format!("User '{user}' can only connect via localhost"));
+    }
+    Ok(Principal::user(user))
+}
+
+/// RabbitMQ's words for a refused login (the reason stays in the broker's log).
+fn login_refused(start_ok: &connection::StartOk) -> String {
+    format!(
+        "Login was refused using authentication mechanism {}. For details see the broker \
+         logfile.",
+        start_ok.mechanism.as_str()
+    )
+}
+
+/// The store's verdict; the built-in guest while the store has no user of that name.
+fn password_matches(conn: &Conn, user: &str, password: &str) -> bool {
+    let metadata = conn.shard.metadata();
+    if user == GUEST && !metadata.users.contains_key(GUEST) {
+        return password == GUEST;
+    }
+    crate::security::users::verify_password(&metadata.users, user, password)
 }
 
 /// AMQPLAIN's response is a field table without its length prefix: entries of

@@ -43,6 +43,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeShareGroupOffsets, 0, 0),
     (ApiKey::AlterShareGroupOffsets, 0, 0),
     (ApiKey::DeleteShareGroupOffsets, 0, 0),
+    // v0 is followed by bare SASL tokens instead of SaslAuthenticate (librdkafka 2.0 checks
+    // that v0 is offered before it uses SCRAM at all).
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -66,6 +72,10 @@ pub enum CodecError {
         version: i16,
         reason: String,
     },
+    /// A request other than ApiVersions and the SASL ones before authentication on a SASL
+    /// listener: the connection is closed, as Kafka closes it.
+    #[error("{0:?} before SASL authentication")]
+    Unauthenticated(ApiKey),
     #[error("encoding {key:?} v{version} failed: {reason}")]
     Encode {
         key: ApiKey,

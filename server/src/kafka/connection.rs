@@ -100,6 +100,19 @@ impl Port {
     }
 }
 
+/// Whether a connection must authenticate with SASL before it may send anything but
+/// ApiVersions, SaslHandshake and SaslAuthenticate. The one place that decides it: every
+/// `SASL_PLAINTEXT://` and `SASL_SSL://` listener, and every listener under the broker-wide
+/// `weir.sasl.required`.
+fn requires_sasl(shard: &Shard, port: Port) -> bool {
+    port.protocol.sasl() || shard.config.security.sasl_required
+}
+
+/// Kafka's `sasl.server.max.receive.size` (its default): the largest frame a connection that
+/// must authenticate may send before it has, so that unauthenticated peers cannot make the broker
+/// buffer `socket.request.max.bytes` each. A larger one closes the connection, as in Kafka.
+const UNAUTHENTICATED_FRAME_BYTES_MAX: usize = 524_288;
+
 async fn serve_kafka(
     shard: &Rc<Shard>,
     stream: Stream,
@@ -112,7 +125,10 @@ async fn serve_kafka(
 pub enum ConnectionError {
     #[error("socket: {0}")]
     Io(#[from] io::Error),
-    #[error("frame of {size} bytes exceeds socket.request.max.bytes {max}")]
+    #[error(
+        "frame of {size} bytes exceeds {max} (socket.request.max.bytes; before SASL \
+         authentication sasl.server.max.receive.size)"
+    )]
     FrameTooLarge { size: i64, max: usize },
     #[error(transparent)]
     Codec(#[from] super::codec::CodecError),
@@ -125,6 +141,7 @@ async fn serve(shard: &Rc<Shard>, stream: Stream, port: Port) -> Result<(), Conn
         .unwrap_or_default();
     let stream = Rc::new(RefCell::new(stream));
     let session = Rc::new(Session::new(Principal::anonymous(), port.protocol));
+    let sasl = requires_sasl(shard, port);
     let mut reader = BufReader::with_capacity(64 << 10, ReadHalf(stream.clone()));
     let writer = WriteHalf(stream.clone());
     let budget = Budget::new(
@@ -144,8 +161,13 @@ async fn serve(shard: &Rc<Shard>, stream: Stream, port: Port) -> Result<(), Conn
 
     let read_result: Result<(), ConnectionError> = async {
         loop {
+            let frame_bytes_max = if sasl && !session.is_authenticated() {
+                UNAUTHENTICATED_FRAME_BYTES_MAX.min(shard.config.socket_request_max_bytes)
+            } else {
+                shard.config.socket_request_max_bytes
+            };
             let frame = futures_lite::future::or(
-                read_frame(&mut reader, shard.config.socket_request_max_bytes, &budget),
+                read_frame(&mut reader, frame_bytes_max, &budget),
                 async {
                     shard.shutdown.wait().await;
                     Ok(None)
@@ -160,11 +182,17 @@ async fn serve(shard: &Rc<Shard>, stream: Stream, port: Port) -> Result<(), Conn
                 bootstrap: port.bootstrap,
                 listener: port.listener,
                 session: &session,
+                sasl,
             };
             let stamp = RequestStamp::start(&frame);
             let pending = dispatch(shard, frame, &peer).await?;
             if queue.send((pending, ticket, stamp)).await.is_err() {
                 return Ok(()); // the writer stopped: the socket is gone
+            }
+            if session.has_failed() {
+                // Authentication failed: answer what was read (the failure, after its delay),
+                // read nothing more, close.
+                return Ok(());
             }
         }
     }

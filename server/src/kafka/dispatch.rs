@@ -21,8 +21,8 @@ use super::codec::{decode_body, encode_response, parse_request, CodecError, Pars
 use super::{
     admin_topics, alter_share_group_offsets, api_versions, configs, delete_share_group_offsets,
     describe_cluster, describe_share_group_offsets, fetch, find_coordinator, group_apis,
-    init_producer_id, list_offsets, metadata, offset_for_leader_epoch, produce, share_acknowledge,
-    share_fetch, share_group_describe, share_group_heartbeat,
+    init_producer_id, list_offsets, metadata, offset_for_leader_epoch, produce, sasl,
+    scram_credentials, share_acknowledge, share_fetch, share_group_describe, share_group_heartbeat,
 };
 use crate::security::Session;
 use crate::shard::Shard;
@@ -75,6 +75,19 @@ pub struct Peer<'a> {
     pub listener: usize,
     /// Who the connection acts for (`User:ANONYMOUS` until it authenticates).
     pub session: &'a Rc<Session>,
+    /// The listener requires SASL: until the session authenticates, only ApiVersions,
+    /// SaslHandshake and SaslAuthenticate are served.
+    pub sasl: bool,
+}
+
+/// Whether `key` may be sent on `peer`'s connection now.
+fn allowed(key: ApiKey, peer: &Peer<'_>) -> bool {
+    !peer.sasl
+        || peer.session.is_authenticated()
+        || matches!(
+            key,
+            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+        )
 }
 
 #[expect(
@@ -87,6 +100,9 @@ pub async fn dispatch(
     peer: &Peer<'_>,
 ) -> Result<Pending, CodecError> {
     use kafka_protocol::messages as m;
+    if peer.session.is_unframed() {
+        return Ok(sasl::unframed_token(shard, &frame, peer));
+    }
     let request = match parse_request(frame)? {
         Parsed::UnsupportedApiVersions { correlation_id } => {
             let bytes = api_versions::unsupported(correlation_id)?;
@@ -94,7 +110,24 @@ pub async fn dispatch(
         }
         Parsed::Request(request) => request,
     };
+    if !allowed(request.key, peer) {
+        return Err(CodecError::Unauthenticated(request.key));
+    }
     let pending = match request.key {
+        ApiKey::SaslHandshake => sasl::handshake(&request, peer)?,
+        ApiKey::SaslAuthenticate => sasl::authenticate(shard, &request, peer)?,
+        ApiKey::DescribeUserScramCredentials => answer!(
+            shard,
+            request,
+            m::DescribeUserScramCredentialsRequest,
+            scram_credentials::describe
+        ),
+        ApiKey::AlterUserScramCredentials => answer!(
+            shard,
+            request,
+            m::AlterUserScramCredentialsRequest,
+            scram_credentials::alter
+        ),
         ApiKey::Produce => produce::dispatch(shard, request).await?,
         ApiKey::Fetch => {
             let body: m::FetchRequest = decode_body(&request)?;

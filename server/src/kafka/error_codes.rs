@@ -50,6 +50,12 @@ pub const SHARE_SESSION_NOT_FOUND: i16 = 122;
 pub const INVALID_SHARE_SESSION_EPOCH: i16 = 123;
 pub const SHARE_SESSION_LIMIT_REACHED: i16 = 133;
 pub const NON_EMPTY_GROUP: i16 = 68;
+pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+pub const ILLEGAL_SASL_STATE: i16 = 34;
+pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
+pub const RESOURCE_NOT_FOUND: i16 = 91;
+pub const DUPLICATE_RESOURCE: i16 = 92;
+pub const UNACCEPTABLE_CREDENTIAL: i16 = 93;
 
 /// Kafka's name of a code the data path answers with (the metrics' `error` label).
 pub fn name(code: i16) -> &'static str {

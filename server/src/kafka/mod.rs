@@ -29,6 +29,8 @@ pub mod offset_commit;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sasl;
+pub mod scram_credentials;
 pub mod share_acknowledge;
 pub mod share_fetch;
 pub mod share_group_describe;

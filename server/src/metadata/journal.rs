@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{store, Metadata, TopicMeta};
+use crate::security::users::UserCredentials;
 
 pub const JOURNAL_FILE: &str = "metadata.journal";
 
@@ -36,6 +37,9 @@ struct Line {
     /// from lines that change none (and from every line written before group configs existed).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     groups: BTreeMap<String, Option<BTreeMap<String, String>>>,
+    /// Users whose SCRAM credentials this change set (`Some`, all of them) or removed (`None`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    users: BTreeMap<String, Option<UserCredentials>>,
 }
 
 /// The controller's writer of metadata changes (shard 0 only; blocking std I/O, admin path).
@@ -73,6 +77,7 @@ impl Journal {
             next_producer_id: metadata.next_producer_id,
             topics: changed_topics(&self.persisted, metadata),
             groups: changed_groups(&self.persisted, metadata),
+            users: changed_users(&self.persisted, metadata),
         };
         let mut bytes = serde_json::to_vec(&line).map_err(io::Error::other)?;
         bytes.push(b'\n');
@@ -139,6 +144,27 @@ fn changed_groups(
         }
     }
     groups
+}
+
+/// The users whose credentials differ between `old` and `new`.
+fn changed_users(old: &Metadata, new: &Metadata) -> BTreeMap<String, Option<UserCredentials>> {
+    use imbl::ordmap::DiffItem;
+    let mut users = BTreeMap::new();
+    for item in old.users.diff(&new.users) {
+        match item {
+            DiffItem::Add(name, credentials)
+            | DiffItem::Update {
+                new: (name, credentials),
+                ..
+            } => {
+                users.insert(name.clone(), Some(credentials.clone()));
+            }
+            DiffItem::Remove(name, _) => {
+                users.insert(name.clone(), None);
+            }
+        }
+    }
+    users
 }
 
 /// Applies the journal in `dir` (if any) to `metadata`, its snapshot. A torn last line is cut
@@ -215,6 +241,12 @@ fn apply(metadata: &mut Metadata, line: Line) {
             None => metadata.group_configs.remove(&group),
         };
     }
+    for (user, credentials) in line.users {
+        match credentials {
+            Some(credentials) => metadata.users.insert(user, credentials),
+            None => metadata.users.remove(&user),
+        };
+    }
 }
 
 fn damaged(path: &Path, offset: usize) -> io::Error {
@@ -246,6 +278,8 @@ mod tests {
         Alter(u8, u16),
         /// A group's lock duration set (`Some`) or its configs deleted (`None`).
         GroupConfig(u8, Option<u16>),
+        /// A user's SCRAM credential set with a salt (`Some`) or the user deleted (`None`).
+        User(u8, Option<u8>),
         ProducerId,
     }
 
@@ -255,6 +289,7 @@ mod tests {
             (0u8..20).prop_map(Op::Delete),
             (0u8..20, any::<u16>()).prop_map(|(t, v)| Op::Alter(t, v)),
             (0u8..5, proptest::option::of(any::<u16>())).prop_map(|(g, v)| Op::GroupConfig(g, v)),
+            (0u8..5, proptest::option::of(any::<u8>())).prop_map(|(u, s)| Op::User(u, s)),
             Just(Op::ProducerId),
         ]
     }
@@ -284,6 +319,14 @@ mod tests {
                 true
             }
             Op::GroupConfig(g, None) => metadata.group_configs.remove(&format!("g{g}")).is_some(),
+            Op::User(u, Some(salt)) => {
+                use crate::security::scram::{Credential, Mechanism};
+                let credential = Credential::from_salted(Mechanism::Sha256, b"k", &[*salt], 4096);
+                let credentials = BTreeMap::from([(Mechanism::Sha256, credential)]);
+                metadata.users.insert(format!("u{u}"), credentials);
+                true
+            }
+            Op::User(u, None) => metadata.users.remove(&format!("u{u}")).is_some(),
             // As the controller: a producer id is persisted without a new version.
             Op::ProducerId => {
                 metadata.next_producer_id += 1;
@@ -301,6 +344,7 @@ mod tests {
         left.version == right.version
             && left.next_producer_id == right.next_producer_id
             && left.group_configs == right.group_configs
+            && left.users == right.users
             && left.topics.len() == right.topics.len()
             && left.topics.iter().all(|(name, meta)| {
                 right.topics.get(name).is_some_and(|other| {

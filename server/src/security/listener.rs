@@ -110,8 +110,6 @@ pub enum ListenerError {
     NoPort { text: String },
     #[error("listener {text:?}: {reason}")]
     BadAddress { text: String, reason: String },
-    #[error("listener {listener}: SASL listeners need the SASL support, which this build lacks")]
-    SaslUnsupported { listener: String },
     #[error("no listener given")]
     Empty,
 }
@@ -164,17 +162,6 @@ pub fn parse_amqp_listeners(text: &str) -> Result<Vec<AmqpListener>, ListenerErr
         })
         .collect::<Result<Vec<_>, _>>()
         .and_then(non_empty)
-}
-
-/// SASL is not built yet: a SASL_PLAINTEXT or SASL_SSL listener refuses to start rather than
-/// let clients in unauthenticated. The SASL work replaces this one check.
-pub fn check_sasl_supported(listeners: &[KafkaListener]) -> Result<(), ListenerError> {
-    match listeners.iter().find(|listener| listener.protocol.sasl()) {
-        Some(listener) => Err(ListenerError::SaslUnsupported {
-            listener: listener.to_string(),
-        }),
-        None => Ok(()),
-    }
 }
 
 fn split_list(text: &str) -> impl Iterator<Item = &str> {

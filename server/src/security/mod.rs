@@ -11,7 +11,11 @@ pub mod listener;
 pub mod stream;
 pub mod tls;
 
-use std::cell::RefCell;
+pub mod sasl;
+pub mod scram;
+pub mod users;
+
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::rc::Rc;
 
@@ -51,11 +55,31 @@ impl fmt::Display for Principal {
 
 /// A connection's security state, shared by its reader and the handlers of its requests (one
 /// shard, one connection: a `RefCell`, borrowed only inside a call).
-#[derive(Debug)]
 pub struct Session {
     principal: RefCell<Principal>,
     /// The security protocol of the listener the connection came in through.
     protocol: listener::SecurityProtocol,
+    /// Set by a successful SASL exchange (or AMQP's start-ok): the connection may do more than
+    /// authenticate.
+    authenticated: Cell<bool>,
+    /// The SASL exchange under way, from the mechanism's choice to its end.
+    exchange: RefCell<Option<sasl::Exchange>>,
+    /// Whether a mechanism was chosen already on this connection (a second choice is illegal).
+    mechanism_chosen: Cell<bool>,
+    /// Set when authentication failed: the protocol reads no more and closes the connection.
+    failed: Cell<bool>,
+    /// The exchange's messages come without the protocol's own framing (Kafka's SaslHandshake
+    /// v0: bare size-prefixed tokens until the exchange ends).
+    unframed: Cell<bool>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("principal", &self.principal.borrow())
+            .field("authenticated", &self.authenticated.get())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Session {
@@ -63,6 +87,11 @@ impl Session {
         Session {
             principal: RefCell::new(principal),
             protocol,
+            authenticated: Cell::new(false),
+            exchange: RefCell::new(None),
+            mechanism_chosen: Cell::new(false),
+            failed: Cell::new(false),
+            unframed: Cell::new(false),
         }
     }
 
@@ -72,6 +101,57 @@ impl Session {
         self.protocol
     }
 
+    pub fn is_unframed(&self) -> bool {
+        self.unframed.get()
+    }
+
+    pub fn set_unframed(&self, unframed: bool) {
+        self.unframed.set(unframed);
+    }
+
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated.get()
+    }
+
+    pub fn has_failed(&self) -> bool {
+        self.failed.get()
+    }
+
+    /// Authentication failed: the connection must close.
+    pub fn fail(&self) {
+        self.failed.set(true);
+        *self.exchange.borrow_mut() = None;
+    }
+
+    /// Whether a SASL mechanism was chosen on this connection already.
+    pub fn mechanism_chosen(&self) -> bool {
+        self.mechanism_chosen.get()
+    }
+
+    /// Starts the exchange of `mechanism` (`false`: not offered).
+    pub fn start_exchange(&self, mechanism: &str) -> bool {
+        self.mechanism_chosen.set(true);
+        let exchange = sasl::Exchange::start(mechanism);
+        let started = exchange.is_some();
+        *self.exchange.borrow_mut() = exchange;
+        started
+    }
+
+    /// The next step of the exchange under way (`None`: no exchange, an illegal state). A
+    /// success authenticates the session at once; a failure marks it failed.
+    pub fn step_exchange(&self, message: &[u8], users: &users::Users) -> Option<sasl::Step> {
+        let step = self.exchange.borrow_mut().as_mut()?.step(message, users);
+        match &step {
+            sasl::Step::Challenge(_) => {}
+            sasl::Step::Success { user, .. } => {
+                *self.exchange.borrow_mut() = None;
+                self.authenticate(Principal::user(user));
+            }
+            sasl::Step::Failure(_) => self.fail(),
+        }
+        Some(step)
+    }
+
     pub fn principal(&self) -> Principal {
         self.principal.borrow().clone()
     }
@@ -79,6 +159,32 @@ impl Session {
     /// Set once authentication succeeds.
     pub fn authenticate(&self, principal: Principal) {
         *self.principal.borrow_mut() = principal;
+        self.authenticated.set(true);
+    }
+}
+
+/// Authentication settings (`--set`, see config.rs).
+#[derive(Debug, Clone)]
+pub struct SecurityConfig {
+    /// Kafka's `connection.failed.authentication.delay.ms`: how long a failed authentication
+    /// waits before its answer and the close, to slow password guessing (default 100).
+    pub failed_authentication_delay_ms: u64,
+    /// RabbitMQ's `loopback_users`: AMQP users who may connect only from a loopback address
+    /// (`weir.amqp.loopback.users`, comma-separated; default `guest`).
+    pub amqp_loopback_users: Vec<String>,
+    /// Require SASL on every Kafka listener (`weir.sasl.required=true`), until Kafka's listener
+    /// syntax (`SASL_PLAINTEXT://`) says it per listener. Read in one place only:
+    /// `kafka::connection::requires_sasl`.
+    pub sasl_required: bool,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            failed_authentication_delay_ms: 100,
+            amqp_loopback_users: vec!["guest".to_string()],
+            sasl_required: false,
+        }
     }
 }
 

@@ -120,16 +120,15 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
             }
             ControlJob::Routing { changes, reply } => {
                 let result =
-                    routing_glue::apply(&mut routing, &changes, false).map_err(TopicError::from);
-                commit(
-                    &shard,
-                    &mut journal,
-                    &mut metadata,
-                    &routing,
-                    result.is_ok(),
-                )
-                .await;
+                    alter_routing(&shard, &mut journal, &mut metadata, &mut routing, &changes)
+                        .await;
                 let _ = reply.send_async(result).await;
+                continue;
+            }
+            ControlJob::AlterUsers { changes, reply } => {
+                let results =
+                    alter_users(&shard, &mut journal, &mut metadata, &routing, &changes).await;
+                let _ = reply.send_async(results).await;
                 continue;
             }
             ControlJob::AllocateProducerId { reply } => {
@@ -142,6 +141,41 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
         commit(&shard, &mut journal, &mut metadata, &routing, changed).await;
         let _ = reply.send_async(results).await;
     }
+}
+
+/// Applies routing changes (exchanges, bindings) all or nothing and journals them.
+async fn alter_routing(
+    shard: &Shard,
+    journal: &mut Option<Journal>,
+    metadata: &mut Metadata,
+    routing: &mut RoutingController,
+    changes: &[crate::routing::table::Change],
+) -> Result<(), TopicError> {
+    let result = routing_glue::apply(routing, changes, false).map_err(TopicError::from);
+    commit(shard, journal, metadata, routing, result.is_ok()).await;
+    result
+}
+
+/// Applies user changes (SCRAM credentials) and journals them.
+async fn alter_users(
+    shard: &Shard,
+    journal: &mut Option<Journal>,
+    metadata: &mut Metadata,
+    routing: &RoutingController,
+    changes: &[crate::security::users::UserChange],
+) -> super::mesh::UserResults {
+    let mut results = crate::security::users::apply(&mut metadata.users, changes);
+    let changed = results.iter().any(|(_, result)| result.is_ok());
+    commit(shard, journal, metadata, routing, changed).await;
+    if changed && journal.is_none() {
+        // Credentials that would vanish on restart are not reported as stored.
+        for (_, result) in &mut results {
+            if result.is_ok() {
+                *result = Err(crate::security::users::UserError::Storage);
+            }
+        }
+    }
+    results
 }
 
 /// The metadata journal over `initial`; `None` (every change refused) when it cannot be opened.

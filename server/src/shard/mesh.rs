@@ -119,6 +119,9 @@ pub struct GroupConfigChange {
     pub edits: Vec<(String, Option<String>)>,
 }
 
+/// Per-user result of a credential change: (user, outcome).
+pub type UserResults = Vec<(String, Result<(), crate::security::users::UserError>)>;
+
 /// Per-item result of a controller change: (name, outcome).
 pub type ItemResults = Vec<(String, Result<(), TopicError>)>;
 
@@ -151,6 +154,11 @@ pub enum ControlJob {
     },
     AllocateProducerId {
         reply: Reply<Result<i64, TopicError>>,
+    },
+    /// SCRAM credential changes (`security::users::apply`), per user all or nothing.
+    AlterUsers {
+        changes: Vec<crate::security::users::UserChange>,
+        reply: Reply<UserResults>,
     },
     /// Routing changes (exchanges, bindings) applied all or nothing, as a protocol's own
     /// declarations (AMQP's exchange.declare, queue.bind, ...) ask.
