@@ -8,10 +8,13 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use weir_engine::{Durability, LogConfig};
+
+use crate::security::acl::{AuthorizerConfig, AUTHORIZER_CLASS_NAMES};
 
 const SET_HELP: &str = "Broker and topic defaults with Kafka's names (repeatable):
   num.partitions=N              partitions of an auto-created topic (default 1)
@@ -141,6 +144,9 @@ pub struct BrokerConfig {
     pub shares: SharesConfig,
     /// Topic-level defaults (topic config names) applied under every topic's own configs.
     pub topic_defaults: BTreeMap<String, String>,
+    /// The ACL authorizer (`authorizer.class.name`, `super.users`,
+    /// `allow.everyone.if.no.acl.found`); off by default.
+    pub authorizer: Arc<AuthorizerConfig>,
 }
 
 /// RabbitMQ's `vm_memory_high_watermark`: a fraction of the machine's memory, or bytes.
@@ -295,6 +301,7 @@ impl BrokerConfig {
             amqp_memory_high_watermark: MemoryWatermark::default(),
             shares: SharesConfig::default(),
             topic_defaults: BTreeMap::new(),
+            authorizer: Arc::default(),
         };
         for (key, value) in values {
             config.set(&key, &value)?;
@@ -341,6 +348,9 @@ impl BrokerConfig {
                     .with_context(|| format!("{key}={value}: must be >= 0"))?
             }
             key if SharesConfig::KEYS.contains(&key) => self.shares.set(key, value)?,
+            "authorizer.class.name" | "super.users" | "allow.everyone.if.no.acl.found" => {
+                set_authorizer(Arc::make_mut(&mut self.authorizer), key, value)?
+            }
             "amqp.disk.free.limit"
             | "amqp.vm.memory.high.watermark"
             | "amqp.vm.memory.high.watermark.absolute" => self.set_alarm(key, value)?,
@@ -552,6 +562,37 @@ fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, St
 }
 
 /// `0-3`, `0,2,5`, `0-1,4` -> sorted, deduplicated CPU list.
+/// Kafka's authorizer keys. Any of Kafka's authorizer class names (or `weir`) turns Weir's
+/// authorizer on; empty leaves it off. `super.users` is `;`-separated, as in Kafka.
+fn set_authorizer(config: &mut AuthorizerConfig, key: &str, value: &str) -> anyhow::Result<()> {
+    match key {
+        "authorizer.class.name" => {
+            config.enabled = !value.is_empty();
+            anyhow::ensure!(
+                value.is_empty() || AUTHORIZER_CLASS_NAMES.contains(&value),
+                "{key}={value}: not one of {AUTHORIZER_CLASS_NAMES:?}"
+            );
+        }
+        "super.users" => {
+            config.super_users = value
+                .split(';')
+                .map(str::trim)
+                .filter(|user| !user.is_empty())
+                .map(str::to_string)
+                .collect();
+            if let Some(bad) = config.super_users.iter().find(|u| !u.starts_with("User:")) {
+                anyhow::bail!("{key}={value}: '{bad}' is not User:NAME");
+            }
+        }
+        _ => {
+            config.allow_everyone_if_no_acl_found = value
+                .parse()
+                .with_context(|| format!("{key}={value}: not true/false"))?
+        }
+    }
+    Ok(())
+}
+
 pub fn parse_cpus(text: &str) -> anyhow::Result<Vec<usize>> {
     let mut cpus = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {

@@ -19,11 +19,13 @@ use kafka_protocol::protocol::{Encodable, HeaderVersion};
 
 use super::codec::{decode_body, encode_response, parse_request, CodecError, Parsed, Response};
 use super::{
-    admin_topics, alter_share_group_offsets, api_versions, configs, delete_share_group_offsets,
-    describe_cluster, describe_share_group_offsets, fetch, find_coordinator, group_apis,
-    init_producer_id, list_offsets, metadata, offset_for_leader_epoch, produce, share_acknowledge,
-    share_fetch, share_group_describe, share_group_heartbeat,
+    acls, admin_topics, alter_share_group_offsets, api_versions, configs,
+    delete_share_group_offsets, describe_cluster, describe_share_group_offsets, fetch,
+    find_coordinator, group_apis, init_producer_id, list_offsets, metadata,
+    offset_for_leader_epoch, produce, share_acknowledge, share_fetch, share_group_describe,
+    share_group_heartbeat,
 };
+use crate::security::acl::Access;
 use crate::security::Session;
 use crate::shard::Shard;
 
@@ -50,6 +52,19 @@ macro_rules! answer {
         let version = $request.version;
         later($request.key, version, $request.correlation_id, async move {
             $handler(&shard, version, body).await
+        })
+    }};
+}
+
+/// As `answer!`, for handlers that check ACLs: `$handler(shard, version, body, access)`.
+macro_rules! answer_as {
+    ($shard:expr, $request:expr, $type:ty, $handler:path, $access:expr) => {{
+        let body: $type = decode_body(&$request)?;
+        let shard = $shard.clone();
+        let version = $request.version;
+        let access = $access.clone();
+        later($request.key, version, $request.correlation_id, async move {
+            $handler(&shard, version, body, access).await
         })
     }};
 }
@@ -81,15 +96,28 @@ pub async fn dispatch(
         }
         Parsed::Request(request) => request,
     };
+    // What this request may do: one branch when the authorizer is off (the default).
+    let access = Access::new(
+        &shard.config.authorizer,
+        shard.metadata(),
+        peer.session,
+        peer.client_host,
+    );
     let pending = match request.key {
-        ApiKey::Produce => produce::dispatch(shard, request).await?,
+        ApiKey::Produce => produce::dispatch(shard, request, &access).await?,
         ApiKey::Fetch => {
             let body: m::FetchRequest = decode_body(&request)?;
             let shard = shard.clone();
             Box::pin(async move {
-                fetch::handle(&shard, request.version, request.correlation_id, body)
-                    .await
-                    .map(Some)
+                fetch::handle(
+                    &shard,
+                    request.version,
+                    request.correlation_id,
+                    body,
+                    access,
+                )
+                .await
+                .map(Some)
             })
         }
         ApiKey::ApiVersions => answer!(shard, request, m::ApiVersionsRequest, api_versions::handle),
@@ -179,6 +207,21 @@ pub async fn dispatch(
             m::ShareAcknowledgeRequest,
             share_acknowledge::handle
         ),
+        ApiKey::DescribeAcls => {
+            answer_as!(
+                shard,
+                request,
+                m::DescribeAclsRequest,
+                acls::describe,
+                access
+            )
+        }
+        ApiKey::CreateAcls => {
+            answer_as!(shard, request, m::CreateAclsRequest, acls::create, access)
+        }
+        ApiKey::DeleteAcls => {
+            answer_as!(shard, request, m::DeleteAclsRequest, acls::delete, access)
+        }
         ApiKey::JoinGroup
         | ApiKey::SyncGroup
         | ApiKey::Heartbeat

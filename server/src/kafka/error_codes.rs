@@ -50,11 +50,17 @@ pub const SHARE_SESSION_NOT_FOUND: i16 = 122;
 pub const INVALID_SHARE_SESSION_EPOCH: i16 = 123;
 pub const SHARE_SESSION_LIMIT_REACHED: i16 = 133;
 pub const NON_EMPTY_GROUP: i16 = 68;
+pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+pub const SECURITY_DISABLED: i16 = 54;
 
 /// Kafka's name of a code the data path answers with (the metrics' `error` label).
 pub fn name(code: i16) -> &'static str {
     match code {
         UNKNOWN_TOPIC_OR_PARTITION => "UNKNOWN_TOPIC_OR_PARTITION",
+        TOPIC_AUTHORIZATION_FAILED => "TOPIC_AUTHORIZATION_FAILED",
         NOT_LEADER_OR_FOLLOWER => "NOT_LEADER_OR_FOLLOWER",
         CORRUPT_MESSAGE => "CORRUPT_MESSAGE",
         MESSAGE_TOO_LARGE => "MESSAGE_TOO_LARGE",

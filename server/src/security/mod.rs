@@ -4,6 +4,8 @@
 //! Core module: imports no protocol. A principal is named as Kafka names it (`User:alice`), the
 //! form ACLs and `super.users` use; AMQP's user `guest` is the principal `User:guest`.
 
+pub mod acl;
+
 use std::cell::RefCell;
 use std::fmt;
 use std::rc::Rc;
@@ -47,12 +49,15 @@ impl fmt::Display for Principal {
 #[derive(Debug)]
 pub struct Session {
     principal: RefCell<Principal>,
+    /// The authorizer's decisions for this principal (`acl::Access`).
+    pub decisions: acl::DecisionCache,
 }
 
 impl Session {
     pub fn new(principal: Principal) -> Session {
         Session {
             principal: RefCell::new(principal),
+            decisions: acl::DecisionCache::default(),
         }
     }
 
@@ -63,6 +68,8 @@ impl Session {
     /// Set once authentication succeeds.
     pub fn authenticate(&self, principal: Principal) {
         *self.principal.borrow_mut() = principal;
+        // Decisions made for the previous principal are not this one's.
+        self.decisions.clear();
     }
 }
 

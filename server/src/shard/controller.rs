@@ -132,6 +132,16 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
                 let _ = reply.send_async(result).await;
                 continue;
             }
+            ControlJob::AlterAcls {
+                create,
+                delete,
+                reply,
+            } => {
+                let (changed, deleted) = alter_acls(&mut metadata, create, delete);
+                commit(&shard, &mut journal, &mut metadata, &routing, changed).await;
+                let _ = reply.send_async(deleted).await;
+                continue;
+            }
             ControlJob::AllocateProducerId { reply } => {
                 let result = allocate_producer_id(&mut journal, &mut metadata);
                 let _ = reply.send_async(result).await;
@@ -454,6 +464,37 @@ fn alter_group_configs(
             (change.group, result)
         })
         .collect()
+}
+
+/// ACL bindings added, then removed by filter (Kafka's CreateAcls and DeleteAcls); whether the
+/// set changed, and what each filter removed.
+fn alter_acls(
+    metadata: &mut Metadata,
+    create: Vec<crate::security::acl::AclBinding>,
+    delete: Vec<crate::security::acl::AclFilter>,
+) -> (bool, Vec<Vec<crate::security::acl::AclBinding>>) {
+    let before = metadata.acls.clone();
+    for binding in create {
+        tracing::info!(?binding, "ACL created");
+        metadata.acls.insert(binding);
+    }
+    let deleted: Vec<Vec<_>> = delete
+        .iter()
+        .map(|filter| {
+            let gone: Vec<_> = metadata
+                .acls
+                .iter()
+                .filter(|binding| filter.matches(binding))
+                .cloned()
+                .collect();
+            for binding in &gone {
+                tracing::info!(?binding, "ACL deleted");
+                metadata.acls.remove(binding);
+            }
+            gone
+        })
+        .collect();
+    (before != metadata.acls, deleted)
 }
 
 #[cfg(test)]
