@@ -21,6 +21,7 @@ use super::admin_topics::controller_call;
 use super::error_codes as code;
 use crate::config::{BrokerConfig, TOPIC_CONFIG_NAMES};
 use crate::routing::config::ConfigOperation;
+use crate::security::acl::{Access, Operation, ResourceType, CLUSTER_NAME};
 use crate::shard::mesh::{ConfigChange, ControlJob, GroupConfigChange};
 use crate::shard::Shard;
 use crate::shares::group_configs::{self, Kind};
@@ -36,6 +37,19 @@ const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
+
+/// The error code when `access` may not do `operation` on config resource `kind` `name` (Kafka:
+/// a topic's configs are the topic's, a group's the group's, a broker's the cluster's).
+fn refused(access: &Access, operation: Operation, kind: i8, name: &str) -> Option<i16> {
+    let (resource, error) = match kind {
+        RESOURCE_TOPIC => (ResourceType::Topic, code::TOPIC_AUTHORIZATION_FAILED),
+        RESOURCE_GROUP => (ResourceType::Group, code::GROUP_AUTHORIZATION_FAILED),
+        RESOURCE_BROKER => (ResourceType::Cluster, code::CLUSTER_AUTHORIZATION_FAILED),
+        _ => return None,
+    };
+    let name = if resource == ResourceType::Cluster { CLUSTER_NAME } else { name };
+    (!access.allows(operation, resource, name)).then_some(error)
+}
 
 fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_string())
@@ -156,6 +170,7 @@ pub async fn describe(
     shard: &Rc<Shard>,
     version: i16,
     request: DescribeConfigsRequest,
+    access: Access,
 ) -> DescribeConfigsResponse {
     let metadata = shard.metadata();
     let mut response = DescribeConfigsResponse::default();
@@ -167,6 +182,13 @@ pub async fn describe(
         };
         let mut result = DescribeConfigsResult::default();
         result.resource_type = resource.resource_type;
+        let name = resource.resource_name.as_str();
+        if let Some(error) = refused(&access, Operation::DescribeConfigs, result.resource_type, name) {
+            result.error_code = error;
+            result.resource_name = resource.resource_name;
+            response.results.push(result);
+            continue;
+        }
         match resource.resource_type {
             RESOURCE_TOPIC
                 if metadata
@@ -235,11 +257,16 @@ async fn apply(
     shard: &Shard,
     resources: Vec<(i8, String, Result<ConfigChange, String>)>,
     validate_only: bool,
+    access: &Access,
 ) -> Vec<(i8, String, i16, Option<String>)> {
     let mut answers: Vec<(i8, String, i16, Option<String>)> = Vec::new();
     let mut changes = Vec::new();
     let mut group_changes = Vec::new();
     for (kind, name, change) in resources {
+        if let Some(error) = refused(access, Operation::AlterConfigs, kind, &name) {
+            answers.push((kind, name, error, None));
+            continue;
+        }
         match (kind, change) {
             (RESOURCE_TOPIC, Ok(change)) => changes.push(change),
             (RESOURCE_TOPIC | RESOURCE_GROUP, Err(message)) => {
@@ -308,6 +335,7 @@ pub async fn alter(
     shard: &Rc<Shard>,
     _version: i16,
     request: AlterConfigsRequest,
+    access: Access,
 ) -> AlterConfigsResponse {
     let resources = request
         .resources
@@ -341,7 +369,7 @@ pub async fn alter(
         })
         .collect();
     let mut response = AlterConfigsResponse::default();
-    for (kind, name, error_code, message) in apply(shard, resources, request.validate_only).await {
+    for (kind, name, error_code, message) in apply(shard, resources, request.validate_only, &access).await {
         let mut out = alter_configs_response::AlterConfigsResourceResponse::default();
         out.resource_type = kind;
         out.resource_name = text(&name);
@@ -356,6 +384,7 @@ pub async fn incremental_alter(
     shard: &Rc<Shard>,
     _version: i16,
     request: IncrementalAlterConfigsRequest,
+    access: Access,
 ) -> IncrementalAlterConfigsResponse {
     let resources = request
         .resources
@@ -401,7 +430,7 @@ pub async fn incremental_alter(
         })
         .collect();
     let mut response = IncrementalAlterConfigsResponse::default();
-    for (kind, name, error_code, message) in apply(shard, resources, request.validate_only).await {
+    for (kind, name, error_code, message) in apply(shard, resources, request.validate_only, &access).await {
         let mut out = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
         out.resource_type = kind;
         out.resource_name = text(&name);

@@ -121,35 +121,43 @@ pub async fn dispatch(
             })
         }
         ApiKey::ApiVersions => answer!(shard, request, m::ApiVersionsRequest, api_versions::handle),
-        ApiKey::Metadata => answer!(shard, request, m::MetadataRequest, metadata::handle),
+        ApiKey::Metadata => {
+            answer_as!(shard, request, m::MetadataRequest, metadata::handle, access)
+        }
         ApiKey::ListOffsets => answer!(shard, request, m::ListOffsetsRequest, list_offsets::handle),
-        ApiKey::CreateTopics => answer!(
+        ApiKey::CreateTopics => answer_as!(
             shard,
             request,
             m::CreateTopicsRequest,
-            admin_topics::create_topics
+            admin_topics::create_topics,
+            access
         ),
-        ApiKey::DeleteTopics => answer!(
+        ApiKey::DeleteTopics => answer_as!(
             shard,
             request,
             m::DeleteTopicsRequest,
-            admin_topics::delete_topics
+            admin_topics::delete_topics,
+            access
         ),
-        ApiKey::CreatePartitions => answer!(
+        ApiKey::CreatePartitions => answer_as!(
             shard,
             request,
             m::CreatePartitionsRequest,
-            admin_topics::create_partitions
+            admin_topics::create_partitions,
+            access
         ),
         ApiKey::DescribeConfigs => {
-            answer!(shard, request, m::DescribeConfigsRequest, configs::describe)
+            answer_as!(shard, request, m::DescribeConfigsRequest, configs::describe, access)
         }
-        ApiKey::AlterConfigs => answer!(shard, request, m::AlterConfigsRequest, configs::alter),
-        ApiKey::IncrementalAlterConfigs => answer!(
+        ApiKey::AlterConfigs => {
+            answer_as!(shard, request, m::AlterConfigsRequest, configs::alter, access)
+        }
+        ApiKey::IncrementalAlterConfigs => answer_as!(
             shard,
             request,
             m::IncrementalAlterConfigsRequest,
-            configs::incremental_alter
+            configs::incremental_alter,
+            access
         ),
         ApiKey::InitProducerId => answer!(
             shard,
@@ -229,7 +237,7 @@ pub async fn dispatch(
         | ApiKey::OffsetCommit
         | ApiKey::OffsetFetch
         | ApiKey::DescribeGroups
-        | ApiKey::ListGroups => group_apis::dispatch(shard, request, peer)?,
+        | ApiKey::ListGroups => group_apis::dispatch(shard, request, peer, &access)?,
         // parse_request only lets through the keys of codec::SUPPORTED.
         other => {
             return Err(CodecError::UnsupportedVersion {
