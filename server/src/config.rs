@@ -309,6 +309,11 @@ impl BrokerConfig {
         Ok(config)
     }
 
+    /// The authorizer's settings, to change (a copy if a shard already holds them).
+    fn authorizer(&mut self) -> &mut AuthorizerConfig {
+        Arc::make_mut(&mut self.authorizer)
+    }
+
     fn set(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
         let number = || -> anyhow::Result<i64> {
             value
@@ -348,9 +353,7 @@ impl BrokerConfig {
                     .with_context(|| format!("{key}={value}: must be >= 0"))?
             }
             key if SharesConfig::KEYS.contains(&key) => self.shares.set(key, value)?,
-            "authorizer.class.name" | "super.users" | "allow.everyone.if.no.acl.found" => {
-                set_authorizer(Arc::make_mut(&mut self.authorizer), key, value)?
-            }
+            key if AUTHORIZER_KEYS.contains(&key) => set_authorizer(self.authorizer(), key, value)?,
             "amqp.disk.free.limit"
             | "amqp.vm.memory.high.watermark"
             | "amqp.vm.memory.high.watermark.absolute" => self.set_alarm(key, value)?,
@@ -561,7 +564,12 @@ fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, St
     }
 }
 
-/// `0-3`, `0,2,5`, `0-1,4` -> sorted, deduplicated CPU list.
+const AUTHORIZER_KEYS: [&str; 3] = [
+    "authorizer.class.name",
+    "super.users",
+    "allow.everyone.if.no.acl.found",
+];
+
 /// Kafka's authorizer keys. Any of Kafka's authorizer class names (or `weir`) turns Weir's
 /// authorizer on; empty leaves it off. `super.users` is `;`-separated, as in Kafka.
 fn set_authorizer(config: &mut AuthorizerConfig, key: &str, value: &str) -> anyhow::Result<()> {
@@ -593,6 +601,7 @@ fn set_authorizer(config: &mut AuthorizerConfig, key: &str, value: &str) -> anyh
     Ok(())
 }
 
+/// `0-3`, `0,2,5`, `0-1,4` -> sorted, deduplicated CPU list.
 pub fn parse_cpus(text: &str) -> anyhow::Result<Vec<usize>> {
     let mut cpus = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {

@@ -83,6 +83,25 @@ fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_string())
 }
 
+/// Takes out of `request` the topics the principal may not create (Kafka: Create on the cluster,
+/// or on the topic), and answers them TOPIC_AUTHORIZATION_FAILED.
+fn uncreatable(request: &mut CreateTopicsRequest, access: &Access) -> Vec<CreatableTopicResult> {
+    let create_all = access.allows_cluster(Operation::Create);
+    let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut request.topics)
+        .into_iter()
+        .partition(|t| create_all || access.allows_topic(Operation::Create, &t.name));
+    request.topics = allowed;
+    denied
+        .into_iter()
+        .map(|topic| {
+            let mut out = CreatableTopicResult::default();
+            out.name = topic.name;
+            out.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+            out
+        })
+        .collect()
+}
+
 pub async fn create_topics(
     shard: &Rc<Shard>,
     version: i16,
@@ -90,18 +109,7 @@ pub async fn create_topics(
     access: Access,
 ) -> CreateTopicsResponse {
     let mut response = CreateTopicsResponse::default();
-    // Kafka: Create on the cluster, or on the topic.
-    let create_all = access.allows_cluster(Operation::Create);
-    let (allowed, denied) = std::mem::take(&mut request.topics)
-        .into_iter()
-        .partition(|t| create_all || access.allows_topic(Operation::Create, &t.name));
-    request.topics = allowed;
-    for topic in denied {
-        let mut out = CreatableTopicResult::default();
-        out.name = topic.name;
-        out.error_code = code::TOPIC_AUTHORIZATION_FAILED;
-        response.topics.push(out);
-    }
+    response.topics = uncreatable(&mut request, &access);
     let names: Vec<String> = request
         .topics
         .iter()

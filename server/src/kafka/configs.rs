@@ -47,7 +47,11 @@ fn refused(access: &Access, operation: Operation, kind: i8, name: &str) -> Optio
         RESOURCE_BROKER => (ResourceType::Cluster, code::CLUSTER_AUTHORIZATION_FAILED),
         _ => return None,
     };
-    let name = if resource == ResourceType::Cluster { CLUSTER_NAME } else { name };
+    let name = if resource == ResourceType::Cluster {
+        CLUSTER_NAME
+    } else {
+        name
+    };
     (!access.allows(operation, resource, name)).then_some(error)
 }
 
@@ -183,37 +187,29 @@ pub async fn describe(
         let mut result = DescribeConfigsResult::default();
         result.resource_type = resource.resource_type;
         let name = resource.resource_name.as_str();
-        if let Some(error) = refused(&access, Operation::DescribeConfigs, result.resource_type, name) {
+        let kind = result.resource_type;
+        let denied = refused(&access, Operation::DescribeConfigs, kind, name);
+        if let Some(error) = denied {
             result.error_code = error;
             result.resource_name = resource.resource_name;
             response.results.push(result);
             continue;
         }
         match resource.resource_type {
-            RESOURCE_TOPIC
-                if metadata
-                    .routing
-                    .is_exchange(resource.resource_name.as_str()) =>
-            {
+            RESOURCE_TOPIC if metadata.routing.is_exchange(name) => {
                 // An exchange has only its routing configs (type, alternate, bindings).
-                let routing = crate::routing::config::describe(
-                    resource.resource_name.as_str(),
-                    &metadata.routing,
-                );
+                let routing = crate::routing::config::describe(name, &metadata.routing);
                 for (name, value) in routing.iter().filter(|(name, _)| wanted(name)) {
                     result
                         .configs
                         .push(entry(version, name, value, SOURCE_TOPIC));
                 }
             }
-            RESOURCE_TOPIC => match metadata.topics.get(resource.resource_name.as_str()) {
+            RESOURCE_TOPIC => match metadata.topics.get(name) {
                 None => result.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
                 Some(topic) => {
                     // The exchanges this topic is bound from (`weir.bindings`).
-                    let routing = crate::routing::config::describe(
-                        resource.resource_name.as_str(),
-                        &metadata.routing,
-                    );
+                    let routing = crate::routing::config::describe(name, &metadata.routing);
                     for (name, value) in routing.iter().filter(|(name, _)| wanted(name)) {
                         result
                             .configs
@@ -308,11 +304,9 @@ async fn apply(
             reply,
         })
         .await;
-        answers.extend(
-            results
-                .into_iter()
-                .map(|(name, error, message)| (RESOURCE_GROUP, name, error, message)),
-        );
+        let results = results.into_iter();
+        answers
+            .extend(results.map(|(name, error, message)| (RESOURCE_GROUP, name, error, message)));
     }
     if !changes.is_empty() {
         let names: Vec<String> = changes.iter().map(|c| c.topic.clone()).collect();
@@ -322,11 +316,9 @@ async fn apply(
             reply,
         })
         .await;
-        answers.extend(
-            results
-                .into_iter()
-                .map(|(name, error, message)| (RESOURCE_TOPIC, name, error, message)),
-        );
+        let results = results.into_iter();
+        answers
+            .extend(results.map(|(name, error, message)| (RESOURCE_TOPIC, name, error, message)));
     }
     answers
 }
@@ -369,7 +361,9 @@ pub async fn alter(
         })
         .collect();
     let mut response = AlterConfigsResponse::default();
-    for (kind, name, error_code, message) in apply(shard, resources, request.validate_only, &access).await {
+    for (kind, name, error_code, message) in
+        apply(shard, resources, request.validate_only, &access).await
+    {
         let mut out = alter_configs_response::AlterConfigsResourceResponse::default();
         out.resource_type = kind;
         out.resource_name = text(&name);
@@ -430,7 +424,9 @@ pub async fn incremental_alter(
         })
         .collect();
     let mut response = IncrementalAlterConfigsResponse::default();
-    for (kind, name, error_code, message) in apply(shard, resources, request.validate_only, &access).await {
+    for (kind, name, error_code, message) in
+        apply(shard, resources, request.validate_only, &access).await
+    {
         let mut out = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
         out.resource_type = kind;
         out.resource_name = text(&name);

@@ -124,7 +124,13 @@ pub async fn dispatch(
         ApiKey::Metadata => {
             answer_as!(shard, request, m::MetadataRequest, metadata::handle, access)
         }
-        ApiKey::ListOffsets => answer!(shard, request, m::ListOffsetsRequest, list_offsets::handle),
+        ApiKey::ListOffsets => answer_as!(
+            shard,
+            request,
+            m::ListOffsetsRequest,
+            list_offsets::handle,
+            access
+        ),
         ApiKey::CreateTopics => answer_as!(
             shard,
             request,
@@ -147,10 +153,22 @@ pub async fn dispatch(
             access
         ),
         ApiKey::DescribeConfigs => {
-            answer_as!(shard, request, m::DescribeConfigsRequest, configs::describe, access)
+            answer_as!(
+                shard,
+                request,
+                m::DescribeConfigsRequest,
+                configs::describe,
+                access
+            )
         }
         ApiKey::AlterConfigs => {
-            answer_as!(shard, request, m::AlterConfigsRequest, configs::alter, access)
+            answer_as!(
+                shard,
+                request,
+                m::AlterConfigsRequest,
+                configs::alter,
+                access
+            )
         }
         ApiKey::IncrementalAlterConfigs => answer_as!(
             shard,
@@ -159,61 +177,78 @@ pub async fn dispatch(
             configs::incremental_alter,
             access
         ),
-        ApiKey::InitProducerId => answer!(
+        ApiKey::InitProducerId => answer_as!(
             shard,
             request,
             m::InitProducerIdRequest,
-            init_producer_id::handle
+            init_producer_id::handle,
+            access
         ),
-        ApiKey::FindCoordinator => answer!(
+        ApiKey::FindCoordinator => answer_as!(
             shard,
             request,
             m::FindCoordinatorRequest,
-            find_coordinator::handle
+            find_coordinator::handle,
+            access
         ),
-        ApiKey::OffsetForLeaderEpoch => answer!(
+        ApiKey::OffsetForLeaderEpoch => answer_as!(
             shard,
             request,
             m::OffsetForLeaderEpochRequest,
-            offset_for_leader_epoch::handle
+            offset_for_leader_epoch::handle,
+            access
         ),
-        ApiKey::DescribeCluster => answer!(
+        ApiKey::DescribeCluster => answer_as!(
             shard,
             request,
             m::DescribeClusterRequest,
-            describe_cluster::handle
+            describe_cluster::handle,
+            access
         ),
-        ApiKey::ShareGroupHeartbeat => share_group_heartbeat::dispatch(shard, &request, peer)?,
-        ApiKey::ShareGroupDescribe => answer!(
+        ApiKey::ShareGroupHeartbeat => {
+            share_group_heartbeat::dispatch(shard, &request, peer, &access)?
+        }
+        ApiKey::ShareGroupDescribe => answer_as!(
             shard,
             request,
             m::ShareGroupDescribeRequest,
-            share_group_describe::handle
+            share_group_describe::handle,
+            access
         ),
-        ApiKey::DescribeShareGroupOffsets => answer!(
+        ApiKey::DescribeShareGroupOffsets => answer_as!(
             shard,
             request,
             m::DescribeShareGroupOffsetsRequest,
-            describe_share_group_offsets::handle
+            describe_share_group_offsets::handle,
+            access
         ),
-        ApiKey::AlterShareGroupOffsets => answer!(
+        ApiKey::AlterShareGroupOffsets => answer_as!(
             shard,
             request,
             m::AlterShareGroupOffsetsRequest,
-            alter_share_group_offsets::handle
+            alter_share_group_offsets::handle,
+            access
         ),
-        ApiKey::DeleteShareGroupOffsets => answer!(
+        ApiKey::DeleteShareGroupOffsets => answer_as!(
             shard,
             request,
             m::DeleteShareGroupOffsetsRequest,
-            delete_share_group_offsets::handle
+            delete_share_group_offsets::handle,
+            access
         ),
-        ApiKey::ShareFetch => answer!(shard, request, m::ShareFetchRequest, share_fetch::handle),
-        ApiKey::ShareAcknowledge => answer!(
+        ApiKey::ShareFetch => answer_as!(
+            shard,
+            request,
+            m::ShareFetchRequest,
+            share_fetch::handle,
+            access
+        ),
+        ApiKey::ShareAcknowledge => answer_as!(
             shard,
             request,
             m::ShareAcknowledgeRequest,
-            share_acknowledge::handle
+            share_acknowledge::handle,
+            access
         ),
         ApiKey::DescribeAcls => {
             answer_as!(

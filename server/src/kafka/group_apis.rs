@@ -18,11 +18,11 @@ use std::future::ready;
 use super::codec::{decode_body, CodecError, Request};
 use super::dispatch::{later, Peer, Pending};
 use super::error_codes as code;
-use crate::security::acl::{Access, Operation};
 use super::{
     describe_groups, heartbeat, join_group, leave_group, list_groups, offset_commit, offset_fetch,
     sync_group,
 };
+use crate::security::acl::{Access, Operation};
 use crate::shard::Shard;
 
 pub fn dispatch(

@@ -49,24 +49,19 @@ pub async fn handle(
     let allow_create = version < 4 || request.allow_auto_topic_creation;
     let mut metadata = shard.metadata();
     if let Some(names) = &wanted {
+        // Kafka: auto-creation needs Create on the cluster or on the topic (and Describe, for
+        // the topic to be answered at all).
+        let may_create_all = access.allows_cluster(Operation::Create);
         let missing: Vec<String> = names
             .iter()
             .filter(|n| {
                 !metadata.topics.contains_key(*n)
                     && !metadata.routing.is_exchange(n)
                     && valid_topic_name(n)
-            })
-            .cloned()
-            .collect();
-        // Kafka: auto-creation needs Create on the cluster or on the topic (and Describe, for
-        // the topic to be answered at all).
-        let may_create_all = access.allows_cluster(Operation::Create);
-        let missing: Vec<String> = missing
-            .into_iter()
-            .filter(|n| {
-                access.allows_topic(Operation::Describe, n)
+                    && access.allows_topic(Operation::Describe, n)
                     && (may_create_all || access.allows_topic(Operation::Create, n))
             })
+            .cloned()
             .collect();
         if !missing.is_empty() && allow_create && shard.config.auto_create_topics {
             auto_create(shard, missing).await;
@@ -90,10 +85,12 @@ pub async fn handle(
             .collect(),
         Some(names) => names
             .iter()
-            .map(|name| match access.allows_topic(Operation::Describe, name) {
-                true => topic(shard, &metadata, name, version),
-                false => denied(name),
-            })
+            .map(
+                |name| match access.allows_topic(Operation::Describe, name) {
+                    true => topic(shard, &metadata, name, version),
+                    false => denied(name),
+                },
+            )
             .chain(unknown_ids.into_iter().map(unknown_id))
             .collect(),
     };

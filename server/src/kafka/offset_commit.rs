@@ -31,7 +31,12 @@ pub fn handle(
     let (key, correlation_id) = (request.key, request.correlation_id);
     if !access.allows_group(Operation::Read, &body.group_id) {
         let refusal = refused(&body, code::GROUP_AUTHORIZATION_FAILED);
-        return Ok(later(key, version, correlation_id, std::future::ready(refusal)));
+        return Ok(later(
+            key,
+            version,
+            correlation_id,
+            std::future::ready(refusal),
+        ));
     }
     let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut body.topics)
         .into_iter()

@@ -79,6 +79,10 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
     let mut journal = open_journal(&shard, &initial);
     let mut metadata = initial;
     while let Ok(job) = jobs.recv_async().await {
+        let answered = answer_directly(&shard, &mut journal, &mut metadata, &mut routing, job);
+        let Some(job) = answered.await else {
+            continue;
+        };
         let (results, validate_only, reply) = match job {
             ControlJob::CreateTopics {
                 topics,
@@ -118,40 +122,47 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
                 let results = alter_group_configs(&shard, &mut metadata, changes, validate_only);
                 (results, validate_only, reply)
             }
-            ControlJob::Routing { changes, reply } => {
-                let result =
-                    routing_glue::apply(&mut routing, &changes, false).map_err(TopicError::from);
-                commit(
-                    &shard,
-                    &mut journal,
-                    &mut metadata,
-                    &routing,
-                    result.is_ok(),
-                )
-                .await;
-                let _ = reply.send_async(result).await;
-                continue;
-            }
-            ControlJob::AlterAcls {
-                create,
-                delete,
-                reply,
-            } => {
-                let (changed, deleted) = alter_acls(&mut metadata, create, delete);
-                commit(&shard, &mut journal, &mut metadata, &routing, changed).await;
-                let _ = reply.send_async(deleted).await;
-                continue;
-            }
-            ControlJob::AllocateProducerId { reply } => {
-                let result = allocate_producer_id(&mut journal, &mut metadata);
-                let _ = reply.send_async(result).await;
-                continue;
-            }
+            // Answered by `answer_directly`.
+            _ => continue,
         };
         let changed = !validate_only && succeeded(&results);
         commit(&shard, &mut journal, &mut metadata, &routing, changed).await;
         let _ = reply.send_async(results).await;
     }
+}
+
+/// Does and answers the jobs whose answer is not per-item results (routing, ACLs, producer
+/// ids); gives any other job back.
+async fn answer_directly(
+    shard: &Shard,
+    journal: &mut Option<Journal>,
+    metadata: &mut Metadata,
+    routing: &mut RoutingController,
+    job: ControlJob,
+) -> Option<ControlJob> {
+    match job {
+        ControlJob::Routing { changes, reply } => {
+            let result = routing_glue::apply(routing, &changes, false).map_err(TopicError::from);
+            let changed = result.is_ok();
+            commit(shard, journal, metadata, routing, changed).await;
+            let _ = reply.send_async(result).await;
+        }
+        ControlJob::AlterAcls {
+            create,
+            delete,
+            reply,
+        } => {
+            let (changed, deleted) = alter_acls(metadata, create, delete);
+            commit(shard, journal, metadata, routing, changed).await;
+            let _ = reply.send_async(deleted).await;
+        }
+        ControlJob::AllocateProducerId { reply } => {
+            let result = allocate_producer_id(journal, metadata);
+            let _ = reply.send_async(result).await;
+        }
+        other => return Some(other),
+    }
+    None
 }
 
 /// The metadata journal over `initial`; `None` (every change refused) when it cannot be opened.

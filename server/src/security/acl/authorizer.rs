@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::{AclBinding, Operation, Permission, ResourceType, WILDCARD};
+use super::{AclBinding, Operation, PatternType, Permission, ResourceType, WILDCARD};
 use crate::metadata::Metadata;
 use crate::security::Session;
 
@@ -76,6 +76,43 @@ pub fn decide<'a>(
         }
     }
     allowed || (!any_binding && config.allow_everyone_if_no_acl_found)
+}
+
+/// Whether `principal` from `host` may do `operation` on SOME resource of type `kind` (Kafka's
+/// `authorizeByResourceType`, with which InitProducerId lets Write on any topic stand in for
+/// IdempotentWrite on the cluster): a super user; else not when a Deny covers every name (the
+/// Literal `*`); else when an Allow binding grants it on some pattern; else, when no binding
+/// names the type at all, `allow.everyone.if.no.acl.found`.
+pub fn decide_some<'a>(
+    config: &AuthorizerConfig,
+    bindings: impl Iterator<Item = &'a AclBinding> + Clone,
+    principal: &str,
+    host: &str,
+    operation: Operation,
+    kind: ResourceType,
+) -> bool {
+    if config.super_users.iter().any(|user| user == principal) {
+        return true;
+    }
+    let of_kind = bindings.filter(|binding| binding.resource_type == kind);
+    let applies = |binding: &&AclBinding| {
+        (binding.principal == principal || binding.principal == "User:*")
+            && (binding.host == host || binding.host == WILDCARD)
+    };
+    let mut relevant = of_kind.clone().filter(applies);
+    let denied_everywhere = relevant.clone().any(|binding| {
+        binding.permission == Permission::Deny
+            && binding.pattern_type == PatternType::Literal
+            && binding.resource_name == WILDCARD
+            && grants(binding.operation, operation, false)
+    });
+    if denied_everywhere {
+        return false;
+    }
+    let allowed = relevant.any(|binding| {
+        binding.permission == Permission::Allow && grants(binding.operation, operation, true)
+    });
+    allowed || (of_kind.count() == 0 && config.allow_everyone_if_no_acl_found)
 }
 
 /// Whether a binding for `granted` covers `wanted`; an Allow also covers what it implies.
@@ -158,6 +195,21 @@ impl Access {
         allowed
     }
 
+    /// Whether the principal may do `operation` on some resource of type `kind` (`decide_some`).
+    pub fn allows_some(&self, operation: Operation, kind: ResourceType) -> bool {
+        let Some(rules) = &self.rules else {
+            return true;
+        };
+        decide_some(
+            &rules.config,
+            rules.metadata.acls.iter(),
+            &rules.session.principal().to_string(),
+            &rules.host,
+            operation,
+            kind,
+        )
+    }
+
     pub fn allows_topic(&self, operation: Operation, topic: &str) -> bool {
         self.allows(operation, ResourceType::Topic, topic)
     }
@@ -232,7 +284,6 @@ impl DecisionCache {
 
 #[cfg(test)]
 mod tests {
-    use super::super::PatternType;
     use super::*;
     use Operation::*;
     use Permission::*;
@@ -299,55 +350,30 @@ mod tests {
     #[test]
     fn deny_wins_and_implied_describe() {
         use PatternType::*;
+        let alice = |bindings: &[AclBinding], operation, expected| {
+            check(bindings, "User:alice", "1.2.3.4", operation, "t", expected)
+        };
         let read = allow("t", Literal, "User:alice", Read);
         let deny = binding(Topic, "t", Literal, "User:*", "*", Read, Deny);
-        check(&[read.clone()], "User:alice", "1.2.3.4", Read, "t", true);
-        check(&[read.clone()], "User:bob", "1.2.3.4", Read, "t", false);
+        alice(std::slice::from_ref(&read), Read, true);
         check(
-            &[read.clone(), deny.clone()],
-            "User:alice",
+            std::slice::from_ref(&read),
+            "User:bob",
             "1.2.3.4",
             Read,
             "t",
             false,
         );
+        alice(&[read.clone(), deny.clone()], Read, false);
         // Read implies Describe; a Deny of Read denies no Describe.
-        check(
-            &[read.clone(), deny],
-            "User:alice",
-            "1.2.3.4",
-            Describe,
-            "t",
-            true,
-        );
-        check(&[read.clone()], "User:alice", "1.2.3.4", Write, "t", false);
-        check(
-            &[allow("t", Literal, "User:alice", Describe)],
-            "User:alice",
-            "h",
-            Read,
-            "t",
-            false,
-        );
-        check(
-            &[allow("t", Literal, "User:alice", All)],
-            "User:alice",
-            "h",
-            Delete,
-            "t",
-            true,
-        );
+        alice(&[read.clone(), deny], Describe, true);
+        alice(std::slice::from_ref(&read), Write, false);
+        alice(&[allow("t", Literal, "User:alice", Describe)], Read, false);
+        alice(&[allow("t", Literal, "User:alice", All)], Delete, true);
         let alter_configs = binding(Topic, "t", Literal, "User:alice", "*", AlterConfigs, Allow);
-        check(
-            &[alter_configs],
-            "User:alice",
-            "h",
-            DescribeConfigs,
-            "t",
-            true,
-        );
+        alice(&[alter_configs], DescribeConfigs, true);
         let deny_all = binding(Topic, "t", Literal, "User:alice", "*", All, Deny);
-        check(&[read, deny_all], "User:alice", "h", Read, "t", false);
+        alice(&[read, deny_all], Read, false);
         // Super users pass whatever the bindings say.
         check(&[], "User:admin", "h", Delete, "t", true);
     }
@@ -357,7 +383,7 @@ mod tests {
         use PatternType::*;
         let prefixed = allow("orders.", Prefixed, "User:alice", Write);
         check(
-            &[prefixed.clone()],
+            std::slice::from_ref(&prefixed),
             "User:alice",
             "h",
             Write,
@@ -365,7 +391,7 @@ mod tests {
             true,
         );
         check(
-            &[prefixed.clone()],
+            std::slice::from_ref(&prefixed),
             "User:alice",
             "h",
             Write,
@@ -391,7 +417,7 @@ mod tests {
         );
         let from_host = binding(Topic, "t", Literal, "User:alice", "10.0.0.1", Read, Allow);
         check(
-            &[from_host.clone()],
+            std::slice::from_ref(&from_host),
             "User:alice",
             "10.0.0.1",
             Read,
@@ -415,5 +441,28 @@ mod tests {
         let decide_on = |topic| decide(&config, bob.iter(), "User:alice", "h", Read, Topic, topic);
         assert!(decide_on("other"));
         assert!(!decide_on("t"));
+    }
+
+    #[test]
+    fn write_on_some_topic() {
+        use PatternType::*;
+        let config = AuthorizerConfig {
+            enabled: true,
+            super_users: vec!["User:admin".into()],
+            allow_everyone_if_no_acl_found: false,
+        };
+        let some = |bindings: &[AclBinding], principal| {
+            decide_some(&config, bindings.iter(), principal, "h", Write, Topic)
+        };
+        let write = allow("orders-", Prefixed, "User:alice", Write);
+        let deny_all = binding(Topic, "*", Literal, "User:*", "*", All, Deny);
+        assert!(some(std::slice::from_ref(&write), "User:alice"));
+        assert!(!some(std::slice::from_ref(&write), "User:bob"));
+        assert!(!some(&[write.clone(), deny_all], "User:alice"));
+        assert!(some(&[], "User:admin"));
+        assert!(!some(
+            &[allow("t", Literal, "User:alice", Read)],
+            "User:alice"
+        ));
     }
 }
