@@ -91,7 +91,9 @@ pub struct Conn {
     /// Publishes read and not stored yet, stored together (`publish_run.rs`).
     pub run: RefCell<Option<super::publish_run::Run>>,
     /// Who the connection acts for: `User:ANONYMOUS` until start-ok names its user.
-    pub session: Session,
+    pub session: Rc<Session>,
+    /// The client's IP address, as ACLs name hosts.
+    pub peer_host: String,
 }
 
 impl Conn {
@@ -124,6 +126,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) -> Result<(), Connection
 
 async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) -> Result<(), AmqpConnectionError> {
     let _ = stream.set_nodelay(true);
+    let peer_host = stream
+        .peer_addr()
+        .map(|address| address.ip().to_string())
+        .unwrap_or_default();
     let stream = Rc::new(RefCell::new(stream));
     let mut reader = BufReader::with_capacity(64 << 10, ReadHalf(stream.clone()));
     let mut header = [0u8; 8];
@@ -158,7 +164,8 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) -> Result<(), Amq
         wants_blocked: Cell::new(false),
         published: Cell::new(false),
         run: RefCell::new(None),
-        session: Session::new(Principal::anonymous()),
+        session: Rc::new(Session::new(Principal::anonymous())),
+        peer_host,
     });
     let writer = glommio::spawn_local(write_loop(
         WriteHalf(stream.clone()),
