@@ -11,6 +11,8 @@ User:guest, the AMQP side's). Scenarios:
 - offsets: each --topic's end offset (ListOffsets), or its error name.
 - metadata: the topics a full Metadata lists, and, for each --topic, the error a Metadata naming
   it answers.
+- consume: a consumer of group --group subscribed to each --topic; prints the first error a poll
+  reports ("" if it reads a record first).
 """
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -25,12 +27,13 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from common import done, parser
+from common import Deadline, done, parser
 
 args_parser = parser(__doc__)
 args_parser.add_argument("--scenario", required=True)
 args_parser.add_argument("--topic", action="append", default=[])
 args_parser.add_argument("--acl", action="append", default=[])
+args_parser.add_argument("--group", default="acl-group")
 args = args_parser.parse_args()
 
 
@@ -125,6 +128,26 @@ def metadata(admin):
         answer = admin.list_topics(topic=topic, timeout=15).topics[topic]
         named[topic] = answer.error.name() if answer.error else ""
     done(listed=listed, named=named)
+
+
+def consume(_admin):
+    consumer = Consumer(
+        {
+            "bootstrap.servers": args.bootstrap,
+            "group.id": args.group,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe(args.topic)
+    deadline = Deadline(30, "a record or an error")
+    error = None
+    while error is None:
+        deadline.check()
+        message = consumer.poll(0.5)
+        if message is not None:
+            error = message.error().name() if message.error() else ""
+    consumer.close()
+    done(error=error)
 
 
 admin_client = AdminClient({"bootstrap.servers": args.bootstrap})
