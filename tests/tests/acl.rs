@@ -10,8 +10,8 @@
 //! SIGKILL; deleting a Deny lets the produce through; a consumer of a group it may not read gets
 //! GROUP_AUTHORIZATION_FAILED; raw requests (kafka-protocol, for what librdkafka does not send or
 //! stops before) get their codes from ListOffsets, OffsetForLeaderEpoch, FindCoordinator,
-//! InitProducerId, DescribeCluster and the share group APIs; pika gets 403 ACCESS_REFUSED on declare, publish and
-//! get of a queue User:guest is denied.
+//! InitProducerId, DescribeCluster and the share group APIs; pika gets 403 ACCESS_REFUSED on
+//! declare, publish and get of a queue, and declare of an exchange, that User:guest is denied.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -200,10 +200,10 @@ fn amqp_gets_403_on_a_queue_its_user_is_denied() -> Result<()> {
     let broker = Broker::start(authorizing())?;
     let url = broker.amqp_url();
     summary(&python("amqp/acls.py", &[&url, "before"])?)?;
-    let deny = "DENY:ALL:LITERAL:TOPIC:locked:User:guest".to_string();
+    let deny = "DENY:ALL:PREFIXED:TOPIC:locked:User:guest".to_string();
     kafka(&broker, "create_acls", &[], &[deny])?;
     let after = summary(&python("amqp/acls.py", &[&url, "after"])?)?;
-    for method in ["declare", "publish", "get"] {
+    for method in ["declare", "publish", "get", "exchange"] {
         let code = &after["codes"][method];
         assert_eq!(code[0], json!(403), "{method}: {after}");
         let text = code[1].as_str().unwrap_or_default();

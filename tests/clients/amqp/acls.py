@@ -1,9 +1,10 @@
 """AMQP under Kafka ACLs, with pika 1.4.4: the connection is User:guest. Phases, run by the test
 around its CreateAcls:
   before: declares queues `locked` and `free` (no ACL names them yet).
-  after:  with User:guest denied everything on topic `locked`, each of queue.declare, a confirmed
-          basic.publish and basic.get on `locked` closes its channel with 403 ACCESS_REFUSED, and
-          `free` still takes a message and gives it back.
+  after:  with User:guest denied everything on topics prefixed `locked`, each of queue.declare,
+          a confirmed basic.publish and basic.get on `locked`, and exchange.declare of
+          `locked-exchange`, closes its channel with 403 ACCESS_REFUSED, and `free` still takes a
+          message and gives it back.
 Prints a JSON summary."""
 import json
 import sys
@@ -32,6 +33,10 @@ def after(connection):
             connection, lambda c: c.basic_publish(exchange="", routing_key="locked", body="x")
         ),
         "get": refused(connection, lambda c: c.basic_get(queue="locked", auto_ack=True)),
+        "exchange": refused(
+            connection,
+            lambda c: c.exchange_declare(exchange="locked-exchange", exchange_type="fanout"),
+        ),
     }
     channel = connection.channel()
     channel.confirm_delivery()
