@@ -3,8 +3,9 @@ on. Every connection is User:ANONYMOUS until SASL lands, so the ACLs name that p
 User:guest, the AMQP side's). Scenarios:
 
 - create_topics: creates each --topic (1 partition).
-- create_acls: AdminClient.create_acls of each --acl PERMISSION:OPERATION:PATTERN:TYPE:NAME:PRINCIPAL
-  (e.g. DENY:WRITE:LITERAL:TOPIC:orders:User:ANONYMOUS, the principal last as it holds a colon).
+- create_acls: AdminClient.create_acls of each --acl, written
+  PERMISSION:OPERATION:PATTERN:TYPE:NAME:PRINCIPAL (DENY:WRITE:LITERAL:TOPIC:orders:User:ANONYMOUS;
+  the principal last, as it holds a colon; the Cluster type is confluent-kafka's BROKER).
 - describe_acls: every binding (a filter of ANY), as sorted lists of the same six fields.
 - delete_acls: AdminClient.delete_acls with one exact filter per --acl; prints what each deleted.
 - produce: one record to each --topic; prints each topic's delivery error name ("" when stored).
