@@ -8,11 +8,13 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use weir_engine::{Durability, LogConfig};
 
+use crate::security::acl::{AuthorizerConfig, AUTHORIZER_CLASS_NAMES};
 use crate::security::listener::{self, AmqpListener, KafkaListener};
 use crate::security::tls::{ClientAuth, TlsSettings};
 
@@ -167,6 +169,9 @@ pub struct BrokerConfig {
     pub security: crate::security::SecurityConfig,
     /// Topic-level defaults (topic config names) applied under every topic's own configs.
     pub topic_defaults: BTreeMap<String, String>,
+    /// The ACL authorizer (`authorizer.class.name`, `super.users`,
+    /// `allow.everyone.if.no.acl.found`); off by default.
+    pub authorizer: Arc<AuthorizerConfig>,
 }
 
 /// RabbitMQ's `vm_memory_high_watermark`: a fraction of the machine's memory, or bytes.
@@ -354,6 +359,7 @@ impl BrokerConfig {
             shares: SharesConfig::default(),
             security: crate::security::SecurityConfig::default(),
             topic_defaults: BTreeMap::new(),
+            authorizer: Arc::default(),
         };
         for (key, value) in values {
             config.set(&key, &value)?;
@@ -418,11 +424,22 @@ impl BrokerConfig {
         Ok(true)
     }
 
+    /// The authorizer's settings, to change (a copy if a shard already holds them).
+    fn authorizer(&mut self) -> &mut AuthorizerConfig {
+        Arc::make_mut(&mut self.authorizer)
+    }
+
     fn set(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
         let number = || -> anyhow::Result<i64> {
             value
                 .parse::<i64>()
                 .with_context(|| format!("{key}={value}: not an integer"))
+        };
+        let positive = || -> anyhow::Result<usize> {
+            usize::try_from(number()?)
+                .ok()
+                .filter(|n| *n > 0)
+                .with_context(|| format!("{key}={value}: must be > 0"))
         };
         match key {
             "num.partitions" => {
@@ -457,34 +474,17 @@ impl BrokerConfig {
                     .with_context(|| format!("{key}={value}: must be >= 0"))?
             }
             key if SharesConfig::KEYS.contains(&key) => self.shares.set(key, value)?,
+            key if AUTHORIZER_KEYS.contains(&key) => set_authorizer(self.authorizer(), key, value)?,
             "amqp.disk.free.limit"
             | "amqp.vm.memory.high.watermark"
             | "amqp.vm.memory.high.watermark.absolute" => self.set_alarm(key, value)?,
-            "max.connections" => {
-                self.max_connections = usize::try_from(number()?)
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .with_context(|| format!("{key}={value}: must be > 0"))?
-            }
+            "max.connections" => self.max_connections = positive()?,
             "weir.connection.max.inflight.requests" => {
-                self.connection_requests_in_flight_max = usize::try_from(number()?)
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .with_context(|| format!("{key}={value}: must be > 0"))?
+                self.connection_requests_in_flight_max = positive()?
             }
-            "weir.connection.max.buffer.bytes" => {
-                self.connection_buffer_bytes_max = usize::try_from(number()?)
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .with_context(|| format!("{key}={value}: must be > 0"))?
-            }
+            "weir.connection.max.buffer.bytes" => self.connection_buffer_bytes_max = positive()?,
             key if TlsSettings::KEYS.contains(&key) => self.tls.set(key, value)?,
-            "weir.tail.cache.shard.bytes" => {
-                self.tail_cache_shard_bytes = usize::try_from(number()?)
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .with_context(|| format!("{key}={value}: must be > 0"))?
-            }
+            "weir.tail.cache.shard.bytes" => self.tail_cache_shard_bytes = positive()?,
             _ if self.set_security(key, value)? => {}
             _ => self.set_topic_default(key, value)?,
         }
@@ -678,6 +678,43 @@ fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, St
             out.insert(prefix.to_string(), other.to_string());
         }
     }
+}
+
+const AUTHORIZER_KEYS: [&str; 3] = [
+    "authorizer.class.name",
+    "super.users",
+    "allow.everyone.if.no.acl.found",
+];
+
+/// Kafka's authorizer keys. Any of Kafka's authorizer class names (or `weir`) turns Weir's
+/// authorizer on; empty leaves it off. `super.users` is `;`-separated, as in Kafka.
+fn set_authorizer(config: &mut AuthorizerConfig, key: &str, value: &str) -> anyhow::Result<()> {
+    match key {
+        "authorizer.class.name" => {
+            config.enabled = !value.is_empty();
+            anyhow::ensure!(
+                value.is_empty() || AUTHORIZER_CLASS_NAMES.contains(&value),
+                "{key}={value}: not one of {AUTHORIZER_CLASS_NAMES:?}"
+            );
+        }
+        "super.users" => {
+            config.super_users = value
+                .split(';')
+                .map(str::trim)
+                .filter(|user| !user.is_empty())
+                .map(str::to_string)
+                .collect();
+            if let Some(bad) = config.super_users.iter().find(|u| !u.starts_with("User:")) {
+                anyhow::bail!("{key}={value}: '{bad}' is not User:NAME");
+            }
+        }
+        _ => {
+            config.allow_everyone_if_no_acl_found = value
+                .parse()
+                .with_context(|| format!("{key}={value}: not true/false"))?
+        }
+    }
+    Ok(())
 }
 
 /// `0-3`, `0,2,5`, `0-1,4` -> sorted, deduplicated CPU list.

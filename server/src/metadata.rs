@@ -1,5 +1,5 @@
 //! Cluster metadata: topics, their partitions' owning shards, per-topic configs, per-group configs
-//! (Kafka's group configs, resource type GROUP), and the producer id counter. The controller shard (shard 0) owns the only mutable copy and persists it; every
+//! (Kafka's group configs, resource type GROUP), ACL bindings, and the producer id counter. The controller shard (shard 0) owns the only mutable copy and persists it; every
 //! shard holds a read-only `Arc<Metadata>` replaced by versioned broadcasts, so lookups on the data
 //! path take no lock.
 //!
@@ -37,6 +37,10 @@ pub struct Metadata {
     /// SCRAM credentials by user (`security::users`), changed by AlterUserScramCredentials.
     #[serde(default, skip_serializing_if = "imbl::OrdMap::is_empty")]
     pub users: crate::security::users::Users,
+    /// Kafka ACL bindings (`security::acl`), checked by every shard. Added by CreateAcls and
+    /// removed by DeleteAcls through the controller.
+    #[serde(default, skip_serializing_if = "imbl::OrdSet::is_empty")]
+    pub acls: imbl::OrdSet<crate::security::acl::AclBinding>,
     /// Exchanges and bindings: an immutable snapshot published by the controller's
     /// `routing::controller::RoutingController`, broadcast with the metadata. Persisted by the
     /// routing store (`<data-dir>/routing/`), not in this file.

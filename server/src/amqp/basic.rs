@@ -25,6 +25,7 @@ use super::queue_owner::{
 };
 use crate::metadata::Metadata;
 use crate::partition::PendingAppend;
+use crate::security::acl::Operation;
 use crate::shard::Shard;
 
 /// The answer a publish waits for before its confirm: stored (or not) in one destination.
@@ -278,6 +279,7 @@ async fn start_consumer(
     }
     let name = resolve_name(conn, channel, consume.queue.as_str())?;
     refuse_hold_queue(&name)?;
+    super::access::queue(conn, Operation::Read, &name)?;
     let shard = owner(conn, &name)?;
     let queue = QueueAt {
         name: Arc::from(name.as_str()),
@@ -470,6 +472,7 @@ async fn get_one(
 ) -> Result<(), HandleError> {
     let name = resolve_name(conn, channel, get.queue.as_str())?;
     refuse_hold_queue(&name)?;
+    super::access::queue(conn, Operation::Read, &name)?;
     let shard = owner(conn, &name)?;
     let queue = QueueAt {
         name: Arc::from(name.as_str()),
@@ -705,6 +708,14 @@ pub async fn publish(
         return Err(AmqpError::unexpected_frame("content without a header").into());
     };
     check_user_id(conn, &header.properties)?;
+    let (exchange, key) = (
+        publishing.publish.exchange.as_str(),
+        publishing.publish.routing_key.as_str(),
+    );
+    // A reply to a direct reply-to caller goes to no queue, as RabbitMQ lets it.
+    if !(exchange.is_empty() && super::reply_to::is_reply_name(key)) {
+        super::access::publish(conn, exchange, key)?;
+    }
     if let Some(properties) = super::reply_to::rewrite_request(channel, &header.properties)? {
         header.raw_properties = frame::encode_properties(&properties);
         header.properties = properties;

@@ -92,9 +92,11 @@ pub struct Conn {
     /// Publishes read and not stored yet, stored together (`publish_run.rs`).
     pub run: RefCell<Option<super::publish_run::Run>>,
     /// Who the connection acts for: `User:ANONYMOUS` until start-ok names its user.
-    pub session: Session,
+    pub session: Rc<Session>,
     /// The peer connected from a loopback address (RabbitMQ's `loopback_users` check).
     pub loopback: bool,
+    /// The client's IP address, as ACLs name hosts.
+    pub peer_host: String,
 }
 
 impl Conn {
@@ -125,13 +127,21 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream) -> Result<(), ConnectionErr
     serve_connection(shard, stream).await.map_err(Into::into)
 }
 
-async fn serve_connection(shard: Rc<Shard>, stream: Stream) -> Result<(), AmqpConnectionError> {
-    // AMQP has no SASL listeners: its start-ok authenticates on every connection.
+/// The listener's security protocol (AMQP has no SASL listeners: its start-ok authenticates on
+/// every connection), whether the peer is on a loopback address, and its IP as ACLs name hosts.
+fn peer_of(stream: &Stream) -> (SecurityProtocol, bool, String) {
     let protocol = match stream.is_tls() {
         true => SecurityProtocol::Ssl,
         false => SecurityProtocol::Plaintext,
     };
-    let loopback = stream.peer_addr().is_ok_and(|peer| peer.ip().is_loopback());
+    let peer = stream.peer_addr().ok();
+    let loopback = peer.is_some_and(|peer| peer.ip().is_loopback());
+    let host = peer.map(|peer| peer.ip().to_string()).unwrap_or_default();
+    (protocol, loopback, host)
+}
+
+async fn serve_connection(shard: Rc<Shard>, stream: Stream) -> Result<(), AmqpConnectionError> {
+    let (protocol, loopback, peer_host) = peer_of(&stream);
     let stream = Rc::new(RefCell::new(stream));
     let mut reader = BufReader::with_capacity(64 << 10, ReadHalf(stream.clone()));
     let mut header = [0u8; 8];
@@ -166,8 +176,9 @@ async fn serve_connection(shard: Rc<Shard>, stream: Stream) -> Result<(), AmqpCo
         wants_blocked: Cell::new(false),
         published: Cell::new(false),
         run: RefCell::new(None),
-        session: Session::new(Principal::anonymous(), protocol),
+        session: Rc::new(Session::new(Principal::anonymous(), protocol)),
         loopback,
+        peer_host,
     });
     let writer = glommio::spawn_local(write_loop(
         WriteHalf(stream.clone()),

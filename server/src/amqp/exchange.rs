@@ -12,6 +12,7 @@ use std::rc::Rc;
 use amq_protocol::protocol::{exchange, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable};
 
+use super::access;
 use super::channel::Channel;
 use super::connection::{Conn, HandleError};
 use super::delayed::{self, hold_spec, X_DELAYED_TYPE};
@@ -22,6 +23,7 @@ use crate::routing::exchange::{
 };
 use crate::routing::headers_matcher::{typed, TYPED_VOID};
 use crate::routing::table::Change;
+use crate::security::acl::Operation;
 use crate::shard::controller::TopicError;
 use crate::shard::mesh::{reply_channel, ControlJob};
 
@@ -95,10 +97,9 @@ async fn declare_exchange(conn: &Conn, declare: &exchange::Declare) -> Result<()
         ));
     }
     let metadata = conn.shard.metadata();
-    let existing = metadata
-        .routing
-        .exchange(&names::exchange(&metadata, name))
-        .cloned();
+    let core = names::exchange(&metadata, name);
+    access::exchange(conn, access::declaring(declare.passive), &core)?;
+    let existing = metadata.routing.exchange(&core).cloned();
     if declare.passive {
         return existing
             .map(|_| ())
@@ -173,6 +174,7 @@ async fn delete_exchange(conn: &Conn, delete: &exchange::Delete) -> Result<(), A
     }
     let metadata = conn.shard.metadata();
     let core = names::exchange(&metadata, name);
+    access::exchange(conn, Operation::Delete, &core)?;
     if !metadata.routing.is_exchange(&core) {
         return Ok(());
     }
@@ -203,11 +205,11 @@ fn exchange_binding(
         ));
     }
     let metadata = conn.shard.metadata();
-    let mut binding = Binding::new(
-        &names::exchange(&metadata, source.as_str()),
-        Destination::Exchange(names::exchange(&metadata, destination.as_str())),
-        key.as_str(),
-    );
+    let source = names::exchange(&metadata, source.as_str());
+    let destination = names::exchange(&metadata, destination.as_str());
+    access::exchange(conn, Operation::Alter, &destination)?;
+    access::exchange(conn, Operation::Read, &source)?;
+    let mut binding = Binding::new(&source, Destination::Exchange(destination), key.as_str());
     binding.arguments = binding_arguments(arguments);
     Ok(binding)
 }

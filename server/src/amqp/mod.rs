@@ -15,6 +15,7 @@
 //! that are consumed), `error.rs` (reply codes), `names.rs` (AMQP names in the core's one
 //! namespace), `alarm/` (RabbitMQ's disk and memory alarms: connection.blocked).
 
+pub mod access;
 pub mod alarm;
 pub mod basic;
 pub mod channel;

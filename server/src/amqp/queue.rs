@@ -14,6 +14,7 @@ use std::sync::Arc;
 use amq_protocol::protocol::{queue, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable};
 
+use super::access;
 use super::channel::Channel;
 use super::connection::{Conn, HandleError};
 use super::error::AmqpError;
@@ -23,6 +24,7 @@ use super::queue_owner::{self, on_owner, QueueSpec};
 use crate::metadata::Metadata;
 use crate::routing::exchange::{Binding, Destination, RoutingErrorKind};
 use crate::routing::table::Change;
+use crate::security::acl::Operation;
 use crate::shard::controller::TopicError;
 use crate::shard::mesh::{reply_channel, ControlJob, NewTopic};
 use crate::shard::{Shard, ShardId};
@@ -187,6 +189,11 @@ async fn declare_queue(
         }
         name => name.to_string(),
     };
+    access::queue(
+        conn,
+        access::declaring(declare.passive),
+        &acl_name(conn, &name),
+    )?;
     let flags = DeclareFlags {
         durable: declare.durable,
         exclusive: declare.exclusive,
@@ -231,6 +238,15 @@ async fn declare_queue(
         message_count,
         consumer_count,
     })
+}
+
+/// The resource a declare of queue `name` is checked on: the queue's core topic, or the one it
+/// will get (`names.rs`).
+fn acl_name(conn: &Conn, name: &str) -> String {
+    let metadata = conn.shard.metadata();
+    names::queue_topic(&metadata, name)
+        .or_else(|| names::new_queue_topic(&metadata, name).ok())
+        .unwrap_or_else(|| name.to_string())
 }
 
 /// The core topic of the queue `name` a declare names, created (with the queue's configs)
@@ -389,6 +405,8 @@ fn binding_to_queue(
         ));
     }
     let source = names::exchange(&conn.shard.metadata(), exchange.as_str());
+    access::queue(conn, Operation::Alter, &name)?;
+    access::exchange(conn, Operation::Read, &source)?;
     let mut binding = Binding::new(&source, Destination::Topic(name), key.as_str());
     binding.arguments = super::exchange::binding_arguments(arguments);
     Ok(binding)
@@ -396,6 +414,7 @@ fn binding_to_queue(
 
 async fn purge_queue(conn: &Rc<Conn>, channel: &Channel, name: &str) -> Result<u32, AmqpError> {
     let name = resolve_name(conn, channel, name)?;
+    access::queue(conn, Operation::Delete, &name)?;
     let shard = owner(conn, &name)?;
     let queue: Arc<str> = Arc::from(name.as_str());
     let connection = conn.id;
@@ -416,6 +435,7 @@ async fn delete_declared(
     delete: &queue::Delete,
 ) -> Result<u32, AmqpError> {
     let name = resolve_name(conn, channel, delete.queue.as_str())?;
+    access::queue(conn, Operation::Delete, &name)?;
     let Ok(shard) = owner(conn, &name) else {
         // RabbitMQ answers delete-ok for a queue that does not exist.
         return Ok(0);

@@ -19,6 +19,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::error_codes as code;
 use crate::config::TOPIC_CONFIG_NAMES;
+use crate::security::acl::{Access, Operation};
 use crate::shard::mesh::{reply_channel, ControlJob, ItemResults, NewTopic, Reply};
 use crate::shard::Shard;
 
@@ -82,11 +83,33 @@ fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_string())
 }
 
+/// Takes out of `request` the topics the principal may not create (Kafka: Create on the cluster,
+/// or on the topic), and answers them TOPIC_AUTHORIZATION_FAILED.
+fn uncreatable(request: &mut CreateTopicsRequest, access: &Access) -> Vec<CreatableTopicResult> {
+    let create_all = access.allows_cluster(Operation::Create);
+    let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut request.topics)
+        .into_iter()
+        .partition(|t| create_all || access.allows_topic(Operation::Create, &t.name));
+    request.topics = allowed;
+    denied
+        .into_iter()
+        .map(|topic| {
+            let mut out = CreatableTopicResult::default();
+            out.name = topic.name;
+            out.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+            out
+        })
+        .collect()
+}
+
 pub async fn create_topics(
     shard: &Rc<Shard>,
     version: i16,
-    request: CreateTopicsRequest,
+    mut request: CreateTopicsRequest,
+    access: Access,
 ) -> CreateTopicsResponse {
+    let mut response = CreateTopicsResponse::default();
+    response.topics = uncreatable(&mut request, &access);
     let names: Vec<String> = request
         .topics
         .iter()
@@ -113,7 +136,6 @@ pub async fn create_topics(
     })
     .await;
     let metadata = shard.metadata();
-    let mut response = CreateTopicsResponse::default();
     for (name, error_code, message) in results {
         let mut out = CreatableTopicResult::default();
         out.error_code = error_code;
@@ -158,8 +180,9 @@ pub async fn delete_topics(
     shard: &Rc<Shard>,
     version: i16,
     request: DeleteTopicsRequest,
+    access: Access,
 ) -> DeleteTopicsResponse {
-    let names: Vec<String> = if version >= 6 {
+    let mut names: Vec<String> = if version >= 6 {
         let metadata = shard.metadata();
         request
             .topics
@@ -180,6 +203,18 @@ pub async fn delete_topics(
             .map(|n| n.0.to_string())
             .collect()
     };
+    let mut response = DeleteTopicsResponse::default();
+    // Kafka: Delete on the topic.
+    names.retain(|name| {
+        let allowed = access.allows_topic(Operation::Delete, name);
+        if !allowed {
+            let mut out = DeletableTopicResult::default();
+            out.name = Some(TopicName(text(name)));
+            out.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+            response.responses.push(out);
+        }
+        allowed
+    });
     let before = shard.metadata();
     let job_names = names.clone();
     let results = controller_call(shard, &names, |reply| ControlJob::DeleteTopics {
@@ -187,7 +222,6 @@ pub async fn delete_topics(
         reply,
     })
     .await;
-    let mut response = DeleteTopicsResponse::default();
     for (name, error_code, _) in results {
         let mut out = DeletableTopicResult::default();
         if version >= 6 {
@@ -205,8 +239,21 @@ pub async fn delete_topics(
 pub async fn create_partitions(
     shard: &Rc<Shard>,
     _version: i16,
-    request: CreatePartitionsRequest,
+    mut request: CreatePartitionsRequest,
+    access: Access,
 ) -> CreatePartitionsResponse {
+    let mut response = CreatePartitionsResponse::default();
+    // Kafka: Alter on the topic.
+    let (allowed, denied) = std::mem::take(&mut request.topics)
+        .into_iter()
+        .partition(|t| access.allows_topic(Operation::Alter, &t.name));
+    request.topics = allowed;
+    for topic in denied {
+        let mut out = CreatePartitionsTopicResult::default();
+        out.name = topic.name;
+        out.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+        response.results.push(out);
+    }
     let names: Vec<String> = request
         .topics
         .iter()
@@ -224,7 +271,6 @@ pub async fn create_partitions(
         reply,
     })
     .await;
-    let mut response = CreatePartitionsResponse::default();
     for (name, error_code, message) in results {
         let mut out = CreatePartitionsTopicResult::default();
         out.name = TopicName(text(&name));

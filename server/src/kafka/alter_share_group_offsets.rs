@@ -14,6 +14,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::error_codes as code;
 use super::share_acknowledge::TopicIds;
+use crate::security::acl::{Access, Operation};
 use crate::shard::Shard;
 use crate::shares::offsets::{self, OffsetsError};
 
@@ -21,9 +22,15 @@ pub async fn handle(
     shard: &Rc<Shard>,
     _version: i16,
     request: AlterShareGroupOffsetsRequest,
+    access: Access,
 ) -> AlterShareGroupOffsetsResponse {
     let mut response = AlterShareGroupOffsetsResponse::default();
     let group = request.group_id.0.to_string();
+    // Kafka: Read on the group, Read on each topic.
+    if !access.allows_group(Operation::Read, &group) {
+        response.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        return response;
+    }
     if let Some((error_code, message)) = refusal_of(shard, &group).await {
         response.error_code = error_code;
         response.error_message = message;
@@ -34,11 +41,17 @@ pub async fn handle(
         let name = topic.topic_name.0.to_string();
         let mut out = AlterShareGroupOffsetsResponseTopic::default();
         out.topic_id = ids.id(&name).unwrap_or_default();
+        let readable = access.allows_topic(Operation::Read, &name);
         for partition in topic.partitions {
             let index = partition.partition_index;
-            let done = offsets::start_at(shard, &group, (&name, index), partition.start_offset);
             let mut result = AlterShareGroupOffsetsResponsePartition::default();
             result.partition_index = index;
+            if !readable {
+                result.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+                out.partitions.push(result);
+                continue;
+            }
+            let done = offsets::start_at(shard, &group, (&name, index), partition.start_offset);
             if let Err(error) = done.await {
                 result.error_code = code::from_partition_error(error);
                 result.error_message = Some(StrBytes::from_string(error.to_string()));

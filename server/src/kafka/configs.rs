@@ -21,6 +21,7 @@ use super::admin_topics::controller_call;
 use super::error_codes as code;
 use crate::config::{BrokerConfig, TOPIC_CONFIG_NAMES};
 use crate::routing::config::ConfigOperation;
+use crate::security::acl::{Access, Operation, ResourceType, CLUSTER_NAME};
 use crate::shard::mesh::{ConfigChange, ControlJob, GroupConfigChange};
 use crate::shard::Shard;
 use crate::shares::group_configs::{self, Kind};
@@ -36,6 +37,23 @@ const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
+
+/// The error code when `access` may not do `operation` on config resource `kind` `name` (Kafka:
+/// a topic's configs are the topic's, a group's the group's, a broker's the cluster's).
+fn refused(access: &Access, operation: Operation, kind: i8, name: &str) -> Option<i16> {
+    let (resource, error) = match kind {
+        RESOURCE_TOPIC => (ResourceType::Topic, code::TOPIC_AUTHORIZATION_FAILED),
+        RESOURCE_GROUP => (ResourceType::Group, code::GROUP_AUTHORIZATION_FAILED),
+        RESOURCE_BROKER => (ResourceType::Cluster, code::CLUSTER_AUTHORIZATION_FAILED),
+        _ => return None,
+    };
+    let name = if resource == ResourceType::Cluster {
+        CLUSTER_NAME
+    } else {
+        name
+    };
+    (!access.allows(operation, resource, name)).then_some(error)
+}
 
 fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_string())
@@ -156,6 +174,7 @@ pub async fn describe(
     shard: &Rc<Shard>,
     version: i16,
     request: DescribeConfigsRequest,
+    access: Access,
 ) -> DescribeConfigsResponse {
     let metadata = shard.metadata();
     let mut response = DescribeConfigsResponse::default();
@@ -167,31 +186,30 @@ pub async fn describe(
         };
         let mut result = DescribeConfigsResult::default();
         result.resource_type = resource.resource_type;
+        let name = resource.resource_name.as_str();
+        let kind = result.resource_type;
+        let denied = refused(&access, Operation::DescribeConfigs, kind, name);
+        if let Some(error) = denied {
+            result.error_code = error;
+            result.resource_name = resource.resource_name;
+            response.results.push(result);
+            continue;
+        }
         match resource.resource_type {
-            RESOURCE_TOPIC
-                if metadata
-                    .routing
-                    .is_exchange(resource.resource_name.as_str()) =>
-            {
+            RESOURCE_TOPIC if metadata.routing.is_exchange(name) => {
                 // An exchange has only its routing configs (type, alternate, bindings).
-                let routing = crate::routing::config::describe(
-                    resource.resource_name.as_str(),
-                    &metadata.routing,
-                );
+                let routing = crate::routing::config::describe(name, &metadata.routing);
                 for (name, value) in routing.iter().filter(|(name, _)| wanted(name)) {
                     result
                         .configs
                         .push(entry(version, name, value, SOURCE_TOPIC));
                 }
             }
-            RESOURCE_TOPIC => match metadata.topics.get(resource.resource_name.as_str()) {
+            RESOURCE_TOPIC => match metadata.topics.get(name) {
                 None => result.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
                 Some(topic) => {
                     // The exchanges this topic is bound from (`weir.bindings`).
-                    let routing = crate::routing::config::describe(
-                        resource.resource_name.as_str(),
-                        &metadata.routing,
-                    );
+                    let routing = crate::routing::config::describe(name, &metadata.routing);
                     for (name, value) in routing.iter().filter(|(name, _)| wanted(name)) {
                         result
                             .configs
@@ -235,11 +253,16 @@ async fn apply(
     shard: &Shard,
     resources: Vec<(i8, String, Result<ConfigChange, String>)>,
     validate_only: bool,
+    access: &Access,
 ) -> Vec<(i8, String, i16, Option<String>)> {
     let mut answers: Vec<(i8, String, i16, Option<String>)> = Vec::new();
     let mut changes = Vec::new();
     let mut group_changes = Vec::new();
     for (kind, name, change) in resources {
+        if let Some(error) = refused(access, Operation::AlterConfigs, kind, &name) {
+            answers.push((kind, name, error, None));
+            continue;
+        }
         match (kind, change) {
             (RESOURCE_TOPIC, Ok(change)) => changes.push(change),
             (RESOURCE_TOPIC | RESOURCE_GROUP, Err(message)) => {
@@ -281,11 +304,9 @@ async fn apply(
             reply,
         })
         .await;
-        answers.extend(
-            results
-                .into_iter()
-                .map(|(name, error, message)| (RESOURCE_GROUP, name, error, message)),
-        );
+        let results = results.into_iter();
+        answers
+            .extend(results.map(|(name, error, message)| (RESOURCE_GROUP, name, error, message)));
     }
     if !changes.is_empty() {
         let names: Vec<String> = changes.iter().map(|c| c.topic.clone()).collect();
@@ -295,11 +316,9 @@ async fn apply(
             reply,
         })
         .await;
-        answers.extend(
-            results
-                .into_iter()
-                .map(|(name, error, message)| (RESOURCE_TOPIC, name, error, message)),
-        );
+        let results = results.into_iter();
+        answers
+            .extend(results.map(|(name, error, message)| (RESOURCE_TOPIC, name, error, message)));
     }
     answers
 }
@@ -308,6 +327,7 @@ pub async fn alter(
     shard: &Rc<Shard>,
     _version: i16,
     request: AlterConfigsRequest,
+    access: Access,
 ) -> AlterConfigsResponse {
     let resources = request
         .resources
@@ -341,7 +361,9 @@ pub async fn alter(
         })
         .collect();
     let mut response = AlterConfigsResponse::default();
-    for (kind, name, error_code, message) in apply(shard, resources, request.validate_only).await {
+    for (kind, name, error_code, message) in
+        apply(shard, resources, request.validate_only, &access).await
+    {
         let mut out = alter_configs_response::AlterConfigsResourceResponse::default();
         out.resource_type = kind;
         out.resource_name = text(&name);
@@ -356,6 +378,7 @@ pub async fn incremental_alter(
     shard: &Rc<Shard>,
     _version: i16,
     request: IncrementalAlterConfigsRequest,
+    access: Access,
 ) -> IncrementalAlterConfigsResponse {
     let resources = request
         .resources
@@ -401,7 +424,9 @@ pub async fn incremental_alter(
         })
         .collect();
     let mut response = IncrementalAlterConfigsResponse::default();
-    for (kind, name, error_code, message) in apply(shard, resources, request.validate_only).await {
+    for (kind, name, error_code, message) in
+        apply(shard, resources, request.validate_only, &access).await
+    {
         let mut out = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
         out.resource_type = kind;
         out.resource_name = text(&name);

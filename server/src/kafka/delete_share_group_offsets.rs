@@ -13,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::alter_share_group_offsets::refusal_of;
 use super::error_codes as code;
 use crate::partition::PartitionError;
+use crate::security::acl::{Access, Operation};
 use crate::shard::Shard;
 use crate::shares::offsets;
 
@@ -20,9 +21,15 @@ pub async fn handle(
     shard: &Rc<Shard>,
     _version: i16,
     request: DeleteShareGroupOffsetsRequest,
+    access: Access,
 ) -> DeleteShareGroupOffsetsResponse {
     let mut response = DeleteShareGroupOffsetsResponse::default();
     let group = request.group_id.0.to_string();
+    // Kafka: Delete on the group, Read on each topic.
+    if !access.allows_group(Operation::Delete, &group) {
+        response.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        return response;
+    }
     if let Some((error_code, message)) = refusal_of(shard, &group).await {
         response.error_code = error_code;
         response.error_message = message;
@@ -32,6 +39,12 @@ pub async fn handle(
         let name = topic.topic_name.0.to_string();
         let mut out = DeleteShareGroupOffsetsResponseTopic::default();
         let metadata = shard.metadata();
+        if !access.allows_topic(Operation::Read, &name) {
+            out.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+            out.topic_name = topic.topic_name;
+            response.responses.push(out);
+            continue;
+        }
         let Some(meta) = metadata.topics.get(&name) else {
             out.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
             out.topic_name = topic.topic_name;

@@ -13,12 +13,18 @@ use super::error_codes as code;
 use crate::groups::{
     self, owner_shard, GroupDescription, GroupError, GroupRequest, GroupResponse, GroupState,
 };
+use crate::security::acl::{Access, Operation};
 use crate::shard::Shard;
 
-pub fn handle(shard: &Rc<Shard>, request: &Request) -> Result<Pending, CodecError> {
+pub fn handle(
+    shard: &Rc<Shard>,
+    request: &Request,
+    access: &Access,
+) -> Result<Pending, CodecError> {
     let body: DescribeGroupsRequest = decode_body(request)?;
     let version = request.version;
     let shard = shard.clone();
+    let access = access.clone();
     Ok(later(
         request.key,
         version,
@@ -27,6 +33,14 @@ pub fn handle(shard: &Rc<Shard>, request: &Request) -> Result<Pending, CodecErro
             let mut response = DescribeGroupsResponse::default();
             for group in body.groups {
                 let group_id = group.0.to_string();
+                // Kafka: Describe on the group; a refused group says nothing more.
+                if !access.allows_group(Operation::Describe, &group_id) {
+                    let mut refused = DescribedGroup::default();
+                    refused.group_id = group;
+                    refused.error_code = code::GROUP_AUTHORIZATION_FAILED;
+                    response.groups.push(refused);
+                    continue;
+                }
                 let owner = owner_shard(&group_id, shard.count);
                 let result =
                     match groups::call(&shard, owner, GroupRequest::Describe(group_id.clone()))

@@ -18,6 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::error_codes as code;
 use super::share_acknowledge::TopicIds;
 use crate::partition::PartitionError;
+use crate::security::acl::{Access, Operation};
 use crate::shard::Shard;
 use crate::shares::offsets;
 
@@ -28,10 +29,23 @@ pub async fn handle(
     shard: &Rc<Shard>,
     _version: i16,
     request: DescribeShareGroupOffsetsRequest,
+    access: Access,
 ) -> DescribeShareGroupOffsetsResponse {
     let mut response = DescribeShareGroupOffsetsResponse::default();
     for group in request.groups {
-        response.groups.push(describe_group(shard, group).await);
+        // Kafka: Describe on the group; topics the principal may not Describe are left out.
+        if !access.allows_group(Operation::Describe, &group.group_id) {
+            let mut refused = DescribeShareGroupOffsetsResponseGroup::default();
+            refused.group_id = group.group_id;
+            refused.error_code = code::GROUP_AUTHORIZATION_FAILED;
+            response.groups.push(refused);
+            continue;
+        }
+        let mut described = describe_group(shard, group).await;
+        described
+            .topics
+            .retain(|topic| access.allows_topic(Operation::Describe, &topic.topic_name));
+        response.groups.push(described);
     }
     response
 }

@@ -19,11 +19,13 @@ use kafka_protocol::protocol::{Encodable, HeaderVersion};
 
 use super::codec::{decode_body, encode_response, parse_request, CodecError, Parsed, Response};
 use super::{
-    admin_topics, alter_share_group_offsets, api_versions, configs, delete_share_group_offsets,
-    describe_cluster, describe_share_group_offsets, fetch, find_coordinator, group_apis,
-    init_producer_id, list_offsets, metadata, offset_for_leader_epoch, produce, sasl,
-    scram_credentials, share_acknowledge, share_fetch, share_group_describe, share_group_heartbeat,
+    acls, admin_topics, alter_share_group_offsets, api_versions, configs,
+    delete_share_group_offsets, describe_cluster, describe_share_group_offsets, fetch,
+    find_coordinator, group_apis, init_producer_id, list_offsets, metadata,
+    offset_for_leader_epoch, produce, sasl, scram_credentials, share_acknowledge, share_fetch,
+    share_group_describe, share_group_heartbeat,
 };
+use crate::security::acl::Access;
 use crate::security::Session;
 use crate::shard::Shard;
 
@@ -60,6 +62,29 @@ macro_rules! answer {
         let extra = $extra;
         later($request.key, version, $request.correlation_id, async move {
             $handler(&shard, version, body, extra).await
+        })
+    }};
+}
+
+/// As `answer!`, for handlers that check ACLs: `$handler(shard, version, body, access)`.
+macro_rules! answer_as {
+    ($shard:expr, $request:expr, $type:ty, $handler:path, $access:expr) => {{
+        let body: $type = decode_body(&$request)?;
+        let shard = $shard.clone();
+        let version = $request.version;
+        let access = $access.clone();
+        later($request.key, version, $request.correlation_id, async move {
+            $handler(&shard, version, body, access).await
+        })
+    }};
+    // And something of the connection's first (a `Copy` value).
+    ($shard:expr, $request:expr, $type:ty, $handler:path, $extra:expr, $access:expr) => {{
+        let body: $type = decode_body(&$request)?;
+        let shard = $shard.clone();
+        let version = $request.version;
+        let (extra, access) = ($extra, $access.clone());
+        later($request.key, version, $request.correlation_id, async move {
+            $handler(&shard, version, body, extra, access).await
         })
     }};
 }
@@ -113,128 +138,200 @@ pub async fn dispatch(
     if !allowed(request.key, peer) {
         return Err(CodecError::Unauthenticated(request.key));
     }
+    // What this request may do: one branch when the authorizer is off (the default).
+    let access = Access::new(
+        &shard.config.authorizer,
+        shard.metadata(),
+        peer.session,
+        peer.client_host,
+    );
     let pending = match request.key {
         ApiKey::SaslHandshake => sasl::handshake(&request, peer)?,
         ApiKey::SaslAuthenticate => sasl::authenticate(shard, &request, peer)?,
-        ApiKey::DescribeUserScramCredentials => answer!(
+        ApiKey::DescribeUserScramCredentials => answer_as!(
             shard,
             request,
             m::DescribeUserScramCredentialsRequest,
-            scram_credentials::describe
+            scram_credentials::describe,
+            access
         ),
-        ApiKey::AlterUserScramCredentials => answer!(
+        ApiKey::AlterUserScramCredentials => answer_as!(
             shard,
             request,
             m::AlterUserScramCredentialsRequest,
-            scram_credentials::alter
+            scram_credentials::alter,
+            access
         ),
-        ApiKey::Produce => produce::dispatch(shard, request).await?,
+        ApiKey::Produce => produce::dispatch(shard, request, &access).await?,
         ApiKey::Fetch => {
             let body: m::FetchRequest = decode_body(&request)?;
             let shard = shard.clone();
             Box::pin(async move {
-                fetch::handle(&shard, request.version, request.correlation_id, body)
-                    .await
-                    .map(Some)
+                fetch::handle(
+                    &shard,
+                    request.version,
+                    request.correlation_id,
+                    body,
+                    access,
+                )
+                .await
+                .map(Some)
             })
         }
         ApiKey::ApiVersions => answer!(shard, request, m::ApiVersionsRequest, api_versions::handle),
         ApiKey::Metadata => {
-            answer!(
+            answer_as!(
                 shard,
                 request,
                 m::MetadataRequest,
                 metadata::handle,
-                peer.listener
+                peer.listener,
+                access
             )
         }
-        ApiKey::ListOffsets => answer!(shard, request, m::ListOffsetsRequest, list_offsets::handle),
-        ApiKey::CreateTopics => answer!(
+        ApiKey::ListOffsets => answer_as!(
+            shard,
+            request,
+            m::ListOffsetsRequest,
+            list_offsets::handle,
+            access
+        ),
+        ApiKey::CreateTopics => answer_as!(
             shard,
             request,
             m::CreateTopicsRequest,
-            admin_topics::create_topics
+            admin_topics::create_topics,
+            access
         ),
-        ApiKey::DeleteTopics => answer!(
+        ApiKey::DeleteTopics => answer_as!(
             shard,
             request,
             m::DeleteTopicsRequest,
-            admin_topics::delete_topics
+            admin_topics::delete_topics,
+            access
         ),
-        ApiKey::CreatePartitions => answer!(
+        ApiKey::CreatePartitions => answer_as!(
             shard,
             request,
             m::CreatePartitionsRequest,
-            admin_topics::create_partitions
+            admin_topics::create_partitions,
+            access
         ),
         ApiKey::DescribeConfigs => {
-            answer!(shard, request, m::DescribeConfigsRequest, configs::describe)
+            answer_as!(
+                shard,
+                request,
+                m::DescribeConfigsRequest,
+                configs::describe,
+                access
+            )
         }
-        ApiKey::AlterConfigs => answer!(shard, request, m::AlterConfigsRequest, configs::alter),
-        ApiKey::IncrementalAlterConfigs => answer!(
+        ApiKey::AlterConfigs => {
+            answer_as!(
+                shard,
+                request,
+                m::AlterConfigsRequest,
+                configs::alter,
+                access
+            )
+        }
+        ApiKey::IncrementalAlterConfigs => answer_as!(
             shard,
             request,
             m::IncrementalAlterConfigsRequest,
-            configs::incremental_alter
+            configs::incremental_alter,
+            access
         ),
-        ApiKey::InitProducerId => answer!(
+        ApiKey::InitProducerId => answer_as!(
             shard,
             request,
             m::InitProducerIdRequest,
-            init_producer_id::handle
+            init_producer_id::handle,
+            access
         ),
-        ApiKey::FindCoordinator => answer!(
+        ApiKey::FindCoordinator => answer_as!(
             shard,
             request,
             m::FindCoordinatorRequest,
             find_coordinator::handle,
-            peer.listener
+            peer.listener,
+            access
         ),
-        ApiKey::OffsetForLeaderEpoch => answer!(
+        ApiKey::OffsetForLeaderEpoch => answer_as!(
             shard,
             request,
             m::OffsetForLeaderEpochRequest,
-            offset_for_leader_epoch::handle
+            offset_for_leader_epoch::handle,
+            access
         ),
-        ApiKey::DescribeCluster => answer!(
+        ApiKey::DescribeCluster => answer_as!(
             shard,
             request,
             m::DescribeClusterRequest,
             describe_cluster::handle,
-            peer.listener
+            peer.listener,
+            access
         ),
-        ApiKey::ShareGroupHeartbeat => share_group_heartbeat::dispatch(shard, &request, peer)?,
-        ApiKey::ShareGroupDescribe => answer!(
+        ApiKey::ShareGroupHeartbeat => {
+            share_group_heartbeat::dispatch(shard, &request, peer, &access)?
+        }
+        ApiKey::ShareGroupDescribe => answer_as!(
             shard,
             request,
             m::ShareGroupDescribeRequest,
-            share_group_describe::handle
+            share_group_describe::handle,
+            access
         ),
-        ApiKey::DescribeShareGroupOffsets => answer!(
+        ApiKey::DescribeShareGroupOffsets => answer_as!(
             shard,
             request,
             m::DescribeShareGroupOffsetsRequest,
-            describe_share_group_offsets::handle
+            describe_share_group_offsets::handle,
+            access
         ),
-        ApiKey::AlterShareGroupOffsets => answer!(
+        ApiKey::AlterShareGroupOffsets => answer_as!(
             shard,
             request,
             m::AlterShareGroupOffsetsRequest,
-            alter_share_group_offsets::handle
+            alter_share_group_offsets::handle,
+            access
         ),
-        ApiKey::DeleteShareGroupOffsets => answer!(
+        ApiKey::DeleteShareGroupOffsets => answer_as!(
             shard,
             request,
             m::DeleteShareGroupOffsetsRequest,
-            delete_share_group_offsets::handle
+            delete_share_group_offsets::handle,
+            access
         ),
-        ApiKey::ShareFetch => answer!(shard, request, m::ShareFetchRequest, share_fetch::handle),
-        ApiKey::ShareAcknowledge => answer!(
+        ApiKey::ShareFetch => answer_as!(
+            shard,
+            request,
+            m::ShareFetchRequest,
+            share_fetch::handle,
+            access
+        ),
+        ApiKey::ShareAcknowledge => answer_as!(
             shard,
             request,
             m::ShareAcknowledgeRequest,
-            share_acknowledge::handle
+            share_acknowledge::handle,
+            access
         ),
+        ApiKey::DescribeAcls => {
+            answer_as!(
+                shard,
+                request,
+                m::DescribeAclsRequest,
+                acls::describe,
+                access
+            )
+        }
+        ApiKey::CreateAcls => {
+            answer_as!(shard, request, m::CreateAclsRequest, acls::create, access)
+        }
+        ApiKey::DeleteAcls => {
+            answer_as!(shard, request, m::DeleteAclsRequest, acls::delete, access)
+        }
         ApiKey::JoinGroup
         | ApiKey::SyncGroup
         | ApiKey::Heartbeat
@@ -242,7 +339,7 @@ pub async fn dispatch(
         | ApiKey::OffsetCommit
         | ApiKey::OffsetFetch
         | ApiKey::DescribeGroups
-        | ApiKey::ListGroups => group_apis::dispatch(shard, request, peer)?,
+        | ApiKey::ListGroups => group_apis::dispatch(shard, request, peer, &access)?,
         // parse_request only lets through the keys of codec::SUPPORTED.
         other => {
             return Err(CodecError::UnsupportedVersion {

@@ -22,6 +22,7 @@ use super::codec::{write_response_header, CodecError, Piece, Response};
 use super::error_codes as code;
 use crate::metadata::Metadata;
 use crate::partition::{self, FetchOutcome};
+use crate::security::acl::{Access, Operation};
 use crate::shard::mesh::{reply_channel, Job};
 use crate::shard::Shard;
 
@@ -55,12 +56,13 @@ pub async fn handle(
     version: i16,
     correlation_id: i32,
     request: FetchRequest,
+    access: Access,
 ) -> Result<Response, CodecError> {
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(WAIT_MAX);
     let deadline = Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
     loop {
-        let results = read_all(shard, &request).await;
+        let results = read_all(shard, &request, &access).await;
         let total: usize = results
             .iter()
             .flat_map(|(_, parts)| parts.iter())
@@ -127,6 +129,7 @@ impl Source {
 async fn read_all(
     shard: &Rc<Shard>,
     request: &FetchRequest,
+    access: &Access,
 ) -> Vec<(String, Vec<PartitionResult>)> {
     let metadata = shard.metadata();
     let mut remaining = if request.max_bytes <= 0 {
@@ -138,7 +141,16 @@ async fn read_all(
     for topic in &request.topics {
         let name = topic.topic.0.to_string();
         let mut parts = Vec::with_capacity(topic.partitions.len());
+        // Kafka: Fetch needs Read on the topic (decided once per topic, cached per connection).
+        let readable = access.allows_topic(Operation::Read, &name);
         for fetch in &topic.partitions {
+            if !readable {
+                parts.push(Source::empty(
+                    fetch.partition,
+                    code::TOPIC_AUTHORIZATION_FAILED,
+                ));
+                continue;
+            }
             let max_bytes = (fetch.partition_max_bytes.max(0) as usize).min(remaining);
             let source = start_read(shard, &metadata, &name, fetch, max_bytes).await;
             if let Source::Done(result) = &source {

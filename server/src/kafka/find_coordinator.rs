@@ -9,14 +9,36 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::error_codes as code;
 use crate::groups::owner_shard;
+use crate::security::acl::{Access, Operation, ResourceType};
 use crate::shard::Shard;
 use crate::shard::ShardId;
 
+/// Kafka's key types: a group, a transactional id.
+const GROUP_KEY: i8 = 0;
+const TRANSACTION_KEY: i8 = 1;
+
 /// (error, node id, host, port) for one key.
 /// `listener`: the Kafka listener the client came in through, whose ports are advertised.
-fn locate(shard: &Shard, key: &str, key_type: i8, listener: usize) -> (i16, i32, StrBytes, i32) {
-    if key_type != 0 {
-        return (code::COORDINATOR_NOT_AVAILABLE, -1, StrBytes::default(), -1);
+fn locate(
+    shard: &Shard,
+    key: &str,
+    key_type: i8,
+    access: &Access,
+    listener: usize,
+) -> (i16, i32, StrBytes, i32) {
+    let failed = |error_code| (error_code, -1, StrBytes::default(), -1);
+    // Kafka: Describe on the group or the transactional id, before anything else.
+    match key_type {
+        GROUP_KEY if !access.allows_group(Operation::Describe, key) => {
+            return failed(code::GROUP_AUTHORIZATION_FAILED)
+        }
+        TRANSACTION_KEY
+            if !access.allows(Operation::Describe, ResourceType::TransactionalId, key) =>
+        {
+            return failed(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        }
+        GROUP_KEY => {}
+        _ => return failed(code::COORDINATOR_NOT_AVAILABLE),
     }
     let owner = shard.advertised_broker(ShardId(owner_shard(key, shard.count)));
     (
@@ -32,12 +54,13 @@ pub async fn handle(
     version: i16,
     request: FindCoordinatorRequest,
     listener: usize,
+    access: Access,
 ) -> FindCoordinatorResponse {
     let mut response = FindCoordinatorResponse::default();
     if version >= 4 {
         for key in request.coordinator_keys {
             let (error_code, node, host, port) =
-                locate(shard, key.as_str(), request.key_type, listener);
+                locate(shard, key.as_str(), request.key_type, &access, listener);
             let mut coordinator = Coordinator::default();
             coordinator.key = key;
             coordinator.node_id = BrokerId(node);
@@ -48,8 +71,13 @@ pub async fn handle(
         }
         return response;
     }
-    let (error_code, node, host, port) =
-        locate(shard, request.key.as_str(), request.key_type, listener);
+    let (error_code, node, host, port) = locate(
+        shard,
+        request.key.as_str(),
+        request.key_type,
+        &access,
+        listener,
+    );
     response.error_code = error_code;
     response.node_id = BrokerId(node);
     response.host = host;

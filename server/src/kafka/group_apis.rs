@@ -13,33 +13,78 @@ use std::rc::Rc;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::StrBytes;
 
-use super::codec::{CodecError, Request};
-use super::dispatch::{Peer, Pending};
+use std::future::ready;
+
+use super::codec::{decode_body, CodecError, Request};
+use super::dispatch::{later, Peer, Pending};
+use super::error_codes as code;
 use super::{
     describe_groups, heartbeat, join_group, leave_group, list_groups, offset_commit, offset_fetch,
     sync_group,
 };
+use crate::security::acl::{Access, Operation};
 use crate::shard::Shard;
 
 pub fn dispatch(
     shard: &Rc<Shard>,
     request: Request,
     peer: &Peer<'_>,
+    access: &Access,
 ) -> Result<Pending, CodecError> {
+    if let Some(refusal) = membership_refusal(&request, access)? {
+        return Ok(refusal);
+    }
     match request.key {
         ApiKey::JoinGroup => join_group::handle(shard, &request, peer),
         ApiKey::SyncGroup => sync_group::handle(shard, &request),
         ApiKey::Heartbeat => heartbeat::handle(shard, &request),
         ApiKey::LeaveGroup => leave_group::handle(shard, &request),
-        ApiKey::OffsetCommit => offset_commit::handle(shard, &request),
-        ApiKey::OffsetFetch => offset_fetch::handle(shard, &request),
-        ApiKey::DescribeGroups => describe_groups::handle(shard, &request),
-        ApiKey::ListGroups => list_groups::handle(shard, &request, peer),
+        ApiKey::OffsetCommit => offset_commit::handle(shard, &request, access),
+        ApiKey::OffsetFetch => offset_fetch::handle(shard, &request, access),
+        ApiKey::DescribeGroups => describe_groups::handle(shard, &request, access),
+        ApiKey::ListGroups => list_groups::handle(shard, &request, peer, access),
         other => Err(CodecError::UnsupportedVersion {
             key: other,
             version: request.version,
         }),
     }
+}
+
+/// Kafka: joining, syncing, heartbeating and leaving need Read on the group; a refused request
+/// is answered GROUP_AUTHORIZATION_FAILED without reaching the coordinator. (The request is
+/// decoded once more by its handler when allowed: these are not the data path.)
+fn membership_refusal(request: &Request, access: &Access) -> Result<Option<Pending>, CodecError> {
+    use kafka_protocol::messages as m;
+    if !access.enabled() {
+        return Ok(None);
+    }
+    let allowed = |group: &StrBytes| access.allows_group(Operation::Read, group);
+    let denied = code::GROUP_AUTHORIZATION_FAILED;
+    let (key, version, correlation_id) = (request.key, request.version, request.correlation_id);
+    let refusal = match key {
+        ApiKey::JoinGroup => {
+            let body: m::JoinGroupRequest = decode_body(request)?;
+            let answer = m::JoinGroupResponse::default().with_error_code(denied);
+            (!allowed(&body.group_id)).then(|| later(key, version, correlation_id, ready(answer)))
+        }
+        ApiKey::SyncGroup => {
+            let body: m::SyncGroupRequest = decode_body(request)?;
+            let answer = m::SyncGroupResponse::default().with_error_code(denied);
+            (!allowed(&body.group_id)).then(|| later(key, version, correlation_id, ready(answer)))
+        }
+        ApiKey::Heartbeat => {
+            let body: m::HeartbeatRequest = decode_body(request)?;
+            let answer = m::HeartbeatResponse::default().with_error_code(denied);
+            (!allowed(&body.group_id)).then(|| later(key, version, correlation_id, ready(answer)))
+        }
+        ApiKey::LeaveGroup => {
+            let body: m::LeaveGroupRequest = decode_body(request)?;
+            let answer = m::LeaveGroupResponse::default().with_error_code(denied);
+            (!allowed(&body.group_id)).then(|| later(key, version, correlation_id, ready(answer)))
+        }
+        _ => None,
+    };
+    Ok(refusal)
 }
 
 /// A static member's group.instance.id, when the request's version has the field and it is set

@@ -1,12 +1,17 @@
 //! InitProducerId (v0-v4): unique producer ids from a persistent counter on the controller.
 //! Idempotent dedup itself is done by the engine per partition. A producer that asks to bump its
 //! epoch (v3+, KIP-360) keeps its id with epoch+1. Transactions are not supported.
+//!
+//! ACLs as in Kafka: a transactional id needs Write on it (TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+//! checked before Weir refuses transactions); an idempotent producer needs IdempotentWrite on the
+//! cluster or Write on some topic (CLUSTER_AUTHORIZATION_FAILED).
 
 use std::rc::Rc;
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::error_codes as code;
+use crate::security::acl::{Access, Operation, ResourceType};
 use crate::shard::mesh::{reply_channel, ControlJob};
 use crate::shard::Shard;
 
@@ -14,16 +19,28 @@ pub async fn handle(
     shard: &Rc<Shard>,
     _version: i16,
     request: InitProducerIdRequest,
+    access: Access,
 ) -> InitProducerIdResponse {
     let mut response = InitProducerIdResponse::default();
     response.producer_id = ProducerId(-1);
     response.producer_epoch = -1;
-    if request
+    if let Some(id) = request
         .transactional_id
         .as_ref()
-        .is_some_and(|id| !id.0.is_empty())
+        .filter(|id| !id.0.is_empty())
     {
-        response.error_code = code::INVALID_REQUEST;
+        let writable = access.allows(Operation::Write, ResourceType::TransactionalId, &id.0);
+        response.error_code = if writable {
+            code::INVALID_REQUEST
+        } else {
+            code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        };
+        return response;
+    }
+    if !access.allows_cluster(Operation::IdempotentWrite)
+        && !access.allows_some(Operation::Write, ResourceType::Topic)
+    {
+        response.error_code = code::CLUSTER_AUTHORIZATION_FAILED;
         return response;
     }
     if request.producer_id.0 >= 0 && (0..i16::MAX - 1).contains(&request.producer_epoch) {

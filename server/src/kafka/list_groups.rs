@@ -15,6 +15,7 @@ use super::codec::{decode_body, CodecError, Request};
 use super::dispatch::{later, Peer, Pending};
 use super::error_codes as code;
 use crate::groups::{self, GroupListing, GroupRequest, GroupResponse};
+use crate::security::acl::{Access, Operation};
 use crate::shard::mesh::on_shard;
 use crate::shard::{Shard, ShardId};
 use crate::shares::members::{self, ShareGroupListing};
@@ -26,10 +27,12 @@ pub fn handle(
     shard: &Rc<Shard>,
     request: &Request,
     peer: &Peer<'_>,
+    access: &Access,
 ) -> Result<Pending, CodecError> {
     let body: ListGroupsRequest = decode_body(request)?;
     let version = request.version;
     let shard = shard.clone();
+    let access = access.clone();
     let owners = if peer.bootstrap {
         0..shard.count
     } else {
@@ -63,6 +66,13 @@ pub fn handle(
                         None => response.error_code = code::COORDINATOR_NOT_AVAILABLE,
                     }
                 }
+            }
+            // Kafka: Describe on the cluster lists every group, else only those the principal
+            // may describe.
+            if !access.allows_cluster(Operation::Describe) {
+                response
+                    .groups
+                    .retain(|group| access.allows_group(Operation::Describe, &group.group_id));
             }
             response
         },

@@ -1,4 +1,5 @@
 //! ListOffsets (v1-v7): earliest (-2), latest (-1), by timestamp; answered by the owning shard.
+//! Needs Describe on each topic (TOPIC_AUTHORIZATION_FAILED otherwise), as in Kafka.
 
 use std::rc::Rc;
 
@@ -9,6 +10,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::error_codes as code;
 use crate::partition::{self, OffsetOutcome};
+use crate::security::acl::{Access, Operation};
 use crate::shard::mesh::{reply_channel, Job};
 use crate::shard::Shard;
 
@@ -19,13 +21,18 @@ pub struct Answer {
     pub timestamp: i64,
 }
 
-/// One partition's offset lookup on its owner, wherever that is.
-pub async fn lookup(shard: &Rc<Shard>, topic: &str, partition: i32, timestamp: i64) -> Answer {
-    let failed = |error_code| Answer {
+/// A partition's answer when it is refused with `error_code`.
+pub fn refused(error_code: i16) -> Answer {
+    Answer {
         error_code,
         offset: -1,
         timestamp: -1,
-    };
+    }
+}
+
+/// One partition's offset lookup on its owner, wherever that is.
+pub async fn lookup(shard: &Rc<Shard>, topic: &str, partition: i32, timestamp: i64) -> Answer {
+    let failed = refused;
     let outcome = match owner_lookup(shard, topic, partition, timestamp).await {
         Ok(outcome) => outcome,
         Err(error_code) => return failed(error_code),
@@ -79,14 +86,20 @@ pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     request: ListOffsetsRequest,
+    access: Access,
 ) -> ListOffsetsResponse {
     let mut response = ListOffsetsResponse::default();
     for topic in request.topics {
         let name = topic.name.0.to_string();
+        // Kafka: Describe on the topic, else TOPIC_AUTHORIZATION_FAILED on each partition.
+        let described = access.allows_topic(Operation::Describe, &name);
         let mut out = ListOffsetsTopicResponse::default();
         for partition in topic.partitions {
-            let outcome =
-                lookup(shard, &name, partition.partition_index, partition.timestamp).await;
+            let outcome = if described {
+                lookup(shard, &name, partition.partition_index, partition.timestamp).await
+            } else {
+                refused(code::TOPIC_AUTHORIZATION_FAILED)
+            };
             let mut answer = ListOffsetsPartitionResponse::default();
             answer.partition_index = partition.partition_index;
             answer.error_code = outcome.error_code;

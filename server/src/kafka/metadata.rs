@@ -13,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::admin_topics::auto_create;
 use super::error_codes as code;
 use crate::metadata::{valid_topic_name, Metadata};
+use crate::security::acl::{Access, Operation};
 use crate::shard::{Shard, ShardId};
 
 pub const CLUSTER_ID: &str = "weir";
@@ -23,6 +24,7 @@ pub async fn handle(
     version: i16,
     request: MetadataRequest,
     listener: usize,
+    access: Access,
 ) -> MetadataResponse {
     // v0: an empty list means all topics; v1+: null means all, empty means none. v10+ may name
     // a topic by its id alone (librdkafka's share consumer resolves its assignment so).
@@ -49,12 +51,17 @@ pub async fn handle(
     let allow_create = version < 4 || request.allow_auto_topic_creation;
     let mut metadata = shard.metadata();
     if let Some(names) = &wanted {
+        // Kafka: auto-creation needs Create on the cluster or on the topic (and Describe, for
+        // the topic to be answered at all).
+        let may_create_all = access.allows_cluster(Operation::Create);
         let missing: Vec<String> = names
             .iter()
             .filter(|n| {
                 !metadata.topics.contains_key(*n)
                     && !metadata.routing.is_exchange(n)
                     && valid_topic_name(n)
+                    && access.allows_topic(Operation::Describe, n)
+                    && (may_create_all || access.allows_topic(Operation::Create, n))
             })
             .cloned()
             .collect();
@@ -74,15 +81,31 @@ pub async fn handle(
             .topics
             .keys()
             .chain(metadata.routing.exchanges().map(|exchange| &exchange.name))
+            // Kafka lists only the topics the principal may describe.
+            .filter(|name| access.allows_topic(Operation::Describe, name))
             .map(|name| topic(shard, &metadata, name, version))
             .collect(),
         Some(names) => names
             .iter()
-            .map(|name| topic(shard, &metadata, name, version))
+            .map(
+                |name| match access.allows_topic(Operation::Describe, name) {
+                    true => topic(shard, &metadata, name, version),
+                    false => denied(name),
+                },
+            )
             .chain(unknown_ids.into_iter().map(unknown_id))
             .collect(),
     };
     response
+}
+
+/// A topic the principal may not describe, whether it exists or not (Kafka's answer: nothing
+/// about it leaks).
+fn denied(name: &str) -> MetadataResponseTopic {
+    let mut out = MetadataResponseTopic::default();
+    out.name = Some(TopicName(StrBytes::from_string(name.to_string())));
+    out.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+    out
 }
 
 /// A topic asked for by an id no topic has.

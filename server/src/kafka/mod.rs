@@ -2,6 +2,7 @@
 //! file per API. Runs on every shard; handlers touch only their shard's state and reach other
 //! shards through the mesh.
 
+pub mod acls;
 pub mod admin_topics;
 pub mod alter_share_group_offsets;
 pub mod api_versions;

@@ -17,12 +17,34 @@ use crate::groups::{
     self, owner_shard, CommitResults, GroupRequest, GroupResponse, MemberGeneration,
     PartitionCommit, TopicPartitions,
 };
+use crate::security::acl::{Access, Operation};
 use crate::shard::Shard;
 
-pub fn handle(shard: &Rc<Shard>, request: &Request) -> Result<Pending, CodecError> {
-    let body: OffsetCommitRequest = decode_body(request)?;
+pub fn handle(
+    shard: &Rc<Shard>,
+    request: &Request,
+    access: &Access,
+) -> Result<Pending, CodecError> {
+    let mut body: OffsetCommitRequest = decode_body(request)?;
     let version = request.version;
-    let fallback = unavailable(&body);
+    // Kafka: Read on the group (else every partition is refused), and Read on each topic.
+    let (key, correlation_id) = (request.key, request.correlation_id);
+    if !access.allows_group(Operation::Read, &body.group_id) {
+        let refusal = refused(&body, code::GROUP_AUTHORIZATION_FAILED);
+        return Ok(later(
+            key,
+            version,
+            correlation_id,
+            std::future::ready(refusal),
+        ));
+    }
+    let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut body.topics)
+        .into_iter()
+        .partition(|topic| access.allows_topic(Operation::Read, &topic.name));
+    body.topics = denied;
+    let denied = refused(&body, code::TOPIC_AUTHORIZATION_FAILED).topics;
+    body.topics = allowed;
+    let fallback = refused(&body, code::COORDINATOR_NOT_AVAILABLE);
     let commit = commit_request(version, body);
     let owner = owner_shard(&commit.member.group_id, shard.count);
     let shard = shard.clone();
@@ -31,10 +53,13 @@ pub fn handle(shard: &Rc<Shard>, request: &Request) -> Result<Pending, CodecErro
         version,
         request.correlation_id,
         async move {
-            match groups::call(&shard, owner, GroupRequest::OffsetCommit(commit)).await {
-                Some(GroupResponse::OffsetCommit(results)) => commit_response(results),
-                _ => fallback,
-            }
+            let mut response =
+                match groups::call(&shard, owner, GroupRequest::OffsetCommit(commit)).await {
+                    Some(GroupResponse::OffsetCommit(results)) => commit_response(results),
+                    _ => fallback,
+                };
+            response.topics.extend(denied);
+            response
         },
     ))
 }
@@ -91,9 +116,9 @@ pub fn commit_response(results: CommitResults) -> OffsetCommitResponse {
     response
 }
 
-/// The answer when the owner shard cannot be reached: COORDINATOR_NOT_AVAILABLE on every
-/// partition (clients find the coordinator again).
-fn unavailable(body: &OffsetCommitRequest) -> OffsetCommitResponse {
+/// `error_code` on every partition: COORDINATOR_NOT_AVAILABLE when the owner shard cannot be
+/// reached (clients find the coordinator again), or an authorization failure.
+fn refused(body: &OffsetCommitRequest, error_code: i16) -> OffsetCommitResponse {
     let mut response = OffsetCommitResponse::default();
     response.topics = body
         .topics
@@ -102,7 +127,7 @@ fn unavailable(body: &OffsetCommitRequest) -> OffsetCommitResponse {
             let errors = topic
                 .partitions
                 .iter()
-                .map(|partition| (partition.partition_index, code::COORDINATOR_NOT_AVAILABLE));
+                .map(|partition| (partition.partition_index, error_code));
             response_topic(topic.name.to_string(), errors)
         })
         .collect();

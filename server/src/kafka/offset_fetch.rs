@@ -21,22 +21,28 @@ use super::error_codes as code;
 use crate::groups::{
     self, owner_shard, CommittedOffset, FetchedOffsets, GroupError, GroupRequest, GroupResponse,
 };
+use crate::security::acl::{Access, Operation};
 use crate::shard::Shard;
 
 /// (topic, partitions) asked for; None asks for everything the group committed.
 pub type Wanted = Option<Vec<(String, Vec<i32>)>>;
 
-pub fn handle(shard: &Rc<Shard>, request: &Request) -> Result<Pending, CodecError> {
+pub fn handle(
+    shard: &Rc<Shard>,
+    request: &Request,
+    access: &Access,
+) -> Result<Pending, CodecError> {
     let body: OffsetFetchRequest = decode_body(request)?;
     let version = request.version;
     let shard = shard.clone();
+    let access = access.clone();
     Ok(later(
         request.key,
         version,
         request.correlation_id,
         async move {
             if version >= 8 {
-                return fetch_groups(&shard, body.groups).await;
+                return fetch_groups(&shard, body.groups, &access).await;
             }
             let group_id = body.group_id.to_string();
             let wanted = wanted(body.topics.as_deref().map(|topics| {
@@ -44,12 +50,38 @@ pub fn handle(shard: &Rc<Shard>, request: &Request) -> Result<Pending, CodecErro
                     .iter()
                     .map(|topic| (&topic.name, topic.partition_indexes.as_slice()))
             }));
-            match fetch(&shard, group_id, wanted.clone()).await {
+            // Kafka: Describe on the group, and on each topic answered.
+            if !access.allows_group(Operation::Describe, &group_id) {
+                let denied = code::GROUP_AUTHORIZATION_FAILED;
+                return refused(version, &wanted, denied, version < 2);
+            }
+            let mut response = match fetch(&shard, group_id, wanted.clone()).await {
                 Some(result) => fetch_response(version, &wanted, result),
                 None => refused(version, &wanted, code::COORDINATOR_NOT_AVAILABLE, true),
-            }
+            };
+            hide_undescribable(&mut response, wanted.is_none(), &access);
+            response
         },
     ))
+}
+
+/// Topics the principal may not describe: left out of an answer for all topics (as Kafka), and
+/// TOPIC_AUTHORIZATION_FAILED on each partition asked for by name.
+fn hide_undescribable(response: &mut OffsetFetchResponse, all: bool, access: &Access) {
+    if !access.enabled() {
+        return;
+    }
+    response.topics.retain_mut(|topic| {
+        if access.allows_topic(Operation::Describe, &topic.name) {
+            return true;
+        }
+        for partition in &mut topic.partitions {
+            partition.committed_offset = -1;
+            partition.metadata = None;
+            partition.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+        }
+        !all
+    });
 }
 
 /// The requested partitions in domain terms.
@@ -78,9 +110,17 @@ async fn fetch(
 async fn fetch_groups(
     shard: &Shard,
     requested: Vec<OffsetFetchRequestGroup>,
+    access: &Access,
 ) -> OffsetFetchResponse {
     let mut response = OffsetFetchResponse::default();
     for group in requested {
+        if !access.allows_group(Operation::Describe, &group.group_id) {
+            let mut refused = OffsetFetchResponseGroup::default();
+            refused.group_id = group.group_id;
+            refused.error_code = code::GROUP_AUTHORIZATION_FAILED;
+            response.groups.push(refused);
+            continue;
+        }
         let wanted = wanted(group.topics.as_deref().map(|topics| {
             topics
                 .iter()

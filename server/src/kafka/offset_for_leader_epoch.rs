@@ -8,20 +8,29 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use super::list_offsets::lookup;
+use super::error_codes as code;
+use super::list_offsets::{lookup, refused};
+use crate::security::acl::{Access, Operation};
 use crate::shard::Shard;
 
 pub async fn handle(
     shard: &Rc<Shard>,
     _version: i16,
     request: OffsetForLeaderEpochRequest,
+    access: Access,
 ) -> OffsetForLeaderEpochResponse {
     let mut response = OffsetForLeaderEpochResponse::default();
     for topic in request.topics {
         let name = topic.topic.0.to_string();
+        // Kafka: Describe on the topic, else TOPIC_AUTHORIZATION_FAILED on each partition.
+        let described = access.allows_topic(Operation::Describe, &name);
         let mut out = OffsetForLeaderTopicResult::default();
         for partition in topic.partitions {
-            let outcome = lookup(shard, &name, partition.partition, -1).await;
+            let outcome = if described {
+                lookup(shard, &name, partition.partition, -1).await
+            } else {
+                refused(code::TOPIC_AUTHORIZATION_FAILED)
+            };
             let mut answer = EpochEndOffset::default();
             answer.partition = partition.partition;
             answer.error_code = outcome.error_code;

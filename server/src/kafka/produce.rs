@@ -19,6 +19,7 @@ use super::error_codes as code;
 use crate::metadata::Metadata;
 use crate::partition::PendingAppend;
 use crate::routing::broker::ExchangeOutcome;
+use crate::security::acl::{Access, Operation, ResourceType};
 use crate::shard::Shard;
 
 /// Where one partition's answer comes from.
@@ -86,15 +87,35 @@ async fn issue(
     Outcome::Partition(PendingAppend::issue(shard, metadata, topic, index, records, durable).await)
 }
 
-pub async fn dispatch(shard: &Rc<Shard>, request: Request) -> Result<Pending, CodecError> {
+pub async fn dispatch(
+    shard: &Rc<Shard>,
+    request: Request,
+    access: &Access,
+) -> Result<Pending, CodecError> {
     let body: ProduceRequest = decode_body(&request)?;
+    // Weir has no transactions: a transactional id only needs its Write, as in Kafka.
+    let transactional_denied = body
+        .transactional_id
+        .as_ref()
+        .is_some_and(|id| !access.allows(Operation::Write, ResourceType::TransactionalId, &id.0));
     let acks = body.acks;
     let metadata = shard.metadata();
     let mut topics = Vec::with_capacity(body.topic_data.len());
     for topic in body.topic_data {
         let name = topic.name.0.to_string();
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        // Kafka: Write on the topic; a denied topic appends nothing.
+        let refusal = if transactional_denied {
+            Some(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        } else {
+            (!access.allows_topic(Operation::Write, &name))
+                .then_some(code::TOPIC_AUTHORIZATION_FAILED)
+        };
         for data in topic.partition_data {
+            if let Some(error_code) = refusal {
+                partitions.push((data.index, Outcome::Refused(error_code)));
+                continue;
+            }
             let outcome = issue(shard, &metadata, &name, data.index, data.records, acks).await;
             partitions.push((data.index, outcome));
         }

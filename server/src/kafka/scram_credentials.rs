@@ -15,6 +15,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::error_codes as code;
+use crate::security::acl::{Access, Operation};
 use crate::security::scram::{Credential, Mechanism};
 use crate::security::users::{UserChange, UserError};
 use crate::shard::mesh::{reply_channel, ControlJob};
@@ -24,7 +25,14 @@ pub async fn describe(
     shard: &Rc<Shard>,
     _version: i16,
     request: DescribeUserScramCredentialsRequest,
+    access: Access,
 ) -> DescribeUserScramCredentialsResponse {
+    let mut response = DescribeUserScramCredentialsResponse::default();
+    // Kafka: Describe on the cluster.
+    if !access.allows_cluster(Operation::Describe) {
+        response.error_code = code::CLUSTER_AUTHORIZATION_FAILED;
+        return response;
+    }
     let metadata = shard.metadata();
     let users = &metadata.users;
     // Null or empty: every user (as Kafka).
@@ -32,7 +40,6 @@ pub async fn describe(
         Some(list) if !list.is_empty() => list.iter().map(|u| u.name.to_string()).collect(),
         _ => users.keys().cloned().collect(),
     };
-    let mut response = DescribeUserScramCredentialsResponse::default();
     for (i, name) in names.iter().enumerate() {
         let mut result = DescribeUserScramCredentialsResult::default();
         result.user = StrBytes::from_string(name.clone());
@@ -66,7 +73,12 @@ pub async fn alter(
     shard: &Rc<Shard>,
     _version: i16,
     request: AlterUserScramCredentialsRequest,
+    access: Access,
 ) -> AlterUserScramCredentialsResponse {
+    // Kafka: Alter on the cluster, or every user in the request is refused.
+    if !access.allows_cluster(Operation::Alter) {
+        return refuse_all(&request);
+    }
     let mut refused: Vec<(String, i16, String)> = Vec::new();
     let mut changes = Vec::new();
     let mut refuse = |user: &str, error: i16, message: String| {
@@ -115,6 +127,20 @@ pub async fn alter(
             Err(error) => (error_code(&error), Some(error.to_string())),
         };
         response.results.push(result(user, error_code, message));
+    }
+    response
+}
+
+fn refuse_all(request: &AlterUserScramCredentialsRequest) -> AlterUserScramCredentialsResponse {
+    let deleted = request.deletions.iter().map(|d| d.name.to_string());
+    let upserted = request.upsertions.iter().map(|u| u.name.to_string());
+    let mut users: Vec<String> = deleted.chain(upserted).collect();
+    users.sort();
+    users.dedup();
+    let mut response = AlterUserScramCredentialsResponse::default();
+    for user in users {
+        let refused = result(user, code::CLUSTER_AUTHORIZATION_FAILED, None);
+        response.results.push(refused);
     }
     response
 }

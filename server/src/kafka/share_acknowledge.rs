@@ -7,6 +7,9 @@
 //! record's acquisition lock (`shares::partitions::AckType::Renew`), the request's `IsRenewAck`
 //! flag (set by clients when a batch holds a Renew) and the lock duration in the answer. A Renew
 //! in a version 1 request is INVALID_REQUEST for its partition, as Kafka answers it.
+//!
+//! ACLs: Read on the group (GROUP_AUTHORIZATION_FAILED) and on every topic named
+//! (TOPIC_AUTHORIZATION_FAILED; Weir refuses the whole request, Kafka the topic's partitions).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -20,6 +23,7 @@ use uuid::Uuid;
 
 use super::error_codes as code;
 use crate::metadata::Metadata;
+use crate::security::acl::{Access, Operation};
 use crate::shard::Shard;
 use crate::shares::group_configs;
 use crate::shares::partitions::{self, AckError, SharePartitionId};
@@ -153,6 +157,7 @@ pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     request: ShareAcknowledgeRequest,
+    access: Access,
 ) -> ShareAcknowledgeResponse {
     let mut response = ShareAcknowledgeResponse::default();
     let (group, member) = match (&request.group_id, &request.member_id) {
@@ -168,12 +173,21 @@ pub async fn handle(
         let text = "share session epoch 0 cannot acknowledge";
         return refused(response, code::INVALID_SHARE_SESSION_EPOCH, text);
     }
+    // Kafka: Read on the group and on each topic.
+    if !access.allows_group(Operation::Read, &group) {
+        let text = "not authorized to read the share group";
+        return refused(response, code::GROUP_AUTHORIZATION_FAILED, text);
+    }
     let ids = TopicIds::new(&shard.metadata());
     let mut acks: Vec<PartitionAcks> = Vec::new();
     for topic in &request.topics {
         let Some(name) = ids.name(&topic.topic_id) else {
             return refused(response, code::UNKNOWN_TOPIC_ID, "unknown topic id");
         };
+        if !access.allows_topic(Operation::Read, &name) {
+            let text = "not authorized to read a topic";
+            return refused(response, code::TOPIC_AUTHORIZATION_FAILED, text);
+        }
         for part in &topic.partitions {
             let batches = part.acknowledgement_batches.iter();
             let batches =

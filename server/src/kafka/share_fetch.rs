@@ -16,12 +16,16 @@
 //! such a request only acknowledges (its acknowledgements may Renew locks) and fetches nothing,
 //! and Kafka refuses it (INVALID_REQUEST) unless its `MaxWaitMs`, `MinBytes`, `MaxBytes` and
 //! `MaxRecords` are all 0.
+//!
+//! ACLs: Read on the group (GROUP_AUTHORIZATION_FAILED) and on every topic named
+//! (TOPIC_AUTHORIZATION_FAILED), checked before the session step.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kafka_protocol::messages::share_fetch_request::FetchTopic;
 use kafka_protocol::messages::share_fetch_response::{
     AcquiredRecords, LeaderIdAndEpoch, PartitionData, ShareFetchableTopicResponse,
 };
@@ -32,8 +36,10 @@ use super::error_codes as code;
 use super::fetch::{first_of, Wait};
 use super::share_acknowledge::{durable, settle_acks, TopicIds};
 use super::share_reads;
+use crate::metadata::Metadata;
 use crate::partition;
 use crate::queues::Acquired;
+use crate::security::acl::{Access, Operation};
 use crate::shard::{Shard, ShardId};
 use crate::shares::group_configs;
 use crate::shares::partitions::{self, SharePartitionId};
@@ -82,6 +88,7 @@ pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     request: ShareFetchRequest,
+    access: Access,
 ) -> ShareFetchResponse {
     let mut response = ShareFetchResponse::default();
     let (group, member) = match (&request.group_id, &request.member_id) {
@@ -90,6 +97,9 @@ pub async fn handle(
         }
         _ => return refused(response, code::INVALID_REQUEST),
     };
+    if let Some(error_code) = unauthorized(&access, &shard.metadata(), &group, &request.topics) {
+        return refused(response, error_code);
+    }
     response.acquisition_lock_timeout_ms = group_configs::lock_timeout_ms(shard, &group);
     if !well_formed(&request) {
         return refused(response, code::INVALID_REQUEST);
@@ -403,11 +413,32 @@ fn leader(shard: &Shard, owner: Option<ShardId>) -> LeaderIdAndEpoch {
     leader
 }
 
+/// Kafka's ACLs for ShareFetch: Read on the group, and Read on every topic it names (Weir
+/// refuses the whole request for one unreadable topic, where Kafka refuses its partitions).
+fn unauthorized(
+    access: &Access,
+    metadata: &Metadata,
+    group: &str,
+    topics: &[FetchTopic],
+) -> Option<i16> {
+    if !access.allows_group(Operation::Read, group) {
+        return Some(code::GROUP_AUTHORIZATION_FAILED);
+    }
+    let ids = TopicIds::new(metadata);
+    topics
+        .iter()
+        .filter_map(|topic| ids.name(&topic.topic_id))
+        .any(|name| !access.allows_topic(Operation::Read, &name))
+        .then_some(code::TOPIC_AUTHORIZATION_FAILED)
+}
+
 fn refused(mut response: ShareFetchResponse, error_code: i16) -> ShareFetchResponse {
     response.error_code = error_code;
     response.error_message = Some(StrBytes::from_static_str(match error_code {
         code::INVALID_REQUEST => "invalid share fetch request",
         code::UNKNOWN_TOPIC_ID => "unknown topic id",
+        code::GROUP_AUTHORIZATION_FAILED => "not authorized to read the share group",
+        code::TOPIC_AUTHORIZATION_FAILED => "not authorized to read a topic",
         code::SHARE_SESSION_NOT_FOUND => "share session not found",
         code::INVALID_SHARE_SESSION_EPOCH => "share session epoch is not the expected one",
         code::SHARE_SESSION_LIMIT_REACHED => "the share session limit has been reached",

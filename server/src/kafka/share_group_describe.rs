@@ -16,6 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::error_codes as code;
 use crate::groups::owner_shard;
 use crate::metadata::Metadata;
+use crate::security::acl::{Access, Operation};
 use crate::shard::mesh::on_shard;
 use crate::shard::{Shard, ShardId};
 use crate::shares::members::{self, DescribedMember, ShareGroupDescription};
@@ -27,6 +28,7 @@ pub async fn handle(
     shard: &Rc<Shard>,
     _version: i16,
     request: ShareGroupDescribeRequest,
+    access: Access,
 ) -> ShareGroupDescribeResponse {
     let mut response = ShareGroupDescribeResponse::default();
     for group in request.group_ids {
@@ -35,6 +37,12 @@ pub async fn handle(
             response
                 .groups
                 .push(refused(group_id, code::INVALID_GROUP_ID, None));
+            continue;
+        }
+        // Kafka: Describe on the group.
+        if !access.allows_group(Operation::Describe, &group_id) {
+            let refusal = refused(group_id, code::GROUP_AUTHORIZATION_FAILED, None);
+            response.groups.push(refusal);
             continue;
         }
         let owner = ShardId(owner_shard(&group_id, shard.count));

@@ -2,6 +2,9 @@
 //! group's coordinator shard (`groups::owner_shard`, as FindCoordinator names it); a request on
 //! another shard is answered NOT_COORDINATOR, so that the client looks the coordinator up again.
 //! Every answer carries the member's whole assignment.
+//!
+//! ACLs as in Kafka (KIP-932): Read on the group (GROUP_AUTHORIZATION_FAILED) and Describe on
+//! each subscribed topic (TOPIC_AUTHORIZATION_FAILED).
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -14,6 +17,7 @@ use super::codec::{decode_body, CodecError, Request};
 use super::dispatch::{later, Peer, Pending};
 use super::error_codes as code;
 use crate::groups::owner_shard;
+use crate::security::acl::{Access, Operation};
 use crate::shard::Shard;
 use crate::shares::members::{self, ClientInfo, Heartbeat};
 
@@ -22,8 +26,19 @@ pub fn dispatch(
     shard: &Rc<Shard>,
     request: &Request,
     peer: &Peer<'_>,
+    access: &Access,
 ) -> Result<Pending, CodecError> {
     let body: ShareGroupHeartbeatRequest = decode_body(request)?;
+    if let Some((error_code, message)) = unauthorized(&body, access) {
+        let response = refused(ShareGroupHeartbeatResponse::default(), error_code, message);
+        let answer = std::future::ready(response);
+        return Ok(later(
+            request.key,
+            request.version,
+            request.correlation_id,
+            answer,
+        ));
+    }
     let client = ClientInfo {
         client_id: request
             .header
@@ -40,6 +55,23 @@ pub fn dispatch(
         request.correlation_id,
         async move { handle(&shard, body, client) },
     ))
+}
+
+/// Why the principal may not send this heartbeat, if it may not.
+fn unauthorized(
+    request: &ShareGroupHeartbeatRequest,
+    access: &Access,
+) -> Option<(i16, &'static str)> {
+    if !access.allows_group(Operation::Read, &request.group_id) {
+        let message = "Not authorized to access the group.";
+        return Some((code::GROUP_AUTHORIZATION_FAILED, message));
+    }
+    let topics = request.subscribed_topic_names.iter().flatten();
+    let mut topics = topics.filter(|topic| !access.allows_topic(Operation::Describe, topic));
+    topics.next().map(|_| {
+        let message = "Not authorized to describe a subscribed topic.";
+        (code::TOPIC_AUTHORIZATION_FAILED, message)
+    })
 }
 
 fn handle(

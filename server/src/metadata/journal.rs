@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{store, Metadata, TopicMeta};
+use crate::security::acl::AclBinding;
 use crate::security::users::UserCredentials;
 
 pub const JOURNAL_FILE: &str = "metadata.journal";
@@ -40,6 +41,10 @@ struct Line {
     /// Users whose SCRAM credentials this change set (`Some`, all of them) or removed (`None`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     users: BTreeMap<String, Option<UserCredentials>>,
+    /// The whole set of ACL bindings, when this change changed it (ACLs are few and changed
+    /// rarely: a whole set per change keeps replay trivial). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    acls: Option<Vec<AclBinding>>,
 }
 
 /// The controller's writer of metadata changes (shard 0 only; blocking std I/O, admin path).
@@ -78,6 +83,8 @@ impl Journal {
             topics: changed_topics(&self.persisted, metadata),
             groups: changed_groups(&self.persisted, metadata),
             users: changed_users(&self.persisted, metadata),
+            acls: (self.persisted.acls != metadata.acls)
+                .then(|| metadata.acls.iter().cloned().collect()),
         };
         let mut bytes = serde_json::to_vec(&line).map_err(io::Error::other)?;
         bytes.push(b'\n');
@@ -247,6 +254,9 @@ fn apply(metadata: &mut Metadata, line: Line) {
             None => metadata.users.remove(&user),
         };
     }
+    if let Some(acls) = line.acls {
+        metadata.acls = acls.into_iter().collect();
+    }
 }
 
 fn damaged(path: &Path, offset: usize) -> io::Error {
@@ -270,6 +280,19 @@ mod tests {
         }
     }
 
+    fn acl(topic: u8) -> AclBinding {
+        use crate::security::acl::{Operation, PatternType, Permission, ResourceType};
+        AclBinding {
+            resource_type: ResourceType::Topic,
+            resource_name: format!("t{topic}"),
+            pattern_type: PatternType::Literal,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: Operation::Read,
+            permission: Permission::Allow,
+        }
+    }
+
     /// One change the controller can make.
     #[derive(Debug, Clone)]
     enum Op {
@@ -280,6 +303,8 @@ mod tests {
         GroupConfig(u8, Option<u16>),
         /// A user's SCRAM credential set with a salt (`Some`) or the user deleted (`None`).
         User(u8, Option<u8>),
+        /// An ACL binding for topic `t<n>` added (`true`) or removed (`false`).
+        Acl(u8, bool),
         ProducerId,
     }
 
@@ -290,6 +315,7 @@ mod tests {
             (0u8..20, any::<u16>()).prop_map(|(t, v)| Op::Alter(t, v)),
             (0u8..5, proptest::option::of(any::<u16>())).prop_map(|(g, v)| Op::GroupConfig(g, v)),
             (0u8..5, proptest::option::of(any::<u8>())).prop_map(|(u, s)| Op::User(u, s)),
+            (0u8..5, any::<bool>()).prop_map(|(t, add)| Op::Acl(t, add)),
             Just(Op::ProducerId),
         ]
     }
@@ -327,6 +353,8 @@ mod tests {
                 true
             }
             Op::User(u, None) => metadata.users.remove(&format!("u{u}")).is_some(),
+            Op::Acl(t, true) => metadata.acls.insert(acl(*t)).is_none(),
+            Op::Acl(t, false) => metadata.acls.remove(&acl(*t)).is_some(),
             // As the controller: a producer id is persisted without a new version.
             Op::ProducerId => {
                 metadata.next_producer_id += 1;
@@ -345,6 +373,7 @@ mod tests {
             && left.next_producer_id == right.next_producer_id
             && left.group_configs == right.group_configs
             && left.users == right.users
+            && left.acls == right.acls
             && left.topics.len() == right.topics.len()
             && left.topics.iter().all(|(name, meta)| {
                 right.topics.get(name).is_some_and(|other| {

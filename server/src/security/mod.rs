@@ -7,6 +7,7 @@
 //! Files: `listener.rs` (listener syntax, `SecurityProtocol`), `tls.rs` (the `ssl.*` settings,
 //! rustls configuration, bounded handshakes), `stream.rs` (a connection's plain or TLS stream).
 
+pub mod acl;
 pub mod listener;
 pub mod stream;
 pub mod tls;
@@ -71,6 +72,8 @@ pub struct Session {
     /// The exchange's messages come without the protocol's own framing (Kafka's SaslHandshake
     /// v0: bare size-prefixed tokens until the exchange ends).
     unframed: Cell<bool>,
+    /// The authorizer's decisions for this principal (`acl::Access`).
+    pub decisions: acl::DecisionCache,
 }
 
 impl fmt::Debug for Session {
@@ -92,6 +95,7 @@ impl Session {
             mechanism_chosen: Cell::new(false),
             failed: Cell::new(false),
             unframed: Cell::new(false),
+            decisions: acl::DecisionCache::default(),
         }
     }
 
@@ -160,6 +164,8 @@ impl Session {
     pub fn authenticate(&self, principal: Principal) {
         *self.principal.borrow_mut() = principal;
         self.authenticated.set(true);
+        // Decisions made for the previous principal are not this one's.
+        self.decisions.clear();
     }
 }
 

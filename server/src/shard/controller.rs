@@ -79,6 +79,10 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
     let mut journal = open_journal(&shard, &initial);
     let mut metadata = initial;
     while let Ok(job) = jobs.recv_async().await {
+        let answered = answer_directly(&shard, &mut journal, &mut metadata, &mut routing, job);
+        let Some(job) = answered.await else {
+            continue;
+        };
         let (results, validate_only, reply) = match job {
             ControlJob::CreateTopics {
                 topics,
@@ -118,24 +122,8 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
                 let results = alter_group_configs(&shard, &mut metadata, changes, validate_only);
                 (results, validate_only, reply)
             }
-            ControlJob::Routing { changes, reply } => {
-                let result =
-                    alter_routing(&shard, &mut journal, &mut metadata, &mut routing, &changes)
-                        .await;
-                let _ = reply.send_async(result).await;
-                continue;
-            }
-            ControlJob::AlterUsers { changes, reply } => {
-                let results =
-                    alter_users(&shard, &mut journal, &mut metadata, &routing, &changes).await;
-                let _ = reply.send_async(results).await;
-                continue;
-            }
-            ControlJob::AllocateProducerId { reply } => {
-                let result = allocate_producer_id(&mut journal, &mut metadata);
-                let _ = reply.send_async(result).await;
-                continue;
-            }
+            // Answered by `answer_directly`.
+            _ => continue,
         };
         let changed = !validate_only && succeeded(&results);
         commit(&shard, &mut journal, &mut metadata, &routing, changed).await;
@@ -143,17 +131,42 @@ pub async fn run(shard: Rc<Shard>, jobs: flume::Receiver<ControlJob>, initial: M
     }
 }
 
-/// Applies routing changes (exchanges, bindings) all or nothing and journals them.
-async fn alter_routing(
+/// Does and answers the jobs whose answer is not per-item results (routing, ACLs, producer
+/// ids); gives any other job back.
+async fn answer_directly(
     shard: &Shard,
     journal: &mut Option<Journal>,
     metadata: &mut Metadata,
     routing: &mut RoutingController,
-    changes: &[crate::routing::table::Change],
-) -> Result<(), TopicError> {
-    let result = routing_glue::apply(routing, changes, false).map_err(TopicError::from);
-    commit(shard, journal, metadata, routing, result.is_ok()).await;
-    result
+    job: ControlJob,
+) -> Option<ControlJob> {
+    match job {
+        ControlJob::Routing { changes, reply } => {
+            let result = routing_glue::apply(routing, &changes, false).map_err(TopicError::from);
+            let changed = result.is_ok();
+            commit(shard, journal, metadata, routing, changed).await;
+            let _ = reply.send_async(result).await;
+        }
+        ControlJob::AlterAcls {
+            create,
+            delete,
+            reply,
+        } => {
+            let (changed, deleted) = alter_acls(metadata, create, delete);
+            commit(shard, journal, metadata, routing, changed).await;
+            let _ = reply.send_async(deleted).await;
+        }
+        ControlJob::AlterUsers { changes, reply } => {
+            let results = alter_users(shard, journal, metadata, routing, &changes).await;
+            let _ = reply.send_async(results).await;
+        }
+        ControlJob::AllocateProducerId { reply } => {
+            let result = allocate_producer_id(journal, metadata);
+            let _ = reply.send_async(result).await;
+        }
+        other => return Some(other),
+    }
+    None
 }
 
 /// Applies user changes (SCRAM credentials) and journals them.
@@ -488,6 +501,37 @@ fn alter_group_configs(
             (change.group, result)
         })
         .collect()
+}
+
+/// ACL bindings added, then removed by filter (Kafka's CreateAcls and DeleteAcls); whether the
+/// set changed, and what each filter removed.
+fn alter_acls(
+    metadata: &mut Metadata,
+    create: Vec<crate::security::acl::AclBinding>,
+    delete: Vec<crate::security::acl::AclFilter>,
+) -> (bool, Vec<Vec<crate::security::acl::AclBinding>>) {
+    let before = metadata.acls.clone();
+    for binding in create {
+        tracing::info!(?binding, "ACL created");
+        metadata.acls.insert(binding);
+    }
+    let deleted: Vec<Vec<_>> = delete
+        .iter()
+        .map(|filter| {
+            let gone: Vec<_> = metadata
+                .acls
+                .iter()
+                .filter(|binding| filter.matches(binding))
+                .cloned()
+                .collect();
+            for binding in &gone {
+                tracing::info!(?binding, "ACL deleted");
+                metadata.acls.remove(binding);
+            }
+            gone
+        })
+        .collect();
+    (before != metadata.acls, deleted)
 }
 
 #[cfg(test)]

@@ -160,6 +160,13 @@ pub enum ControlJob {
         changes: Vec<crate::security::users::UserChange>,
         reply: Reply<UserResults>,
     },
+    /// CreateAcls / DeleteAcls: bindings added (each already valid), then the bindings each
+    /// filter matches removed; the reply is the removed bindings per filter.
+    AlterAcls {
+        create: Vec<crate::security::acl::AclBinding>,
+        delete: Vec<crate::security::acl::AclFilter>,
+        reply: Reply<Vec<Vec<crate::security::acl::AclBinding>>>,
+    },
     /// Routing changes (exchanges, bindings) applied all or nothing, as a protocol's own
     /// declarations (AMQP's exchange.declare, queue.bind, ...) ask.
     Routing {
