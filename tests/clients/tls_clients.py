@@ -1,7 +1,7 @@
 """Clients over TLS (and, for comparison, plaintext) against one broker.
 
 kafka: confluent-kafka (librdkafka 2.16) with security.protocol=SSL when --ca is given (else
-PLAINTEXT): Metadata must advertise only --ports (the listener the client came in through), then
+PLAINTEXT; SASL_SSL with SCRAM-SHA-512 when --sasl-user is given too): Metadata must advertise only --ports (the listener the client came in through), then
 --count records are produced and consumed back by a consumer group and compared.
 amqp: pika over amqps (TLS, PLAIN guest/guest): --count messages published to a fresh queue
 with confirms and fetched back with basic.get, compared."""
@@ -16,6 +16,8 @@ args_parser.add_argument("mode", choices=["kafka", "amqp"])
 args_parser.add_argument("--ca", help="CA file (PEM) the broker's certificate chains to")
 args_parser.add_argument("--cert", help="client certificate (PEM), for mutual TLS")
 args_parser.add_argument("--key", help="client key (PEM)")
+args_parser.add_argument("--sasl-user", help="SASL_SSL with SCRAM-SHA-512 as this user (needs --ca)")
+args_parser.add_argument("--sasl-password")
 args_parser.add_argument("--ports", default="", help="comma-separated ports Metadata may advertise")
 args_parser.add_argument("--topic", default="tls-topic")
 args_parser.add_argument("--count", type=int, default=200)
@@ -26,6 +28,15 @@ def kafka_config():
     config = {"bootstrap.servers": args.bootstrap}
     if args.ca:
         config.update({"security.protocol": "SSL", "ssl.ca.location": args.ca})
+    if args.sasl_user:
+        config.update(
+            {
+                "security.protocol": "SASL_SSL",
+                "sasl.mechanisms": "SCRAM-SHA-512",
+                "sasl.username": args.sasl_user,
+                "sasl.password": args.sasl_password,
+            }
+        )
     if args.cert:
         config.update({"ssl.certificate.location": args.cert, "ssl.key.location": args.key})
     return config

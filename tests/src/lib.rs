@@ -60,6 +60,8 @@ pub struct BrokerOptions {
     /// Also listen with TLS: an `SSL://` Kafka listener (`Broker::ssl_bootstrap`) and an
     /// `amqps://` one (`Broker::amqps_port`); the test sets the `ssl.*` certificates.
     pub tls_listeners: bool,
+    /// The TLS Kafka listener is `SASL_SSL://` rather than `SSL://` (with `tls_listeners`).
+    pub sasl_ssl: bool,
     /// Host the AMQP listener binds (`0.0.0.0` for clients from a non-loopback address);
     /// `None` = 127.0.0.1.
     pub amqp_host: Option<String>,
@@ -81,6 +83,13 @@ impl BrokerOptions {
         self
     }
 
+    /// As `tls_listeners`, with a `SASL_SSL://` Kafka listener instead of `SSL://`.
+    pub fn sasl_ssl_listeners(mut self) -> Self {
+        self.tls_listeners = true;
+        self.sasl_ssl = true;
+        self
+    }
+
     pub fn open_files(mut self, limit: u64) -> Self {
         self.open_files = Some(limit);
         self
@@ -97,6 +106,7 @@ pub struct Broker {
     sets: Vec<(String, String)>,
     open_files: Option<u64>,
     tls_listeners: bool,
+    sasl_ssl: bool,
     amqp_host: Option<String>,
     data_dir: PathBuf,
     port: u16,
@@ -149,6 +159,7 @@ impl Broker {
             sets: options.sets,
             open_files: options.open_files,
             tls_listeners: options.tls_listeners,
+            sasl_ssl: options.sasl_ssl,
             amqp_host: options.amqp_host,
             data_dir,
             port,
@@ -343,7 +354,10 @@ impl Broker {
         if self.tls_listeners {
             command
                 .arg("--listen")
-                .arg(format!("SSL://{}", self.ssl_bootstrap()))
+                .arg(match self.sasl_ssl {
+                    true => format!("SASL_SSL://{}", self.ssl_bootstrap()),
+                    false => format!("SSL://{}", self.ssl_bootstrap()),
+                })
                 .arg("--amqp-listen")
                 .arg(format!("amqps://127.0.0.1:{}", self.amqps_port()));
         }

@@ -370,3 +370,81 @@ fn stalled_handshakes_are_closed_after_the_timeout() -> Result<()> {
     );
     Ok(())
 }
+
+/// `weir user create USER --password PASSWORD --data-dir DIR` (SCRAM-SHA-512), before the broker
+/// starts there.
+fn create_user_offline(data_dir: &Path, user: &str, password: &str) -> Result<()> {
+    let mut command = std::process::Command::new(weir_tests::broker_binary()?);
+    command.args(["user", "create", user, "--password", password, "--data-dir"]);
+    command.arg(data_dir);
+    let output = weir_tests::run(&mut command, None, Duration::from_secs(60))?;
+    ensure!(output.status.success(), "weir user create: {output:?}");
+    Ok(())
+}
+
+/// kcat's metadata request over SASL_SSL with SCRAM-SHA-512: whether it got an answer.
+fn kcat_sasl_ssl_metadata(bootstrap: &str, ca: &Path, user: &str, password: &str) -> Result<bool> {
+    let settings = [
+        "security.protocol=SASL_SSL".to_string(),
+        "sasl.mechanisms=SCRAM-SHA-512".into(),
+        format!("sasl.username={user}"),
+        format!("sasl.password={password}"),
+        format!("ssl.ca.location={}", text(ca)),
+    ];
+    let mut args = vec!["-b", bootstrap, "-L", "-m", "5"];
+    for setting in &settings {
+        args.extend(["-X", setting.as_str()]);
+    }
+    Ok(kcat(&args, b"")?.status.success())
+}
+
+/// A `SASL_SSL://` listener asks for a SASL login over TLS (confluent-kafka and kcat with
+/// SCRAM-SHA-512; a wrong password is refused), while the PLAINTEXT listener beside it asks none.
+#[test]
+fn sasl_ssl_listeners_need_a_login_over_tls() -> Result<()> {
+    let certs = certificates()?;
+    let data = tempfile::tempdir()?;
+    let data_dir = data.path().join("data");
+    create_user_offline(&data_dir, "alice", "alice-secret")?;
+    let options = BrokerOptions {
+        data_dir: Some(data_dir),
+        ..tls_options(&certs)
+    };
+    let broker = Broker::start(options.sasl_ssl_listeners())?;
+    let (bootstrap, shards, ca) = (broker.ssl_bootstrap(), broker.shards(), text(&certs.ca));
+    let ports = ports(broker.ssl_port(), shards);
+    let args = [
+        "kafka",
+        "--bootstrap",
+        &bootstrap,
+        "--ca",
+        &ca,
+        "--ports",
+        &ports,
+    ];
+    let login = ["--sasl-user", "alice", "--sasl-password", "alice-secret"];
+    let topic = ["--topic", "sasl-ssl-topic"];
+    summary(&python(
+        "tls_clients.py",
+        &[&args[..], &login, &topic].concat(),
+    )?)
+    .context("confluent-kafka over SASL_SSL")?;
+    ensure!(kcat_sasl_ssl_metadata(
+        &bootstrap,
+        &certs.ca,
+        "alice",
+        "alice-secret"
+    )?);
+    ensure!(
+        !kcat_sasl_ssl_metadata(&bootstrap, &certs.ca, "alice", "wrong")?,
+        "a wrong password was let in over SASL_SSL"
+    );
+    confluent_round_trip(
+        &broker.bootstrap(),
+        broker.port(),
+        shards,
+        None,
+        "plain-beside",
+    )
+    .context("confluent-kafka over PLAINTEXT beside SASL_SSL")
+}
