@@ -334,6 +334,7 @@ fn raw_requests_get_their_authorization_codes() -> Result<()> {
         format!("DENY:ALL:LITERAL:TRANSACTIONAL_ID:tx:{ANONYMOUS}"),
         // confluent-kafka names the Cluster resource type (4) BROKER.
         format!("DENY:DESCRIBE:LITERAL:BROKER:kafka-cluster:{ANONYMOUS}"),
+        format!("DENY:ALTER:LITERAL:BROKER:kafka-cluster:{ANONYMOUS}"),
     ];
     kafka(&broker, "create_acls", &[], &denials)?;
     let mut client = Client::connect(broker.port())?;
@@ -365,5 +366,24 @@ fn raw_requests_get_their_authorization_codes() -> Result<()> {
     // librdkafka's describe_cluster sends Metadata; DescribeCluster itself:
     let cluster = client.call(0, &DescribeClusterRequest::default())?;
     assert_eq!(cluster.error_code, CLUSTER_AUTHORIZATION_FAILED);
+    let cluster = CLUSTER_AUTHORIZATION_FAILED;
+    assert_eq!(user_admin_codes(&mut client)?, (cluster, cluster));
     Ok(())
+}
+
+/// DescribeUserScramCredentials' and AlterUserScramCredentials' codes (Describe and Alter on the
+/// cluster), the latter for a user it would create.
+fn user_admin_codes(client: &mut Client) -> Result<(i16, i16)> {
+    let described = client.call(0, &DescribeUserScramCredentialsRequest::default())?;
+    let mut upsertion = alter_user_scram_credentials_request::ScramCredentialUpsertion::default();
+    upsertion.name = text("mallory");
+    upsertion.mechanism = 2;
+    upsertion.iterations = 4096;
+    upsertion.salt = Bytes::from_static(b"salt");
+    upsertion.salted_password = Bytes::from_static(&[7; 64]);
+    let mut alter = AlterUserScramCredentialsRequest::default();
+    alter.upsertions.push(upsertion);
+    let altered = client.call(0, &alter)?;
+    let code = altered.results.first().context("no result")?.error_code;
+    Ok((described.error_code, code))
 }
