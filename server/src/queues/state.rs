@@ -412,7 +412,7 @@ impl QueueState {
         let want = max.min(room);
         let mut handed = Vec::with_capacity(want.min(1024));
         while handed.len() < want {
-            let Some(acquired) = self.hand_next(owner, now) else {
+            let Some(acquired) = self.hand_next(owner, now, Offset::new(i64::MAX)) else {
                 break;
             };
             handed.push(acquired);
@@ -432,9 +432,9 @@ impl QueueState {
     ) -> Vec<Acquired> {
         let room = self.limits.acquired_max.saturating_sub(self.acquired.len());
         let want = max.min(room);
-        let mut handed = Vec::new();
-        while handed.len() < want && self.first_available().is_some_and(|next| next < end) {
-            let Some(acquired) = self.hand_next(owner, now) else {
+        let mut handed = Vec::with_capacity(want.min(1024));
+        while handed.len() < want {
+            let Some(acquired) = self.hand_next(owner, now, end) else {
                 break;
             };
             handed.push(acquired);
@@ -468,14 +468,15 @@ impl QueueState {
         if self.acquired.len() >= self.limits.acquired_max {
             return None;
         }
-        let acquired = self.hand_next(owner, now);
+        let acquired = self.hand_next(owner, now, Offset::new(i64::MAX));
         self.journal_delivered_mark();
         acquired
     }
 
-    /// Takes the next available record and leases it to `owner` (the caller checked the room).
-    fn hand_next(&mut self, owner: ConsumerId, now: Instant) -> Option<Acquired> {
-        let (offset, previous_count, journaled_count) = self.take_available()?;
+    /// Takes the next available record below `end` and leases it to `owner` (the caller checked
+    /// the room).
+    fn hand_next(&mut self, owner: ConsumerId, now: Instant, end: Offset) -> Option<Acquired> {
+        let (offset, previous_count, journaled_count) = self.take_available(end)?;
         let delivery_count = previous_count.saturating_add(1);
         let deadline = self.limits.lock_duration.map(|duration| now + duration);
         self.hold(
@@ -724,23 +725,35 @@ impl QueueState {
 impl QueueState {
     /// The lowest available offset and the deliveries it has had, removed from availability.
     /// Also returns the count the journal holds for it (see `Lease::journaled_count`).
-    fn take_available(&mut self) -> Option<(Offset, u16, Option<u16>)> {
+    fn take_available(&mut self, end: Offset) -> Option<(Offset, u16, Option<u16>)> {
+        // Records given back lie below the frontier: if the lowest is not below `end`, no
+        // available record is.
+        if self
+            .returned
+            .first_key_value()
+            .is_some_and(|(&lowest, _)| lowest >= end)
+        {
+            return None;
+        }
         if let Some((offset, count)) = self.returned.pop_first() {
             // Only `take_at` leaves a never-delivered record (count 0, nothing journaled) here.
             return Some((offset, count, (count > 0).then_some(count)));
         }
-        self.advance_frontier()
+        self.advance_frontier(end)
     }
 
     /// The available record at the frontier, taken past: its offset, the deliveries it has had
     /// and the count the journal holds for it.
-    fn advance_frontier(&mut self) -> Option<(Offset, u16, Option<u16>)> {
+    fn advance_frontier(&mut self, below: Offset) -> Option<(Offset, u16, Option<u16>)> {
         while self.frontier < self.next {
             if let Some(end) = self.done.range_end_at(self.frontier) {
                 self.frontier = end;
                 continue;
             }
             let offset = self.frontier;
+            if offset >= below {
+                return None;
+            }
             self.frontier = offset.next();
             let prior = self.prior_counts.remove(&offset);
             if offset >= self.delivered_below {
@@ -767,7 +780,7 @@ impl QueueState {
         if offset >= self.next || self.done.contains(offset) {
             return None;
         }
-        while let Some((skipped, count, _)) = self.advance_frontier() {
+        while let Some((skipped, count, _)) = self.advance_frontier(Offset::new(i64::MAX)) {
             if skipped == offset {
                 return Some(count);
             }
