@@ -1,8 +1,8 @@
 //! Kafka ACLs end to end, with confluent-kafka's AdminClient, Producer and Consumer
 //! (`clients/acls.py`) and pika (`clients/amqp/acls.py`) against the release binary with its
 //! authorizer on (`authorizer.class.name`) and `allow.everyone.if.no.acl.found=true`, so that
-//! resources no ACL names stay open. Until SASL lands every Kafka connection is User:ANONYMOUS and
-//! every AMQP one User:guest: the ACLs below allow and deny those principals.
+//! resources no ACL names stay open. The tests' Kafka connections are PLAINTEXT (User:ANONYMOUS)
+//! and their AMQP ones log in as guest (User:guest): the ACLs below allow and deny those principals.
 //!
 //! Checked: create_acls / describe_acls / delete_acls; a topic denied Write refuses a produce with
 //! TOPIC_AUTHORIZATION_FAILED and its end offset stays 0; a prefixed Deny Describe hides a topic
@@ -13,16 +13,15 @@
 //! InitProducerId, DescribeCluster and the share group APIs; pika gets 403 ACCESS_REFUSED on
 //! declare, publish and get of a queue, and declare of an exchange, that User:guest is denied.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
-use anyhow::{ensure, Context, Result};
-use bytes::{BufMut, Bytes, BytesMut};
+use anyhow::{Context, Result};
+use bytes::Bytes;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use serde_json::{json, Value};
 use weir_tests::{python, summary, Broker, BrokerOptions};
+
+#[path = "support/raw_client.rs"]
+mod raw_client;
+use raw_client::{text, Client};
 
 const ANONYMOUS: &str = "User:ANONYMOUS";
 
@@ -221,55 +220,6 @@ const INVALID_REQUEST: i16 = 42;
 const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
 const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 
-/// A blocking raw Kafka connection (one request at a time).
-struct Client {
-    stream: TcpStream,
-    correlation_id: i32,
-}
-
-impl Client {
-    fn connect(port: u16) -> Result<Client> {
-        let stream = TcpStream::connect(("127.0.0.1", port)).context("connecting")?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-        Ok(Client {
-            stream,
-            correlation_id: 0,
-        })
-    }
-
-    fn call<R: Request>(&mut self, version: i16, request: &R) -> Result<R::Response> {
-        self.correlation_id += 1;
-        let key = ApiKey::try_from(R::KEY).map_err(|_| anyhow::anyhow!("api key"))?;
-        let mut header = RequestHeader::default();
-        header.request_api_key = R::KEY;
-        header.request_api_version = version;
-        header.correlation_id = self.correlation_id;
-        header.client_id = Some(text("acl-test"));
-        let mut out = BytesMut::new();
-        out.put_i32(0);
-        header.encode(&mut out, key.request_header_version(version))?;
-        request.encode(&mut out, version)?;
-        let size = (out.len() - 4) as i32;
-        out[0..4].copy_from_slice(&size.to_be_bytes());
-        self.stream.write_all(&out)?;
-        let mut size = [0u8; 4];
-        self.stream.read_exact(&mut size).context("no answer")?;
-        let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-        self.stream.read_exact(&mut body)?;
-        let mut body = Bytes::from(body);
-        let header = ResponseHeader::decode(&mut body, R::Response::header_version(version))?;
-        ensure!(
-            header.correlation_id == self.correlation_id,
-            "answer out of order"
-        );
-        R::Response::decode(&mut body, version)
-    }
-}
-
-fn text(value: &str) -> StrBytes {
-    StrBytes::from_string(value.to_string())
-}
-
 /// ListOffsets (latest) and OffsetForLeaderEpoch of partition 0: their error codes.
 fn offset_codes(client: &mut Client, topic: &str) -> Result<(i16, i16)> {
     let mut partition = list_offsets_request::ListOffsetsPartition::default();
@@ -337,7 +287,7 @@ fn raw_requests_get_their_authorization_codes() -> Result<()> {
         format!("DENY:ALTER:LITERAL:BROKER:kafka-cluster:{ANONYMOUS}"),
     ];
     kafka(&broker, "create_acls", &[], &denials)?;
-    let mut client = Client::connect(broker.port())?;
+    let mut client = Client::connect(broker.port(), "acl-test")?;
     let denied = TOPIC_AUTHORIZATION_FAILED;
     assert_eq!(offset_codes(&mut client, "hidden-2")?, (denied, denied));
     assert_eq!(offset_codes(&mut client, "events")?, (0, 0));

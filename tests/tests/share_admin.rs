@@ -6,74 +6,21 @@
 //! Requests are encoded with kafka-protocol, as in `hostile.rs`; the header's client id is
 //! `share-admin-test`, which ShareGroupDescribe must show back.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
 use anyhow::{ensure, Context, Result};
-use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::share_fetch_request::{
     AcknowledgementBatch, FetchPartition, FetchTopic,
 };
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use weir_engine::batch::{build_batch, BatchSpec, RecordSpec};
 use weir_tests::{python, summary, Broker, BrokerOptions};
 
+#[path = "support/raw_client.rs"]
+mod raw_client;
+use raw_client::{text, Client};
+
 const CLIENT_ID: &str = "share-admin-test";
-
-/// One connection speaking raw requests, answered in order.
-struct Client {
-    stream: TcpStream,
-    correlation_id: i32,
-}
-
-impl Client {
-    fn connect(port: u16) -> Result<Client> {
-        let stream = TcpStream::connect(("127.0.0.1", port)).context("connecting")?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-        Ok(Client {
-            stream,
-            correlation_id: 0,
-        })
-    }
-
-    fn call<R: Request>(&mut self, version: i16, request: &R) -> Result<R::Response> {
-        self.correlation_id += 1;
-        let key = ApiKey::try_from(R::KEY).map_err(|_| anyhow::anyhow!("api key"))?;
-        let mut header = RequestHeader::default();
-        header.request_api_key = R::KEY;
-        header.request_api_version = version;
-        header.correlation_id = self.correlation_id;
-        header.client_id = Some(text(CLIENT_ID));
-        let mut out = BytesMut::new();
-        out.put_i32(0);
-        header.encode(&mut out, key.request_header_version(version))?;
-        request.encode(&mut out, version)?;
-        let size = (out.len() - 4) as i32;
-        out[0..4].copy_from_slice(&size.to_be_bytes());
-        self.stream.write_all(&out)?;
-        let mut size = [0u8; 4];
-        self.stream
-            .read_exact(&mut size)
-            .context("the broker closed the connection instead of answering")?;
-        let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-        self.stream.read_exact(&mut body)?;
-        let mut body = Bytes::from(body);
-        let header = ResponseHeader::decode(&mut body, R::Response::header_version(version))?;
-        ensure!(
-            header.correlation_id == self.correlation_id,
-            "answer out of order"
-        );
-        R::Response::decode(&mut body, version)
-    }
-}
-
-fn text(value: &str) -> StrBytes {
-    StrBytes::from_string(value.to_string())
-}
 
 fn create_topic(client: &mut Client, name: &str, partitions: i32) -> Result<()> {
     let mut topic = CreatableTopic::default();
@@ -166,7 +113,7 @@ fn list(client: &mut Client, states: &[&str], types: &[&str]) -> Result<Vec<[Str
 fn join_on_coordinator(broker: &Broker, group: &str, member: &str, topic: &str) -> Result<u16> {
     let mut coordinator = None;
     for port in broker.shard_ports() {
-        let mut client = Client::connect(port)?;
+        let mut client = Client::connect(port, CLIENT_ID)?;
         let answer = heartbeat(&mut client, group, member, 0, Some(&[topic]))?;
         match answer.error_code {
             0 => coordinator = Some(port),
@@ -184,7 +131,7 @@ fn join_on_coordinator(broker: &Broker, group: &str, member: &str, topic: &str) 
 #[test]
 fn share_groups_are_described_and_listed_from_any_shard() -> Result<()> {
     let broker = Broker::start(BrokerOptions::default().cpus("0-1"))?;
-    let mut admin = Client::connect(broker.port())?;
+    let mut admin = Client::connect(broker.port(), CLIENT_ID)?;
     create_topic(&mut admin, "orders", 3)?;
     let coordinator = join_on_coordinator(&broker, "g1", "m1", "orders")?;
     let other = broker
@@ -194,7 +141,7 @@ fn share_groups_are_described_and_listed_from_any_shard() -> Result<()> {
         .context("two shards")?;
 
     // Described from the shard that does not coordinate it: forwarded.
-    let mut client = Client::connect(other)?;
+    let mut client = Client::connect(other, CLIENT_ID)?;
     let response = describe(&mut client, &["g1", "missing", ""])?;
     let [g1, missing, empty] = &response.groups[..] else {
         anyhow::bail!("three groups: {response:?}");
@@ -236,7 +183,7 @@ fn share_groups_are_described_and_listed_from_any_shard() -> Result<()> {
     assert_eq!(classic.groups[0].group_state.as_str(), "Dead");
 
     // The last member leaves: the group stays, Empty.
-    let mut on_coordinator = Client::connect(coordinator)?;
+    let mut on_coordinator = Client::connect(coordinator, CLIENT_ID)?;
     let left = heartbeat(&mut on_coordinator, "g1", "m1", -1, None)?;
     assert_eq!((left.error_code, left.member_epoch), (0, -1));
     let response = describe(&mut admin, &["g1"])?;
@@ -319,7 +266,7 @@ fn hostile_share_requests_are_answered_and_the_connection_stays_usable() -> Resu
             .cpus("0")
             .set("share.auto.offset.reset", "earliest"),
     )?;
-    let mut client = Client::connect(broker.port())?;
+    let mut client = Client::connect(broker.port(), CLIENT_ID)?;
     create_topic(&mut client, "jobs", 1)?;
     produce(&mut client, "jobs", 0, 5)?;
     let topic = topic_id(&mut client, "jobs")?;
@@ -477,7 +424,7 @@ fn delete_offsets(client: &mut Client, group: &str, topics: &[&str]) -> Result<(
 #[test]
 fn share_group_offsets_are_described_altered_and_deleted() -> Result<()> {
     let broker = Broker::start(BrokerOptions::default().cpus("0-1"))?;
-    let mut admin = Client::connect(broker.port())?;
+    let mut admin = Client::connect(broker.port(), CLIENT_ID)?;
     create_topic(&mut admin, "events", 2)?;
     produce(&mut admin, "events", 0, 10)?;
     let both: &[(&str, &[i32])] = &[("events", &[0, 1]), ("nope", &[0])];
@@ -495,7 +442,7 @@ fn share_group_offsets_are_described_altered_and_deleted() -> Result<()> {
     assert_eq!(delete_offsets(&mut admin, "og", &["events"])?.0, 68);
 
     // Set, then read back (also through a null topic list), out-of-range offsets refused.
-    let mut on_coordinator = Client::connect(coordinator)?;
+    let mut on_coordinator = Client::connect(coordinator, CLIENT_ID)?;
     assert_eq!(
         heartbeat(&mut on_coordinator, "og", "m1", -1, None)?.error_code,
         0
@@ -510,7 +457,7 @@ fn share_group_offsets_are_described_altered_and_deleted() -> Result<()> {
     // A member fetches from the start offset set.
     let rejoined = heartbeat(&mut on_coordinator, "og", "m2", 0, Some(&["events"]))?;
     assert_eq!(rejoined.error_code, 0);
-    let mut leader = Client::connect(leader_port(&mut admin, "events", 0)?)?;
+    let mut leader = Client::connect(leader_port(&mut admin, "events", 0)?, CLIENT_ID)?;
     let events = topic_id(&mut admin, "events")?;
     let mut request_as = |epoch| share_fetch_as(&mut leader, ("og", "m2"), events, epoch);
     let answer = request_as(0)?;
