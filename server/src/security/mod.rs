@@ -178,8 +178,8 @@ pub struct SecurityConfig {
     /// RabbitMQ's `loopback_users`: AMQP users who may connect only from a loopback address
     /// (`weir.amqp.loopback.users`, comma-separated; default `guest`).
     pub amqp_loopback_users: Vec<String>,
-    /// Require SASL on every Kafka listener (`weir.sasl.required=true`), until Kafka's listener
-    /// syntax (`SASL_PLAINTEXT://`) says it per listener. Read in one place only:
+    /// Require SASL on every Kafka listener (`weir.sasl.required=true`), not only on the
+    /// `SASL_PLAINTEXT://` and `SASL_SSL://` ones. Read in one place only:
     /// `kafka::connection::requires_sasl`.
     pub sasl_required: bool,
 }
