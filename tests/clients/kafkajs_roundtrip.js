@@ -6,18 +6,7 @@
 
 const { Kafka, logLevel } = require('kafkajs');
 
-function option(name, fallback) {
-  const index = process.argv.indexOf(`--${name}`);
-  if (index >= 0 && index + 1 < process.argv.length) return process.argv[index + 1];
-  if (fallback === undefined) fail(`missing --${name}`);
-  return fallback;
-}
-
-function fail(message, details) {
-  console.error(`FAIL: ${message}`);
-  if (details !== undefined) console.error(JSON.stringify(details));
-  process.exit(1);
-}
+const { fail, option } = require('./common');
 
 const bootstrap = option('bootstrap');
 const topic = option('topic', 'kafkajs-events');
