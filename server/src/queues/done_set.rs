@@ -65,6 +65,13 @@ impl DoneSet {
         (end > offset).then_some(end)
     }
 
+    /// The start of the lowest finished range that begins after `offset`, if any.
+    pub fn next_start_after(&self, offset: Offset) -> Option<Offset> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let (&start, _) = self.ranges.range((Excluded(offset), Unbounded)).next()?;
+        Some(start)
+    }
+
     /// Marks `[start, end)` finished (parts already finished are fine) and folds ranges that
     /// reach the floor into it. Returns how many offsets were newly finished.
     pub fn insert(&mut self, start: Offset, end: Offset) -> u64 {

@@ -408,17 +408,7 @@ impl QueueState {
     /// Hands up to `max` of the lowest available records to `owner` (fewer when fewer are
     /// available or `acquired_max` would be passed).
     pub fn acquire(&mut self, owner: ConsumerId, max: usize, now: Instant) -> Vec<Acquired> {
-        let room = self.limits.acquired_max.saturating_sub(self.acquired.len());
-        let want = max.min(room);
-        let mut handed = Vec::with_capacity(want.min(1024));
-        while handed.len() < want {
-            let Some(acquired) = self.hand_next(owner, now, Offset::new(i64::MAX)) else {
-                break;
-            };
-            handed.push(acquired);
-        }
-        self.journal_delivered_mark();
-        handed
+        self.hand_out(owner, max, Offset::new(i64::MAX), now)
     }
 
     /// `acquire` limited to offsets below `end`: a share fetch hands out only the records its
@@ -430,17 +420,7 @@ impl QueueState {
         end: Offset,
         now: Instant,
     ) -> Vec<Acquired> {
-        let room = self.limits.acquired_max.saturating_sub(self.acquired.len());
-        let want = max.min(room);
-        let mut handed = Vec::with_capacity(want.min(1024));
-        while handed.len() < want {
-            let Some(acquired) = self.hand_next(owner, now, end) else {
-                break;
-            };
-            handed.push(acquired);
-        }
-        self.journal_delivered_mark();
-        handed
+        self.hand_out(owner, max, end, now)
     }
 
     /// The log no longer holds the offsets below `start` (retention deleted them): every
@@ -493,6 +473,106 @@ impl QueueState {
             delivery_count,
             redelivered: previous_count > 0,
         })
+    }
+
+    /// Leases up to `max` of the lowest available records below `end` to `owner` (fewer when
+    /// fewer are available or `acquired_max` would be passed). Runs of never-delivered records
+    /// at the frontier are taken whole (`fresh_run`), and the deadline and owner books are
+    /// updated once per call rather than once per record: a share fetch takes hundreds of
+    /// records at a time, and per-record tree updates were most of a share shard's time.
+    fn hand_out(
+        &mut self,
+        owner: ConsumerId,
+        max: usize,
+        end: Offset,
+        now: Instant,
+    ) -> Vec<Acquired> {
+        let want = max.min(self.limits.acquired_max.saturating_sub(self.acquired.len()));
+        let deadline = self.limits.lock_duration.map(|duration| now + duration);
+        let mut handed = Vec::with_capacity(want.min(1024));
+        while handed.len() < want {
+            if let Some((start, stop)) = self.fresh_run(end, want - handed.len()) {
+                for offset in start.get()..stop.get() {
+                    let acquired = Acquired {
+                        offset: Offset::new(offset),
+                        delivery_count: 1,
+                        redelivered: false,
+                    };
+                    self.lease(owner, deadline, acquired, None);
+                    handed.push(acquired);
+                }
+                continue;
+            }
+            let Some((offset, previous, journaled)) = self.take_available(end) else {
+                break;
+            };
+            let acquired = Acquired {
+                offset,
+                delivery_count: previous.saturating_add(1),
+                redelivered: previous > 0,
+            };
+            self.lease(owner, deadline, acquired, journaled);
+            handed.push(acquired);
+        }
+        if !handed.is_empty() {
+            if let Some(deadline) = deadline {
+                *self.deadlines.entry(deadline).or_default() += handed.len() as u32;
+            }
+            let owned = self.by_owner.entry(owner).or_default();
+            owned
+                .offsets
+                .extend(handed.iter().map(|acquired| acquired.offset));
+            owned.live += handed.len();
+        }
+        self.journal_delivered_mark();
+        handed
+    }
+
+    /// The lease of one record handed out by `hand_out` (which keeps the deadline and owner
+    /// books for the whole call).
+    fn lease(
+        &mut self,
+        owner: ConsumerId,
+        deadline: Option<Instant>,
+        acquired: Acquired,
+        journaled_count: Option<u16>,
+    ) {
+        let offset = acquired.offset;
+        assert!(offset >= self.done.floor() && offset < self.next);
+        let lease = Lease {
+            owner,
+            delivery_count: acquired.delivery_count,
+            deadline,
+            journaled_count,
+        };
+        let previous = self.acquired.insert(offset, lease);
+        assert!(previous.is_none(), "offset {offset} acquired twice");
+    }
+
+    /// The next run of at most `max` records from the frontier that were never delivered and
+    /// carry no restored count (nothing given back, no prior counts, past the restart's
+    /// "may have been delivered" mark, up to the next finished range and below `end`): taken
+    /// past whole. `None` when the frontier is not at such a run.
+    fn fresh_run(&mut self, end: Offset, max: usize) -> Option<(Offset, Offset)> {
+        if !self.returned.is_empty() || !self.prior_counts.is_empty() {
+            return None;
+        }
+        while let Some(finished_end) = self.done.range_end_at(self.frontier) {
+            self.frontier = finished_end;
+        }
+        let start = self.frontier;
+        if start < self.delivered_below {
+            return None;
+        }
+        let limit = end
+            .min(self.next)
+            .min(self.done.next_start_after(start).unwrap_or(self.next));
+        let stop = limit.min(start.plus(max as i64));
+        if stop <= start {
+            return None;
+        }
+        self.frontier = stop;
+        Some((start, stop))
     }
 
     /// Hands the available record `offset` to `owner`, whatever its place (a priority queue's
@@ -549,10 +629,26 @@ impl QueueState {
         let mut run: Option<(Offset, Offset)> = None;
         let mut result = Ok(());
         let mut accepted = 0;
+        // Leases taken in one run mostly share their lock deadline: it is counted down once per
+        // stretch of equal deadlines, and the owner's books once at the end.
+        let mut unlocks: Option<(Instant, u32)> = None;
         for &offset in offsets {
-            if let Err(error) = self.unhold(owner, offset) {
-                result = Err(error);
-                break;
+            let lease = match self.lease_of(owner, offset) {
+                Ok(lease) => lease,
+                Err(error) => {
+                    result = Err(error);
+                    break;
+                }
+            };
+            self.acquired.remove(&offset);
+            if let Some(deadline) = lease.deadline {
+                unlocks = match unlocks {
+                    Some((pending, count)) if pending == deadline => Some((pending, count + 1)),
+                    other => {
+                        self.unlock_many(other);
+                        Some((deadline, 1))
+                    }
+                };
             }
             accepted += 1;
             run = match run {
@@ -564,6 +660,8 @@ impl QueueState {
                 None => Some((offset, offset.next())),
             };
         }
+        self.unlock_many(unlocks);
+        self.forget_owner_offsets(owner, accepted);
         if let Some((start, end)) = run {
             self.finish(start, end);
         }
@@ -828,8 +926,16 @@ impl QueueState {
     }
 
     fn unlock(&mut self, deadline: Instant) {
+        self.unlock_many(Some((deadline, 1)));
+    }
+
+    /// `count` leases with lock `deadline` are gone.
+    fn unlock_many(&mut self, unlocks: Option<(Instant, u32)>) {
+        let Some((deadline, gone)) = unlocks else {
+            return;
+        };
         if let Some(count) = self.deadlines.get_mut(&deadline) {
-            *count -= 1;
+            *count = count.saturating_sub(gone);
             if *count == 0 {
                 self.deadlines.remove(&deadline);
             }
@@ -839,10 +945,18 @@ impl QueueState {
     /// `owner` gave back one record (its lease already dropped): the entry goes once it holds
     /// nothing, and its list is pruned once settled offsets are most of it.
     fn forget_owner_offset(&mut self, owner: ConsumerId) {
+        self.forget_owner_offsets(owner, 1);
+    }
+
+    /// `owner` gave back `count` records (their leases already dropped).
+    fn forget_owner_offsets(&mut self, owner: ConsumerId, count: usize) {
+        if count == 0 {
+            return;
+        }
         let Some(owned) = self.by_owner.get_mut(&owner) else {
             return;
         };
-        owned.live -= 1;
+        owned.live -= count;
         if owned.live == 0 {
             self.by_owner.remove(&owner);
         } else if owned.offsets.len() > 2 * owned.live + 64 {

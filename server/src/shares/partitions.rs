@@ -292,6 +292,9 @@ pub fn acknowledge(
         return refused.map_or(Ok(()), Err);
     }
     let outcome = with_state(shard, id, |state| {
+        if let [AckType::Accept | AckType::Gap] = kinds[..] {
+            return accept_range(state, owner, first, last);
+        }
         let mut refused = None;
         for (index, offset) in (first..=last).enumerate() {
             let kind = kinds[if kinds.len() == 1 { 0 } else { index }];
@@ -306,6 +309,29 @@ pub fn acknowledge(
         Ok(Some(_)) => Err(AckError::InvalidRecordState),
         Err(error) => Err(AckError::Partition(error)),
     }
+}
+
+/// Accepts every offset of `[first, last]` that `owner` holds, as one `accept_all` per stretch
+/// between refusals (one finished range and journal entry for a whole acknowledged batch, not
+/// one per record); answers the first refusal.
+fn accept_range(
+    state: &mut QueueState,
+    owner: crate::queues::ConsumerId,
+    first: i64,
+    last: i64,
+) -> Option<QueueError> {
+    let offsets: Vec<Offset> = (first..=last).map(Offset::new).collect();
+    let mut refused = None;
+    let mut at = 0;
+    while at < offsets.len() {
+        let (accepted, result) = state.accept_all(owner, &offsets[at..]);
+        at += accepted;
+        if let Err(error) = result {
+            refused.get_or_insert(error);
+            at += 1;
+        }
+    }
+    refused
 }
 
 fn settle(
