@@ -31,7 +31,8 @@ struct Memo {
 }
 
 thread_local! {
-    static MEMOS: RefCell<HashMap<(String, i32), Memo>> = RefCell::new(HashMap::new());
+    /// Topic, then partition: a lookup by `&str` allocates no key (it runs per share fetch).
+    static MEMOS: RefCell<HashMap<String, HashMap<i32, Memo>>> = RefCell::new(HashMap::new());
 }
 
 /// The whole batches from the one holding `start` on that cover `max_records` offsets from
@@ -45,7 +46,7 @@ pub fn remembered(
 ) -> Option<(Bytes, i64)> {
     MEMOS.with(|memos| {
         let memos = memos.borrow();
-        let memo = memos.get(&(topic.to_string(), partition))?;
+        let memo = memos.get(topic)?.get(&partition)?;
         let inside = memo.log.names(log) && memo.first <= start && start < memo.end;
         inside.then(|| window(&memo.batches, start, max_records))
     })
@@ -68,8 +69,11 @@ pub fn remember(
     }
     MEMOS.with(|memos| {
         let mut memos = memos.borrow_mut();
-        let held: usize = memos.values().map(|m| m.batches.len()).sum();
-        if memos.len() >= MEMOS_MAX || held + batches.len() > MEMO_BYTES_MAX {
+        let all = memos.values().flat_map(HashMap::values);
+        let (count, held) = all.fold((0, 0), |(count, held), m| {
+            (count + 1, held + m.batches.len())
+        });
+        if count >= MEMOS_MAX || held + batches.len() > MEMO_BYTES_MAX {
             memos.clear();
         }
         let memo = Memo {
@@ -78,7 +82,10 @@ pub fn remember(
             first,
             end,
         };
-        memos.insert((topic.to_string(), partition), memo);
+        memos
+            .entry(topic.to_string())
+            .or_default()
+            .insert(partition, memo);
     });
     answer
 }
