@@ -196,6 +196,54 @@ fn share_groups_are_described_and_listed_from_any_shard() -> Result<()> {
     Ok(())
 }
 
+/// A share group's state outlives its members and a restart (Kafka persists it): once its
+/// last member has left and the broker restarted, ListGroups still lists it, Empty, from the
+/// bootstrap port, whichever shard keeps its partition's state; a fresh member then gets the
+/// records it had not accepted.
+#[test]
+fn an_empty_share_group_is_listed_after_a_restart() -> Result<()> {
+    let options = BrokerOptions::default()
+        .cpus("0-1")
+        .set("share.auto.offset.reset", "earliest");
+    let mut broker = Broker::start(options)?;
+    let mut admin = Client::connect(broker.port(), CLIENT_ID)?;
+    create_topic(&mut admin, "chores", 1)?;
+    produce(&mut admin, "chores", 0, 3)?;
+    let topic = topic_id(&mut admin, "chores")?;
+    let coordinator = join_on_coordinator(&broker, "g-dormant", "m1", "chores")?;
+    let mut leader = Client::connect(leader_port(&mut admin, "chores", 0)?, CLIENT_ID)?;
+    let answer = share_fetch(&mut leader, ("g-dormant", topic), 0, &[])?;
+    assert_eq!(answer.error_code, 0, "{answer:?}");
+    let answer = share_fetch(&mut leader, ("g-dormant", topic), 1, &[(0, 0, vec![1])])?;
+    assert_eq!(answer.error_code, 0, "{answer:?}");
+    let mut on_coordinator = Client::connect(coordinator, CLIENT_ID)?;
+    heartbeat(&mut on_coordinator, "g-dormant", "m1", -1, None)?;
+    let row = ["g-dormant", "share", "Empty", "share"].map(String::from);
+    assert_eq!(list(&mut admin, &[], &["share"])?, vec![row.clone()]);
+
+    broker.restart()?;
+    let mut admin = Client::connect(broker.port(), CLIENT_ID)?;
+    assert_eq!(list(&mut admin, &[], &["share"])?, vec![row.clone()]);
+    assert_eq!(list(&mut admin, &["Empty"], &[])?, vec![row]);
+    assert!(list(&mut admin, &["Stable"], &["share"])?.is_empty());
+
+    join_on_coordinator(&broker, "g-dormant", "m2", "chores")?;
+    let mut leader = Client::connect(leader_port(&mut admin, "chores", 0)?, CLIENT_ID)?;
+    let answer = share_fetch_as(&mut leader, ("g-dormant", "m2"), topic, 0)?;
+    let partition = &answer.responses[0].partitions[0];
+    let acquired: Vec<(i64, i64)> = partition
+        .acquired_records
+        .iter()
+        .map(|r| (r.first_offset, r.last_offset))
+        .collect();
+    assert_eq!(
+        acquired,
+        vec![(1, 2)],
+        "offset 0 stays accepted: {answer:?}"
+    );
+    Ok(())
+}
+
 /// A ShareFetch of partition 0 of `topic` by member m1 in session `epoch`, with `acks` for it.
 fn share_fetch(
     client: &mut Client,

@@ -5,6 +5,7 @@
 //! and types filters match without regard to case, as Kafka's; a type Weir does not know
 //! (`consumer`, `streams`) matches nothing.
 
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use kafka_protocol::messages::list_groups_response::ListedGroup;
@@ -18,7 +19,7 @@ use crate::groups::{self, GroupListing, GroupRequest, GroupResponse};
 use crate::security::acl::{Access, Operation};
 use crate::shard::mesh::on_shard;
 use crate::shard::{Shard, ShardId};
-use crate::shares::members::{self, ShareGroupListing};
+use crate::shares::members::{self, ShareGroupListing, ShareGroupState};
 
 const CLASSIC: &str = "classic";
 const SHARE: &str = "share";
@@ -33,7 +34,7 @@ pub fn handle(
     let version = request.version;
     let shard = shard.clone();
     let access = access.clone();
-    let owners = if peer.bootstrap {
+    let coordinators = if peer.bootstrap {
         0..shard.count
     } else {
         shard.id.index()..shard.id.index() + 1
@@ -46,7 +47,7 @@ pub fn handle(
             let states: Vec<String> = body.states_filter.iter().map(|s| s.to_string()).collect();
             let types: Vec<String> = body.types_filter.iter().map(|t| t.to_string()).collect();
             let mut response = ListGroupsResponse::default();
-            for owner in owners {
+            for owner in coordinators.clone() {
                 if wanted(&types, CLASSIC) {
                     match groups::call(&shard, owner, GroupRequest::List(states.clone())).await {
                         Some(GroupResponse::List(listed)) => response
@@ -66,6 +67,19 @@ pub fn handle(
                         None => response.error_code = code::COORDINATOR_NOT_AVAILABLE,
                     }
                 }
+            }
+            if wanted(&types, SHARE) && wanted(&states, ShareGroupState::Empty.name()) {
+                let listed: HashSet<String> = response
+                    .groups
+                    .iter()
+                    .map(|group| group.group_id.to_string())
+                    .collect();
+                let dormant = members::dormant(&shard, coordinators, &listed).await;
+                response.groups.extend(
+                    dormant
+                        .into_iter()
+                        .map(|group| listed_share_group(version, group)),
+                );
             }
             // Kafka: Describe on the cluster lists every group, else only those the principal
             // may describe.

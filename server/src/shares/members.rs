@@ -18,12 +18,12 @@
 //! (`member_gone`, over the mesh), so its records come back without waiting for their locks.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::metadata::Metadata;
-use crate::shard::mesh::Job;
+use crate::shard::mesh::{on_shard, Job};
 use crate::shard::{Shard, ShardId};
 
 /// One heartbeat, as the coordinator takes it.
@@ -314,6 +314,31 @@ pub fn listing() -> Vec<ShareGroupListing> {
             })
             .collect()
     })
+}
+
+/// Share groups whose coordinator is among `owners` but which it does not hold in memory,
+/// while some shard keeps their partitions' state: after a restart, until a member returns.
+/// Kafka lists such a group (its state is persisted) as Empty; so does ListGroups here, beside
+/// the `listed` ones the coordinators hold.
+pub async fn dormant(
+    shard: &Rc<Shard>,
+    owners: std::ops::Range<usize>,
+    listed: &HashSet<String>,
+) -> Vec<ShareGroupListing> {
+    let mut names = BTreeSet::new();
+    for owner in 0..shard.count {
+        let known = on_shard(shard, ShardId(owner), |_| super::partitions::known_groups()).await;
+        names.extend(known.unwrap_or_default());
+    }
+    names
+        .into_iter()
+        .filter(|name| owners.contains(&crate::groups::owner_shard(name, shard.count)))
+        .filter(|name| !listed.contains(name))
+        .map(|group_id| ShareGroupListing {
+            group_id,
+            state: ShareGroupState::Empty,
+        })
+        .collect()
 }
 
 /// `group` as this (its coordinator) shard knows it; `None` for a group it does not know.

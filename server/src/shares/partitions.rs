@@ -433,6 +433,28 @@ pub fn counts(group: &str) -> Vec<(String, i32, u64, u64)> {
 
 /// The ack store's key of a share partition: by topic id, so a topic created again under the
 /// same name starts afresh.
+/// The share groups with state on this shard's partitions: open, or only in the ack store (a
+/// group's state outlives its members and a restart, as Kafka's share-group state does).
+pub fn known_groups() -> Vec<String> {
+    let stored = store().map(|store| store.queues()).unwrap_or_default();
+    let mut names: Vec<String> = stored
+        .iter()
+        .filter_map(|key| group_of_key(&key.name))
+        .collect();
+    PARTITIONS.with(|partitions| {
+        names.extend(partitions.borrow().keys().map(|id| id.group.clone()));
+    });
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// The group of a `share_key` name: `share/<topic id>/<group>` (a topic id holds no `/`).
+fn group_of_key(name: &str) -> Option<String> {
+    let (_topic_id, group) = name.strip_prefix("share/")?.split_once('/')?;
+    Some(group.to_string())
+}
+
 fn share_key(topic_id: &str, id: &SharePartitionId) -> QueueKey {
     QueueKey::new(format!("share/{topic_id}/{}", id.group), id.partition)
 }
