@@ -7,7 +7,9 @@
 # Each round runs every workload once with OLD then NEW, swapping that order every other round.
 # Workloads (WORKLOADS, space-separated, default "kafka-2014 many-partitions"): the preset of that
 # name, with the server CPUs benchmarks.sh gives it (kafka-2014: one shard on CPU 0;
-# many-partitions: two shards on CPUs 0,1, 4 consumers). Environment: DURATION (10s), WARMUP
+# many-partitions: two shards on CPUs 0,1, 4 consumers; one-in-flight: kafka-2014 with the client
+# matched to Iggy's, 1 produce request in flight and 100 KB batches, produce only, so that each
+# request's own cost shows). Environment: DURATION (10s), WARMUP
 # (3s), PORT (19500), WEIR_BENCH (target/release/weir-bench), OUT (target/ab).
 # Prints one line per run and a summary table of produce and consume rates per binary.
 set -euo pipefail
@@ -28,6 +30,7 @@ flags_for() { # workload -> server cpus and extra flags
     case $1 in
         kafka-2014) echo "0 --preset kafka-2014" ;;
         many-partitions) echo "0,1 --preset many-partitions --topic many --consumers 4" ;;
+        one-in-flight) echo "0 --preset kafka-2014 --max-in-flight 1 --batch-bytes 102400 --no-consume" ;;
         *) echo "unknown workload $1" >&2; return 1 ;;
     esac
 }

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::groups::GroupJob;
 use crate::metadata::Metadata;
@@ -56,7 +56,8 @@ pub enum Job {
     Produce {
         topic: String,
         partition: i32,
-        records: Option<Bytes>,
+        /// The request's own buffer (see `partition::append`): moved, not copied.
+        records: Option<BytesMut>,
         /// Answer once durable (true) or once written (false).
         durable: bool,
         reply: Reply<ProduceOutcome>,
