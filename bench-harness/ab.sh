@@ -10,7 +10,7 @@
 # many-partitions: two shards on CPUs 0,1, 4 consumers; one-in-flight: kafka-2014 with the client
 # matched to Iggy's, 1 produce request in flight and 100 KB batches, produce only, so that each
 # request's own cost shows). Environment: DURATION (10s), WARMUP
-# (3s), PORT (19500), WEIR_BENCH (target/release/weir-bench), OUT (target/ab).
+# (3s), HARNESS_CPUS (unset: the harness floats; e.g. 1 pins it off the broker's CPU 0), PORT (19500), WEIR_BENCH (target/release/weir-bench), OUT (target/ab).
 # Prints one line per run and a summary table of produce and consume rates per binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +44,7 @@ run() { # label, binary, workload, round
     # shellcheck disable=SC2086 # the flags are words on purpose
     if ! "$BENCH" --spawn-server --weir-bin "$bin" --bootstrap "127.0.0.1:$PORT" \
         --duration "$DURATION" --warmup "$WARMUP" --server-cpus "$cpus" --json "$json" \
-        ${spec#* } >"$OUT/$workload-$label-$round.txt" 2>&1; then
+        ${HARNESS_CPUS:+--cpus "$HARNESS_CPUS"} ${spec#* } >"$OUT/$workload-$label-$round.txt" 2>&1; then
         echo "$workload $label round $round FAILED (see $OUT/$workload-$label-$round.txt)" >&2
         return 1
     fi
