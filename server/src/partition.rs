@@ -305,12 +305,11 @@ pub async fn list_offset(
     }
 }
 
-/// `records` as the owned buffer `append` takes: the same memory when nothing else refers to it
-/// (a batch built for this append), else a copy (a batch also routed elsewhere).
+/// `records` (a batch built for routing or dead-lettering) as the owned buffer `append` takes: a
+/// copy, because `records` may be a slice of a larger buffer that a moved piece would keep
+/// allocated in the tail cache (see `kafka::produce::take_records`).
 pub fn owned_records(records: Bytes) -> BytesMut {
-    records
-        .try_into_mut()
-        .unwrap_or_else(|shared| BytesMut::from(&shared[..]))
+    BytesMut::from(&records[..])
 }
 
 /// A produce append issued in the caller's dispatch phase, wherever the partition lives: local
