@@ -1,6 +1,7 @@
 //! The channel mesh between shards (core: imports no protocol): one bounded MPSC inbox per shard
 //! for partition work, group requests and metadata broadcasts, plus the controller inbox on shard 0. Every message is `Send` (payloads as
-//! `Bytes`); replies travel on a one-slot channel created per request.
+//! `Bytes`, produced records as the request's own `BytesMut`, moved); replies travel on a one-slot
+//! channel created per request.
 //!
 //! Ordering: messages from one sender to one inbox arrive in send order, and the owner applies
 //! produce appends in arrival order, so one connection's pipelined produce requests stay ordered.
