@@ -7,8 +7,10 @@
 # Each round runs every workload once with OLD then NEW, swapping that order every other round.
 # Workloads (WORKLOADS, space-separated, default "kafka-2014 many-partitions"): the preset of that
 # name, with the server CPUs benchmarks.sh gives it (kafka-2014: one shard on CPU 0;
-# many-partitions: two shards on CPUs 0,1, 4 consumers). Environment: DURATION (10s), WARMUP
-# (3s), PORT (19500), WEIR_BENCH (target/release/weir-bench), OUT (target/ab).
+# many-partitions: two shards on CPUs 0,1, 4 consumers; one-in-flight: kafka-2014 with the client
+# matched to Iggy's, 1 produce request in flight and 100 KB batches, produce only, so that each
+# request's own cost shows). Environment: DURATION (10s), WARMUP
+# (3s), HARNESS_CPUS (unset: the harness floats; e.g. 1 pins it off the broker's CPU 0), PORT (19500), WEIR_BENCH (target/release/weir-bench), OUT (target/ab).
 # Prints one line per run and a summary table of produce and consume rates per binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +30,7 @@ flags_for() { # workload -> server cpus and extra flags
     case $1 in
         kafka-2014) echo "0 --preset kafka-2014" ;;
         many-partitions) echo "0,1 --preset many-partitions --topic many --consumers 4" ;;
+        one-in-flight) echo "0 --preset kafka-2014 --max-in-flight 1 --batch-bytes 102400 --no-consume" ;;
         *) echo "unknown workload $1" >&2; return 1 ;;
     esac
 }
@@ -41,7 +44,7 @@ run() { # label, binary, workload, round
     # shellcheck disable=SC2086 # the flags are words on purpose
     if ! "$BENCH" --spawn-server --weir-bin "$bin" --bootstrap "127.0.0.1:$PORT" \
         --duration "$DURATION" --warmup "$WARMUP" --server-cpus "$cpus" --json "$json" \
-        ${spec#* } >"$OUT/$workload-$label-$round.txt" 2>&1; then
+        ${HARNESS_CPUS:+--cpus "$HARNESS_CPUS"} ${spec#* } >"$OUT/$workload-$label-$round.txt" 2>&1; then
         echo "$workload $label round $round FAILED (see $OUT/$workload-$label-$round.txt)" >&2
         return 1
     fi

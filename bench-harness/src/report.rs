@@ -460,56 +460,83 @@ fn throughput_panel(out: &mut String, plot: &Plot) {
     );
 }
 
+/// The percentile axis: x = log10(1 / (1 - p)), so 50% = 0.3, 90% = 1, 99% = 2, ..., capped at
+/// six nines (HdrHistogram's plots): the tail gets as much width as the median.
+fn nines(percentile: f64) -> f64 {
+    let rest = (1.0 - percentile / 100.0).max(1e-6);
+    -rest.log10()
+}
+
+/// The label of the percentile with `nines` nines: 90%, 99%, 99.9%, ...
+fn nines_label(nines: u32) -> String {
+    match nines {
+        0 => "0%".to_owned(),
+        1 => "90%".to_owned(),
+        2 => "99%".to_owned(),
+        n => format!("99.{}%", "9".repeat(n as usize - 2)),
+    }
+}
+
+/// The decades a log latency axis spans: from the one holding the smallest positive value to the
+/// one above the largest (at least one decade; 1 µs is the histogram's resolution).
+fn decades(values: impl Iterator<Item = f64>) -> (i32, i32) {
+    let (mut low, mut high) = (f64::INFINITY, 0.0f64);
+    for value in values.filter(|value| *value > 0.0 && value.is_finite()) {
+        low = low.min(value);
+        high = high.max(value);
+    }
+    if high <= 0.0 {
+        return (0, 1);
+    }
+    let low = (low.max(1e-3).log10().floor() as i32).max(-3);
+    let high = (high.log10().ceil() as i32).max(low + 1);
+    (low, high)
+}
+
+/// Latency by percentile on log-log axes: x as `nines`, y as log10(ms), so that p50 to p99.99
+/// and microseconds to seconds all stay readable in one panel.
 fn latency_panel(out: &mut String, plot: &Plot) {
-    // Percentile axis: x = log10(1 / (1 - p)), so 90% = 1, 99% = 2, ..., capped at 6 nines.
-    let nines = |percentile: f64| {
-        let rest = (1.0 - percentile / 100.0).max(1e-6);
-        -rest.log10()
-    };
-    let curve = |latency: &Latency| -> Vec<(f64, f64)> {
-        latency
-            .curve
-            .iter()
-            .map(|&(percentile, ms)| (nines(percentile), ms))
-            .collect()
-    };
     let curves: Vec<Vec<(f64, f64)>> = plot
         .curves
         .iter()
-        .map(|(_, _, latency)| curve(latency))
+        .map(|(_, _, latency)| {
+            let points = latency.curve.iter();
+            points
+                .map(|&(percentile, ms)| (nines(percentile), ms))
+                .collect()
+        })
         .collect();
-    let latency_max = curves
-        .iter()
-        .flatten()
-        .map(|point| point.1)
-        .fold(0.0, f64::max);
+    let (low, high) = decades(curves.iter().flatten().map(|point| point.1));
     let x_max = curves
         .iter()
         .flatten()
         .map(|point| point.0)
-        .fold(1.0, f64::max)
+        .fold(2.0, f64::max)
         .ceil();
+    // Plotted in log space: y = log10(ms) - low decade, so the panel's linear mapping applies.
     let panel = Panel {
         top: PANEL_HEIGHT,
         x_max,
-        y_max: nice_max(latency_max),
+        y_max: f64::from(high - low),
     };
-    axes(out, &panel, "Latency by percentile", "milliseconds");
-    for nine in 0..=(x_max as i32) {
-        let label = match nine {
-            0 => "0%".to_owned(),
-            1 => "90%".to_owned(),
-            n => format!("99.{}%", "9".repeat(n as usize - 2)).replace("99.%", "99%"),
-        };
+    let floor = 10f64.powi(low);
+    let log_y = |ms: f64| (ms.max(floor).log10() - f64::from(low)).max(0.0);
+    latency_axes(out, &panel, low, high);
+    let mut ticks: Vec<(f64, String)> = vec![(nines(50.0), "50%".to_owned())];
+    ticks.extend((1..=x_max as u32).map(|nine| (f64::from(nine), nines_label(nine))));
+    for (x, label) in ticks {
         let _ = writeln!(
             out,
-            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{label}</text>"#,
-            panel.x(f64::from(nine)),
-            panel.bottom() + 16.0
+            r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/><text x="{x:.1}" y="{:.1}" font-size="11" text-anchor="middle">{label}</text>"##,
+            panel.y(panel.y_max),
+            panel.bottom(),
+            panel.bottom() + 16.0,
+            x = panel.x(x),
         );
     }
     for (points, (_, colour, _)) in curves.iter().zip(&plot.curves) {
-        polyline(out, &panel, points, colour);
+        let points: Vec<(f64, f64)> = points.iter().map(|&(x, ms)| (x, log_y(ms))).collect();
+        polyline(out, &panel, &points, colour);
     }
     let entries: Vec<(&str, &str)> = plot
         .curves
@@ -517,6 +544,62 @@ fn latency_panel(out: &mut String, plot: &Plot) {
         .map(|(name, colour, _)| (*name, *colour))
         .collect();
     legend(out, &panel, &entries);
+}
+
+/// The latency panel's frame: a gridline and label per decade of milliseconds from `low` to
+/// `high`, lighter lines at 2x and 5x, and the axis titles.
+fn latency_axes(out: &mut String, panel: &Panel, low: i32, high: i32) {
+    let (left, right) = (panel.x(0.0), panel.x(panel.x_max));
+    let (top, bottom) = (panel.y(panel.y_max), panel.bottom());
+    let _ = writeln!(
+        out,
+        r#"<text x="{left:.1}" y="{:.1}" font-size="16" font-weight="bold">Latency by percentile (log-log)</text>"#,
+        panel.top + 25.0
+    );
+    let _ = writeln!(
+        out,
+        r##"<path d="M{left:.1},{top:.1} V{bottom:.1} H{right:.1}" stroke="#333" fill="none"/>"##
+    );
+    for decade in low..=high {
+        let y = panel.y(f64::from(decade - low));
+        let _ = writeln!(
+            out,
+            r##"<line x1="{left:.1}" y1="{y:.1}" x2="{right:.1}" y2="{y:.1}" stroke="#bbb"/><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##,
+            left - 5.0,
+            y + 4.0,
+            ms_label(decade)
+        );
+        if decade < high {
+            for minor in [2.0f64, 5.0] {
+                let y = panel.y(f64::from(decade - low) + minor.log10());
+                let _ = writeln!(
+                    out,
+                    r##"<line x1="{left:.1}" y1="{y:.1}" x2="{right:.1}" y2="{y:.1}" stroke="#eee"/>"##
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        r#"<text x="15" y="{:.1}" font-size="12" transform="rotate(-90 15 {:.1})" text-anchor="middle">milliseconds (log)</text>"#,
+        (top + bottom) / 2.0,
+        (top + bottom) / 2.0
+    );
+    let _ = writeln!(
+        out,
+        r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">percentile (log of 1/(1-p))</text>"#,
+        (left + right) / 2.0,
+        bottom + 34.0
+    );
+}
+
+/// 10^decade milliseconds as an axis label: 0.001, 0.01, ..., 1, 10, 100, 1000.
+fn ms_label(decade: i32) -> String {
+    if decade >= 0 {
+        format!("{}", 10u64.pow(decade as u32))
+    } else {
+        format!("{:.*}", (-decade) as usize, 10f64.powi(decade))
+    }
 }
 
 #[cfg(test)]
@@ -548,5 +631,17 @@ mod tests {
         assert_eq!(nice_max(2.2), 2.5);
         assert_eq!(nice_max(1_300_000.0), 2_000_000.0);
         assert_eq!(nice_max(0.0), 1.0);
+    }
+
+    #[test]
+    fn log_latency_axes() {
+        assert_eq!(decades([0.35, 12.0].into_iter()), (-1, 2));
+        assert_eq!(decades([1.0].into_iter()), (0, 1));
+        assert_eq!(decades([0.0, 0.0].into_iter()), (0, 1));
+        assert_eq!(decades([0.000_1, 0.002].into_iter()), (-3, -2));
+        assert_eq!(ms_label(-2), "0.01");
+        assert_eq!(ms_label(3), "1000");
+        assert_eq!(nines_label(4), "99.99%");
+        assert!((nines(99.9) - 3.0).abs() < 1e-9);
     }
 }

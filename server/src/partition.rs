@@ -156,18 +156,21 @@ fn batch_bounds(records: &[u8]) -> Option<Vec<(usize, usize)>> {
 }
 
 /// Appends the batches of one partition of a produce request. Produce v3+ carries one batch per
-/// partition; several are accepted and appended in order.
+/// partition; several are accepted and appended in order. `records` is the request's own buffer
+/// (a region of the frame the connection read): each batch is handed to the engine as a piece of
+/// it, not copied, and the engine writes baseOffset into it in place.
 pub fn append(
     shard: &Shard,
     topic: &str,
     partition: i32,
-    records: Option<&[u8]>,
+    records: Option<BytesMut>,
 ) -> Result<Appended, PartitionError> {
     let log = shard
         .log(topic, partition)
         .ok_or_else(|| missing(shard, topic, partition))?;
-    let records = records.ok_or(PartitionError::CorruptBatch)?;
-    let bounds = batch_bounds(records).ok_or(PartitionError::CorruptBatch)?;
+    let mut records = records.ok_or(PartitionError::CorruptBatch)?;
+    let records_bytes = records.len();
+    let bounds = batch_bounds(&records).ok_or(PartitionError::CorruptBatch)?;
     if bounds.len() > 1 {
         // All or nothing, as in Kafka: check every batch before appending the first. (A single
         // batch is checked once, by the engine.)
@@ -179,15 +182,18 @@ pub fn append(
     let mut first = None;
     let mut last = (0, 0);
     for (start, end) in bounds {
-        // One copy per batch (not per record): the engine writes baseOffset in place.
-        let appended = log.append(BytesMut::from(&records[start..end]))?;
+        // The bounds are contiguous from 0 and cover `records`: split_to takes the next batch
+        // without copying (the pieces share the frame's allocation, each owning its own bytes).
+        debug_assert_eq!(records_bytes - records.len(), start);
+        let batch = records.split_to(end - start);
+        let appended = log.append(batch)?;
         first.get_or_insert(appended.base_offset);
         last = (appended.last_offset, appended.log_start_offset);
     }
     let base_offset = first.unwrap_or(last.0);
     crate::metrics::appended(
         topic,
-        records.len(),
+        records_bytes,
         u64::try_from(last.0 - base_offset + 1).unwrap_or(0),
     );
     Ok(Appended {
@@ -299,6 +305,13 @@ pub async fn list_offset(
     }
 }
 
+/// `records` (a batch built for routing or dead-lettering) as the owned buffer `append` takes: a
+/// copy, because `records` may be a slice of a larger buffer that a moved piece would keep
+/// allocated in the tail cache (see `kafka::produce::take_records`).
+pub fn owned_records(records: Bytes) -> BytesMut {
+    BytesMut::from(&records[..])
+}
+
 /// A produce append issued in the caller's dispatch phase, wherever the partition lives: local
 /// appends happen at once, remote ones are queued on the owner's bounded inbox (whose fullness is
 /// backpressure), so the records of one connection reach each partition in produce order.
@@ -315,13 +328,13 @@ impl PendingAppend {
         metadata: &Metadata,
         topic: &str,
         partition: i32,
-        records: Option<Bytes>,
+        records: Option<BytesMut>,
         durable: bool,
     ) -> PendingAppend {
         match metadata.owner(topic, partition) {
             None => PendingAppend::Failed(PartitionError::UnknownPartition),
             Some(owner) if owner == shard.id => {
-                PendingAppend::Local(append(shard, topic, partition, records.as_deref()))
+                PendingAppend::Local(append(shard, topic, partition, records))
             }
             Some(owner) => {
                 let (reply, answer) = reply_channel();

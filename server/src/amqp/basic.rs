@@ -917,7 +917,7 @@ pub async fn store(
         message.routing_key.as_bytes(),
         partitions as u32,
     );
-    let batch = message.to_batch().freeze();
+    let batch = message.to_batch();
     let pending = PendingAppend::issue(
         shard,
         metadata,

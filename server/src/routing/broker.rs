@@ -96,7 +96,7 @@ pub async fn produce(
                 metadata,
                 &destination.topic,
                 index,
-                Some(batch),
+                Some(crate::partition::owned_records(batch)),
                 durable,
             )
             .await,

@@ -1,6 +1,7 @@
 //! The channel mesh between shards (core: imports no protocol): one bounded MPSC inbox per shard
 //! for partition work, group requests and metadata broadcasts, plus the controller inbox on shard 0. Every message is `Send` (payloads as
-//! `Bytes`); replies travel on a one-slot channel created per request.
+//! `Bytes`, produced records as the request's own `BytesMut`, moved); replies travel on a one-slot
+//! channel created per request.
 //!
 //! Ordering: messages from one sender to one inbox arrive in send order, and the owner applies
 //! produce appends in arrival order, so one connection's pipelined produce requests stay ordered.
@@ -10,7 +11,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::groups::GroupJob;
 use crate::metadata::Metadata;
@@ -56,7 +57,8 @@ pub enum Job {
     Produce {
         topic: String,
         partition: i32,
-        records: Option<Bytes>,
+        /// The request's own buffer (see `partition::append`): moved, not copied.
+        records: Option<BytesMut>,
         /// Answer once durable (true) or once written (false).
         durable: bool,
         reply: Reply<ProduceOutcome>,

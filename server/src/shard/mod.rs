@@ -493,7 +493,7 @@ async fn job_loop(shard: Rc<Shard>, jobs: flume::Receiver<Job>) {
                 durable,
                 reply,
             } => {
-                let appended = partition::append(&shard, &topic, partition, records.as_deref());
+                let appended = partition::append(&shard, &topic, partition, records);
                 glommio::spawn_local(async move {
                     let outcome = partition::finish_append(appended, durable).await;
                     let _ = reply.send_async(outcome).await;

@@ -75,7 +75,15 @@ async fn copy(shard: &Shard, group: &str, target: &str, dead: &DeadRecord) -> an
         .filter(|&n| n > 0)
         .ok_or_else(|| anyhow::anyhow!("dead-letter topic {target} does not exist"))?;
     let at = dead.partition % partitions;
-    let pending = PendingAppend::issue(shard, &metadata, target, at, Some(batch), false).await;
+    let pending = PendingAppend::issue(
+        shard,
+        &metadata,
+        target,
+        at,
+        Some(crate::partition::owned_records(batch)),
+        false,
+    )
+    .await;
     match pending.finish(false).await.error {
         None => Ok(()),
         Some(error) => Err(anyhow::anyhow!("appending to {target}: {error}")),
