@@ -14,53 +14,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
+use rcgen::ExtendedKeyUsagePurpose;
+#[path = "support/certs.rs"]
+mod certs;
+
+use certs::{authority, issue};
 use weir_tests::{kcat, python, stdout_of, summary, Broker, BrokerOptions};
-
-struct Authority {
-    certificate: Certificate,
-    key: KeyPair,
-}
-
-fn authority(name: &str) -> Result<Authority> {
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let key = KeyPair::generate()?;
-    let certificate = params.self_signed(&key)?;
-    Ok(Authority { certificate, key })
-}
-
-/// A certificate for `names` signed by `issuer`, written as `<dir>/<stem>.pem` and
-/// `<dir>/<stem>.key`; `expired` puts its validity in the past.
-fn issue(
-    dir: &Path,
-    stem: &str,
-    issuer: &Authority,
-    purpose: ExtendedKeyUsagePurpose,
-    expired: bool,
-) -> Result<(PathBuf, PathBuf)> {
-    let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".into()])?;
-    params.distinguished_name.push(DnType::CommonName, stem);
-    params.extended_key_usages = vec![purpose];
-    if expired {
-        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-    }
-    let key = KeyPair::generate()?;
-    let certificate = params.signed_by(&key, &issuer.certificate, &issuer.key)?;
-    let (cert_path, key_path) = (
-        dir.join(format!("{stem}.pem")),
-        dir.join(format!("{stem}.key")),
-    );
-    std::fs::write(&cert_path, certificate.pem())?;
-    std::fs::write(&key_path, key.serialize_pem())?;
-    Ok((cert_path, key_path))
-}
 
 /// The files of one test's certificates.
 struct Certificates {
@@ -79,9 +38,9 @@ fn certificates() -> Result<Certificates> {
     let dir = tempfile::Builder::new().prefix("weir-tls-").tempdir()?;
     let (ca, rogue) = (authority("weir test CA")?, authority("rogue CA")?);
     let ca_path = dir.path().join("ca.pem");
-    std::fs::write(&ca_path, ca.certificate.pem())?;
+    std::fs::write(&ca_path, ca.pem())?;
     let rogue_ca = dir.path().join("rogue-ca.pem");
-    std::fs::write(&rogue_ca, rogue.certificate.pem())?;
+    std::fs::write(&rogue_ca, rogue.pem())?;
     let path = dir.path();
     Ok(Certificates {
         ca: ca_path,
