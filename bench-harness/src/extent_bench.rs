@@ -74,7 +74,7 @@ async fn slice(target: &mut Target, write_bytes: usize) -> Result<u64> {
 
 pub async fn run(dir: &Path, write_bytes: usize, seconds: f64) -> Result<()> {
     anyhow::ensure!(
-        write_bytes > 0 && write_bytes % weir_engine::limits::BLOCK_BYTES == 0,
+        write_bytes > 0 && write_bytes.is_multiple_of(weir_engine::limits::BLOCK_BYTES),
         "--extent-write-bytes must be a positive multiple of 4096"
     );
     std::fs::create_dir_all(dir)?;
