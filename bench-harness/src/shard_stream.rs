@@ -15,6 +15,7 @@
 //! Everything runs on the bench's single glommio executor; `Rc`/`Cell` state, no locks.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use glommio::io::DmaFile;
+use glommio::io::{DmaBuffer, DmaFile};
 use glommio::sync::Semaphore;
 use weir_engine::limits::{BLOCK_BYTES, PREALLOCATE_STEP_BYTES, WRITE_BYTES_MAX};
 
@@ -32,6 +33,8 @@ use weir_engine::limits::{BLOCK_BYTES, PREALLOCATE_STEP_BYTES, WRITE_BYTES_MAX};
 const FRAME_BYTES: usize = 8;
 /// Journal bytes between two checkpoints (fdatasync of the dirtied partition files).
 const CHECKPOINT_BYTES: u64 = 256 << 20;
+/// Interleaved reads: extents within this much of the shard log are read as one window.
+const MERGE_BYTES: u64 = 128 << 10;
 /// Concurrent partition-file writes and checkpoint fdatasyncs (the engine's write slots).
 const PARTITION_SLOTS: u64 = weir_engine::limits::WRITE_SLOTS_PER_SHARD as u64;
 
@@ -58,12 +61,17 @@ pub struct ShardStream {
     sync: bool,
     chunk_bytes: usize,
     dir: PathBuf,
-    log: DmaFile,
+    log: Rc<DmaFile>,
     position: Cell<u64>,
     allocated: Cell<u64>,
     pending: RefCell<Vec<(u32, Bytes)>>,
     appended: Cell<u64>,
     durable: Cell<u64>,
+    /// Batches handed to commits (written or in flight).
+    committed: Cell<u64>,
+    /// Completed commits not yet contiguous with `durable`: first batch -> last batch.
+    completed: RefCell<BTreeMap<u64, u64>>,
+    commit_slots: Rc<Semaphore>,
     waiters: RefCell<Vec<(u64, Waker)>>,
     committer: RefCell<Option<Waker>>,
     stopped: Cell<bool>,
@@ -103,9 +111,10 @@ impl ShardStream {
         sync: bool,
         partitions: usize,
         chunk_bytes: usize,
+        commits_in_flight: u64,
     ) -> Result<Rc<ShardStream>> {
         std::fs::create_dir_all(dir)?;
-        let log = open_dma(&dir.join("shard.log")).await?;
+        let log = Rc::new(open_dma(&dir.join("shard.log")).await?);
         let mut files = Vec::new();
         if design == Design::Journal {
             for p in 0..partitions {
@@ -129,6 +138,9 @@ impl ShardStream {
             pending: RefCell::new(Vec::new()),
             appended: Cell::new(0),
             durable: Cell::new(0),
+            committed: Cell::new(0),
+            completed: RefCell::new(BTreeMap::new()),
+            commit_slots: Rc::new(Semaphore::new(commits_in_flight)),
             waiters: RefCell::new(Vec::new()),
             committer: RefCell::new(None),
             stopped: Cell::new(false),
@@ -165,6 +177,10 @@ impl ShardStream {
         WaitDurable { stream: self, seq }
     }
 
+    pub fn design(&self) -> Design {
+        self.design
+    }
+
     pub fn stats(&self) -> StreamStats {
         *self.stats.borrow()
     }
@@ -196,16 +212,33 @@ impl ShardStream {
                 continue;
             }
             let batches = self.take_pending();
-            let (buffer_bytes, placed) = self.commit(&batches).await?;
-            let done = self.durable.get() + batches.len() as u64;
-            self.durable.set(done);
-            self.wake_waiters(done);
+            let (buffer, start, placed) = self.prepare(&batches).await?;
             {
                 let mut stats = self.stats.borrow_mut();
                 stats.commits += 1;
-                stats.stream_bytes += buffer_bytes as u64;
+                stats.stream_bytes += buffer.len() as u64;
                 stats.appended_bytes += batches.iter().map(|b| b.1.len() as u64).sum::<u64>();
             }
+            let first = self.committed.get() + 1;
+            self.committed
+                .set(self.committed.get() + batches.len() as u64);
+            let permit = self.commit_slots.clone().acquire_static_permit(1).await;
+            let permit = permit
+                .map_err(std::io::Error::from)
+                .context("commit slot")?;
+            let stream = self.clone();
+            let last = self.committed.get();
+            self.in_flight.set(self.in_flight.get() + 1);
+            glommio::spawn_local(async move {
+                if let Err(e) = stream.write_commit(buffer, start).await {
+                    eprintln!("shard stream commit failed: {e:#}");
+                    std::process::exit(1);
+                }
+                drop(permit);
+                stream.complete(first, last);
+                stream.in_flight.set(stream.in_flight.get() - 1);
+            })
+            .detach();
             match self.design {
                 Design::Interleaved => self.record_index(&batches, &placed),
                 Design::Journal => self.distribute(&batches),
@@ -214,6 +247,33 @@ impl ShardStream {
                 self.maybe_checkpoint();
             }
         }
+    }
+
+    /// Commits complete in any order; batches become durable in append order.
+    fn complete(&self, first: u64, last: u64) {
+        let mut completed = self.completed.borrow_mut();
+        completed.insert(first, last);
+        let mut durable = self.durable.get();
+        while let Some(last) = completed.remove(&(durable + 1)) {
+            durable = last;
+        }
+        drop(completed);
+        if durable != self.durable.get() {
+            self.durable.set(durable);
+            self.wake_waiters(durable);
+        }
+    }
+
+    async fn write_commit(&self, buffer: DmaBuffer, start: u64) -> Result<()> {
+        let written = self.log.write_at(buffer, start).await;
+        written
+            .map_err(std::io::Error::from)
+            .context("stream write")?;
+        if self.sync {
+            let synced = self.log.fdatasync().await;
+            synced.map_err(std::io::Error::from).context("fdatasync")?;
+        }
+        Ok(())
     }
 
     /// Takes pending batches up to one engine-sized write (at least one batch).
@@ -231,14 +291,15 @@ impl ShardStream {
         pending.drain(..take).collect()
     }
 
-    /// One aligned O_DIRECT write of the framed batches (+ fdatasync for `always`); returns the
-    /// bytes written and each batch's position in the file.
-    async fn commit(&self, batches: &[(u32, Bytes)]) -> Result<(usize, Vec<u64>)> {
+    /// Frames the batches into one aligned buffer at the next stream position (reserved here, so
+    /// commits in flight never overlap); returns it, its position and each batch's position.
+    async fn prepare(&self, batches: &[(u32, Bytes)]) -> Result<(DmaBuffer, u64, Vec<u64>)> {
         let bytes: usize = batches.iter().map(|b| b.1.len() + FRAME_BYTES).sum();
         let size = bytes.div_ceil(BLOCK_BYTES) * BLOCK_BYTES;
         let mut buffer = self.log.alloc_dma_buffer(size);
         let out = buffer.as_bytes_mut();
         let start = self.position.get();
+        self.position.set(start + size as u64);
         let mut at = 0;
         let mut placed = Vec::with_capacity(batches.len());
         for (partition, batch) in batches {
@@ -257,16 +318,7 @@ impl ShardStream {
                 .context("fallocate")?;
             self.allocated.set(next);
         }
-        let written = self.log.write_at(buffer, start).await;
-        written
-            .map_err(std::io::Error::from)
-            .context("stream write")?;
-        if self.sync {
-            let synced = self.log.fdatasync().await;
-            synced.map_err(std::io::Error::from).context("fdatasync")?;
-        }
-        self.position.set(start + size as u64);
-        Ok((size, placed))
+        Ok((buffer, start, placed))
     }
 
     fn wake_waiters(&self, done: u64) {
@@ -364,37 +416,80 @@ impl ShardStream {
         }
     }
 
-    /// Reads partition `p` back, one batch extent at a time (interleaved) or in 1 MiB reads of its
-    /// own file (journal), for at most `budget`; returns (bytes, seconds).
-    pub async fn read_partition(&self, p: usize, budget: Duration) -> Result<(u64, f64)> {
+    /// Reads partition `p` back for at most `budget`; returns (bytes, seconds). Interleaved: from
+    /// its index, one read per extent one at a time (`depth` 1), or with extents merged into
+    /// windows of up to `MERGE_BYTES` of the shard log and `depth` reads in flight (what the
+    /// implementation would do; the merged windows also read other partitions' bytes, which are
+    /// not counted). Journal: 1 MiB reads of the partition's own file, one at a time.
+    pub async fn read_partition(
+        &self,
+        p: usize,
+        budget: Duration,
+        depth: u64,
+    ) -> Result<(u64, f64)> {
         let started = Instant::now();
-        let mut bytes = 0u64;
-        match self.design {
-            Design::Interleaved => {
-                let extents = self.index.borrow()[p].clone();
-                for (position, len) in extents {
-                    if started.elapsed() >= budget {
-                        break;
-                    }
-                    // Unaligned: glommio reads the covering blocks and slices.
-                    let read = self.log.read_at(position, len as usize).await;
-                    bytes += read.map_err(std::io::Error::from).context("read")?.len() as u64;
-                }
+        if self.design == Design::Journal {
+            let partition = &self.partitions[p];
+            let end = partition.position.get();
+            let (mut at, mut bytes) = (0, 0u64);
+            while at < end && started.elapsed() < budget {
+                let len = (end - at).min(1 << 20) as usize;
+                let read = partition.file.read_at_aligned(at, len).await;
+                read.map_err(std::io::Error::from).context("read")?;
+                bytes += len as u64;
+                at += len as u64;
             }
-            Design::Journal => {
-                let partition = &self.partitions[p];
-                let end = partition.position.get();
-                let mut at = 0;
-                while at < end && started.elapsed() < budget {
-                    let len = (end - at).min(1 << 20) as usize;
-                    let read = partition.file.read_at_aligned(at, len).await;
-                    bytes += read.map_err(std::io::Error::from).context("read")?.len() as u64;
-                    at += len as u64;
-                }
-            }
+            return Ok((bytes, started.elapsed().as_secs_f64()));
         }
-        Ok((bytes, started.elapsed().as_secs_f64()))
+        let windows = merge_extents(
+            &self.index.borrow()[p],
+            if depth > 1 { MERGE_BYTES } else { 0 },
+        );
+        let slots = Rc::new(Semaphore::new(depth));
+        let useful = Rc::new(Cell::new(0u64));
+        let reading = Rc::new(Cell::new(0usize));
+        for (position, len, counted) in windows {
+            if started.elapsed() >= budget {
+                break;
+            }
+            let permit = slots.clone().acquire_static_permit(1).await;
+            let permit = permit.map_err(std::io::Error::from).context("read slot")?;
+            let (log, useful, reading) = (self.log.clone(), useful.clone(), reading.clone());
+            reading.set(reading.get() + 1);
+            glommio::spawn_local(async move {
+                // Unaligned: glommio reads the covering blocks and slices.
+                if let Err(e) = log.read_at(position, len).await {
+                    eprintln!("read failed: {e}");
+                    std::process::exit(1);
+                }
+                useful.set(useful.get() + counted);
+                reading.set(reading.get() - 1);
+                drop(permit);
+            })
+            .detach();
+        }
+        while reading.get() > 0 {
+            glommio::timer::sleep(Duration::from_micros(50)).await;
+        }
+        Ok((useful.get(), started.elapsed().as_secs_f64()))
     }
+}
+
+/// Merged read windows of a partition's extents: (position, length, the partition's bytes in it).
+/// Extents whose window would pass `merge_bytes` start a new window (0: one window per extent).
+fn merge_extents(extents: &[(u64, u32)], merge_bytes: u64) -> Vec<(u64, usize, u64)> {
+    let mut windows: Vec<(u64, usize, u64)> = Vec::new();
+    for &(position, len) in extents {
+        let end = position + u64::from(len);
+        match windows.last_mut() {
+            Some(window) if end - window.0 <= merge_bytes => {
+                window.1 = (end - window.0) as usize;
+                window.2 += u64::from(len);
+            }
+            _ => windows.push((position, len as usize, u64::from(len))),
+        }
+    }
+    windows
 }
 
 async fn write_chunk(
