@@ -9,6 +9,10 @@
 //! The disk of a shared machine drifts by 2x within seconds, so each case alternates short slices
 //! of engine appends and raw writes (0.5 s each) and compares the sums: both see the same disk.
 //!
+//! `--layout journal|interleaved` sends the appends to the shard-stream prototypes of issue 14
+//! (`shard_stream.rs`) instead of `Log`s; `--ack-rate-mb` paces the appends and reports append ->
+//! durable latency; `--extents` runs only `extent_bench.rs` (unwritten against written extents).
+//!
 //! Runs everything on one glommio executor (one shard); single-threaded by construction.
 
 use std::cell::{Cell, RefCell};

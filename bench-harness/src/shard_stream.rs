@@ -551,3 +551,27 @@ impl Future for IdleCommitter<'_> {
         Poll::Pending
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::merge_extents;
+
+    fn check(extents: &[(u64, u32)], merge_bytes: u64, expected: &[(u64, usize, u64)]) {
+        assert_eq!(merge_extents(extents, merge_bytes), expected);
+    }
+
+    #[test]
+    fn merge_extents_windows() {
+        // No merging: one window per extent.
+        check(&[(0, 10), (100, 10)], 0, &[(0, 10, 10), (100, 10, 10)]);
+        // Within the window: one read covering both, counting only the partition's bytes.
+        check(&[(0, 10), (100, 10)], 128, &[(0, 110, 20)]);
+        // An extent that would pass the window starts a new one.
+        check(
+            &[(0, 10), (100, 10), (200, 10)],
+            128,
+            &[(0, 110, 20), (200, 10, 10)],
+        );
+        check(&[], 128, &[]);
+    }
+}
