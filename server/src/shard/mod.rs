@@ -70,6 +70,8 @@ pub struct Shard {
     /// How many partitions the installed metadata gives this shard (its tail-cache split).
     owned_partitions: Cell<usize>,
     pub shutdown: Signal,
+    /// Fired by `Job::Open` once every shard is ready: the start barrier its listeners wait at.
+    open: Signal,
     /// Live connections on this shard (for the shutdown drain).
     pub connections: Cell<usize>,
     /// Live connections on all shards (for `max.connections`); an atomic counter, not a lock.
@@ -382,6 +384,7 @@ async fn serve(start: ShardStart) -> anyhow::Result<()> {
         logs: RefCell::new(HashMap::new()),
         owned_partitions: Cell::new(0),
         shutdown: Signal::default(),
+        open: Signal::default(),
         connections: Cell::new(0),
         connections_total,
         groups: RefCell::new(None),
@@ -397,8 +400,13 @@ async fn serve(start: ShardStart) -> anyhow::Result<()> {
     for hook in start_hooks {
         hook(shard.clone()).await?;
     }
-    let accepting = listen(&shard, listeners)?;
+    let bound = bind(listeners)?;
     let _ = ready.send(Ok(id));
+    // The start barrier: no listener accepts before every shard is ready (`Job::Open`), since any
+    // shard's Metadata names every shard's broker port. Bound but not yet accepting, a socket
+    // completes connects into its accept queue; they are answered once the barrier opens.
+    futures_lite::future::or(shard.open.wait(), shard.shutdown.wait()).await;
+    let accepting = accept(&shard, bound);
     spawn_housekeeping(&shard);
     shard.shutdown.wait().await;
     for accept in accepting {
@@ -415,9 +423,8 @@ async fn serve(start: ShardStart) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Binds every listener (all before any accepts, so a taken port fails the start) and starts
-/// their accept loops.
-fn listen(shard: &Rc<Shard>, listeners: Vec<Listener>) -> anyhow::Result<Vec<glommio::Task<()>>> {
+/// Binds every listener, all before any accepts, so that a taken port fails the start.
+fn bind(listeners: Vec<Listener>) -> anyhow::Result<Vec<(TcpListener, Listener)>> {
     let mut bound = Vec::with_capacity(listeners.len());
     for listener in listeners {
         let address = listener.address;
@@ -426,12 +433,17 @@ fn listen(shard: &Rc<Shard>, listeners: Vec<Listener>) -> anyhow::Result<Vec<glo
             .with_context(|| format!("binding {} {address}", listener.name))?;
         bound.push((socket, listener));
     }
-    Ok(bound
+    Ok(bound)
+}
+
+/// Starts the accept loop of every bound listener.
+fn accept(shard: &Rc<Shard>, bound: Vec<(TcpListener, Listener)>) -> Vec<glommio::Task<()>> {
+    bound
         .into_iter()
         .map(|(socket, listener)| {
             glommio::spawn_local(listener::accept_loop(shard.clone(), socket, listener))
         })
-        .collect())
+        .collect()
 }
 
 /// The shard's background tasks: the wake-up tick, the retention timer and the allocator's
@@ -482,6 +494,7 @@ async fn job_loop(shard: Rc<Shard>, jobs: flume::Receiver<Job>) {
     while let Ok(job) = jobs.recv_async().await {
         match job {
             Job::Shutdown => shard.shutdown.fire(),
+            Job::Open => shard.open.fire(),
             Job::Metadata { metadata, done } => {
                 shard.apply_metadata(metadata).await;
                 let _ = done.send(());
@@ -544,6 +557,7 @@ async fn serve_read(shard: Rc<Shard>, job: Job) {
         }
         // Served in arrival order by `job_loop` itself.
         Job::Shutdown
+        | Job::Open
         | Job::Metadata { .. }
         | Job::Produce { .. }
         | Job::Group(_)
