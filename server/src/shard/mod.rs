@@ -69,6 +69,9 @@ pub struct Shard {
     logs: RefCell<HashMap<String, Vec<Option<Log>>>>,
     /// How many partitions the installed metadata gives this shard (its tail-cache split).
     owned_partitions: Cell<usize>,
+    /// Logs opened and the bytes their recovery scanned (past their checkpoints), for the
+    /// start-up line.
+    recovered: Cell<(usize, u64)>,
     pub shutdown: Signal,
     /// Fired by `Job::Open` once every shard is ready: the start barrier its listeners wait at.
     open: Signal,
@@ -267,6 +270,9 @@ impl Shard {
         let dir = partition_dir(&self.config.data_dir, name, partition);
         match Log::open(&dir, config.clone()).await {
             Ok(log) => {
+                let (count, bytes) = self.recovered.get();
+                self.recovered
+                    .set((count + 1, bytes + log.recovery_scanned_bytes()));
                 let mut logs = self.logs.borrow_mut();
                 let slots = logs.entry(name.to_string()).or_default();
                 if slots.len() <= index {
@@ -383,6 +389,7 @@ async fn serve(start: ShardStart) -> anyhow::Result<()> {
         metadata: RefCell::new(Arc::new(Metadata::default())),
         logs: RefCell::new(HashMap::new()),
         owned_partitions: Cell::new(0),
+        recovered: Cell::new((0, 0)),
         shutdown: Signal::default(),
         open: Signal::default(),
         connections: Cell::new(0),
@@ -390,6 +397,8 @@ async fn serve(start: ShardStart) -> anyhow::Result<()> {
         groups: RefCell::new(None),
     });
     shard.apply_metadata(metadata.clone()).await;
+    let (logs, scanned_bytes) = shard.recovered.get();
+    tracing::info!(shard = %id, logs, scanned_bytes, "logs recovered");
     crate::groups::open(&shard).await?;
     crate::shares::open(&shard).await?;
 
