@@ -96,6 +96,63 @@ impl SegmentIndex {
         }
     }
 
+    /// The indexes of a segment of `size_bytes` whose batches' largest max timestamp is
+    /// `max_timestamp`, from the bytes of its index files, ready to note further batches; `None`
+    /// unless the entries are well-formed, increasing and inside the segment (a torn, stale or
+    /// foreign file is rebuilt by scanning instead). Entries of the time index past the offset
+    /// index are dropped: both files are written together, and a shorter one is only sparser.
+    pub fn decode(
+        offsets: &[u8],
+        times: &[u8],
+        size_bytes: u64,
+        max_timestamp: i64,
+    ) -> Option<SegmentIndex> {
+        if !offsets.len().is_multiple_of(OFFSET_ENTRY_BYTES)
+            || !times.len().is_multiple_of(TIME_ENTRY_BYTES)
+        {
+            return None;
+        }
+        // chunks_exact yields slices of exactly the entry size: the conversions cannot fail.
+        let be32 = |bytes: &[u8]| u32::from_be_bytes(bytes.try_into().expect("4 bytes"));
+        let offsets: Vec<OffsetEntry> = offsets
+            .chunks_exact(OFFSET_ENTRY_BYTES)
+            .map(|e| OffsetEntry {
+                relative_offset: be32(&e[0..4]),
+                position: be32(&e[4..8]),
+            })
+            .collect();
+        let times: Vec<TimeEntry> = times
+            .chunks_exact(TIME_ENTRY_BYTES)
+            .map(|e| TimeEntry {
+                timestamp: i64::from_be_bytes(e[0..8].try_into().expect("8 bytes")),
+                relative_offset: be32(&e[8..12]),
+            })
+            .collect();
+        let increasing = offsets
+            .windows(2)
+            .all(|w| w[0].relative_offset < w[1].relative_offset && w[0].position < w[1].position)
+            && times.windows(2).all(|w| w[0].timestamp < w[1].timestamp);
+        // A segment with data has an entry at its first batch; an empty one has none.
+        let first_ok = match offsets.first() {
+            None => size_bytes == 0,
+            Some(first) => first.relative_offset == 0 && first.position == 0,
+        };
+        let last_relative = offsets.last().map_or(0, |e| e.relative_offset);
+        if times.iter().any(|t| t.relative_offset > last_relative) {
+            return None;
+        }
+        let last = offsets.last().map_or(0, |e| e.position as u64);
+        if !increasing || !first_ok || (size_bytes > 0 && last >= size_bytes) {
+            return None;
+        }
+        Some(SegmentIndex {
+            offsets,
+            times,
+            bytes_since_entry: size_bytes - last,
+            max_timestamp_so_far: (size_bytes > 0).then_some(max_timestamp),
+        })
+    }
+
     pub fn encode_offsets(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.offsets.len() * OFFSET_ENTRY_BYTES);
         for entry in &self.offsets {

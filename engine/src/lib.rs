@@ -237,6 +237,12 @@ impl Log {
         log::offsets(&self.inner).1
     }
 
+    /// Bytes of segment files its open scanned (CRC, offsets): those past the recovery
+    /// checkpoint, or every byte when there was no usable checkpoint.
+    pub fn recovery_scanned_bytes(&self) -> u64 {
+        log::recovery_scanned_bytes(&self.inner)
+    }
+
     /// The next offset to be assigned.
     pub fn log_end_offset(&self) -> i64 {
         log::offsets(&self.inner).2

@@ -120,6 +120,31 @@ impl ProducerTable {
         entry.batches.push_back(batch);
     }
 
+    /// Every producer's epoch and remembered batches, ending before offset `end` (for a
+    /// checkpoint of the log up to `end`), ordered by producer id.
+    pub fn snapshot(&self, end: i64) -> Vec<(i64, i16, Vec<ProducerBatch>)> {
+        let mut entries: Vec<_> = self
+            .producers
+            .iter()
+            .map(|(id, entry)| {
+                let batches = entry.batches.iter().filter(|b| b.last_offset < end);
+                (*id, entry.epoch, batches.copied().collect())
+            })
+            .collect();
+        entries.sort_unstable_by_key(|(id, _, _)| *id);
+        entries
+    }
+
+    /// Puts back a producer's state from a checkpoint (`snapshot`); keeps the newest batches.
+    pub fn restore(&mut self, producer_id: i64, epoch: i16, batches: &[ProducerBatch]) {
+        let keep = batches.len().saturating_sub(PRODUCER_BATCHES_MAX);
+        let entry = ProducerEntry {
+            epoch,
+            batches: batches[keep..].iter().copied().collect(),
+        };
+        self.producers.insert(producer_id, entry);
+    }
+
     pub fn len(&self) -> usize {
         self.producers.len()
     }

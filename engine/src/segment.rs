@@ -284,7 +284,8 @@ pub fn scan_segment_bytes(bytes: &[u8], base_offset: i64) -> SegmentScan {
     }
 }
 
-/// Scans a segment from its start on open: checks every header and CRC and that offsets follow on,
+/// Scans a segment on open from where its known state ends (its start, or what the checkpoint
+/// covered): checks every header and CRC and that offsets follow on,
 /// rebuilds the indexes, and calls `on_batch` for every valid batch. Returns where and why the
 /// valid data ends, if before `file_bytes`.
 pub(crate) async fn recover(
@@ -295,9 +296,10 @@ pub(crate) async fn recover(
 ) -> Result<Option<ScanStop>, LogError> {
     let file = segment.file.clone();
     let segment_base = segment.base_offset.get();
-    let mut expected = segment_base;
+    // From where the segment's known state ends: its start, or what a checkpoint covered.
+    let mut expected = segment.next_offset.get();
     let mut found: Vec<(u64, Offset, Offset, i64, usize)> = Vec::new();
-    let stop = walk(&file, 0, file_bytes, |position, bytes| {
+    let stop = walk(&file, segment.size_bytes, file_bytes, |position, bytes| {
         let (info, next) = check_recovered_batch(position, bytes, expected, segment_base)?;
         let base = Offset::new(expected);
         on_batch(&info, base);

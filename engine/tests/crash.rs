@@ -179,6 +179,16 @@ fn sealed_segments(root: &Path) -> Vec<PathBuf> {
     logs[..logs.len() - 1].to_vec()
 }
 
+/// The clean close wrote a checkpoint covering every segment, and data a checkpoint covers is not
+/// rescanned at open. A flipped byte in the checkpoint makes it unusable: the open falls back to
+/// scanning every segment, which finds a flipped byte in the sealed data.
+fn flip_checkpoint_byte(dir: &Path) {
+    let checkpoint = dir.join("checkpoint");
+    let mut torn = std::fs::read(&checkpoint).unwrap();
+    torn[10] ^= 0x01;
+    std::fs::write(&checkpoint, &torn).unwrap();
+}
+
 #[test]
 fn flipped_byte_in_sealed_segment_refuses_to_open_then_repairs() {
     let tmp = tempfile::tempdir().unwrap();
@@ -186,6 +196,7 @@ fn flipped_byte_in_sealed_segment_refuses_to_open_then_repairs() {
     let sealed = sealed_segments(tmp.path());
     assert!(sealed.len() >= 4);
     let victim = sealed[1].clone();
+    flip_checkpoint_byte(&tmp.path().join("topic-0"));
     let mut bytes = std::fs::read(&victim).unwrap();
     let flip_at = bytes.len() / 2;
     bytes[flip_at] ^= 0x10;
@@ -260,6 +271,14 @@ fn deleted_or_damaged_index_is_rebuilt() {
     let sealed = sealed_segments(tmp.path());
     let index = sealed[0].with_extension("index");
     let time_index = sealed[1].with_extension("timeindex");
+    // The indexes a full scan with the default config builds (fill wrote them with its own
+    // interval, and its reopen took them from the checkpoint): without a checkpoint, an open
+    // rebuilds every sealed segment's indexes.
+    std::fs::remove_file(tmp.path().join("topic-0").join("checkpoint")).unwrap();
+    run(tmp.path(), |dir| async move {
+        let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+        log.close().await.unwrap();
+    });
     let original_index = std::fs::read(&index).unwrap();
     let original_time_index = std::fs::read(&time_index).unwrap();
     assert!(!original_index.is_empty());
@@ -276,4 +295,116 @@ fn deleted_or_damaged_index_is_rebuilt() {
     });
     assert_eq!(std::fs::read(&index).unwrap(), original_index);
     assert_eq!(std::fs::read(&time_index).unwrap(), original_time_index);
+}
+
+/// Bytes of the segment files in `dir` and the bytes its checkpoint covers (storage-format.md:
+/// after the 8-byte magic, a u32 count, then 32-byte entries whose second field is the size).
+fn file_and_covered_bytes(dir: &Path) -> (u64, u64) {
+    let total = segment_file_bytes(dir);
+    let checkpoint = std::fs::read(dir.join("checkpoint")).unwrap();
+    let count = u32::from_be_bytes(checkpoint[8..12].try_into().unwrap()) as usize;
+    let first_base = files(dir, ".log")[0]
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .parse::<i64>()
+        .unwrap();
+    let covered = (0..count)
+        .map(|i| &checkpoint[12 + 32 * i..12 + 32 * (i + 1)])
+        .filter(|entry| i64::from_be_bytes(entry[0..8].try_into().unwrap()) >= first_base)
+        .map(|entry| u64::from_be_bytes(entry[8..16].try_into().unwrap()))
+        .sum();
+    (total, covered)
+}
+
+#[test]
+fn a_clean_restart_scans_nothing_and_keeps_offsets_and_producer_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let last = run(tmp.path(), |dir| async move {
+        let log = Log::open(&dir, small_segments(4096)).await.unwrap();
+        for i in 0..40 {
+            log.append(values(1 + i % 3, 50 + i * 7, i as u8)).unwrap();
+            log.append(idempotent(77, 2, 3 * i as i32, 3)).unwrap();
+        }
+        let end = log.log_end_offset();
+        log.close().await.unwrap();
+        end
+    });
+    let dir = tmp.path().join("topic-0");
+    let (total, covered) = file_and_covered_bytes(&dir);
+    assert_eq!(total, covered, "a clean close covers every byte");
+    run(tmp.path(), move |dir| async move {
+        let log = Log::open(&dir, small_segments(4096)).await.unwrap();
+        assert_eq!(log.recovery_scanned_bytes(), 0);
+        assert_eq!(log.log_end_offset(), last);
+        // The producer's last batch, resent: recognised from the checkpointed state.
+        let resent = log.append(idempotent(77, 2, 3 * 39, 3)).unwrap();
+        assert!(resent.duplicate, "{resent:?}");
+        assert_eq!(resent.last_offset, last - 1);
+        let out_of_order = log.append(idempotent(77, 2, 3 * 41, 3));
+        assert!(out_of_order.is_err(), "a gap in sequences is refused");
+        let next = log.append(idempotent(77, 2, 3 * 40, 3)).unwrap();
+        assert_eq!((next.base_offset, next.duplicate), (last, false));
+        log.close().await.unwrap();
+    });
+    // A torn checkpoint is ignored: the next open scans every byte, and finds the same log.
+    let checkpoint = dir.join("checkpoint");
+    let bytes = std::fs::read(&checkpoint).unwrap();
+    std::fs::write(&checkpoint, &bytes[..bytes.len() / 2]).unwrap();
+    let total = segment_file_bytes(&dir);
+    run(tmp.path(), move |dir| async move {
+        let log = Log::open(&dir, small_segments(4096)).await.unwrap();
+        assert_eq!(log.recovery_scanned_bytes(), total);
+        assert_eq!(log.log_end_offset(), last + 3);
+        let resent = log.append(idempotent(77, 2, 3 * 40, 3)).unwrap();
+        assert!(resent.duplicate, "{resent:?}");
+        log.close().await.unwrap();
+    });
+}
+
+fn segment_file_bytes(dir: &Path) -> u64 {
+    files(dir, ".log")
+        .iter()
+        .map(|path| std::fs::metadata(path).unwrap().len())
+        .sum()
+}
+
+#[test]
+fn after_a_kill_only_the_segments_past_the_checkpoint_are_scanned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let durable = run(tmp.path(), |dir| async move {
+        let config = LogConfig {
+            segment_bytes: 16 << 10,
+            ..always()
+        };
+        let log = Log::open(&dir, config).await.unwrap();
+        let mut last = 0;
+        for i in 0..120 {
+            last = log
+                .append(values(2, 100 + i * 3, i as u8))
+                .unwrap()
+                .last_offset;
+            log.append(idempotent(5, 0, 2 * i as i32, 2)).unwrap();
+        }
+        log.wait_durable(last + 2).await.unwrap();
+        // No close, as a killed process: the last checkpoint is a seal's.
+        read_all(&log, 0, 1 << 20).await
+    });
+    let dir = tmp.path().join("topic-0");
+    let (total, covered) = file_and_covered_bytes(&dir);
+    assert!(files(&dir, ".log").len() > 3, "several segments");
+    assert!(covered > 0 && covered < total, "{covered} of {total}");
+    run(tmp.path(), move |dir| async move {
+        let log = Log::open(&dir, LogConfig::default()).await.unwrap();
+        assert_eq!(log.recovery_scanned_bytes(), total - covered);
+        assert_eq!(read_all(&log, 0, 1 << 20).await, durable);
+        let next = durable.last().map_or(0, |b| last_offset(b) + 1);
+        assert_eq!(log.log_end_offset(), next);
+        let resent = log.append(idempotent(5, 0, 2 * 119, 2)).unwrap();
+        assert!(
+            resent.duplicate,
+            "producer state from checkpoint and tail: {resent:?}"
+        );
+        log.close().await.unwrap();
+    });
 }

@@ -174,6 +174,11 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         }
         bail!("{message}");
     }
+    // The start barrier (see `shard::serve`): every shard has recovered and bound its listeners,
+    // so every broker port a Metadata answer names accepts; only now may any shard answer.
+    for inbox in &mesh.shards {
+        let _ = inbox.send(shard::mesh::Job::Open);
+    }
     for listener in &config.listeners {
         let port = listener.address.port();
         tracing::info!(

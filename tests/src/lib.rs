@@ -327,6 +327,13 @@ impl Broker {
 
     /// Starts the binary (again) on the same data dir and ports, and waits until it listens.
     pub fn start_again(&mut self) -> Result<()> {
+        self.launch()?;
+        self.wait_ready()
+    }
+
+    /// Starts the binary (again) on the same data dir and ports without waiting: for tests that
+    /// watch the ports while it starts. `wait_ready` then waits for the ready line.
+    pub fn launch(&mut self) -> Result<()> {
         ensure!(self.child.is_none(), "broker is already running");
         self.launches += 1;
         let mut log = OpenOptions::new()
@@ -393,10 +400,11 @@ impl Broker {
             .spawn()
             .with_context(|| format!("spawning {}", self.binary.display()))?;
         self.child = Some(child);
-        self.wait_ready()
+        Ok(())
     }
 
-    fn wait_ready(&mut self) -> Result<()> {
+    /// Waits until the launched broker has printed its ready line and all its ports accept.
+    pub fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + BROKER_READY_TIMEOUT;
         let mut ports = vec![self.port];
         ports.extend(self.shard_ports());
@@ -430,7 +438,8 @@ impl Broker {
         }
     }
 
-    fn log_since_launch(&self) -> String {
+    /// What the broker printed since its latest launch.
+    pub fn log_since_launch(&self) -> String {
         let log = std::fs::read(&self.log_path).unwrap_or_default();
         let start = (self.launch_log_offset as usize).min(log.len());
         String::from_utf8_lossy(&log[start..]).into_owned()

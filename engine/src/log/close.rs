@@ -1,5 +1,5 @@
-//! Close: drains the queue, syncs and trims the active segment, saves its indexes, and closes the
-//! files; waiters and the writer see `closed` and stop.
+//! Close: drains the queue, syncs and trims the active segment, saves its indexes and the
+//! recovery checkpoint, and closes the files; waiters and the writer see `closed` and stop.
 //!
 //! Shard: the log's owner; the state is borrowed between awaits only.
 
@@ -50,7 +50,12 @@ pub(crate) async fn close(log: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
         }
         file.fdatasync().await?;
         file.truncate(size).await?;
-        log.borrow().active().save_indexes()
+        let inner = log.borrow();
+        inner.active().save_indexes()?;
+        // Everything is written and synced: the next open scans nothing.
+        let through = inner.active().base_offset;
+        let checkpoint = super::checkpoint::of(&inner, through, inner.next_offset);
+        super::checkpoint::store(&inner.dir, &super::checkpoint::encode(&checkpoint))
     }
     .await;
     let segments = {

@@ -28,6 +28,7 @@
 //! ```
 
 mod append;
+mod checkpoint;
 mod close;
 mod plan;
 mod read;
@@ -160,6 +161,8 @@ pub(crate) struct Inner {
     read_aheads: VecDeque<ReadAhead>,
     writer_waker: Option<Waker>,
     waiters: Vec<Waker>,
+    /// Bytes of segment files the open scanned: past the checkpoint, or all without one.
+    recovery_scanned_bytes: u64,
 }
 
 /// Asserts the order of a log's offsets: nothing is durable before it is written, nothing is
@@ -252,6 +255,10 @@ pub(crate) fn set_config(log: &Rc<RefCell<Inner>>, config: LogConfig) {
 
 pub(crate) fn is_closed(log: &Rc<RefCell<Inner>>) -> bool {
     log.borrow().closed
+}
+
+pub(crate) fn recovery_scanned_bytes(log: &Rc<RefCell<Inner>>) -> u64 {
+    log.borrow().recovery_scanned_bytes
 }
 
 pub(crate) fn offsets(log: &Rc<RefCell<Inner>>) -> (i64, i64, i64) {

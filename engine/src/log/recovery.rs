@@ -1,5 +1,8 @@
-//! Open and recovery: finds the segments, scans each from its start (CRC, offsets), truncates a
-//! torn tail, refuses (or with `repair` cuts at) corruption in sealed data, and starts the writer.
+//! Open and recovery: finds the segments, takes what the checkpoint (`checkpoint.rs`) covers as
+//! known (sizes, offsets, indexes, producer state) and scans only the bytes past it (CRC,
+//! offsets) — every byte of every segment when there is no usable checkpoint — truncates a torn
+//! tail, refuses (or with `repair` cuts at) corruption in sealed data, writes a new checkpoint
+//! when it changed, and starts the writer.
 //!
 //! Shard: the log's owner; runs before the log is shared, so nothing else sees the state yet.
 
@@ -8,11 +11,13 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::rc::Rc;
 
+use super::checkpoint::{self, Checkpoint, CoveredSegment};
 use super::roll::sync_dir;
 use super::sync::run_sync_timer;
 use super::writer::run_writer;
 use super::{clamp_config, now_ms, Inner};
 use crate::batch::BatchInfo;
+use crate::index::SegmentIndex;
 use crate::io::runtime::spawn_detached;
 use crate::io::{align_down, align_up, std_error, SegmentFile};
 use crate::limits::BLOCK_BYTES;
@@ -26,12 +31,30 @@ pub(super) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LogError +
     move |e| std_error(path, e)
 }
 
+/// What recovery carries from segment to segment: the producer state (from the checkpoint, then
+/// every scanned batch), the segments the checkpoint covers, and the bytes scanned so far.
+#[derive(Default)]
+struct Scan {
+    producers: ProducerTable,
+    covered: BTreeMap<Offset, (CoveredSegment, SegmentIndex)>,
+    scanned_bytes: u64,
+}
+
 /// Opens (recovering) or creates the partition directory.
 pub(crate) async fn open(dir: &Path, config: LogConfig) -> Result<Rc<RefCell<Inner>>, LogError> {
     let config = clamp_config(config);
     let bases = segment_bases(dir)?;
-    let mut producers = ProducerTable::default();
-    let mut segments = recover_segments(dir, &bases, &config, &mut producers).await?;
+    let loaded = checkpoint::load(dir);
+    let mut scan = Scan::default();
+    if let Some((checkpoint, _)) = &loaded {
+        if let Some(covered) = covered_segments(dir, &bases, checkpoint) {
+            for (id, epoch, batches) in &checkpoint.producers {
+                scan.producers.restore(*id, *epoch, batches);
+            }
+            scan.covered = covered;
+        }
+    }
+    let mut segments = recover_segments(dir, &bases, &config, &mut scan).await?;
     if segments.is_empty() {
         let file = SegmentFile::open(
             &dir.join(format!("{}{LOG_SUFFIX}", file_stem(Offset::ZERO))),
@@ -44,14 +67,86 @@ pub(crate) async fn open(dir: &Path, config: LogConfig) -> Result<Rc<RefCell<Inn
     let active = segments.values().next_back().expect("inserted above");
     let tail_block = sync_and_read_tail(active).await?;
     let interval = matches!(config.durability, Durability::Interval { .. });
-    let inner = new_inner(dir, config, segments, producers, tail_block);
+    let mut inner = new_inner(dir, config, segments, scan.producers, tail_block);
+    inner.recovery_scanned_bytes = scan.scanned_bytes;
     inner.check_invariants();
+    store_checkpoint(&inner, loaded.as_ref().map(|(_, bytes)| &bytes[..]))?;
     let inner = Rc::new(RefCell::new(inner));
     spawn_detached(run_writer(Rc::downgrade(&inner)));
     if interval {
         spawn_detached(run_sync_timer(Rc::downgrade(&inner)));
     }
     Ok(inner)
+}
+
+/// The segments a checkpoint covers, with their indexes read back; `None` (the whole log is
+/// scanned) unless every covered segment still present is a file at least as long as covered,
+/// with index files that check out, and the covered ones are a prefix of the files. Segments
+/// covered but gone from the front were deleted by retention.
+fn covered_segments(
+    dir: &Path,
+    bases: &[Offset],
+    checkpoint: &Checkpoint,
+) -> Option<BTreeMap<Offset, (CoveredSegment, SegmentIndex)>> {
+    let first = *bases.first()?;
+    let mut covered = BTreeMap::new();
+    for (kept, entry) in checkpoint
+        .segments
+        .iter()
+        .filter(|entry| entry.base >= first)
+        .enumerate()
+    {
+        let reason = match covered_segment(dir, entry) {
+            _ if bases.get(kept) != Some(&entry.base) => "its segment files differ".to_string(),
+            Ok(index) => {
+                covered.insert(entry.base, (*entry, index));
+                continue;
+            }
+            Err(reason) => reason,
+        };
+        let segment = entry.base.get();
+        tracing::warn!(dir = %dir.display(), segment, %reason, "checkpoint unusable: scanning the whole log");
+        return None;
+    }
+    Some(covered)
+}
+
+/// The indexes of one covered segment, or why it does not match what the checkpoint says.
+fn covered_segment(dir: &Path, entry: &CoveredSegment) -> Result<SegmentIndex, String> {
+    let stem = file_stem(entry.base);
+    let length = |suffix: &str| std::fs::metadata(dir.join(format!("{stem}{suffix}")));
+    let file_bytes = length(LOG_SUFFIX).map_err(|e| e.to_string())?.len();
+    if file_bytes < entry.size_bytes {
+        return Err(format!(
+            "segment of {file_bytes} bytes, covered {}",
+            entry.size_bytes
+        ));
+    }
+    let read = |suffix: &str| std::fs::read(dir.join(format!("{stem}{suffix}")));
+    let (offsets, times) = match (read(INDEX_SUFFIX), read(TIME_INDEX_SUFFIX)) {
+        (Ok(offsets), Ok(times)) => (offsets, times),
+        _ => return Err("index files missing".to_string()),
+    };
+    SegmentIndex::decode(&offsets, &times, entry.size_bytes, entry.max_timestamp)
+        .ok_or_else(|| "index files do not match".to_string())
+}
+
+/// Writes the checkpoint of the log just recovered, unless the one read holds exactly that.
+/// Everything recovered is durable (`sync_and_read_tail` synced the active segment); the active
+/// segment's indexes are saved first, since the checkpoint covers it up to its end.
+fn store_checkpoint(inner: &Inner, loaded: Option<&[u8]>) -> Result<(), LogError> {
+    let last = inner
+        .segments
+        .keys()
+        .next_back()
+        .copied()
+        .unwrap_or(Offset::ZERO);
+    let bytes = checkpoint::encode(&checkpoint::of(inner, last, inner.next_offset));
+    if loaded == Some(&bytes[..]) {
+        return Ok(());
+    }
+    inner.active().save_indexes()?;
+    checkpoint::store(&inner.dir, &bytes)
 }
 
 /// The base offsets of the segment files in `dir` (created if missing), ascending.
@@ -74,7 +169,7 @@ async fn recover_segments(
     dir: &Path,
     bases: &[Offset],
     config: &LogConfig,
-    producers: &mut ProducerTable,
+    scan: &mut Scan,
 ) -> Result<BTreeMap<Offset, Segment>, LogError> {
     let mut segments = BTreeMap::new();
     let mut expected_base: Option<Offset> = None;
@@ -91,7 +186,7 @@ async fn recover_segments(
             break;
         }
         let later = &bases[index + 1..];
-        let (segment, last_segment) = recover_segment(dir, base, later, config, producers).await?;
+        let (segment, last_segment) = recover_segment(dir, base, later, config, scan).await?;
         expected_base = Some(segment.next_offset);
         segments.insert(base, segment);
         if last_segment {
@@ -101,22 +196,32 @@ async fn recover_segments(
     Ok(segments)
 }
 
-/// Recovers the segment at `base` (sealed when `later` segments follow): scans it, truncates it
-/// at the end of its valid data, and saves its indexes if it stays sealed. Returns the segment
-/// and whether it is the last one kept (the active segment, or a repaired one).
+/// Recovers the segment at `base` (sealed when `later` segments follow): scans it past what the
+/// checkpoint covers (from its start when not covered), truncates it at the end of its valid
+/// data, and saves its indexes if it stays sealed. Returns the segment and whether it is the
+/// last one kept (the active segment, or a repaired one).
 async fn recover_segment(
     dir: &Path,
     base: Offset,
     later: &[Offset],
     config: &LogConfig,
-    producers: &mut ProducerTable,
+    scan: &mut Scan,
 ) -> Result<(Segment, bool), LogError> {
     let sealed = !later.is_empty();
     let path = dir.join(format!("{}{LOG_SUFFIX}", file_stem(base)));
     let file = SegmentFile::open(&path, false).await?;
     let file_bytes = file.size().await?;
     let mut segment = Segment::new(dir, base, file);
+    if let Some((covered, index)) = scan.covered.remove(&base) {
+        segment.size_bytes = covered.size_bytes.min(file_bytes);
+        segment.next_offset = covered.next_offset;
+        segment.max_timestamp = covered.max_timestamp;
+        segment.index = index;
+    }
+    let known_bytes = segment.size_bytes;
+    scan.scanned_bytes += file_bytes - known_bytes;
     let interval_bytes = config.index_interval_bytes;
+    let producers = &mut scan.producers;
     let stop = segment::recover(&mut segment, file_bytes, interval_bytes, |info, base| {
         note_producer(producers, info, base)
     })
@@ -140,7 +245,8 @@ async fn recover_segment(
         segment.file.truncate(segment.size_bytes).await?;
     }
     segment.allocated_bytes = align_up(segment.size_bytes);
-    if !last_segment {
+    // A sealed segment the checkpoint covered whole has the index files it was checked against.
+    if !last_segment && (known_bytes == 0 || segment.size_bytes != known_bytes) {
         segment.save_indexes()?;
     }
     Ok((segment, last_segment))
@@ -223,6 +329,7 @@ fn new_inner(
         read_aheads: VecDeque::new(),
         writer_waker: None,
         waiters: Vec::new(),
+        recovery_scanned_bytes: 0,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Roll and seal: the next segment becomes active at once, and the old one is sealed in the
-//! background (fdatasync, trim, indexes, directory fsync), so that appends never wait for a seal.
+//! background (fdatasync, trim, indexes, directory fsync, recovery checkpoint), so that appends
+//! never wait for a seal.
 //!
 //! Shard: the log's owner; the blocking std::fs parts run on the executor's blocking pool. At most one
 //! seal runs at a time.
@@ -10,7 +11,7 @@ use std::rc::{Rc, Weak};
 use std::task::Poll;
 use std::time::Duration;
 
-use super::{Inner, Pending, WriteFailure};
+use super::{checkpoint, Inner, Pending, WriteFailure};
 use crate::io::runtime::{blocking, sleep, spawn_detached};
 use crate::io::{std_error, SegmentFile};
 use crate::limits::WRITE_RETRY_MS;
@@ -145,8 +146,16 @@ pub(super) async fn seal_once(
         file.truncate(size).await?;
         blocking(move || segment::write_index_files(&indexes)).await?;
     }
+    let synced = dir.to_path_buf();
+    blocking(move || sync_dir(&synced)).await?;
+    // Every segment up to the sealed one is now durable and whole: checkpoint them, so that
+    // after a crash only the segments from `new_base` on are scanned.
+    let Some(log) = weak.upgrade() else {
+        return Ok(());
+    };
+    let bytes = checkpoint::encode(&checkpoint::of(&log.borrow(), old_base, new_base));
     let dir = dir.to_path_buf();
-    blocking(move || sync_dir(&dir)).await
+    blocking(move || checkpoint::store(&dir, &bytes)).await
 }
 
 pub(super) fn sync_dir(dir: &Path) -> Result<(), LogError> {

@@ -89,6 +89,9 @@ pub enum Job {
     /// block: anything that waits spawns a task. Keeps the mesh protocol-free: the core runs the
     /// closure without knowing what it does.
     Run(Box<dyn FnOnce(Rc<Shard>) + Send>),
+    /// Every shard has recovered and bound its listeners: start accepting (the start barrier,
+    /// see `shard::serve`).
+    Open,
     Shutdown,
 }
 

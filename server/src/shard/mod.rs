@@ -69,7 +69,12 @@ pub struct Shard {
     logs: RefCell<HashMap<String, Vec<Option<Log>>>>,
     /// How many partitions the installed metadata gives this shard (its tail-cache split).
     owned_partitions: Cell<usize>,
+    /// Logs opened and the bytes their recovery scanned (past their checkpoints), for the
+    /// start-up line.
+    recovered: Cell<(usize, u64)>,
     pub shutdown: Signal,
+    /// Fired by `Job::Open` once every shard is ready: the start barrier its listeners wait at.
+    open: Signal,
     /// Live connections on this shard (for the shutdown drain).
     pub connections: Cell<usize>,
     /// Live connections on all shards (for `max.connections`); an atomic counter, not a lock.
@@ -265,6 +270,9 @@ impl Shard {
         let dir = partition_dir(&self.config.data_dir, name, partition);
         match Log::open(&dir, config.clone()).await {
             Ok(log) => {
+                let (count, bytes) = self.recovered.get();
+                self.recovered
+                    .set((count + 1, bytes + log.recovery_scanned_bytes()));
                 let mut logs = self.logs.borrow_mut();
                 let slots = logs.entry(name.to_string()).or_default();
                 if slots.len() <= index {
@@ -381,12 +389,16 @@ async fn serve(start: ShardStart) -> anyhow::Result<()> {
         metadata: RefCell::new(Arc::new(Metadata::default())),
         logs: RefCell::new(HashMap::new()),
         owned_partitions: Cell::new(0),
+        recovered: Cell::new((0, 0)),
         shutdown: Signal::default(),
+        open: Signal::default(),
         connections: Cell::new(0),
         connections_total,
         groups: RefCell::new(None),
     });
     shard.apply_metadata(metadata.clone()).await;
+    let (logs, scanned_bytes) = shard.recovered.get();
+    tracing::info!(shard = %id, logs, scanned_bytes, "logs recovered");
     crate::groups::open(&shard).await?;
     crate::shares::open(&shard).await?;
 
@@ -397,8 +409,13 @@ async fn serve(start: ShardStart) -> anyhow::Result<()> {
     for hook in start_hooks {
         hook(shard.clone()).await?;
     }
-    let accepting = listen(&shard, listeners)?;
+    let bound = bind(listeners)?;
     let _ = ready.send(Ok(id));
+    // The start barrier: no listener accepts before every shard is ready (`Job::Open`), since any
+    // shard's Metadata names every shard's broker port. Bound but not yet accepting, a socket
+    // completes connects into its accept queue; they are answered once the barrier opens.
+    futures_lite::future::or(shard.open.wait(), shard.shutdown.wait()).await;
+    let accepting = accept(&shard, bound);
     spawn_housekeeping(&shard);
     shard.shutdown.wait().await;
     for accept in accepting {
@@ -415,9 +432,8 @@ async fn serve(start: ShardStart) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Binds every listener (all before any accepts, so a taken port fails the start) and starts
-/// their accept loops.
-fn listen(shard: &Rc<Shard>, listeners: Vec<Listener>) -> anyhow::Result<Vec<glommio::Task<()>>> {
+/// Binds every listener, all before any accepts, so that a taken port fails the start.
+fn bind(listeners: Vec<Listener>) -> anyhow::Result<Vec<(TcpListener, Listener)>> {
     let mut bound = Vec::with_capacity(listeners.len());
     for listener in listeners {
         let address = listener.address;
@@ -426,12 +442,17 @@ fn listen(shard: &Rc<Shard>, listeners: Vec<Listener>) -> anyhow::Result<Vec<glo
             .with_context(|| format!("binding {} {address}", listener.name))?;
         bound.push((socket, listener));
     }
-    Ok(bound
+    Ok(bound)
+}
+
+/// Starts the accept loop of every bound listener.
+fn accept(shard: &Rc<Shard>, bound: Vec<(TcpListener, Listener)>) -> Vec<glommio::Task<()>> {
+    bound
         .into_iter()
         .map(|(socket, listener)| {
             glommio::spawn_local(listener::accept_loop(shard.clone(), socket, listener))
         })
-        .collect())
+        .collect()
 }
 
 /// The shard's background tasks: the wake-up tick, the retention timer and the allocator's
@@ -482,6 +503,7 @@ async fn job_loop(shard: Rc<Shard>, jobs: flume::Receiver<Job>) {
     while let Ok(job) = jobs.recv_async().await {
         match job {
             Job::Shutdown => shard.shutdown.fire(),
+            Job::Open => shard.open.fire(),
             Job::Metadata { metadata, done } => {
                 shard.apply_metadata(metadata).await;
                 let _ = done.send(());
@@ -544,6 +566,7 @@ async fn serve_read(shard: Rc<Shard>, job: Job) {
         }
         // Served in arrival order by `job_loop` itself.
         Job::Shutdown
+        | Job::Open
         | Job::Metadata { .. }
         | Job::Produce { .. }
         | Job::Group(_)
