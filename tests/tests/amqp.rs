@@ -1352,9 +1352,8 @@ fn the_memory_alarm_unblocks_publishers_when_memory_is_freed() -> Result<()> {
     assert!(filled > 0, "{got}");
     assert_eq!(got["fill_count"], json!(filled), "{got}");
     assert_eq!(got["got_bytes"], json!(1_000_000), "{got}");
-    let events = json!([["blocked", "low on memory"], ["unblocked"]]);
-    assert_eq!(got["filler_events"], events, "{got}");
-    assert_eq!(got["publisher_events"], events, "{got}");
+    assert!(blocked_then_unblocked(&got["filler_events"]), "{got}");
+    assert!(blocked_then_unblocked(&got["publisher_events"]), "{got}");
     assert_eq!(got["count_while_blocked"], json!(0), "{got}");
     assert_eq!(got["held_count"], json!(1), "{got}");
     let deleted_at = got["deleted_at"].as_f64().context("deleted_at")?;
@@ -1365,6 +1364,21 @@ fn the_memory_alarm_unblocks_publishers_when_memory_is_freed() -> Result<()> {
     );
     assert!(at_least("resident_after") < watermark, "{got}");
     Ok(())
+}
+
+/// Whether `events` (a connection's blocked / unblocked notices) is one or more "blocked, low on
+/// memory" each followed by "unblocked". While the filler fills, the RSS can sit at the
+/// watermark: the shards' once-a-second collection takes it just below (the alarm clears, as
+/// RabbitMQ's does) and the next publish above it again (seen once in CI: two pairs). What may
+/// not happen: an unblock without a block, two blocks in a row, or ending blocked.
+fn blocked_then_unblocked(events: &serde_json::Value) -> bool {
+    let pair = [json!(["blocked", "low on memory"]), json!(["unblocked"])];
+    let Some(events) = events.as_array() else {
+        return false;
+    };
+    !events.is_empty()
+        && events.len() % 2 == 0
+        && events.chunks(2).all(|two| two == pair.as_slice())
 }
 
 /// A process's resident set size in bytes (`/proc/PID/statm`).
