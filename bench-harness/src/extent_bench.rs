@@ -26,14 +26,7 @@ struct Target {
 
 async fn create(path: &Path, zeroed: bool) -> Result<DmaFile> {
     let _ = std::fs::remove_file(path);
-    let file = glommio::io::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .dma_open(path)
-        .await
-        .map_err(std::io::Error::from)
-        .with_context(|| format!("opening {}", path.display()))?;
+    let file = crate::shard_stream::open_dma(path).await?;
     let reserved = file.pre_allocate(FILE_BYTES, false).await;
     reserved
         .map_err(std::io::Error::from)

@@ -92,7 +92,7 @@ struct PartitionFile {
     dirty: Cell<bool>,
 }
 
-async fn open_dma(path: &Path) -> Result<DmaFile> {
+pub(crate) async fn open_dma(path: &Path) -> Result<DmaFile> {
     let file = glommio::io::OpenOptions::new()
         .read(true)
         .write(true)
