@@ -63,6 +63,14 @@ pub struct LogConfig {
     /// On open, truncate at a CRC failure inside a sealed segment (and delete the segments after
     /// it) instead of refusing to open with `LogError::Corrupt`.
     pub repair: bool,
+    /// A progress checkpoint of the active segment (synced, indexes saved, `checkpoint` written)
+    /// once this many bytes were written to it since the last one, so that the open after a
+    /// crash scans at most about this much per log (without one it scanned the whole active
+    /// segment, up to `segment.bytes`).
+    pub checkpoint_interval_bytes: u64,
+    /// ... or once this long passed since the last one and anything was written (Kafka's
+    /// `log.flush.offset.checkpoint.interval.ms`, 60 s).
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for LogConfig {
@@ -77,6 +85,8 @@ impl Default for LogConfig {
             max_message_bytes: 1024 * 1024 + 12,
             tail_cache_bytes: 1 << 20,
             repair: false,
+            checkpoint_interval_bytes: 256 << 20,
+            checkpoint_interval_ms: 60_000,
         }
     }
 }

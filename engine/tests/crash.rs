@@ -408,3 +408,54 @@ fn after_a_kill_only_the_segments_past_the_checkpoint_are_scanned() {
         log.close().await.unwrap();
     });
 }
+
+/// Covered bytes of the checkpoint once it covers at least `bytes`, polled (the progress
+/// checkpoint runs in the background after the write that made it due); fails after 10 s.
+async fn covered_at_least(dir: &Path, bytes: u64) -> u64 {
+    for _ in 0..2000 {
+        if dir.join("checkpoint").exists() {
+            let (_, covered) = file_and_covered_bytes(dir);
+            if covered >= bytes {
+                return covered;
+            }
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("no checkpoint covers {bytes} bytes of the active segment");
+}
+
+#[test]
+fn after_a_kill_only_the_active_segment_past_its_progress_checkpoint_is_scanned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        checkpoint_interval_bytes: 16 << 10,
+        ..LogConfig::default()
+    };
+    let copy = config.clone();
+    let (durable, covered) = run(tmp.path(), |dir| async move {
+        let log = Log::open(&dir, copy).await.unwrap();
+        let mut last = 0;
+        for i in 0..150 {
+            last = log.append(values(2, 150 + i, i as u8)).unwrap().last_offset;
+            log.append(idempotent(9, 1, 2 * i as i32, 2)).unwrap();
+        }
+        log.wait_durable(last + 2).await.unwrap();
+        let covered = covered_at_least(&dir, 32 << 10).await;
+        // No close, as a killed process: one segment, checkpointed while it was written.
+        (read_all(&log, 0, 1 << 20).await, covered)
+    });
+    let dir = tmp.path().join("topic-0");
+    let total = segment_file_bytes(&dir);
+    assert_eq!(files(&dir, ".log").len(), 1, "one active segment");
+    assert!(covered < total, "{covered} of {total}");
+    run(tmp.path(), move |dir| async move {
+        let log = Log::open(&dir, config).await.unwrap();
+        let (_, now_covered) = file_and_covered_bytes(&dir);
+        assert!(now_covered >= covered);
+        assert_eq!(log.recovery_scanned_bytes(), total - now_covered);
+        assert_eq!(read_all(&log, 0, 1 << 20).await, durable);
+        let resent = log.append(idempotent(9, 1, 2 * 149, 2)).unwrap();
+        assert!(resent.duplicate, "producer state: {resent:?}");
+        log.close().await.unwrap();
+    });
+}

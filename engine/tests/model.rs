@@ -51,6 +51,8 @@ fn config() -> LogConfig {
     LogConfig {
         tail_cache_bytes: 3000,
         retention_ms: -1,
+        // Progress checkpoints of the active segment every few batches, raced by crashes.
+        checkpoint_interval_bytes: 1000,
         ..small_segments(3000)
     }
 }

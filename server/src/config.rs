@@ -44,6 +44,11 @@ const SET_HELP: &str = "Broker and topic defaults with Kafka's names (repeatable
                                 loopback_users; default guest; empty = none)
   weir.metrics.objects.max=N    topics, partitions and queues /metrics names one by one, of each
                                 kind, the first N by name (default 1000; see docs/metrics.md)
+  log.flush.offset.checkpoint.interval.ms=N  how often a partition written to since its last
+                                recovery checkpoint gets a new one, so that the start after a
+                                crash scans only what came after it (default 60000)
+  weir.log.checkpoint.interval.bytes=N  ... or after this many bytes written to its active
+                                segment, whichever comes first (default 268435456)
   log.retention.check.interval.ms=N  how often each shard applies retention (default 300000);
                                 AMQP queues delete their consumed segments at this interval,
                                 at least every 10 s
@@ -151,6 +156,11 @@ pub struct BrokerConfig {
     pub tail_cache_shard_bytes: usize,
     /// How often each shard deletes segments past retention (`log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
+    /// Progress checkpoints of each partition's active segment, by time
+    /// (`log.flush.offset.checkpoint.interval.ms`) and by bytes written
+    /// (`weir.log.checkpoint.interval.bytes`): they bound what an open after a crash rescans.
+    pub checkpoint_interval_ms: u64,
+    pub checkpoint_interval_bytes: u64,
     /// Topics, partitions and queues the metrics name one by one, each kind (the first by
     /// name); the rest count only in the totals (`weir.metrics.objects.max`).
     pub metrics_objects_max: usize,
@@ -351,6 +361,8 @@ impl BrokerConfig {
             connection_requests_in_flight_max: 64,
             connection_buffer_bytes_max: 100 << 20,
             tail_cache_shard_bytes: TAIL_CACHE_SHARD_BYTES_DEFAULT,
+            checkpoint_interval_ms: LogConfig::default().checkpoint_interval_ms,
+            checkpoint_interval_bytes: LogConfig::default().checkpoint_interval_bytes,
             retention_check_interval_ms: 300_000,
             metrics_objects_max: 1000,
             queue_ack_flush_ms: QUEUE_ACK_FLUSH_MS_DEFAULT,
@@ -485,6 +497,12 @@ impl BrokerConfig {
             "weir.connection.max.buffer.bytes" => self.connection_buffer_bytes_max = positive()?,
             key if TlsSettings::KEYS.contains(&key) => self.tls.set(key, value)?,
             "weir.tail.cache.shard.bytes" => self.tail_cache_shard_bytes = positive()?,
+            "log.flush.offset.checkpoint.interval.ms" => {
+                self.checkpoint_interval_ms = positive()? as u64
+            }
+            "weir.log.checkpoint.interval.bytes" => {
+                self.checkpoint_interval_bytes = positive()? as u64
+            }
             _ if self.set_security(key, value)? => {}
             _ => self.set_topic_default(key, value)?,
         }
@@ -561,7 +579,11 @@ impl BrokerConfig {
 
     /// The engine configuration of a topic with these per-topic configs.
     pub fn log_config(&self, topic: &BTreeMap<String, String>) -> LogConfig {
-        let mut config = LogConfig::default();
+        let mut config = LogConfig {
+            checkpoint_interval_ms: self.checkpoint_interval_ms,
+            checkpoint_interval_bytes: self.checkpoint_interval_bytes,
+            ..LogConfig::default()
+        };
         let number = |key: &str| -> Option<i64> {
             self.effective(topic, key).and_then(|(v, _)| v.parse().ok())
         };

@@ -50,6 +50,13 @@ pub(crate) struct Checkpoint {
     pub producers: Vec<ProducerState>,
 }
 
+impl Checkpoint {
+    /// One empty segment and no producers: what a log that never held a batch checkpoints.
+    pub(crate) fn is_empty_log(&self) -> bool {
+        self.producers.is_empty() && matches!(&self.segments[..], [only] if only.size_bytes == 0)
+    }
+}
+
 pub(crate) fn path(dir: &Path) -> PathBuf {
     dir.join(CHECKPOINT_FILE)
 }

@@ -22,7 +22,11 @@ pub(crate) async fn close(log: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
     // Drain: everything appended gets written (or the write keeps failing).
     let drained = futures_lite::future::poll_fn(|cx| {
         let mut inner = log.borrow_mut();
-        if inner.pending.is_empty() && !inner.writing && inner.seal.is_none() {
+        if inner.pending.is_empty()
+            && !inner.writing
+            && inner.seal.is_none()
+            && !inner.checkpointing
+        {
             return Poll::Ready(Ok(()));
         }
         if let Some(failure) = &inner.failure {

@@ -31,6 +31,7 @@ mod append;
 mod checkpoint;
 mod close;
 mod plan;
+mod progress;
 mod read;
 mod recovery;
 mod retention;
@@ -163,6 +164,10 @@ pub(crate) struct Inner {
     waiters: Vec<Waker>,
     /// Bytes of segment files the open scanned: past the checkpoint, or all without one.
     recovery_scanned_bytes: u64,
+    /// A progress checkpoint (`progress.rs`) is running.
+    checkpointing: bool,
+    /// What the last checkpoint covers of the active segment.
+    checkpointed: progress::Covered,
 }
 
 /// Asserts the order of a log's offsets: nothing is durable before it is written, nothing is

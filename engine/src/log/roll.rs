@@ -11,6 +11,7 @@ use std::rc::{Rc, Weak};
 use std::task::Poll;
 use std::time::Duration;
 
+use super::progress::Covered;
 use super::{checkpoint, Inner, Pending, WriteFailure};
 use crate::io::runtime::{blocking, sleep, spawn_detached};
 use crate::io::{std_error, SegmentFile};
@@ -62,11 +63,11 @@ pub(super) struct Seal {
     pub(super) synced_target: Offset,
 }
 
-/// Waits until no seal is in flight.
+/// Waits until no seal (and no progress checkpoint: both rewrite the checkpoint) is in flight.
 pub(super) async fn wait_sealed(log: &Rc<RefCell<Inner>>) {
     futures_lite::future::poll_fn(|cx| {
         let mut inner = log.borrow_mut();
-        if inner.seal.is_none() {
+        if inner.seal.is_none() && !inner.checkpointing {
             Poll::Ready(())
         } else {
             inner.register_waiter(cx.waker());
@@ -97,6 +98,12 @@ pub(super) async fn seal_segment(
                         inner.durable_offset = inner.durable_offset.max(seal.synced_target);
                         inner.check_invariants();
                     }
+                    // The seal's checkpoint covers everything before the new segment.
+                    inner.checkpointed = Covered {
+                        base: new_base,
+                        bytes: 0,
+                        at_ms: super::now_ms(),
+                    };
                     inner.wake_all();
                     true
                 }

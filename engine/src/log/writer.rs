@@ -19,6 +19,7 @@ use super::plan::{
     check_file_order, check_submission, current_start, next_span, plan_write, WriteExtent,
     WriteJob, WriteJobResult, WriteStart,
 };
+use super::progress;
 use super::roll::run_roll;
 use super::sync::note_durable;
 use super::write::run_write;
@@ -174,6 +175,7 @@ impl Writer {
         if let Err(step) = self.apply_completed(&mut inner) {
             return Poll::Ready(step);
         }
+        progress::start_if_due(&log, &mut inner);
         if inner.config.durability == Durability::Always && self.sync.is_none() {
             self.start_sync(&mut inner, cx);
         }
