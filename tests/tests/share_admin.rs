@@ -385,6 +385,33 @@ fn share_and_classic_groups_share_one_namespace() -> Result<()> {
     Ok(())
 }
 
+/// The same namespace with confluent-kafka 2.16.1 (`share_namespace.py`): a classic Consumer
+/// with a live share group's id sees INCONSISTENT_GROUP_PROTOCOL and its commit
+/// GROUP_ID_NOT_FOUND; a ShareConsumer with a classic group's id gets librdkafka's fatal
+/// GROUP_ID_NOT_FOUND and no record, while the share group's own consumer gets every record.
+#[test]
+fn confluent_consumers_cannot_take_the_other_kinds_group_id() -> Result<()> {
+    let broker = Broker::start(BrokerOptions::default())?;
+    let bootstrap = broker.bootstrap();
+    let result = summary(&python("share_namespace.py", &["--bootstrap", &bootstrap])?)?;
+    let names = |errors: &[&str]| serde_json::json!(errors);
+    assert_eq!(
+        result["classic_errors"],
+        names(&["INCONSISTENT_GROUP_PROTOCOL"]),
+        "{result}"
+    );
+    assert_eq!(result["commit"], "GROUP_ID_NOT_FOUND", "{result}");
+    assert_eq!(
+        result["intruder_errors"],
+        names(&["GROUP_ID_NOT_FOUND"]),
+        "{result}"
+    );
+    assert_eq!(result["intruder_got"], 0, "{result}");
+    assert_eq!(result["owner_got"], 10, "{result}");
+    assert_eq!(result["owner_errors"], names(&[]), "{result}");
+    Ok(())
+}
+
 /// A ShareFetch of partition 0 of `topic` by member m1 in session `epoch`, with `acks` for it.
 fn share_fetch(
     client: &mut Client,

@@ -178,12 +178,21 @@ pub fn heartbeat(
             }
             return Ok(None);
         }
+        let existed = groups.contains_key(&request.group_id);
         let group = groups.entry(request.group_id.clone()).or_default();
-        if request.member_epoch == 0 {
-            join(group, &request, now)?;
+        let admitted = if request.member_epoch == 0 {
+            join(group, &request, now)
         } else {
-            check_epoch(group, &request)?;
+            check_epoch(group, &request)
+        };
+        if let Err(error) = admitted {
+            // A refused first heartbeat creates no group: the id stays free for a classic one.
+            if !existed {
+                groups.remove(&request.group_id);
+            }
+            return Err(error);
         }
+        let group = groups.get_mut(&request.group_id).expect("admitted above");
         let member = group
             .members
             .get_mut(&request.member_id)
