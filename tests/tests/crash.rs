@@ -81,6 +81,15 @@ const TOPICS: &[(&str, &[(&str, &str)])] = &[
     ),
 ];
 
+/// Retention checked every 200 ms; share partitions start at the log's start (the share part
+/// produces before its first fetch).
+const SETTINGS: [&str; 4] = [
+    "--set",
+    "log.retention.check.interval.ms=200",
+    "--set",
+    "share.auto.offset.reset=earliest",
+];
+
 struct Broker {
     child: Child,
 }
@@ -132,8 +141,7 @@ impl Broker {
                 "--metrics-listen",
                 "none",
             ])
-            .args(["--set", "log.retention.check.interval.ms=200"])
-            .args(["--set", "share.auto.offset.reset=earliest"])
+            .args(SETTINGS)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
