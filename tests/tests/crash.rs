@@ -16,6 +16,10 @@
 //!   but what a restart shows must stay. A record produced to the round's exchange after the
 //!   restart must reach the round's topic (the routing table was rebuilt, not just the configs).
 //!
+//! - share-group acknowledgement state (`crash/share.rs`): no record whose acceptance was
+//!   answered is delivered again; every record acquired but not acknowledged at the kill, and
+//!   every other unaccepted one, comes back.
+//!
 //! Short form: 20 kills. `WEIR_SOAK=1`: 200 kills (or `WEIR_CRASH_KILLS=N`). The random seed is
 //! printed; `WEIR_CRASH_SEED=N` replays a run. Ports: three consecutive free ones from the harness.
 
@@ -45,6 +49,9 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, Str
 use kafka_protocol::records::RecordBatchDecoder;
 use weir_engine::batch::{build_batch, BatchSpec, RecordSpec};
 
+#[path = "crash/share.rs"]
+mod share;
+
 /// Bootstrap port P (shard ports P+1, P+2): a free run from the harness, one per test binary,
 /// so that a copy of this suite running in another worktree never shares a port with this one.
 fn port() -> u16 {
@@ -72,6 +79,15 @@ const TOPICS: &[(&str, &[(&str, &str)])] = &[
         "crash-interval",
         &[("flush.ms", "50"), ("segment.bytes", "4096")],
     ),
+];
+
+/// Retention checked every 200 ms; share partitions start at the log's start (the share part
+/// produces before its first fetch).
+const SETTINGS: [&str; 4] = [
+    "--set",
+    "log.retention.check.interval.ms=200",
+    "--set",
+    "share.auto.offset.reset=earliest",
 ];
 
 struct Broker {
@@ -125,7 +141,7 @@ impl Broker {
                 "--metrics-listen",
                 "none",
             ])
-            .args(["--set", "log.retention.check.interval.ms=200"])
+            .args(SETTINGS)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -293,7 +309,12 @@ struct Client {
 
 impl Client {
     fn connect() -> std::io::Result<Client> {
-        let stream = TcpStream::connect(("127.0.0.1", port()))?;
+        Client::connect_to(port())
+    }
+
+    /// To one shard's own port (`port() + 1 + shard`).
+    fn connect_to(port: u16) -> std::io::Result<Client> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(Duration::from_secs(15)))?;
         stream.set_write_timeout(Some(Duration::from_secs(15)))?;
         stream.set_nodelay(true)?;
@@ -964,7 +985,9 @@ fn acknowledged_data_survives_sigkill() {
             create_topic(&mut client, name, configs);
         }
         create_topic(&mut client, "routed", &[]);
+        create_topic(&mut client, share::TOPIC, &[("flush.messages", "1")]);
     }
+    let mut shares = share::ShareLedger::new(&mut Client::connect().unwrap());
     let acked = Arc::new(Mutex::new(Acked::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let producer_thread = {
@@ -989,6 +1012,8 @@ fn acknowledged_data_survives_sigkill() {
         let exchange = DeclaredExchange::new(round);
         exchange.declare(&mut Client::connect().unwrap());
         let kill_after_ms = 50 + random.below(if soak { 1500 } else { 450 });
+        // Share acknowledgements: some answered, some sent up to 40 ms before the kill.
+        let accepting = shares.before_kill(round, kill_after_ms.saturating_sub(random.below(40)));
         // The second binding is sent up to 40 ms before the kill (or just after: then it fails),
         // so some kills land while the controller persists it.
         let append_after_ms = kill_after_ms.saturating_sub(random.below(40));
@@ -1023,6 +1048,7 @@ fn acknowledged_data_survives_sigkill() {
         verify_declarations(&declared);
         verify_exchanges(&mut exchanges, &mut exchange_counts, round);
         verify_route(exchanges.last().unwrap(), round, &mut exchange_counts);
+        shares.verify(round, accepting);
         records_verified += checked.records;
     }
     stop.store(true, Ordering::Relaxed);
@@ -1040,7 +1066,8 @@ fn acknowledged_data_survives_sigkill() {
          kill), {} group commits acknowledged, crash-retention log starts sum {retention_start}, \
          {} restarts refused while the dead broker's port still accepted, {} starts hung; \
          {kills} exchanges declared, appended bindings {} acknowledged / {} unacknowledged but \
-         present / {} unacknowledged and absent, {} routed records checked",
+         present / {} unacknowledged and absent, {} routed records checked; share group: {} \
+         records accepted, {} held at a kill and delivered again",
         started.elapsed().as_secs_f64(),
         acked.produce_attempts,
         acked.produce_failures,
@@ -1051,7 +1078,10 @@ fn acknowledged_data_survives_sigkill() {
         exchange_counts.appends_unacked_present,
         exchange_counts.appends_unacked_absent,
         exchange_counts.routed_checks,
+        shares.accepted(),
+        shares.redelivered,
     );
+    assert!(shares.redelivered > 0, "no share record was held at a kill");
     assert!(total > 0 && records_verified > 0);
     assert!(retention_start > 0, "retention never deleted a segment");
     broker.kill9();

@@ -198,7 +198,8 @@ fn share_groups_are_described_and_listed_from_any_shard() -> Result<()> {
 
 /// A share group's state outlives its members and a restart (Kafka persists it): once its
 /// last member has left and the broker restarted, ListGroups still lists it, Empty, from the
-/// bootstrap port, whichever shard keeps its partition's state; a fresh member then gets the
+/// bootstrap port, whichever shard keeps its partition's state, and ShareGroupDescribe
+/// describes it (Empty, no members; GROUP_ID_NOT_FOUND before); a fresh member then gets the
 /// records it had not accepted.
 #[test]
 fn an_empty_share_group_is_listed_after_a_restart() -> Result<()> {
@@ -226,8 +227,24 @@ fn an_empty_share_group_is_listed_after_a_restart() -> Result<()> {
     assert_eq!(list(&mut admin, &[], &["share"])?, vec![row.clone()]);
     assert_eq!(list(&mut admin, &["Empty"], &[])?, vec![row]);
     assert!(list(&mut admin, &["Stable"], &["share"])?.is_empty());
+    // Described as Kafka describes an existing group without members: Empty, no members; its
+    // epochs start over at 0 (Weir does not persist membership, docs/kafka-compat.md).
+    let described = describe(&mut admin, &["g-dormant"])?;
+    let group = &described.groups[0];
+    assert_eq!(group.error_code, 0, "{described:?}");
+    assert_eq!(group.group_state.as_str(), "Empty");
+    assert_eq!((group.group_epoch, group.assignment_epoch), (0, 0));
+    assert!(group.members.is_empty());
+    // The classic DescribeGroups: not a classic group (Dead; v6 would add GROUP_ID_NOT_FOUND).
+    let mut request = DescribeGroupsRequest::default();
+    request.groups = vec![GroupId(text("g-dormant"))];
+    let classic = admin.call(5, &request)?;
+    assert_eq!(classic.groups[0].group_state.as_str(), "Dead");
 
     join_on_coordinator(&broker, "g-dormant", "m2", "chores")?;
+    let described = describe(&mut admin, &["g-dormant"])?;
+    assert_eq!(described.groups[0].group_state.as_str(), "Stable");
+    assert_eq!(described.groups[0].group_epoch, 1, "{described:?}");
     let mut leader = Client::connect(leader_port(&mut admin, "chores", 0)?, CLIENT_ID)?;
     let answer = share_fetch_as(&mut leader, ("g-dormant", "m2"), topic, 0)?;
     let partition = &answer.responses[0].partitions[0];
@@ -241,6 +258,157 @@ fn an_empty_share_group_is_listed_after_a_restart() -> Result<()> {
         vec![(1, 2)],
         "offset 0 stays accepted: {answer:?}"
     );
+    Ok(())
+}
+
+/// A share group on an AMQP queue's log keeps no state of its own (the queue's state serves it,
+/// `shares/queues.rs`), yet it exists as one on a topic does: after a restart with no members
+/// it is listed, Empty, and described (before, a restart forgot it).
+#[test]
+fn a_share_group_on_an_amqp_queue_is_listed_and_described_after_a_restart() -> Result<()> {
+    let options = BrokerOptions::default().set("share.auto.offset.reset", "earliest");
+    let mut broker = Broker::start(options)?;
+    let port = broker.amqp_port().to_string();
+    let bootstrap = broker.bootstrap();
+    let args = [
+        "--bootstrap",
+        &bootstrap,
+        "--scenario",
+        "mixed",
+        "--amqp-port",
+        &port,
+        "--topic",
+        "queued-jobs",
+        "--group",
+        "queue-workers",
+        "--count",
+        "200",
+        "--idle",
+        "0.5",
+    ];
+    let result = summary(&python("share_groups.py", &args)?)?;
+    assert_eq!(result["left_in_queue"], 0, "{result}");
+    let row = ["queue-workers", "share", "Empty", "share"].map(String::from);
+    let mut admin = Client::connect(broker.port(), CLIENT_ID)?;
+    assert_eq!(list(&mut admin, &[], &["share"])?, vec![row.clone()]);
+
+    broker.restart()?;
+    let mut admin = Client::connect(broker.port(), CLIENT_ID)?;
+    assert_eq!(list(&mut admin, &[], &["share"])?, vec![row]);
+    let described = describe(&mut admin, &["queue-workers"])?;
+    let group = &described.groups[0];
+    assert_eq!(group.error_code, 0, "{described:?}");
+    assert_eq!(group.group_state.as_str(), "Empty");
+    Ok(())
+}
+
+/// A classic JoinGroup (v5) of `group`: (error, member id).
+fn classic_join(client: &mut Client, group: &str) -> Result<(i16, String)> {
+    let mut protocol = join_group_request::JoinGroupRequestProtocol::default();
+    protocol.name = text("range");
+    protocol.metadata = bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0]);
+    let mut request = JoinGroupRequest::default();
+    request.group_id = GroupId(text(group));
+    request.session_timeout_ms = 10_000;
+    request.rebalance_timeout_ms = 10_000;
+    request.protocol_type = text("consumer");
+    request.protocols.push(protocol);
+    let response = client.call(5, &request)?;
+    Ok((response.error_code, response.member_id.to_string()))
+}
+
+/// A simple (generation -1) OffsetCommit of `topic` 0 for `group`: the partition's error.
+fn classic_commit(client: &mut Client, group: &str, topic: &str) -> Result<i16> {
+    let mut partition = offset_commit_request::OffsetCommitRequestPartition::default();
+    partition.committed_offset = 1;
+    let mut committed = offset_commit_request::OffsetCommitRequestTopic::default();
+    committed.name = TopicName(text(topic));
+    committed.partitions.push(partition);
+    let mut request = OffsetCommitRequest::default();
+    request.group_id = GroupId(text(group));
+    request.generation_id_or_member_epoch = -1;
+    request.topics.push(committed);
+    let response = client.call(7, &request)?;
+    Ok(response.topics[0].partitions[0].error_code)
+}
+
+/// One group id is one group, as in Kafka's GroupMetadataManager: the classic APIs refuse a share
+/// group's id (JoinGroup INCONSISTENT_GROUP_PROTOCOL, OffsetCommit GROUP_ID_NOT_FOUND, Heartbeat
+/// UNKNOWN_MEMBER_ID), ShareGroupHeartbeat and ShareGroupDescribe refuse a classic group's
+/// ("Group X is not a share group."), and ListGroups shows each id once, with its type.
+#[test]
+fn share_and_classic_groups_share_one_namespace() -> Result<()> {
+    let broker = Broker::start(BrokerOptions::default().cpus("0-1"))?;
+    let mut admin = Client::connect(broker.port(), CLIENT_ID)?;
+    create_topic(&mut admin, "namespaced", 2)?;
+    join_on_coordinator(&broker, "shared-id", "m1", "namespaced")?;
+
+    assert_eq!(classic_join(&mut admin, "shared-id")?, (23, String::new()));
+    assert_eq!(classic_commit(&mut admin, "shared-id", "namespaced")?, 69);
+    let mut beat = HeartbeatRequest::default();
+    beat.group_id = GroupId(text("shared-id"));
+    beat.member_id = text("m1");
+    beat.generation_id = 1;
+    assert_eq!(admin.call(4, &beat)?.error_code, 25, "UNKNOWN_MEMBER_ID");
+    let mut request = DescribeGroupsRequest::default();
+    request.groups = vec![GroupId(text("shared-id"))];
+    let classic = admin.call(5, &request)?;
+    assert_eq!(classic.groups[0].group_state.as_str(), "Dead");
+
+    // A classic group (a simple one: committed offsets, no members) keeps its id the same way.
+    assert_eq!(classic_commit(&mut admin, "classic-id", "namespaced")?, 0);
+    for port in broker.shard_ports() {
+        let mut client = Client::connect(port, CLIENT_ID)?;
+        let answer = heartbeat(&mut client, "classic-id", "m1", 0, Some(&["namespaced"]))?;
+        assert!(
+            matches!(answer.error_code, 69 | 16),
+            "GROUP_ID_NOT_FOUND on the coordinator, NOT_COORDINATOR elsewhere: {answer:?}"
+        );
+        if answer.error_code == 69 {
+            let message = answer.error_message.as_ref().map(|m| m.to_string());
+            assert_eq!(
+                message.as_deref(),
+                Some("Group classic-id is not a share group.")
+            );
+        }
+    }
+    let described = describe(&mut admin, &["classic-id"])?;
+    assert_eq!(described.groups[0].error_code, 69, "{described:?}");
+
+    let mut rows = list(&mut admin, &[], &[])?;
+    rows.sort();
+    let expected = [
+        ["classic-id", "", "Empty", "classic"].map(String::from),
+        ["shared-id", "share", "Stable", "share"].map(String::from),
+    ];
+    assert_eq!(rows, expected);
+    Ok(())
+}
+
+/// The same namespace with confluent-kafka 2.16.1 (`share_namespace.py`): a classic Consumer
+/// with a live share group's id sees INCONSISTENT_GROUP_PROTOCOL and its commit
+/// GROUP_ID_NOT_FOUND; a ShareConsumer with a classic group's id gets librdkafka's fatal
+/// GROUP_ID_NOT_FOUND and no record, while the share group's own consumer gets every record.
+#[test]
+fn confluent_consumers_cannot_take_the_other_kinds_group_id() -> Result<()> {
+    let broker = Broker::start(BrokerOptions::default())?;
+    let bootstrap = broker.bootstrap();
+    let result = summary(&python("share_namespace.py", &["--bootstrap", &bootstrap])?)?;
+    let names = |errors: &[&str]| serde_json::json!(errors);
+    assert_eq!(
+        result["classic_errors"],
+        names(&["INCONSISTENT_GROUP_PROTOCOL"]),
+        "{result}"
+    );
+    assert_eq!(result["commit"], "GROUP_ID_NOT_FOUND", "{result}");
+    assert_eq!(
+        result["intruder_errors"],
+        names(&["GROUP_ID_NOT_FOUND"]),
+        "{result}"
+    );
+    assert_eq!(result["intruder_got"], 0, "{result}");
+    assert_eq!(result["owner_got"], 10, "{result}");
+    assert_eq!(result["owner_errors"], names(&[]), "{result}");
     Ok(())
 }
 

@@ -93,6 +93,13 @@ impl GroupCoordinator {
         Ok(description)
     }
 
+    /// Whether this shard holds `group_id` as a classic group (members, or committed offsets):
+    /// ShareGroupHeartbeat refuses such an id, as Kafka's one namespace of groups does.
+    pub fn has_group(&self, group_id: &str) -> bool {
+        let groups = self.groups.borrow();
+        state_of(&groups, &self.offsets, group_id) != GroupState::Dead
+    }
+
     /// This shard's groups, by id. `states_filter` matches state names case-insensitively;
     /// empty means all. Nothing while the coordinator is closing.
     pub fn list_groups(&self, states_filter: &[String]) -> Vec<GroupListing> {

@@ -48,6 +48,10 @@ pub enum GroupError {
     /// The group is not known on this coordinator (no members, no committed offsets).
     #[error("group not found")]
     GroupIdNotFound,
+    /// The group id is a share group's (`shares::members`): one id is one group, and Kafka's
+    /// classic APIs refuse another type's group as not found.
+    #[error("the group is not a classic group")]
+    NotClassicGroup,
     /// The group holds `GroupConfig::group_members_max` members and handed-out ids already.
     #[error("the group is full")]
     GroupMaxSizeReached,

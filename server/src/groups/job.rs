@@ -14,7 +14,7 @@ use super::error::GroupError;
 use super::group::JoinOutcome;
 use super::join::JoinRequest;
 use super::leave::LeavingMember;
-use super::offsets::{CommitResults, FetchedOffsets, OffsetCommit};
+use super::offsets::{CommitResults, FetchedOffsets, OffsetCommit, TopicPartitions};
 use super::sync::{MemberGeneration, SyncRequest, Synced};
 use crate::shard::mesh::{reply_channel, Job, Reply};
 use crate::shard::Shard;
@@ -76,6 +76,9 @@ pub async fn close(shard: &Shard) {
 /// Runs one group request on this (the owner) shard; None once its coordinator is closed.
 async fn run_local(shard: &Shard, request: GroupRequest) -> Option<GroupResponse> {
     let coordinator = shard.groups.borrow().clone()?;
+    if let Some(refusal) = share_group_refusal(&request) {
+        return Some(refusal);
+    }
     Some(match request {
         GroupRequest::Join(join) => GroupResponse::Join(coordinator.join_group(join).await),
         GroupRequest::Sync(sync) => GroupResponse::Sync(coordinator.sync_group(sync).await),
@@ -94,6 +97,43 @@ async fn run_local(shard: &Shard, request: GroupRequest) -> Option<GroupResponse
         }
         GroupRequest::List(states) => GroupResponse::List(coordinator.list_groups(&states)),
     })
+}
+
+/// One group id is one group (Kafka's GroupMetadataManager): the id of a share group, which
+/// `shares::members` holds on this same shard, is not a classic group's. Kafka's answers then:
+/// JoinGroup INCONSISTENT_GROUP_PROTOCOL with no member id; SyncGroup, Heartbeat and LeaveGroup
+/// UNKNOWN_MEMBER_ID; OffsetCommit and DescribeGroups "not found" (`NotClassicGroup`).
+/// OffsetFetch goes ahead: a share group commits nothing here, so it finds no offset, as Kafka.
+fn share_group_refusal(request: &GroupRequest) -> Option<GroupResponse> {
+    let is_share = crate::shares::members::is_share_group;
+    match request {
+        GroupRequest::Join(join) if is_share(&join.group_id) => Some(GroupResponse::Join(
+            JoinOutcome::error(GroupError::InconsistentProtocol, ""),
+        )),
+        GroupRequest::Sync(sync) if is_share(&sync.member.group_id) => {
+            Some(GroupResponse::Sync(Err(GroupError::UnknownMember)))
+        }
+        GroupRequest::Heartbeat(member) if is_share(&member.group_id) => {
+            Some(GroupResponse::Heartbeat(Err(GroupError::UnknownMember)))
+        }
+        GroupRequest::Leave { group_id, .. } if is_share(group_id) => {
+            Some(GroupResponse::Leave(Err(GroupError::UnknownMember)))
+        }
+        GroupRequest::OffsetCommit(commit) if is_share(&commit.member.group_id) => {
+            let refused = |topic: &TopicPartitions<_>| TopicPartitions {
+                name: topic.name.clone(),
+                partitions: (topic.partitions.iter())
+                    .map(|(partition, _)| (*partition, Err(GroupError::NotClassicGroup)))
+                    .collect(),
+            };
+            let results = commit.topics.iter().map(refused).collect();
+            Some(GroupResponse::OffsetCommit(results))
+        }
+        GroupRequest::Describe(group_id) if is_share(group_id) => {
+            Some(GroupResponse::Describe(Err(GroupError::NotClassicGroup)))
+        }
+        _ => None,
+    }
 }
 
 /// Serves a group job that another shard forwarded here.

@@ -31,7 +31,7 @@ pub async fn handle(
         response.error_code = code::GROUP_AUTHORIZATION_FAILED;
         return response;
     }
-    if let Some((error_code, message)) = refusal_of(shard, &group).await {
+    if let Some((error_code, message)) = refusal_of(shard, &group, true).await {
         response.error_code = error_code;
         response.error_message = message;
         return response;
@@ -64,13 +64,18 @@ pub async fn handle(
     response
 }
 
-/// Why Alter or DeleteShareGroupOffsets refuses `group` as a whole (an empty id, members, no
-/// coordinator): the error code and Kafka's message; `None` when it may go ahead.
-pub async fn refusal_of(shard: &Rc<Shard>, group: &str) -> Option<(i16, Option<StrBytes>)> {
+/// Why Alter or DeleteShareGroupOffsets refuses `group` as a whole (an empty id, members, a
+/// classic group's id, no coordinator): the error code and Kafka's message; `None` when it may
+/// go ahead, and then with `adopt` (Alter) the group is known from now on.
+pub async fn refusal_of(
+    shard: &Rc<Shard>,
+    group: &str,
+    adopt: bool,
+) -> Option<(i16, Option<StrBytes>)> {
     if group.is_empty() {
         return Some((code::INVALID_GROUP_ID, None));
     }
-    let error = offsets::check_empty(shard, group).await.err()?;
+    let error = offsets::check_empty(shard, group, adopt).await.err()?;
     let message = StrBytes::from_string(refusal(error, group));
     Some((code::from_offsets_error(error), Some(message)))
 }
@@ -79,6 +84,7 @@ pub async fn refusal_of(shard: &Rc<Shard>, group: &str) -> Option<(i16, Option<S
 fn refusal(error: OffsetsError, group: &str) -> String {
     match error {
         OffsetsError::NonEmptyGroup => format!("The group {group} is not empty."),
+        OffsetsError::NotShareGroup => format!("Group {group} is not a share group."),
         OffsetsError::CoordinatorNotAvailable => error.to_string(),
     }
 }

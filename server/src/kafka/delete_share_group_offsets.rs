@@ -30,7 +30,7 @@ pub async fn handle(
         response.error_code = code::GROUP_AUTHORIZATION_FAILED;
         return response;
     }
-    if let Some((error_code, message)) = refusal_of(shard, &group).await {
+    if let Some((error_code, message)) = refusal_of(shard, &group, false).await {
         response.error_code = error_code;
         response.error_message = message;
         return response;

@@ -58,8 +58,8 @@ pub fn handle(
     ))
 }
 
-/// One group in `version`'s layout. A group the coordinator does not know is shown Dead, and
-/// from v6 (KIP-1043) also with GROUP_ID_NOT_FOUND.
+/// One group in `version`'s layout. A group the coordinator does not know, or a share group,
+/// is shown Dead, and from v6 (KIP-1043) also with GROUP_ID_NOT_FOUND and Kafka's message.
 pub fn described_group(
     version: i16,
     group_id: String,
@@ -68,13 +68,17 @@ pub fn described_group(
     let mut described = DescribedGroup::default();
     let description = match result {
         Ok(description) => description,
-        Err(GroupError::GroupIdNotFound) => {
+        Err(error @ (GroupError::GroupIdNotFound | GroupError::NotClassicGroup)) => {
             described.group_state = StrBytes::from_static_str(GroupState::Dead.name());
             if version >= 6 {
                 described.error_code = code::GROUP_ID_NOT_FOUND;
-                described.error_message = Some(StrBytes::from_string(format!(
-                    "Group {group_id} not found."
-                )));
+                let message = match error {
+                    GroupError::NotClassicGroup => {
+                        format!("Group {group_id} is not a classic group.")
+                    }
+                    _ => format!("Group {group_id} not found."),
+                };
+                described.error_message = Some(StrBytes::from_string(message));
             }
             described.group_id = GroupId(StrBytes::from_string(group_id));
             return described;

@@ -166,7 +166,7 @@ pub fn from_group_error(error: GroupError) -> i16 {
         GroupError::FencedInstanceId => FENCED_INSTANCE_ID,
         GroupError::OffsetMetadataTooLarge => OFFSET_METADATA_TOO_LARGE,
         GroupError::UnknownTopicOrPartition => UNKNOWN_TOPIC_OR_PARTITION,
-        GroupError::GroupIdNotFound => GROUP_ID_NOT_FOUND,
+        GroupError::GroupIdNotFound | GroupError::NotClassicGroup => GROUP_ID_NOT_FOUND,
         GroupError::GroupMaxSizeReached => GROUP_MAX_SIZE_REACHED,
     }
 }
@@ -193,6 +193,7 @@ pub fn from_share_group_error(error: ShareGroupError) -> i16 {
 pub fn from_offsets_error(error: OffsetsError) -> i16 {
     match error {
         OffsetsError::NonEmptyGroup => NON_EMPTY_GROUP,
+        OffsetsError::NotShareGroup => GROUP_ID_NOT_FOUND,
         OffsetsError::CoordinatorNotAvailable => COORDINATOR_NOT_AVAILABLE,
     }
 }

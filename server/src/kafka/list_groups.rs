@@ -1,7 +1,8 @@
 //! ListGroups (v0-v5 advertised): a broker lists the groups it coordinates (clients ask every
 //! broker and merge); the bootstrap port stands for the whole cluster, so it asks every shard.
 //! Classic groups come from each shard's coordinator, share groups from its `shares::members`
-//! (type "share", protocol type "share", as Kafka 4.2 lists them, in every version). The states
+//! (type "share", protocol type "share", as Kafka 4.2 lists them, in every version), which
+//! after a restart knows the groups some shard keeps share state for (`members::announce`). The states
 //! and types filters match without regard to case, as Kafka's; a type Weir does not know
 //! (`consumer`, `streams`) matches nothing.
 
@@ -19,7 +20,7 @@ use crate::groups::{self, GroupListing, GroupRequest, GroupResponse};
 use crate::security::acl::{Access, Operation};
 use crate::shard::mesh::on_shard;
 use crate::shard::{Shard, ShardId};
-use crate::shares::members::{self, ShareGroupListing, ShareGroupState};
+use crate::shares::members::{self, ShareGroupListing};
 
 const CLASSIC: &str = "classic";
 const SHARE: &str = "share";
@@ -47,7 +48,7 @@ pub fn handle(
             let states: Vec<String> = body.states_filter.iter().map(|s| s.to_string()).collect();
             let types: Vec<String> = body.types_filter.iter().map(|t| t.to_string()).collect();
             let mut response = ListGroupsResponse::default();
-            for owner in coordinators.clone() {
+            for owner in coordinators {
                 if wanted(&types, CLASSIC) {
                     match groups::call(&shard, owner, GroupRequest::List(states.clone())).await {
                         Some(GroupResponse::List(listed)) => response
@@ -68,19 +69,12 @@ pub fn handle(
                     }
                 }
             }
-            if wanted(&types, SHARE) && wanted(&states, ShareGroupState::Empty.name()) {
-                let listed: HashSet<String> = response
-                    .groups
-                    .iter()
-                    .map(|group| group.group_id.to_string())
-                    .collect();
-                let dormant = members::dormant(&shard, coordinators, &listed).await;
-                response.groups.extend(
-                    dormant
-                        .into_iter()
-                        .map(|group| listed_share_group(version, group)),
-                );
-            }
+            // One id is one group (each side refuses the other's ids); a data dir from before
+            // that rule may hold both for one id: it is listed once, as its classic group.
+            let mut seen = HashSet::new();
+            response
+                .groups
+                .retain(|group| seen.insert(group.group_id.to_string()));
             // Kafka: Describe on the cluster lists every group, else only those the principal
             // may describe.
             if !access.allows_cluster(Operation::Describe) {

@@ -1,7 +1,9 @@
 //! ShareGroupDescribe (v1, KIP-932): each group is described on its coordinator shard
 //! (`groups::owner_shard`), whichever shard the request reached, and the answers come back in
 //! request order. As in Kafka 4.2: an empty group id is INVALID_GROUP_ID, a group the
-//! coordinator does not know GROUP_ID_NOT_FOUND, the assignor is "simple".
+//! coordinator does not know (or a classic group's id) GROUP_ID_NOT_FOUND, the assignor is
+//! "simple". After a restart a group with share state and no members is known, Empty
+//! (`shares::members::announce`).
 
 use std::rc::Rc;
 
@@ -47,10 +49,19 @@ pub async fn handle(
         }
         let owner = ShardId(owner_shard(&group_id, shard.count));
         let wanted = group_id.clone();
-        let described = match on_shard(shard, owner, move |_| members::describe(&wanted)).await {
-            Some(Some(description)) => described_group(&shard.metadata(), description),
-            Some(None) => {
-                let message = format!("Group {group_id} not found.");
+        let found = on_shard(shard, owner, move |shard| {
+            let classic = shard.groups.borrow().clone();
+            let is_classic = classic.is_some_and(|classic| classic.has_group(&wanted));
+            (members::describe(&wanted), is_classic)
+        });
+        let described = match found.await {
+            Some((Some(description), _)) => described_group(&shard.metadata(), description),
+            Some((None, is_classic)) => {
+                let message = if is_classic {
+                    format!("Group {group_id} is not a share group.")
+                } else {
+                    format!("Group {group_id} not found.")
+                };
                 refused(group_id, code::GROUP_ID_NOT_FOUND, Some(message))
             }
             // The coordinator shard is stopping.

@@ -4,7 +4,8 @@
 //! Every answer carries the member's whole assignment.
 //!
 //! ACLs as in Kafka (KIP-932): Read on the group (GROUP_AUTHORIZATION_FAILED) and Describe on
-//! each subscribed topic (TOPIC_AUTHORIZATION_FAILED).
+//! each subscribed topic (TOPIC_AUTHORIZATION_FAILED). A group id held by a classic group is
+//! GROUP_ID_NOT_FOUND, "Group X is not a share group." (Kafka's one namespace of groups).
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -94,6 +95,10 @@ fn handle(
             "This is not the group's coordinator.",
         );
     }
+    if is_classic_group(shard, &group) {
+        let message = format!("Group {group} is not a share group.");
+        return refused(response, code::GROUP_ID_NOT_FOUND, &message);
+    }
     let member = request.member_id.to_string();
     let heartbeat = Heartbeat {
         group_id: group.clone(),
@@ -134,6 +139,17 @@ fn handle(
             response
         }
     }
+}
+
+/// One group id is one group, as in Kafka: an id this (the coordinator) shard holds as a
+/// classic group (members, or committed offsets) is not a share group's, unless it already is
+/// one (a share group's own heartbeats go on whatever the classic side holds).
+fn is_classic_group(shard: &Shard, group: &str) -> bool {
+    if members::is_share_group(group) {
+        return false;
+    }
+    let coordinator = shard.groups.borrow().clone();
+    coordinator.is_some_and(|coordinator| coordinator.has_group(group))
 }
 
 fn refused(

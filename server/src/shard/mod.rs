@@ -409,6 +409,7 @@ async fn serve(start: ShardStart) -> anyhow::Result<()> {
     for hook in start_hooks {
         hook(shard.clone()).await?;
     }
+    crate::shares::start(&shard).await;
     let bound = bind(listeners)?;
     let _ = ready.send(Ok(id));
     // The start barrier: no listener accepts before every shard is ready (`Job::Open`), since any

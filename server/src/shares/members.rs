@@ -9,8 +9,15 @@
 //! partitions when they outnumber members, which saves fetches but changes no record's fate.
 //! A member's epoch moves to the group's next epoch whenever its assignment changes.
 //!
-//! A group whose last member is gone stays, Empty, until the broker stops (Kafka keeps it until
-//! DeleteGroups): ShareGroupDescribe and ListGroups show it, its offsets can be altered.
+//! A group whose last member is gone stays, Empty (Kafka keeps it until DeleteGroups):
+//! ShareGroupDescribe and ListGroups show it, its offsets can be altered. Membership is not
+//! persisted, but a group's share-partition state is: at start every shard tells each group's
+//! coordinator of the groups it keeps state for (`adopt`), so after a restart such a group is
+//! known again, Empty, with epoch 0 (Kafka persists the epoch; Weir's members start over).
+//!
+//! One group id is one group, as in Kafka: the coordinator shard holds both this module's share
+//! groups and `groups`' classic ones, and each side refuses an id the other holds
+//! (`is_share_group`, and `groups::GroupCoordinator::has_group` in ShareGroupHeartbeat).
 //!
 //! A member that leaves gives its records back when its share sessions close (a closing client
 //! sends its last acknowledgements there, after or beside its leave heartbeat). A member that
@@ -18,7 +25,7 @@
 //! (`member_gone`, over the mesh), so its records come back without waiting for their locks.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -126,9 +133,9 @@ struct Member {
 }
 
 /// A group stays, Empty, once its last member is gone (as Kafka keeps a share group until
-/// DeleteGroups): admins describe it and alter its offsets then. It is not persisted: after a
-/// restart a group is known again from its first heartbeat (its share-partition state is
-/// persisted, per partition).
+/// DeleteGroups): admins describe it and alter its offsets then. It is not persisted itself:
+/// after a restart a group is known again from the share-partition state some shard keeps for
+/// it (`adopt`), or from its first heartbeat.
 #[derive(Default)]
 struct ShareGroup {
     epoch: i32,
@@ -171,12 +178,21 @@ pub fn heartbeat(
             }
             return Ok(None);
         }
+        let existed = groups.contains_key(&request.group_id);
         let group = groups.entry(request.group_id.clone()).or_default();
-        if request.member_epoch == 0 {
-            join(group, &request, now)?;
+        let admitted = if request.member_epoch == 0 {
+            join(group, &request, now)
         } else {
-            check_epoch(group, &request)?;
+            check_epoch(group, &request)
+        };
+        if let Err(error) = admitted {
+            // A refused first heartbeat creates no group: the id stays free for a classic one.
+            if !existed {
+                groups.remove(&request.group_id);
+            }
+            return Err(error);
         }
+        let group = groups.get_mut(&request.group_id).expect("admitted above");
         let member = group
             .members
             .get_mut(&request.member_id)
@@ -316,29 +332,37 @@ pub fn listing() -> Vec<ShareGroupListing> {
     })
 }
 
-/// Share groups whose coordinator is among `owners` but which it does not hold in memory,
-/// while some shard keeps their partitions' state: after a restart, until a member returns.
-/// Kafka lists such a group (its state is persisted) as Empty; so does ListGroups here, beside
-/// the `listed` ones the coordinators hold.
-pub async fn dormant(
-    shard: &Rc<Shard>,
-    owners: std::ops::Range<usize>,
-    listed: &HashSet<String>,
-) -> Vec<ShareGroupListing> {
-    let mut names = BTreeSet::new();
-    for owner in 0..shard.count {
-        let known = on_shard(shard, ShardId(owner), |_| super::partitions::known_groups()).await;
-        names.extend(known.unwrap_or_default());
+/// Makes the named groups known on this (their coordinator) shard, Empty unless they are
+/// known already: groups with share-partition state after a restart (`announce`), or a group an
+/// admin sets offsets for before it had members.
+pub fn adopt(names: impl IntoIterator<Item = String>) {
+    GROUPS.with(|groups| {
+        let mut groups = groups.borrow_mut();
+        for name in names {
+            groups.entry(name).or_default();
+        }
+    })
+}
+
+/// Whether this (the coordinator) shard holds `group_id` as a share group: then the classic
+/// group APIs refuse it, as Kafka's do.
+pub fn is_share_group(group_id: &str) -> bool {
+    GROUPS.with(|groups| groups.borrow().contains_key(group_id))
+}
+
+/// At start, before any listener accepts: tells the coordinator of every share group this
+/// shard keeps partition state for that the group exists (`adopt`), so that ShareGroupDescribe,
+/// ListGroups and the classic APIs' refusals know it before its first member returns.
+pub async fn announce(shard: &Rc<Shard>) {
+    let mut by_owner: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for name in super::partitions::known_groups() {
+        let owner = crate::groups::owner_shard(&name, shard.count);
+        by_owner.entry(owner).or_default().push(name);
     }
-    names
-        .into_iter()
-        .filter(|name| owners.contains(&crate::groups::owner_shard(name, shard.count)))
-        .filter(|name| !listed.contains(name))
-        .map(|group_id| ShareGroupListing {
-            group_id,
-            state: ShareGroupState::Empty,
-        })
-        .collect()
+    for (owner, names) in by_owner {
+        // None: the owner is stopping, and so is the broker.
+        let _ = on_shard(shard, ShardId(owner), move |_| adopt(names)).await;
+    }
 }
 
 /// `group` as this (its coordinator) shard knows it; `None` for a group it does not know.
@@ -391,6 +415,24 @@ mod tests {
             subscribed: topics.map(|t| t.iter().map(|s| s.to_string()).collect()),
             client: ClientInfo::default(),
         }
+    }
+
+    #[test]
+    fn an_adopted_group_is_empty_until_a_member_joins_and_adopting_keeps_a_known_group() {
+        let group = format!("adopted-{}", std::process::id());
+        assert!(!is_share_group(&group));
+        adopt([group.clone()]);
+        assert!(is_share_group(&group));
+        let described = describe(&group).unwrap();
+        assert_eq!(described.state, ShareGroupState::Empty);
+        assert_eq!((described.group_epoch, described.members.len()), (0, 0));
+        let mut join = beat("m0", 0, Some(&["t"]));
+        join.group_id = group.clone();
+        heartbeat(&Metadata::default(), join, Instant::now()).unwrap();
+        adopt([group.clone()]);
+        let described = describe(&group).unwrap();
+        assert_eq!(described.state, ShareGroupState::Stable, "not reset");
+        assert_eq!(described.group_epoch, 1);
     }
 
     #[test]

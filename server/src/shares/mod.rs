@@ -51,6 +51,13 @@ pub async fn open(shard: &Rc<Shard>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Once every shard's job loop runs (the coordinators answer over the mesh), and before the
+/// start barrier: the coordinators learn the share groups with state on this shard
+/// (`members::announce`), so no request can find a group unknown that a restart kept.
+pub async fn start(shard: &Rc<Shard>) {
+    members::announce(shard).await;
+}
+
 /// A clean shutdown, once the shard's connections are gone (share requests for a partition are
 /// served only on its owner shard, so none can come after): persists what is queued.
 pub async fn close() {

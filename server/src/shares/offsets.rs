@@ -23,21 +23,37 @@ use crate::shard::mesh::on_shard;
 pub enum OffsetsError {
     #[error("the group has members")]
     NonEmptyGroup,
+    /// The id is a classic group's (one id is one group, as in Kafka).
+    #[error("the group is not a share group")]
+    NotShareGroup,
     #[error("the coordinator is stopping")]
     CoordinatorNotAvailable,
 }
 
-/// Altering and deleting offsets need a group with no members. A group the coordinator does
-/// not know passes: Weir keeps no record of share groups across restarts (their partitions'
-/// state is persisted), so an admin may set offsets before any member comes back.
-pub async fn check_empty(shard: &Rc<Shard>, group: &str) -> Result<(), OffsetsError> {
+/// Altering and deleting offsets need a share group with no members. A group the coordinator
+/// does not know passes (an admin may set offsets before any member came), and with `adopt`
+/// (AlterShareGroupOffsets) it is known from then on, Empty, as the state it gets is a share
+/// group's.
+pub async fn check_empty(shard: &Rc<Shard>, group: &str, adopt: bool) -> Result<(), OffsetsError> {
     let owner = ShardId(owner_shard(group, shard.count));
     let wanted = group.to_string();
-    match on_shard(shard, owner, move |_| members::has_members(&wanted)).await {
-        Some(false) => Ok(()),
-        Some(true) => Err(OffsetsError::NonEmptyGroup),
-        None => Err(OffsetsError::CoordinatorNotAvailable),
-    }
+    let checked = on_shard(shard, owner, move |shard| {
+        if members::has_members(&wanted) {
+            return Err(OffsetsError::NonEmptyGroup);
+        }
+        let classic = shard.groups.borrow().clone();
+        let is_classic = classic.is_some_and(|classic| classic.has_group(&wanted));
+        if is_classic && !members::is_share_group(&wanted) {
+            return Err(OffsetsError::NotShareGroup);
+        }
+        if adopt {
+            members::adopt([wanted]);
+        }
+        Ok(())
+    });
+    checked
+        .await
+        .unwrap_or(Err(OffsetsError::CoordinatorNotAvailable))
 }
 
 /// Runs `work` on the owner shard of `topic`'s `partition` with the share partition's id.

@@ -15,7 +15,7 @@
 //! are returned whenever the partition is touched, before anything else happens to it.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -109,7 +109,12 @@ thread_local! {
     static STORE: RefCell<Option<Rc<AckStore>>> = const { RefCell::new(None) };
     static PARTITIONS: RefCell<HashMap<SharePartitionId, SharePartition>> =
         RefCell::new(HashMap::new());
+    /// The queue marks (`mark_queue`) known to be in the store.
+    static MARKED: RefCell<HashSet<QueueKey>> = RefCell::new(HashSet::new());
 }
+
+/// The key prefix of a queue's mark (`mark_queue`).
+const QUEUE_MARK: &str = "share-queue/";
 
 /// Opens `<data-dir>/shares/acks-<shard>.log`.
 pub async fn open_store(shard: &Rc<Shard>) -> anyhow::Result<()> {
@@ -240,6 +245,7 @@ fn open_partition(
 /// The lowest record available to the group (where a share fetch reads from), if any.
 pub fn first_available(shard: &Shard, id: &SharePartitionId) -> Result<Option<i64>, AckError> {
     if let Some(queue) = queues::queue(&id.topic) {
+        mark_queue(shard, id)?;
         return queue.first_available(&id.topic).map_err(AckError::from);
     }
     with_state(shard, id, |state| state.first_available().map(Offset::get)).map_err(AckError::from)
@@ -255,6 +261,7 @@ pub fn acquire(
 ) -> Result<Vec<Acquired>, AckError> {
     let owner = member_key(member);
     if let Some(queue) = queues::queue(&id.topic) {
+        mark_queue(shard, id)?;
         return queue
             .acquire(&id.topic, owner, max, end)
             .map_err(AckError::from);
@@ -428,6 +435,29 @@ pub fn counts(group: &str) -> Vec<(String, i32, u64, u64)> {
     })
 }
 
+/// Notes durably, once, that `id.group` consumes a queue's log: the queue keeps the records'
+/// state (`queues.rs`), so without this mark nothing would tell, after a restart, that the group
+/// exists (`known_groups`). The mark is an empty state under its own key prefix, which the
+/// offset admin APIs (`of_group`) do not take for a share partition.
+fn mark_queue(shard: &Shard, id: &SharePartitionId) -> Result<(), PartitionError> {
+    let (topic_id, _, _) = owned(shard, id)?;
+    let key = QueueKey::new(format!("{QUEUE_MARK}{topic_id}/{}", id.group), id.partition);
+    if MARKED.with(|marked| marked.borrow().contains(&key)) {
+        return Ok(());
+    }
+    let store = store().ok_or(PartitionError::Closed)?;
+    if store.snapshot(&key).is_none() {
+        let limits = QueueLimits::SHARE_GROUP;
+        let zero = Offset::new(0);
+        let mut mark = QueueState::new(zero, zero, limits, Durability::Durable);
+        store
+            .record(&key, mark.take_journal())
+            .map_err(|_| PartitionError::Storage)?;
+    }
+    MARKED.with(|marked| marked.borrow_mut().insert(key));
+    Ok(())
+}
+
 // The share-group offset admin APIs (DescribeShareGroupOffsets, AlterShareGroupOffsets,
 // DeleteShareGroupOffsets) on the partition's owner shard.
 
@@ -449,9 +479,13 @@ pub fn known_groups() -> Vec<String> {
     names
 }
 
-/// The group of a `share_key` name: `share/<topic id>/<group>` (a topic id holds no `/`).
+/// The group of a `share_key` name, `share/<topic id>/<group>`, or of a queue's mark,
+/// `share-queue/<topic id>/<group>` (a topic id holds no `/`).
 fn group_of_key(name: &str) -> Option<String> {
-    let (_topic_id, group) = name.strip_prefix("share/")?.split_once('/')?;
+    let rest = name
+        .strip_prefix("share/")
+        .or_else(|| name.strip_prefix(QUEUE_MARK))?;
+    let (_topic_id, group) = rest.split_once('/')?;
     Some(group.to_string())
 }
 
