@@ -38,7 +38,7 @@ use super::share_acknowledge::{durable, settle_acks, TopicIds};
 use super::share_reads;
 use crate::metadata::Metadata;
 use crate::partition;
-use crate::queues::Acquired;
+use crate::queues::AcquiredRun;
 use crate::security::acl::{Access, Operation};
 use crate::shard::{Shard, ShardId};
 use crate::shares::group_configs;
@@ -339,27 +339,16 @@ async fn batches(
     ))
 }
 
-/// Acquired records as KIP-932's ranges: consecutive offsets with one delivery count each.
-fn ranges(acquired: &[Acquired]) -> Vec<AcquiredRecords> {
-    let mut sorted: Vec<Acquired> = acquired.to_vec();
-    sorted.sort_by_key(|a| a.offset);
-    let mut out: Vec<AcquiredRecords> = Vec::new();
-    for record in sorted {
-        let offset = record.offset.get();
-        let count = i16::try_from(record.delivery_count).unwrap_or(i16::MAX);
-        match out.last_mut() {
-            Some(last) if last.last_offset + 1 == offset && last.delivery_count == count => {
-                last.last_offset = offset;
-            }
-            _ => out.push(
-                AcquiredRecords::default()
-                    .with_first_offset(offset)
-                    .with_last_offset(offset)
-                    .with_delivery_count(count),
-            ),
-        }
-    }
-    out
+/// Acquired runs (lowest first, consecutive offsets with one delivery count each) as KIP-932's
+/// ranges.
+fn ranges(acquired: &[AcquiredRun]) -> Vec<AcquiredRecords> {
+    let ranges = acquired.iter().filter(|run| !run.is_empty()).map(|run| {
+        AcquiredRecords::default()
+            .with_first_offset(run.start.get())
+            .with_last_offset(run.end.get() - 1)
+            .with_delivery_count(i16::try_from(run.delivery_count).unwrap_or(i16::MAX))
+    });
+    ranges.collect()
 }
 
 /// Waits until any of the session's partitions has records past its end, or `wait`.

@@ -9,6 +9,8 @@
 //!
 //! - `state.rs`: `QueueState`, the pure state machine (available → acquired → acknowledged /
 //!   archived), its limits and its journal of durable changes.
+//! - `leases.rs`: the acquired records as runs (offsets acquired together by one owner with one
+//!   deadline and count: one entry, split only where part of it is settled or renewed).
 //! - `done_set.rs`: the finished offsets as a floor plus ranges above it (O(log n) acks far
 //!   ahead of the floor).
 //! - `ack_store.rs`: the shard's append-only, checksummed, group-committed file of journal
@@ -26,12 +28,13 @@
 
 pub mod ack_store;
 pub mod done_set;
+mod leases;
 #[cfg(test)]
 mod model_tests;
 pub mod state;
 
 pub use ack_store::{AckStore, AckStoreError, AckStoreOptions, QueueKey};
 pub use state::{
-    Acquired, ArchiveReason, ConsumerId, Durability, JournalEntry, QueueCounts, QueueError,
-    QueueLimits, QueueSnapshot, QueueState, ReturnOutcome, Returned,
+    Acquired, AcquiredRun, ArchiveReason, ConsumerId, Durability, JournalEntry, QueueCounts,
+    QueueError, QueueLimits, QueueSnapshot, QueueState, ReturnOutcome, Returned,
 };

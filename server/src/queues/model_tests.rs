@@ -49,6 +49,13 @@ enum Op {
         offset: u8,
         count: u8,
     },
+    /// A KIP-932 Accept batch: every offset of `count` from `offset` the owner holds, the first
+    /// refusal answered (lease runs split at both ends, gaps and others' runs in between).
+    AcceptHeld {
+        owner: u8,
+        offset: u8,
+        count: u8,
+    },
     Reject {
         owner: u8,
         offset: u8,
@@ -88,6 +95,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (owner.clone(), any::<u8>()).prop_map(|(owner, offset)| Op::Accept { owner, offset }),
         2 => (owner.clone(), any::<u8>(), 0u8..6)
             .prop_map(|(owner, offset, count)| Op::AcceptAll { owner, offset, count }),
+        2 => (owner.clone(), any::<u8>(), 0u8..10)
+            .prop_map(|(owner, offset, count)| Op::AcceptHeld { owner, offset, count }),
         1 => (owner.clone(), any::<u8>()).prop_map(|(owner, offset)| Op::Reject { owner, offset }),
         2 => (owner.clone(), any::<u8>()).prop_map(|(owner, offset)| Op::Release { owner, offset }),
         1 => (owner.clone(), any::<u8>()).prop_map(|(owner, offset)| Op::Renew { owner, offset }),
@@ -360,6 +369,11 @@ impl Harness {
                 offset,
                 count,
             } => self.accept_all(owner, offset, count),
+            Op::AcceptHeld {
+                owner,
+                offset,
+                count,
+            } => self.accept_held(owner, offset, count),
             Op::Reject { owner, offset } => self.finish(owner, offset, true),
             Op::Release { owner, offset } => self.release(owner, offset),
             Op::Renew { owner, offset } => self.renew(owner, offset),
@@ -405,6 +419,14 @@ impl Harness {
         let (owner_id, now) = (ConsumerId(u64::from(owner)), self.now());
         // One at a time is the AMQP delivery loop's call; checked against the same model.
         let got = match end {
+            // The share fetch's call: runs, checked ascending and flattened.
+            Some(end) if max % 2 == 0 => {
+                let end = Offset::new(end.max(0));
+                let runs = self.state.acquire_runs_before(owner_id, max, end, now);
+                assert!(runs.iter().all(|run| !run.is_empty()));
+                assert!(runs.windows(2).all(|pair| pair[0].end <= pair[1].start));
+                runs.into_iter().flat_map(|run| run.records()).collect()
+            }
             Some(end) => {
                 let end = Offset::new(end.max(0));
                 self.state.acquire_before(owner_id, max, end, now)
@@ -531,6 +553,29 @@ impl Harness {
             }
             self.model.records.insert(offset, Record::Done);
             want.0 += 1;
+        }
+        assert_eq!(got, want);
+    }
+
+    /// The model accepts every offset the owner holds and answers the lowest it refused.
+    fn accept_held(&mut self, owner: u8, raw: u8, count: u8) {
+        let first = self.pick(raw).max(0);
+        let end = first + i64::from(count);
+        let got = self.state.accept_held(
+            ConsumerId(u64::from(owner)),
+            Offset::new(first),
+            Offset::new(end),
+        );
+        let mut want = None;
+        for offset in first..end {
+            match self.model.held(owner, offset) {
+                Ok(_) => {
+                    self.model.records.insert(offset, Record::Done);
+                }
+                Err(error) => {
+                    want.get_or_insert(error);
+                }
+            }
         }
         assert_eq!(got, want);
     }

@@ -20,6 +20,8 @@
 //! | `acquire_at`    | that offset available              | it → acquired (count journaled)         |
 //! | `accept`        | acquired by this owner             | acknowledged                            |
 //! | `accept_all`    | each acquired by this owner        | as `accept` of each, up to the first not |
+//! | `accept_range`  | each acquired by this owner        | as `accept_all` of `[start, end)`       |
+//! | `accept_held`   | —                                  | `accept` of those held in `[start, end)`, lowest refusal answered |
 //! | `reject`        | acquired by this owner             | archived (`Rejected`)                   |
 //! | `release`       | acquired by this owner             | available, or archived at the limit     |
 //! | `renew`         | acquired by this owner             | lock deadline moves to now + duration   |
@@ -33,6 +35,16 @@
 //! never been acquired since the queue was opened. A caller with an order of its own (an AMQP
 //! priority queue) names the record with `acquire_at` instead: the frontier moves past it and the
 //! available records it passed wait in `returned` with their counts (0: never delivered).
+//!
+//! Acquired records are kept as lease runs (`leases.rs`, Kafka's share partition "in-flight
+//! batches"): the records one `acquire` takes together at the frontier are one run with one
+//! owner, deadline and delivery count, so handing out N records and accepting them back as a
+//! range (`accept_range`, `accept_held`) costs O(log runs), not N map updates. Operations on
+//! part of a run (an accept, release, reject or renew of some of its records, an AMQP ack of one
+//! delivery) split it; records given back one at a time come back as runs of one (merged with an
+//! equal neighbour). Every operation keeps its per-record meaning: the runs are how the state is
+//! stored, not what it means. An owner's books (`Owned`) keep the ranges it was handed and how
+//! many records it holds; the deadline book counts records per lock deadline.
 //!
 //! Bounds (memory is O(acquired_max), whatever the log length): at most `limits.acquired_max`
 //! (≤ `ACQUIRED_RECORDS_MAX`) records acquired; `returned` only ever holds records that were
@@ -53,6 +65,7 @@ use std::time::{Duration, Instant};
 use weir_engine::Offset;
 
 use super::done_set::DoneSet;
+use super::leases::{Lease, LeasedRun, Leases};
 use crate::integer_hash::IntegerMap;
 
 /// Hard cap on records acquired at once in one queue partition. AMQP has no such limit (prefetch
@@ -214,23 +227,53 @@ pub struct QueueCounts {
     pub total: u64,
 }
 
-/// What one owner holds: the offsets it was handed, in order, and how many of them it still
-/// holds. Offsets it settled are left in `offsets` (pruned once they are most of it, and
-/// dropped with the entry when it holds nothing), so that settling a record costs no search.
+/// Records handed out together: `[start, end)`, each with this delivery count (KIP-932's
+/// acquired records ranges).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcquiredRun {
+    pub start: Offset,
+    pub end: Offset,
+    /// Times acquired, this one included (as `Acquired::delivery_count`).
+    pub delivery_count: u16,
+}
+
+impl AcquiredRun {
+    /// Each record of the run.
+    pub fn records(self) -> impl Iterator<Item = Acquired> {
+        (self.start.get()..self.end.get()).map(move |offset| Acquired {
+            offset: Offset::new(offset),
+            delivery_count: self.delivery_count,
+            redelivered: self.delivery_count > 1,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.end.since(self.start) as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+}
+
+/// What one owner holds: the ranges of offsets it was handed, in order, and how many records it
+/// still holds. Ranges it settled are left in `handed` (pruned once they outnumber what it
+/// holds, dropped with the entry when it holds nothing), so that settling costs no search; what
+/// it holds are the runs leased to it that overlap these ranges.
 #[derive(Debug, Default)]
 struct Owned {
-    offsets: Vec<Offset>,
+    handed: Vec<(Offset, Offset)>,
     live: usize,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Lease {
-    owner: ConsumerId,
-    delivery_count: u16,
-    deadline: Option<Instant>,
-    /// The count the journal last recorded for this offset (a `DeliveryCount` on its last
-    /// return, or one restored), so that `snapshot` says what the ack store holds.
-    journaled_count: Option<u16>,
+impl Owned {
+    fn add(&mut self, start: Offset, end: Offset) {
+        self.live += end.since(start) as usize;
+        match self.handed.last_mut() {
+            Some(last) if last.1 == start => last.1 = end,
+            _ => self.handed.push((start, end)),
+        }
+    }
 }
 
 /// The per-message state of one queue partition. See the module docs.
@@ -244,9 +287,9 @@ pub struct QueueState {
     frontier: Offset,
     /// Available offsets below `frontier`, with the deliveries they have had.
     returned: BTreeMap<Offset, u16>,
-    /// Hashed, not ordered: a lease is taken and given back once per record on the hot path
-    /// (three B-tree updates per record were a quarter of a shard's time in share fetches).
-    acquired: IntegerMap<Offset, Lease>,
+    /// The acquired records as runs (`leases.rs`): a share fetch's records are one entry, taken
+    /// and settled whole unless an acknowledgement splits them.
+    acquired: Leases,
     by_owner: IntegerMap<ConsumerId, Owned>,
     /// Leases per lock deadline. A fetch or a delivery run takes its records at one `now`, so
     /// there are about as many deadlines as fetches in one lock duration, not as records.
@@ -304,7 +347,7 @@ impl QueueState {
             done,
             frontier: floor,
             returned: BTreeMap::new(),
-            acquired: IntegerMap::default(),
+            acquired: Leases::default(),
             by_owner: IntegerMap::default(),
             deadlines: BTreeMap::new(),
             prior_counts,
@@ -363,24 +406,31 @@ impl QueueState {
     /// Whether `offset` is acquired by `owner`.
     pub fn is_held_by(&self, owner: ConsumerId, offset: Offset) -> bool {
         self.acquired
-            .get(&offset)
-            .is_some_and(|lease| lease.owner == owner)
+            .at(offset)
+            .is_some_and(|run| run.lease.owner == owner)
     }
 
     /// The offsets `owner` holds, lowest first.
     pub fn held_by(&self, owner: ConsumerId) -> Vec<Offset> {
+        let runs = self.owner_runs(owner);
+        runs.iter().flat_map(LeasedRun::offsets).collect()
+    }
+
+    /// The runs leased to `owner`, lowest first: those overlapping the ranges it was handed
+    /// (every offset it holds lies in one of them; a run is never shared by two owners).
+    fn owner_runs(&self, owner: ConsumerId) -> Vec<LeasedRun> {
         let Some(owned) = self.by_owner.get(&owner) else {
             return Vec::new();
         };
-        let mut held: Vec<Offset> = owned
-            .offsets
+        let mut runs: Vec<LeasedRun> = owned
+            .handed
             .iter()
-            .copied()
-            .filter(|offset| self.is_held_by(owner, *offset))
+            .flat_map(|&(start, end)| self.acquired.overlapping(start, end))
+            .filter(|run| run.lease.owner == owner)
             .collect();
-        held.sort_unstable();
-        held.dedup();
-        held
+        runs.sort_unstable_by_key(|run| run.start);
+        runs.dedup_by_key(|run| run.start);
+        runs
     }
 
     /// The lowest available offset (RabbitMQ's queue head: what TTL and drop-head look at).
@@ -408,7 +458,8 @@ impl QueueState {
     /// Hands up to `max` of the lowest available records to `owner` (fewer when fewer are
     /// available or `acquired_max` would be passed).
     pub fn acquire(&mut self, owner: ConsumerId, max: usize, now: Instant) -> Vec<Acquired> {
-        self.hand_out(owner, max, Offset::new(i64::MAX), now)
+        let runs = self.hand_out(owner, max, Offset::new(i64::MAX), now);
+        runs.into_iter().flat_map(AcquiredRun::records).collect()
     }
 
     /// `acquire` limited to offsets below `end`: a share fetch hands out only the records its
@@ -420,6 +471,19 @@ impl QueueState {
         end: Offset,
         now: Instant,
     ) -> Vec<Acquired> {
+        let runs = self.hand_out(owner, max, end, now);
+        runs.into_iter().flat_map(AcquiredRun::records).collect()
+    }
+
+    /// `acquire_before` answering runs of consecutive records with one delivery count, lowest
+    /// first (a share fetch's acquired ranges), rather than one entry per record.
+    pub fn acquire_runs_before(
+        &mut self,
+        owner: ConsumerId,
+        max: usize,
+        end: Offset,
+        now: Instant,
+    ) -> Vec<AcquiredRun> {
         self.hand_out(owner, max, end, now)
     }
 
@@ -477,76 +541,63 @@ impl QueueState {
 
     /// Leases up to `max` of the lowest available records below `end` to `owner` (fewer when
     /// fewer are available or `acquired_max` would be passed). Runs of never-delivered records
-    /// at the frontier are taken whole (`fresh_run`), and the deadline and owner books are
-    /// updated once per call rather than once per record: a share fetch takes hundreds of
-    /// records at a time, and per-record tree updates were most of a share shard's time.
+    /// at the frontier are taken whole (`fresh_run`) as one lease run, and the deadline book is
+    /// updated once per call: a share fetch takes hundreds of records at a time, and per-record
+    /// map updates were most of a share shard's time.
     fn hand_out(
         &mut self,
         owner: ConsumerId,
         max: usize,
         end: Offset,
         now: Instant,
-    ) -> Vec<Acquired> {
+    ) -> Vec<AcquiredRun> {
         let want = max.min(self.limits.acquired_max.saturating_sub(self.acquired.len()));
         let deadline = self.limits.lock_duration.map(|duration| now + duration);
-        let mut handed = Vec::with_capacity(want.min(1024));
-        while handed.len() < want {
-            if let Some((start, stop)) = self.fresh_run(end, want - handed.len()) {
-                for offset in start.get()..stop.get() {
-                    let acquired = Acquired {
-                        offset: Offset::new(offset),
-                        delivery_count: 1,
-                        redelivered: false,
-                    };
-                    self.lease(owner, deadline, acquired, None);
-                    handed.push(acquired);
-                }
-                continue;
-            }
-            let Some((offset, previous, journaled)) = self.take_available(end) else {
-                break;
-            };
-            let acquired = Acquired {
-                offset,
+        let mut handed: Vec<AcquiredRun> = Vec::new();
+        let mut taken = 0;
+        while taken < want {
+            let (start, stop, previous, journaled_count) =
+                if let Some((start, stop)) = self.fresh_run(end, want - taken) {
+                    (start, stop, 0, None)
+                } else if let Some((offset, previous, journaled)) = self.take_available(end) {
+                    (offset, offset.next(), previous, journaled)
+                } else {
+                    break;
+                };
+            let lease = Lease {
+                owner,
                 delivery_count: previous.saturating_add(1),
-                redelivered: previous > 0,
+                deadline,
+                journaled_count,
             };
-            self.lease(owner, deadline, acquired, journaled);
-            handed.push(acquired);
-        }
-        if !handed.is_empty() {
-            if let Some(deadline) = deadline {
-                *self.deadlines.entry(deadline).or_default() += handed.len() as u32;
+            self.lease_run(start, stop, lease);
+            taken += stop.since(start) as usize;
+            match handed.last_mut() {
+                Some(last) if last.end == start && last.delivery_count == lease.delivery_count => {
+                    last.end = stop;
+                }
+                _ => handed.push(AcquiredRun {
+                    start,
+                    end: stop,
+                    delivery_count: lease.delivery_count,
+                }),
             }
-            let owned = self.by_owner.entry(owner).or_default();
-            owned
-                .offsets
-                .extend(handed.iter().map(|acquired| acquired.offset));
-            owned.live += handed.len();
+        }
+        if let (Some(deadline), true) = (deadline, taken > 0) {
+            *self.deadlines.entry(deadline).or_default() += taken as u32;
         }
         self.journal_delivered_mark();
         handed
     }
 
-    /// The lease of one record handed out by `hand_out` (which keeps the deadline and owner
-    /// books for the whole call).
-    fn lease(
-        &mut self,
-        owner: ConsumerId,
-        deadline: Option<Instant>,
-        acquired: Acquired,
-        journaled_count: Option<u16>,
-    ) {
-        let offset = acquired.offset;
-        assert!(offset >= self.done.floor() && offset < self.next);
-        let lease = Lease {
-            owner,
-            delivery_count: acquired.delivery_count,
-            deadline,
-            journaled_count,
-        };
-        let previous = self.acquired.insert(offset, lease);
-        assert!(previous.is_none(), "offset {offset} acquired twice");
+    /// Leases `[start, end)` to `lease.owner` (the caller keeps the deadline book).
+    fn lease_run(&mut self, start: Offset, end: Offset, lease: Lease) {
+        assert!(start >= self.done.floor() && end <= self.next);
+        self.acquired.insert(start, end, lease);
+        self.by_owner
+            .entry(lease.owner)
+            .or_default()
+            .add(start, end);
     }
 
     /// The next run of at most `max` records from the frontier that were never delivered and
@@ -617,55 +668,103 @@ impl QueueState {
         Ok(())
     }
 
-    /// `accept` of each offset in turn, with every run of consecutive offsets finished and
-    /// journaled as one range: an AMQP ack `multiple` of a few hundred deliveries then costs one
-    /// `DoneSet` insert and one journal entry rather than one per message. Stops at the first
-    /// offset `owner` does not hold; answers how many were accepted before it, and its error.
+    /// `accept` of each offset in turn, with every stretch of consecutive offsets accepted as one
+    /// range (`accept_range`): an AMQP ack `multiple` of a few hundred deliveries then costs one
+    /// lease-run split, one `DoneSet` insert and one journal entry rather than one per message.
+    /// Stops at the first offset `owner` does not hold; answers how many were accepted before
+    /// it, and its error.
     pub fn accept_all(
         &mut self,
         owner: ConsumerId,
         offsets: &[Offset],
     ) -> (usize, Result<(), QueueError>) {
-        let mut run: Option<(Offset, Offset)> = None;
-        let mut result = Ok(());
         let mut accepted = 0;
-        // Leases taken in one run mostly share their lock deadline: it is counted down once per
-        // stretch of equal deadlines, and the owner's books once at the end.
-        let mut unlocks: Option<(Instant, u32)> = None;
-        for &offset in offsets {
-            let lease = match self.lease_of(owner, offset) {
-                Ok(lease) => lease,
-                Err(error) => {
-                    result = Err(error);
-                    break;
-                }
-            };
-            self.acquired.remove(&offset);
-            if let Some(deadline) = lease.deadline {
-                unlocks = match unlocks {
-                    Some((pending, count)) if pending == deadline => Some((pending, count + 1)),
-                    other => {
-                        self.unlock_many(other);
-                        Some((deadline, 1))
-                    }
-                };
+        let mut at = 0;
+        while at < offsets.len() {
+            let mut stop = at + 1;
+            while stop < offsets.len()
+                && offsets[stop - 1].get().checked_add(1) == Some(offsets[stop].get())
+            {
+                stop += 1;
             }
-            accepted += 1;
-            run = match run {
-                Some((start, end)) if end == offset => Some((start, offset.next())),
-                Some((start, end)) => {
-                    self.finish(start, end);
-                    Some((offset, offset.next()))
+            let start = offsets[at];
+            let (count, result) = self.accept_range(owner, start, offsets[stop - 1].next());
+            accepted += count;
+            if result.is_err() {
+                return (accepted, result);
+            }
+            at = stop;
+        }
+        (accepted, Ok(()))
+    }
+
+    /// Accepts `[start, end)` in order, a lease run at a time, up to the first offset `owner`
+    /// does not hold; answers how many were accepted, and that offset's error.
+    pub fn accept_range(
+        &mut self,
+        owner: ConsumerId,
+        start: Offset,
+        end: Offset,
+    ) -> (usize, Result<(), QueueError>) {
+        let mut cursor = start;
+        let result = loop {
+            if cursor >= end {
+                break Ok(());
+            }
+            let run = match self.lease_of(owner, cursor) {
+                Ok(run) => run,
+                Err(error) => break Err(error),
+            };
+            let stop = run.end.min(end);
+            self.settle_piece(cursor, stop, run.lease);
+            cursor = stop;
+        };
+        self.finish(start, cursor);
+        (cursor.since(start).max(0) as usize, result)
+    }
+
+    /// Accepts every offset of `[start, end)` that `owner` holds, whatever lies between them (a
+    /// KIP-932 Accept batch, which may span gaps and records of others); answers the lowest
+    /// offset refused, and why. Costs O(lease runs in the range), not O(end - start): a client
+    /// naming a huge range costs no more than the records it holds there.
+    pub fn accept_held(
+        &mut self,
+        owner: ConsumerId,
+        start: Offset,
+        end: Offset,
+    ) -> Option<QueueError> {
+        let runs: Vec<LeasedRun> = self.acquired.overlapping(start, end).collect();
+        let mut refused = None;
+        let mut cursor = start;
+        let mut pending: Option<(Offset, Offset)> = None;
+        for run in runs {
+            let (from, to) = (run.start.max(start), run.end.min(end));
+            if cursor < from {
+                refused.get_or_insert(QueueError::NotAcquired { offset: cursor });
+            }
+            cursor = to;
+            if run.lease.owner != owner {
+                refused.get_or_insert(QueueError::AcquiredByOther { offset: from });
+                continue;
+            }
+            self.settle_piece(from, to, run.lease);
+            pending = match pending {
+                Some((first, last)) if last == from => Some((first, to)),
+                other => {
+                    if let Some((first, last)) = other {
+                        self.finish(first, last);
+                    }
+                    Some((from, to))
                 }
-                None => Some((offset, offset.next())),
             };
         }
-        self.unlock_many(unlocks);
-        self.forget_owner_offsets(owner, accepted);
-        if let Some((start, end)) = run {
-            self.finish(start, end);
+        if let Some((first, last)) = pending {
+            self.finish(first, last);
         }
-        (accepted, result)
+        if cursor < end {
+            refused.get_or_insert(QueueError::NotAcquired { offset: cursor });
+        }
+        refused
     }
 
     /// AMQP nack/reject without requeue, KIP-932 Reject: archived; the caller dead-letters it.
@@ -687,67 +786,61 @@ impl QueueState {
     }
 
     /// KIP-932 Renew: the lock runs for another lock duration from `now`. Without a lock
-    /// (AMQP) it only checks that `owner` holds `offset`.
+    /// (AMQP) it only checks that `owner` holds `offset`. Splits the record off its lease run.
     pub fn renew(
         &mut self,
         owner: ConsumerId,
         offset: Offset,
         now: Instant,
     ) -> Result<(), QueueError> {
-        let lease = self.lease_of(owner, offset)?;
+        self.lease_of(owner, offset)?;
         let Some(duration) = self.limits.lock_duration else {
             return Ok(());
         };
+        let lease = self.acquired.take(offset, offset.next());
         if let Some(old) = lease.deadline {
             self.unlock(old);
         }
         let deadline = now + duration;
         *self.deadlines.entry(deadline).or_default() += 1;
-        if let Some(lease) = self.acquired.get_mut(&offset) {
-            lease.deadline = Some(deadline);
-        }
+        let renewed = Lease {
+            deadline: Some(deadline),
+            ..lease
+        };
+        self.acquired.insert(offset, offset.next(), renewed);
         Ok(())
     }
 
     /// The consumer (AMQP channel or connection, share-group member) is gone: everything it held
     /// comes back, lowest offset first.
     pub fn release_owner(&mut self, owner: ConsumerId) -> Vec<Returned> {
-        let offsets = self.held_by(owner);
+        let runs = self.owner_runs(owner);
         self.by_owner.remove(&owner);
-        let mut returned = Vec::with_capacity(offsets.len());
-        for offset in offsets {
-            let lease = self.drop_lease(offset);
-            returned.push(Returned {
-                offset,
-                delivery_count: lease.delivery_count,
-                outcome: self.give_back(offset, lease.delivery_count),
-            });
+        let mut returned = Vec::with_capacity(runs.iter().map(LeasedRun::len).sum());
+        for run in runs {
+            self.drop_run(&run);
+            self.give_back_run(&run, &mut returned);
         }
         returned
     }
 
-    /// Every lock whose deadline is at or before `now` expires: its record comes back.
-    /// Finding them walks the leases, which happens only when some lock did expire.
+    /// Every lock whose deadline is at or before `now` expires: its records come back, lowest
+    /// offset first. Finding them walks the lease runs, which happens only when some lock did
+    /// expire.
     pub fn expire(&mut self, now: Instant) -> Vec<Returned> {
         if self.next_deadline().is_none_or(|first| first > now) {
             return Vec::new();
         }
-        let mut expired: Vec<Offset> = self
+        let expired: Vec<LeasedRun> = self
             .acquired
             .iter()
-            .filter(|(_, lease)| lease.deadline.is_some_and(|deadline| deadline <= now))
-            .map(|(&offset, _)| offset)
+            .filter(|run| run.lease.deadline.is_some_and(|deadline| deadline <= now))
             .collect();
-        expired.sort_unstable();
-        let mut returned = Vec::with_capacity(expired.len());
-        for offset in expired {
-            let lease = self.drop_lease(offset);
-            self.forget_owner_offset(lease.owner);
-            returned.push(Returned {
-                offset,
-                delivery_count: lease.delivery_count,
-                outcome: self.give_back(offset, lease.delivery_count),
-            });
+        let mut returned = Vec::with_capacity(expired.iter().map(LeasedRun::len).sum());
+        for run in expired {
+            self.drop_run(&run);
+            self.forget_owner_offsets(run.lease.owner, run.len());
+            self.give_back_run(&run, &mut returned);
         }
         returned
     }
@@ -800,11 +893,11 @@ impl QueueState {
             .map(|(&offset, &count)| (offset, count))
             .collect();
         counts.extend(self.prior_counts.iter().map(|(&o, &c)| (o, c)));
-        counts.extend(
-            self.acquired
-                .iter()
-                .filter_map(|(&o, lease)| Some((o, lease.journaled_count?))),
-        );
+        for run in self.acquired.iter() {
+            if let Some(count) = run.lease.journaled_count {
+                counts.extend(run.offsets().map(|offset| (offset, count)));
+            }
+        }
         let delivery_counts = counts.into_iter().collect();
         QueueSnapshot {
             floor: self.done.floor(),
@@ -887,42 +980,56 @@ impl QueueState {
         None
     }
 
+    /// Leases one record (a delivery loop's, or `acquire_at`'s pick), with its deadline.
     fn hold(&mut self, offset: Offset, lease: Lease) {
-        assert!(offset >= self.done.floor() && offset < self.next);
         if let Some(deadline) = lease.deadline {
             *self.deadlines.entry(deadline).or_default() += 1;
         }
-        let owned = self.by_owner.entry(lease.owner).or_default();
-        owned.offsets.push(offset);
-        owned.live += 1;
-        let previous = self.acquired.insert(offset, lease);
-        assert!(previous.is_none(), "offset {offset} acquired twice");
+        self.lease_run(offset, offset.next(), lease);
     }
 
-    fn lease_of(&self, owner: ConsumerId, offset: Offset) -> Result<Lease, QueueError> {
-        match self.acquired.get(&offset) {
+    /// The lease run holding `offset`, if `owner` holds it.
+    fn lease_of(&self, owner: ConsumerId, offset: Offset) -> Result<LeasedRun, QueueError> {
+        match self.acquired.at(offset) {
             None => Err(QueueError::NotAcquired { offset }),
-            Some(lease) if lease.owner != owner => Err(QueueError::AcquiredByOther { offset }),
-            Some(lease) => Ok(*lease),
+            Some(run) if run.lease.owner != owner => Err(QueueError::AcquiredByOther { offset }),
+            Some(run) => Ok(run),
         }
     }
 
     /// Checks that `owner` holds `offset` and takes it away.
     fn unhold(&mut self, owner: ConsumerId, offset: Offset) -> Result<Lease, QueueError> {
-        self.lease_of(owner, offset)?;
-        let lease = self.drop_lease(offset);
-        self.forget_owner_offset(owner);
-        Ok(lease)
+        let run = self.lease_of(owner, offset)?;
+        self.settle_piece(offset, offset.next(), run.lease);
+        Ok(run.lease)
     }
 
-    /// Removes the lease and its deadline (not the owner index: callers iterating it do that).
-    fn drop_lease(&mut self, offset: Offset) -> Lease {
-        let lease = self.acquired.remove(&offset);
-        let lease = lease.unwrap_or_else(|| panic!("offset {offset} has no lease"));
-        if let Some(deadline) = lease.deadline {
-            self.unlock(deadline);
+    /// Takes `[start, end)`, part of one run with `lease`, from its owner: lease, deadline and
+    /// owner books.
+    fn settle_piece(&mut self, start: Offset, end: Offset, lease: Lease) {
+        self.acquired.take(start, end);
+        let count = end.since(start) as usize;
+        self.unlock_many(lease.deadline.map(|deadline| (deadline, count as u32)));
+        self.forget_owner_offsets(lease.owner, count);
+    }
+
+    /// Removes a whole run and its deadlines (not the owner books: callers do that).
+    fn drop_run(&mut self, run: &LeasedRun) {
+        self.acquired.take(run.start, run.end);
+        let count = run.len() as u32;
+        self.unlock_many(run.lease.deadline.map(|deadline| (deadline, count)));
+    }
+
+    /// Gives back every record of `run` (already dropped), noting each in `returned`.
+    fn give_back_run(&mut self, run: &LeasedRun, returned: &mut Vec<Returned>) {
+        let delivery_count = run.lease.delivery_count;
+        for offset in run.offsets() {
+            returned.push(Returned {
+                offset,
+                delivery_count,
+                outcome: self.give_back(offset, delivery_count),
+            });
         }
-        lease
     }
 
     fn unlock(&mut self, deadline: Instant) {
@@ -942,13 +1049,8 @@ impl QueueState {
         }
     }
 
-    /// `owner` gave back one record (its lease already dropped): the entry goes once it holds
-    /// nothing, and its list is pruned once settled offsets are most of it.
-    fn forget_owner_offset(&mut self, owner: ConsumerId) {
-        self.forget_owner_offsets(owner, 1);
-    }
-
-    /// `owner` gave back `count` records (their leases already dropped).
+    /// `owner` gave back `count` records (their leases already dropped): the entry goes once it
+    /// holds nothing, and its ranges are pruned once they outnumber what it holds.
     fn forget_owner_offsets(&mut self, owner: ConsumerId, count: usize) {
         if count == 0 {
             return;
@@ -959,11 +1061,12 @@ impl QueueState {
         owned.live -= count;
         if owned.live == 0 {
             self.by_owner.remove(&owner);
-        } else if owned.offsets.len() > 2 * owned.live + 64 {
+        } else if owned.handed.len() > 2 * owned.live + 64 {
             let acquired = &self.acquired;
-            owned
-                .offsets
-                .retain(|offset| acquired.get(offset).is_some_and(|l| l.owner == owner));
+            owned.handed.retain(|&(start, end)| {
+                let mut runs = acquired.overlapping(start, end);
+                runs.any(|run| run.lease.owner == owner)
+            });
         }
     }
 
@@ -1044,9 +1147,10 @@ impl QueueState {
         let floor = self.done.floor();
         assert!(floor <= self.frontier && self.frontier <= self.next);
         assert!(self.acquired.len() <= self.limits.acquired_max);
+        self.acquired.assert_invariants();
         for &offset in self.returned.keys() {
             assert!(offset >= floor && offset < self.frontier && !self.done.contains(offset));
-            assert!(!self.acquired.contains_key(&offset));
+            assert!(self.acquired.at(offset).is_none());
         }
         let mut owned = 0;
         for (owner, entry) in &self.by_owner {
@@ -1056,10 +1160,11 @@ impl QueueState {
         }
         assert_eq!(owned, self.acquired.len());
         let mut locks: BTreeMap<Instant, u32> = BTreeMap::new();
-        for (&offset, lease) in &self.acquired {
-            assert!(offset >= floor && offset < self.frontier && !self.done.contains(offset));
-            if let Some(deadline) = lease.deadline {
-                *locks.entry(deadline).or_default() += 1;
+        for run in self.acquired.iter() {
+            assert!(run.start >= floor && run.end <= self.frontier);
+            assert!(run.offsets().all(|offset| !self.done.contains(offset)));
+            if let Some(deadline) = run.lease.deadline {
+                *locks.entry(deadline).or_default() += run.len() as u32;
             }
         }
         assert_eq!(self.deadlines, locks);
@@ -1112,6 +1217,57 @@ mod tests {
         assert_eq!(back, [1], "only the record acquired under the 1 s lock");
         let later = state.expire(now + QueueLimits::SHARE_GROUP.lock_duration.unwrap());
         assert_eq!(later.len(), 1, "the first keeps its 30 s lock");
+        state.assert_invariants();
+    }
+
+    /// One fetch's records are one lease run; acknowledgements touching part of it split it, and
+    /// each part keeps its owner, count and deadline.
+    #[test]
+    fn a_lease_run_splits_where_part_of_it_is_settled_or_renewed() {
+        let start = Instant::now();
+        let second = Duration::from_secs(1);
+        let mut state = queue(QueueLimits::SHARE_GROUP, 12);
+        let runs = state.acquire_runs_before(A, 10, offset(12), start);
+        let run = AcquiredRun {
+            start: offset(0),
+            end: offset(10),
+            delivery_count: 1,
+        };
+        assert_eq!(runs, [run]);
+        state.take_journal();
+        assert_eq!(state.accept_held(A, offset(3), offset(5)), None);
+        let done = JournalEntry::Done {
+            start: offset(3),
+            end: offset(5),
+        };
+        assert_eq!(
+            state.take_journal(),
+            [done],
+            "one range for the accepted part"
+        );
+        assert_eq!(state.release(A, offset(6)), Ok(ReturnOutcome::Requeued));
+        state.renew(A, offset(8), start + 10 * second).unwrap();
+        let held: Vec<i64> = state.held_by(A).iter().map(|o| o.get()).collect();
+        assert_eq!(held, [0, 1, 2, 5, 7, 8, 9]);
+        // A range naming records not held: the held ones go, the lowest refusal is answered.
+        assert_eq!(
+            state.accept_held(B, offset(0), offset(2)),
+            Some(QueueError::AcquiredByOther { offset: offset(0) })
+        );
+        assert_eq!(
+            state.accept_held(A, offset(4), offset(6)),
+            Some(QueueError::NotAcquired { offset: offset(4) })
+        );
+        let again = state.acquire(B, 1, start);
+        assert_eq!((again[0].offset, again[0].delivery_count), (offset(6), 2));
+        let expired: Vec<i64> = state
+            .expire(start + 30 * second)
+            .iter()
+            .map(|r| r.offset.get())
+            .collect();
+        assert_eq!(expired, [0, 1, 2, 6, 7, 9], "all but the renewed record");
+        assert_eq!(state.held_by(A), [offset(8)]);
+        assert_eq!(state.next_deadline(), Some(start + 40 * second));
         state.assert_invariants();
     }
 

@@ -26,8 +26,8 @@ use super::member_key;
 use super::queues::{self, QueueRefusal};
 use crate::partition::PartitionError;
 use crate::queues::{
-    AckStore, AckStoreOptions, Acquired, Durability, QueueError, QueueKey, QueueLimits, QueueState,
-    ReturnOutcome, Returned,
+    AckStore, AckStoreOptions, Acquired, AcquiredRun, Durability, QueueError, QueueKey,
+    QueueLimits, QueueState, ReturnOutcome, Returned,
 };
 use crate::shard::Shard;
 
@@ -251,25 +251,49 @@ pub fn first_available(shard: &Shard, id: &SharePartitionId) -> Result<Option<i6
     with_state(shard, id, |state| state.first_available().map(Offset::get)).map_err(AckError::from)
 }
 
-/// Acquires for `member` up to `max` available records below `end` (what the read covered).
+/// Acquires for `member` up to `max` available records below `end` (what the read covered), as
+/// runs of consecutive offsets with one delivery count, lowest first.
 pub fn acquire(
     shard: &Shard,
     id: &SharePartitionId,
     member: &str,
     max: usize,
     end: i64,
-) -> Result<Vec<Acquired>, AckError> {
+) -> Result<Vec<AcquiredRun>, AckError> {
     let owner = member_key(member);
     if let Some(queue) = queues::queue(&id.topic) {
         mark_queue(shard, id)?;
         return queue
             .acquire(&id.topic, owner, max, end)
+            .map(|records| runs(&records))
             .map_err(AckError::from);
     }
     with_state(shard, id, |state| {
-        state.acquire_before(owner, max, Offset::new(end), Instant::now())
+        state.acquire_runs_before(owner, max, Offset::new(end), Instant::now())
     })
     .map_err(AckError::from)
+}
+
+/// Records one at a time (a queue's own state hands them so) as runs, lowest first.
+fn runs(acquired: &[Acquired]) -> Vec<AcquiredRun> {
+    let mut sorted: Vec<Acquired> = acquired.to_vec();
+    sorted.sort_by_key(|record| record.offset);
+    let mut runs: Vec<AcquiredRun> = Vec::new();
+    for record in sorted {
+        match runs.last_mut() {
+            Some(last)
+                if last.end == record.offset && last.delivery_count == record.delivery_count =>
+            {
+                last.end = record.offset.next();
+            }
+            _ => runs.push(AcquiredRun {
+                start: record.offset,
+                end: record.offset.next(),
+                delivery_count: record.delivery_count,
+            }),
+        }
+    }
+    runs
 }
 
 /// Applies one acknowledgement batch: `types` has one type for the whole range or one per
@@ -318,27 +342,18 @@ pub fn acknowledge(
     }
 }
 
-/// Accepts every offset of `[first, last]` that `owner` holds, as one `accept_all` per stretch
-/// between refusals (one finished range and journal entry for a whole acknowledged batch, not
-/// one per record); answers the first refusal.
+/// Accepts every offset of `[first, last]` that `owner` holds (`QueueState::accept_held`: a
+/// lease run at a time, one finished range and journal entry for a whole acknowledged batch);
+/// answers the first refusal.
 fn accept_range(
     state: &mut QueueState,
     owner: crate::queues::ConsumerId,
     first: i64,
     last: i64,
 ) -> Option<QueueError> {
-    let offsets: Vec<Offset> = (first..=last).map(Offset::new).collect();
-    let mut refused = None;
-    let mut at = 0;
-    while at < offsets.len() {
-        let (accepted, result) = state.accept_all(owner, &offsets[at..]);
-        at += accepted;
-        if let Err(error) = result {
-            refused.get_or_insert(error);
-            at += 1;
-        }
-    }
-    refused
+    // `last` may be i64::MAX: no record there is ever held, so the end saturating loses nothing.
+    let end = Offset::new(last.saturating_add(1));
+    state.accept_held(owner, Offset::new(first), end)
 }
 
 fn settle(
