@@ -10,6 +10,11 @@ use std::task::Poll;
 use super::Inner;
 use crate::LogError;
 
+/// Nothing queued, being written, sealed or checkpointed: the files can be closed.
+fn settled(inner: &Inner) -> bool {
+    inner.pending.is_empty() && !inner.writing && inner.seal.is_none() && !inner.checkpointing
+}
+
 pub(crate) async fn close(log: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
     {
         let mut inner = log.borrow_mut();
@@ -22,11 +27,7 @@ pub(crate) async fn close(log: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
     // Drain: everything appended gets written (or the write keeps failing).
     let drained = futures_lite::future::poll_fn(|cx| {
         let mut inner = log.borrow_mut();
-        if inner.pending.is_empty()
-            && !inner.writing
-            && inner.seal.is_none()
-            && !inner.checkpointing
-        {
+        if settled(&inner) {
             return Poll::Ready(Ok(()));
         }
         if let Some(failure) = &inner.failure {

@@ -90,7 +90,9 @@ impl Leases {
     /// The runs holding any offset of `[start, end)`, lowest first, whole (not clipped).
     pub fn overlapping(&self, start: Offset, end: Offset) -> impl Iterator<Item = LeasedRun> + '_ {
         let end = end.max(start);
-        let before = self.at(start).filter(|run| run.start < start && start < end);
+        let before = self
+            .at(start)
+            .filter(|run| run.start < start && start < end);
         let inside = self.runs.range(start..end);
         before
             .into_iter()

@@ -420,7 +420,7 @@ impl Harness {
         // One at a time is the AMQP delivery loop's call; checked against the same model.
         let got = match end {
             // The share fetch's call: runs, checked ascending and flattened.
-            Some(end) if max % 2 == 0 => {
+            Some(end) if max.is_multiple_of(2) => {
                 let end = Offset::new(end.max(0));
                 let runs = self.state.acquire_runs_before(owner_id, max, end, now);
                 assert!(runs.iter().all(|run| !run.is_empty()));
