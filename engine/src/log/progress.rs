@@ -55,7 +55,12 @@ async fn run(weak: Weak<RefCell<Inner>>) {
     let mut inner = log.borrow_mut();
     inner.checkpointing = false;
     match result {
-        Ok(Some(covered)) => inner.checkpointed = covered,
+        Ok(Some(covered)) => {
+            inner.checkpointed = covered;
+            // Writes that completed while this one ran started none: without a look now, a log
+            // that then went quiet would stay covered only up to this snapshot.
+            start_if_due(&log, &mut inner);
+        }
         Ok(None) => {}
         // Nothing is lost: the next open scans from the previous checkpoint.
         Err(error) => {
