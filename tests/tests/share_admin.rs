@@ -752,3 +752,43 @@ fn renew_acknowledgements_extend_locks() -> Result<()> {
     assert_eq!(result["queue"]["acquired"], 2, "{result}");
     Ok(())
 }
+
+/// Kafka's batch-optimized acquisition (`SharePartition.acquire`): a fetch starts only below the
+/// partition's lock limit (`group.share.partition.max.record.locks`), takes the room left at
+/// most, and finishes the producer batch it started even past the limit and `max_records`, so a
+/// batch is sent once. Meanwhile another member gets nothing; once the first accepts, the next
+/// batch goes.
+#[test]
+fn a_batch_past_the_lock_limit_is_acquired_whole_and_then_the_limit_holds() -> Result<()> {
+    let broker = Broker::start(
+        BrokerOptions::default()
+            .cpus("0")
+            .set("group.share.partition.max.record.locks", "100")
+            .set("share.auto.offset.reset", "earliest"),
+    )?;
+    let mut client = Client::connect(broker.port(), CLIENT_ID)?;
+    create_topic(&mut client, "batches", 1)?;
+    produce(&mut client, "batches", 0, 150)?;
+    produce(&mut client, "batches", 0, 50)?;
+    let topic = topic_id(&mut client, "batches")?;
+    for member in ["m1", "m2"] {
+        let joined = heartbeat(&mut client, "g", member, 0, Some(&["batches"]))?;
+        assert_eq!(joined.error_code, 0, "{member} joins");
+    }
+    let acquired = |answer: &ShareFetchResponse| -> Vec<(i64, i64)> {
+        let partitions = answer.responses.iter().flat_map(|t| &t.partitions);
+        let ranges = partitions.flat_map(|p| &p.acquired_records);
+        ranges.map(|r| (r.first_offset, r.last_offset)).collect()
+    };
+    // max_records 100, lock limit 100: the whole first batch of 150.
+    let first = share_fetch(&mut client, ("g", topic), 0, &[])?;
+    assert_eq!(acquired(&first), [(0, 149)]);
+    // 150 held, over the limit: m2 acquires nothing (its long poll ends empty).
+    let other = share_fetch_as(&mut client, ("g", "m2"), topic, 0)?;
+    assert_eq!(acquired(&other), []);
+    // m1 accepts them; the same request acquires the next batch, whole.
+    let next = share_fetch(&mut client, ("g", topic), 1, &[(0, 149, vec![1])])?;
+    assert_eq!(partition_codes(&next)?, (0, 0));
+    assert_eq!(acquired(&next), [(150, 199)]);
+    Ok(())
+}

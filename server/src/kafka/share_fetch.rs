@@ -5,11 +5,13 @@
 //! `max_wait_ms` while none can be acquired.
 //!
 //! Each partition is read from its lowest available record, up to the batch that covers
-//! `max_records`; the member acquires every available record of those batches (batch-aligned,
-//! as Kafka 4.2's default acquire mode: `max_records` may be exceeded to finish a batch; the
-//! partition's lock limit still bounds it), and the answer carries those whole batches and the
-//! acquired ranges with their delivery counts (clients keep only the acquired records). The batches come from `share_reads`, which reads
-//! a partition's log once for the several answers a large batch needs.
+//! `max_records` (or the room left under the partition's lock limit, if less); the member
+//! acquires every available record of those batches (batch-aligned, as Kafka 4.2's default
+//! acquire mode: `max_records` and the lock limit may be exceeded to finish a batch, as Kafka's
+//! `SharePartition` does), and the answer carries those whole batches and the acquired ranges
+//! with their delivery counts (clients keep only the acquired records). The batches come from
+//! `share_reads`, which reads a partition's log once for the several answers a batch can still
+//! need (record_limit mode, records of it released or expired).
 //!
 //! Version 2 (Kafka 4.2) adds `ShareAcquireMode` (KIP-1206: 1, record_limit, acquires at most
 //! `max_records`, no batch alignment) and, for KIP-1222's Renew acknowledgements, `IsRenewAck`:
@@ -266,26 +268,23 @@ async fn fetch_partition(
         }
         Some(_) => {}
     }
-    let start = match partitions::first_available(shard, id) {
-        Ok(Some(start)) => start,
-        Ok(None) => return Fetched::default(),
+    // As Kafka's `SharePartition`: at most the room left under the lock limit is wanted...
+    let (start, wanted) = match partitions::first_available(shard, id) {
+        Ok(Some((start, room))) if room > 0 => (start, max_records.min(room)),
+        Ok(_) => return Fetched::default(),
         Err(error) => return failed(code::from_ack_error(error)),
     };
-    let (records, end) = match batches(shard, id, start, max_records, max_bytes).await {
+    let (records, end) = match batches(shard, id, start, wanted, max_bytes).await {
         Ok(found) => found,
         Err(error_code) => return failed(error_code),
     };
-    // Batch-aligned, as Kafka 4.2's default `share.acquire.mode` (batch_optimized, KIP-1206):
-    // every available record of the batches that cover `max_records` is acquired, so a batch is
-    // never split between answers (KIP-932 lets `max_records` be exceeded for this). The lock
-    // limit still bounds it. In record_limit mode, `max_records` at most.
+    // ...and then, batch-aligned as Kafka 4.2's default `share.acquire.mode` (batch_optimized,
+    // KIP-1206), every available record of the batches that cover it is acquired, past
+    // `max_records` and the lock limit if the last batch goes past them: a batch is never split
+    // between answers, so it is sent once. In record_limit mode, `wanted` at most.
     let aligned = usize::try_from(end.saturating_sub(start)).unwrap_or(0);
-    let max = if strict {
-        max_records
-    } else {
-        aligned.max(max_records)
-    };
-    match partitions::acquire(shard, id, member, max, end) {
+    let max = if strict { wanted } else { aligned.max(wanted) };
+    match partitions::acquire(shard, id, member, (max, end), !strict) {
         Ok(acquired) if acquired.is_empty() => Fetched::default(),
         Ok(acquired) => Fetched {
             error_code: code::NONE,

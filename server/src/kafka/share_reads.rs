@@ -1,10 +1,12 @@
 //! The record batches a ShareFetch answers with, read from a partition's log once for many
 //! answers.
 //!
-//! A share answer carries whole batches but acquires at most a partition's lock limit (2,000)
-//! of their records, so a producer's large batch (5,000 records of 100 B in 512 KiB) goes out in
-//! several answers. Reading it again for each one costs a device read and a CRC check of the
-//! whole batch every time (24% of the shard's CPU in a share run, docs/benchmarks.md). So each
+//! A share answer carries whole batches but need not acquire all of their records: in
+//! record_limit mode (KIP-1206) at most `max_records`, and records of a batch released or
+//! expired come back alone, so a producer's large batch (5,000 records of 100 B in 512 KiB) can
+//! go out in several answers. Reading it again for each one costs a device read and a CRC check
+//! of the whole batch every time (24% of the shard's CPU in a share run when the lock limit still
+//! split batches, docs/benchmarks.md). So each
 //! shard keeps the last whole batches it read per partition, as one buffer, and answers from it
 //! with zero-copy slices while the next record wanted lies inside it. The log below its high
 //! watermark never changes, and the memo names its log (`LogName`), so a topic deleted and

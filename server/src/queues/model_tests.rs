@@ -30,6 +30,12 @@ enum Op {
         max: u8,
         end: u8,
     },
+    /// A batch-aligned share fetch's take: starts only below the lock limit, then may pass it.
+    AcquireAligned {
+        owner: u8,
+        max: u8,
+        end: u8,
+    },
     /// Retention deleted the log below `start`.
     SkipBelow {
         start: u8,
@@ -90,6 +96,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (owner.clone(), 0u8..6).prop_map(|(owner, max)| Op::Acquire { owner, max }),
         2 => (owner.clone(), 0u8..6, any::<u8>())
             .prop_map(|(owner, max, end)| Op::AcquireBefore { owner, max, end }),
+        2 => (owner.clone(), 0u8..12, any::<u8>())
+            .prop_map(|(owner, max, end)| Op::AcquireAligned { owner, max, end }),
         1 => any::<u8>().prop_map(|start| Op::SkipBelow { start }),
         2 => (owner.clone(), any::<u8>()).prop_map(|(owner, offset)| Op::AcquireAt { owner, offset }),
         4 => (owner.clone(), any::<u8>()).prop_map(|(owner, offset)| Op::Accept { owner, offset }),
@@ -146,6 +154,9 @@ struct Model {
     /// A restart or an `archive_available` below the head happened: the finished ranges are no
     /// longer bounded by `acquired_max + 1` (see the bounds in `state.rs`).
     gaps_allowed: bool,
+    /// The most records ever acquired at once (an aligned acquire may pass `acquired_max`): the
+    /// bound on finished ranges in its place.
+    acquired_peak: usize,
 }
 
 impl Model {
@@ -181,8 +192,14 @@ impl Model {
         (ready, acquired, ready + acquired)
     }
 
-    fn acquire(&mut self, owner: u8, max: usize, end: i64) -> Vec<(i64, u16, bool)> {
-        let room = self.limits.acquired_max - self.counts().1 as usize;
+    /// Hands out up to `max` of the lowest available records below `end`; `aligned`: if any
+    /// room is left under `acquired_max`, `max` whole, else within the room.
+    fn acquire(&mut self, owner: u8, max: usize, end: i64, aligned: bool) -> Vec<(i64, u16, bool)> {
+        let room = self
+            .limits
+            .acquired_max
+            .saturating_sub(self.counts().1 as usize);
+        let room = if aligned && room > 0 { max } else { room };
         let deadline_ms = self
             .limits
             .lock_duration
@@ -280,6 +297,7 @@ impl Harness {
                 now_ms: 0,
                 counts_exact: true,
                 gaps_allowed: false,
+                acquired_peak: 0,
             },
             mirror: HashMap::new(),
             key: QueueKey::new("model", 0),
@@ -333,7 +351,7 @@ impl Harness {
         if !self.model.gaps_allowed {
             let ranges = self.state.finished_range_count();
             assert!(
-                ranges <= self.model.limits.acquired_max + 1,
+                ranges <= self.model.limits.acquired_max.max(self.model.acquired_peak) + 1,
                 "{ranges} finished ranges"
             );
         }
@@ -349,19 +367,11 @@ impl Harness {
                 let end = self.pick(end);
                 self.acquire(owner, usize::from(max), Some(end))
             }
-            Op::SkipBelow { start } => {
-                let start = self.pick(start);
-                let mut want = 0;
-                for (_, record) in self.model.records.range_mut(..start) {
-                    if matches!(record, Record::Available { .. }) {
-                        *record = Record::Done;
-                        want += 1;
-                    }
-                }
-                // Acquired records below `start` stay: finished ranges around them.
-                self.model.gaps_allowed = true;
-                assert_eq!(self.state.skip_below(Offset::new(start.max(0))), want);
+            Op::AcquireAligned { owner, max, end } => {
+                let end = self.pick(end);
+                self.acquire_aligned(owner, usize::from(max), end)
             }
+            Op::SkipBelow { start } => self.skip_below(start),
             Op::AcquireAt { owner, offset } => self.acquire_at(owner, offset),
             Op::Accept { owner, offset } => self.finish(owner, offset, false),
             Op::AcceptAll {
@@ -434,14 +444,48 @@ impl Harness {
             None if max == 1 => self.state.acquire_one(owner_id, now).into_iter().collect(),
             None => self.state.acquire(owner_id, max, now),
         };
-        let want = self.model.acquire(owner, max, end.unwrap_or(i64::MAX));
+        let want = self
+            .model
+            .acquire(owner, max, end.unwrap_or(i64::MAX), false);
+        self.compare_handed(&got, &want);
+    }
+
+    fn skip_below(&mut self, raw: u8) {
+        let start = self.pick(raw);
+        let mut want = 0;
+        for (_, record) in self.model.records.range_mut(..start) {
+            if matches!(record, Record::Available { .. }) {
+                *record = Record::Done;
+                want += 1;
+            }
+        }
+        // Acquired records below `start` stay: finished ranges around them.
+        self.model.gaps_allowed = true;
+        assert_eq!(self.state.skip_below(Offset::new(start.max(0))), want);
+    }
+
+    fn acquire_aligned(&mut self, owner: u8, max: usize, end: i64) {
+        let (owner_id, now) = (ConsumerId(u64::from(owner)), self.now());
+        let end_offset = Offset::new(end.max(0));
+        let runs = self
+            .state
+            .acquire_runs_aligned(owner_id, max, end_offset, now);
+        assert!(runs.windows(2).all(|pair| pair[0].end <= pair[1].start));
+        let got: Vec<Acquired> = runs.into_iter().flat_map(|run| run.records()).collect();
+        let want = self.model.acquire(owner, max, end, true);
+        self.compare_handed(&got, &want);
+    }
+
+    fn compare_handed(&mut self, got: &[Acquired], want: &[(i64, u16, bool)]) {
         let got_offsets: Vec<i64> = got.iter().map(|r| r.offset.get()).collect();
         let want_offsets: Vec<i64> = want.iter().map(|&(o, _, _)| o).collect();
         assert_eq!(
             got_offsets, want_offsets,
             "acquire hands out the lowest available"
         );
-        self.compare_acquired(&got, &want);
+        self.compare_acquired(got, want);
+        let acquired = self.model.counts().1 as usize;
+        self.model.acquired_peak = self.model.acquired_peak.max(acquired);
     }
 
     fn acquire_at(&mut self, owner: u8, raw: u8) {

@@ -47,9 +47,12 @@
 //! many records it holds; the deadline book counts records per lock deadline.
 //!
 //! Bounds (memory is O(acquired_max), whatever the log length): at most `limits.acquired_max`
-//! (≤ `ACQUIRED_RECORDS_MAX`) records acquired; `returned` only ever holds records that were
-//! acquired and came back, and `acquire` drains it before advancing `frontier`, so
-//! `acquired + returned ≤ acquired_max` between restarts (`acquire_at` breaks this bound: what it
+//! (≤ `ACQUIRED_RECORDS_MAX`) records acquired, except that a share fetch's batch-aligned
+//! acquisition (`acquire_runs_aligned`), which starts only below `acquired_max`, may finish the
+//! producer batch it started past it, as Kafka's `SharePartition` does (never past
+//! `ACQUIRED_RECORDS_MAX`); below, `acquired_max` stands for the most ever acquired at once.
+//! `returned` only ever holds records that were acquired and came back, and `acquire` drains it
+//! before advancing `frontier`, so `acquired + returned ≤ acquired_max` between restarts (`acquire_at` breaks this bound: what it
 //! skips waits in `returned`, so a priority queue's state is O(ready), as its messages are). Below `frontier` the finished ranges
 //! are separated only by those records, so there are at most `acquired_max + 1` of them; above
 //! it, only a restore (whose ranges obeyed the same bound when written) or `archive_available`
@@ -458,7 +461,7 @@ impl QueueState {
     /// Hands up to `max` of the lowest available records to `owner` (fewer when fewer are
     /// available or `acquired_max` would be passed).
     pub fn acquire(&mut self, owner: ConsumerId, max: usize, now: Instant) -> Vec<Acquired> {
-        let runs = self.hand_out(owner, max, Offset::new(i64::MAX), now);
+        let runs = self.hand_runs(owner, max.min(self.room()), Offset::new(i64::MAX), now);
         runs.into_iter().flat_map(AcquiredRun::records).collect()
     }
 
@@ -471,7 +474,7 @@ impl QueueState {
         end: Offset,
         now: Instant,
     ) -> Vec<Acquired> {
-        let runs = self.hand_out(owner, max, end, now);
+        let runs = self.hand_runs(owner, max.min(self.room()), end, now);
         runs.into_iter().flat_map(AcquiredRun::records).collect()
     }
 
@@ -484,7 +487,33 @@ impl QueueState {
         end: Offset,
         now: Instant,
     ) -> Vec<AcquiredRun> {
-        self.hand_out(owner, max, end, now)
+        let want = max.min(self.room());
+        self.hand_runs(owner, want, end, now)
+    }
+
+    /// `acquire_runs_before` as Kafka's batch-optimized share fetch (`SharePartition.acquire`):
+    /// it starts only while fewer than `acquired_max` records are acquired, and then takes up to
+    /// `max`, which the caller rounded up from the room (`room`) to the end of the producer batch
+    /// it falls in, so it may pass `acquired_max` (a batch is never split between answers, nor
+    /// sent again for the rest of its records). `ACQUIRED_RECORDS_MAX` still bounds it.
+    pub fn acquire_runs_aligned(
+        &mut self,
+        owner: ConsumerId,
+        max: usize,
+        end: Offset,
+        now: Instant,
+    ) -> Vec<AcquiredRun> {
+        let held = self.acquired.len();
+        if held >= self.limits.acquired_max {
+            return Vec::new();
+        }
+        let want = max.min(ACQUIRED_RECORDS_MAX - held);
+        self.hand_runs(owner, want, end, now)
+    }
+
+    /// Records that can be acquired before `acquired_max` is reached.
+    pub fn room(&self) -> usize {
+        self.limits.acquired_max.saturating_sub(self.acquired.len())
     }
 
     /// The log no longer holds the offsets below `start` (retention deleted them): every
@@ -539,19 +568,18 @@ impl QueueState {
         })
     }
 
-    /// Leases up to `max` of the lowest available records below `end` to `owner` (fewer when
-    /// fewer are available or `acquired_max` would be passed). Runs of never-delivered records
+    /// Leases up to `want` of the lowest available records below `end` to `owner` (fewer when
+    /// fewer are available; the caller checked the room). Runs of never-delivered records
     /// at the frontier are taken whole (`fresh_run`) as one lease run, and the deadline book is
     /// updated once per call: a share fetch takes hundreds of records at a time, and per-record
     /// map updates were most of a share shard's time.
-    fn hand_out(
+    fn hand_runs(
         &mut self,
         owner: ConsumerId,
-        max: usize,
+        want: usize,
         end: Offset,
         now: Instant,
     ) -> Vec<AcquiredRun> {
-        let want = max.min(self.limits.acquired_max.saturating_sub(self.acquired.len()));
         let deadline = self.limits.lock_duration.map(|duration| now + duration);
         let mut handed: Vec<AcquiredRun> = Vec::new();
         let mut taken = 0;
@@ -1146,7 +1174,7 @@ impl QueueState {
         self.done.assert_invariants();
         let floor = self.done.floor();
         assert!(floor <= self.frontier && self.frontier <= self.next);
-        assert!(self.acquired.len() <= self.limits.acquired_max);
+        assert!(self.acquired.len() <= ACQUIRED_RECORDS_MAX);
         self.acquired.assert_invariants();
         for &offset in self.returned.keys() {
             assert!(offset >= floor && offset < self.frontier && !self.done.contains(offset));

@@ -242,23 +242,34 @@ fn open_partition(
     SharePartition { key, state }
 }
 
-/// The lowest record available to the group (where a share fetch reads from), if any.
-pub fn first_available(shard: &Shard, id: &SharePartitionId) -> Result<Option<i64>, AckError> {
+/// The lowest record available to the group (where a share fetch reads from), if any, and how
+/// many records the group may acquire before its lock limit (an AMQP queue's log: unbounded
+/// here, the queue caps its own).
+pub fn first_available(
+    shard: &Shard,
+    id: &SharePartitionId,
+) -> Result<Option<(i64, usize)>, AckError> {
     if let Some(queue) = queues::queue(&id.topic) {
         mark_queue(shard, id)?;
-        return queue.first_available(&id.topic).map_err(AckError::from);
+        let first = queue.first_available(&id.topic).map_err(AckError::from)?;
+        return Ok(first.map(|first| (first, usize::MAX)));
     }
-    with_state(shard, id, |state| state.first_available().map(Offset::get)).map_err(AckError::from)
+    let found = with_state(shard, id, |state| {
+        let room = state.room();
+        state.first_available().map(|first| (first.get(), room))
+    });
+    found.map_err(AckError::from)
 }
 
 /// Acquires for `member` up to `max` available records below `end` (what the read covered), as
-/// runs of consecutive offsets with one delivery count, lowest first.
+/// runs of consecutive offsets with one delivery count, lowest first. `aligned`: `max` was
+/// rounded up to a batch's end and may pass the lock limit (`QueueState::acquire_runs_aligned`).
 pub fn acquire(
     shard: &Shard,
     id: &SharePartitionId,
     member: &str,
-    max: usize,
-    end: i64,
+    (max, end): (usize, i64),
+    aligned: bool,
 ) -> Result<Vec<AcquiredRun>, AckError> {
     let owner = member_key(member);
     if let Some(queue) = queues::queue(&id.topic) {
@@ -269,7 +280,12 @@ pub fn acquire(
             .map_err(AckError::from);
     }
     with_state(shard, id, |state| {
-        state.acquire_runs_before(owner, max, Offset::new(end), Instant::now())
+        let (end, now) = (Offset::new(end), Instant::now());
+        if aligned {
+            state.acquire_runs_aligned(owner, max, end, now)
+        } else {
+            state.acquire_runs_before(owner, max, end, now)
+        }
     })
     .map_err(AckError::from)
 }
