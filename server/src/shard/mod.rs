@@ -356,7 +356,21 @@ pub async fn run(start: ShardStart) -> anyhow::Result<()> {
     );
     let body = glommio::spawn_local_into(serve(start), queue)
         .map_err(|error| anyhow::anyhow!("spawning the shard task: {error}"))?;
+    // Belt and braces for that race: a slow tick bounds any stall. It lasts as long as the
+    // shard, not only until shutdown: closing groups, shares and logs still awaits other shards
+    // (a shard with 50,000 logs once never finished its shutdown, parked in the reactor).
+    let tick = glommio::spawn_local_into(
+        async {
+            loop {
+                glommio::timer::sleep(TICK).await;
+            }
+        },
+        queue,
+    )
+    .map_err(|error| anyhow::anyhow!("spawning the shard's tick: {error}"))?;
     let result = body.await;
+    // Dropping a glommio task cancels it.
+    drop(tick);
     if let Err(error) = &result {
         let _ = ready.send(Err(format!("shard {id}: {error:#}")));
     }
@@ -456,18 +470,10 @@ fn accept(shard: &Rc<Shard>, bound: Vec<(TcpListener, Listener)>) -> Vec<glommio
         .collect()
 }
 
-/// The shard's background tasks: the wake-up tick, the retention timer and the allocator's
-/// collector.
+/// The shard's background tasks: the retention timer and the allocator's collector (the
+/// wake-up tick is `run`'s).
 fn spawn_housekeeping(shard: &Rc<Shard>) {
     crate::allocator::spawn_collector(shard);
-    // Belt and braces for the glommio wake-up race (see `run`): a slow tick bounds any stall.
-    let ticker = shard.clone();
-    glommio::spawn_local(async move {
-        while !ticker.shutdown.is_fired() {
-            glommio::timer::sleep(TICK).await;
-        }
-    })
-    .detach();
     let retention = shard.clone();
     glommio::spawn_local(async move {
         let interval = Duration::from_millis(retention.config.retention_check_interval_ms);
