@@ -459,3 +459,59 @@ fn after_a_kill_only_the_active_segment_past_its_progress_checkpoint_is_scanned(
         log.close().await.unwrap();
     });
 }
+
+/// storage-format.md, "Producer state at a seal": a producer whose only batch past a seal's base
+/// started a new epoch is checkpointed with that epoch and no batches, so when a crash loses the
+/// batch the old epoch stays fenced and the new one starts afresh at sequence 0.
+#[test]
+fn a_new_epoch_past_a_seal_stays_fencing_when_a_crash_loses_its_batch() {
+    const SEGMENT: usize = 4096;
+    let first = idempotent(9, 0, 0, 3);
+    let bumped = idempotent(9, 1, 0, 3);
+    // A filler that leaves the first segment too little room for the bumped batch.
+    let room = SEGMENT - first.len() - bumped.len() / 2;
+    let value = (0..room)
+        .rev()
+        .find(|&v| values(1, v, 1).len() <= room)
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = run(tmp.path(), move |dir| async move {
+        let log = Log::open(&dir, small_segments(SEGMENT as u64))
+            .await
+            .unwrap();
+        log.append(first).unwrap();
+        let filler = log.append(values(1, value, 1)).unwrap();
+        let bumped = log.append(bumped).unwrap();
+        assert_eq!(bumped.base_offset, filler.last_offset + 1);
+        // The seal's checkpoint covers the first segment; then the process dies unclosed.
+        covered_at_least(&dir, room as u64).await;
+        bumped.base_offset
+    });
+    let dir = tmp.path().join("topic-0");
+    let segments = files(&dir, ".log");
+    assert_eq!(segments.len(), 2, "the new epoch's batch opened a segment");
+    // The crash loses it: the new segment's data never reached the device.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segments[1])
+        .unwrap();
+    let length = file.metadata().unwrap().len().min(1 << 16) as usize;
+    std::os::unix::fs::FileExt::write_all_at(&file, &vec![0u8; length], 0).unwrap();
+    run(tmp.path(), move |dir| async move {
+        let log = Log::open(&dir, small_segments(SEGMENT as u64))
+            .await
+            .unwrap();
+        assert_eq!(log.log_end_offset(), base);
+        let fenced = log.append(idempotent(9, 0, 3, 3));
+        assert!(
+            matches!(
+                fenced,
+                Err(LogError::InvalidProducerEpoch { current: 1, .. })
+            ),
+            "epoch 0 must stay fenced: {fenced:?}"
+        );
+        let fresh = log.append(idempotent(9, 1, 0, 3)).unwrap();
+        assert_eq!((fresh.base_offset, fresh.duplicate), (base, false));
+        log.close().await.unwrap();
+    });
+}
