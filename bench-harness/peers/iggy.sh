@@ -18,8 +18,9 @@
 #   - Iggy: a fresh iggy-server (one shard, `taskset -c 0` and `cpu_allocation = 1`) on a fresh
 #     data dir, ready when TCP 8090 accepts, then its own iggy-bench on CPU 1;
 #   - Weir: weir-bench --spawn-server (a fresh weir, one shard on CPU 0, harness on CPU 1) with
-#     Kafka-default client settings (5 requests in flight, 16 KiB batches... as the preset
-#     gives), and with settings matched to iggy-bench's (1 request in flight, batches of 1000
+#     weir-bench's default client settings (acks=1, 5 requests in flight as Kafka's default,
+#     512 KiB batches, linger 1 ms, 32 MiB / 8 MiB per partition fetches), and with settings
+#     matched to iggy-bench's (1 request in flight, batches of 1000
 #     records: 100 KB or 1 MB; for the backlog also 1 MiB fetches, like iggy-bench's polls of
 #     1000 messages);
 # alternating which broker goes first every round. Results: OUT/peers.md (one markdown table),
@@ -38,7 +39,8 @@
 # DURATION (10s, Weir produce runs, after a 3 s warm-up), IGGY_MESSAGES (batches of 1000 per
 # Iggy producer in the produce workloads, 2000: 200 MB of 100 B, 2 GB of 1000 B per producer),
 # BACKLOG_MESSAGES (2000000 records of 1000 B in the backlog workload, both brokers), WEIR_PORT
-# (19600), IGGY_PORT (8090), OUT (target/peers), WORKLOADS (all; space-separated names).
+# (19600), IGGY_PORT (8090), OUT (target/peers), WORKLOADS (all; space-separated names),
+# WEIR_COMMIT (what the table names; default: HEAD of the checkout WEIR_BIN sits in).
 #
 # p99: Iggy's is iggy-bench's "p99 latency" of its summary line, the mean over actors of each
 # actor's p99 of one batch round trip (send of 1000 messages, or poll of up to 1000). Weir's
@@ -46,9 +48,12 @@
 # matched settings one batch of 1000 records), both given. For the backlog only throughput is
 # compared (weir-bench's end-to-end latency there includes the wait in the backlog).
 #
-# STATUS: first full run 2026-12-07 (Iggy cc269ef built with nightly 1.97.0, LTO off, IGGY_TREE;
-# see docs/benchmarks.md, "Iggy side by side"). The iggy-bench arguments and the parsing of its
-# summary line were checked against that commit's `iggy-bench --help` and real output.
+# STATUS: both halves run, 2 rounds, 2026-12-07 22:35–22:39 UTC on the 2-vCPU VM (Iggy cc269ef
+# built with rustc 1.97.0-nightly, LTO off, given as IGGY_TREE; table in docs/benchmarks.md,
+# "Iggy side by side"). The iggy-bench arguments, the server's environment (IGGY_SYSTEM_PATH,
+# IGGY_CONFIG_PATH, root credentials, one shard) and the parsing of iggy-bench's summary line were
+# checked against that commit's `--help` and real output. The build step itself (without
+# IGGY_TREE) was run by hand with the same cargo arguments, not through this script.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -205,7 +210,9 @@ if [ "${SKIP_IGGY:-}" = 1 ]; then
 else
     build_iggy
 fi
-weir_commit=$(git rev-parse --short HEAD)
+# The broker measured is WEIR_BIN, which may come from another checkout than this script's.
+weir_commit=${WEIR_COMMIT:-$(git -C "$(dirname "$WEIR_BIN")" rev-parse --short HEAD 2>/dev/null || echo unknown)}
+weir_commit="$weir_commit (weir built $(date -u -r "$WEIR_BIN" '+%Y-%m-%d %H:%M' 2>/dev/null || echo '?') UTC)"
 start=$(date -u +%H:%M)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for round in $(seq 1 "$rounds"); do
@@ -289,10 +296,10 @@ def ratios(w, i):
         cells.append("-" if a is None or b is None or not b[0] else trunc(a[0] / b[0]))
     return " / ".join(cells) or "-"
 
-lines = [f"Iggy at `{commit}`, weir at `{weir_commit}`; {start}–{end} UTC; load average {before}"
+lines = [f"Iggy at `{commit}`, weir at {weir_commit}; {start}–{end} UTC; load average {before}"
          f" before, {after} after; {rounds} round(s), order alternating. M msgs/s (produce; consume"
          " for the backlog), one figure per round.", "",
-         "| workload | Iggy (iggy-bench) | Weir, Kafka defaults | Weir, matched | Weir defaults / Iggy | Weir matched / Iggy |",
+         "| workload | Iggy (iggy-bench defaults) | Weir, weir-bench defaults | Weir, matched | Weir defaults / Iggy | Weir matched / Iggy |",
          "|---|---|---|---|---|---|"]
 for name in names:
     i, d, mt = iggy_runs(name), weir_runs("default", name), weir_runs("matched", name)
