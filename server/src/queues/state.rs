@@ -52,9 +52,10 @@
 //! producer batch it started past it, as Kafka's `SharePartition` does (never past
 //! `ACQUIRED_RECORDS_MAX`); below, `acquired_max` stands for the most ever acquired at once.
 //! `returned` only ever holds records that were acquired and came back, and `acquire` drains it
-//! before advancing `frontier`, so `acquired + returned ≤ acquired_max` between restarts (`acquire_at` breaks this bound: what it
-//! skips waits in `returned`, so a priority queue's state is O(ready), as its messages are). Below `frontier` the finished ranges
-//! are separated only by those records, so there are at most `acquired_max + 1` of them; above
+//! before advancing `frontier`, so `acquired + returned ≤ acquired_max` between restarts
+//! (`acquire_at` breaks this bound: what it skips waits in `returned`, so a priority queue's
+//! state is O(ready), as its messages are). Below `frontier` the finished ranges are separated
+//! only by those records, so there are at most `acquired_max + 1` of them; above
 //! it, only a restore (whose ranges obeyed the same bound when written) or `archive_available`
 //! on a record that is not the queue's head can leave gaps. RabbitMQ's TTL and drop-head only
 //! ever take the head (`first_available`), which leaves none.
@@ -256,6 +257,17 @@ impl AcquiredRun {
 
     pub fn is_empty(&self) -> bool {
         self.end <= self.start
+    }
+
+    /// Appends `run` to `runs` (lowest first), extending the last one instead when `run`
+    /// continues it with the same delivery count.
+    pub fn push_merged(runs: &mut Vec<AcquiredRun>, run: AcquiredRun) {
+        match runs.last_mut() {
+            Some(last) if last.end == run.start && last.delivery_count == run.delivery_count => {
+                last.end = run.end;
+            }
+            _ => runs.push(run),
+        }
     }
 }
 
@@ -600,16 +612,12 @@ impl QueueState {
             };
             self.lease_run(start, stop, lease);
             taken += stop.since(start) as usize;
-            match handed.last_mut() {
-                Some(last) if last.end == start && last.delivery_count == lease.delivery_count => {
-                    last.end = stop;
-                }
-                _ => handed.push(AcquiredRun {
-                    start,
-                    end: stop,
-                    delivery_count: lease.delivery_count,
-                }),
-            }
+            let run = AcquiredRun {
+                start,
+                end: stop,
+                delivery_count: lease.delivery_count,
+            };
+            AcquiredRun::push_merged(&mut handed, run);
         }
         if let (Some(deadline), true) = (deadline, taken > 0) {
             *self.deadlines.entry(deadline).or_default() += taken as u32;

@@ -296,18 +296,12 @@ fn runs(acquired: &[Acquired]) -> Vec<AcquiredRun> {
     sorted.sort_by_key(|record| record.offset);
     let mut runs: Vec<AcquiredRun> = Vec::new();
     for record in sorted {
-        match runs.last_mut() {
-            Some(last)
-                if last.end == record.offset && last.delivery_count == record.delivery_count =>
-            {
-                last.end = record.offset.next();
-            }
-            _ => runs.push(AcquiredRun {
-                start: record.offset,
-                end: record.offset.next(),
-                delivery_count: record.delivery_count,
-            }),
-        }
+        let run = AcquiredRun {
+            start: record.offset,
+            end: record.offset.next(),
+            delivery_count: record.delivery_count,
+        };
+        AcquiredRun::push_merged(&mut runs, run);
     }
     runs
 }
