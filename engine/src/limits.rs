@@ -34,8 +34,19 @@ pub const WRITES_IN_FLIGHT_MAX: usize = 2;
 /// Pause before a failed write, sync or seal (ENOSPC, EIO) is retried.
 pub const WRITE_RETRY_MS: u64 = 100;
 
-/// Read-aheads kept per log: one per reader catching up from disk (consumer groups, followers).
-pub const READ_AHEADS_MAX: usize = 4;
+/// Read-aheads kept per log: up to two per reader catching up from disk (consumer groups,
+/// followers): the rest of the window it is reading, and the read of the next one.
+pub const READ_AHEADS_MAX: usize = 8;
+
+/// A read-ahead reads at least this much, whatever the fetch asked: a Kafka consumer asks 1 MiB
+/// per partition (`max.partition.fetch.bytes`), and one 1 MiB read in flight per reader left the
+/// device idle between reads (weir-bench --backlog with 1 MiB fetches: 0.80-1.04 GB/s against
+/// 1.07-1.13 GB/s with 8 MiB ones). 8 MiB is what the 8 MiB fetches read.
+pub const READ_AHEAD_BYTES: usize = 8 << 20;
+
+/// Read-ahead memory of one shard, at most: past it a read-ahead reads only the fetch's own
+/// window, so that many partitions read at once cannot each hold `READ_AHEAD_BYTES`.
+pub const READ_AHEAD_SHARD_BYTES: usize = 256 << 20;
 
 /// A disk read for a fetch covers at most this much of the fetch's `max_bytes` (plus an index
 /// interval and two blocks of slack), so a hostile `max_bytes` cannot size a read buffer.

@@ -534,6 +534,51 @@ fn catch_up_readers_get_every_batch_through_read_ahead_across_segments() {
 }
 
 #[test]
+fn a_reader_with_small_fetches_reads_the_device_in_large_windows() {
+    // A Kafka consumer asks 1 MiB per partition; its catch-up reads must still reach the device
+    // as `READ_AHEAD_BYTES` windows (the device idled between 1 MiB reads), each window serving
+    // many fetches, and every batch must come back exactly once, in order.
+    let tmp = tempfile::tempdir().unwrap();
+    run(tmp.path(), |dir| async move {
+        let config = LogConfig {
+            tail_cache_bytes: 0,
+            segment_bytes: 64 << 20,
+            ..LogConfig::default()
+        };
+        let log = Log::open(&dir, config).await.unwrap();
+        let mut sent = Vec::new();
+        let mut last = 0;
+        // 24 MiB of 16 KiB batches with uneven records.
+        for i in 0..1500usize {
+            let mut batch = values(4, 4000 + (i * 131) % 200, i as u8);
+            let appended = log.append(batch.clone()).unwrap();
+            weir_engine::batch::set_base_offset(&mut batch, appended.base_offset);
+            sent.push((appended.base_offset, batch.to_vec()));
+            last = appended.last_offset;
+            if i % 100 == 0 {
+                glommio::yield_if_needed().await;
+            }
+        }
+        log.wait_written(last).await.unwrap();
+        let before = weir_engine::io::stats::snapshot();
+        let got = read_all(&log, 0, 256 << 10).await;
+        let after = weir_engine::io::stats::snapshot();
+        assert!(got == sent, "the reader saw exactly the written batches");
+        let fetches = after.disk_reads - before.disk_reads;
+        let device = after.device_reads - before.device_reads;
+        let bytes = after.device_read_bytes - before.device_read_bytes;
+        let data: usize = sent.iter().map(|(_, b)| b.len()).sum();
+        assert!(fetches >= 90, "{fetches} fetches of 256 KiB");
+        assert!(
+            device <= 8,
+            "{device} device reads for {fetches} fetches: windows of READ_AHEAD_BYTES"
+        );
+        assert!(bytes < 2 * data as u64, "{bytes} bytes read for {data}");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn always_durability_spans_background_seals() {
     // With `Always`, every acknowledged batch is durable, including those written to a new segment
     // while the previous one is still being sealed in the background.

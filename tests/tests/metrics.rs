@@ -33,6 +33,14 @@ fn value(samples: &Samples, key: &str) -> f64 {
     samples.get(key).copied().unwrap_or(0.0)
 }
 
+/// The sample `key`, which must be there.
+fn value_of(samples: &Samples, key: &str) -> Result<f64> {
+    samples
+        .get(key)
+        .copied()
+        .with_context(|| format!("no sample {key}"))
+}
+
 /// How much `key` moved from `before` to `after`.
 fn moved(before: &Samples, after: &Samples, key: &str) -> f64 {
     value(after, key) - value(before, key)
@@ -187,6 +195,13 @@ fn storage_counters_follow(before: &Samples, after: &Samples) -> Result<()> {
     let reads = sum_of(after, "weir_log_reads_total", "source=")
         - sum_of(before, "weir_log_reads_total", "source=");
     ensure!(reads >= 2.0, "{reads} log reads for two readers");
+    // Device reads (start-up scans, fetches from disk, read-aheads): each is at least one block.
+    let device_reads = value_of(after, "weir_storage_reads_total")?;
+    let device_bytes = value_of(after, "weir_storage_read_bytes_total")?;
+    ensure!(
+        device_bytes >= device_reads * 4096.0,
+        "{device_reads} device reads of {device_bytes} bytes"
+    );
     // The watcher runs on every shard (a stall is not expected, so only its presence is checked).
     let stall_rows = after
         .keys()

@@ -63,6 +63,9 @@ impl SegmentFile {
     ) -> Result<DiskBytes, LogError> {
         let file = self.handle().await?;
         let read = file.read_at_aligned(position, len).await;
+        if let Ok(read) = &read {
+            super::stats::read_from_device(read.len());
+        }
         read.map(DiskBytes::new).map_err(|e| self.error(e))
     }
 

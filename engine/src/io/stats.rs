@@ -49,6 +49,10 @@ pub struct IoStats {
     pub tail_cache_reads: u64,
     /// Reads that went to a segment file.
     pub disk_reads: u64,
+    /// Reads the device did for segment files (a fetch's own, read-aheads, scans) and their bytes:
+    /// fewer and larger than `disk_reads` when read-ahead works.
+    pub device_reads: u64,
+    pub device_read_bytes: u64,
 }
 
 thread_local! {
@@ -66,6 +70,15 @@ pub(crate) fn synced(started: Instant) {
 
 pub(crate) fn written(started: Instant) {
     STATS.with(|stats| stats.borrow_mut().writes.record(started));
+}
+
+/// A device read of `bytes` from a segment file completed.
+pub(crate) fn read_from_device(bytes: usize) {
+    STATS.with(|stats| {
+        let mut stats = stats.borrow_mut();
+        stats.device_reads += 1;
+        stats.device_read_bytes += bytes as u64;
+    });
 }
 
 /// A read served from the tail cache (`true`) or planned on a segment file (`false`).

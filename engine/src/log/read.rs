@@ -1,10 +1,11 @@
 //! Reads: from the tail cache (the very buffers appended) or from a segment on disk, with a
-//! read-ahead of the next window per catching-up reader; long-poll waits; timestamp lookups.
+//! read-ahead per catching-up reader (the rest of the window it read, and the next window of
+//! `READ_AHEAD_BYTES` at least); long-poll waits; timestamp lookups.
 //!
 //! Shard: the log's owner. Concurrency: the state is borrowed to pick the source and released
 //! before any read is awaited; a read in flight keeps its segment's file open.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::task::Poll;
@@ -12,8 +13,10 @@ use std::task::Poll;
 use super::Inner;
 use crate::io::runtime::{spawn_background, Background};
 use crate::io::{align_down, align_up, DiskBytes, SegmentFile};
-use crate::limits::{BLOCK_BYTES, READ_AHEADS_MAX, READ_FETCH_BYTES_MAX};
-use crate::segment;
+use crate::limits::{
+    BLOCK_BYTES, READ_AHEADS_MAX, READ_AHEAD_BYTES, READ_AHEAD_SHARD_BYTES, READ_FETCH_BYTES_MAX,
+};
+use crate::{batch, segment};
 use crate::{Chunk, LogError, Offset, ReadBatches};
 
 /// The next window of a segment, read while the previous fetch's response is written, for the
@@ -25,9 +28,58 @@ pub(super) struct ReadAhead {
     pub(super) offset: Offset,
     pub(super) position: u64,
     pub(super) start: u64,
+    pub(super) read: AheadBytes,
+    /// This read-ahead's share of the shard's read-ahead memory, given back when it is dropped.
+    _held: Held,
+}
+
+/// The bytes of a read-ahead: a device read in flight, or the rest of a window a fetch already
+/// took its part of.
+pub(super) enum AheadBytes {
     /// The window, cut at the data end when it was issued; `None` if the read failed (the fetch
     /// then reads from the device itself and reports the error).
-    pub(super) read: Background<Option<DiskBytes>>,
+    Reading(Background<Option<DiskBytes>>),
+    Ready(DiskBytes),
+}
+
+impl AheadBytes {
+    async fn bytes(self) -> Option<DiskBytes> {
+        match self {
+            AheadBytes::Reading(read) => read.await.flatten(),
+            AheadBytes::Ready(bytes) => Some(bytes),
+        }
+    }
+}
+
+thread_local! {
+    /// Bytes of read-ahead windows this shard holds or has in flight (`READ_AHEAD_SHARD_BYTES`).
+    static HELD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// A claim on the shard's read-ahead memory, released on drop.
+pub(super) struct Held(usize);
+
+impl Held {
+    fn claim(bytes: usize) -> Held {
+        HELD.with(|held| held.set(held.get() + bytes));
+        Held(bytes)
+    }
+
+    /// The bytes a new read-ahead may read: `READ_AHEAD_BYTES` at least while the shard holds
+    /// less than its budget, otherwise only the fetch's own window.
+    fn window(fetch_window: usize) -> usize {
+        if HELD.with(Cell::get) < READ_AHEAD_SHARD_BYTES {
+            fetch_window.max(READ_AHEAD_BYTES)
+        } else {
+            fetch_window
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD.with(|held| held.set(held.get().saturating_sub(self.0)));
+    }
 }
 
 /// Whole batches from the one holding `offset`: from the tail cache when it holds `offset`,
@@ -43,9 +95,13 @@ pub(crate) async fn read(
         ReadSource::Disk(disk) => disk,
     };
     let prefetched = match disk.ahead {
-        Some(ahead) => ahead.read.await.flatten().map(|read| (ahead.start, read)),
+        Some(ahead) => ahead.read.bytes().await.map(|read| (ahead.start, read)),
         None => None,
     };
+    // The window stays shared with the fetch's slice of it: its rest serves the next fetches.
+    let window = prefetched
+        .as_ref()
+        .and_then(|(start, read)| Some((*start, read.slice(0, read.len())?)));
     let read = segment::read_batches(
         &disk.file,
         &disk.path,
@@ -59,7 +115,12 @@ pub(crate) async fn read(
     .await?;
     let (chunks, total_bytes) = match read {
         Some((read, end, next_offset)) => {
-            start_read_ahead(log, disk.segment_base, end, next_offset, disk.window);
+            let next = Next {
+                segment_base: disk.segment_base,
+                end,
+                offset: next_offset,
+            };
+            read_on(log, next, window, disk.window);
             let len = read.len();
             (vec![Chunk::Disk(read)], len)
         }
@@ -185,32 +246,96 @@ fn read_cache(inner: &Inner, offset: Offset, max_bytes: usize) -> ReadBatches {
     }
 }
 
-/// After a disk read that ended at byte `end` of the segment at `segment_base`, reads the next
-/// window (`window_bytes`, as the fetch did) in the background, from the same segment or the start
-/// of the next one, unless that data is in the tail cache or not written yet.
-pub(super) fn start_read_ahead(
-    log: &Rc<RefCell<Inner>>,
+/// Where a reader continues after a disk read: the batch at byte `end` of the segment at
+/// `segment_base`, holding `offset`.
+#[derive(Clone, Copy)]
+struct Next {
     segment_base: Offset,
     end: u64,
-    next_offset: Offset,
-    window_bytes: usize,
+    offset: Offset,
+}
+
+/// After a fetch read up to `next`: keeps the rest of the window it read from (`window`, its
+/// aligned start and bytes) for the reader's next fetches, and reads on from the first batch that
+/// window does not hold whole.
+fn read_on(
+    log: &Rc<RefCell<Inner>>,
+    next: Next,
+    window: Option<(u64, DiskBytes)>,
+    fetch_window: usize,
 ) {
+    let Some((start, bytes)) = window else {
+        return start_read_ahead(log, next, fetch_window);
+    };
+    let (end, offset) = whole_batches_end(&bytes, start, next.end, next.offset);
+    if end == next.end {
+        return start_read_ahead(log, next, fetch_window);
+    }
+    let mut inner = log.borrow_mut();
+    if inner.closed || next.offset >= inner.high_watermark {
+        return;
+    }
+    let held = Held::claim(bytes.len());
+    push_ahead(
+        &mut inner,
+        ReadAhead {
+            segment_base: next.segment_base,
+            offset: next.offset,
+            position: next.end,
+            start,
+            read: AheadBytes::Ready(bytes),
+            _held: held,
+        },
+    );
+    drop(inner);
+    let after = Next {
+        end,
+        offset,
+        ..next
+    };
+    start_read_ahead(log, after, fetch_window);
+}
+
+/// The end of the last batch `bytes` (read from byte `start`) holds whole when walking from the
+/// batch at `position` holding `offset`, and the offset after it. Stops at anything that is not a
+/// batch header: the fetch that reaches it reads it from the device and reports it.
+fn whole_batches_end(bytes: &[u8], start: u64, position: u64, offset: Offset) -> (u64, Offset) {
+    let (mut at, mut offset) = (position, offset);
+    loop {
+        let Some(rest) = bytes.get((at - start) as usize..) else {
+            return (at, offset);
+        };
+        let Some(size) = batch::claimed_size(rest).filter(|size| *size <= rest.len()) else {
+            return (at, offset);
+        };
+        let Some(header) = batch::Header::new(&rest[..size]) else {
+            return (at, offset);
+        };
+        at += size as u64;
+        offset = Offset::new(header.base_offset() + header.last_offset_delta() as i64 + 1);
+    }
+}
+
+/// Reads the window at `next` (`READ_AHEAD_BYTES` at least, while the shard's budget allows) in
+/// the background, from the same segment or the start of the next one, unless that data is in the
+/// tail cache or not written yet.
+fn start_read_ahead(log: &Rc<RefCell<Inner>>, next: Next, fetch_window: usize) {
     let mut inner = log.borrow_mut();
     if inner.closed
-        || next_offset >= inner.high_watermark
-        || inner.cache.front().is_some_and(|c| c.base <= next_offset)
-        || inner.read_aheads.iter().any(|a| a.offset == next_offset)
+        || next.offset >= inner.high_watermark
+        || inner.cache.front().is_some_and(|c| c.base <= next.offset)
+        || inner.read_aheads.iter().any(|a| a.offset == next.offset)
     {
         return;
     }
-    let target = match inner.segments.get(&segment_base) {
-        Some(segment) if end < segment.size_bytes => Some((segment, end)),
+    let target = match inner.segments.get(&next.segment_base) {
+        Some(segment) if next.end < segment.size_bytes => Some((segment, next.end)),
         Some(_) => inner
             .segments
-            .range(segment_base.next()..)
+            .range(next.segment_base.next()..)
             .next()
             .map(|(_, s)| s)
-            .filter(|s| s.base_offset == next_offset && s.size_bytes > 0)
+            .filter(|s| s.base_offset == next.offset && s.size_bytes > 0)
             .map(|s| (s, 0)),
         None => None,
     };
@@ -218,7 +343,7 @@ pub(super) fn start_read_ahead(
         return;
     };
     let start = align_down(position);
-    let data_end = (position + window_bytes as u64).min(segment.size_bytes);
+    let data_end = (position + Held::window(fetch_window) as u64).min(segment.size_bytes);
     let len = (align_up(data_end) - start) as usize;
     let file = segment.file.clone();
     let base = segment.base_offset;
@@ -228,16 +353,23 @@ pub(super) fn start_read_ahead(
         let valid = read.len().min((data_end - start) as usize);
         read.slice(0, valid)
     });
+    let ahead = ReadAhead {
+        segment_base: base,
+        offset: next.offset,
+        position,
+        start,
+        read: AheadBytes::Reading(read),
+        _held: Held::claim(len),
+    };
+    push_ahead(&mut inner, ahead);
+}
+
+/// Keeps `ahead`, dropping the oldest read-ahead past `READ_AHEADS_MAX`.
+fn push_ahead(inner: &mut Inner, ahead: ReadAhead) {
     if inner.read_aheads.len() >= READ_AHEADS_MAX {
         inner.read_aheads.pop_front();
     }
-    inner.read_aheads.push_back(ReadAhead {
-        segment_base: base,
-        offset: next_offset,
-        position,
-        start,
-        read,
-    });
+    inner.read_aheads.push_back(ahead);
 }
 
 pub(crate) async fn wait_for_data(log: &Rc<RefCell<Inner>>, offset: i64) {

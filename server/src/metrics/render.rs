@@ -376,6 +376,24 @@ impl Scrape {
                 reads("tail_cache", |io| io.tail_cache_reads),
                 reads("disk", |io| io.disk_reads),
             ],
+        )?;
+        let total = |count: fn(&IoStats) -> u64| {
+            let sum: u64 = self.io.iter().map(|(_, io)| count(io)).sum();
+            [(Labels::new(), sum)]
+        };
+        family(
+            encoder,
+            "weir_storage_reads",
+            "Device reads of segment files (fetches, read-aheads, scans), all shards",
+            COUNTER,
+            total(|io| io.device_reads),
+        )?;
+        family(
+            encoder,
+            "weir_storage_read_bytes",
+            "Bytes the device read for segment files, all shards",
+            COUNTER,
+            total(|io| io.device_read_bytes),
         )
     }
 
