@@ -41,7 +41,7 @@ pub const READ_AHEADS_MAX: usize = 8;
 /// A read-ahead reads at least this much, whatever the fetch asked: a Kafka consumer asks 1 MiB
 /// per partition (`max.partition.fetch.bytes`), and one 1 MiB read in flight per reader left the
 /// device idle between reads (weir-bench --backlog with 1 MiB fetches: 0.80-1.04 GB/s against
-/// 1.07-1.13 GB/s with 8 MiB ones). 8 MiB is what the 8 MiB fetches read.
+/// 1.07-1.13 GB/s with 8 MiB ones). A reader with larger fetches reads ahead two of its windows.
 pub const READ_AHEAD_BYTES: usize = 8 << 20;
 
 /// Read-ahead memory of one shard, at most: past it a read-ahead reads only the fetch's own

@@ -65,11 +65,13 @@ impl Held {
         Held(bytes)
     }
 
-    /// The bytes a new read-ahead may read: `READ_AHEAD_BYTES` at least while the shard holds
-    /// less than its budget, otherwise only the fetch's own window.
+    /// The bytes a new read-ahead may read: two fetch windows and `READ_AHEAD_BYTES` at least
+    /// while the shard holds less than its budget, otherwise only the fetch's own window. Two
+    /// windows, because the next read starts only when a fetch finds a window's end: with one,
+    /// a reader whose fetches take whole windows keeps one read in flight.
     fn window(fetch_window: usize) -> usize {
         if HELD.with(Cell::get) < READ_AHEAD_SHARD_BYTES {
-            fetch_window.max(READ_AHEAD_BYTES)
+            (2 * fetch_window).max(READ_AHEAD_BYTES)
         } else {
             fetch_window
         }
