@@ -197,48 +197,48 @@ fn supported(points: &[(f64, f64)], samples: u64) -> Vec<(f64, f64)> {
     curve
 }
 
-/// The legend lines and the SVG: Iggy first, then each Weir run per request and per record.
+/// The SVG: Iggy's points first, then each Weir run per request and per record.
 pub fn chart(title: &str, iggy: &IggyRun, weir: &[WeirRun]) -> String {
-    let mut names = vec![iggy_name(iggy)];
-    for run in weir {
-        names.push(format!(
-            "Weir {}: per produce request, written to answered ({} requests, {} records each on average)",
-            run.label,
-            run.produce_request_latency.samples,
-            run.records_per_request()
-        ));
-        names.push(format!(
-            "Weir {}: per record, appended to acked ({} records)",
-            run.label, run.produce_latency.samples
-        ));
-    }
-    let mut curves = vec![Curve {
-        name: &names[0],
-        stroke: Stroke {
-            colour: IGGY_COLOUR,
-            dashed: false,
-            dots: true,
-        },
-        latency: &iggy.latency,
-    }];
+    let dotted = Stroke {
+        dots: true,
+        ..Stroke::solid(IGGY_COLOUR)
+    };
+    let mut lines: Vec<(String, Stroke, &Latency)> = vec![(iggy_name(iggy), dotted, &iggy.latency)];
     for (index, run) in weir.iter().enumerate() {
         let colour = WEIR_COLOURS[index % WEIR_COLOURS.len()];
-        curves.push(Curve::solid(
-            &names[1 + 2 * index],
-            colour,
-            &run.produce_request_latency,
-        ));
-        curves.push(Curve {
-            name: &names[2 + 2 * index],
-            stroke: Stroke {
-                colour,
-                dashed: true,
-                dots: false,
-            },
-            latency: &run.produce_latency,
-        });
+        let dashed = Stroke {
+            dashed: true,
+            ..Stroke::solid(colour)
+        };
+        let request = &run.produce_request_latency;
+        lines.push((request_name(run), Stroke::solid(colour), request));
+        lines.push((record_name(run), dashed, &run.produce_latency));
     }
+    let curves: Vec<Curve> = lines
+        .iter()
+        .map(|(name, stroke, latency)| Curve {
+            name,
+            stroke: *stroke,
+            latency,
+        })
+        .collect();
     report::latency_chart(title, &curves)
+}
+
+fn request_name(run: &WeirRun) -> String {
+    format!(
+        "Weir {}: per produce request, written to answered ({} requests, {} records each on average)",
+        run.label,
+        run.produce_request_latency.samples,
+        run.records_per_request()
+    )
+}
+
+fn record_name(run: &WeirRun) -> String {
+    format!(
+        "Weir {}: per record, appended to acked ({} records)",
+        run.label, run.produce_latency.samples
+    )
 }
 
 fn iggy_name(iggy: &IggyRun) -> String {
