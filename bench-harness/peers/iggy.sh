@@ -23,8 +23,13 @@
 #     matched to iggy-bench's (1 request in flight, batches of 1000
 #     records: 100 KB or 1 MB; for the backlog also 1 MiB fetches, like iggy-bench's polls of
 #     1000 messages);
-# alternating which broker goes first every round. Results: OUT/peers.md (one markdown table),
-# and every run's output beside it.
+# alternating which broker goes first every round. Results: OUT/peers.md (one markdown table,
+# and links to the charts), every run's output beside it, and for each produce workload and
+# round a latency chart OUT/peers-WORKLOAD-ROUND.svg drawn by `weir-bench peer-chart`: Iggy's
+# per-batch percentiles (iggy-bench's report.json, written by its `output -o DIR` subcommand
+# under OUT/iggy-report-WORKLOAD-ROUND/ after the measured run's actors have joined) and both
+# Weir runs' per-request and per-record curves (their --json), on the log-log axes of
+# weir-bench's --plot.
 #
 # Workloads (name: what is measured):
 #   100b-1p      produce, 100 B records, 1 producer, 1 partition
@@ -46,14 +51,20 @@
 # actor's p99 of one batch round trip (send of 1000 messages, or poll of up to 1000). Weir's
 # produce p99 is per record (append to ack) and per request (a request carries a batch; at
 # matched settings one batch of 1000 records), both given. For the backlog only throughput is
-# compared (weir-bench's end-to-end latency there includes the wait in the backlog).
+# compared (weir-bench's end-to-end latency there includes the wait in the backlog). The charts
+# plot Iggy's p50, p90, p95, p99, p99.9 and p99.99 (each the mean over producers, as the summary
+# line's), not its "max" (taken from 10 ms averages, it can sit below its p99); Weir's legend
+# gives the mean records per request (about 930 at matched settings for 100b-1p: a 100 KB batch
+# holds fewer than 1000 records of 100 B with their framing).
 #
 # STATUS: both halves run, 2 rounds, 2026-12-07 22:35–22:39 UTC on the 2-vCPU VM (Iggy cc269ef
 # built with rustc 1.97.0-nightly, LTO off, given as IGGY_TREE; table in docs/benchmarks.md,
 # "Iggy side by side"). The iggy-bench arguments, the server's environment (IGGY_SYSTEM_PATH,
 # IGGY_CONFIG_PATH, root credentials, one shard) and the parsing of iggy-bench's summary line were
 # checked against that commit's `--help` and real output. The build step itself (without
-# IGGY_TREE) was run by hand with the same cargo arguments, not through this script.
+# IGGY_TREE) was run by hand with the same cargo arguments, not through this script. The charts
+# (`output -o`, peer-chart) ran 2026-12-08 for 100b-1p and 100b-2p, 1 round (docs/benchmarks.md,
+# "Latency on one chart"); not yet run for 1000b-2p.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -159,11 +170,20 @@ run_iggy() { # workload name, iggy-bench runs, round
     count=$(awk -F';' '{print NF}' <<<"$runs")
     while IFS= read -r run; do
         n=$(( n + 1 ))
-        if (( n < count )); then out="$OUT/iggy-$name-$round-fill$n.txt"; else out="$OUT/iggy-$name-$round.txt"; fi
+        local -a report=()
+        if (( n < count )); then
+            out="$OUT/iggy-$name-$round-fill$n.txt"
+        else
+            out="$OUT/iggy-$name-$round.txt"
+            # The measured run also writes report.json (its latency percentiles, for the chart)
+            # under this directory; iggy-bench builds it after the actors have joined.
+            report=(output -o "$OUT/iggy-report-$name-$round")
+        fi
         read -r -a argv <<<"$run"
-        # iggy-bench's server address belongs to the transport subcommand, the last word.
+        # iggy-bench's server address belongs to the transport subcommand, the last word but
+        # for the output subcommand after it.
         if ! taskset -c 1 "$IGGY_BENCH" "${argv[@]}" --server-address "127.0.0.1:$IGGY_PORT" \
-            >"$out" 2>&1; then
+            "${report[@]}" >"$out" 2>&1; then
             echo "iggy $name round $round FAILED (see $out)" >&2
         fi
     done < <(tr ';' '\n' <<<"$runs")
@@ -220,6 +240,31 @@ for round in $(seq 1 "$rounds"); do
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 end=$(date -u +%H:%M)
+
+# One latency chart per produce workload and round: Iggy's per-batch percentiles and both Weir
+# runs' per-request and per-record curves (weir-bench peer-chart). Drawn only where all three
+# runs left their files.
+chart() { # workload name, round
+    local name=$1 round=$2 iggy weir_short
+    [ -d "$OUT/iggy-report-$name-$round" ] && [ -e "$OUT/weir-matched-$name-$round.json" ] \
+        && [ -e "$OUT/weir-default-$name-$round.json" ] || return 0
+    # iggy-bench names the directory inside after its parameters and the CPU.
+    iggy=$(find "$OUT/iggy-report-$name-$round" -name report.json | head -n 1)
+    [ -n "$iggy" ] || return 0
+    weir_short=${weir_commit%% *}
+    "$WEIR_BENCH" peer-chart --iggy "$iggy" \
+        --title "$name, round $round: produce latency, Iggy $commit and Weir $weir_short" \
+        --weir "matched (1 request in flight)=$OUT/weir-matched-$name-$round.json" \
+        --weir "defaults (5 in flight)=$OUT/weir-default-$name-$round.json" \
+        --out "$OUT/peers-$name-$round.svg" \
+        || echo "peer-chart $name round $round FAILED" >&2
+}
+for round in $(seq 1 "$rounds"); do
+    while IFS='|' read -r name _; do
+        case $name in *backlog) continue ;; esac
+        chart "$name" "$round"
+    done < <(workloads)
+done
 
 python3 - "$OUT" "$rounds" "$commit" "$load_before" "$load_after" "$weir_commit" "$start" "$end" <<'EOF'
 import glob, json, math, os, re, sys
@@ -304,6 +349,11 @@ lines = [f"Iggy at `{commit}`, weir at {weir_commit}; {start}–{end} UTC; load 
 for name in names:
     i, d, mt = iggy_runs(name), weir_runs("default", name), weir_runs("matched", name)
     lines.append(f"| {name} | {fmt_iggy(i)} | {fmt_weir(d)} | {fmt_weir(mt)} | {ratios(d, i)} | {ratios(mt, i)} |")
+charts = [f"[{n}, round {r}](peers-{n}-{r}.svg)" for n in names for r in range(1, rounds + 1)
+          if os.path.exists(f"{out}/peers-{n}-{r}.svg")]
+if charts:
+    lines += ["", "Produce latency by percentile, Iggy per batch and Weir per request and per record"
+              " (log-log): " + ", ".join(charts) + "."]
 open(f"{out}/peers.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 EOF

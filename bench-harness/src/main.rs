@@ -3,9 +3,10 @@
 //! `weir-bench [flags]` runs the Kafka load generator (see `workload.rs` for the flags; with
 //! `--share-group` its consumers are KIP-932 share consumers, `share.rs`);
 //! `weir-bench amqp [flags]` the AMQP one (`amqp/`); `weir-bench engine` runs the storage benchmark; `weir-bench encode` measures the client's own
-//! batch-building rate; `weir-bench loopback` measures the machine's TCP bandwidth over loopback. Threads: the main thread orchestrates and reports; producers, their ack
-//! readers and fetchers are plain OS threads with blocking sockets (see `producer.rs`,
-//! `consumer.rs`).
+//! batch-building rate; `weir-bench loopback` measures the machine's TCP bandwidth over loopback;
+//! `weir-bench peer-chart` draws Weir's and Apache Iggy's latency curves on one chart.
+//! Threads: the main thread orchestrates and reports; producers, their ack readers and fetchers
+//! are plain OS threads with blocking sockets (see `producer.rs`, `consumer.rs`).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -19,6 +20,7 @@ mod encode_bench;
 mod engine_bench;
 mod extent_bench;
 mod loopback_bench;
+mod peer_chart;
 mod producer;
 mod report;
 mod run;
@@ -56,6 +58,9 @@ enum Command {
     /// AMQP 0-9-1 load generator: publish with confirms and consume with manual acks, against any
     /// AMQP broker (--url) or a weir it starts (--spawn-server).
     Amqp(amqp::AmqpArgs),
+    /// Weir's produce latency curves (from --json files) and Apache Iggy's per-batch latency
+    /// (from iggy-bench's report.json) on one log-log chart, as an SVG.
+    PeerChart(peer_chart::PeerChartArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Encode(args)) => encode_bench::run(args),
         Some(Command::Loopback(args)) => loopback_bench::run(args),
         Some(Command::Amqp(args)) => amqp::main(&args),
+        Some(Command::PeerChart(args)) => peer_chart::run(&args),
         None => load(&cli.run),
     }
 }

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::workload::Workload;
 
@@ -21,7 +21,8 @@ pub struct SeriesPoint {
 }
 
 /// Percentiles of one latency histogram, in milliseconds (None: no samples).
-#[derive(Debug, Clone, Default, Serialize)]
+// Deserialize: `weir-bench peer-chart` reads the curves back from a run's --json.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Latency {
     pub samples: u64,
     pub p50_ms: Option<f64>,
@@ -268,19 +269,36 @@ const MARGIN_LEFT: f64 = 80.0;
 const MARGIN_RIGHT: f64 = 150.0;
 const MARGIN_TOP: f64 = 40.0;
 const MARGIN_BOTTOM: f64 = 50.0;
+/// The peer chart's panel: taller than a run's, the y axis spans more decades there.
+const LATENCY_CHART_HEIGHT: f64 = 460.0;
+const LEGEND_LINE: f64 = 20.0;
 
+/// One chart's frame: where it sits, its size (a run's plot stacks two panels with the legend on
+/// the right; the peer chart has one taller panel with the legend below) and its axis maxima.
 struct Panel {
     top: f64,
+    height: f64,
+    margin_right: f64,
     x_max: f64,
     y_max: f64,
 }
 
 impl Panel {
+    /// A panel of a run's plot: the standard height, room on the right for the legend.
+    fn stacked(top: f64, x_max: f64, y_max: f64) -> Self {
+        Panel {
+            top,
+            height: PANEL_HEIGHT,
+            margin_right: MARGIN_RIGHT,
+            x_max,
+            y_max,
+        }
+    }
     fn x(&self, value: f64) -> f64 {
-        MARGIN_LEFT + value / self.x_max * (WIDTH - MARGIN_LEFT - MARGIN_RIGHT)
+        MARGIN_LEFT + value / self.x_max * (WIDTH - MARGIN_LEFT - self.margin_right)
     }
     fn y(&self, value: f64) -> f64 {
-        let height = PANEL_HEIGHT - MARGIN_TOP - MARGIN_BOTTOM;
+        let height = self.height - MARGIN_TOP - MARGIN_BOTTOM;
         self.top + MARGIN_TOP + height - value / self.y_max * height
     }
     fn bottom(&self) -> f64 {
@@ -302,19 +320,61 @@ fn nice_max(value: f64) -> f64 {
     10.0 * magnitude
 }
 
-fn polyline(out: &mut String, panel: &Panel, points: &[(f64, f64)], color: &str) {
+/// How a line is drawn. Dashes tell apart two measures of one run in the same colour; dots mark
+/// curves known only at a few percentiles (a peer's summary), so nobody reads the straight
+/// segments between them as measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stroke<'a> {
+    pub colour: &'a str,
+    pub dashed: bool,
+    pub dots: bool,
+}
+
+impl<'a> Stroke<'a> {
+    pub fn solid(colour: &'a str) -> Self {
+        Stroke {
+            colour,
+            dashed: false,
+            dots: false,
+        }
+    }
+    fn dash_attribute(self) -> &'static str {
+        if self.dashed {
+            r#" stroke-dasharray="7 4""#
+        } else {
+            ""
+        }
+    }
+}
+
+fn polyline(out: &mut String, panel: &Panel, points: &[(f64, f64)], stroke: Stroke) {
     if points.is_empty() {
         return;
     }
-    let coords: Vec<String> = points
+    let coords: Vec<(f64, f64)> = points
         .iter()
-        .map(|&(x, y)| format!("{:.1},{:.1}", panel.x(x), panel.y(y)))
+        .map(|&(x, y)| (panel.x(x), panel.y(y)))
+        .collect();
+    let text: Vec<String> = coords
+        .iter()
+        .map(|(x, y)| format!("{x:.1},{y:.1}"))
         .collect();
     let _ = writeln!(
         out,
-        r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-        coords.join(" ")
+        r#"<polyline fill="none" stroke="{}" stroke-width="2"{} points="{}"/>"#,
+        stroke.colour,
+        stroke.dash_attribute(),
+        text.join(" ")
     );
+    if stroke.dots {
+        for (x, y) in coords {
+            let _ = writeln!(
+                out,
+                r#"<circle cx="{x:.1}" cy="{y:.1}" r="3.5" fill="{}"/>"#,
+                stroke.colour
+            );
+        }
+    }
 }
 
 fn axes(out: &mut String, panel: &Panel, title: &str, y_label: &str) {
@@ -363,17 +423,59 @@ fn axis_label(value: f64) -> String {
     }
 }
 
-fn legend(out: &mut String, panel: &Panel, entries: &[(&str, &str)]) {
-    for (index, (name, color)) in entries.iter().enumerate() {
-        let y = panel.top + MARGIN_TOP + 10.0 + index as f64 * 20.0;
-        let x = WIDTH - MARGIN_RIGHT + 15.0;
+/// The legend beside a stacked panel, in its right margin.
+fn legend(out: &mut String, panel: &Panel, entries: &[(&str, Stroke)]) {
+    let x = WIDTH - panel.margin_right + 15.0;
+    legend_at(out, x, panel.top + MARGIN_TOP + 10.0, entries);
+}
+
+/// Legend entries one per line from (x, y): a sample of the line, then its name.
+fn legend_at(out: &mut String, x: f64, y: f64, entries: &[(&str, Stroke)]) {
+    for (index, (name, stroke)) in entries.iter().enumerate() {
+        let y = y + index as f64 * LEGEND_LINE;
         let _ = writeln!(
             out,
-            r#"<line x1="{x:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="{color}" stroke-width="3"/><text x="{:.1}" y="{:.1}" font-size="12">{name}</text>"#,
-            x + 20.0,
-            x + 25.0,
-            y + 4.0
+            r#"<line x1="{x:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="{}" stroke-width="3"{}/><text x="{:.1}" y="{:.1}" font-size="12">{}</text>"#,
+            x + 28.0,
+            stroke.colour,
+            stroke.dash_attribute(),
+            x + 34.0,
+            y + 4.0,
+            escape(name)
         );
+        if stroke.dots {
+            let _ = writeln!(
+                out,
+                r#"<circle cx="{:.1}" cy="{y:.1}" r="3.5" fill="{}"/>"#,
+                x + 14.0,
+                stroke.colour
+            );
+        }
+    }
+}
+
+/// Text for SVG content: names come from the command line (labels, titles) and may hold `<` or `&`.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// One percentile curve of a latency panel.
+pub struct Curve<'a> {
+    /// The legend's words for it.
+    pub name: &'a str,
+    pub stroke: Stroke<'a>,
+    pub latency: &'a Latency,
+}
+
+impl<'a> Curve<'a> {
+    pub fn solid(name: &'a str, colour: &'a str, latency: &'a Latency) -> Self {
+        Curve {
+            name,
+            stroke: Stroke::solid(colour),
+            latency,
+        }
     }
 }
 
@@ -382,8 +484,7 @@ pub struct Plot<'a> {
     pub series: &'a [SeriesPoint],
     /// Legend names of the two throughput lines (sending side, receiving side).
     pub rate_names: [&'a str; 2],
-    /// (legend name, colour, latency) of each percentile curve.
-    pub curves: Vec<(&'a str, &'a str, &'a Latency)>,
+    pub curves: Vec<Curve<'a>>,
 }
 
 /// The Kafka run's plot: produce and consume rates; produce ack, request and end-to-end curves.
@@ -392,13 +493,13 @@ pub fn svg(results: &Results) -> String {
         series: &results.series,
         rate_names: ["produce", "consume"],
         curves: vec![
-            ("produce ack", "#1f77b4", &results.produce_latency),
-            (
+            Curve::solid("produce ack", "#1f77b4", &results.produce_latency),
+            Curve::solid(
                 "produce request",
                 "#2ca02c",
                 &results.produce_request_latency,
             ),
-            ("end to end", "#d62728", &results.e2e_latency),
+            Curve::solid("end to end", "#d62728", &results.e2e_latency),
         ],
     })
 }
@@ -412,9 +513,51 @@ pub fn plot(plot: &Plot) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>"#
     );
     throughput_panel(&mut out, plot);
-    latency_panel(&mut out, plot);
+    let panel = Panel::stacked(PANEL_HEIGHT, 1.0, 1.0);
+    let panel = latency_panel(
+        &mut out,
+        panel,
+        "Latency by percentile (log-log)",
+        &plot.curves,
+    );
+    legend(&mut out, &panel, &legend_entries(&plot.curves));
     out.push_str("</svg>\n");
     out
+}
+
+/// One latency panel alone, taller than a run's plot, with the legend below it (one line per
+/// curve, so that each can say in full what it measures): the peer comparison's chart.
+pub fn latency_chart(title: &str, curves: &[Curve]) -> String {
+    let panel = Panel {
+        top: 0.0,
+        height: LATENCY_CHART_HEIGHT,
+        // Room for the last percentile label, centred on the right edge.
+        margin_right: 45.0,
+        x_max: 1.0,
+        y_max: 1.0,
+    };
+    let height = LATENCY_CHART_HEIGHT + 10.0 + LEGEND_LINE * curves.len() as f64;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>"#
+    );
+    latency_panel(&mut out, panel, title, curves);
+    legend_at(
+        &mut out,
+        MARGIN_LEFT,
+        LATENCY_CHART_HEIGHT + 5.0,
+        &legend_entries(curves),
+    );
+    out.push_str("</svg>\n");
+    out
+}
+
+fn legend_entries<'a>(curves: &'a [Curve<'a>]) -> Vec<(&'a str, Stroke<'a>)> {
+    curves
+        .iter()
+        .map(|curve| (curve.name, curve.stroke))
+        .collect()
 }
 
 fn throughput_panel(out: &mut String, plot: &Plot) {
@@ -424,11 +567,7 @@ fn throughput_panel(out: &mut String, plot: &Plot) {
         .iter()
         .map(|point| point.produce_msgs_per_s.max(point.consume_msgs_per_s))
         .fold(0.0, f64::max);
-    let panel = Panel {
-        top: 0.0,
-        x_max: nice_max(t_max),
-        y_max: nice_max(rate_max),
-    };
+    let panel = Panel::stacked(0.0, nice_max(t_max), nice_max(rate_max));
     axes(out, &panel, "Throughput over time", "messages/s");
     for tick in 0..=5 {
         let value = panel.x_max * f64::from(tick) / 5.0;
@@ -448,15 +587,13 @@ fn throughput_panel(out: &mut String, plot: &Plot) {
         .iter()
         .map(|point| (point.t_s, point.consume_msgs_per_s))
         .collect();
-    polyline(out, &panel, &produce, "#1f77b4");
-    polyline(out, &panel, &consume, "#d62728");
+    let (sent, received) = (Stroke::solid("#1f77b4"), Stroke::solid("#d62728"));
+    polyline(out, &panel, &produce, sent);
+    polyline(out, &panel, &consume, received);
     legend(
         out,
         &panel,
-        &[
-            (plot.rate_names[0], "#1f77b4"),
-            (plot.rate_names[1], "#d62728"),
-        ],
+        &[(plot.rate_names[0], sent), (plot.rate_names[1], received)],
     );
 }
 
@@ -494,20 +631,20 @@ fn decades(values: impl Iterator<Item = f64>) -> (i32, i32) {
 }
 
 /// Latency by percentile on log-log axes: x as `nines`, y as log10(ms), so that p50 to p99.99
-/// and microseconds to seconds all stay readable in one panel.
-fn latency_panel(out: &mut String, plot: &Plot) {
-    let curves: Vec<Vec<(f64, f64)>> = plot
-        .curves
+/// and microseconds to seconds all stay readable in one panel. `frame` gives the panel's place
+/// and size; its axis maxima are set here from the curves. Returns the panel drawn, for the legend.
+fn latency_panel(out: &mut String, frame: Panel, title: &str, curves: &[Curve]) -> Panel {
+    let curves_points: Vec<Vec<(f64, f64)>> = curves
         .iter()
-        .map(|(_, _, latency)| {
-            let points = latency.curve.iter();
+        .map(|curve| {
+            let points = curve.latency.curve.iter();
             points
                 .map(|&(percentile, ms)| (nines(percentile), ms))
                 .collect()
         })
         .collect();
-    let (low, high) = decades(curves.iter().flatten().map(|point| point.1));
-    let x_max = curves
+    let (low, high) = decades(curves_points.iter().flatten().map(|point| point.1));
+    let x_max = curves_points
         .iter()
         .flatten()
         .map(|point| point.0)
@@ -515,13 +652,13 @@ fn latency_panel(out: &mut String, plot: &Plot) {
         .ceil();
     // Plotted in log space: y = log10(ms) - low decade, so the panel's linear mapping applies.
     let panel = Panel {
-        top: PANEL_HEIGHT,
         x_max,
         y_max: f64::from(high - low),
+        ..frame
     };
     let floor = 10f64.powi(low);
     let log_y = |ms: f64| (ms.max(floor).log10() - f64::from(low)).max(0.0);
-    latency_axes(out, &panel, low, high);
+    latency_axes(out, &panel, title, low, high);
     let mut ticks: Vec<(f64, String)> = vec![(nines(50.0), "50%".to_owned())];
     ticks.extend((1..=x_max as u32).map(|nine| (f64::from(nine), nines_label(nine))));
     for (x, label) in ticks {
@@ -534,27 +671,23 @@ fn latency_panel(out: &mut String, plot: &Plot) {
             x = panel.x(x),
         );
     }
-    for (points, (_, colour, _)) in curves.iter().zip(&plot.curves) {
+    for (points, curve) in curves_points.iter().zip(curves) {
         let points: Vec<(f64, f64)> = points.iter().map(|&(x, ms)| (x, log_y(ms))).collect();
-        polyline(out, &panel, &points, colour);
+        polyline(out, &panel, &points, curve.stroke);
     }
-    let entries: Vec<(&str, &str)> = plot
-        .curves
-        .iter()
-        .map(|(name, colour, _)| (*name, *colour))
-        .collect();
-    legend(out, &panel, &entries);
+    panel
 }
 
 /// The latency panel's frame: a gridline and label per decade of milliseconds from `low` to
 /// `high`, lighter lines at 2x and 5x, and the axis titles.
-fn latency_axes(out: &mut String, panel: &Panel, low: i32, high: i32) {
+fn latency_axes(out: &mut String, panel: &Panel, title: &str, low: i32, high: i32) {
     let (left, right) = (panel.x(0.0), panel.x(panel.x_max));
     let (top, bottom) = (panel.y(panel.y_max), panel.bottom());
     let _ = writeln!(
         out,
-        r#"<text x="{left:.1}" y="{:.1}" font-size="16" font-weight="bold">Latency by percentile (log-log)</text>"#,
-        panel.top + 25.0
+        r#"<text x="{left:.1}" y="{:.1}" font-size="16" font-weight="bold">{}</text>"#,
+        panel.top + 25.0,
+        escape(title)
     );
     let _ = writeln!(
         out,
@@ -631,6 +764,20 @@ mod tests {
         assert_eq!(nice_max(2.2), 2.5);
         assert_eq!(nice_max(1_300_000.0), 2_000_000.0);
         assert_eq!(nice_max(0.0), 1.0);
+    }
+
+    #[test]
+    fn latency_chart_escapes_names_and_lists_them_below() {
+        let mut histogram = stats::new_histogram();
+        stats::record(&mut histogram, 2_000_000, 1);
+        let latency = Latency::from_histogram(&histogram);
+        let svg = latency_chart("a < b", &[Curve::solid("x & y", "#123456", &latency)]);
+        assert!(svg.contains(">a &lt; b</text>"), "{svg}");
+        assert!(svg.contains(">x &amp; y</text>"), "{svg}");
+        assert!(svg.contains(r##"<polyline fill="none" stroke="#123456""##));
+        // The legend's line sits under the panel, not in a right-hand margin.
+        let legend = svg.lines().find(|line| line.contains("x &amp; y")).unwrap();
+        assert!(legend.contains(&format!(r#"y1="{:.1}""#, LATENCY_CHART_HEIGHT + 5.0)));
     }
 
     #[test]

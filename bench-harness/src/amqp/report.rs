@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::workload::AmqpWorkload;
-use crate::report::{human_rate, Latency, Plot, SeriesPoint};
+use crate::report::{human_rate, Curve, Latency, Plot, SeriesPoint};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AmqpResults {
@@ -134,12 +134,12 @@ pub fn svg(results: &AmqpResults) -> String {
         series: &results.series,
         rate_names: ["publish", "consume"],
         curves: vec![
-            (
+            Curve::solid(
                 "publish confirm",
                 "#1f77b4",
                 &results.publish_confirm_latency,
             ),
-            ("end to end", "#d62728", &results.e2e_latency),
+            Curve::solid("end to end", "#d62728", &results.e2e_latency),
         ],
     })
 }
