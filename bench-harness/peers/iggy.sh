@@ -45,7 +45,10 @@
 # Iggy producer in the produce workloads, 2000: 200 MB of 100 B, 2 GB of 1000 B per producer),
 # BACKLOG_MESSAGES (2000000 records of 1000 B in the backlog workload, both brokers), WEIR_PORT
 # (19600), IGGY_PORT (8090), OUT (target/peers), WORKLOADS (all; space-separated names),
-# WEIR_COMMIT (what the table names; default: HEAD of the checkout WEIR_BIN sits in).
+# WEIR_COMMIT (what the table names; default: HEAD of the checkout WEIR_BIN sits in),
+# WEIR_EXTRA (more weir-bench arguments for every Weir run, e.g. `--server-set
+# weir.tail.cache.shard.bytes=3000000000` to serve the backlog from memory as Iggy's page cache
+# does; the table's header names them).
 #
 # p99: Iggy's is iggy-bench's "p99 latency" of its summary line, the mean over actors of each
 # actor's p99 of one batch round trip (send of 1000 messages, or poll of up to 1000). Weir's
@@ -199,7 +202,7 @@ run_weir() { # workload name, label, weir-bench args, round
     # shellcheck disable=SC2086 # the arguments are words on purpose
     if ! "$WEIR_BENCH" --spawn-server --weir-bin "$WEIR_BIN" --bootstrap "127.0.0.1:$WEIR_PORT" \
         --server-cpus 0 --cpus 1 "${timing[@]}" \
-        --json "$OUT/weir-$label-$name-$round.json" $args \
+        --json "$OUT/weir-$label-$name-$round.json" $args ${WEIR_EXTRA:-} \
         >"$OUT/weir-$label-$name-$round.txt" 2>&1; then
         echo "weir $label $name round $round FAILED (see $OUT/weir-$label-$name-$round.txt)" >&2
     fi
@@ -233,6 +236,7 @@ fi
 # The broker measured is WEIR_BIN, which may come from another checkout than this script's.
 weir_commit=${WEIR_COMMIT:-$(git -C "$(dirname "$WEIR_BIN")" rev-parse --short HEAD 2>/dev/null || echo unknown)}
 weir_commit="$weir_commit (weir built $(date -u -r "$WEIR_BIN" '+%Y-%m-%d %H:%M' 2>/dev/null || echo '?') UTC)"
+[ -n "${WEIR_EXTRA:-}" ] && weir_commit="$weir_commit, every Weir run with \`$WEIR_EXTRA\`"
 start=$(date -u +%H:%M)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for round in $(seq 1 "$rounds"); do
