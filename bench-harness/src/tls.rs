@@ -119,6 +119,16 @@ impl Write for Stream {
         }
     }
 
+    /// The socket's own `writev`: `Write`'s default writes only the first slice, and a produce
+    /// request is sent as one slice per partition batch, so 1,000 partitions made 1,000 syscalls
+    /// a request (`--preset many-partitions` fell from 1.3-1.7 M to 0.4-0.8 M msgs/s).
+    fn write_vectored(&mut self, buffers: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(socket) => socket.write_vectored(buffers),
+            Stream::Tls(tls) => tls.write_vectored(buffers),
+        }
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Plain(socket) => socket.flush(),
@@ -173,9 +183,14 @@ impl TlsStream {
     }
 
     fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[io::IoSlice::new(buffer)])
+    }
+
+    /// Every slice rustls takes, encrypted and sent with one socket write.
+    fn write_vectored(&mut self, buffers: &[io::IoSlice<'_>]) -> io::Result<usize> {
         let accepted = {
             let mut connection = self.connection.lock().map_err(poisoned)?;
-            let accepted = connection.writer().write(buffer)?;
+            let accepted = connection.writer().write_vectored(buffers)?;
             self.encrypted.clear();
             while connection.wants_write() {
                 connection.write_tls(&mut self.encrypted)?;
@@ -235,4 +250,24 @@ pub fn run_certificates() -> Result<RunCertificates> {
         key: path("server.key"),
         _dir: dir,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn a_plain_stream_writes_every_slice_in_one_call() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut stream = Stream::Plain(TcpStream::connect(listener.local_addr().unwrap()).unwrap());
+        let (mut peer, _) = listener.accept().unwrap();
+        let slices: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 100]).collect();
+        let io_slices: Vec<io::IoSlice<'_>> = slices.iter().map(|s| io::IoSlice::new(s)).collect();
+        // 10,000 bytes fit in any socket buffer: one writev takes them all.
+        assert_eq!(stream.write_vectored(&io_slices).unwrap(), 10_000);
+        let mut got = vec![0u8; 10_000];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(got, slices.concat());
+    }
 }
