@@ -451,10 +451,11 @@ fn bursts_larger_than_one_write_stage_the_next_write_across_rolls() {
             // 12 MiB of uneven batches queued at once: several 1 MiB writes, staged while the
             // previous one is in flight, and rolls every 3 MiB.
             for i in 0..700usize {
-                let mut batch = values(1 + i % 5, 3000 + (i * 7919) % 9000, i as u8);
-                let appended = log.append(batch.clone()).unwrap();
-                weir_engine::batch::set_base_offset(&mut batch, appended.base_offset);
-                sent.push((appended.base_offset, batch.to_vec()));
+                let appended = append_kept(
+                    &log,
+                    values(1 + i % 5, 3000 + (i * 7919) % 9000, i as u8),
+                    &mut sent,
+                );
                 last = appended.last_offset;
                 if i % 250 == 0 {
                     glommio::yield_if_needed().await;
@@ -487,12 +488,9 @@ fn catch_up_readers_get_every_batch_through_read_ahead_across_segments() {
         let mut next = 0i64;
         for i in 0..400usize {
             let batch = values(1 + i % 4, 100 + (i * 37) % 900, i as u8);
-            let appended = log.append(batch.clone()).unwrap();
+            let appended = append_kept(&log, batch, &mut sent);
             assert_eq!(appended.base_offset, next);
             next = appended.last_offset + 1;
-            let mut stored = batch.to_vec();
-            stored[..8].copy_from_slice(&appended.base_offset.to_be_bytes());
-            sent.push((appended.base_offset, stored));
         }
         log.wait_written(next - 1).await.unwrap();
         let (mut a, mut b) = (0i64, 0i64);
@@ -514,11 +512,8 @@ fn catch_up_readers_get_every_batch_through_read_ahead_across_segments() {
             }
             // Keep the active segment growing behind the readers.
             if extra < 50 {
-                let appended = log.append(values(2, 333, extra)).unwrap();
+                let appended = append_kept(&log, values(2, 333, extra), &mut sent);
                 log.wait_written(appended.last_offset).await.unwrap();
-                let mut stored = values(2, 333, extra).to_vec();
-                stored[..8].copy_from_slice(&appended.base_offset.to_be_bytes());
-                sent.push((appended.base_offset, stored));
                 extra += 1;
             }
         }
@@ -550,10 +545,7 @@ fn a_reader_with_small_fetches_reads_the_device_in_large_windows() {
         let mut last = 0;
         // 24 MiB of 16 KiB batches with uneven records.
         for i in 0..1500usize {
-            let mut batch = values(4, 4000 + (i * 131) % 200, i as u8);
-            let appended = log.append(batch.clone()).unwrap();
-            weir_engine::batch::set_base_offset(&mut batch, appended.base_offset);
-            sent.push((appended.base_offset, batch.to_vec()));
+            let appended = append_kept(&log, values(4, 4000 + (i * 131) % 200, i as u8), &mut sent);
             last = appended.last_offset;
             if i % 100 == 0 {
                 glommio::yield_if_needed().await;
@@ -625,10 +617,11 @@ fn two_writes_in_flight_split_at_a_block_and_keep_every_batch() {
             // but the last of a run ending at a block boundary inside a batch, and a roll at
             // 16 MiB.
             for i in 0..4000usize {
-                let mut batch = values(1 + i % 3, 7000 + (i * 7919) % 6000, i as u8);
-                let appended = log.append(batch.clone()).unwrap();
-                weir_engine::batch::set_base_offset(&mut batch, appended.base_offset);
-                sent.push((appended.base_offset, batch.to_vec()));
+                let appended = append_kept(
+                    &log,
+                    values(1 + i % 3, 7000 + (i * 7919) % 6000, i as u8),
+                    &mut sent,
+                );
                 last = appended.last_offset;
                 if i % 500 == 0 {
                     glommio::yield_if_needed().await;
@@ -660,10 +653,7 @@ fn a_write_after_a_padded_tail_rewrites_that_block_apart_and_keeps_the_bytes() {
             100, 3000, 900, 5000, 12, 4096, 8191, 70_000, 1, 4000, 300_000, 77,
         ];
         for (i, &size) in sizes.iter().enumerate() {
-            let mut batch = values(1 + i % 2, size, i as u8 + 1);
-            let appended = log.append(batch.clone()).unwrap();
-            weir_engine::batch::set_base_offset(&mut batch, appended.base_offset);
-            sent.push((appended.base_offset, batch.to_vec()));
+            let appended = append_kept(&log, values(1 + i % 2, size, i as u8 + 1), &mut sent);
             log.wait_written(appended.last_offset).await.unwrap();
         }
         assert_eq!(read_all(&log, 0, 1 << 20).await, sent);
@@ -700,10 +690,11 @@ fn many_logs_share_the_shards_write_slots_without_losing_a_batch() {
         let mut sent: Vec<Vec<(i64, Vec<u8>)>> = vec![Vec::new(); logs.len()];
         for round in 0..12usize {
             for (p, (_, log)) in logs.iter().enumerate() {
-                let mut batch = values(1 + round % 3, 3000 + (p * 131 + round) % 5000, p as u8);
-                let appended = log.append(batch.clone()).unwrap();
-                weir_engine::batch::set_base_offset(&mut batch, appended.base_offset);
-                sent[p].push((appended.base_offset, batch.to_vec()));
+                append_kept(
+                    log,
+                    values(1 + round % 3, 3000 + (p * 131 + round) % 5000, p as u8),
+                    &mut sent[p],
+                );
             }
         }
         for (p, (path, log)) in logs.iter_mut().enumerate() {
@@ -750,10 +741,7 @@ fn logs_with_more_segments_than_the_descriptor_budget_write_read_and_recover() {
         let mut sent: Vec<Vec<(i64, Vec<u8>)>> = vec![Vec::new(); logs.len()];
         for round in 0..10u8 {
             for (p, log) in logs.iter().enumerate() {
-                let mut batch = values(1, 2000, round ^ p as u8);
-                let appended = log.append(batch.clone()).unwrap();
-                weir_engine::batch::set_base_offset(&mut batch, appended.base_offset);
-                sent[p].push((appended.base_offset, batch.to_vec()));
+                let appended = append_kept(log, values(1, 2000, round ^ p as u8), &mut sent[p]);
                 log.wait_written(appended.base_offset).await.unwrap();
             }
         }

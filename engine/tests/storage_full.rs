@@ -144,10 +144,7 @@ fn a_burst_that_fills_the_device_is_written_whole_once_space_returns() {
         let mut last = 0;
         // 10 MiB queued at once on a device with ~7 MiB free.
         for i in 0..1000usize {
-            let mut batch = values(1, 10_000 + i % 77, i as u8);
-            let appended = log.append(batch.clone()).unwrap();
-            weir_engine::batch::set_base_offset(&mut batch, appended.base_offset);
-            sent.push((appended.base_offset, batch.to_vec()));
+            let appended = append_kept(&log, values(1, 10_000 + i % 77, i as u8), &mut sent);
             last = appended.last_offset;
         }
         let outcome = log.wait_written(last).await;

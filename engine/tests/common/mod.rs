@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use bytes::BytesMut;
 use glommio::{LocalExecutorBuilder, Placement};
 use weir_engine::batch::{build_batch, build_value_batch, BatchSpec, RecordSpec};
-use weir_engine::{Durability, Log, LogConfig, ReadBatches};
+use weir_engine::{Appended, Durability, Log, LogConfig, ReadBatches};
 
 /// Runs `f` on a fresh executor (512 KiB io memory) after preparing `dir` as a data directory.
 pub fn run<F, R>(dir: &Path, f: impl FnOnce(PathBuf) -> F + Send + 'static) -> R
@@ -26,6 +26,15 @@ where
         .unwrap()
         .join()
         .unwrap()
+}
+
+/// Appends `batch` to `log` and keeps it in `sent` as the log stores it (with the base offset
+/// the log assigned): what a reader must get back.
+pub fn append_kept(log: &Log, mut batch: BytesMut, sent: &mut Vec<(i64, Vec<u8>)>) -> Appended {
+    let appended = log.append(batch.clone()).unwrap();
+    weir_engine::batch::set_base_offset(&mut batch, appended.base_offset);
+    sent.push((appended.base_offset, batch.to_vec()));
+    appended
 }
 
 /// A batch of `count` records whose values are `fill` repeated `value_bytes` times.
