@@ -363,9 +363,11 @@ impl Scrape {
             "Time a write of appended data to a segment file took (O_DIRECT), all shards",
             &merged(|io| &io.writes),
         )?;
+        // One counter summed over the shards.
+        let total =
+            |count: fn(&IoStats) -> u64| -> u64 { self.io.iter().map(|(_, io)| count(io)).sum() };
         let reads = |source: &'static str, count: fn(&IoStats) -> u64| {
-            let total: u64 = self.io.iter().map(|(_, io)| count(io)).sum();
-            (label("source", source), total)
+            (label("source", source), total(count))
         };
         family(
             encoder,
@@ -377,23 +379,19 @@ impl Scrape {
                 reads("disk", |io| io.disk_reads),
             ],
         )?;
-        let total = |count: fn(&IoStats) -> u64| {
-            let sum: u64 = self.io.iter().map(|(_, io)| count(io)).sum();
-            [(Labels::new(), sum)]
-        };
         family(
             encoder,
             "weir_storage_reads",
             "Device reads of segment files (fetches, read-aheads, scans), all shards",
             COUNTER,
-            total(|io| io.device_reads),
+            [(Labels::new(), total(|io| io.device_reads))],
         )?;
         family(
             encoder,
             "weir_storage_read_bytes",
             "Bytes the device read for segment files, all shards",
             COUNTER,
-            total(|io| io.device_read_bytes),
+            [(Labels::new(), total(|io| io.device_read_bytes))],
         )
     }
 
